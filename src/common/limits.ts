@@ -1,0 +1,25 @@
+/**
+ * Named maxima. Every queue, batch, read and request has a limit; work past it is refused with a
+ * typed error rather than buffered. Values here are defaults; configs may lower or raise them.
+ */
+export const LIMITS = {
+  /** Largest offset a JavaScript number holds exactly. */
+  offsetMax: Number.MAX_SAFE_INTEGER,
+  /** Largest single record batch accepted for append (Kafka's message.max.bytes is ~1 MiB). */
+  batchBytesMax: 1024 * 1024 + 1024,
+  /** Largest single record (key + value + headers). */
+  recordBytesMax: 1024 * 1024,
+  /** Records in one batch. */
+  batchRecordsMax: 100_000,
+  /** Largest HTTP request body. */
+  requestBodyBytesMax: 8 * 1024 * 1024,
+  /** Records in one produce request. */
+  requestRecordsMax: 10_000,
+  /** Largest fetch response. */
+  fetchBytesMax: 8 * 1024 * 1024,
+  /** Longest long-poll. */
+  fetchWaitMsMax: 30_000,
+  topicNameLengthMax: 249,
+  partitionsMax: 10_000,
+  headersPerRecordMax: 1_000,
+} as const;

@@ -1,0 +1,604 @@
+import { assert } from '../common/assert.js';
+import { crc32c } from '../common/crc32c.js';
+import { SluiceError } from '../common/errors.js';
+import { LIMITS } from '../common/limits.js';
+
+/**
+ * The record batch: the unit that producers send, the log stores and consumers fetch.
+ *
+ * A stored batch is itself one msgpack value (a 14-element array), so that a fetch response can
+ * carry stored batches byte for byte inside a msgpack array and any stock msgpack decoder reads
+ * it. Header fields use fixed-width msgpack forms so that they sit at fixed positions and a
+ * leader can rewrite `baseOffset` and `partitionLeaderEpoch` in place; both come before `crc`,
+ * which covers only the bytes after it, so rewriting them needs no new CRC (as Kafka's v2 batch).
+ *
+ *   pos len bytes                    field
+ *   0   1   0x9e                     fixarray, 14 elements
+ *   1   9   0xcf u64                 [0]  baseOffset             rewritten by the leader
+ *   10  5   0xce u32                 [1]  batchLength            bytes after this field
+ *   15  5   0xd2 i32                 [2]  partitionLeaderEpoch   rewritten by the leader
+ *   20  1   0x02                     [3]  magic (positive fixint 2)
+ *   21  5   0xce u32                 [4]  crc: CRC-32C of bytes [26, end)
+ *   26  3   0xcd u16                 [5]  attributes: bits 0-2 codec (0 none), bit 3 timestamp
+ *                                         type, bit 4 transactional, bit 5 control
+ *   29  5   0xce u32                 [6]  lastOffsetDelta
+ *   34  9   0xd3 i64                 [7]  baseTimestamp (ms)
+ *   43  9   0xd3 i64                 [8]  maxTimestamp (ms)
+ *   52  9   0xd3 i64                 [9]  producerId (-1: none)
+ *   61  3   0xd1 i16                 [10] producerEpoch (-1: none)
+ *   64  5   0xd2 i32                 [11] baseSequence (-1: none)
+ *   69  5   0xce u32                 [12] recordCount
+ *   74  5   0xdd u32                 [13] records: array32 of recordCount records
+ *   79  ...                               the records
+ *
+ * A record is a msgpack array of 5 in the shortest msgpack forms:
+ *   [offsetDelta uint, timestampDelta int, key bin|nil, value bin|nil, headers [[name str, value bin|nil], ...]]
+ *
+ * All multi-byte integers are big-endian, as msgpack defines. A whole batch is
+ * `BATCH_LENGTH_PREFIX_BYTES + batchLength` bytes.
+ */
+
+export const BATCH_HEADER_BYTES = 79;
+export const BATCH_LENGTH_PREFIX_BYTES = 15;
+export const BATCH_MAGIC = 2;
+export const BATCH_CRC_START = 26;
+export const BATCH_RECORDS_START = 74;
+
+const POS = {
+  arrayMarker: 0,
+  baseOffset: 1,
+  batchLength: 10,
+  partitionLeaderEpoch: 15,
+  magic: 20,
+  crc: 21,
+  attributes: 26,
+  lastOffsetDelta: 29,
+  baseTimestamp: 34,
+  maxTimestamp: 43,
+  producerId: 52,
+  producerEpoch: 61,
+  baseSequence: 64,
+  recordCount: 69,
+  recordsArray: 74,
+} as const;
+
+/** The markers every header must carry at its fixed positions, checked before anything is trusted. */
+const MARKERS: readonly (readonly [number, number])[] = [
+  [POS.arrayMarker, 0x9e],
+  [POS.baseOffset, 0xcf],
+  [POS.batchLength, 0xce],
+  [POS.partitionLeaderEpoch, 0xd2],
+  [POS.magic, BATCH_MAGIC],
+  [POS.crc, 0xce],
+  [POS.attributes, 0xcd],
+  [POS.lastOffsetDelta, 0xce],
+  [POS.baseTimestamp, 0xd3],
+  [POS.maxTimestamp, 0xd3],
+  [POS.producerId, 0xd3],
+  [POS.producerEpoch, 0xd1],
+  [POS.baseSequence, 0xd2],
+  [POS.recordCount, 0xce],
+  [POS.recordsArray, 0xdd],
+];
+
+export const ATTRIBUTE_CODEC_MASK = 0x07;
+export const ATTRIBUTE_LOG_APPEND_TIME = 0x08;
+export const ATTRIBUTE_TRANSACTIONAL = 0x10;
+export const ATTRIBUTE_CONTROL = 0x20;
+
+export type Header = readonly [name: string, value: Uint8Array | null];
+
+export interface RecordInput {
+  key?: Uint8Array | null;
+  value?: Uint8Array | null;
+  headers?: readonly Header[];
+  /** Milliseconds since the epoch. */
+  timestamp: number;
+}
+
+export interface BatchRecord {
+  offset: number;
+  timestamp: number;
+  key: Uint8Array | null;
+  value: Uint8Array | null;
+  headers: Header[];
+}
+
+export interface BatchHeader {
+  baseOffset: number;
+  batchLength: number;
+  partitionLeaderEpoch: number;
+  magic: number;
+  crc: number;
+  attributes: number;
+  lastOffsetDelta: number;
+  baseTimestamp: number;
+  maxTimestamp: number;
+  producerId: number;
+  producerEpoch: number;
+  baseSequence: number;
+  recordCount: number;
+}
+
+export interface EncodeBatchOptions {
+  baseOffset?: number;
+  partitionLeaderEpoch?: number;
+  attributes?: number;
+  producerId?: number;
+  producerEpoch?: number;
+  baseSequence?: number;
+}
+
+/** Total size in bytes of a batch: header prefix plus batchLength. */
+export function batchSize(header: Pick<BatchHeader, 'batchLength'>): number {
+  return BATCH_LENGTH_PREFIX_BYTES + header.batchLength;
+}
+
+/** The offset after the batch's last record. */
+export function nextOffsetOf(header: Pick<BatchHeader, 'baseOffset' | 'lastOffsetDelta'>): number {
+  return header.baseOffset + header.lastOffsetDelta + 1;
+}
+
+export function encodeBatch(records: readonly RecordInput[], options: EncodeBatchOptions = {}): Buffer {
+  if (records.length === 0) throw new SluiceError('INVALID_RECORD', 'a batch holds at least one record');
+  if (records.length > LIMITS.batchRecordsMax) {
+    throw new SluiceError('TOO_MANY_RECORDS', `a batch holds at most ${LIMITS.batchRecordsMax} records`);
+  }
+  let baseTimestamp = records[0]!.timestamp;
+  let maxTimestamp = baseTimestamp;
+  let size = BATCH_HEADER_BYTES;
+  for (const r of records) {
+    if (!Number.isSafeInteger(r.timestamp) || r.timestamp < -1) {
+      throw new SluiceError('INVALID_TIMESTAMP', `timestamp ${r.timestamp} is not a valid millisecond time`);
+    }
+    if (r.timestamp < baseTimestamp) baseTimestamp = r.timestamp;
+    if (r.timestamp > maxTimestamp) maxTimestamp = r.timestamp;
+    size += recordSizeBound(r);
+  }
+  const buf = Buffer.allocUnsafe(size);
+  let pos = BATCH_HEADER_BYTES;
+  for (let i = 0; i < records.length; i++) pos = writeRecord(buf, pos, records[i]!, i, baseTimestamp);
+  const out = buf.subarray(0, pos);
+  writeHeader(out, {
+    baseOffset: options.baseOffset ?? 0,
+    partitionLeaderEpoch: options.partitionLeaderEpoch ?? -1,
+    attributes: options.attributes ?? 0,
+    lastOffsetDelta: records.length - 1,
+    baseTimestamp,
+    maxTimestamp,
+    producerId: options.producerId ?? -1,
+    producerEpoch: options.producerEpoch ?? -1,
+    baseSequence: options.baseSequence ?? -1,
+    recordCount: records.length,
+  });
+  return out;
+}
+
+function writeHeader(buf: Buffer, h: Omit<BatchHeader, 'batchLength' | 'magic' | 'crc'>): void {
+  buf[POS.arrayMarker] = 0x9e;
+  buf[POS.baseOffset] = 0xcf;
+  buf.writeBigUInt64BE(BigInt(h.baseOffset), POS.baseOffset + 1);
+  buf[POS.batchLength] = 0xce;
+  buf.writeUInt32BE(buf.length - BATCH_LENGTH_PREFIX_BYTES, POS.batchLength + 1);
+  buf[POS.partitionLeaderEpoch] = 0xd2;
+  buf.writeInt32BE(h.partitionLeaderEpoch, POS.partitionLeaderEpoch + 1);
+  buf[POS.magic] = BATCH_MAGIC;
+  buf[POS.crc] = 0xce;
+  buf[POS.attributes] = 0xcd;
+  buf.writeUInt16BE(h.attributes, POS.attributes + 1);
+  buf[POS.lastOffsetDelta] = 0xce;
+  buf.writeUInt32BE(h.lastOffsetDelta, POS.lastOffsetDelta + 1);
+  buf[POS.baseTimestamp] = 0xd3;
+  buf.writeBigInt64BE(BigInt(h.baseTimestamp), POS.baseTimestamp + 1);
+  buf[POS.maxTimestamp] = 0xd3;
+  buf.writeBigInt64BE(BigInt(h.maxTimestamp), POS.maxTimestamp + 1);
+  buf[POS.producerId] = 0xd3;
+  buf.writeBigInt64BE(BigInt(h.producerId), POS.producerId + 1);
+  buf[POS.producerEpoch] = 0xd1;
+  buf.writeInt16BE(h.producerEpoch, POS.producerEpoch + 1);
+  buf[POS.baseSequence] = 0xd2;
+  buf.writeInt32BE(h.baseSequence, POS.baseSequence + 1);
+  buf[POS.recordCount] = 0xce;
+  buf.writeUInt32BE(h.recordCount, POS.recordCount + 1);
+  buf[POS.recordsArray] = 0xdd;
+  buf.writeUInt32BE(h.recordCount, POS.recordsArray + 1);
+  buf.writeUInt32BE(crc32c(buf.subarray(BATCH_CRC_START)), POS.crc + 1);
+}
+
+/** An upper bound of a record's encoded size (strings counted at 3 bytes per UTF-16 unit). */
+function recordSizeBound(r: RecordInput): number {
+  let n = 1 + 9 + 9 + 5 + 5 + 5; // array, offsetDelta, timestampDelta, key/value/headers markers
+  if (r.key) n += r.key.length;
+  if (r.value) n += r.value.length;
+  const headers = r.headers ?? [];
+  if (headers.length > LIMITS.headersPerRecordMax) {
+    throw new SluiceError('INVALID_RECORD', `a record holds at most ${LIMITS.headersPerRecordMax} headers`);
+  }
+  for (const [name, value] of headers) {
+    if (typeof name !== 'string') throw new SluiceError('INVALID_RECORD', 'a header name must be a string');
+    n += 1 + 5 + name.length * 3 + 5 + (value ? value.length : 0);
+  }
+  return n;
+}
+
+function writeRecord(
+  buf: Buffer,
+  pos: number,
+  r: RecordInput,
+  offsetDelta: number,
+  baseTimestamp: number,
+): number {
+  buf[pos++] = 0x95;
+  pos = writeInt(buf, pos, offsetDelta);
+  pos = writeInt(buf, pos, r.timestamp - baseTimestamp);
+  pos = writeBin(buf, pos, r.key ?? null);
+  pos = writeBin(buf, pos, r.value ?? null);
+  const headers = r.headers ?? [];
+  pos = writeArrayHeader(buf, pos, headers.length);
+  for (const [name, value] of headers) {
+    buf[pos++] = 0x92;
+    pos = writeStr(buf, pos, name);
+    pos = writeBin(buf, pos, value);
+  }
+  return pos;
+}
+
+function writeInt(buf: Buffer, pos: number, n: number): number {
+  if (n >= 0 && n < 128) {
+    buf[pos] = n;
+    return pos + 1;
+  }
+  if (n < 0 && n >= -32) {
+    buf[pos] = n & 0xff;
+    return pos + 1;
+  }
+  if (n >= 0) {
+    if (n < 0x100) return buf.writeUInt8(n, writeMarker(buf, pos, 0xcc));
+    if (n < 0x10000) return buf.writeUInt16BE(n, writeMarker(buf, pos, 0xcd));
+    if (n < 0x100000000) return buf.writeUInt32BE(n, writeMarker(buf, pos, 0xce));
+    return buf.writeBigUInt64BE(BigInt(n), writeMarker(buf, pos, 0xcf));
+  }
+  if (n >= -0x80) return buf.writeInt8(n, writeMarker(buf, pos, 0xd0));
+  if (n >= -0x8000) return buf.writeInt16BE(n, writeMarker(buf, pos, 0xd1));
+  if (n >= -0x80000000) return buf.writeInt32BE(n, writeMarker(buf, pos, 0xd2));
+  return buf.writeBigInt64BE(BigInt(n), writeMarker(buf, pos, 0xd3));
+}
+
+function writeMarker(buf: Buffer, pos: number, marker: number): number {
+  buf[pos] = marker;
+  return pos + 1;
+}
+
+function writeBin(buf: Buffer, pos: number, data: Uint8Array | null): number {
+  if (data === null) return writeMarker(buf, pos, 0xc0);
+  const n = data.length;
+  if (n < 0x100) pos = buf.writeUInt8(n, writeMarker(buf, pos, 0xc4));
+  else if (n < 0x10000) pos = buf.writeUInt16BE(n, writeMarker(buf, pos, 0xc5));
+  else pos = buf.writeUInt32BE(n, writeMarker(buf, pos, 0xc6));
+  buf.set(data, pos);
+  return pos + n;
+}
+
+function writeStr(buf: Buffer, pos: number, s: string): number {
+  // Write at the widest header's distance (str32), then shift down if a shorter header fits.
+  const written = buf.write(s, pos + 5, 'utf8');
+  let headerBytes = 5;
+  if (written < 32) headerBytes = 1;
+  else if (written < 0x100) headerBytes = 2;
+  else if (written < 0x10000) headerBytes = 3;
+  if (headerBytes !== 5) buf.copyWithin(pos + headerBytes, pos + 5, pos + 5 + written);
+  if (headerBytes === 1) buf[pos] = 0xa0 | written;
+  else if (headerBytes === 2) buf.writeUInt8(written, writeMarker(buf, pos, 0xd9));
+  else if (headerBytes === 3) buf.writeUInt16BE(written, writeMarker(buf, pos, 0xda));
+  else buf.writeUInt32BE(written, writeMarker(buf, pos, 0xdb));
+  return pos + headerBytes + written;
+}
+
+function writeArrayHeader(buf: Buffer, pos: number, n: number): number {
+  if (n < 16) return writeMarker(buf, pos, 0x90 | n);
+  if (n < 0x10000) return buf.writeUInt16BE(n, writeMarker(buf, pos, 0xdc));
+  return buf.writeUInt32BE(n, writeMarker(buf, pos, 0xdd));
+}
+
+/**
+ * Reads the fixed header at `pos` without checking it; call `checkBatchAt` first on untrusted bytes.
+ */
+export function readBatchHeader(buf: Uint8Array, pos = 0): BatchHeader {
+  const b = asBuffer(buf);
+  return {
+    baseOffset: readUint64(b, pos + POS.baseOffset + 1),
+    batchLength: b.readUInt32BE(pos + POS.batchLength + 1),
+    partitionLeaderEpoch: b.readInt32BE(pos + POS.partitionLeaderEpoch + 1),
+    magic: b[pos + POS.magic]!,
+    crc: b.readUInt32BE(pos + POS.crc + 1),
+    attributes: b.readUInt16BE(pos + POS.attributes + 1),
+    lastOffsetDelta: b.readUInt32BE(pos + POS.lastOffsetDelta + 1),
+    baseTimestamp: readInt64(b, pos + POS.baseTimestamp + 1),
+    maxTimestamp: readInt64(b, pos + POS.maxTimestamp + 1),
+    producerId: readInt64(b, pos + POS.producerId + 1),
+    producerEpoch: b.readInt16BE(pos + POS.producerEpoch + 1),
+    baseSequence: b.readInt32BE(pos + POS.baseSequence + 1),
+    recordCount: b.readUInt32BE(pos + POS.recordCount + 1),
+  };
+}
+
+export type BatchCheck =
+  | { ok: true; size: number; header: BatchHeader }
+  /** Fewer bytes than the batch claims: a torn tail when found on disk. */
+  | { ok: false; reason: 'incomplete'; message: string }
+  | { ok: false; reason: 'corrupt'; message: string };
+
+/**
+ * Checks the batch that starts at `pos` within `buf[pos, end)`: markers, magic, length bounds,
+ * record count against lastOffsetDelta, and CRC-32C. Decodes no record.
+ */
+export function checkBatchAt(
+  buf: Uint8Array,
+  pos = 0,
+  end = buf.length,
+  batchBytesMax: number = LIMITS.batchBytesMax,
+): BatchCheck {
+  const available = end - pos;
+  if (available < BATCH_LENGTH_PREFIX_BYTES) {
+    return { ok: false, reason: 'incomplete', message: `${available} bytes is shorter than a batch header` };
+  }
+  for (const [at, value] of MARKERS) {
+    if (at >= BATCH_LENGTH_PREFIX_BYTES) break;
+    if (buf[pos + at] !== value)
+      return corrupt(`byte ${at} of the batch header is 0x${hex(buf[pos + at])}, not 0x${hex(value)}`);
+  }
+  const b = asBuffer(buf);
+  const batchLength = b.readUInt32BE(pos + POS.batchLength + 1);
+  const size = BATCH_LENGTH_PREFIX_BYTES + batchLength;
+  if (size < BATCH_HEADER_BYTES) return corrupt(`batch length ${batchLength} is shorter than the header`);
+  if (size > batchBytesMax) {
+    return corrupt(`batch of ${size} bytes is larger than the limit of ${batchBytesMax}`);
+  }
+  if (available < size)
+    return { ok: false, reason: 'incomplete', message: `batch needs ${size} bytes, ${available} present` };
+  for (const [at, value] of MARKERS) {
+    if (at < BATCH_LENGTH_PREFIX_BYTES) continue;
+    if (buf[pos + at] !== value)
+      return corrupt(`byte ${at} of the batch header is 0x${hex(buf[pos + at])}, not 0x${hex(value)}`);
+  }
+  const storedCrc = b.readUInt32BE(pos + POS.crc + 1);
+  const actualCrc = crc32c(b.subarray(pos + BATCH_CRC_START, pos + size));
+  if (actualCrc !== storedCrc) {
+    return corrupt(`CRC-32C mismatch: stored 0x${hex(storedCrc)}, computed 0x${hex(actualCrc)}`);
+  }
+  let header: BatchHeader;
+  try {
+    header = readBatchHeader(buf, pos);
+  } catch (error) {
+    return corrupt(error instanceof Error ? error.message : String(error));
+  }
+  if (header.recordCount === 0) return corrupt('batch holds no records');
+  if (b.readUInt32BE(pos + POS.recordsArray + 1) !== header.recordCount) {
+    return corrupt('records array length differs from recordCount');
+  }
+  if (header.lastOffsetDelta !== header.recordCount - 1) {
+    return corrupt(`lastOffsetDelta ${header.lastOffsetDelta} does not match ${header.recordCount} records`);
+  }
+  if (header.maxTimestamp < header.baseTimestamp) return corrupt('maxTimestamp is before baseTimestamp');
+  return { ok: true, size, header };
+}
+
+/** As `checkBatchAt`, but throws CORRUPT_MESSAGE (or MESSAGE_TOO_LARGE) for anything not a whole valid batch. */
+export function assertValidBatch(
+  buf: Uint8Array,
+  pos = 0,
+  end = buf.length,
+  batchBytesMax?: number,
+): BatchHeader {
+  const check = checkBatchAt(buf, pos, end, batchBytesMax);
+  if (check.ok) return check.header;
+  if (check.message.includes('larger than the limit'))
+    throw new SluiceError('MESSAGE_TOO_LARGE', check.message);
+  throw new SluiceError('CORRUPT_MESSAGE', check.message);
+}
+
+/**
+ * Splits a buffer of back-to-back batches into checked batches. Throws on any invalid or partial batch.
+ */
+export function splitBatches(
+  buf: Uint8Array,
+  batchBytesMax?: number,
+): { pos: number; size: number; header: BatchHeader }[] {
+  const out: { pos: number; size: number; header: BatchHeader }[] = [];
+  let pos = 0;
+  while (pos < buf.length) {
+    const header = assertValidBatch(buf, pos, buf.length, batchBytesMax);
+    const size = batchSize(header);
+    out.push({ pos, size, header });
+    pos += size;
+  }
+  return out;
+}
+
+/** Rewrites the base offset in place; the CRC stays valid. */
+export function setBaseOffset(buf: Uint8Array, pos: number, baseOffset: number): void {
+  assert(Number.isSafeInteger(baseOffset) && baseOffset >= 0, `base offset ${baseOffset} out of range`);
+  asBuffer(buf).writeBigUInt64BE(BigInt(baseOffset), pos + POS.baseOffset + 1);
+}
+
+/** Rewrites the partition leader epoch in place; the CRC stays valid. */
+export function setPartitionLeaderEpoch(buf: Uint8Array, pos: number, epoch: number): void {
+  asBuffer(buf).writeInt32BE(epoch, pos + POS.partitionLeaderEpoch + 1);
+}
+
+/** Decodes the records of one checked batch, with absolute offsets and timestamps. */
+export function decodeRecords(buf: Uint8Array, pos = 0): BatchRecord[] {
+  const header = readBatchHeader(buf, pos);
+  if ((header.attributes & ATTRIBUTE_CODEC_MASK) !== 0) {
+    throw new SluiceError(
+      'UNSUPPORTED_COMPRESSION_TYPE',
+      `compression codec ${header.attributes & ATTRIBUTE_CODEC_MASK} is not supported`,
+    );
+  }
+  const end = pos + batchSize(header);
+  const reader = new Reader(asBuffer(buf), pos + BATCH_HEADER_BYTES, end);
+  const records: BatchRecord[] = new Array(header.recordCount);
+  for (let i = 0; i < header.recordCount; i++) {
+    if (reader.arrayLength() !== 5)
+      throw new SluiceError('CORRUPT_MESSAGE', `record ${i} is not a 5-element array`);
+    const offsetDelta = reader.int();
+    const timestampDelta = reader.int();
+    const key = reader.binOrNil();
+    const value = reader.binOrNil();
+    const headerCount = reader.arrayLength();
+    const headers: Header[] = new Array(headerCount);
+    for (let h = 0; h < headerCount; h++) {
+      if (reader.arrayLength() !== 2)
+        throw new SluiceError('CORRUPT_MESSAGE', 'a header is not a [name, value] pair');
+      headers[h] = [reader.str(), reader.binOrNil()];
+    }
+    records[i] = {
+      offset: header.baseOffset + offsetDelta,
+      timestamp: header.baseTimestamp + timestampDelta,
+      key,
+      value,
+      headers,
+    };
+  }
+  if (reader.pos !== end)
+    throw new SluiceError('CORRUPT_MESSAGE', `${end - reader.pos} stray bytes after the last record`);
+  return records;
+}
+
+class Reader {
+  constructor(
+    readonly buf: Buffer,
+    public pos: number,
+    readonly end: number,
+  ) {}
+
+  #need(n: number): void {
+    if (this.pos + n > this.end)
+      throw new SluiceError('CORRUPT_MESSAGE', 'record runs past the end of its batch');
+  }
+
+  #byte(): number {
+    this.#need(1);
+    return this.buf[this.pos++]!;
+  }
+
+  arrayLength(): number {
+    const m = this.#byte();
+    if ((m & 0xf0) === 0x90) return m & 0x0f;
+    if (m === 0xdc) return this.#u16();
+    if (m === 0xdd) return this.#u32();
+    throw new SluiceError('CORRUPT_MESSAGE', `expected an array, found 0x${hex(m)}`);
+  }
+
+  int(): number {
+    const m = this.#byte();
+    if (m < 0x80) return m;
+    if (m >= 0xe0) return m - 0x100;
+    const b = this.buf;
+    let v: number;
+    switch (m) {
+      case 0xcc:
+        this.#need(1);
+        return b[this.pos++]!;
+      case 0xcd:
+        return this.#u16();
+      case 0xce:
+        return this.#u32();
+      case 0xcf:
+        this.#need(8);
+        v = readUint64(b, this.pos);
+        this.pos += 8;
+        return v;
+      case 0xd0:
+        this.#need(1);
+        return b.readInt8(this.pos++);
+      case 0xd1:
+        this.#need(2);
+        v = b.readInt16BE(this.pos);
+        this.pos += 2;
+        return v;
+      case 0xd2:
+        this.#need(4);
+        v = b.readInt32BE(this.pos);
+        this.pos += 4;
+        return v;
+      case 0xd3:
+        this.#need(8);
+        v = readInt64(b, this.pos);
+        this.pos += 8;
+        return v;
+      default:
+        throw new SluiceError('CORRUPT_MESSAGE', `expected an integer, found 0x${hex(m)}`);
+    }
+  }
+
+  binOrNil(): Buffer | null {
+    const m = this.#byte();
+    let n: number;
+    if (m === 0xc0) return null;
+    if (m === 0xc4) n = this.#byte();
+    else if (m === 0xc5) n = this.#u16();
+    else if (m === 0xc6) n = this.#u32();
+    else throw new SluiceError('CORRUPT_MESSAGE', `expected bin or nil, found 0x${hex(m)}`);
+    this.#need(n);
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
+  str(): string {
+    const m = this.#byte();
+    let n: number;
+    if ((m & 0xe0) === 0xa0) n = m & 0x1f;
+    else if (m === 0xd9) n = this.#byte();
+    else if (m === 0xda) n = this.#u16();
+    else if (m === 0xdb) n = this.#u32();
+    else throw new SluiceError('CORRUPT_MESSAGE', `expected a string, found 0x${hex(m)}`);
+    this.#need(n);
+    const s = this.buf.toString('utf8', this.pos, this.pos + n);
+    this.pos += n;
+    return s;
+  }
+
+  #u16(): number {
+    this.#need(2);
+    const v = this.buf.readUInt16BE(this.pos);
+    this.pos += 2;
+    return v;
+  }
+
+  #u32(): number {
+    this.#need(4);
+    const v = this.buf.readUInt32BE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+}
+
+function readUint64(b: Buffer, at: number): number {
+  const hi = b.readUInt32BE(at);
+  const lo = b.readUInt32BE(at + 4);
+  const v = hi * 0x1_0000_0000 + lo;
+  if (hi >= 0x200000) throw new SluiceError('CORRUPT_MESSAGE', 'a 64-bit value exceeds 2^53');
+  return v;
+}
+
+function readInt64(b: Buffer, at: number): number {
+  const hi = b.readInt32BE(at);
+  const lo = b.readUInt32BE(at + 4);
+  if (hi >= 0x200000 || hi < -0x200000)
+    throw new SluiceError('CORRUPT_MESSAGE', 'a 64-bit value exceeds 2^53');
+  return hi * 0x1_0000_0000 + lo;
+}
+
+function asBuffer(buf: Uint8Array): Buffer {
+  return Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+function hex(n: number | undefined): string {
+  return (n ?? 0).toString(16).padStart(2, '0');
+}
+
+function corrupt(message: string): BatchCheck {
+  return { ok: false, reason: 'corrupt', message };
+}
