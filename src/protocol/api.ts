@@ -1,0 +1,320 @@
+/**
+ * The public HTTP API, defined once. The fastify routes (src/http) and the SDK calls (src/client)
+ * are both derived from this table; a table test runs every endpoint in JSON and msgpack.
+ *
+ * Wire conventions (docs/api.md):
+ * - Bodies: `application/vnd.msgpack` (or `application/msgpack`) or `application/json`; responses
+ *   follow `Accept`. In JSON, keys, values and header values are UTF-8 strings unless
+ *   `valueEncoding=base64` is asked; in msgpack they are bin.
+ * - Errors: `application/problem+json` with `type`, `title`, `status`, `detail`, `code`, `retriable`
+ *   and optional typed details (src/common/errors.ts holds the codes).
+ * - Fetch in msgpack carries stored batches as stored (see src/protocol/batch.ts and
+ *   docs/storage-format.md): `{batches: [batch, ...], nextOffset, highWatermark, logStartOffset}`.
+ * - Produce of pre-built batches: `Content-Type: application/vnd.sluice.batches`, the body is one
+ *   or more stored-layout batches back to back; the broker checks header, sizes and CRC, assigns
+ *   offsets and appends without decoding a record.
+ */
+
+export const MEDIA = {
+  json: 'application/json',
+  msgpack: 'application/vnd.msgpack',
+  msgpackAlt: 'application/msgpack',
+  problem: 'application/problem+json',
+  ndjson: 'application/x-ndjson',
+  octetStream: 'application/octet-stream',
+  eventStream: 'text/event-stream',
+  batches: 'application/vnd.sluice.batches',
+} as const;
+
+export type Acks = 0 | 1 | -1;
+
+/** `acks=all` is -1, as in Kafka. */
+export function parseAcks(value: string | number | undefined): Acks | undefined {
+  if (value === undefined) return undefined;
+  const s = String(value);
+  if (s === 'all' || s === '-1') return -1;
+  if (s === '0') return 0;
+  if (s === '1') return 1;
+  return undefined;
+}
+
+export const TOPIC_NAME_PATTERN = '^[a-zA-Z0-9._-]{1,249}$';
+
+// ---- request and response shapes (JSON view; msgpack carries the same fields) ----
+
+export interface TopicCreateRequest {
+  name: string;
+  partitions?: number;
+  replicationFactor?: number;
+  configs?: Record<string, string | number | boolean>;
+}
+
+export interface PartitionInfo {
+  partition: number;
+  leader: number;
+  leaderEpoch: number;
+  replicas: number[];
+  isr: number[];
+  logStartOffset: number;
+  logEndOffset: number;
+  highWatermark: number;
+}
+
+export interface TopicDescription {
+  name: string;
+  partitions: PartitionInfo[];
+  replicationFactor: number;
+  configs: Record<string, string | number | boolean>;
+}
+
+export interface ProduceRecord<V = Uint8Array | string> {
+  key?: V | null;
+  value?: V | null;
+  headers?: Record<string, V | null> | [string, V | null][];
+  partition?: number;
+  timestamp?: number;
+}
+
+export interface ProduceResponse {
+  offsets: { partition: number; offset: number }[];
+  /** The node that led the partition(s) and served the request. */
+  servedBy?: number;
+}
+
+export interface FetchedRecord<V = Uint8Array | string> {
+  offset: number;
+  timestamp: number;
+  key: V | null;
+  value: V | null;
+  headers: Record<string, V | null>;
+}
+
+export interface FetchResponse<V = Uint8Array | string> {
+  records: FetchedRecord<V>[];
+  nextOffset: number;
+  highWatermark: number;
+  logStartOffset: number;
+}
+
+/** The msgpack form of a fetch: stored batches as stored. */
+export interface FetchBatchesResponse {
+  batches: unknown[];
+  nextOffset: number;
+  highWatermark: number;
+  logStartOffset: number;
+}
+
+export interface OffsetsResponse {
+  partition: number;
+  earliest: number;
+  latest: number;
+  highWatermark: number;
+  /** Present when `timestamp` was asked: first offset whose timestamp is at or after it, or null. */
+  offset?: number | null;
+  timestamp?: number;
+}
+
+export interface ClusterResponse {
+  clusterId: string;
+  nodeId: number;
+  version: string;
+  controllerId: number | null;
+  nodes: { id: number; host: string; port: number; rack?: string | null }[];
+}
+
+export interface ProblemDetails {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: string;
+  retriable: boolean;
+  instance?: string;
+  [detail: string]: unknown;
+}
+
+// ---- the endpoint table ----
+
+export interface Endpoint {
+  id: string;
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  /** fastify path syntax. */
+  path: string;
+  summary: string;
+  params?: object;
+  querystring?: object;
+  /** JSON schema of the JSON/msgpack body; absent when the route takes no body. */
+  body?: object;
+  successStatus: number;
+}
+
+const topicParam = { type: 'string', pattern: TOPIC_NAME_PATTERN };
+const partitionParam = { type: 'integer', minimum: 0, maximum: 9999 };
+const configValue = { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }] };
+const configsSchema = { type: 'object', additionalProperties: configValue, maxProperties: 100 };
+
+export const ENDPOINTS = {
+  health: {
+    id: 'health',
+    method: 'GET',
+    path: '/healthz',
+    summary: 'Liveness and readiness',
+    successStatus: 200,
+  },
+  cluster: {
+    id: 'cluster',
+    method: 'GET',
+    path: '/v1/cluster',
+    summary: 'Nodes, this node and its version',
+    successStatus: 200,
+  },
+  listTopics: {
+    id: 'listTopics',
+    method: 'GET',
+    path: '/v1/topics',
+    summary: 'List topics',
+    successStatus: 200,
+  },
+  createTopic: {
+    id: 'createTopic',
+    method: 'POST',
+    path: '/v1/topics',
+    summary: 'Create a topic',
+    body: {
+      type: 'object',
+      required: ['name'],
+      additionalProperties: false,
+      properties: {
+        name: { type: 'string', pattern: TOPIC_NAME_PATTERN },
+        partitions: { type: 'integer', minimum: 1, maximum: 10000 },
+        replicationFactor: { type: 'integer', minimum: 1, maximum: 16 },
+        configs: configsSchema,
+      },
+    },
+    successStatus: 201,
+  },
+  describeTopic: {
+    id: 'describeTopic',
+    method: 'GET',
+    path: '/v1/topics/:topic',
+    summary: 'Describe a topic: partitions, leaders, replicas, ISR, offsets, configs',
+    params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
+    successStatus: 200,
+  },
+  deleteTopic: {
+    id: 'deleteTopic',
+    method: 'DELETE',
+    path: '/v1/topics/:topic',
+    summary: 'Delete a topic and its data',
+    params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
+    successStatus: 200,
+  },
+  alterTopicConfigs: {
+    id: 'alterTopicConfigs',
+    method: 'PATCH',
+    path: '/v1/topics/:topic/configs',
+    summary: 'Set (or with null, reset) topic configs',
+    params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
+    body: {
+      type: 'object',
+      additionalProperties: { anyOf: [configValue, { type: 'null' }] },
+      maxProperties: 100,
+    },
+    successStatus: 200,
+  },
+  addPartitions: {
+    id: 'addPartitions',
+    method: 'POST',
+    path: '/v1/topics/:topic/partitions',
+    summary: 'Grow a topic to a larger partition count',
+    params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
+    body: {
+      type: 'object',
+      required: ['partitions'],
+      additionalProperties: false,
+      properties: { partitions: { type: 'integer', minimum: 1, maximum: 10000 } },
+    },
+    successStatus: 200,
+  },
+  produce: {
+    id: 'produce',
+    method: 'POST',
+    path: '/v1/topics/:topic/records',
+    summary: 'Append records; partition by explicit partition, else murmur2(key), else sticky round-robin',
+    params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
+    querystring: {
+      type: 'object',
+      properties: {
+        acks: { type: 'string', enum: ['0', '1', 'all', '-1'] },
+        timeoutMs: { type: 'integer', minimum: 0, maximum: 300000 },
+      },
+    },
+    successStatus: 200,
+  },
+  producePartition: {
+    id: 'producePartition',
+    method: 'POST',
+    path: '/v1/topics/:topic/partitions/:partition/records',
+    summary: 'Append records (or pre-built batches) to one partition',
+    params: {
+      type: 'object',
+      required: ['topic', 'partition'],
+      properties: { topic: topicParam, partition: partitionParam },
+    },
+    querystring: {
+      type: 'object',
+      properties: {
+        acks: { type: 'string', enum: ['0', '1', 'all', '-1'] },
+        timeoutMs: { type: 'integer', minimum: 0, maximum: 300000 },
+      },
+    },
+    successStatus: 200,
+  },
+  fetch: {
+    id: 'fetch',
+    method: 'GET',
+    path: '/v1/topics/:topic/partitions/:partition/records',
+    summary: 'Read records from an offset; long-polls; follow=true streams',
+    params: {
+      type: 'object',
+      required: ['topic', 'partition'],
+      properties: { topic: topicParam, partition: partitionParam },
+    },
+    querystring: {
+      type: 'object',
+      properties: {
+        offset: { type: 'string', pattern: '^(earliest|latest|[0-9]{1,16})$' },
+        maxBytes: { type: 'integer', minimum: 1, maximum: 8388608 },
+        maxWaitMs: { type: 'integer', minimum: 0, maximum: 30000 },
+        minBytes: { type: 'integer', minimum: 0, maximum: 8388608 },
+        follow: { type: 'boolean' },
+        valueEncoding: { type: 'string', enum: ['utf8', 'base64'] },
+      },
+    },
+    successStatus: 200,
+  },
+  offsets: {
+    id: 'offsets',
+    method: 'GET',
+    path: '/v1/topics/:topic/partitions/:partition/offsets',
+    summary: 'Earliest and latest offsets, or the first offset at or after a timestamp',
+    params: {
+      type: 'object',
+      required: ['topic', 'partition'],
+      properties: { topic: topicParam, partition: partitionParam },
+    },
+    querystring: { type: 'object', properties: { timestamp: { type: 'integer', minimum: -1 } } },
+    successStatus: 200,
+  },
+} as const satisfies Record<string, Endpoint>;
+
+export type EndpointId = keyof typeof ENDPOINTS;
+
+/** Fills a fastify-style path: `/v1/topics/:topic` with `{topic: 'a'}` → `/v1/topics/a`. */
+export function endpointPath(endpoint: Endpoint, params: Record<string, string | number> = {}): string {
+  return endpoint.path.replace(/:([a-zA-Z]+)/g, (_, name: string) => {
+    const value = params[name];
+    if (value === undefined) throw new Error(`missing path parameter ${name} for ${endpoint.id}`);
+    return encodeURIComponent(String(value));
+  });
+}
