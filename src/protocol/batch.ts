@@ -94,6 +94,11 @@ export interface RecordInput {
   headers?: readonly Header[];
   /** Milliseconds since the epoch. */
   timestamp: number;
+  /**
+   * Offset relative to the batch's base offset; defaults to the record's index. Compaction keeps
+   * the original offsets of the records it keeps, so a compacted batch has gaps.
+   */
+  offsetDelta?: number;
 }
 
 export interface BatchRecord {
@@ -127,6 +132,8 @@ export interface EncodeBatchOptions {
   producerId?: number;
   producerEpoch?: number;
   baseSequence?: number;
+  /** Defaults to the largest offsetDelta; compaction keeps a batch's original last offset. */
+  lastOffsetDelta?: number;
 }
 
 /** Total size in bytes of a batch: header prefix plus batchLength. */
@@ -147,7 +154,14 @@ export function encodeBatch(records: readonly RecordInput[], options: EncodeBatc
   let baseTimestamp = records[0]!.timestamp;
   let maxTimestamp = baseTimestamp;
   let size = BATCH_HEADER_BYTES;
-  for (const r of records) {
+  let lastOffsetDelta = -1;
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
+    const offsetDelta = r.offsetDelta ?? i;
+    if (!Number.isSafeInteger(offsetDelta) || offsetDelta <= lastOffsetDelta) {
+      throw new SluiceError('INVALID_RECORD', 'record offset deltas must increase');
+    }
+    lastOffsetDelta = offsetDelta;
     if (!Number.isSafeInteger(r.timestamp) || r.timestamp < -1) {
       throw new SluiceError('INVALID_TIMESTAMP', `timestamp ${r.timestamp} is not a valid millisecond time`);
     }
@@ -157,13 +171,16 @@ export function encodeBatch(records: readonly RecordInput[], options: EncodeBatc
   }
   const buf = Buffer.allocUnsafe(size);
   let pos = BATCH_HEADER_BYTES;
-  for (let i = 0; i < records.length; i++) pos = writeRecord(buf, pos, records[i]!, i, baseTimestamp);
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
+    pos = writeRecord(buf, pos, r, r.offsetDelta ?? i, baseTimestamp);
+  }
   const out = buf.subarray(0, pos);
   writeHeader(out, {
     baseOffset: options.baseOffset ?? 0,
     partitionLeaderEpoch: options.partitionLeaderEpoch ?? -1,
     attributes: options.attributes ?? 0,
-    lastOffsetDelta: records.length - 1,
+    lastOffsetDelta: Math.max(lastOffsetDelta, options.lastOffsetDelta ?? -1),
     baseTimestamp,
     maxTimestamp,
     producerId: options.producerId ?? -1,
@@ -376,7 +393,7 @@ export function checkBatchAt(
   if (b.readUInt32BE(pos + POS.recordsArray + 1) !== header.recordCount) {
     return corrupt('records array length differs from recordCount');
   }
-  if (header.lastOffsetDelta !== header.recordCount - 1) {
+  if (header.lastOffsetDelta < header.recordCount - 1) {
     return corrupt(`lastOffsetDelta ${header.lastOffsetDelta} does not match ${header.recordCount} records`);
   }
   if (header.maxTimestamp < header.baseTimestamp) return corrupt('maxTimestamp is before baseTimestamp');

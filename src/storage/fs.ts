@@ -1,0 +1,328 @@
+import * as fsp from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Random } from '../common/random.js';
+
+/**
+ * Every file the storage engine touches goes through this interface, so that tests can run the
+ * same code on a simulated disk that loses unsynced writes. Positions are explicit: the log never
+ * relies on an implicit file cursor.
+ */
+export interface FileHandle {
+  /** Reads up to `length` bytes at `position` into `buffer[offset..]`; returns the bytes read. */
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<number>;
+  /** Writes all of `data` at `position`. */
+  write(data: Uint8Array, position: number): Promise<void>;
+  /** Makes every write and truncation so far durable. */
+  sync(): Promise<void>;
+  truncate(length: number): Promise<void>;
+  size(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface FileSystem {
+  /** Opens a file for reading and writing, creating it when missing. */
+  open(path: string): Promise<FileHandle>;
+  readFile(path: string): Promise<Buffer | undefined>;
+  /** Replaces a file's content atomically and durably: a temporary file, fsync, rename. */
+  writeFileAtomic(path: string, data: Uint8Array): Promise<void>;
+  exists(path: string): Promise<boolean>;
+  readdir(path: string): Promise<string[]>;
+  mkdir(path: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  /** Removes a directory and everything under it. */
+  removeDir(path: string): Promise<void>;
+}
+
+class NodeFileHandle implements FileHandle {
+  constructor(private readonly handle: fsp.FileHandle) {}
+
+  async read(buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
+    let total = 0;
+    while (total < length) {
+      const { bytesRead } = await this.handle.read(buffer, offset + total, length - total, position + total);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+    }
+    return total;
+  }
+
+  async write(data: Uint8Array, position: number): Promise<void> {
+    let written = 0;
+    while (written < data.length) {
+      const { bytesWritten } = await this.handle.write(
+        data,
+        written,
+        data.length - written,
+        position + written,
+      );
+      written += bytesWritten;
+    }
+  }
+
+  sync(): Promise<void> {
+    return this.handle.datasync();
+  }
+
+  truncate(length: number): Promise<void> {
+    return this.handle.truncate(length);
+  }
+
+  async size(): Promise<number> {
+    return (await this.handle.stat()).size;
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
+async function syncDirectory(path: string): Promise<void> {
+  const handle = await fsp.open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export const nodeFileSystem: FileSystem = {
+  async open(path) {
+    // 'a+' would force appends to the end; 'r+' fails on a missing file, so create it first.
+    const handle = await fsp.open(path, 'r+').catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+      return fsp.open(path, 'w+');
+    });
+    return new NodeFileHandle(handle);
+  },
+  async readFile(path) {
+    try {
+      return await fsp.readFile(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  },
+  async writeFileAtomic(path, data) {
+    const temporary = `${path}.tmp`;
+    const handle = await fsp.open(temporary, 'w');
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fsp.rename(temporary, path);
+    await syncDirectory(dirname(path));
+  },
+  async exists(path) {
+    try {
+      await fsp.stat(path);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  readdir: (path) => fsp.readdir(path),
+  async mkdir(path) {
+    await fsp.mkdir(path, { recursive: true });
+  },
+  async unlink(path) {
+    await fsp.rm(path, { force: true });
+  },
+  rename: (from, to) => fsp.rename(from, to),
+  async removeDir(path) {
+    await fsp.rm(path, { recursive: true, force: true });
+  },
+};
+
+type PendingOp = { kind: 'write'; position: number; data: Buffer } | { kind: 'truncate'; length: number };
+
+interface SimulatedFile {
+  /** Content as of the last sync: what survives a power loss for sure. */
+  durable: Buffer;
+  /** Content as every reader sees it now. */
+  current: Buffer;
+  /** Writes and truncations since the last sync, in order. */
+  pending: PendingOp[];
+}
+
+/**
+ * A file system in memory that keeps synced and unsynced bytes apart. `crash()` models a power
+ * loss: each file keeps its synced content plus a random prefix of its unsynced operations, and
+ * the last kept write may be torn (only a prefix of its bytes lands). Directory operations
+ * (create, rename, unlink) are durable at once, as after an fsync of the directory; atomic file
+ * replacement is durable when it resolves.
+ */
+export class SimulatedFileSystem implements FileSystem {
+  readonly files = new Map<string, SimulatedFile>();
+  readonly dirs = new Set<string>(['/']);
+  syncCount = 0;
+
+  async open(path: string): Promise<FileHandle> {
+    this.#requireDir(dirname(path));
+    let file = this.files.get(path);
+    if (!file) {
+      file = { durable: Buffer.alloc(0), current: Buffer.alloc(0), pending: [] };
+      this.files.set(path, file);
+    }
+    return new SimulatedFileHandle(this, path);
+  }
+
+  fileFor(path: string): SimulatedFile {
+    const file = this.files.get(path);
+    if (!file) throw Object.assign(new Error(`ENOENT: ${path}`), { code: 'ENOENT' });
+    return file;
+  }
+
+  async readFile(path: string): Promise<Buffer | undefined> {
+    const file = this.files.get(path);
+    return file ? Buffer.from(file.current) : undefined;
+  }
+
+  async writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
+    this.#requireDir(dirname(path));
+    const copy = Buffer.from(data);
+    this.files.set(path, { durable: copy, current: Buffer.from(copy), pending: [] });
+    this.syncCount++;
+  }
+
+  async exists(path: string): Promise<boolean> {
+    return this.files.has(path) || this.dirs.has(path);
+  }
+
+  async readdir(path: string): Promise<string[]> {
+    this.#requireDir(path);
+    const prefix = path.endsWith('/') ? path : `${path}/`;
+    const names = new Set<string>();
+    for (const p of [...this.files.keys(), ...this.dirs]) {
+      if (p.startsWith(prefix) && p !== prefix) names.add(p.slice(prefix.length).split('/')[0]!);
+    }
+    return [...names].sort();
+  }
+
+  async mkdir(path: string): Promise<void> {
+    let p = path;
+    while (p !== '/' && p !== '.' && p !== '') {
+      this.dirs.add(p);
+      p = dirname(p);
+    }
+  }
+
+  async unlink(path: string): Promise<void> {
+    this.files.delete(path);
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    const file = this.fileFor(from);
+    this.files.delete(from);
+    this.files.set(to, file);
+  }
+
+  async removeDir(path: string): Promise<void> {
+    const prefix = `${path}/`;
+    for (const p of [...this.files.keys()]) if (p.startsWith(prefix)) this.files.delete(p);
+    for (const d of [...this.dirs]) if (d === path || d.startsWith(prefix)) this.dirs.delete(d);
+  }
+
+  /** Power loss: keeps synced bytes, a random prefix of unsynced operations, maybe a torn last write. */
+  crash(random: Random): void {
+    for (const file of this.files.values()) {
+      let content = file.durable;
+      const keep = random.int(file.pending.length + 1);
+      for (let i = 0; i < keep; i++) {
+        const op = file.pending[i]!;
+        const torn = i === keep - 1 && op.kind === 'write' && random.chance(0.5);
+        content = applyOp(
+          content,
+          torn && op.kind === 'write'
+            ? { ...op, data: op.data.subarray(0, random.int(op.data.length + 1)) }
+            : op,
+        );
+      }
+      file.durable = content;
+      file.current = Buffer.from(content);
+      file.pending = [];
+    }
+  }
+
+  /** Every unsynced operation lost, none kept: the harshest crash. */
+  crashLosingAllUnsynced(): void {
+    for (const file of this.files.values()) {
+      file.current = Buffer.from(file.durable);
+      file.pending = [];
+    }
+  }
+
+  #requireDir(path: string): void {
+    if (!this.dirs.has(path))
+      throw Object.assign(new Error(`ENOENT: no directory ${path}`), { code: 'ENOENT' });
+  }
+}
+
+function applyOp(content: Buffer, op: PendingOp): Buffer {
+  if (op.kind === 'truncate') {
+    if (op.length <= content.length) return content.subarray(0, op.length);
+    return Buffer.concat([content, Buffer.alloc(op.length - content.length)]);
+  }
+  const end = op.position + op.data.length;
+  const out =
+    end > content.length
+      ? Buffer.concat([content, Buffer.alloc(end - content.length)])
+      : Buffer.from(content);
+  op.data.copy(out, op.position);
+  return out;
+}
+
+class SimulatedFileHandle implements FileHandle {
+  #closed = false;
+  constructor(
+    private readonly fs: SimulatedFileSystem,
+    private readonly path: string,
+  ) {}
+
+  #file(): SimulatedFile {
+    if (this.#closed) throw Object.assign(new Error(`EBADF: ${this.path} is closed`), { code: 'EBADF' });
+    return this.fs.fileFor(this.path);
+  }
+
+  async read(buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
+    const file = this.#file();
+    const n = Math.max(0, Math.min(length, file.current.length - position));
+    file.current.copy(buffer, offset, position, position + n);
+    return n;
+  }
+
+  async write(data: Uint8Array, position: number): Promise<void> {
+    const file = this.#file();
+    const op: PendingOp = { kind: 'write', position, data: Buffer.from(data) };
+    file.pending.push(op);
+    file.current = applyOp(file.current, op);
+  }
+
+  async sync(): Promise<void> {
+    const file = this.#file();
+    file.durable = Buffer.from(file.current);
+    file.pending = [];
+    this.fs.syncCount++;
+  }
+
+  async truncate(length: number): Promise<void> {
+    const file = this.#file();
+    const op: PendingOp = { kind: 'truncate', length };
+    file.pending.push(op);
+    file.current = applyOp(file.current, op);
+  }
+
+  async size(): Promise<number> {
+    return this.#file().current.length;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+}
+
+export function joinPath(...parts: string[]): string {
+  return join(...parts);
+}

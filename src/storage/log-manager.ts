@@ -1,0 +1,136 @@
+import type { Clock, TimerHandle } from '../common/clock.js';
+import { systemClock } from '../common/clock.js';
+import { SluiceError } from '../common/errors.js';
+import type { LogConfig } from './config.js';
+import { type FileSystem, nodeFileSystem } from './fs.js';
+import { PartitionLog } from './partition-log.js';
+
+export interface LogManagerOptions {
+  dataDir: string;
+  defaultConfig?: Partial<LogConfig>;
+  /** How often retention and compaction run over every log. */
+  retentionCheckMs?: number;
+}
+
+const PARTITION_DIR = /^(.+)-(\d+)$/;
+
+/**
+ * Every partition log of one node, one directory each: `${dataDir}/${topic}-${partition}`.
+ * Runs retention and compaction on a timer taken from the injected clock.
+ */
+export class LogManager {
+  readonly #logs = new Map<string, PartitionLog>();
+  readonly #opening = new Map<string, Promise<PartitionLog>>();
+  #timer: TimerHandle | undefined;
+  #maintenance: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  private constructor(
+    readonly options: LogManagerOptions,
+    private readonly fs: FileSystem,
+    private readonly clock: Clock,
+  ) {}
+
+  static async open(
+    options: LogManagerOptions,
+    deps: { fs?: FileSystem; clock?: Clock } = {},
+  ): Promise<LogManager> {
+    const fs = deps.fs ?? nodeFileSystem;
+    const clock = deps.clock ?? systemClock;
+    const manager = new LogManager(options, fs, clock);
+    await fs.mkdir(options.dataDir);
+    for (const name of await fs.readdir(options.dataDir)) {
+      const match = PARTITION_DIR.exec(name);
+      if (!match || name.startsWith('__cluster')) continue;
+      const log = await PartitionLog.open(
+        { dir: `${options.dataDir}/${name}`, config: options.defaultConfig },
+        { fs, clock },
+      );
+      manager.#logs.set(name, log);
+    }
+    manager.#timer = clock.setInterval(
+      () => {
+        manager.#maintenance = manager.#maintenance.then(async () => {
+          await manager.runMaintenance();
+        });
+      },
+      options.retentionCheckMs ?? 5 * 60 * 1000,
+    );
+    return manager;
+  }
+
+  static partitionDirName(topic: string, partition: number): string {
+    return `${topic}-${partition}`;
+  }
+
+  async getOrCreate(topic: string, partition: number, config?: Partial<LogConfig>): Promise<PartitionLog> {
+    if (this.#closed) throw new SluiceError('SHUTTING_DOWN', 'the log manager is closed');
+    const name = LogManager.partitionDirName(topic, partition);
+    const existing = this.#logs.get(name);
+    if (existing) {
+      if (config) existing.updateConfig(config);
+      return existing;
+    }
+    let opening = this.#opening.get(name);
+    if (!opening) {
+      opening = PartitionLog.open(
+        { dir: `${this.options.dataDir}/${name}`, config: { ...this.options.defaultConfig, ...config } },
+        { fs: this.fs, clock: this.clock },
+      );
+      this.#opening.set(name, opening);
+    }
+    try {
+      const log = await opening;
+      this.#logs.set(name, log);
+      return log;
+    } finally {
+      this.#opening.delete(name);
+    }
+  }
+
+  get(topic: string, partition: number): PartitionLog | undefined {
+    return this.#logs.get(LogManager.partitionDirName(topic, partition));
+  }
+
+  list(): { topic: string; partition: number; log: PartitionLog }[] {
+    const out: { topic: string; partition: number; log: PartitionLog }[] = [];
+    for (const [name, log] of this.#logs) {
+      const match = PARTITION_DIR.exec(name)!;
+      out.push({ topic: match[1]!, partition: Number(match[2]), log });
+    }
+    return out.sort((a, b) => (a.topic === b.topic ? a.partition - b.partition : a.topic < b.topic ? -1 : 1));
+  }
+
+  async deletePartition(topic: string, partition: number): Promise<void> {
+    const name = LogManager.partitionDirName(topic, partition);
+    const log = this.#logs.get(name);
+    this.#logs.delete(name);
+    if (log) await log.deleteAll();
+    else await this.fs.removeDir(`${this.options.dataDir}/${name}`);
+  }
+
+  /** Retention, then compaction, over every log; errors on one log do not stop the others. */
+  async runMaintenance(): Promise<{ segmentsDeleted: number; segmentsCleaned: number }> {
+    let segmentsDeleted = 0;
+    let segmentsCleaned = 0;
+    for (const log of [...this.#logs.values()]) {
+      try {
+        segmentsDeleted += (await log.enforceRetention()).segmentsDeleted;
+        if (log.config.cleanupPolicy.includes('compact'))
+          segmentsCleaned += (await log.compact()).segmentsCleaned;
+      } catch {
+        // A closed or deleted log is skipped; the next round sees the current set.
+      }
+    }
+    return { segmentsDeleted, segmentsCleaned };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#timer?.cancel();
+    await this.#maintenance;
+    for (const log of this.#logs.values()) await log.close();
+    this.#logs.clear();
+  }
+}

@@ -1,0 +1,649 @@
+import { assert } from '../common/assert.js';
+import type { Clock, TimerHandle } from '../common/clock.js';
+import { systemClock } from '../common/clock.js';
+import { crc32c } from '../common/crc32c.js';
+import { SluiceError } from '../common/errors.js';
+import {
+  type BatchRecord,
+  decodeRecords,
+  encodeBatch,
+  nextOffsetOf,
+  readBatchHeader,
+  setBaseOffset,
+  setPartitionLeaderEpoch,
+  splitBatches,
+} from '../protocol/batch.js';
+import { DEFAULT_LOG_CONFIG, type LogConfig } from './config.js';
+import { type FileSystem, nodeFileSystem } from './fs.js';
+import { LeaderEpochCache } from './leader-epoch.js';
+import { type BatchLocation, Segment } from './segment.js';
+
+export interface AppendResult {
+  baseOffset: number;
+  lastOffset: number;
+  logEndOffset: number;
+  batchCount: number;
+}
+
+export interface ReadResult {
+  /** Whole stored batches back to back, byte-identical to the log; empty at the log end. */
+  data: Buffer;
+  batchCount: number;
+  /** The offset after the last returned batch, or the requested offset when none was returned. */
+  nextOffset: number;
+}
+
+export interface PartitionLogDeps {
+  fs?: FileSystem;
+  clock?: Clock;
+}
+
+const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
+const RECOVERY_POINT_FILE = 'recovery-point-checkpoint';
+const LOG_START_FILE = 'log-start-offset-checkpoint';
+const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
+
+/**
+ * The log of one partition: a directory of segments. Appends are serialized and each is one
+ * sequential write; `sync` flushing batches the fsyncs of appends that arrive together. Reads do not
+ * wait for appends or fsyncs.
+ *
+ * Invariants (asserted): segments are sorted by base offset and contiguous in offsets; the active
+ * segment is the last; logStartOffset <= logEndOffset; recoveryPoint <= logEndOffset.
+ */
+export class PartitionLog {
+  readonly dir: string;
+  #config: LogConfig;
+  readonly #fs: FileSystem;
+  readonly #clock: Clock;
+  #segments: Segment[] = [];
+  #logStartOffset = 0;
+  #recoveryPoint = 0;
+  #writeChain: Promise<unknown> = Promise.resolve();
+  #syncWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
+  #syncing = false;
+  #listeners = new Set<(logEndOffset: number) => void>();
+  #flushTimer: TimerHandle | undefined;
+  #closed = false;
+  readonly leaderEpochs: LeaderEpochCache;
+  /** What recovery found at open: undefined when the log was shut down cleanly. */
+  readonly recoveryReport:
+    | { segmentsScanned: number; truncatedBytes: number; problem: string | undefined }
+    | undefined;
+
+  private constructor(
+    dir: string,
+    config: LogConfig,
+    deps: Required<PartitionLogDeps>,
+    leaderEpochs: LeaderEpochCache,
+    recoveryReport: PartitionLog['recoveryReport'],
+  ) {
+    this.dir = dir;
+    this.#config = config;
+    this.#fs = deps.fs;
+    this.#clock = deps.clock;
+    this.leaderEpochs = leaderEpochs;
+    this.recoveryReport = recoveryReport;
+  }
+
+  static async open(
+    options: { dir: string; config?: Partial<LogConfig> },
+    deps: PartitionLogDeps = {},
+  ): Promise<PartitionLog> {
+    const fs = deps.fs ?? nodeFileSystem;
+    const clock = deps.clock ?? systemClock;
+    const config = { ...DEFAULT_LOG_CONFIG, ...options.config };
+    const dir = options.dir;
+    await fs.mkdir(dir);
+    const names = await fs.readdir(dir);
+    for (const name of names) {
+      if (name.endsWith('.tmp') || name.endsWith('.cleaned')) await fs.unlink(`${dir}/${name}`);
+    }
+    const bases = names
+      .filter((n) => /^\d{20}\.log$/.test(n))
+      .map((n) => Number(n.slice(0, 20)))
+      .sort((a, b) => a - b);
+    const clean = names.includes(CLEAN_SHUTDOWN_FILE);
+    const recoveryPoint = clean
+      ? Number.POSITIVE_INFINITY
+      : await readCheckpoint(fs, `${dir}/${RECOVERY_POINT_FILE}`);
+    const leaderEpochs = await LeaderEpochCache.load(`${dir}/${LEADER_EPOCH_FILE}`, fs);
+    const segments: Segment[] = [];
+    let report: PartitionLog['recoveryReport'];
+    if (!clean) report = { segmentsScanned: 0, truncatedBytes: 0, problem: undefined };
+    // Segments from the one that holds the recovery point onwards were not known to be flushed.
+    let firstToRecover = 0;
+    for (let i = 0; i < bases.length; i++) if (bases[i]! <= recoveryPoint) firstToRecover = i;
+    for (let i = 0; i < bases.length; i++) {
+      const base = bases[i]!;
+      const recover = !clean && i >= firstToRecover;
+      const {
+        segment,
+        corrupt,
+        fileSize: sizeBefore,
+      } = await Segment.open(dir, base, fs, {
+        recover,
+        indexIntervalBytes: config.indexIntervalBytes,
+        batchBytesMax: Math.max(config.batchBytesMax, DEFAULT_LOG_CONFIG.batchBytesMax),
+        nowMs: clock.nowMs(),
+      });
+      const previous = segments.at(-1);
+      if (previous && segment.baseOffset < previous.nextOffset) {
+        await segment.delete();
+        if (report) report.problem = `segment ${base} overlaps its predecessor`;
+        for (const later of bases.slice(i + 1)) await deleteSegmentFiles(fs, dir, later);
+        break;
+      }
+      segments.push(segment);
+      if (report && recover) {
+        report.segmentsScanned++;
+        report.truncatedBytes += sizeBefore - segment.size;
+      }
+      if (corrupt !== undefined || (recover && sizeBefore !== segment.size)) {
+        if (report) report.problem = corrupt ?? `torn batch at the end of segment ${base}`;
+        // Everything after the first bad batch is suspect: later segments go.
+        for (const later of bases.slice(i + 1)) await deleteSegmentFiles(fs, dir, later);
+        break;
+      }
+    }
+    const storedStart = await readCheckpoint(fs, `${dir}/${LOG_START_FILE}`);
+    const log = new PartitionLog(dir, config, { fs, clock }, leaderEpochs, report);
+    if (segments.length === 0)
+      segments.push(await Segment.create(dir, Math.max(0, storedStart), fs, clock.nowMs()));
+    log.#segments = segments;
+    log.#logStartOffset = Math.max(segments[0]!.baseOffset, storedStart, 0);
+    if (log.#logStartOffset > log.logEndOffset) log.#logStartOffset = log.logEndOffset;
+    log.#recoveryPoint = log.logEndOffset;
+    leaderEpochs.truncateFromEnd(log.logEndOffset);
+    // A crash from here on must be detected: the marker goes before anything is appended.
+    if (clean) await fs.unlink(`${dir}/${CLEAN_SHUTDOWN_FILE}`);
+    await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
+    log.#scheduleFlush();
+    return log;
+  }
+
+  get config(): LogConfig {
+    return this.#config;
+  }
+
+  updateConfig(config: Partial<LogConfig>): void {
+    const flushChanged = config.flushMs !== undefined && config.flushMs !== this.#config.flushMs;
+    this.#config = { ...this.#config, ...config };
+    if (flushChanged) this.#scheduleFlush();
+  }
+
+  get logStartOffset(): number {
+    return this.#logStartOffset;
+  }
+
+  get logEndOffset(): number {
+    return this.#active().nextOffset;
+  }
+
+  /** Offsets below this are known to be on disk. */
+  get recoveryPoint(): number {
+    return this.#recoveryPoint;
+  }
+
+  /** Total bytes of all segments. */
+  get sizeBytes(): number {
+    return this.#segments.reduce((sum, s) => sum + s.size, 0);
+  }
+
+  get segmentCount(): number {
+    return this.#segments.length;
+  }
+
+  segmentBaseOffsets(): number[] {
+    return this.#segments.map((s) => s.baseOffset);
+  }
+
+  /** Called after every append and truncation with the new log end offset; returns an unsubscribe. */
+  onAppend(listener: (logEndOffset: number) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Appends one or more whole batches. All are checked before anything is written; one bad batch
+   * rejects the call and nothing is appended. The leader (`assignOffsets`) gets offsets assigned in
+   * place; a follower's batches must continue the log exactly.
+   */
+  async append(
+    data: Buffer,
+    options: { assignOffsets: boolean; leaderEpoch?: number },
+  ): Promise<AppendResult> {
+    this.#checkOpen();
+    const batches = splitBatches(data, this.#config.batchBytesMax);
+    if (batches.length === 0) throw new SluiceError('INVALID_REQUEST', 'an append holds at least one batch');
+    const result = await this.#serialize(async () => {
+      this.#checkOpen();
+      let next = this.logEndOffset;
+      for (const batch of batches) {
+        if (options.assignOffsets) {
+          setBaseOffset(data, batch.pos, next);
+          if (options.leaderEpoch !== undefined)
+            setPartitionLeaderEpoch(data, batch.pos, options.leaderEpoch);
+          batch.header = readBatchHeader(data, batch.pos);
+        } else if (batch.header.baseOffset !== next) {
+          throw new SluiceError(
+            'INVALID_REQUEST',
+            `batch starts at offset ${batch.header.baseOffset}, the log ends at ${next}`,
+            {
+              details: { logEndOffset: next },
+            },
+          );
+        }
+        assert(Number.isSafeInteger(nextOffsetOf(batch.header)), 'offset beyond 2^53');
+        next = nextOffsetOf(batch.header);
+      }
+      const baseOffset = batches[0]!.header.baseOffset;
+      await this.#maybeRoll(data.length);
+      for (const batch of batches) {
+        const epoch = batch.header.partitionLeaderEpoch;
+        if (epoch >= 0) this.leaderEpochs.assign(epoch, batch.header.baseOffset);
+      }
+      const active = this.#active();
+      const locations: BatchLocation[] = batches.map((b) => ({
+        position: b.pos,
+        size: b.size,
+        header: b.header,
+      }));
+      await active.append(data, locations, this.#config.indexIntervalBytes);
+      const result: AppendResult = {
+        baseOffset,
+        lastOffset: next - 1,
+        logEndOffset: next,
+        batchCount: batches.length,
+      };
+      this.#notify();
+      return result;
+    });
+    if (this.#config.flushPolicy === 'sync') await this.#requestSync();
+    return result;
+  }
+
+  async read(offset: number, options: { maxBytes: number; maxOffset?: number }): Promise<ReadResult> {
+    this.#checkOpen();
+    const logEnd = this.logEndOffset;
+    if (!Number.isSafeInteger(offset) || offset < this.#logStartOffset || offset > logEnd) {
+      throw new SluiceError(
+        'OFFSET_OUT_OF_RANGE',
+        `offset ${offset} is outside [${this.#logStartOffset}, ${logEnd}]`,
+        {
+          details: { logStartOffset: this.#logStartOffset, logEndOffset: logEnd },
+        },
+      );
+    }
+    const maxOffset = Math.min(options.maxOffset ?? logEnd, logEnd);
+    if (offset >= maxOffset) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
+    let i = this.#segmentIndexFor(offset);
+    // An offset can fall in a gap left by compaction, or at the very end of a segment.
+    while (i < this.#segments.length) {
+      const segment = this.#segments[i]!;
+      if (offset < segment.nextOffset) {
+        const result = await segment.read(offset, Math.max(1, options.maxBytes), maxOffset);
+        if (result.batchCount > 0 || i === this.#segments.length - 1) return result;
+      }
+      i++;
+      const following = this.#segments[i];
+      if (following && following.baseOffset > offset) offset = following.baseOffset;
+    }
+    return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
+  }
+
+  /** Decoded records from `offset` on, for slow paths (JSON, compaction, tests). */
+  async readRecords(
+    offset: number,
+    options: { maxBytes: number; maxOffset?: number },
+  ): Promise<{ records: BatchRecord[]; nextOffset: number }> {
+    const result = await this.read(offset, options);
+    const records: BatchRecord[] = [];
+    let pos = 0;
+    while (pos < result.data.length) {
+      const header = readBatchHeader(result.data, pos);
+      for (const record of decodeRecords(result.data, pos)) if (record.offset >= offset) records.push(record);
+      pos += 15 + header.batchLength;
+    }
+    return { records, nextOffset: result.nextOffset };
+  }
+
+  /** The first offset whose record timestamp is at or after `timestampMs`, or null. */
+  async offsetForTimestamp(timestampMs: number): Promise<number | null> {
+    this.#checkOpen();
+    for (const segment of this.#segments) {
+      if (segment.maxTimestamp < timestampMs || segment.nextOffset <= this.#logStartOffset) continue;
+      const from = Math.max(segment.lookupTimestamp(timestampMs), this.#logStartOffset);
+      const candidates: BatchLocation[] = [];
+      await segment.locate(from, (location) => {
+        if (nextOffsetOf(location.header) > from && location.header.maxTimestamp >= timestampMs) {
+          candidates.push(location);
+          return false;
+        }
+        return true;
+      });
+      for (const location of candidates) {
+        const batch = await segment.readBatch(location);
+        for (const record of decodeRecords(batch)) {
+          if (record.offset >= from && record.timestamp >= timestampMs) return record.offset;
+        }
+      }
+    }
+    return null;
+  }
+
+  /** Removes every record at and after `offset` (rounded down to the start of its batch). */
+  truncateTo(offset: number): Promise<void> {
+    this.#checkOpen();
+    return this.#serialize(async () => {
+      if (offset >= this.logEndOffset) return;
+      if (offset <= this.#logStartOffset) {
+        for (const segment of this.#segments) await segment.delete();
+        this.#segments = [
+          await Segment.create(this.dir, this.#logStartOffset, this.#fs, this.#clock.nowMs()),
+        ];
+      } else {
+        while (this.#segments.length > 1 && this.#active().baseOffset >= offset) {
+          await this.#segments.pop()!.delete();
+        }
+        await this.#active().truncateTo(offset);
+      }
+      this.#recoveryPoint = Math.min(this.#recoveryPoint, this.logEndOffset);
+      await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+      this.leaderEpochs.truncateFromEnd(this.logEndOffset);
+      await this.leaderEpochs.flush();
+      this.#notify();
+    });
+  }
+
+  /** Advances the log start offset; whole segments below it are deleted, never the active one. */
+  deleteRecordsBefore(offset: number): Promise<void> {
+    this.#checkOpen();
+    return this.#serialize(async () => {
+      if (offset > this.logEndOffset) {
+        throw new SluiceError(
+          'OFFSET_OUT_OF_RANGE',
+          `offset ${offset} is beyond the log end ${this.logEndOffset}`,
+        );
+      }
+      await this.#advanceStart(offset);
+    });
+  }
+
+  /** Applies retention.ms and retention.bytes by deleting whole old segments. */
+  enforceRetention(): Promise<{ segmentsDeleted: number }> {
+    this.#checkOpen();
+    return this.#serialize(async () => {
+      if (this.#config.cleanupPolicy === 'compact') return { segmentsDeleted: 0 };
+      const { retentionMs, retentionBytes } = this.#config;
+      const now = this.#clock.nowMs();
+      let total = this.sizeBytes;
+      let deleteBefore = this.#logStartOffset;
+      let count = 0;
+      for (const segment of this.#segments.slice(0, -1)) {
+        const expired =
+          retentionMs >= 0 && segment.maxTimestamp >= 0 && segment.maxTimestamp < now - retentionMs;
+        const oversized = retentionBytes >= 0 && total - segment.size >= retentionBytes;
+        if (!expired && !oversized) break;
+        total -= segment.size;
+        deleteBefore = segment.nextOffset;
+        count++;
+      }
+      if (count > 0) await this.#advanceStart(deleteBefore);
+      return { segmentsDeleted: count };
+    });
+  }
+
+  /**
+   * Keeps the latest record of every key in the closed segments (offsets unchanged), and drops
+   * tombstones whose segment is older than delete.retention.ms. The active segment is never touched;
+   * keys written there still supersede older records.
+   */
+  compact(): Promise<{ segmentsCleaned: number; recordsRemoved: number }> {
+    this.#checkOpen();
+    return this.#serialize(async () => {
+      if (!this.#config.cleanupPolicy.includes('compact') || this.#segments.length < 2)
+        return { segmentsCleaned: 0, recordsRemoved: 0 };
+      const latest = new Map<string, number>();
+      for (const segment of this.#segments) {
+        await this.#forEachBatch(segment, (batch) => {
+          for (const record of decodeRecords(batch))
+            if (record.key !== null) latest.set(keyOf(record.key), record.offset);
+        });
+      }
+      const horizon = this.#clock.nowMs() - this.#config.deleteRetentionMs;
+      let recordsRemoved = 0;
+      let segmentsCleaned = 0;
+      for (let i = 0; i < this.#segments.length - 1; i++) {
+        const segment = this.#segments[i]!;
+        const dropTombstones = segment.maxTimestamp < horizon;
+        const kept: Buffer[] = [];
+        let removedHere = 0;
+        await this.#forEachBatch(segment, (batch) => {
+          const header = readBatchHeader(batch);
+          const records = decodeRecords(batch);
+          const keep = records.filter((r) => {
+            if (r.key === null) return true;
+            if (latest.get(keyOf(r.key)) !== r.offset) return false;
+            return !(r.value === null && dropTombstones);
+          });
+          removedHere += records.length - keep.length;
+          if (keep.length === records.length) kept.push(batch);
+          else if (keep.length > 0) {
+            kept.push(
+              encodeBatch(
+                keep.map((r) => ({
+                  key: r.key,
+                  value: r.value,
+                  headers: r.headers,
+                  timestamp: r.timestamp,
+                  offsetDelta: r.offset - header.baseOffset,
+                })),
+                {
+                  baseOffset: header.baseOffset,
+                  partitionLeaderEpoch: header.partitionLeaderEpoch,
+                  attributes: header.attributes,
+                  producerId: header.producerId,
+                  producerEpoch: header.producerEpoch,
+                  baseSequence: header.baseSequence,
+                  lastOffsetDelta: header.lastOffsetDelta,
+                },
+              ),
+            );
+          }
+        });
+        if (removedHere === 0) continue;
+        recordsRemoved += removedHere;
+        segmentsCleaned++;
+        this.#segments[i] = await this.#replaceSegment(segment, kept);
+      }
+      return { segmentsCleaned, recordsRemoved };
+    });
+  }
+
+  /** Makes every append so far durable and records the recovery point. */
+  async flush(): Promise<void> {
+    this.#checkOpen();
+    await this.#requestSync();
+    await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+  }
+
+  /** Flushes everything, writes the clean-shutdown marker and closes the files. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.#serialize(async () => {});
+    await this.#requestSync();
+    this.#closed = true;
+    this.#flushTimer?.cancel();
+    for (const segment of this.#segments) await segment.syncIndexes();
+    await this.leaderEpochs.flush();
+    await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+    for (const segment of this.#segments) await segment.close();
+    await this.#fs.writeFileAtomic(`${this.dir}/${CLEAN_SHUTDOWN_FILE}`, Buffer.alloc(0));
+    this.#listeners.clear();
+  }
+
+  /** Closes and removes the whole partition directory (topic deletion). */
+  async deleteAll(): Promise<void> {
+    if (!this.#closed) {
+      await this.#serialize(async () => {});
+      this.#closed = true;
+      this.#flushTimer?.cancel();
+      for (const segment of this.#segments) await segment.close();
+    }
+    await this.leaderEpochs.flush();
+    await this.#fs.removeDir(this.dir);
+  }
+
+  // ---- internals ----
+
+  #active(): Segment {
+    return this.#segments[this.#segments.length - 1]!;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new SluiceError('KAFKA_STORAGE_ERROR', `the log in ${this.dir} is closed`);
+  }
+
+  /** Index of the last segment whose base offset is at or below `offset`. */
+  #segmentIndexFor(offset: number): number {
+    let lo = 0;
+    let hi = this.#segments.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.#segments[mid]!.baseOffset <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  #serialize<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#writeChain.then(work, work);
+    this.#writeChain = run.catch(() => {});
+    return run;
+  }
+
+  #notify(): void {
+    const end = this.logEndOffset;
+    for (const listener of this.#listeners) listener(end);
+  }
+
+  async #maybeRoll(incomingBytes: number): Promise<void> {
+    const active = this.#active();
+    if (active.size === 0) return;
+    const full = active.size + incomingBytes > this.#config.segmentBytes;
+    const old = this.#clock.nowMs() - active.createdMs >= this.#config.segmentMs;
+    if (!full && !old) return;
+    // The closed segment is synced before the new one can hold acknowledged data, so that a
+    // recovery which starts at the new segment never misses unsynced bytes in the old one.
+    await active.sync();
+    await active.syncIndexes();
+    this.#segments.push(await Segment.create(this.dir, active.nextOffset, this.#fs, this.#clock.nowMs()));
+  }
+
+  /** Group commit: every caller that arrives while an fsync runs shares the next one. */
+  #requestSync(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#syncWaiters.push({ resolve, reject });
+      if (!this.#syncing) void this.#runSyncs();
+    });
+  }
+
+  async #runSyncs(): Promise<void> {
+    this.#syncing = true;
+    while (this.#syncWaiters.length > 0) {
+      const waiters = this.#syncWaiters;
+      this.#syncWaiters = [];
+      // Appends already written are covered; wait for any write in progress to land first.
+      await this.#writeChain;
+      const target = this.logEndOffset;
+      try {
+        for (const segment of this.#segments) await segment.sync();
+        this.#recoveryPoint = Math.max(this.#recoveryPoint, target);
+        for (const w of waiters) w.resolve();
+      } catch (error) {
+        const failure = new SluiceError('KAFKA_STORAGE_ERROR', `fsync failed in ${this.dir}`, {
+          cause: error,
+        });
+        for (const w of waiters) w.reject(failure);
+      }
+    }
+    this.#syncing = false;
+  }
+
+  #scheduleFlush(): void {
+    this.#flushTimer?.cancel();
+    this.#flushTimer = undefined;
+    if (this.#config.flushPolicy !== 'async') return;
+    this.#flushTimer = this.#clock.setInterval(() => {
+      if (!this.#closed) this.flush().catch(() => {});
+    }, this.#config.flushMs);
+  }
+
+  async #advanceStart(offset: number): Promise<void> {
+    if (offset <= this.#logStartOffset) return;
+    this.#logStartOffset = offset;
+    await this.#writeCheckpoint(LOG_START_FILE, offset);
+    while (this.#segments.length > 1 && this.#segments[0]!.nextOffset <= offset) {
+      await this.#segments.shift()!.delete();
+    }
+    this.leaderEpochs.truncateFromStart(offset);
+  }
+
+  async #forEachBatch(segment: Segment, visit: (batch: Buffer) => void): Promise<void> {
+    const locations: BatchLocation[] = [];
+    await segment.locate(segment.baseOffset, (location) => {
+      locations.push(location);
+      return true;
+    });
+    for (const location of locations) visit(await segment.readBatch(location));
+  }
+
+  /** Writes `batches` as the new content of `segment`: a `.cleaned` file, fsync, rename over the log. */
+  async #replaceSegment(segment: Segment, batches: Buffer[]): Promise<Segment> {
+    const paths = Segment.paths(this.dir, segment.baseOffset);
+    const cleanedPath = `${paths.log}.cleaned`;
+    const handle = await this.#fs.open(cleanedPath);
+    await handle.truncate(0);
+    await handle.write(Buffer.concat(batches), 0);
+    await handle.sync();
+    await handle.close();
+    await segment.close();
+    await this.#fs.rename(cleanedPath, paths.log);
+    await this.#fs.unlink(paths.index);
+    await this.#fs.unlink(paths.timeIndex);
+    const { segment: replaced } = await Segment.open(this.dir, segment.baseOffset, this.#fs, {
+      recover: true,
+      indexIntervalBytes: this.#config.indexIntervalBytes,
+      batchBytesMax: Math.max(this.#config.batchBytesMax, DEFAULT_LOG_CONFIG.batchBytesMax),
+      nowMs: segment.createdMs,
+    });
+    // Offsets of the segment are those it had: a compacted tail keeps the original end offset.
+    replaced.nextOffset = Math.max(replaced.nextOffset, segment.nextOffset);
+    return replaced;
+  }
+
+  async #writeCheckpoint(name: string, value: number): Promise<void> {
+    const body = Buffer.from(`${value}\n`);
+    const crc = crc32c(body).toString(16);
+    await this.#fs.writeFileAtomic(`${this.dir}/${name}`, Buffer.from(`${value}\n${crc}\n`));
+  }
+}
+
+async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
+  const data = await fs.readFile(path);
+  if (!data) return 0;
+  const [value, crc] = data.toString('utf8').split('\n');
+  if (value === undefined || crc !== crc32c(Buffer.from(`${value}\n`)).toString(16) || !/^\d+$/.test(value))
+    return 0;
+  return Number(value);
+}
+
+async function deleteSegmentFiles(fs: FileSystem, dir: string, baseOffset: number): Promise<void> {
+  const paths = Segment.paths(dir, baseOffset);
+  await Promise.all([fs.unlink(paths.log), fs.unlink(paths.index), fs.unlink(paths.timeIndex)]);
+}
+
+function keyOf(key: Uint8Array): string {
+  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+}

@@ -1,0 +1,491 @@
+import { assert } from '../common/assert.js';
+import { SluiceError } from '../common/errors.js';
+import {
+  BATCH_HEADER_BYTES,
+  BATCH_LENGTH_PREFIX_BYTES,
+  type BatchHeader,
+  checkBatchAt,
+  readBatchHeader,
+} from '../protocol/batch.js';
+import type { FileHandle, FileSystem } from './fs.js';
+
+/** `00000000000000170410` */
+export function segmentName(baseOffset: number): string {
+  return String(baseOffset).padStart(20, '0');
+}
+
+export const INDEX_ENTRY_BYTES = 8;
+export const TIME_INDEX_ENTRY_BYTES = 12;
+
+export interface BatchLocation {
+  position: number;
+  size: number;
+  header: BatchHeader;
+}
+
+export interface SegmentReadResult {
+  data: Buffer;
+  batchCount: number;
+  nextOffset: number;
+}
+
+/**
+ * One segment of a partition: `<base>.log` with its batches back to back, a sparse `<base>.index`
+ * (relative offset u32, position u32, big-endian, one entry every `indexIntervalBytes`) and a
+ * `<base>.timeindex` (timestamp i64, relative offset u32: no record before that offset in this
+ * segment has a timestamp above the entry's). Both indexes are kept in memory and appended to their
+ * files unsynced: they are rebuilt from the log after a crash.
+ */
+export class Segment {
+  /** Bytes of whole batches in the log file. */
+  size = 0;
+  /** Offset after the last batch; baseOffset while empty. */
+  nextOffset: number;
+  /** Largest record timestamp in the segment; -1 while empty. */
+  maxTimestamp = -1;
+  /** Clock time of the first append, for `segment.ms` rolls. */
+  createdMs: number;
+  /** Whether bytes were written since the last fsync. */
+  dirty = false;
+  #indexOffsets: number[] = [];
+  #indexPositions: number[] = [];
+  #timeTimestamps: number[] = [];
+  #timeOffsets: number[] = [];
+  #bytesSinceIndex = 0;
+  #readers = 0;
+  #closeWhenIdle: (() => void) | undefined;
+  #closed = false;
+
+  private constructor(
+    readonly dir: string,
+    readonly baseOffset: number,
+    readonly log: FileHandle,
+    private readonly indexFile: FileHandle,
+    private readonly timeIndexFile: FileHandle,
+    private readonly fs: FileSystem,
+    nowMs: number,
+  ) {
+    this.nextOffset = baseOffset;
+    this.createdMs = nowMs;
+  }
+
+  get logPath(): string {
+    return `${this.dir}/${segmentName(this.baseOffset)}.log`;
+  }
+
+  static paths(dir: string, baseOffset: number) {
+    const base = `${dir}/${segmentName(baseOffset)}`;
+    return { log: `${base}.log`, index: `${base}.index`, timeIndex: `${base}.timeindex` };
+  }
+
+  static async create(dir: string, baseOffset: number, fs: FileSystem, nowMs: number): Promise<Segment> {
+    const paths = Segment.paths(dir, baseOffset);
+    const [log, index, timeIndex] = await Promise.all([
+      fs.open(paths.log),
+      fs.open(paths.index),
+      fs.open(paths.timeIndex),
+    ]);
+    await Promise.all([log.truncate(0), index.truncate(0), timeIndex.truncate(0)]);
+    return new Segment(dir, baseOffset, log, index, timeIndex, fs, nowMs);
+  }
+
+  /**
+   * Opens an existing segment. With `recover`, every batch is checked (length, markers, CRC,
+   * offsets increasing) and the file is cut at the first bad one; `corrupt` then says so, and the
+   * caller deletes every later segment. Without it, the indexes are loaded if they are consistent
+   * and rebuilt from batch headers if not.
+   */
+  static async open(
+    dir: string,
+    baseOffset: number,
+    fs: FileSystem,
+    options: { recover: boolean; indexIntervalBytes: number; batchBytesMax: number; nowMs: number },
+  ): Promise<{ segment: Segment; corrupt: string | undefined; fileSize: number }> {
+    const paths = Segment.paths(dir, baseOffset);
+    const [log, index, timeIndex] = await Promise.all([
+      fs.open(paths.log),
+      fs.open(paths.index),
+      fs.open(paths.timeIndex),
+    ]);
+    const segment = new Segment(dir, baseOffset, log, index, timeIndex, fs, options.nowMs);
+    const fileSize = await log.size();
+    if (options.recover) {
+      const corrupt = await segment.#rebuild(fileSize, options, true);
+      return { segment, corrupt, fileSize };
+    }
+    const loaded = await segment.#loadIndexes(fileSize);
+    if (!loaded) await segment.#rebuild(fileSize, options, false);
+    return { segment, corrupt: undefined, fileSize };
+  }
+
+  async #loadIndexes(fileSize: number): Promise<boolean> {
+    const [indexSize, timeSize] = await Promise.all([this.indexFile.size(), this.timeIndexFile.size()]);
+    if (indexSize % INDEX_ENTRY_BYTES !== 0 || timeSize % TIME_INDEX_ENTRY_BYTES !== 0) return false;
+    const indexBuf = Buffer.alloc(indexSize);
+    const timeBuf = Buffer.alloc(timeSize);
+    await Promise.all([
+      this.indexFile.read(indexBuf, 0, indexSize, 0),
+      this.timeIndexFile.read(timeBuf, 0, timeSize, 0),
+    ]);
+    let lastOffset = -1;
+    let lastPosition = -1;
+    for (let at = 0; at < indexSize; at += INDEX_ENTRY_BYTES) {
+      const rel = indexBuf.readUInt32BE(at);
+      const position = indexBuf.readUInt32BE(at + 4);
+      if (rel <= lastOffset || position <= lastPosition || position >= fileSize) return false;
+      this.#indexOffsets.push(this.baseOffset + rel);
+      this.#indexPositions.push(position);
+      lastOffset = rel;
+      lastPosition = position;
+    }
+    let lastTimestamp = Number.NEGATIVE_INFINITY;
+    for (let at = 0; at < timeSize; at += TIME_INDEX_ENTRY_BYTES) {
+      const hi = timeBuf.readInt32BE(at);
+      const timestamp = hi * 0x1_0000_0000 + timeBuf.readUInt32BE(at + 4);
+      const rel = timeBuf.readUInt32BE(at + 8);
+      if (timestamp < lastTimestamp) return false;
+      this.#timeTimestamps.push(timestamp);
+      this.#timeOffsets.push(this.baseOffset + rel);
+      lastTimestamp = timestamp;
+    }
+    // The tail after the last index entry is walked to find the end of the log. The last time
+    // entry holds the max timestamp of every batch before its offset; the tail gives the rest.
+    const from = this.#indexPositions.at(-1) ?? 0;
+    this.maxTimestamp = this.#timeTimestamps.at(-1) ?? -1;
+    const tail = await this.#scan(from, fileSize, false, Number.MAX_SAFE_INTEGER, (location) => {
+      this.nextOffset = location.header.baseOffset + location.header.lastOffsetDelta + 1;
+      if (location.header.maxTimestamp > this.maxTimestamp) this.maxTimestamp = location.header.maxTimestamp;
+      return undefined;
+    });
+    if (tail.error !== undefined || tail.end !== fileSize) return false;
+    this.size = fileSize;
+    this.#bytesSinceIndex = fileSize - from;
+    return true;
+  }
+
+  async #rebuild(
+    fileSize: number,
+    options: { indexIntervalBytes: number; batchBytesMax: number },
+    verify: boolean,
+  ): Promise<string | undefined> {
+    this.#indexOffsets = [];
+    this.#indexPositions = [];
+    this.#timeTimestamps = [];
+    this.#timeOffsets = [];
+    this.#bytesSinceIndex = 0;
+    this.size = 0;
+    this.nextOffset = this.baseOffset;
+    this.maxTimestamp = -1;
+    await Promise.all([this.indexFile.truncate(0), this.timeIndexFile.truncate(0)]);
+    const entries: Buffer[] = [];
+    const timeEntries: Buffer[] = [];
+    const result = await this.#scan(0, fileSize, verify, options.batchBytesMax, (location) => {
+      if (location.header.baseOffset < this.nextOffset)
+        return `batch at position ${location.position} goes back to offset ${location.header.baseOffset}`;
+      const added = this.#track(location, options.indexIntervalBytes);
+      if (added) {
+        entries.push(added.index);
+        timeEntries.push(added.time);
+      }
+      return undefined;
+    });
+    if (result.end < fileSize) {
+      await this.log.truncate(result.end);
+      await this.log.sync();
+    }
+    this.size = result.end;
+    await this.indexFile.write(Buffer.concat(entries), 0);
+    await this.timeIndexFile.write(Buffer.concat(timeEntries), 0);
+    return (
+      result.error ??
+      (result.end < fileSize
+        ? `${fileSize - result.end} bytes of partial batch at position ${result.end}`
+        : undefined)
+    );
+  }
+
+  /**
+   * Walks batches in [from, to). With `verify`, each whole batch is checked by `checkBatchAt`;
+   * otherwise only the header markers and length. Stops at the first bad or partial batch.
+   */
+  async #scan(
+    from: number,
+    to: number,
+    verify: boolean,
+    batchBytesMax: number,
+    visit: (location: BatchLocation) => string | undefined,
+  ): Promise<{ end: number; error: string | undefined }> {
+    const chunkBytes = verify ? Math.max(1 << 20, batchBytesMax) : 1 << 16;
+    const buf = Buffer.allocUnsafe(chunkBytes);
+    let pos = from;
+    while (pos < to) {
+      const n = await this.log.read(buf, 0, Math.min(chunkBytes, to - pos), pos);
+      const reachesEnd = pos + n >= to;
+      let off = 0;
+      while (off < n) {
+        let location: BatchLocation | undefined;
+        if (verify) {
+          const check = checkBatchAt(buf, off, n, batchBytesMax);
+          if (!check.ok) {
+            if (check.reason === 'incomplete' && !reachesEnd && off > 0) break;
+            return { end: pos + off, error: check.reason === 'corrupt' ? check.message : undefined };
+          }
+          location = { position: pos + off, size: check.size, header: check.header };
+        } else {
+          if (n - off < BATCH_HEADER_BYTES) {
+            if (!reachesEnd && off > 0) break;
+            return { end: pos + off, error: undefined };
+          }
+          const peeked = peekHeader(buf, off);
+          if (typeof peeked === 'string') return { end: pos + off, error: peeked };
+          if (pos + off + peeked.size > to) return { end: pos + off, error: undefined };
+          location = { position: pos + off, size: peeked.size, header: peeked.header };
+        }
+        const problem = visit(location);
+        if (typeof problem === 'string') return { end: pos + off, error: problem };
+        off += location.size;
+      }
+      if (off === 0) return { end: pos, error: 'batch larger than the read buffer' };
+      pos += off;
+    }
+    return { end: pos, error: undefined };
+  }
+
+  /** Updates in-memory state for a batch appended at `location`; returns index entries to write. */
+  #track(location: BatchLocation, indexIntervalBytes: number): { index: Buffer; time: Buffer } | undefined {
+    const { header } = location;
+    let added: { index: Buffer; time: Buffer } | undefined;
+    if (this.#bytesSinceIndex >= indexIntervalBytes && location.position > 0) {
+      const rel = header.baseOffset - this.baseOffset;
+      this.#indexOffsets.push(header.baseOffset);
+      this.#indexPositions.push(location.position);
+      const timestamp = Math.max(this.maxTimestamp, -1);
+      this.#timeTimestamps.push(timestamp);
+      this.#timeOffsets.push(header.baseOffset);
+      const index = Buffer.allocUnsafe(INDEX_ENTRY_BYTES);
+      index.writeUInt32BE(rel, 0);
+      index.writeUInt32BE(location.position, 4);
+      const time = Buffer.allocUnsafe(TIME_INDEX_ENTRY_BYTES);
+      time.writeBigInt64BE(BigInt(timestamp), 0);
+      time.writeUInt32BE(rel, 8);
+      added = { index, time };
+      this.#bytesSinceIndex = 0;
+    }
+    this.#bytesSinceIndex += location.size;
+    this.nextOffset = header.baseOffset + header.lastOffsetDelta + 1;
+    if (header.maxTimestamp > this.maxTimestamp) this.maxTimestamp = header.maxTimestamp;
+    this.size = location.position + location.size;
+    return added;
+  }
+
+  /** Appends checked batches (already rewritten by the caller) in one write at the end of the file. */
+  async append(data: Buffer, batches: readonly BatchLocation[], indexIntervalBytes: number): Promise<void> {
+    assert(!this.#closed, 'append to a closed segment');
+    const start = this.size;
+    await this.log.write(data, start);
+    this.dirty = true;
+    const indexEntries: Buffer[] = [];
+    const timeEntries: Buffer[] = [];
+    for (const batch of batches) {
+      const added = this.#track({ ...batch, position: start + batch.position }, indexIntervalBytes);
+      if (added) {
+        indexEntries.push(added.index);
+        timeEntries.push(added.time);
+      }
+    }
+    if (indexEntries.length > 0) {
+      const indexAt = (this.#indexOffsets.length - indexEntries.length) * INDEX_ENTRY_BYTES;
+      const timeAt = (this.#timeOffsets.length - timeEntries.length) * TIME_INDEX_ENTRY_BYTES;
+      await Promise.all([
+        this.indexFile.write(Buffer.concat(indexEntries), indexAt),
+        this.timeIndexFile.write(Buffer.concat(timeEntries), timeAt),
+      ]);
+    }
+  }
+
+  /** Position of the last indexed batch at or before `offset` (0 if none). */
+  lookupPosition(offset: number): number {
+    const i = upperBound(this.#indexOffsets, offset) - 1;
+    return i >= 0 ? this.#indexPositions[i]! : 0;
+  }
+
+  /** Offset to start scanning from for records at or after `timestampMs`. */
+  lookupTimestamp(timestampMs: number): number {
+    // Entries hold the running max of earlier batches: the last one below the target proves that
+    // no record before its offset qualifies.
+    const i = lowerBound(this.#timeTimestamps, timestampMs) - 1;
+    return i >= 0 ? this.#timeOffsets[i]! : this.baseOffset;
+  }
+
+  /** Walks batch headers from the indexed position for `offset`. */
+  async locate(offset: number, visit: (location: BatchLocation) => boolean): Promise<void> {
+    const from = this.lookupPosition(offset);
+    await this.#scan(from, this.size, false, Number.MAX_SAFE_INTEGER, (location) => {
+      if (!visit(location)) return 'stop';
+      return undefined;
+    });
+  }
+
+  /**
+   * Whole batches from the one holding `offset`, within `maxBytes` (at least one batch), none
+   * ending past `maxOffset`.
+   */
+  async read(offset: number, maxBytes: number, maxOffset: number): Promise<SegmentReadResult> {
+    this.#readers++;
+    try {
+      const size = this.size;
+      let start: BatchLocation | undefined;
+      await this.locate(offset, (location) => {
+        if (location.header.baseOffset + location.header.lastOffsetDelta + 1 > offset) {
+          start = location;
+          return false;
+        }
+        return true;
+      });
+      if (!start || start.header.baseOffset + start.header.lastOffsetDelta + 1 > maxOffset) {
+        return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
+      }
+      const windowBytes = Math.min(size - start.position, Math.max(maxBytes, start.size));
+      const buf = Buffer.allocUnsafe(windowBytes);
+      const n = await this.log.read(buf, 0, windowBytes, start.position);
+      let end = 0;
+      let batchCount = 0;
+      let nextOffset = offset;
+      while (end < n) {
+        if (n - end < BATCH_LENGTH_PREFIX_BYTES + 20) break;
+        const peeked = peekHeader(buf, end);
+        if (typeof peeked === 'string')
+          throw new SluiceError('KAFKA_STORAGE_ERROR', `${this.logPath}: ${peeked}`);
+        const batchNext = peeked.header.baseOffset + peeked.header.lastOffsetDelta + 1;
+        if (end + peeked.size > n || batchNext > maxOffset) break;
+        if (batchCount > 0 && end + peeked.size > maxBytes) break;
+        end += peeked.size;
+        batchCount++;
+        nextOffset = batchNext;
+      }
+      return { data: buf.subarray(0, end), batchCount, nextOffset };
+    } finally {
+      this.#readers--;
+      if (this.#readers === 0) this.#closeWhenIdle?.();
+    }
+  }
+
+  /** Reads one whole batch at a known location. */
+  async readBatch(location: BatchLocation): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(location.size);
+    await this.log.read(buf, 0, location.size, location.position);
+    return buf;
+  }
+
+  /** Cuts the segment before the batch that holds `offset`; returns the new next offset. */
+  async truncateTo(offset: number): Promise<number> {
+    let cut: BatchLocation | undefined;
+    await this.locate(offset, (location) => {
+      if (location.header.baseOffset + location.header.lastOffsetDelta + 1 > offset) {
+        cut = location;
+        return false;
+      }
+      return true;
+    });
+    if (!cut) return this.nextOffset;
+    const keep = this.#indexOffsets.findIndex((o) => o >= cut!.header.baseOffset);
+    if (keep >= 0) {
+      this.#indexOffsets.length = keep;
+      this.#indexPositions.length = keep;
+    }
+    const keepTime = this.#timeOffsets.findIndex((o) => o >= cut!.header.baseOffset);
+    if (keepTime >= 0) {
+      this.#timeOffsets.length = keepTime;
+      this.#timeTimestamps.length = keepTime;
+    }
+    await this.log.truncate(cut.position);
+    await this.log.sync();
+    await Promise.all([
+      this.indexFile.truncate(this.#indexOffsets.length * INDEX_ENTRY_BYTES),
+      this.timeIndexFile.truncate(this.#timeOffsets.length * TIME_INDEX_ENTRY_BYTES),
+    ]);
+    this.size = cut.position;
+    this.nextOffset = cut.header.baseOffset;
+    this.#bytesSinceIndex = cut.position - (this.#indexPositions.at(-1) ?? 0);
+    // The max timestamp can only be recomputed from what is left.
+    this.maxTimestamp = -1;
+    await this.locate(this.baseOffset, (location) => {
+      if (location.header.maxTimestamp > this.maxTimestamp) this.maxTimestamp = location.header.maxTimestamp;
+      return true;
+    });
+    return this.nextOffset;
+  }
+
+  async sync(): Promise<void> {
+    if (!this.dirty) return;
+    this.dirty = false;
+    await this.log.sync();
+  }
+
+  async syncIndexes(): Promise<void> {
+    await Promise.all([this.indexFile.sync(), this.timeIndexFile.sync()]);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#readers > 0) await new Promise<void>((resolve) => (this.#closeWhenIdle = resolve));
+    await Promise.all([this.log.close(), this.indexFile.close(), this.timeIndexFile.close()]);
+  }
+
+  /** Closes and removes the segment's files. */
+  async delete(): Promise<void> {
+    await this.close();
+    const paths = Segment.paths(this.dir, this.baseOffset);
+    await Promise.all([
+      this.fs.unlink(paths.log),
+      this.fs.unlink(paths.index),
+      this.fs.unlink(paths.timeIndex),
+    ]);
+  }
+}
+
+/** Reads a header whose markers and length look sane, without the CRC (that needs the whole batch). */
+function peekHeader(buf: Buffer, off: number): { size: number; header: BatchHeader } | string {
+  if (
+    buf[off] !== 0x9e ||
+    buf[off + 1] !== 0xcf ||
+    buf[off + 10] !== 0xce ||
+    buf[off + 21] !== 0xce ||
+    buf[off + 29] !== 0xce
+  ) {
+    return `no batch header at this position`;
+  }
+  try {
+    const header = readBatchHeader(buf, off);
+    const size = BATCH_LENGTH_PREFIX_BYTES + header.batchLength;
+    if (size < BATCH_HEADER_BYTES) return `batch length ${header.batchLength} too small`;
+    return { size, header };
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}
+
+/** First index whose value is greater than `value` in an ascending array. */
+function upperBound(values: readonly number[], value: number): number {
+  let lo = 0;
+  let hi = values.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (values[mid]! <= value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** First index whose value is not less than `value` in an ascending array. */
+function lowerBound(values: readonly number[], value: number): number {
+  let lo = 0;
+  let hi = values.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (values[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

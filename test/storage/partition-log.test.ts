@@ -1,0 +1,256 @@
+import { mkdtemp, readdir, rm, truncate } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/common/clock.js';
+import { isSluiceError } from '../../src/common/errors.js';
+import { checkBatchAt, encodeBatch, readBatchHeader } from '../../src/protocol/batch.js';
+import { logConfigFromTopicConfigs } from '../../src/storage/config.js';
+import { SimulatedFileSystem } from '../../src/storage/fs.js';
+import { LogManager } from '../../src/storage/log-manager.js';
+import { PartitionLog } from '../../src/storage/partition-log.js';
+import { batchOf, valuesOf } from './helpers.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sluice-log-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(isSluiceError(error) && error.code).toBe(code);
+    return;
+  }
+  throw new Error(`expected ${code}, nothing was thrown`);
+}
+
+describe('PartitionLog on the real file system', () => {
+  it('assigns offsets, reads whole batches back byte for byte, and survives a clean reopen', async () => {
+    const log = await PartitionLog.open({ dir });
+    const a = await log.append(batchOf(['a0', 'a1', 'a2']), { assignOffsets: true, leaderEpoch: 1 });
+    const b = await log.append(batchOf(['b0']), { assignOffsets: true, leaderEpoch: 1 });
+    expect([a.baseOffset, a.lastOffset, b.baseOffset, log.logEndOffset]).toEqual([0, 2, 3, 4]);
+    const read = await log.read(0, { maxBytes: 1 << 20 });
+    expect(read.batchCount).toBe(2);
+    expect(read.nextOffset).toBe(4);
+    expect(checkBatchAt(read.data).ok).toBe(true);
+    expect(valuesOf((await log.readRecords(1, { maxBytes: 1 << 20 })).records)).toEqual(['a1', 'a2', 'b0']);
+    expect(readBatchHeader(read.data).partitionLeaderEpoch).toBe(1);
+    await log.close();
+    expect(await readdir(dir)).toContain('.clean-shutdown');
+    const reopened = await PartitionLog.open({ dir });
+    expect(reopened.recoveryReport).toBeUndefined();
+    expect(reopened.logEndOffset).toBe(4);
+    expect((await reopened.read(0, { maxBytes: 1 << 20 })).data).toEqual(read.data);
+    await reopened.close();
+  });
+
+  it('respects maxBytes (but returns at least one batch) and maxOffset (the high watermark)', async () => {
+    const log = await PartitionLog.open({ dir });
+    for (let i = 0; i < 5; i++) await log.append(batchOf([`v${i}`.repeat(50)]), { assignOffsets: true });
+    const one = await log.read(0, { maxBytes: 1 });
+    expect(one.batchCount).toBe(1);
+    const two = await log.read(1, { maxBytes: one.data.length * 2 });
+    expect([two.batchCount, two.nextOffset]).toEqual([2, 3]);
+    const capped = await log.read(0, { maxBytes: 1 << 20, maxOffset: 3 });
+    expect([capped.batchCount, capped.nextOffset]).toEqual([3, 3]);
+    expect((await log.read(5, { maxBytes: 100 })).batchCount).toBe(0);
+    await expectCode(log.read(6, { maxBytes: 100 }), 'OFFSET_OUT_OF_RANGE');
+    await expectCode(log.read(-1, { maxBytes: 100 }), 'OFFSET_OUT_OF_RANGE');
+    await log.close();
+  });
+
+  it('refuses a corrupt batch and appends nothing of the call', async () => {
+    const log = await PartitionLog.open({ dir });
+    const good = batchOf(['ok']);
+    const bad = batchOf(['bad']);
+    bad[bad.length - 1]! ^= 0xff;
+    await expectCode(log.append(Buffer.concat([good, bad]), { assignOffsets: true }), 'CORRUPT_MESSAGE');
+    await expectCode(log.append(Buffer.from([1, 2, 3]), { assignOffsets: true }), 'CORRUPT_MESSAGE');
+    expect(log.logEndOffset).toBe(0);
+    expect(log.sizeBytes).toBe(0);
+    await log.close();
+  });
+
+  it('keeps follower offsets and refuses a gap', async () => {
+    const log = await PartitionLog.open({ dir });
+    const batch = encodeBatch([{ value: Buffer.from('x'), timestamp: 1 }], {
+      baseOffset: 0,
+      partitionLeaderEpoch: 2,
+    });
+    await log.append(batch, { assignOffsets: false });
+    const gap = encodeBatch([{ value: Buffer.from('y'), timestamp: 1 }], { baseOffset: 5 });
+    await expectCode(log.append(gap, { assignOffsets: false }), 'INVALID_REQUEST');
+    expect(log.leaderEpochs.entries()).toEqual([{ epoch: 2, startOffset: 0 }]);
+    await log.close();
+  });
+
+  it('rolls segments by size, named by 20-digit base offset, and finds offsets across them', async () => {
+    const log = await PartitionLog.open({ dir, config: { segmentBytes: 1024, indexIntervalBytes: 200 } });
+    for (let i = 0; i < 40; i++)
+      await log.append(batchOf([`record-${i}`.padEnd(60, '.')]), { assignOffsets: true });
+    expect(log.segmentCount).toBeGreaterThan(3);
+    const files = await readdir(dir);
+    expect(files).toContain('00000000000000000000.log');
+    expect(files.filter((f) => f.endsWith('.log')).every((f) => /^\d{20}\.log$/.test(f))).toBe(true);
+    for (let offset = 0; offset < 40; offset++) {
+      const { records } = await log.readRecords(offset, { maxBytes: 1 });
+      expect(valuesOf(records)[0]).toBe(`record-${offset}`.padEnd(60, '.'));
+    }
+    await log.close();
+  });
+
+  it('rolls by segment.ms using the injected clock', async () => {
+    const clock = new ManualClock();
+    const log = await PartitionLog.open({ dir, config: { segmentMs: 1000 } }, { clock });
+    await log.append(batchOf(['a']), { assignOffsets: true });
+    clock.advance(999);
+    await log.append(batchOf(['b']), { assignOffsets: true });
+    expect(log.segmentCount).toBe(1);
+    clock.advance(1);
+    await log.append(batchOf(['c']), { assignOffsets: true });
+    expect(log.segmentBaseOffsets()).toEqual([0, 2]);
+    await log.close();
+  });
+
+  it('finds offsets by timestamp', async () => {
+    const log = await PartitionLog.open({ dir, config: { segmentBytes: 2048, indexIntervalBytes: 100 } });
+    for (let i = 0; i < 30; i++)
+      await log.append(batchOf([`t${i}`, `u${i}`], { timestamp: 10_000 + i * 10 }), { assignOffsets: true });
+    expect(await log.offsetForTimestamp(0)).toBe(0);
+    expect(await log.offsetForTimestamp(10_001)).toBe(1);
+    expect(await log.offsetForTimestamp(10_002)).toBe(2);
+    expect(await log.offsetForTimestamp(10_155)).toBe(32);
+    expect(await log.offsetForTimestamp(10_291)).toBe(59);
+    expect(await log.offsetForTimestamp(10_292)).toBeNull();
+    await log.close();
+  });
+
+  it('truncates to an offset at a batch start, drops later epochs, and continues from there', async () => {
+    const log = await PartitionLog.open({ dir, config: { segmentBytes: 600 } });
+    for (let i = 0; i < 10; i++) {
+      await log.append(batchOf([`x${i}`.repeat(40), 'y']), {
+        assignOffsets: true,
+        leaderEpoch: i < 5 ? 1 : 2,
+      });
+    }
+    expect(log.leaderEpochs.endOffsetFor(1, log.logEndOffset)).toEqual({ epoch: 1, endOffset: 10 });
+    await log.truncateTo(7);
+    expect(log.logEndOffset).toBe(6);
+    expect(log.leaderEpochs.entries()).toEqual(
+      [
+        { epoch: 1, startOffset: 0 },
+        { epoch: 2, startOffset: 10 },
+      ].filter((e) => e.startOffset < 6),
+    );
+    const appended = await log.append(batchOf(['after']), { assignOffsets: true });
+    expect(appended.baseOffset).toBe(6);
+    const { records } = await log.readRecords(4, { maxBytes: 1 << 20 });
+    expect(valuesOf(records)).toEqual(['x2'.repeat(40), 'y']);
+    expect(valuesOf((await log.readRecords(6, { maxBytes: 1 << 20 })).records)).toEqual(['after']);
+    await log.close();
+  });
+
+  it('deletes records before an offset and applies retention by bytes and time, never the active segment', async () => {
+    const clock = new ManualClock(1_000_000);
+    const log = await PartitionLog.open(
+      { dir, config: { segmentBytes: 500, retentionBytes: 1200, retentionMs: -1 } },
+      { clock },
+    );
+    for (let i = 0; i < 20; i++) {
+      await log.append(batchOf([`r${i}`.repeat(30)], { timestamp: clock.nowMs() }), { assignOffsets: true });
+    }
+    const before = log.segmentCount;
+    const { segmentsDeleted } = await log.enforceRetention();
+    expect(segmentsDeleted).toBeGreaterThan(0);
+    expect(log.segmentCount).toBe(before - segmentsDeleted);
+    expect(log.sizeBytes).toBeLessThanOrEqual(1200 + 500);
+    expect(log.logStartOffset).toBe(log.segmentBaseOffsets()[0]);
+    await expectCode(log.read(0, { maxBytes: 100 }), 'OFFSET_OUT_OF_RANGE');
+    log.updateConfig({ retentionBytes: -1, retentionMs: 1000 });
+    clock.advance(5000);
+    await log.enforceRetention();
+    expect(log.segmentCount).toBe(1);
+    expect(log.logEndOffset).toBe(20);
+    await log.deleteRecordsBefore(19);
+    expect(log.logStartOffset).toBe(19);
+    await log.close();
+    const reopened = await PartitionLog.open({ dir });
+    expect([reopened.logStartOffset, reopened.logEndOffset]).toEqual([19, 20]);
+    await reopened.close();
+  });
+
+  it('recovers after a crash that tore the tail: whole batches before the cut remain', async () => {
+    const log = await PartitionLog.open({ dir });
+    for (let i = 0; i < 3; i++) await log.append(batchOf([`v${i}`]), { assignOffsets: true });
+    await log.flush();
+    // No close: no clean-shutdown marker. Cut the last batch in half.
+    const logFile = join(dir, '00000000000000000000.log');
+    const size = log.sizeBytes;
+    await truncate(logFile, size - 5);
+    const reopened = await PartitionLog.open({ dir });
+    expect(reopened.recoveryReport?.problem).toBeDefined();
+    expect(reopened.logEndOffset).toBe(2);
+    expect(valuesOf((await reopened.readRecords(0, { maxBytes: 1 << 20 })).records)).toEqual(['v0', 'v1']);
+    expect((await reopened.append(batchOf(['v2again']), { assignOffsets: true })).baseOffset).toBe(2);
+    await reopened.close();
+  });
+
+  it('log manager opens partitions by directory name and deletes them', async () => {
+    const clock = new ManualClock();
+    const manager = await LogManager.open({ dataDir: dir }, { clock });
+    const log = await manager.getOrCreate('orders', 3);
+    await log.append(batchOf(['x']), { assignOffsets: true });
+    await manager.close();
+    const again = await LogManager.open({ dataDir: dir }, { clock });
+    expect(again.list().map((l) => [l.topic, l.partition, l.log.logEndOffset])).toEqual([['orders', 3, 1]]);
+    await again.deletePartition('orders', 3);
+    expect(await readdir(dir)).toEqual([]);
+    await again.close();
+  });
+
+  it('parses Kafka-named configs and refuses bad values with INVALID_CONFIG', () => {
+    const config = logConfigFromTopicConfigs({
+      'retention.ms': '1000',
+      'cleanup.policy': 'compact',
+      'flush.policy': 'sync',
+      'min.insync.replicas': 1,
+    });
+    expect([config.retentionMs, config.cleanupPolicy, config.flushPolicy]).toEqual([1000, 'compact', 'sync']);
+    for (const bad of [{ 'retention.ms': 'soon' }, { 'segment.bytes': 1 }, { 'cleanup.policy': 'shred' }]) {
+      try {
+        logConfigFromTopicConfigs(bad);
+        expect.unreachable();
+      } catch (error) {
+        expect(isSluiceError(error, 'INVALID_CONFIG')).toBe(true);
+      }
+    }
+  });
+});
+
+describe('group commit', () => {
+  it('shares fsyncs among concurrent sync appends, and every append is durable when it resolves', async () => {
+    const fs = new SimulatedFileSystem();
+    const log = await PartitionLog.open(
+      { dir: '/data/p-0', config: { flushPolicy: 'sync' } },
+      { fs, clock: new ManualClock() },
+    );
+    const syncsBefore = fs.syncCount;
+    const appends = Array.from({ length: 32 }, (_, i) =>
+      log.append(batchOf([`g${i}`]), { assignOffsets: true }),
+    );
+    await Promise.all(appends);
+    const syncs = fs.syncCount - syncsBefore;
+    expect(syncs).toBeGreaterThan(0);
+    expect(syncs).toBeLessThan(32);
+    fs.crashLosingAllUnsynced();
+    const reopened = await PartitionLog.open({ dir: '/data/p-0' }, { fs, clock: new ManualClock() });
+    expect(reopened.logEndOffset).toBe(32);
+    await reopened.close();
+  });
+});
