@@ -352,7 +352,7 @@ export class Segment {
       let batchCount = 0;
       let nextOffset = offset;
       while (end < n) {
-        if (n - end < BATCH_LENGTH_PREFIX_BYTES + 20) break;
+        if (n - end < BATCH_HEADER_BYTES) break;
         const peeked = peekHeader(buf, end);
         if (typeof peeked === 'string')
           throw new SluiceError('KAFKA_STORAGE_ERROR', `${this.logPath}: ${peeked}`);

@@ -222,7 +222,12 @@ describe('PartitionLog on the real file system', () => {
       'min.insync.replicas': 1,
     });
     expect([config.retentionMs, config.cleanupPolicy, config.flushPolicy]).toEqual([1000, 'compact', 'sync']);
-    for (const bad of [{ 'retention.ms': 'soon' }, { 'segment.bytes': 1 }, { 'cleanup.policy': 'shred' }]) {
+    const bads: Record<string, string | number>[] = [
+      { 'retention.ms': 'soon' },
+      { 'segment.bytes': 1 },
+      { 'cleanup.policy': 'shred' },
+    ];
+    for (const bad of bads) {
       try {
         logConfigFromTopicConfigs(bad);
         expect.unreachable();
