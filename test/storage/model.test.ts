@@ -62,8 +62,10 @@ class Model {
   }
   recordsFrom(offset: number): { offset: number; value: string }[] {
     const out: { offset: number; value: string }[] = [];
-    for (const b of this.batches)
-      b.values.forEach((value, i) => b.base + i >= offset && out.push({ offset: b.base + i, value }));
+    for (const b of this.batches) {
+      for (let i = 0; i < b.values.length; i++)
+        if (b.base + i >= offset) out.push({ offset: b.base + i, value: b.values[i]! });
+    }
     return out;
   }
 }
