@@ -465,6 +465,7 @@ export class PartitionLog {
   async flush(): Promise<void> {
     this.#checkOpen();
     await this.#requestSync();
+    await this.#active().syncIndexes();
     await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
   }
 

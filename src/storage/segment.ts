@@ -16,6 +16,8 @@ export function segmentName(baseOffset: number): string {
 
 export const INDEX_ENTRY_BYTES = 8;
 export const TIME_INDEX_ENTRY_BYTES = 12;
+/** Index entries buffered in memory before they are written out. */
+const PENDING_INDEX_ENTRIES_MAX = 1024;
 
 export interface BatchLocation {
   position: number;
@@ -52,6 +54,8 @@ export class Segment {
   #timeTimestamps: number[] = [];
   #timeOffsets: number[] = [];
   #bytesSinceIndex = 0;
+  #pendingIndex: Buffer[] = [];
+  #pendingTimeIndex: Buffer[] = [];
   #readers = 0;
   #closeWhenIdle: (() => void) | undefined;
   #closed = false;
@@ -293,14 +297,22 @@ export class Segment {
         timeEntries.push(added.time);
       }
     }
-    if (indexEntries.length > 0) {
-      const indexAt = (this.#indexOffsets.length - indexEntries.length) * INDEX_ENTRY_BYTES;
-      const timeAt = (this.#timeOffsets.length - timeEntries.length) * TIME_INDEX_ENTRY_BYTES;
-      await Promise.all([
-        this.indexFile.write(Buffer.concat(indexEntries), indexAt),
-        this.timeIndexFile.write(Buffer.concat(timeEntries), timeAt),
-      ]);
-    }
+    // Index entries are written with the next flush, not with every append: one syscall per
+    // append, and the indexes are rebuilt from the log after a crash anyway.
+    this.#pendingIndex.push(...indexEntries);
+    this.#pendingTimeIndex.push(...timeEntries);
+    if (this.#pendingIndex.length >= PENDING_INDEX_ENTRIES_MAX) await this.#writePendingIndexes();
+  }
+
+  async #writePendingIndexes(): Promise<void> {
+    if (this.#pendingIndex.length === 0) return;
+    const index = Buffer.concat(this.#pendingIndex);
+    const time = Buffer.concat(this.#pendingTimeIndex);
+    const indexAt = this.#indexOffsets.length * INDEX_ENTRY_BYTES - index.length;
+    const timeAt = this.#timeOffsets.length * TIME_INDEX_ENTRY_BYTES - time.length;
+    this.#pendingIndex = [];
+    this.#pendingTimeIndex = [];
+    await Promise.all([this.indexFile.write(index, indexAt), this.timeIndexFile.write(time, timeAt)]);
   }
 
   /** Position of the last indexed batch at or before `offset` (0 if none). */
@@ -388,6 +400,7 @@ export class Segment {
       return true;
     });
     if (!cut) return this.nextOffset;
+    await this.#writePendingIndexes();
     const keep = this.#indexOffsets.findIndex((o) => o >= cut!.header.baseOffset);
     if (keep >= 0) {
       this.#indexOffsets.length = keep;
@@ -422,7 +435,9 @@ export class Segment {
     await this.log.sync();
   }
 
+  /** Writes buffered index entries and makes the index files durable (before a clean shutdown or a roll). */
   async syncIndexes(): Promise<void> {
+    await this.#writePendingIndexes();
     await Promise.all([this.indexFile.sync(), this.timeIndexFile.sync()]);
   }
 
