@@ -210,7 +210,7 @@ try {
   } catch {}
   appendFileSync(
     resultsPath,
-    `\n| storage | ${new Date().toISOString().slice(0, 10)} | ${sha} | async append ${asyncMBps.toFixed(0)} MB/s = ${(asyncMBps / rawMBps).toFixed(2)}x raw write; ` +
+    `| storage | ${new Date().toISOString().slice(0, 10)} | ${sha} | async append ${asyncMBps.toFixed(0)} MB/s = ${(asyncMBps / rawMBps).toFixed(2)}x raw write; ` +
       `sync 8 appenders ${syncRate.toFixed(0)}/s = ${(syncRate / perAppendRate).toFixed(2)}x fsync-per-append, ${(syncCount / syncAppends).toFixed(3)} fsyncs/append (${fsyncRate.toFixed(0)}/s); ` +
       `read cold ${(coldBytes / 1e6 / coldSeconds).toFixed(0)} MB/s, warm ${(warmBytes / 1e6 / warmSeconds).toFixed(0)} MB/s |\n`,
   );
