@@ -185,7 +185,7 @@ export const ENDPOINTS = {
       required: ['name'],
       additionalProperties: false,
       properties: {
-        name: { type: 'string', pattern: TOPIC_NAME_PATTERN },
+        name: { type: 'string', maxLength: 300 },
         partitions: { type: 'integer', minimum: 1, maximum: 10000 },
         replicationFactor: { type: 'integer', minimum: 1, maximum: 16 },
         configs: configsSchema,

@@ -1,0 +1,516 @@
+import type { Clock } from '../common/clock.js';
+import { SluiceError } from '../common/errors.js';
+import { LIMITS } from '../common/limits.js';
+import { partitionForKey } from '../common/murmur2.js';
+import type {
+  Acks,
+  ClusterResponse,
+  OffsetsResponse,
+  PartitionInfo,
+  TopicDescription,
+} from '../protocol/api.js';
+import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
+import { encodeBatch, type RecordInput, splitBatches } from '../protocol/batch.js';
+import {
+  DEFAULT_LOG_CONFIG,
+  LOG_CONFIG_NAMES,
+  type LogConfig,
+  logConfigFromTopicConfigs,
+} from '../storage/config.js';
+import type { LogManager } from '../storage/log-manager.js';
+import type { PartitionLog } from '../storage/partition-log.js';
+import type { ConfigValue, TopicRecord, TopicRegistry } from './topic-registry.js';
+
+export interface ProduceInput extends RecordInput {
+  partition?: number;
+}
+
+export interface FetchOptions {
+  offset: number | 'earliest' | 'latest';
+  maxBytes: number;
+  maxWaitMs: number;
+  minBytes: number;
+  signal?: AbortSignal;
+}
+
+export interface FetchResult {
+  /** Whole stored batches back to back. */
+  data: Buffer;
+  batchCount: number;
+  /** The offset the read started from (after resolving earliest/latest). */
+  offset: number;
+  nextOffset: number;
+  highWatermark: number;
+  logStartOffset: number;
+}
+
+export interface BrokerServiceOptions {
+  nodeId: number;
+  host: string;
+  port: number;
+  version: string;
+  /** Defaults for topics, in Kafka config names (e.g. `flush.policy`, `num.partitions`). */
+  defaultConfigs?: Record<string, ConfigValue>;
+  fetchWaitersMax?: number;
+}
+
+/** Configs a topic may set beyond the storage ones. */
+const BROKER_CONFIG_NAMES = new Set(['min.insync.replicas']);
+
+/**
+ * One node's broker: topics, produce, fetch, offsets. On a single node every partition is led here
+ * with itself as the only in-sync replica, so the high watermark is the log end offset.
+ * The HTTP layer depends on this class's type only.
+ */
+export class BrokerService {
+  readonly #registry: TopicRegistry;
+  readonly #logs: LogManager;
+  readonly #clock: Clock;
+  #stickyPartition = 0;
+  #waiters = 0;
+  readonly #waitersMax: number;
+  readonly #defaults: Record<string, ConfigValue>;
+
+  constructor(
+    readonly options: BrokerServiceOptions,
+    deps: { registry: TopicRegistry; logs: LogManager; clock: Clock },
+  ) {
+    this.#registry = deps.registry;
+    this.#logs = deps.logs;
+    this.#clock = deps.clock;
+    this.#waitersMax = options.fetchWaitersMax ?? 10_000;
+    this.#defaults = options.defaultConfigs ?? {};
+    validateConfigs(this.#defaults, true);
+  }
+
+  /** Opens the logs of every known topic (at start). */
+  async start(): Promise<void> {
+    for (const topic of this.#registry.list()) {
+      for (let p = 0; p < topic.partitions; p++)
+        await this.#logs.getOrCreate(topic.name, p, this.#logConfig(topic));
+    }
+  }
+
+  cluster(): ClusterResponse {
+    return {
+      clusterId: this.#registry.clusterId,
+      nodeId: this.options.nodeId,
+      version: this.options.version,
+      controllerId: this.options.nodeId,
+      nodes: [{ id: this.options.nodeId, host: this.options.host, port: this.options.port, rack: null }],
+    };
+  }
+
+  listTopics(): { name: string; partitions: number; replicationFactor: number }[] {
+    return this.#registry
+      .list()
+      .map((t) => ({ name: t.name, partitions: t.partitions, replicationFactor: t.replicationFactor }));
+  }
+
+  async createTopic(request: {
+    name: string;
+    partitions?: number;
+    replicationFactor?: number;
+    configs?: Record<string, ConfigValue>;
+  }): Promise<TopicDescription> {
+    validateTopicName(request.name);
+    if (this.#registry.get(request.name)) {
+      throw new SluiceError('TOPIC_ALREADY_EXISTS', `topic ${request.name} already exists`, {
+        details: { topic: request.name },
+      });
+    }
+    const partitions = request.partitions ?? Number(this.#defaults['num.partitions'] ?? 1);
+    if (!Number.isInteger(partitions) || partitions < 1 || partitions > LIMITS.partitionsMax) {
+      throw new SluiceError(
+        'INVALID_PARTITIONS',
+        `partitions must be an integer in [1, ${LIMITS.partitionsMax}]`,
+      );
+    }
+    const replicationFactor = request.replicationFactor ?? 1;
+    if (replicationFactor !== 1) {
+      throw new SluiceError(
+        'INVALID_REPLICATION_FACTOR',
+        `replication factor ${replicationFactor} is larger than the 1 available node`,
+        { details: { availableNodes: 1 } },
+      );
+    }
+    const configs = request.configs ?? {};
+    validateConfigs(configs, false);
+    const topic: TopicRecord = {
+      name: request.name,
+      partitions,
+      replicationFactor,
+      configs,
+      createdMs: this.#clock.nowMs(),
+    };
+    const logConfig = this.#logConfig(topic);
+    for (let p = 0; p < partitions; p++) await this.#logs.getOrCreate(topic.name, p, logConfig);
+    await this.#registry.put(topic);
+    return this.describeTopic(topic.name);
+  }
+
+  describeTopic(name: string): TopicDescription {
+    const topic = this.#topic(name);
+    const partitions: PartitionInfo[] = [];
+    for (let p = 0; p < topic.partitions; p++) {
+      const log = this.#partitionLog(topic, p);
+      partitions.push({
+        partition: p,
+        leader: this.options.nodeId,
+        leaderEpoch: 0,
+        replicas: [this.options.nodeId],
+        isr: [this.options.nodeId],
+        logStartOffset: log.logStartOffset,
+        logEndOffset: log.logEndOffset,
+        highWatermark: log.logEndOffset,
+      });
+    }
+    return {
+      name: topic.name,
+      partitions,
+      replicationFactor: topic.replicationFactor,
+      configs: { ...topic.configs },
+    };
+  }
+
+  async deleteTopic(name: string): Promise<{ name: string; deleted: true }> {
+    const topic = this.#topic(name);
+    await this.#registry.remove(name);
+    for (let p = 0; p < topic.partitions; p++) await this.#logs.deletePartition(name, p);
+    return { name, deleted: true };
+  }
+
+  /** Sets configs; a null value resets that config to the default. */
+  async alterConfigs(name: string, changes: Record<string, ConfigValue | null>): Promise<TopicDescription> {
+    const topic = this.#topic(name);
+    const configs = { ...topic.configs };
+    for (const [key, value] of Object.entries(changes)) {
+      if (value === null) delete configs[key];
+      else configs[key] = value;
+    }
+    validateConfigs(configs, false);
+    const updated = { ...topic, configs };
+    const logConfig = this.#logConfig(updated);
+    await this.#registry.put(updated);
+    for (let p = 0; p < topic.partitions; p++) this.#partitionLog(updated, p).updateConfig(logConfig);
+    return this.describeTopic(name);
+  }
+
+  async addPartitions(name: string, partitions: number): Promise<TopicDescription> {
+    const topic = this.#topic(name);
+    if (
+      !Number.isInteger(partitions) ||
+      partitions <= topic.partitions ||
+      partitions > LIMITS.partitionsMax
+    ) {
+      throw new SluiceError(
+        'INVALID_PARTITIONS',
+        `topic ${name} has ${topic.partitions} partitions; the new count must be larger`,
+        {
+          details: { current: topic.partitions },
+        },
+      );
+    }
+    const updated = { ...topic, partitions };
+    const logConfig = this.#logConfig(updated);
+    for (let p = topic.partitions; p < partitions; p++) await this.#logs.getOrCreate(name, p, logConfig);
+    await this.#registry.put(updated);
+    return this.describeTopic(name);
+  }
+
+  /**
+   * Appends records, choosing each one's partition: the given one, else murmur2(key) as Kafka's
+   * default partitioner, else one partition picked round-robin for all keyless records of this
+   * request (sticky). Returns each record's offset in request order.
+   */
+  async produce(
+    topicName: string,
+    records: readonly ProduceInput[],
+    acks: Acks,
+  ): Promise<{ partition: number; offset: number }[]> {
+    const topic = this.#topic(topicName);
+    if (records.length === 0)
+      throw new SluiceError('INVALID_REQUEST', 'records must hold at least one record');
+    if (records.length > LIMITS.requestRecordsMax) {
+      throw new SluiceError(
+        'TOO_MANY_RECORDS',
+        `a request holds at most ${LIMITS.requestRecordsMax} records`,
+      );
+    }
+    const sticky = this.#stickyPartition++ % topic.partitions;
+    const byPartition = new Map<number, number[]>();
+    const partitionOf: number[] = new Array(records.length);
+    records.forEach((record, i) => {
+      let partition: number;
+      if (record.partition !== undefined) {
+        partition = record.partition;
+        if (!Number.isInteger(partition) || partition < 0 || partition >= topic.partitions) {
+          throw new SluiceError(
+            'UNKNOWN_TOPIC_OR_PARTITION',
+            `topic ${topicName} has no partition ${partition}`,
+            {
+              details: { topic: topicName, partition },
+            },
+          );
+        }
+      } else if (record.key) {
+        partition = partitionForKey(record.key, topic.partitions);
+      } else {
+        partition = sticky;
+      }
+      partitionOf[i] = partition;
+      let list = byPartition.get(partition);
+      if (!list) byPartition.set(partition, (list = []));
+      list.push(i);
+    });
+    const recordBytesMax = this.#logConfig(topic).batchBytesMax;
+    const batches = new Map<number, Buffer>();
+    for (const [partition, indexes] of byPartition) {
+      for (const i of indexes) {
+        const r = records[i]!;
+        const size = (r.key?.length ?? 0) + (r.value?.length ?? 0);
+        if (size > recordBytesMax) {
+          throw new SluiceError(
+            'RECORD_TOO_LARGE',
+            `record ${i} is ${size} bytes; the limit is ${recordBytesMax}`,
+            { details: { index: i } },
+          );
+        }
+      }
+      const batch = encodeBatch(indexes.map((i) => records[i]!));
+      if (batch.length > recordBytesMax) {
+        throw new SluiceError(
+          'MESSAGE_TOO_LARGE',
+          `the records for partition ${partition} make a ${batch.length}-byte batch; the limit is ${recordBytesMax}`,
+        );
+      }
+      batches.set(partition, batch);
+    }
+    this.#checkAcks(topic, acks);
+    const offsets: { partition: number; offset: number }[] = new Array(records.length);
+    const appends = [...batches].map(async ([partition, batch]) => {
+      const result = await this.#partitionLog(topic, partition).append(batch, {
+        assignOffsets: true,
+        leaderEpoch: 0,
+      });
+      byPartition.get(partition)!.forEach((i, n) => {
+        offsets[i] = { partition, offset: result.baseOffset + n };
+      });
+    });
+    if (acks === 0) {
+      // Fire and forget, as Kafka's acks=0: the producer is answered before the append completes.
+      for (const a of appends) a.catch(() => {});
+      return [];
+    }
+    await Promise.all(appends);
+    return offsets;
+  }
+
+  /**
+   * Appends pre-built batches in the stored layout without decoding any record: header, sizes and
+   * CRC are checked, offsets are assigned in place.
+   */
+  async produceBatches(
+    topicName: string,
+    partition: number,
+    data: Buffer,
+    acks: Acks,
+  ): Promise<{ partition: number; baseOffset: number; lastOffset: number; batchCount: number } | undefined> {
+    const topic = this.#topic(topicName);
+    const log = this.#partitionLog(topic, partition);
+    splitBatches(data, log.config.batchBytesMax);
+    this.#checkAcks(topic, acks);
+    const appending = log.append(data, { assignOffsets: true, leaderEpoch: 0 });
+    if (acks === 0) {
+      appending.catch(() => {});
+      return undefined;
+    }
+    const result = await appending;
+    return {
+      partition,
+      baseOffset: result.baseOffset,
+      lastOffset: result.lastOffset,
+      batchCount: result.batchCount,
+    };
+  }
+
+  /** Reads whole batches; waits up to maxWaitMs for at least minBytes (at least one batch). */
+  async fetch(topicName: string, partition: number, options: FetchOptions): Promise<FetchResult> {
+    const topic = this.#topic(topicName);
+    const log = this.#partitionLog(topic, partition);
+    const offset =
+      options.offset === 'earliest'
+        ? log.logStartOffset
+        : options.offset === 'latest'
+          ? log.logEndOffset
+          : options.offset;
+    const maxBytes = Math.min(options.maxBytes, LIMITS.fetchBytesMax);
+    const minBytes = Math.max(1, options.minBytes);
+    let result = await log.read(offset, { maxBytes });
+    if (result.data.length < minBytes && options.maxWaitMs > 0 && !options.signal?.aborted) {
+      await this.#waitForData(
+        log,
+        offset,
+        minBytes,
+        Math.min(options.maxWaitMs, LIMITS.fetchWaitMsMax),
+        options.signal,
+      );
+      result = await log.read(offset, { maxBytes });
+    }
+    return {
+      data: result.data,
+      batchCount: result.batchCount,
+      offset,
+      nextOffset: result.nextOffset,
+      highWatermark: log.logEndOffset,
+      logStartOffset: log.logStartOffset,
+    };
+  }
+
+  /** Resolves when the log has grown by at least `minBytes` past `offset` (roughly), the time is up, or the signal aborts. */
+  waitForAppend(
+    topicName: string,
+    partition: number,
+    offset: number,
+    maxWaitMs: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const log = this.#partitionLog(this.#topic(topicName), partition);
+    return this.#waitForData(log, offset, 1, maxWaitMs, signal);
+  }
+
+  #waitForData(
+    log: PartitionLog,
+    offset: number,
+    minBytes: number,
+    maxWaitMs: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    if (this.#waiters >= this.#waitersMax) {
+      throw new SluiceError('LIMIT_EXCEEDED', `too many waiting fetches (limit ${this.#waitersMax})`);
+    }
+    if (log.logEndOffset > offset && minBytes <= 1) return Promise.resolve();
+    this.#waiters++;
+    const startSize = log.sizeBytes;
+    return new Promise<void>((resolve) => {
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        this.#waiters--;
+        unsubscribe();
+        timer.cancel();
+        signal?.removeEventListener('abort', finish);
+        resolve();
+      };
+      const unsubscribe = log.onAppend((logEnd) => {
+        if (logEnd > offset && log.sizeBytes - startSize >= minBytes - 1) finish();
+      });
+      const timer = this.#clock.setTimeout(finish, maxWaitMs);
+      signal?.addEventListener('abort', finish, { once: true });
+    });
+  }
+
+  async offsets(topicName: string, partition: number, timestamp?: number): Promise<OffsetsResponse> {
+    const log = this.#partitionLog(this.#topic(topicName), partition);
+    const response: OffsetsResponse = {
+      partition,
+      earliest: log.logStartOffset,
+      latest: log.logEndOffset,
+      highWatermark: log.logEndOffset,
+    };
+    if (timestamp !== undefined) {
+      response.timestamp = timestamp;
+      // -1 asks for the latest offset, -2 the earliest, as Kafka's ListOffsets.
+      response.offset =
+        timestamp === -1
+          ? log.logEndOffset
+          : timestamp === -2
+            ? log.logStartOffset
+            : await log.offsetForTimestamp(timestamp);
+    }
+    return response;
+  }
+
+  #checkAcks(topic: TopicRecord, acks: Acks): void {
+    if (acks !== -1) return;
+    const minInSync = Number(
+      topic.configs['min.insync.replicas'] ?? this.#defaults['min.insync.replicas'] ?? 1,
+    );
+    const inSync = 1;
+    if (inSync < minInSync) {
+      throw new SluiceError(
+        'NOT_ENOUGH_REPLICAS',
+        `${inSync} in-sync replica, min.insync.replicas is ${minInSync}; nothing was appended`,
+        {
+          details: { isr: inSync, minInSyncReplicas: minInSync },
+        },
+      );
+    }
+  }
+
+  #topic(name: string): TopicRecord {
+    const topic = this.#registry.get(name);
+    if (!topic)
+      throw new SluiceError('UNKNOWN_TOPIC_OR_PARTITION', `topic ${name} does not exist`, {
+        details: { topic: name },
+      });
+    return topic;
+  }
+
+  #partitionLog(topic: TopicRecord, partition: number): PartitionLog {
+    const log =
+      Number.isInteger(partition) && partition >= 0 && partition < topic.partitions
+        ? this.#logs.get(topic.name, partition)
+        : undefined;
+    if (!log) {
+      throw new SluiceError(
+        'UNKNOWN_TOPIC_OR_PARTITION',
+        `topic ${topic.name} has no partition ${partition}`,
+        {
+          details: { topic: topic.name, partition },
+        },
+      );
+    }
+    return log;
+  }
+
+  #logConfig(topic: TopicRecord): LogConfig {
+    return logConfigFromTopicConfigs(
+      topic.configs,
+      logConfigFromTopicConfigs(this.#defaults, DEFAULT_LOG_CONFIG),
+    );
+  }
+}
+
+export function validateTopicName(name: unknown): asserts name is string {
+  if (
+    typeof name !== 'string' ||
+    !new RegExp(TOPIC_NAME_PATTERN).test(name) ||
+    name === '.' ||
+    name === '..' ||
+    name.startsWith('__')
+  ) {
+    throw new SluiceError(
+      'INVALID_TOPIC_EXCEPTION',
+      `topic name ${JSON.stringify(name)} is not valid: 1 to 249 of [a-zA-Z0-9._-], not "." or "..", not starting with "__"`,
+    );
+  }
+}
+
+/** Every name must be known; values are checked by the storage parsers. */
+function validateConfigs(configs: Record<string, ConfigValue>, brokerLevel: boolean): void {
+  for (const [name, value] of Object.entries(configs)) {
+    if (LOG_CONFIG_NAMES[name] || (brokerLevel && name === 'num.partitions')) continue;
+    if (BROKER_CONFIG_NAMES.has(name)) {
+      const n = Number(value);
+      if (!Number.isInteger(n) || n < 1)
+        throw new SluiceError('INVALID_CONFIG', `${name} must be a positive integer`, {
+          details: { config: name },
+        });
+      continue;
+    }
+    throw new SluiceError('INVALID_CONFIG', `unknown config ${name}`, { details: { config: name } });
+  }
+  logConfigFromTopicConfigs(configs);
+}

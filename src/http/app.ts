@@ -1,0 +1,386 @@
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerFactory,
+} from 'fastify';
+import type { BrokerService, ProduceInput } from '../broker/service.js';
+import { ERROR_CODES, type ErrorCode, isErrorCode, SluiceError } from '../common/errors.js';
+import { LIMITS } from '../common/limits.js';
+import { ENDPOINTS, type Endpoint, MEDIA, parseAcks } from '../protocol/api.js';
+import { decodeRecords, readBatchHeader } from '../protocol/batch.js';
+import {
+  type Format,
+  mediaTypeOf,
+  msgpackFetchResponse,
+  negotiate,
+  packr,
+  parseRecord,
+  recordToJson,
+  unpackr,
+} from './codec.js';
+import { streamPartition } from './follow.js';
+import { openApiDocument } from './openapi.js';
+
+export interface AppOptions {
+  logger?: boolean | { level: string };
+  bodyLimitBytes?: number;
+  serverFactory?: FastifyServerFactory;
+}
+
+export interface AppDeps {
+  service: BrokerService;
+}
+
+/** Serializes a problem (RFC 9457) for any error. */
+export function problemFor(
+  error: unknown,
+  instance?: string,
+): { status: number; body: Record<string, unknown> } {
+  let code: ErrorCode = 'UNKNOWN_SERVER_ERROR';
+  let detail = 'an unexpected error';
+  let retriable = false;
+  let details: Record<string, unknown> = {};
+  if (error instanceof SluiceError) {
+    code = error.code;
+    detail = error.message;
+    retriable = error.retriable;
+    details = error.details;
+  } else if (error && typeof error === 'object') {
+    const e = error as {
+      code?: string;
+      validation?: { instancePath?: string; message?: string }[];
+      validationContext?: string;
+      message?: string;
+      statusCode?: number;
+    };
+    if (e.validation) {
+      code = 'INVALID_REQUEST';
+      const first = e.validation[0];
+      detail = `${e.validationContext ?? 'request'}${first?.instancePath ?? ''} ${first?.message ?? 'is not valid'}`;
+      details = { field: `${e.validationContext ?? ''}${first?.instancePath ?? ''}` };
+    } else if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      code = 'REQUEST_TOO_LARGE';
+      detail = e.message ?? 'the request body is too large';
+    } else if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      code = 'UNSUPPORTED_MEDIA_TYPE';
+      detail = e.message ?? 'unsupported media type';
+    } else if (
+      e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ||
+      e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ||
+      error instanceof SyntaxError
+    ) {
+      code = 'INVALID_REQUEST';
+      detail = `the body is not valid: ${e.message ?? ''}`.trim();
+    } else if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+      code = 'INVALID_REQUEST';
+      detail = e.message ?? 'the request is not valid';
+    }
+    if (isErrorCode(e.code) && !(error instanceof SluiceError)) code = e.code;
+  }
+  const { status, title } = ERROR_CODES[code];
+  return {
+    status,
+    body: {
+      type: `https://sluice.dev/errors/${code}`,
+      title,
+      status,
+      detail,
+      code,
+      retriable,
+      ...(instance ? { instance } : {}),
+      ...details,
+    },
+  };
+}
+
+/**
+ * The public API as a fastify app that has not called listen. Routes come from ENDPOINTS; bodies
+ * are JSON, msgpack, NDJSON, raw bytes or pre-built batches; responses follow Accept.
+ */
+export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
+  const { service } = deps;
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: options.bodyLimitBytes ?? LIMITS.requestBodyBytesMax,
+    ...(options.serverFactory ? { serverFactory: options.serverFactory } : {}),
+    ajv: { customOptions: { coerceTypes: true, allErrors: false, removeAdditional: false } },
+    return503OnClosing: true,
+  }) as unknown as FastifyInstance;
+
+  const decodeMsgpack = (
+    _request: FastifyRequest,
+    body: Buffer,
+    done: (error: Error | null, body?: unknown) => void,
+  ) => {
+    if (body.length === 0) return done(null, undefined);
+    try {
+      done(null, unpackr.unpack(body));
+    } catch (error) {
+      done(new SluiceError('INVALID_REQUEST', `the body is not valid msgpack: ${(error as Error).message}`));
+    }
+  };
+  app.addContentTypeParser([MEDIA.msgpack, MEDIA.msgpackAlt], { parseAs: 'buffer' }, decodeMsgpack);
+  app.addContentTypeParser([MEDIA.octetStream, MEDIA.batches], { parseAs: 'buffer' }, (_r, body, done) =>
+    done(null, body),
+  );
+  app.addContentTypeParser(MEDIA.ndjson, { parseAs: 'string' }, (_r, body, done) => {
+    const records: unknown[] = [];
+    const lines = (body as string).split('\n');
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!.trim();
+      if (line === '') continue;
+      try {
+        records.push(JSON.parse(line));
+      } catch {
+        return done(
+          new SluiceError('INVALID_REQUEST', `line ${i + 1} of the NDJSON body is not valid JSON`, {
+            details: { line: i + 1 },
+          }),
+        );
+      }
+    }
+    done(null, { records });
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const problem = problemFor(error, request.url);
+    if (problem.status >= 500) request.log.error({ err: error }, 'request failed');
+    reply.code(problem.status).type(MEDIA.problem).send(JSON.stringify(problem.body));
+  });
+
+  const routePatterns = Object.values(ENDPOINTS).map((e: Endpoint) => ({
+    regex: new RegExp(`^${e.path.replace(/:[a-zA-Z]+/g, '[^/]+')}$`),
+    method: e.method,
+  }));
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0]!;
+    const allowed = routePatterns.filter((r) => r.regex.test(path)).map((r) => r.method);
+    const error =
+      allowed.length > 0
+        ? new SluiceError(
+            'METHOD_NOT_ALLOWED',
+            `${request.method} is not allowed on ${path}; use ${[...new Set(allowed)].join(', ')}`,
+          )
+        : new SluiceError('NOT_FOUND', `no route ${request.method} ${path}`);
+    if (allowed.length > 0) reply.header('allow', [...new Set(allowed)].join(', '));
+    const problem = problemFor(error, request.url);
+    reply.code(problem.status).type(MEDIA.problem).send(JSON.stringify(problem.body));
+  });
+
+  /** Sends `payload` in the format Accept asks for. */
+  const send = (request: FastifyRequest, reply: FastifyReply, status: number, payload: unknown) => {
+    const format = negotiate(request.headers.accept);
+    if (format === undefined)
+      throw new SluiceError(
+        'NOT_ACCEPTABLE',
+        `none of ${request.headers.accept} can be produced; use JSON or msgpack`,
+      );
+    reply.code(status);
+    if (format === 'msgpack') return reply.type(MEDIA.msgpack).send(Buffer.from(packr.pack(payload)));
+    return reply.type(MEDIA.json).send(JSON.stringify(payload));
+  };
+
+  const route = (
+    endpoint: Endpoint,
+    handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
+  ) => {
+    app.route({
+      method: endpoint.method,
+      url: endpoint.path,
+      schema: {
+        ...(endpoint.params ? { params: endpoint.params } : {}),
+        ...(endpoint.querystring ? { querystring: endpoint.querystring } : {}),
+        ...(endpoint.body ? { body: endpoint.body } : {}),
+      },
+      handler,
+    });
+  };
+
+  type Params = { topic: string; partition: number };
+
+  route(ENDPOINTS.health, async (request, reply) =>
+    send(request, reply, 200, { status: 'ok', nodeId: service.options.nodeId }),
+  );
+  route(ENDPOINTS.cluster, async (request, reply) => send(request, reply, 200, service.cluster()));
+  route(ENDPOINTS.listTopics, async (request, reply) =>
+    send(request, reply, 200, { topics: service.listTopics() }),
+  );
+  route(ENDPOINTS.createTopic, async (request, reply) => {
+    const body = request.body as {
+      name: string;
+      partitions?: number;
+      replicationFactor?: number;
+      configs?: Record<string, string | number | boolean>;
+    };
+    return send(request, reply, 201, await service.createTopic(body));
+  });
+  route(ENDPOINTS.describeTopic, async (request, reply) =>
+    send(request, reply, 200, service.describeTopic((request.params as Params).topic)),
+  );
+  route(ENDPOINTS.deleteTopic, async (request, reply) =>
+    send(request, reply, 200, await service.deleteTopic((request.params as Params).topic)),
+  );
+  route(ENDPOINTS.alterTopicConfigs, async (request, reply) => {
+    const body = (request.body ?? {}) as Record<string, string | number | boolean | null>;
+    return send(request, reply, 200, await service.alterConfigs((request.params as Params).topic, body));
+  });
+  route(ENDPOINTS.addPartitions, async (request, reply) => {
+    const body = request.body as { partitions: number };
+    return send(
+      request,
+      reply,
+      200,
+      await service.addPartitions((request.params as Params).topic, body.partitions),
+    );
+  });
+
+  const produce = async (request: FastifyRequest, reply: FastifyReply, partition: number | undefined) => {
+    const { topic } = request.params as Params;
+    const query = request.query as { acks?: string };
+    const acks = parseAcks(query.acks) ?? -1;
+    const mediaType = mediaTypeOf(request.headers['content-type']);
+    if (mediaType === MEDIA.batches) {
+      if (partition === undefined) {
+        throw new SluiceError(
+          'INVALID_REQUEST',
+          `${MEDIA.batches} bodies go to /v1/topics/{topic}/partitions/{partition}/records`,
+        );
+      }
+      const result = await service.produceBatches(topic, partition, request.body as Buffer, acks);
+      return send(request, reply, acks === 0 ? 202 : 200, result ?? {});
+    }
+    const records = recordsFromBody(request, mediaType, service.options.nodeId);
+    if (partition !== undefined) for (const r of records) r.partition = r.partition ?? partition;
+    if (partition !== undefined && records.some((r) => r.partition !== partition)) {
+      throw new SluiceError('INVALID_REQUEST', `records name a partition other than ${partition}`);
+    }
+    const offsets = await service.produce(topic, records, acks);
+    return send(request, reply, acks === 0 ? 202 : 200, { offsets });
+  };
+  route(ENDPOINTS.produce, (request, reply) => produce(request, reply, undefined));
+  route(ENDPOINTS.producePartition, (request, reply) =>
+    produce(request, reply, (request.params as Params).partition),
+  );
+
+  route(ENDPOINTS.fetch, async (request, reply) => {
+    const { topic, partition } = request.params as Params;
+    const query = request.query as {
+      offset?: string;
+      maxBytes?: number;
+      maxWaitMs?: number;
+      minBytes?: number;
+      follow?: boolean;
+      valueEncoding?: 'utf8' | 'base64';
+    };
+    const lastEventId = request.headers['last-event-id'];
+    let offset: number | 'earliest' | 'latest' =
+      query.offset === undefined
+        ? 'earliest'
+        : query.offset === 'earliest' || query.offset === 'latest'
+          ? query.offset
+          : Number(query.offset);
+    if (typeof lastEventId === 'string' && /^\d+$/.test(lastEventId)) offset = Number(lastEventId) + 1;
+    const format = negotiate(request.headers.accept, [MEDIA.eventStream, MEDIA.ndjson]);
+    if (format === undefined)
+      throw new SluiceError('NOT_ACCEPTABLE', `none of ${request.headers.accept} can be produced`);
+    const base64 = query.valueEncoding === 'base64';
+    const maxBytes = query.maxBytes ?? 1024 * 1024;
+    if (query.follow || format === MEDIA.eventStream) {
+      // Validate the partition and offset before the response is committed to a stream.
+      await service.fetch(topic, partition, { offset, maxBytes: 1, maxWaitMs: 0, minBytes: 0 });
+      return streamPartition(request, reply, service, {
+        topic,
+        partition,
+        offset,
+        maxBytes,
+        base64,
+        format: format as Format | string,
+      });
+    }
+    const controller = new AbortController();
+    request.raw.once('close', () => controller.abort());
+    const result = await service.fetch(topic, partition, {
+      offset,
+      maxBytes,
+      maxWaitMs: query.maxWaitMs ?? 0,
+      minBytes: query.minBytes ?? 1,
+      signal: controller.signal,
+    });
+    if (format === 'msgpack') {
+      reply.code(200).type(MEDIA.msgpack);
+      return reply.send(msgpackFetchResponse(result.data, result.batchCount, result));
+    }
+    const records = decodedRecords(result.data, result.offset).map((r) => recordToJson(r, base64));
+    if (format === MEDIA.ndjson) {
+      reply.code(200).type(MEDIA.ndjson);
+      return reply.send(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+    }
+    return send(request, reply, 200, {
+      records,
+      nextOffset: result.nextOffset,
+      highWatermark: result.highWatermark,
+      logStartOffset: result.logStartOffset,
+    });
+  });
+
+  route(ENDPOINTS.offsets, async (request, reply) => {
+    const { topic, partition } = request.params as Params;
+    const { timestamp } = request.query as { timestamp?: number };
+    return send(request, reply, 200, await service.offsets(topic, partition, timestamp));
+  });
+
+  app.get('/openapi.json', async (_request, reply) =>
+    reply.type(MEDIA.json).send(JSON.stringify(openApiDocument(service.options.version))),
+  );
+
+  return app;
+}
+
+/** Decoded records at or after `fromOffset` (the first batch may start before it). */
+export function decodedRecords(data: Buffer, fromOffset: number) {
+  const out = [];
+  let pos = 0;
+  while (pos < data.length) {
+    const header = readBatchHeader(data, pos);
+    for (const record of decodeRecords(data, pos)) if (record.offset >= fromOffset) out.push(record);
+    pos += 15 + header.batchLength;
+  }
+  return out;
+}
+
+function recordsFromBody(request: FastifyRequest, mediaType: string, _nodeId: number): ProduceInput[] {
+  const now = Date.now();
+  if (mediaType === MEDIA.octetStream) {
+    const headers: [string, Uint8Array][] = [];
+    for (const [name, value] of Object.entries(request.headers)) {
+      if (name.startsWith('sluice-header-') && typeof value === 'string')
+        headers.push([name.slice('sluice-header-'.length), Buffer.from(value)]);
+    }
+    const key = request.headers['sluice-key'];
+    const timestampHeader = request.headers['sluice-timestamp'];
+    const record = parseRecord(
+      {
+        value: request.body as Buffer,
+        key: typeof key === 'string' ? key : null,
+        headers,
+        ...(typeof timestampHeader === 'string' ? { timestamp: Number(timestampHeader) } : {}),
+      },
+      0,
+      now,
+    );
+    return [record];
+  }
+  const body = request.body as { records?: unknown; valueEncoding?: unknown } | undefined;
+  if (!body || typeof body !== 'object' || !Array.isArray(body.records)) {
+    throw new SluiceError('INVALID_REQUEST', 'the body must be an object with a "records" list');
+  }
+  if (body.records.length > LIMITS.requestRecordsMax) {
+    throw new SluiceError('TOO_MANY_RECORDS', `a request holds at most ${LIMITS.requestRecordsMax} records`);
+  }
+  const encoding = body.valueEncoding === 'base64' ? 'base64' : 'utf8';
+  return body.records.map((raw, i) => parseRecord(raw, i, now, encoding));
+}
+
+export type { FastifyBaseLogger };

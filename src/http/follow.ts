@@ -1,0 +1,102 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { BrokerService } from '../broker/service.js';
+import { MEDIA } from '../protocol/api.js';
+import { decodedRecords } from './app.js';
+import { msgpackFetchResponse, recordToJson } from './codec.js';
+
+export interface FollowOptions {
+  topic: string;
+  partition: number;
+  offset: number | 'earliest' | 'latest';
+  maxBytes: number;
+  base64: boolean;
+  format: string;
+}
+
+/** How long one wait for new records lasts before an SSE keep-alive comment goes out. */
+const FOLLOW_WAIT_MS = 15_000;
+
+/**
+ * Keeps the response open and streams records as they are appended, until the client goes away:
+ * NDJSON for JSON, a stream of msgpack fetch responses for msgpack, and server-sent events (the
+ * offset as event id, so `Last-Event-ID` resumes) for text/event-stream. Backpressure: the loop
+ * waits for the socket to drain before it reads more, so at most one read is buffered.
+ */
+export async function streamPartition(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  service: BrokerService,
+  options: FollowOptions,
+): Promise<void> {
+  const contentType =
+    options.format === MEDIA.eventStream
+      ? MEDIA.eventStream
+      : options.format === 'msgpack'
+        ? MEDIA.msgpack
+        : MEDIA.ndjson;
+  reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-cache' });
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  request.raw.once('close', stop);
+  raw.once('close', stop);
+  let offset = options.offset;
+  const write = async (chunk: string | Buffer) => {
+    if (!raw.write(chunk)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          raw.off('drain', done);
+          controller.signal.removeEventListener('abort', done);
+          resolve();
+        };
+        raw.once('drain', done);
+        controller.signal.addEventListener('abort', done, { once: true });
+      });
+    }
+  };
+  try {
+    while (!controller.signal.aborted) {
+      const result = await service.fetch(options.topic, options.partition, {
+        offset,
+        maxBytes: options.maxBytes,
+        maxWaitMs: FOLLOW_WAIT_MS,
+        minBytes: 1,
+        signal: controller.signal,
+      });
+      if (controller.signal.aborted) break;
+      if (result.batchCount === 0) {
+        if (options.format === MEDIA.eventStream) await write(': keep-alive\n\n');
+        offset = result.offset;
+        continue;
+      }
+      if (options.format === 'msgpack') {
+        await write(msgpackFetchResponse(result.data, result.batchCount, result));
+      } else {
+        const records = decodedRecords(result.data, result.offset).map((r) =>
+          recordToJson(r, options.base64),
+        );
+        if (options.format === MEDIA.eventStream) {
+          await write(
+            records.map((r) => `id: ${r.offset}\nevent: record\ndata: ${JSON.stringify(r)}\n\n`).join(''),
+          );
+        } else {
+          await write(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+        }
+      }
+      offset = result.nextOffset;
+    }
+  } catch (error) {
+    // The stream has started; the error can only be told in-band before closing.
+    const message = error instanceof Error ? error.message : String(error);
+    if (!raw.destroyed)
+      raw.write(
+        options.format === MEDIA.eventStream
+          ? `event: error\ndata: ${JSON.stringify({ detail: message })}\n\n`
+          : '',
+      );
+  } finally {
+    request.raw.off('close', stop);
+    if (!raw.destroyed) raw.end();
+  }
+}
