@@ -31,9 +31,11 @@ const LAYERS: Record<string, { values: string[]; types?: string[] }> = {
 const CORE = ['raft', 'metadata', 'storage', 'replication'];
 const BANNED = [
   /\bDate\.now\s*\(/,
-  /\bsetTimeout\s*\(/,
-  /\bsetInterval\s*\(/,
-  /\bsetImmediate\s*\(/,
+  // `clock.setTimeout(...)` is the injected clock and allowed; a bare timer is not.
+  /(?<![.\w])setTimeout\s*\(/,
+  /(?<![.\w])setInterval\s*\(/,
+  /(?<![.\w])setImmediate\s*\(/,
+  /\bglobalThis\.set(Timeout|Interval|Immediate)\b/,
   /\bMath\.random\s*\(/,
   /\bperformance\.now\s*\(/,
   /\bnew Date\s*\(\s*\)/,
