@@ -7,6 +7,7 @@ export default defineConfig({
     hookTimeout: 30_000,
     // Two cores: more workers than that only adds contention and flaky timing.
     maxWorkers: 2,
+    globalSetup: ['./test/global-setup.ts'],
     reporters: ['default', './test/summary-reporter.ts'],
   },
 });

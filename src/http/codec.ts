@@ -185,7 +185,11 @@ export function msgpackFetchResponse(
   head[pos++] = 0xdd;
   head.writeUInt32BE(batchCount, pos);
   pos += 4;
-  const tail = packr.pack(fields);
+  const tail = packr.pack({
+    nextOffset: fields.nextOffset,
+    highWatermark: fields.highWatermark,
+    logStartOffset: fields.logStartOffset,
+  });
   // The tail is a 3-entry map; its entries follow the head's map header directly.
   return Buffer.concat([head.subarray(0, pos), data, tail.subarray(1)]);
 }

@@ -217,7 +217,7 @@ export const ENDPOINTS = {
     params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
     body: {
       type: 'object',
-      additionalProperties: { anyOf: [configValue, { type: 'null' }] },
+      additionalProperties: { anyOf: [{ type: 'null' }, configValue] },
       maxProperties: 100,
     },
     successStatus: 200,

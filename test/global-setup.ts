@@ -1,0 +1,37 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+
+/**
+ * What the tests need from the system: curl (HTTP/1.1 and HTTP/2 prior knowledge) and Debian's
+ * Python with httpx, h2 and msgpack (a non-JavaScript client). Installed here when missing, so
+ * that `npm test` does all set-up on a fresh machine. Without root the run stops with the command
+ * to run, rather than skipping the tests that need them.
+ */
+const PYTHON = '/usr/bin/python3';
+
+function haveCurlWithHttp2(): boolean {
+  const result = spawnSync('curl', ['--version'], { encoding: 'utf8' });
+  return result.status === 0 && /HTTP2/.test(result.stdout);
+}
+
+function havePython(): boolean {
+  return spawnSync(PYTHON, ['-c', 'import httpx, h2, msgpack'], { stdio: 'ignore' }).status === 0;
+}
+
+export default function setup(): void {
+  if (haveCurlWithHttp2() && havePython()) return;
+  const packages = ['curl', 'python3', 'python3-httpx', 'python3-h2', 'python3-msgpack'];
+  if (process.getuid?.() !== 0) {
+    throw new Error(
+      `the tests need ${packages.join(', ')}: run  sudo apt-get update && sudo apt-get install -y ${packages.join(' ')}`,
+    );
+  }
+  process.stdout.write(`installing test tools: ${packages.join(' ')}\n`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...packages], {
+    stdio: 'inherit',
+    env,
+  });
+  if (!haveCurlWithHttp2() || !havePython())
+    throw new Error('installing the test tools did not make them available');
+}

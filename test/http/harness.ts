@@ -1,0 +1,75 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { Packr, Unpackr } from 'msgpackr';
+import { BrokerService } from '../../src/broker/service.js';
+import { FileTopicRegistry } from '../../src/broker/topic-registry.js';
+import { systemClock } from '../../src/common/clock.js';
+import { buildApp } from '../../src/http/app.js';
+import { nodeFileSystem } from '../../src/storage/fs.js';
+import { LogManager } from '../../src/storage/log-manager.js';
+
+export const packr = new Packr({ useRecords: false, variableMapSize: true });
+export const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+
+export interface Harness {
+  app: FastifyInstance;
+  service: BrokerService;
+  logs: LogManager;
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+/** A broker app on a temporary data directory, for app.inject() tests. */
+export async function makeHarness(
+  defaultConfigs: Record<string, string | number | boolean> = {},
+): Promise<Harness> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'sluice-http-'));
+  const logs = await LogManager.open({ dataDir }, { fs: nodeFileSystem, clock: systemClock });
+  const registry = await FileTopicRegistry.open(dataDir, nodeFileSystem);
+  const service = new BrokerService(
+    { nodeId: 1, host: '127.0.0.1', port: 0, version: 'test', defaultConfigs },
+    { registry, logs, clock: systemClock },
+  );
+  await service.start();
+  const app = buildApp({}, { service });
+  await app.ready();
+  return {
+    app,
+    service,
+    logs,
+    dataDir,
+    async close() {
+      await app.close();
+      await logs.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export type Format = 'json' | 'msgpack';
+
+/** Sends a request with the body and Accept in one format and decodes the answer. */
+export async function call(
+  app: FastifyInstance,
+  format: Format,
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE' | 'PUT',
+  url: string,
+  body?: unknown,
+): Promise<{ status: number; body: any; contentType: string }> {
+  const type = format === 'json' ? 'application/json' : 'application/vnd.msgpack';
+  const response = await app.inject({
+    method,
+    url,
+    headers: { accept: type, ...(body === undefined ? {} : { 'content-type': type }) },
+    ...(body === undefined
+      ? {}
+      : { payload: format === 'json' ? JSON.stringify(body) : Buffer.from(packr.pack(body)) }),
+  });
+  const contentType = String(response.headers['content-type'] ?? '');
+  let decoded: unknown;
+  if (contentType.startsWith('application/vnd.msgpack')) decoded = unpackr.unpack(response.rawPayload);
+  else if (response.body.length > 0) decoded = JSON.parse(response.body);
+  return { status: response.statusCode, body: decoded, contentType };
+}
