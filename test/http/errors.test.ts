@@ -1,0 +1,351 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ERROR_CODES } from '../../src/common/errors.js';
+import { LIMITS } from '../../src/common/limits.js';
+import { encodeBatch } from '../../src/protocol/batch.js';
+import { type Harness, makeHarness } from './harness.js';
+
+/**
+ * Bad input of every kind gets its documented status and stable code, as problem+json, and the log
+ * is exactly as it was before the request.
+ */
+let h: Harness;
+beforeAll(async () => {
+  h = await makeHarness({ 'max.message.bytes': 64 * 1024 });
+  await h.service.createTopic({ name: 'guarded', partitions: 2 });
+  await h.service.createTopic({ name: 'strict', partitions: 1, configs: { 'min.insync.replicas': 2 } });
+  await h.service.produce('guarded', [{ value: Buffer.from('seed'), partition: 0, timestamp: 1 }], 1);
+});
+afterAll(() => h.close());
+
+const json = { 'content-type': 'application/json' };
+const goodBatch = () => encodeBatch([{ value: Buffer.from('ok'), timestamp: 1 }]);
+const flipped = () => {
+  const b = goodBatch();
+  b[b.length - 2]! ^= 0x40;
+  return b;
+};
+
+const cases: {
+  name: string;
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE' | 'PUT';
+  url: string;
+  headers?: Record<string, string>;
+  payload?: string | Buffer;
+  status: number;
+  code: keyof typeof ERROR_CODES;
+}[] = [
+  {
+    name: 'malformed JSON',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: '{"records": [',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'malformed msgpack',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: { 'content-type': 'application/vnd.msgpack' },
+    payload: Buffer.from([0x81, 0xa7, 0x72, 0x65]),
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'records not a list',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: '{"records": 5}',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'empty records',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: '{"records": []}',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'record not an object',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: '{"records": [7]}',
+    status: 400,
+    code: 'INVALID_RECORD',
+  },
+  {
+    name: 'unknown record field',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: '{"records": [{"valu": "x"}]}',
+    status: 400,
+    code: 'INVALID_RECORD',
+  },
+  {
+    name: 'bad timestamp',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: '{"records": [{"value": "x", "timestamp": "now"}]}',
+    status: 400,
+    code: 'INVALID_TIMESTAMP',
+  },
+  {
+    name: 'partition out of range',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: '{"records": [{"value": "x", "partition": 9}]}',
+    status: 404,
+    code: 'UNKNOWN_TOPIC_OR_PARTITION',
+  },
+  {
+    name: 'unknown topic on produce',
+    method: 'POST',
+    url: '/v1/topics/ghost/records',
+    headers: json,
+    payload: '{"records": [{"value": "x"}]}',
+    status: 404,
+    code: 'UNKNOWN_TOPIC_OR_PARTITION',
+  },
+  {
+    name: 'unknown partition on fetch',
+    method: 'GET',
+    url: '/v1/topics/guarded/partitions/7/records',
+    status: 404,
+    code: 'UNKNOWN_TOPIC_OR_PARTITION',
+  },
+  {
+    name: 'offset past the end',
+    method: 'GET',
+    url: '/v1/topics/guarded/partitions/0/records?offset=99',
+    status: 416,
+    code: 'OFFSET_OUT_OF_RANGE',
+  },
+  {
+    name: 'offset not a number',
+    method: 'GET',
+    url: '/v1/topics/guarded/partitions/0/records?offset=abc',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'maxWaitMs over the limit',
+    method: 'GET',
+    url: '/v1/topics/guarded/partitions/0/records?maxWaitMs=999999',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'bad acks',
+    method: 'POST',
+    url: '/v1/topics/guarded/records?acks=2',
+    headers: json,
+    payload: '{"records": [{"value": "x"}]}',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'record too large',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: JSON.stringify({ records: [{ value: 'x'.repeat(70 * 1024) }] }),
+    status: 413,
+    code: 'RECORD_TOO_LARGE',
+  },
+  {
+    name: 'batch too large',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: JSON.stringify({
+      records: Array.from({ length: 40 }, () => ({ value: 'y'.repeat(2000), partition: 0 })),
+    }),
+    status: 413,
+    code: 'MESSAGE_TOO_LARGE',
+  },
+  {
+    name: 'too many records',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: JSON.stringify({ records: Array.from({ length: LIMITS.requestRecordsMax + 1 }, () => ({})) }),
+    status: 413,
+    code: 'TOO_MANY_RECORDS',
+  },
+  {
+    name: 'body over the limit',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: `{"records":[{"value":"${'z'.repeat(LIMITS.requestBodyBytesMax)}"}]}`,
+    status: 413,
+    code: 'REQUEST_TOO_LARGE',
+  },
+  {
+    name: 'unsupported media type',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: { 'content-type': 'text/csv' },
+    payload: 'a,b',
+    status: 415,
+    code: 'UNSUPPORTED_MEDIA_TYPE',
+  },
+  {
+    name: 'unacceptable Accept',
+    method: 'GET',
+    url: '/v1/topics',
+    headers: { accept: 'text/html' },
+    status: 406,
+    code: 'NOT_ACCEPTABLE',
+  },
+  {
+    name: 'corrupt pre-built batch',
+    method: 'POST',
+    url: '/v1/topics/guarded/partitions/0/records',
+    headers: { 'content-type': 'application/vnd.sluice.batches' },
+    payload: flipped(),
+    status: 400,
+    code: 'CORRUPT_MESSAGE',
+  },
+  {
+    name: 'garbage after a pre-built batch',
+    method: 'POST',
+    url: '/v1/topics/guarded/partitions/0/records',
+    headers: { 'content-type': 'application/vnd.sluice.batches' },
+    payload: Buffer.concat([goodBatch(), Buffer.from('tail')]),
+    status: 400,
+    code: 'CORRUPT_MESSAGE',
+  },
+  {
+    name: 'acks=all under min.insync.replicas',
+    method: 'POST',
+    url: '/v1/topics/strict/records?acks=all',
+    headers: json,
+    payload: '{"records": [{"value": "x"}]}',
+    status: 503,
+    code: 'NOT_ENOUGH_REPLICAS',
+  },
+  {
+    name: 'bad topic name',
+    method: 'POST',
+    url: '/v1/topics',
+    headers: json,
+    payload: '{"name": "no spaces"}',
+    status: 400,
+    code: 'INVALID_TOPIC_EXCEPTION',
+  },
+  {
+    name: 'reserved topic name',
+    method: 'POST',
+    url: '/v1/topics',
+    headers: json,
+    payload: '{"name": "__internal"}',
+    status: 400,
+    code: 'INVALID_TOPIC_EXCEPTION',
+  },
+  {
+    name: 'topic exists',
+    method: 'POST',
+    url: '/v1/topics',
+    headers: json,
+    payload: '{"name": "guarded"}',
+    status: 409,
+    code: 'TOPIC_ALREADY_EXISTS',
+  },
+  {
+    name: 'zero partitions',
+    method: 'POST',
+    url: '/v1/topics',
+    headers: json,
+    payload: '{"name": "zero", "partitions": 0}',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'replication beyond the nodes',
+    method: 'POST',
+    url: '/v1/topics',
+    headers: json,
+    payload: '{"name": "rf3", "replicationFactor": 3}',
+    status: 400,
+    code: 'INVALID_REPLICATION_FACTOR',
+  },
+  {
+    name: 'unknown config',
+    method: 'POST',
+    url: '/v1/topics',
+    headers: json,
+    payload: '{"name": "cfg", "configs": {"retention.forever": 1}}',
+    status: 400,
+    code: 'INVALID_CONFIG',
+  },
+  {
+    name: 'bad config value',
+    method: 'PATCH',
+    url: '/v1/topics/guarded/configs',
+    headers: json,
+    payload: '{"retention.ms": "soon"}',
+    status: 400,
+    code: 'INVALID_CONFIG',
+  },
+  {
+    name: 'shrinking partitions',
+    method: 'POST',
+    url: '/v1/topics/guarded/partitions',
+    headers: json,
+    payload: '{"partitions": 1}',
+    status: 400,
+    code: 'INVALID_PARTITIONS',
+  },
+  { name: 'unknown route', method: 'GET', url: '/v1/nothing', status: 404, code: 'NOT_FOUND' },
+  { name: 'wrong method', method: 'PUT', url: '/v1/topics/guarded', status: 405, code: 'METHOD_NOT_ALLOWED' },
+];
+
+describe('bad input', () => {
+  it.each(cases)('$name → $status $code, log unchanged', async (c) => {
+    const before = h.service.describeTopic('guarded').partitions.map((p) => p.logEndOffset);
+    const topicsBefore = h.service.listTopics();
+    const response = await h.app.inject({
+      method: c.method,
+      url: c.url,
+      headers: c.headers ?? {},
+      ...(c.payload === undefined ? {} : { payload: c.payload }),
+    });
+    expect(response.statusCode).toBe(c.status);
+    expect(response.headers['content-type']).toContain('application/problem+json');
+    const problem = JSON.parse(response.body);
+    expect(problem).toMatchObject({
+      code: c.code,
+      status: c.status,
+      retriable: ERROR_CODES[c.code].retriable,
+    });
+    expect(typeof problem.detail).toBe('string');
+    expect(h.service.describeTopic('guarded').partitions.map((p) => p.logEndOffset)).toEqual(before);
+    expect(h.service.listTopics()).toEqual(topicsBefore);
+    expect(h.service.describeTopic('strict').partitions[0]!.logEndOffset).toBe(0);
+  });
+});
+
+describe('docs/errors.md', () => {
+  it('lists exactly the codes of ERROR_CODES with their status and retriable flag', () => {
+    const doc = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'errors.md'), 'utf8');
+    const rows = [...doc.matchAll(/^\| `([A-Z_]+)` \| (\d{3}) \| (yes|no) \|/gm)].map((m) => [
+      m[1],
+      Number(m[2]),
+      m[3] === 'yes',
+    ]);
+    const expected = Object.entries(ERROR_CODES).map(([code, e]) => [code, e.status, e.retriable]);
+    expect(rows).toEqual(expected);
+  });
+});
