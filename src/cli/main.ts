@@ -1,0 +1,388 @@
+import { createInterface } from 'node:readline';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { loadConfigFile, type NodeOptions, startNode } from '../broker/node.js';
+import { VERSION } from '../broker/version.js';
+import { Admin } from '../client/admin.js';
+import { PartitionConsumer } from '../client/consumer.js';
+import { Producer } from '../client/producer.js';
+import { SluiceError } from '../common/errors.js';
+
+const DEFAULT_BOOTSTRAP = 'http://127.0.0.1:8092';
+
+function integer(name: string, min = 0) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^-?\d+$/.test(value) || n < min)
+      throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return n;
+  };
+}
+
+/** `name=value`, repeatable. */
+function collectConfig(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const at = value.indexOf('=');
+  if (at <= 0) throw new InvalidArgumentError(`--config takes name=value, got ${value}`);
+  return { ...previous, [value.slice(0, at)]: value.slice(at + 1) };
+}
+
+interface Io {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  stdin: NodeJS.ReadableStream;
+}
+
+function print(io: Io, line: string): void {
+  io.stdout.write(`${line}\n`);
+}
+
+function buildProgram(io: Io, done: (code: number) => void): Command {
+  const program = new Command('sluice')
+    .description('Sluice: a replicated log broker spoken over HTTP/2 and HTTP/1.1')
+    .version(VERSION, '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
+
+  program
+    .command('start')
+    .description('run a single-node broker (data in ./sluice-data, port 8092)')
+    .option('--port <port>', 'port for HTTP/1.1 and HTTP/2', integer('port'))
+    .option('--host <host>', 'address to listen on')
+    .option('--data-dir <dir>', 'where the logs live')
+    .option('--node-id <id>', 'this node’s id', integer('node id', 1))
+    .option('--config <file>', 'a JSON config file')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug or silent')
+    .option(
+      '-c, --topic-config <name=value>',
+      'default topic config, repeatable (e.g. flush.policy=sync)',
+      collectConfig,
+    )
+    .action(
+      async (opts: {
+        port?: number;
+        host?: string;
+        dataDir?: string;
+        nodeId?: number;
+        config?: string;
+        logLevel?: string;
+        topicConfig?: Record<string, string>;
+      }) => {
+        const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
+        const options: NodeOptions = {
+          ...fromFile,
+          dataDir: opts.dataDir ?? fromFile.dataDir ?? './sluice-data',
+          ...(opts.port !== undefined ? { port: opts.port } : {}),
+          ...(opts.host !== undefined ? { host: opts.host } : {}),
+          ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
+          ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
+          configs: { ...fromFile.configs, ...opts.topicConfig },
+        };
+        const node = await startNode(options);
+        print(
+          io,
+          `sluice ${VERSION} node ${node.nodeId} listening on http://${node.address.host}:${node.address.port} (HTTP/1.1 and HTTP/2), data in ${options.dataDir}`,
+        );
+        await new Promise<void>((resolve) => {
+          const stop = () => {
+            process.off('SIGINT', stop);
+            process.off('SIGTERM', stop);
+            resolve();
+          };
+          process.on('SIGINT', stop);
+          process.on('SIGTERM', stop);
+        });
+        await node.close();
+        print(io, 'sluice stopped');
+      },
+    );
+
+  const topic = program.command('topic').description('create, list, describe, alter and delete topics');
+  const bootstrapOption = ['--bootstrap <url>', 'a Sluice node', DEFAULT_BOOTSTRAP] as const;
+  topic
+    .command('create <name>')
+    .description('create a topic')
+    .option(...bootstrapOption)
+    .option('-p, --partitions <n>', 'number of partitions', integer('partitions', 1), 1)
+    .option('-r, --replication-factor <n>', 'replicas per partition', integer('replication factor', 1), 1)
+    .option('-c, --config <name=value>', 'topic config, repeatable', collectConfig)
+    .action(
+      async (
+        name: string,
+        opts: {
+          bootstrap: string;
+          partitions: number;
+          replicationFactor: number;
+          config?: Record<string, string>;
+        },
+      ) => {
+        const admin = new Admin({ bootstrap: opts.bootstrap });
+        try {
+          const created = await admin.createTopic({
+            name,
+            partitions: opts.partitions,
+            replicationFactor: opts.replicationFactor,
+            configs: opts.config ?? {},
+          });
+          print(io, `created topic ${created.name} with ${created.partitions.length} partition(s)`);
+        } finally {
+          admin.close();
+        }
+      },
+    );
+  topic
+    .command('list')
+    .description('list topics')
+    .option(...bootstrapOption)
+    .action(async (opts: { bootstrap: string }) => {
+      const admin = new Admin({ bootstrap: opts.bootstrap });
+      try {
+        for (const t of await admin.listTopics())
+          print(io, `${t.name}\tpartitions=${t.partitions}\treplication=${t.replicationFactor}`);
+      } finally {
+        admin.close();
+      }
+    });
+  topic
+    .command('describe <name>')
+    .description('partitions, leaders, offsets and configs of a topic')
+    .option(...bootstrapOption)
+    .action(async (name: string, opts: { bootstrap: string }) => {
+      const admin = new Admin({ bootstrap: opts.bootstrap });
+      try {
+        const d = await admin.describeTopic(name);
+        print(
+          io,
+          `topic ${d.name}  partitions=${d.partitions.length}  replication=${d.replicationFactor}  configs=${JSON.stringify(d.configs)}`,
+        );
+        for (const p of d.partitions) {
+          print(
+            io,
+            `  partition ${p.partition}  leader=${p.leader}  replicas=${p.replicas.join(',')}  isr=${p.isr.join(',')}  start=${p.logStartOffset}  end=${p.logEndOffset}  hw=${p.highWatermark}`,
+          );
+        }
+      } finally {
+        admin.close();
+      }
+    });
+  topic
+    .command('alter <name>')
+    .description('change configs (name= resets one) or grow the partition count')
+    .option(...bootstrapOption)
+    .option('-c, --config <name=value>', 'config to set, repeatable; an empty value resets it', collectConfig)
+    .option('-p, --partitions <n>', 'new, larger partition count', integer('partitions', 1))
+    .action(
+      async (
+        name: string,
+        opts: { bootstrap: string; config?: Record<string, string>; partitions?: number },
+      ) => {
+        if (!opts.config && opts.partitions === undefined)
+          throw new SluiceError('INVALID_REQUEST', 'give --config and/or --partitions');
+        const admin = new Admin({ bootstrap: opts.bootstrap });
+        try {
+          if (opts.config) {
+            const changes = Object.fromEntries(
+              Object.entries(opts.config).map(([k, v]) => [k, v === '' ? null : v]),
+            );
+            await admin.alterConfigs(name, changes);
+          }
+          if (opts.partitions !== undefined) await admin.addPartitions(name, opts.partitions);
+          print(io, `altered topic ${name}`);
+        } finally {
+          admin.close();
+        }
+      },
+    );
+  topic
+    .command('delete <name>')
+    .description('delete a topic and its data')
+    .option(...bootstrapOption)
+    .action(async (name: string, opts: { bootstrap: string }) => {
+      const admin = new Admin({ bootstrap: opts.bootstrap });
+      try {
+        await admin.deleteTopic(name);
+        print(io, `deleted topic ${name}`);
+      } finally {
+        admin.close();
+      }
+    });
+
+  program
+    .command('produce <topic>')
+    .description('send each line of standard input as a record')
+    .option(...bootstrapOption)
+    .option('--key-separator <sep>', 'split each line into key and value at the first <sep>')
+    .option('--partition <p>', 'send every record to this partition', integer('partition'))
+    .option('--acks <acks>', '0, 1 or all', 'all')
+    .action(
+      async (
+        topicName: string,
+        opts: { bootstrap: string; keySeparator?: string; partition?: number; acks: string },
+      ) => {
+        if (!['0', '1', 'all'].includes(opts.acks))
+          throw new SluiceError('INVALID_REQUEST', '--acks must be 0, 1 or all');
+        const producer = new Producer({
+          bootstrap: opts.bootstrap,
+          acks: opts.acks === 'all' ? 'all' : (Number(opts.acks) as 0 | 1),
+          lingerMs: 10,
+        });
+        const lines = createInterface({ input: io.stdin, crlfDelay: Number.POSITIVE_INFINITY });
+        const sends: Promise<unknown>[] = [];
+        let count = 0;
+        let firstError: unknown;
+        for await (const line of lines) {
+          let key: string | null = null;
+          let value = line;
+          if (opts.keySeparator) {
+            const at = line.indexOf(opts.keySeparator);
+            if (at >= 0) {
+              key = line.slice(0, at);
+              value = line.slice(at + opts.keySeparator.length);
+            }
+          }
+          sends.push(
+            producer
+              .send({
+                topic: topicName,
+                key,
+                value,
+                ...(opts.partition !== undefined ? { partition: opts.partition } : {}),
+              })
+              .then(
+                () => count++,
+                (error) => {
+                  firstError ??= error;
+                },
+              ),
+          );
+          if (firstError) break;
+        }
+        await Promise.all(sends);
+        await producer.close();
+        if (firstError) throw firstError;
+        io.stderr.write(`produced ${count} record(s) to ${topicName}\n`);
+      },
+    );
+
+  program
+    .command('consume <topic>')
+    .description('print records of a topic, one value per line')
+    .option(...bootstrapOption)
+    .option('--partition <p>', 'read one partition (default: all)', integer('partition'))
+    .option(
+      '--offset <offset>',
+      'start offset, earliest or latest (default: latest, or earliest with --from-beginning)',
+    )
+    .option('--from-beginning', 'start at the earliest offset')
+    .option('-f, --follow', 'keep waiting for new records')
+    .option('-n, --max-messages <n>', 'stop after n records', integer('max messages', 1))
+    .option('--print-key', 'print key<TAB>value')
+    .option('--print-offset', 'print partition:offset<TAB> before each record')
+    .action(
+      async (
+        topicName: string,
+        opts: {
+          bootstrap: string;
+          partition?: number;
+          offset?: string;
+          fromBeginning?: boolean;
+          follow?: boolean;
+          maxMessages?: number;
+          printKey?: boolean;
+          printOffset?: boolean;
+        },
+      ) => {
+        let start: number | 'earliest' | 'latest' = opts.fromBeginning
+          ? 'earliest'
+          : opts.follow
+            ? 'latest'
+            : 'earliest';
+        if (opts.offset !== undefined) {
+          if (opts.offset === 'earliest' || opts.offset === 'latest') start = opts.offset;
+          else if (/^\d+$/.test(opts.offset)) start = Number(opts.offset);
+          else
+            throw new SluiceError(
+              'INVALID_OFFSET',
+              `--offset must be a number, earliest or latest, got ${opts.offset}`,
+            );
+        }
+        const admin = new Admin({ bootstrap: opts.bootstrap });
+        let partitions: number[];
+        try {
+          const description = await admin.describeTopic(topicName);
+          partitions =
+            opts.partition !== undefined ? [opts.partition] : description.partitions.map((p) => p.partition);
+        } finally {
+          admin.close();
+        }
+        let printed = 0;
+        const consumers = partitions.map(
+          (partition) =>
+            new PartitionConsumer({
+              bootstrap: opts.bootstrap,
+              topic: topicName,
+              partition,
+              offset: start,
+              maxWaitMs: 1000,
+              stopAtEnd: !opts.follow,
+            }),
+        );
+        const stopAll = () => {
+          for (const c of consumers) c.close();
+        };
+        process.once('SIGINT', stopAll);
+        try {
+          await Promise.all(
+            consumers.map(async (consumer) => {
+              for await (const record of consumer) {
+                if (opts.maxMessages !== undefined && printed >= opts.maxMessages) break;
+                const value = record.value === null ? '' : Buffer.from(record.value).toString('utf8');
+                const key = record.key === null ? '' : Buffer.from(record.key).toString('utf8');
+                print(
+                  io,
+                  `${opts.printOffset ? `${record.partition}:${record.offset}\t` : ''}${opts.printKey ? `${key}\t` : ''}${value}`,
+                );
+                printed++;
+                if (opts.maxMessages !== undefined && printed >= opts.maxMessages) {
+                  stopAll();
+                  break;
+                }
+              }
+            }),
+          );
+        } finally {
+          process.off('SIGINT', stopAll);
+          stopAll();
+        }
+      },
+    );
+
+  program.hook('postAction', () => done(0));
+  return program;
+}
+
+/** Runs the CLI; resolves with the exit code. Errors are one line, never a stack trace. */
+export async function main(
+  argv: string[],
+  io: Io = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin },
+): Promise<number> {
+  let code = 0;
+  const program = buildProgram(io, (c) => {
+    code = c;
+  });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode;
+    io.stderr.write(`sluice: ${describeError(error)}\n`);
+    return 1;
+  }
+}
+
+function describeError(error: unknown): string {
+  if (error instanceof SluiceError) return `${error.message} (${error.code})`;
+  const e = error as NodeJS.ErrnoException;
+  if (e?.code === 'ECONNREFUSED') return `cannot connect: ${e.message}`;
+  if (e?.code === 'EADDRINUSE') return `the port is already in use (${e.message})`;
+  return error instanceof Error ? error.message : String(error);
+}

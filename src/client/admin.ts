@@ -1,0 +1,86 @@
+import type {
+  ClusterResponse,
+  OffsetsResponse,
+  TopicCreateRequest,
+  TopicDescription,
+} from '../protocol/api.js';
+import { ENDPOINTS, endpointPath } from '../protocol/api.js';
+import { Connection } from './connection.js';
+
+export interface ClientOptions {
+  /** The node to talk to, e.g. `http://127.0.0.1:8092`. */
+  bootstrap: string;
+  requestTimeoutMs?: number;
+}
+
+/** Topics, configs, offsets and cluster information. Each method is one endpoint of ENDPOINTS. */
+export class Admin {
+  readonly #connection: Connection;
+  readonly #timeoutMs: number;
+
+  constructor(options: ClientOptions) {
+    this.#connection = new Connection(options.bootstrap);
+    this.#timeoutMs = options.requestTimeoutMs ?? 30_000;
+  }
+
+  #call<T>(
+    endpoint: (typeof ENDPOINTS)[keyof typeof ENDPOINTS],
+    params: Record<string, string | number> = {},
+    body?: unknown,
+    query = '',
+  ): Promise<T> {
+    return this.#connection.call<T>(endpoint.method, endpointPath(endpoint, params) + query, body, {
+      timeoutMs: this.#timeoutMs,
+    });
+  }
+
+  cluster(): Promise<ClusterResponse> {
+    return this.#call(ENDPOINTS.cluster);
+  }
+
+  createTopic(request: TopicCreateRequest): Promise<TopicDescription> {
+    return this.#call(ENDPOINTS.createTopic, {}, request);
+  }
+
+  async listTopics(): Promise<{ name: string; partitions: number; replicationFactor: number }[]> {
+    return (
+      await this.#call<{ topics: { name: string; partitions: number; replicationFactor: number }[] }>(
+        ENDPOINTS.listTopics,
+      )
+    ).topics;
+  }
+
+  describeTopic(topic: string): Promise<TopicDescription> {
+    return this.#call(ENDPOINTS.describeTopic, { topic });
+  }
+
+  deleteTopic(topic: string): Promise<{ name: string; deleted: true }> {
+    return this.#call(ENDPOINTS.deleteTopic, { topic });
+  }
+
+  /** Sets configs; `null` resets one to its default. */
+  alterConfigs(
+    topic: string,
+    configs: Record<string, string | number | boolean | null>,
+  ): Promise<TopicDescription> {
+    return this.#call(ENDPOINTS.alterTopicConfigs, { topic }, configs);
+  }
+
+  addPartitions(topic: string, partitions: number): Promise<TopicDescription> {
+    return this.#call(ENDPOINTS.addPartitions, { topic }, { partitions });
+  }
+
+  /** Earliest and latest offsets; with a timestamp, also the first offset at or after it. */
+  offsets(topic: string, partition: number, timestampMs?: number): Promise<OffsetsResponse> {
+    return this.#call(
+      ENDPOINTS.offsets,
+      { topic, partition },
+      undefined,
+      timestampMs === undefined ? '' : `?timestamp=${timestampMs}`,
+    );
+  }
+
+  close(): void {
+    this.#connection.close();
+  }
+}

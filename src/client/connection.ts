@@ -1,0 +1,191 @@
+import * as http2 from 'node:http2';
+import { Packr, Unpackr } from 'msgpackr';
+import { isErrorCode, SluiceError } from '../common/errors.js';
+import { MEDIA } from '../protocol/api.js';
+
+export const packr = new Packr({ useRecords: false, variableMapSize: true });
+export const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+
+export interface RequestOptions {
+  body?: Buffer | Uint8Array;
+  contentType?: string;
+  accept?: string;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface Response {
+  status: number;
+  contentType: string;
+  body: Buffer;
+}
+
+/** Largest response body the client buffers. */
+const RESPONSE_BYTES_MAX = 64 * 1024 * 1024;
+
+/**
+ * One HTTP/2 session (cleartext, prior knowledge) to one node, opened on first use and again after
+ * it closes or receives GOAWAY. Requests are multiplexed on it.
+ */
+export class Connection {
+  #session: http2.ClientHttp2Session | undefined;
+  #closed = false;
+  #pending = 0;
+
+  constructor(readonly baseUrl: string) {
+    const url = new URL(baseUrl);
+    if (url.protocol !== 'http:')
+      throw new SluiceError('INVALID_REQUEST', `only http:// URLs are supported, got ${baseUrl}`);
+  }
+
+  #sessionFor(): http2.ClientHttp2Session {
+    if (this.#closed) throw new SluiceError('SHUTTING_DOWN', 'the client is closed');
+    if (this.#session && !this.#session.closed && !this.#session.destroyed) return this.#session;
+    const session = http2.connect(this.baseUrl);
+    session.on('error', () => {});
+    session.on('goaway', () => session.close());
+    session.on('close', () => {
+      if (this.#session === session) this.#session = undefined;
+    });
+    session.unref();
+    this.#session = session;
+    return session;
+  }
+
+  request(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+    return new Promise((resolve, reject) => {
+      let session: http2.ClientHttp2Session;
+      try {
+        session = this.#sessionFor();
+      } catch (error) {
+        reject(error);
+        return;
+      }
+      session.ref();
+      const stream = session.request({
+        ':method': method,
+        ':path': path,
+        accept: options.accept ?? MEDIA.msgpack,
+        ...(options.contentType ? { 'content-type': options.contentType } : {}),
+      });
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let status = 0;
+      let contentType = '';
+      let timer: NodeJS.Timeout | undefined;
+      let done = false;
+      // The session keeps the process alive only while a request is in flight.
+      this.#pending++;
+      const finish = (error?: unknown): boolean => {
+        if (done) return false;
+        done = true;
+        if (timer) clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        if (--this.#pending === 0) session.unref();
+        if (error) reject(error);
+        return true;
+      };
+      const onAbort = () => {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        finish(new SluiceError('REQUEST_TIMED_OUT', `${method} ${path} was aborted`));
+      };
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (options.timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          finish(
+            new SluiceError(
+              'REQUEST_TIMED_OUT',
+              `${method} ${path} took longer than ${options.timeoutMs} ms`,
+            ),
+          );
+        }, options.timeoutMs);
+      }
+      stream.on('response', (headers) => {
+        status = Number(headers[':status']);
+        contentType = String(headers['content-type'] ?? '');
+      });
+      stream.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > RESPONSE_BYTES_MAX) {
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          finish(new SluiceError('LIMIT_EXCEEDED', `response larger than ${RESPONSE_BYTES_MAX} bytes`));
+          return;
+        }
+        chunks.push(chunk);
+      });
+      stream.on('end', () => {
+        if (finish()) resolve({ status, contentType, body: Buffer.concat(chunks) });
+      });
+      stream.on('error', (error: NodeJS.ErrnoException) => {
+        const cause = (error.cause ?? error) as NodeJS.ErrnoException;
+        const message =
+          cause.code === 'ECONNREFUSED'
+            ? `cannot connect to ${this.baseUrl}`
+            : `${method} ${path} failed: ${cause.message}`;
+        finish(new SluiceError('LEADER_NOT_AVAILABLE', message, { cause: error, retriable: true }));
+      });
+      stream.end(options.body);
+    });
+  }
+
+  /** Sends a msgpack body (or none), decodes a msgpack answer, and throws SluiceError for a problem. */
+  async call<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: Omit<RequestOptions, 'body' | 'contentType'> = {},
+  ): Promise<T> {
+    const response = await this.request(method, path, {
+      ...options,
+      ...(body === undefined ? {} : { body: packr.pack(body), contentType: MEDIA.msgpack }),
+    });
+    return decodeResponse<T>(response);
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#session?.close();
+    this.#session = undefined;
+  }
+}
+
+export function decodeResponse<T>(response: Response): T {
+  if (response.status >= 400) throw errorFromResponse(response);
+  if (response.body.length === 0) return undefined as T;
+  if (response.contentType.startsWith(MEDIA.msgpack)) return unpackr.unpack(response.body) as T;
+  return JSON.parse(response.body.toString('utf8')) as T;
+}
+
+/** Rebuilds the server's SluiceError from a problem+json body. */
+export function errorFromResponse(response: Response): SluiceError {
+  let problem: Record<string, unknown> = {};
+  try {
+    problem = JSON.parse(response.body.toString('utf8'));
+  } catch {
+    // Not a problem document: fall through to a generic error by status.
+  }
+  const {
+    code,
+    detail,
+    retriable,
+    type: _type,
+    title: _title,
+    status: _status,
+    instance: _instance,
+    ...details
+  } = problem as Record<string, unknown> & {
+    code?: string;
+    detail?: string;
+    retriable?: boolean;
+  };
+  const errorCode = isErrorCode(code)
+    ? code
+    : response.status >= 500
+      ? 'UNKNOWN_SERVER_ERROR'
+      : 'INVALID_REQUEST';
+  return new SluiceError(errorCode, typeof detail === 'string' ? detail : `HTTP ${response.status}`, {
+    details,
+    ...(typeof retriable === 'boolean' ? { retriable } : {}),
+  });
+}

@@ -1,0 +1,226 @@
+import { Backoff } from '../common/backoff.js';
+import { SluiceError } from '../common/errors.js';
+import { partitionForKey } from '../common/murmur2.js';
+import { SeededRandom } from '../common/random.js';
+import { type Acks, ENDPOINTS, endpointPath, MEDIA } from '../protocol/api.js';
+import { encodeBatch, type Header, type RecordInput } from '../protocol/batch.js';
+import { Connection, decodeResponse } from './connection.js';
+
+export interface ProducerOptions {
+  bootstrap: string;
+  /** 0, 1 or 'all' (default 'all'). */
+  acks?: 0 | 1 | 'all';
+  /** How long a partition's batch waits for more records before it is sent. */
+  lingerMs?: number;
+  /** A batch is sent once it holds this many bytes of keys and values. */
+  batchBytes?: number;
+  /** Tries after the first for a retriable error. */
+  retries?: number;
+  retryBackoffMs?: number;
+  /** Batches in flight per partition; 1 keeps order across retries. */
+  maxInFlight?: number;
+  /** Bytes of records waiting to be sent; past it, send() rejects with LIMIT_EXCEEDED. */
+  bufferBytesMax?: number;
+  requestTimeoutMs?: number;
+}
+
+export interface ProducerRecord {
+  topic: string;
+  key?: Uint8Array | string | null;
+  value: Uint8Array | string | null;
+  headers?: Record<string, Uint8Array | string | null> | [string, Uint8Array | string | null][];
+  partition?: number;
+  timestamp?: number;
+}
+
+export interface RecordMetadata {
+  topic: string;
+  partition: number;
+  offset: number;
+}
+
+interface Pending {
+  record: RecordInput;
+  bytes: number;
+  resolve: (metadata: RecordMetadata) => void;
+  reject: (error: unknown) => void;
+}
+
+interface PartitionQueue {
+  records: Pending[];
+  bytes: number;
+  timer: NodeJS.Timeout | undefined;
+  inFlight: number;
+  waiting: (() => void)[];
+}
+
+const toBytes = (v: Uint8Array | string | null | undefined): Uint8Array | null =>
+  v === null || v === undefined ? null : typeof v === 'string' ? Buffer.from(v) : v;
+
+/**
+ * Batches records per partition and sends each batch in the stored layout
+ * (`application/vnd.sluice.batches`), so the broker appends it without decoding a record.
+ * The partition of a record: the given one, else murmur2(key) as Kafka's default partitioner,
+ * else a sticky partition that changes with each new batch.
+ */
+export class Producer {
+  readonly #connection: Connection;
+  readonly #options: Required<Omit<ProducerOptions, 'bootstrap'>>;
+  readonly #queues = new Map<string, PartitionQueue>();
+  readonly #partitionCounts = new Map<string, Promise<number>>();
+  readonly #sticky = new Map<string, number>();
+  readonly #random = new SeededRandom(Date.now() >>> 0);
+  #bufferedBytes = 0;
+  #inFlight = new Set<Promise<void>>();
+  #closed = false;
+
+  constructor(options: ProducerOptions) {
+    this.#connection = new Connection(options.bootstrap);
+    this.#options = {
+      acks: options.acks ?? 'all',
+      lingerMs: options.lingerMs ?? 5,
+      batchBytes: options.batchBytes ?? 64 * 1024,
+      retries: options.retries ?? 5,
+      retryBackoffMs: options.retryBackoffMs ?? 100,
+      maxInFlight: options.maxInFlight ?? 1,
+      bufferBytesMax: options.bufferBytesMax ?? 32 * 1024 * 1024,
+      requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+    };
+  }
+
+  /** Resolves with the record's partition and offset once the broker has acknowledged it (per acks). */
+  async send(record: ProducerRecord): Promise<RecordMetadata> {
+    if (this.#closed) throw new SluiceError('SHUTTING_DOWN', 'the producer is closed');
+    const key = toBytes(record.key);
+    const value = toBytes(record.value);
+    const headers: Header[] = [];
+    if (record.headers) {
+      const entries = Array.isArray(record.headers) ? record.headers : Object.entries(record.headers);
+      for (const [name, v] of entries) headers.push([name, toBytes(v)]);
+    }
+    const input: RecordInput = { key, value, headers, timestamp: record.timestamp ?? Date.now() };
+    const bytes = (key?.length ?? 0) + (value?.length ?? 0) + 16;
+    if (this.#bufferedBytes + bytes > this.#options.bufferBytesMax) {
+      throw new SluiceError(
+        'LIMIT_EXCEEDED',
+        `more than ${this.#options.bufferBytesMax} bytes are waiting to be sent`,
+      );
+    }
+    const partitions = await this.#partitionCount(record.topic);
+    let partition: number;
+    if (record.partition !== undefined) {
+      if (!Number.isInteger(record.partition) || record.partition < 0 || record.partition >= partitions) {
+        throw new SluiceError(
+          'UNKNOWN_TOPIC_OR_PARTITION',
+          `topic ${record.topic} has no partition ${record.partition}`,
+        );
+      }
+      partition = record.partition;
+    } else if (key) {
+      partition = partitionForKey(key, partitions);
+    } else {
+      partition = this.#sticky.get(record.topic) ?? this.#random.int(partitions);
+      this.#sticky.set(record.topic, partition);
+    }
+    return new Promise<RecordMetadata>((resolve, reject) => {
+      const queueKey = `${record.topic}\u0000${partition}`;
+      let queue = this.#queues.get(queueKey);
+      if (!queue)
+        this.#queues.set(
+          queueKey,
+          (queue = { records: [], bytes: 0, timer: undefined, inFlight: 0, waiting: [] }),
+        );
+      queue.records.push({ record: input, bytes, resolve, reject });
+      queue.bytes += bytes;
+      this.#bufferedBytes += bytes;
+      if (queue.bytes >= this.#options.batchBytes) this.#drain(record.topic, partition, queue);
+      else
+        queue.timer ??= setTimeout(() => this.#drain(record.topic, partition, queue), this.#options.lingerMs);
+    });
+  }
+
+  /** Sends everything buffered and waits for every answer. */
+  async flush(): Promise<void> {
+    for (const [queueKey, queue] of this.#queues) {
+      const [topic, partition] = queueKey.split('\u0000');
+      if (queue.records.length > 0) this.#drain(topic!, Number(partition), queue);
+    }
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    this.#closed = true;
+    this.#connection.close();
+  }
+
+  #partitionCount(topic: string): Promise<number> {
+    let count = this.#partitionCounts.get(topic);
+    if (!count) {
+      count = this.#connection
+        .call<{ partitions: unknown[] }>('GET', endpointPath(ENDPOINTS.describeTopic, { topic }), undefined, {
+          timeoutMs: this.#options.requestTimeoutMs,
+        })
+        .then((d) => d.partitions.length);
+      count.catch(() => this.#partitionCounts.delete(topic));
+      this.#partitionCounts.set(topic, count);
+    }
+    return count;
+  }
+
+  #drain(topic: string, partition: number, queue: PartitionQueue): void {
+    if (queue.timer) clearTimeout(queue.timer);
+    queue.timer = undefined;
+    if (queue.records.length === 0) return;
+    const batch = queue.records;
+    queue.records = [];
+    queue.bytes = 0;
+    // A new batch of keyless records may go to another partition (sticky partitioning).
+    this.#sticky.delete(topic);
+    const sending = this.#sendBatch(topic, partition, queue, batch).finally(() =>
+      this.#inFlight.delete(sending),
+    );
+    this.#inFlight.add(sending);
+  }
+
+  async #sendBatch(topic: string, partition: number, queue: PartitionQueue, batch: Pending[]): Promise<void> {
+    while (queue.inFlight >= this.#options.maxInFlight)
+      await new Promise<void>((resolve) => queue.waiting.push(resolve));
+    queue.inFlight++;
+    const bytes = batch.reduce((sum, p) => sum + p.bytes, 0);
+    try {
+      const body = encodeBatch(batch.map((p) => p.record));
+      const acks: Acks = this.#options.acks === 'all' ? -1 : this.#options.acks;
+      const path = `${endpointPath(ENDPOINTS.producePartition, { topic, partition })}?acks=${acks === -1 ? 'all' : acks}`;
+      const backoff = new Backoff(
+        { initialMs: this.#options.retryBackoffMs, maxMs: this.#options.retryBackoffMs * 32 },
+        this.#random,
+      );
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const response = await this.#connection.request('POST', path, {
+            body,
+            contentType: MEDIA.batches,
+            timeoutMs: this.#options.requestTimeoutMs,
+          });
+          const result = decodeResponse<{ baseOffset?: number } | undefined>(response);
+          const baseOffset = result?.baseOffset ?? -1;
+          batch.forEach((p, i) =>
+            p.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i }),
+          );
+          return;
+        } catch (error) {
+          const retriable = error instanceof SluiceError && error.retriable;
+          if (!retriable || attempt >= this.#options.retries) throw error;
+          await new Promise((r) => setTimeout(r, backoff.next()));
+        }
+      }
+    } catch (error) {
+      for (const p of batch) p.reject(error);
+    } finally {
+      this.#bufferedBytes -= bytes;
+      queue.inFlight--;
+      queue.waiting.shift()?.();
+    }
+  }
+}
