@@ -205,9 +205,9 @@ export class Producer {
           });
           const result = decodeResponse<{ baseOffset?: number } | undefined>(response);
           const baseOffset = result?.baseOffset ?? -1;
-          batch.forEach((p, i) =>
-            p.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i }),
-          );
+          batch.forEach((p, i) => {
+            p.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i });
+          });
           return;
         } catch (error) {
           const retriable = error instanceof SluiceError && error.retriable;
