@@ -1,0 +1,135 @@
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+/**
+ * The `sluice` command as a user runs it: `node bin/sluice.js` (built by `npm test` before vitest).
+ * A broker started with `sluice start`, then topic, produce and consume commands against it.
+ */
+const run = promisify(execFile);
+const ROOT = join(import.meta.dirname, '..', '..');
+const BIN = join(ROOT, 'bin', 'sluice.js');
+let dataDir: string;
+let broker: ReturnType<typeof spawn>;
+let bootstrap: string;
+
+async function sluice(
+  args: string[],
+  input?: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(input ?? '');
+  });
+}
+
+beforeAll(async () => {
+  await run('npm', ['run', '--silent', 'build'], { cwd: ROOT });
+  dataDir = await mkdtemp(join(tmpdir(), 'sluice-cli-'));
+  broker = spawn(process.execPath, [BIN, 'start', '--port', '0', '--data-dir', dataDir], { cwd: ROOT });
+  bootstrap = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    broker.stdout!.on('data', (d) => {
+      out += d;
+      const m = /listening on (http:\/\/[0-9.:]+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    broker.once('exit', (code) => reject(new Error(`sluice start exited with ${code}`)));
+  });
+}, 60_000);
+
+afterAll(async () => {
+  broker.kill('SIGTERM');
+  await new Promise((r) => broker.once('exit', r));
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+describe('sluice CLI', () => {
+  it('creates, describes, alters and lists topics', async () => {
+    expect(
+      (await sluice(['topic', 'create', 'cli-t', '--partitions', '2', '--bootstrap', bootstrap])).stdout,
+    ).toContain('created topic cli-t with 2 partition(s)');
+    const described = await sluice(['topic', 'describe', 'cli-t', '--bootstrap', bootstrap]);
+    expect(described.stdout).toContain('partition 1  leader=1');
+    expect(
+      (
+        await sluice([
+          'topic',
+          'alter',
+          'cli-t',
+          '-c',
+          'retention.ms=60000',
+          '-p',
+          '3',
+          '--bootstrap',
+          bootstrap,
+        ])
+      ).code,
+    ).toBe(0);
+    expect((await sluice(['topic', 'list', '--bootstrap', bootstrap])).stdout).toContain(
+      'cli-t\tpartitions=3',
+    );
+  });
+
+  it('produces lines from stdin and consumes them back with keys and offsets', async () => {
+    await sluice(['topic', 'create', 'cli-lines', '--bootstrap', bootstrap]);
+    const produced = await sluice(
+      ['produce', 'cli-lines', '--key-separator', '=', '--bootstrap', bootstrap],
+      'k1=first\nk2=second\nthird\n',
+    );
+    expect(produced.code).toBe(0);
+    expect(produced.stderr).toContain('produced 3 record(s)');
+    const consumed = await sluice([
+      'consume',
+      'cli-lines',
+      '--from-beginning',
+      '--print-key',
+      '--print-offset',
+      '--bootstrap',
+      bootstrap,
+    ]);
+    expect(consumed.stdout).toBe('0:0\tk1\tfirst\n0:1\tk2\tsecond\n0:2\t\tthird\n');
+    const limited = await sluice([
+      'consume',
+      'cli-lines',
+      '--offset',
+      '1',
+      '-n',
+      '1',
+      '--bootstrap',
+      bootstrap,
+    ]);
+    expect(limited.stdout).toBe('second\n');
+  });
+
+  it('gives --help on every command and one-line errors with a code, never a stack trace', async () => {
+    for (const command of [[], ['start'], ['topic'], ['topic', 'create'], ['produce'], ['consume']]) {
+      const help = await sluice([...command, '--help']);
+      expect(help.code, command.join(' ')).toBe(0);
+      expect(help.stdout).toContain('Usage: sluice');
+    }
+    const exists = await sluice(['topic', 'create', 'cli-lines', '--bootstrap', bootstrap]);
+    expect(exists.code).toBe(1);
+    expect(exists.stderr).toBe('sluice: topic cli-lines already exists (TOPIC_ALREADY_EXISTS)\n');
+    const refused = await sluice(['topic', 'list', '--bootstrap', 'http://127.0.0.1:1']);
+    expect(refused.stderr).toMatch(
+      /^sluice: cannot connect to http:\/\/127\.0\.0\.1:1 \(LEADER_NOT_AVAILABLE\)\n$/,
+    );
+    const badArg = await sluice(['topic', 'create', 'x', '--partitions', 'many']);
+    expect(badArg.code).not.toBe(0);
+    expect(badArg.stderr).toContain('partitions must be an integer');
+    expect(badArg.stderr).not.toContain('    at ');
+  });
+});
