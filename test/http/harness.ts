@@ -57,6 +57,7 @@ export async function call(
   method: 'GET' | 'POST' | 'PATCH' | 'DELETE' | 'PUT',
   url: string,
   body?: unknown,
+  // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked field by field by the tests
 ): Promise<{ status: number; body: any; contentType: string }> {
   const type = format === 'json' ? 'application/json' : 'application/vnd.msgpack';
   const response = await app.inject({

@@ -1,0 +1,42 @@
+/**
+ * The HTTP ceiling for bench/run.ts: fastify 5 with the same msgpack body parser as Sluice, and no
+ * broker behind it. POST /produce decodes the body and answers with one offset per record;
+ * GET /fetch?bytes=N answers with N bytes, as a fetch of stored batches would.
+ *
+ *   node --import tsx bench/http/bare-server.ts <port>
+ */
+import Fastify from 'fastify';
+import { Packr, Unpackr } from 'msgpackr';
+
+const port = Number(process.argv[2] ?? 8093);
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+const app = Fastify({ logger: false, bodyLimit: 8 * 1024 * 1024 });
+app.addContentTypeParser(
+  ['application/vnd.msgpack', 'application/msgpack'],
+  { parseAs: 'buffer' },
+  (_r, body, done) => {
+    try {
+      done(null, unpackr.unpack(body as Buffer));
+    } catch (error) {
+      done(error as Error);
+    }
+  },
+);
+let next = 0;
+app.post('/produce', async (request, reply) => {
+  const records = (request.body as { records: unknown[] }).records;
+  const offsets = records.map(() => ({ partition: 0, offset: next++ }));
+  return reply.type('application/vnd.msgpack').send(Buffer.from(packr.pack({ offsets })));
+});
+const bodies = new Map<number, Buffer>();
+app.get('/fetch', async (request, reply) => {
+  const bytes = Number((request.query as { bytes?: string }).bytes ?? 110_000);
+  let body = bodies.get(bytes);
+  if (!body) bodies.set(bytes, (body = Buffer.alloc(bytes, 0x61)));
+  return reply.type('application/vnd.msgpack').send(body);
+});
+await app.listen({ host: '127.0.0.1', port });
+const stop = () => void app.close().then(() => process.exit(0));
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
