@@ -4,6 +4,7 @@ import { systemClock } from '../common/clock.js';
 import { crc32c } from '../common/crc32c.js';
 import { SluiceError } from '../common/errors.js';
 import {
+  type BatchHeader,
   type BatchRecord,
   decodeRecords,
   encodeBatch,
@@ -39,6 +40,18 @@ export interface PartitionLogDeps {
 }
 
 const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
+/** Appends waiting for their write; past it, append refuses with LIMIT_EXCEEDED. */
+const APPEND_QUEUE_MAX = 10_000;
+/** Largest group of queued appends written at once. */
+const APPEND_GROUP_BYTES_MAX = 8 * 1024 * 1024;
+
+interface PendingAppend {
+  data: Buffer;
+  batches: { pos: number; size: number; header: BatchHeader }[];
+  options: { assignOffsets: boolean; leaderEpoch?: number };
+  resolve: (result: AppendResult) => void;
+  reject: (error: unknown) => void;
+}
 const RECOVERY_POINT_FILE = 'recovery-point-checkpoint';
 const LOG_START_FILE = 'log-start-offset-checkpoint';
 const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
@@ -60,6 +73,8 @@ export class PartitionLog {
   #logStartOffset = 0;
   #recoveryPoint = 0;
   #writeChain: Promise<unknown> = Promise.resolve();
+  #appendQueue: PendingAppend[] = [];
+  #appendScheduled = false;
   #syncWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   #syncing = false;
   #listeners = new Set<(logEndOffset: number) => void>();
@@ -216,9 +231,55 @@ export class PartitionLog {
     this.#checkOpen();
     const batches = splitBatches(data, this.#config.batchBytesMax);
     if (batches.length === 0) throw new SluiceError('INVALID_REQUEST', 'an append holds at least one batch');
-    const result = await this.#serialize(async () => {
-      this.#checkOpen();
-      let next = this.logEndOffset;
+    if (this.#appendQueue.length >= APPEND_QUEUE_MAX) {
+      throw new SluiceError(
+        'LIMIT_EXCEEDED',
+        `more than ${APPEND_QUEUE_MAX} appends are waiting on ${this.dir}`,
+      );
+    }
+    const result = await new Promise<AppendResult>((resolve, reject) => {
+      this.#appendQueue.push({ data, batches, options, resolve, reject });
+      if (!this.#appendScheduled) {
+        this.#appendScheduled = true;
+        void this.#serialize(() => this.#drainAppends());
+      }
+    });
+    if (this.#config.flushPolicy === 'sync') await this.#requestSync();
+    return result;
+  }
+
+  /**
+   * Writes every append queued so far in one write: appends that arrive while a write is in flight
+   * share the next one, so a partition under many small produce requests does one syscall per
+   * group, not per request. Offsets are assigned in queue order.
+   */
+  async #drainAppends(): Promise<void> {
+    this.#appendScheduled = false;
+    let groupBytes = 0;
+    let take = 0;
+    while (
+      take < this.#appendQueue.length &&
+      (take === 0 || groupBytes + this.#appendQueue[take]!.data.length <= APPEND_GROUP_BYTES_MAX)
+    ) {
+      groupBytes += this.#appendQueue[take]!.data.length;
+      take++;
+    }
+    const group = this.#appendQueue.splice(0, take);
+    if (this.#appendQueue.length > 0 && !this.#appendScheduled) {
+      this.#appendScheduled = true;
+      void this.#serialize(() => this.#drainAppends());
+    }
+    if (this.#closed) {
+      for (const pending of group)
+        pending.reject(new SluiceError('KAFKA_STORAGE_ERROR', `the log in ${this.dir} is closed`));
+      return;
+    }
+    let next = this.logEndOffset;
+    const accepted: { pending: PendingAppend; result: AppendResult }[] = [];
+    for (const pending of group) {
+      const { data, batches, options } = pending;
+      const start = next;
+      let problem: SluiceError | undefined;
       for (const batch of batches) {
         if (options.assignOffsets) {
           setBaseOffset(data, batch.pos, next);
@@ -226,41 +287,59 @@ export class PartitionLog {
             setPartitionLeaderEpoch(data, batch.pos, options.leaderEpoch);
           batch.header = readBatchHeader(data, batch.pos);
         } else if (batch.header.baseOffset !== next) {
-          throw new SluiceError(
+          problem = new SluiceError(
             'INVALID_REQUEST',
             `batch starts at offset ${batch.header.baseOffset}, the log ends at ${next}`,
             {
               details: { logEndOffset: next },
             },
           );
+          break;
         }
         assert(Number.isSafeInteger(nextOffsetOf(batch.header)), 'offset beyond 2^53');
         next = nextOffsetOf(batch.header);
       }
-      const baseOffset = batches[0]!.header.baseOffset;
-      await this.#maybeRoll(data.length);
-      for (const batch of batches) {
-        const epoch = batch.header.partitionLeaderEpoch;
-        if (epoch >= 0) this.leaderEpochs.assign(epoch, batch.header.baseOffset);
+      if (problem) {
+        next = start;
+        pending.reject(problem);
+        continue;
       }
-      const active = this.#active();
-      const locations: BatchLocation[] = batches.map((b) => ({
-        position: b.pos,
-        size: b.size,
-        header: b.header,
-      }));
-      await active.append(data, locations, this.#config.indexIntervalBytes);
-      const result: AppendResult = {
-        baseOffset,
-        lastOffset: next - 1,
-        logEndOffset: next,
-        batchCount: batches.length,
-      };
-      this.#notify();
-      return result;
-    });
-    if (this.#config.flushPolicy === 'sync') await this.#requestSync();
-    return result;
+      accepted.push({
+        pending,
+        result: {
+          baseOffset: batches[0]!.header.baseOffset,
+          lastOffset: next - 1,
+          logEndOffset: next,
+          batchCount: batches.length,
+        },
+      });
+    }
+    if (accepted.length === 0) return;
+    try {
+      const buffers = accepted.map((a) => a.pending.data);
+      const data = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers);
+      await this.#maybeRoll(data.length);
+      const locations: BatchLocation[] = [];
+      let base = 0;
+      for (const { pending } of accepted) {
+        for (const b of pending.batches) {
+          if (b.header.partitionLeaderEpoch >= 0)
+            this.leaderEpochs.assign(b.header.partitionLeaderEpoch, b.header.baseOffset);
+          locations.push({ position: base + b.pos, size: b.size, header: b.header });
+        }
+        base += pending.data.length;
+      }
+      await this.#active().append(data, locations, this.#config.indexIntervalBytes);
+    } catch (error) {
+      const failure =
+        error instanceof SluiceError
+          ? error
+          : new SluiceError('KAFKA_STORAGE_ERROR', `append failed in ${this.dir}`, { cause: error });
+      for (const { pending } of accepted) pending.reject(failure);
+      return;
+    }
+    this.#notify();
+    for (const { pending, result } of accepted) pending.resolve(result);
   }
 
   async read(offset: number, options: { maxBytes: number; maxOffset?: number }): Promise<ReadResult> {

@@ -259,3 +259,38 @@ describe('group commit', () => {
     await reopened.close();
   });
 });
+
+describe('write coalescing', () => {
+  it('appends that arrive together share one write and keep their call order', async () => {
+    const fs = new SimulatedFileSystem();
+    const log = await PartitionLog.open({ dir: '/data/w-0' }, { fs, clock: new ManualClock() });
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => log.append(batchOf([`c${i}`, `d${i}`]), { assignOffsets: true })),
+    );
+    expect(results.map((r) => r.baseOffset)).toEqual(results.map((_, i) => i * 2));
+    const writes = fs.files
+      .get('/data/w-0/00000000000000000000.log')!
+      .pending.filter((op) => op.kind === 'write').length;
+    expect(writes).toBeGreaterThan(0);
+    expect(writes).toBeLessThan(50);
+    expect(valuesOf((await log.readRecords(98, { maxBytes: 1 << 20 })).records)).toEqual(['c49', 'd49']);
+    await log.close();
+  });
+
+  it('a follower append that does not continue the log is refused alone, the others of its group land', async () => {
+    const log = await PartitionLog.open(
+      { dir: '/data/f-0' },
+      { fs: new SimulatedFileSystem(), clock: new ManualClock() },
+    );
+    const at = (base: number, value: string) =>
+      encodeBatch([{ value: Buffer.from(value), timestamp: 1 }], { baseOffset: base });
+    const outcomes = await Promise.allSettled([
+      log.append(at(0, 'a'), { assignOffsets: false }),
+      log.append(at(5, 'gap'), { assignOffsets: false }),
+      log.append(at(1, 'b'), { assignOffsets: false }),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(valuesOf((await log.readRecords(0, { maxBytes: 1 << 20 })).records)).toEqual(['a', 'b']);
+    await log.close();
+  });
+});
