@@ -68,6 +68,7 @@ export class Producer {
   readonly #options: Required<Omit<ProducerOptions, 'bootstrap'>>;
   readonly #queues = new Map<string, PartitionQueue>();
   readonly #partitionCounts = new Map<string, Promise<number>>();
+  readonly #knownCounts = new Map<string, number>();
   readonly #sticky = new Map<string, number>();
   readonly #random = new SeededRandom(Date.now() >>> 0);
   #bufferedBytes = 0;
@@ -106,7 +107,8 @@ export class Producer {
         `more than ${this.#options.bufferBytesMax} bytes are waiting to be sent`,
       );
     }
-    const partitions = await this.#partitionCount(record.topic);
+    // Known counts are read synchronously: an await per record costs more than the rest of send().
+    const partitions = this.#knownCounts.get(record.topic) ?? (await this.#partitionCount(record.topic));
     let partition: number;
     if (record.partition !== undefined) {
       if (!Number.isInteger(record.partition) || record.partition < 0 || record.partition >= partitions) {
@@ -161,7 +163,10 @@ export class Producer {
         .call<{ partitions: unknown[] }>('GET', endpointPath(ENDPOINTS.describeTopic, { topic }), undefined, {
           timeoutMs: this.#options.requestTimeoutMs,
         })
-        .then((d) => d.partitions.length);
+        .then((d) => {
+          this.#knownCounts.set(topic, d.partitions.length);
+          return d.partitions.length;
+        });
       count.catch(() => this.#partitionCounts.delete(topic));
       this.#partitionCounts.set(topic, count);
     }
