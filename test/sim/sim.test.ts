@@ -34,7 +34,7 @@ describe('Raft simulation', () => {
     expect(runSeed(264).committed).toBeGreaterThan(0);
   });
 
-  it('regression: seed 237 reverted the term across a crash before the term was persisted', () => {
+  it('regression: seed 237 crashes before a new term is persisted; only the persisted term must never go back', () => {
     expect(runSeed(237).committed).toBeGreaterThan(0);
   });
 });

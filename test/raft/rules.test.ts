@@ -1,0 +1,306 @@
+import { describe, expect, it } from 'vitest';
+import { SeededRandom } from '../../src/common/random.js';
+import { RaftCore } from '../../src/raft/core.js';
+import type { Entry, Message } from '../../src/raft/types.js';
+
+/** One test per rule of the Raft paper's Figure 2 and section 5, on the pure core. */
+const entry = (index: number, term: number, data = ''): Entry => ({
+  index,
+  term,
+  type: 'normal',
+  data: Buffer.from(data),
+});
+
+function node(
+  id: number,
+  options: {
+    term?: number;
+    vote?: number | null;
+    commit?: number;
+    entries?: Entry[];
+    voters?: number[];
+  } = {},
+) {
+  return new RaftCore(
+    { id, electionTicks: 10, heartbeatTicks: 1, preVote: false, checkQuorum: false },
+    {
+      hardState: { term: options.term ?? 0, vote: options.vote ?? null, commit: options.commit ?? 0 },
+      membership: { voters: options.voters ?? [1, 2, 3], learners: [] },
+      entries: options.entries ?? [],
+    },
+    new SeededRandom(id),
+  );
+}
+
+function drain(core: RaftCore): Message[] {
+  const messages: Message[] = [];
+  while (core.hasReady()) {
+    const ready = core.ready();
+    messages.push(...ready.messages);
+    core.advance(ready);
+  }
+  return messages;
+}
+
+function elect(core: RaftCore): void {
+  for (let i = 0; i < 20 && core.role !== 'candidate'; i++) core.tick();
+  const votes = drain(core).filter((m) => m.type === 'vote');
+  for (const v of votes)
+    core.step({ type: 'voteResponse', from: v.to, to: core.id, term: core.term, granted: true });
+  drain(core);
+}
+
+describe('Figure 2, rules for all servers', () => {
+  it('§5.1: a message with a higher term makes the receiver adopt it and become a follower', () => {
+    const leader = node(1);
+    elect(leader);
+    expect(leader.role).toBe('leader');
+    leader.step({
+      type: 'append',
+      from: 2,
+      to: 1,
+      term: leader.term + 3,
+      prevIndex: 0,
+      prevTerm: 0,
+      entries: [],
+      commit: 0,
+    });
+    expect(leader.role).toBe('follower');
+    expect(leader.term).toBe(4);
+    expect(leader.leaderId).toBe(2);
+  });
+
+  it('§5.1: a request with an older term is refused with the current term', () => {
+    const follower = node(1, { term: 5 });
+    follower.step({
+      type: 'append',
+      from: 2,
+      to: 1,
+      term: 3,
+      prevIndex: 0,
+      prevTerm: 0,
+      entries: [entry(1, 3)],
+      commit: 0,
+    });
+    const [answer] = drain(follower);
+    expect(answer).toMatchObject({ type: 'appendResponse', success: false, term: 5 });
+    expect(follower.lastIndex()).toBe(0);
+  });
+
+  it('applies committed entries in order, each once', () => {
+    const follower = node(1);
+    follower.step({
+      type: 'append',
+      from: 2,
+      to: 1,
+      term: 1,
+      prevIndex: 0,
+      prevTerm: 0,
+      entries: [entry(1, 1, 'a'), entry(2, 1, 'b')],
+      commit: 2,
+    });
+    const ready = follower.ready();
+    expect(ready.committed.map((e) => e.index)).toEqual([1, 2]);
+    follower.advance(ready);
+    expect(follower.ready().committed).toEqual([]);
+  });
+});
+
+describe('Figure 2, RequestVote', () => {
+  it('§5.2: a candidate increments its term and votes for itself; the vote is persisted with the request', () => {
+    const candidate = node(1);
+    for (let i = 0; i < 20 && candidate.role !== 'candidate'; i++) candidate.tick();
+    const ready = candidate.ready();
+    expect(ready.hardState).toEqual({ term: 1, vote: 1, commit: 0 });
+    expect(ready.messages.filter((m) => m.type === 'vote').map((m) => m.to)).toEqual([2, 3]);
+  });
+
+  it('§5.2: a server grants at most one vote per term, and the grant leaves with the persisted vote', () => {
+    const voter = node(3);
+    voter.step({ type: 'vote', from: 1, to: 3, term: 1, lastIndex: 0, lastTerm: 0, transfer: false });
+    const first = voter.ready();
+    expect(first.hardState).toMatchObject({ term: 1, vote: 1 });
+    expect(first.messages).toEqual([{ type: 'voteResponse', from: 3, to: 1, term: 1, granted: true }]);
+    voter.advance(first);
+    voter.step({ type: 'vote', from: 2, to: 3, term: 1, lastIndex: 5, lastTerm: 1, transfer: false });
+    expect(drain(voter)).toEqual([{ type: 'voteResponse', from: 3, to: 2, term: 1, granted: false }]);
+  });
+
+  it('§5.4.1: a vote is denied to a candidate whose log is less up to date', () => {
+    const voter = node(3, { term: 2, entries: [entry(1, 1), entry(2, 2)] });
+    voter.step({ type: 'vote', from: 1, to: 3, term: 3, lastIndex: 5, lastTerm: 1, transfer: false });
+    expect(drain(voter).at(-1)).toMatchObject({ granted: false });
+    voter.step({ type: 'vote', from: 2, to: 3, term: 3, lastIndex: 2, lastTerm: 2, transfer: false });
+    expect(drain(voter).at(-1)).toMatchObject({ granted: true, to: 2 });
+  });
+
+  it('§5.2: a candidate that wins a majority becomes leader and appends an entry of its term (§5.4.2)', () => {
+    const candidate = node(1);
+    elect(candidate);
+    expect(candidate.role).toBe('leader');
+    expect(candidate.termAt(candidate.lastIndex())).toBe(candidate.term);
+  });
+});
+
+describe('Figure 2, AppendEntries', () => {
+  it('§5.3: refuses when the log has no entry at prevIndex with prevTerm, with a hint to back up', () => {
+    const follower = node(1, { term: 3, entries: [entry(1, 1), entry(2, 2), entry(3, 2)] });
+    follower.step({
+      type: 'append',
+      from: 2,
+      to: 1,
+      term: 3,
+      prevIndex: 3,
+      prevTerm: 3,
+      entries: [entry(4, 3)],
+      commit: 0,
+    });
+    const [answer] = drain(follower);
+    // The follower's conflicting term 2 starts at index 2: the leader can skip the whole term.
+    expect(answer).toMatchObject({ type: 'appendResponse', success: false, index: 2, conflictTerm: 2 });
+  });
+
+  it('§5.3: deletes a conflicting entry and all that follow it, then appends the new ones', () => {
+    const follower = node(1, { term: 2, entries: [entry(1, 1), entry(2, 1, 'old'), entry(3, 1, 'old')] });
+    follower.step({
+      type: 'append',
+      from: 2,
+      to: 1,
+      term: 2,
+      prevIndex: 1,
+      prevTerm: 1,
+      entries: [entry(2, 2, 'new')],
+      commit: 0,
+    });
+    const ready = follower.ready();
+    // The replaced suffix is persisted from its first index: storage drops 2..3 and writes 2.
+    expect(ready.entries.map((e) => [e.index, e.term])).toEqual([[2, 2]]);
+    follower.advance(ready);
+    expect(follower.lastIndex()).toBe(2);
+    expect(Buffer.from(follower.entriesFrom(2)[0]!.data).toString()).toBe('new');
+  });
+
+  it('§5.3: sets commit to min(leaderCommit, index of the last new entry)', () => {
+    const follower = node(1);
+    follower.step({
+      type: 'append',
+      from: 2,
+      to: 1,
+      term: 1,
+      prevIndex: 0,
+      prevTerm: 0,
+      entries: [entry(1, 1), entry(2, 1)],
+      commit: 10,
+    });
+    expect(follower.commitIndex).toBe(2);
+  });
+});
+
+describe('Figure 2, rules for leaders', () => {
+  it('§5.3: commits an entry once a majority stores it, and tells followers', () => {
+    const leader = node(1);
+    elect(leader);
+    const { index } = leader.propose(Buffer.from('x'));
+    drain(leader);
+    expect(leader.commitIndex).toBeLessThan(index);
+    leader.step({
+      type: 'appendResponse',
+      from: 2,
+      to: 1,
+      term: leader.term,
+      success: true,
+      index,
+      conflictTerm: 0,
+    });
+    expect(leader.commitIndex).toBe(index);
+  });
+
+  it('§5.4.2 (Figure 8): an entry of an older term is not committed by counting replicas', () => {
+    // Node 1 leads term 4 with an entry of term 2 at index 2 that a majority now holds.
+    const leader = node(1, { term: 3, entries: [entry(1, 1), entry(2, 2)], commit: 1 });
+    elect(leader);
+    expect(leader.term).toBe(4);
+    const noop = leader.lastIndex();
+    leader.step({
+      type: 'appendResponse',
+      from: 2,
+      to: 1,
+      term: 4,
+      success: true,
+      index: 2,
+      conflictTerm: 0,
+    });
+    expect(leader.commitIndex).toBe(1);
+    // Once the leader's own entry (term 4) is on a majority, everything before it commits too.
+    leader.step({
+      type: 'appendResponse',
+      from: 2,
+      to: 1,
+      term: 4,
+      success: true,
+      index: noop,
+      conflictTerm: 0,
+    });
+    expect(leader.commitIndex).toBe(noop);
+  });
+
+  it('§5.3: on a refusal the leader backs up past the whole conflicting term and retries', () => {
+    const leader = node(1, { term: 5, entries: [entry(1, 1), entry(2, 3), entry(3, 3), entry(4, 5)] });
+    elect(leader);
+    drain(leader);
+    leader.step({
+      type: 'appendResponse',
+      from: 2,
+      to: 1,
+      term: leader.term,
+      success: false,
+      index: 2,
+      conflictTerm: 2,
+    });
+    const retry = drain(leader).find((m) => m.type === 'append' && m.to === 2);
+    expect(retry).toMatchObject({ prevIndex: 1, prevTerm: 1 });
+  });
+
+  it('refuses proposals on a follower with NOT_LEADER naming the known leader', () => {
+    const follower = node(1);
+    follower.step({ type: 'heartbeat', from: 2, to: 1, term: 1, commit: 0, context: 0 });
+    expect(() => follower.propose(Buffer.from('x'))).toThrow(
+      expect.objectContaining({ code: 'NOT_LEADER', details: { leaderId: 2 } }),
+    );
+  });
+
+  it('bounds the uncommitted proposals it accepts', () => {
+    const leader = new RaftCore(
+      { id: 1, electionTicks: 10, heartbeatTicks: 1, uncommittedMax: 3, preVote: false },
+      {
+        hardState: { term: 0, vote: null, commit: 0 },
+        membership: { voters: [1, 2, 3], learners: [] },
+        entries: [],
+      },
+      new SeededRandom(1),
+    );
+    elect(leader);
+    leader.propose(Buffer.from('a'));
+    leader.propose(Buffer.from('b'));
+    expect(() => leader.propose(Buffer.from('c'))).toThrow(
+      expect.objectContaining({ code: 'LIMIT_EXCEEDED' }),
+    );
+  });
+});
+
+describe('learners', () => {
+  it('a learner never campaigns and is not counted for commit', () => {
+    const learner = new RaftCore(
+      { id: 4, electionTicks: 10 },
+      {
+        hardState: { term: 0, vote: null, commit: 0 },
+        membership: { voters: [1, 2, 3], learners: [4] },
+        entries: [],
+      },
+      new SeededRandom(4),
+    );
+    for (let i = 0; i < 100; i++) learner.tick();
+    expect(learner.role).toBe('follower');
+    expect(drain(learner)).toEqual([]);
+  });
+});
