@@ -21,8 +21,17 @@ import type { LogManager } from '../storage/log-manager.js';
 import type { PartitionLog } from '../storage/partition-log.js';
 import type { ConfigValue, TopicRecord, TopicRegistry } from './topic-registry.js';
 
-export interface ProduceInput extends RecordInput {
+export interface ProduceInput extends Omit<RecordInput, 'timestamp' | 'offsetDelta'> {
+  /** Milliseconds since the epoch; the broker's clock when absent. */
+  timestamp?: number;
   partition?: number;
+}
+
+export interface CreateTopicRequest {
+  name: string;
+  partitions?: number;
+  replicationFactor?: number;
+  configs?: Record<string, ConfigValue>;
 }
 
 export interface FetchOptions {
@@ -70,6 +79,8 @@ export class BrokerService {
   #waiters = 0;
   readonly #waitersMax: number;
   readonly #defaults: Record<string, ConfigValue>;
+  /** Topic admin runs one operation at a time, so that two creates of one name cannot interleave. */
+  #admin: Promise<unknown> = Promise.resolve();
 
   constructor(
     readonly options: BrokerServiceOptions,
@@ -83,8 +94,17 @@ export class BrokerService {
     validateConfigs(this.#defaults, true);
   }
 
-  /** Opens the logs of every known topic (at start). */
+  /**
+   * Opens the logs of every known topic (at start). Partition directories that no topic owns (a
+   * crash between deleting a topic's definition and its data, or between creating a topic's logs
+   * and its definition) are removed, so that a topic created later under the same name starts
+   * empty instead of resurrecting old records.
+   */
   async start(): Promise<void> {
+    for (const { topic, partition } of this.#logs.list()) {
+      const owner = this.#registry.get(topic);
+      if (!owner || partition >= owner.partitions) await this.#logs.deletePartition(topic, partition);
+    }
     for (const topic of this.#registry.list()) {
       for (let p = 0; p < topic.partitions; p++)
         await this.#logs.getOrCreate(topic.name, p, this.#logConfig(topic));
@@ -107,12 +127,11 @@ export class BrokerService {
       .map((t) => ({ name: t.name, partitions: t.partitions, replicationFactor: t.replicationFactor }));
   }
 
-  async createTopic(request: {
-    name: string;
-    partitions?: number;
-    replicationFactor?: number;
-    configs?: Record<string, ConfigValue>;
-  }): Promise<TopicDescription> {
+  createTopic(request: CreateTopicRequest): Promise<TopicDescription> {
+    return this.#serially(() => this.#createTopic(request));
+  }
+
+  async #createTopic(request: CreateTopicRequest): Promise<TopicDescription> {
     validateTopicName(request.name);
     if (this.#registry.get(request.name)) {
       throw new SluiceError('TOPIC_ALREADY_EXISTS', `topic ${request.name} already exists`, {
@@ -144,7 +163,11 @@ export class BrokerService {
       createdMs: this.#clock.nowMs(),
     };
     const logConfig = this.#logConfig(topic);
-    for (let p = 0; p < partitions; p++) await this.#logs.getOrCreate(topic.name, p, logConfig);
+    for (let p = 0; p < partitions; p++) {
+      // Leftovers of an interrupted delete must not become the new topic's records.
+      if (this.#logs.get(topic.name, p)) await this.#logs.deletePartition(topic.name, p);
+      await this.#logs.getOrCreate(topic.name, p, logConfig);
+    }
     await this.#registry.put(topic);
     return this.describeTopic(topic.name);
   }
@@ -173,7 +196,11 @@ export class BrokerService {
     };
   }
 
-  async deleteTopic(name: string): Promise<{ name: string; deleted: true }> {
+  deleteTopic(name: string): Promise<{ name: string; deleted: true }> {
+    return this.#serially(() => this.#deleteTopic(name));
+  }
+
+  async #deleteTopic(name: string): Promise<{ name: string; deleted: true }> {
     const topic = this.#topic(name);
     await this.#registry.remove(name);
     for (let p = 0; p < topic.partitions; p++) await this.#logs.deletePartition(name, p);
@@ -181,7 +208,11 @@ export class BrokerService {
   }
 
   /** Sets configs; a null value resets that config to the default. */
-  async alterConfigs(name: string, changes: Record<string, ConfigValue | null>): Promise<TopicDescription> {
+  alterConfigs(name: string, changes: Record<string, ConfigValue | null>): Promise<TopicDescription> {
+    return this.#serially(() => this.#alterConfigs(name, changes));
+  }
+
+  async #alterConfigs(name: string, changes: Record<string, ConfigValue | null>): Promise<TopicDescription> {
     const topic = this.#topic(name);
     const configs = { ...topic.configs };
     for (const [key, value] of Object.entries(changes)) {
@@ -196,7 +227,11 @@ export class BrokerService {
     return this.describeTopic(name);
   }
 
-  async addPartitions(name: string, partitions: number): Promise<TopicDescription> {
+  addPartitions(name: string, partitions: number): Promise<TopicDescription> {
+    return this.#serially(() => this.#addPartitions(name, partitions));
+  }
+
+  async #addPartitions(name: string, partitions: number): Promise<TopicDescription> {
     const topic = this.#topic(name);
     if (
       !Number.isInteger(partitions) ||
@@ -277,7 +312,18 @@ export class BrokerService {
           );
         }
       }
-      const batch = encodeBatch(indexes.map((i) => records[i]!));
+      const nowMs = this.#clock.nowMs();
+      const batch = encodeBatch(
+        indexes.map((i) => {
+          const r = records[i]!;
+          return {
+            key: r.key ?? null,
+            value: r.value ?? null,
+            headers: r.headers ?? [],
+            timestamp: r.timestamp ?? nowMs,
+          };
+        }),
+      );
       if (batch.length > recordBytesMax) {
         throw new SluiceError(
           'MESSAGE_TOO_LARGE',
@@ -430,6 +476,12 @@ export class BrokerService {
             : await log.offsetForTimestamp(timestamp);
     }
     return response;
+  }
+
+  #serially<T>(operation: () => Promise<T>): Promise<T> {
+    const result = this.#admin.then(operation);
+    this.#admin = result.catch(() => {});
+    return result;
   }
 
   #checkAcks(topic: TopicRecord, acks: Acks): void {
