@@ -11,6 +11,8 @@ import type { ConfigValue } from './topic-registry.js';
 import { FileTopicRegistry } from './topic-registry.js';
 import { VERSION } from './version.js';
 
+const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
 export interface NodeOptions {
   nodeId?: number;
   host?: string;
@@ -35,6 +37,13 @@ export interface SluiceNode {
 export async function startNode(options: NodeOptions): Promise<SluiceNode> {
   const nodeId = options.nodeId ?? 1;
   const host = options.host ?? '127.0.0.1';
+  const logLevel = options.logLevel ?? 'warn';
+  if (!LOG_LEVELS.has(logLevel)) {
+    throw new SluiceError(
+      'INVALID_CONFIG',
+      `log level ${logLevel} is not one of ${[...LOG_LEVELS].join(', ')}`,
+    );
+  }
   const dataDir = resolve(options.dataDir);
   const clock = systemClock;
   const logs = await LogManager.open({ dataDir, retentionCheckMs: 60_000 }, { fs: nodeFileSystem, clock });
@@ -48,7 +57,8 @@ export async function startNode(options: NodeOptions): Promise<SluiceNode> {
     await service.start();
     const app = buildApp(
       {
-        logger: options.logLevel && options.logLevel !== 'silent' ? { level: options.logLevel } : false,
+        // Warnings and errors by default: a terminal stays quiet until something needs attention.
+        logger: logLevel === 'silent' ? false : { level: logLevel },
         serverFactory: dualProtocolServerFactory(),
       },
       { service },
@@ -101,5 +111,28 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
     if (!allowed.has(key))
       throw new SluiceError('INVALID_CONFIG', `config file ${path}: unknown setting ${key}`);
   }
-  return parsed as Partial<NodeOptions>;
+  const settings = parsed as Record<string, unknown>;
+  const bad = (key: string, what: string) =>
+    new SluiceError('INVALID_CONFIG', `config file ${path}: ${key} must be ${what}`, {
+      details: { config: key },
+    });
+  const isInt = (v: unknown, min: number, max: number) =>
+    typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+  if (settings.port !== undefined && !isInt(settings.port, 0, 65535)) throw bad('port', 'an integer port');
+  if (settings.nodeId !== undefined && !isInt(settings.nodeId, 0, 2 ** 31 - 1))
+    throw bad('nodeId', 'a non-negative integer');
+  for (const key of ['host', 'dataDir', 'logLevel']) {
+    if (settings[key] !== undefined && (typeof settings[key] !== 'string' || settings[key] === ''))
+      throw bad(key, 'a non-empty string');
+  }
+  if (settings.configs !== undefined) {
+    const configs = settings.configs;
+    if (typeof configs !== 'object' || configs === null || Array.isArray(configs))
+      throw bad('configs', 'an object of topic configs');
+    for (const [name, value] of Object.entries(configs)) {
+      if (!['string', 'number', 'boolean'].includes(typeof value))
+        throw bad(`configs.${name}`, 'a string, number or boolean');
+    }
+  }
+  return settings as Partial<NodeOptions>;
 }

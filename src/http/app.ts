@@ -101,8 +101,11 @@ export function problemFor(
  */
 export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   const { service } = deps;
+  const level = typeof options.logger === 'object' ? options.logger.level : undefined;
   const app = Fastify({
     logger: options.logger ?? false,
+    // One line per request is too much at info on a hot produce path; debug and trace keep it.
+    disableRequestLogging: level !== 'debug' && level !== 'trace',
     bodyLimit: options.bodyLimitBytes ?? LIMITS.requestBodyBytesMax,
     ...(options.serverFactory ? { serverFactory: options.serverFactory } : {}),
     ajv: { customOptions: { coerceTypes: true, allErrors: false, removeAdditional: false } },
@@ -146,7 +149,9 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
 
   app.setErrorHandler((error, request, reply) => {
     const problem = problemFor(error, request.url);
-    if (problem.status >= 500) request.log.error({ err: error }, 'request failed');
+    if (problem.status >= 500)
+      request.log.error({ err: error, route: request.routeOptions.url }, 'request failed');
+    else request.log.debug({ code: problem.body.code, route: request.routeOptions.url }, 'request refused');
     reply.code(problem.status).type(MEDIA.problem).send(JSON.stringify(problem.body));
   });
 
