@@ -111,6 +111,11 @@ export class BrokerService {
     }
   }
 
+  /** Long-poll fetches (and follow streams) waiting for records now. */
+  get waitingFetches(): number {
+    return this.#waiters;
+  }
+
   cluster(): ClusterResponse {
     return {
       clusterId: this.#registry.clusterId,

@@ -74,6 +74,14 @@ function h2(
   });
 }
 
+async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 describe('one port, two protocols', () => {
   it('speaks HTTP/1.1 and HTTP/2 prior knowledge from Node clients', async () => {
     const one = await h1(
@@ -177,6 +185,53 @@ describe('one port, two protocols', () => {
     const sse = (await events).stdout as string;
     expect(sse).toContain('id: 4\nevent: record\n');
     expect(sse).toContain('id: 5\nevent: record\n');
+  });
+
+  it('streams msgpack fetch responses over HTTP/2 and stops waiting when the client goes away', async () => {
+    await node.service.createTopic({ name: 'h2follow', partitions: 1 });
+    const session = http2.connect(base);
+    try {
+      const stream = session.request({
+        ':method': 'GET',
+        ':path': '/v1/topics/h2follow/partitions/0/records?offset=0&follow=true',
+        accept: 'application/vnd.msgpack',
+      });
+      const messages: { batches: unknown[][]; nextOffset: number }[] = [];
+      let pending = Buffer.alloc(0);
+      const gotTwo = new Promise<void>((resolve) => {
+        stream.on('data', (chunk: Buffer) => {
+          pending = Buffer.concat([pending, chunk]);
+          // A follow stream is a sequence of msgpack values; decode every complete one.
+          try {
+            for (const value of unpackr.unpackMultiple(pending) as typeof messages) messages.push(value);
+            pending = Buffer.alloc(0);
+          } catch {
+            return;
+          }
+          if (messages.length >= 2) resolve();
+        });
+      });
+      const headers = await new Promise<http2.IncomingHttpHeaders>((resolve) =>
+        stream.once('response', resolve),
+      );
+      expect(headers['content-type']).toBe('application/vnd.msgpack');
+      await node.service.produce('h2follow', [{ value: Buffer.from('first') }], 1);
+      await waitFor(() => messages.length >= 1);
+      await node.service.produce('h2follow', [{ value: Buffer.from('second') }], 1);
+      await gotTwo;
+      expect(messages.map((m) => m.nextOffset)).toEqual([1, 2]);
+      // Each message carries the stored batch: element 13 is its records, a record's element 3 its value.
+      const values = messages.map((m) => {
+        const records = m.batches[0]![13] as [number, number, Uint8Array | null, Uint8Array][];
+        return Buffer.from(records[0]![3]).toString();
+      });
+      expect(values).toEqual(['first', 'second']);
+      await waitFor(() => node.service.waitingFetches === 1);
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      await waitFor(() => node.service.waitingFetches === 0);
+    } finally {
+      session.close();
+    }
   });
 
   it('serves a Python client over HTTP/2 with msgpack bodies', async () => {
