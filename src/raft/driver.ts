@@ -1,0 +1,307 @@
+import type { Clock, TimerHandle } from '../common/clock.js';
+import { SluiceError } from '../common/errors.js';
+import type { Random } from '../common/random.js';
+import { RaftCore, type RaftCoreOptions } from './core.js';
+import type { RaftStorage } from './storage.js';
+import type { ConfigChange, Entry, Membership, Message, NodeId, Role } from './types.js';
+
+/** Carries Raft messages between nodes. Delivery may drop, delay or reorder; Raft tolerates it. */
+export interface RaftTransport {
+  send(message: Message): void;
+  onMessage(handler: (message: Message) => void): void;
+  close(): Promise<void>;
+}
+
+/** The replicated state machine the driver applies committed entries to. */
+export interface StateMachine {
+  apply(entry: Entry): void | Promise<void>;
+  /** Everything applied so far, for a snapshot. */
+  snapshot(): Uint8Array;
+  restore(data: Uint8Array, index: number): void | Promise<void>;
+}
+
+export interface RaftDriverOptions extends Omit<RaftCoreOptions, 'id'> {
+  id: NodeId;
+  /** The bootstrap membership; changes in the log apply on top of it. */
+  membership: Membership;
+  tickMs?: number;
+  /** Take a snapshot after this many applied entries beyond the last one. */
+  snapshotEntries?: number;
+  /** Proposals and reads waiting for an answer. */
+  waitersMax?: number;
+}
+
+export interface RaftDriverDeps {
+  storage: RaftStorage;
+  transport: RaftTransport;
+  clock: Clock;
+  random: Random;
+  stateMachine: StateMachine;
+}
+
+export interface RaftStatus {
+  id: NodeId;
+  term: number;
+  role: Role;
+  leaderId: NodeId | null;
+  commitIndex: number;
+  appliedIndex: number;
+  membership: Membership;
+}
+
+interface Waiter {
+  term: number;
+  resolve: (value: { index: number; term: number }) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Runs a RaftCore with real time, storage and network. For each Ready, in this order: persist
+ * (one synced batch: proposals that arrive while a save runs share the next one), send, apply,
+ * advance. Proposals resolve when their entry is applied, and reject with NOT_LEADER (naming the
+ * known leader) when this node cannot take them or their entry is replaced.
+ */
+export class RaftDriver {
+  #core!: RaftCore;
+  #timer: TimerHandle | undefined;
+  #processing = false;
+  #again = false;
+  #closed = false;
+  readonly #proposals = new Map<number, Waiter>();
+  readonly #reads = new Map<number, { resolve: (index: number) => void; reject: (error: unknown) => void }>();
+  readonly #readyReads: { index: number; resolve: (index: number) => void }[] = [];
+  #readContext = 0;
+  #failure: unknown;
+  readonly #waitersMax: number;
+
+  constructor(
+    readonly options: RaftDriverOptions,
+    private readonly deps: RaftDriverDeps,
+  ) {
+    this.#waitersMax = options.waitersMax ?? 10_000;
+  }
+
+  async start(): Promise<void> {
+    const state = await this.deps.storage.load();
+    if (state.snapshot) await this.deps.stateMachine.restore(state.snapshot.data, state.snapshot.index);
+    this.#core = new RaftCore(
+      { ...this.options, id: this.options.id },
+      {
+        hardState: state.hardState,
+        membership: this.options.membership,
+        snapshot: state.snapshot,
+        entries: state.entries,
+      },
+      this.deps.random,
+    );
+    this.deps.transport.onMessage((message) => {
+      if (this.#closed) return;
+      this.#core.step(message);
+      this.#kick();
+    });
+    this.#timer = this.deps.clock.setInterval(() => {
+      if (this.#closed) return;
+      this.#core.tick();
+      this.#kick();
+    }, this.options.tickMs ?? 100);
+    this.#kick();
+  }
+
+  status(): RaftStatus {
+    const c = this.#core;
+    return {
+      id: c.id,
+      term: c.term,
+      role: c.role,
+      leaderId: c.leaderId,
+      commitIndex: c.commitIndex,
+      appliedIndex: c.appliedIndex,
+      membership: c.membership,
+    };
+  }
+
+  propose(data: Uint8Array): Promise<{ index: number; term: number }> {
+    return this.#submit(() => this.#core.propose(data));
+  }
+
+  /** Resolves with an index; a read of the state machine once it has applied that index is linearizable. */
+  readIndex(): Promise<number> {
+    this.#checkOpen();
+    if (this.#reads.size >= this.#waitersMax)
+      throw new SluiceError('LIMIT_EXCEEDED', 'too many reads waiting');
+    const context = ++this.#readContext;
+    return new Promise((resolve, reject) => {
+      this.#reads.set(context, { resolve, reject });
+      this.#core.readIndex(context);
+      this.#kick();
+    });
+  }
+
+  transferLeadership(to: NodeId): void {
+    this.#checkOpen();
+    this.#core.transferLeadership(to);
+    this.#kick();
+  }
+
+  addVoter(node: NodeId): Promise<{ index: number; term: number }> {
+    return this.#changeMembership({ kind: 'addVoter', node });
+  }
+  removeVoter(node: NodeId): Promise<{ index: number; term: number }> {
+    return this.#changeMembership({ kind: 'removeVoter', node });
+  }
+  addLearner(node: NodeId): Promise<{ index: number; term: number }> {
+    return this.#changeMembership({ kind: 'addLearner', node });
+  }
+
+  #changeMembership(change: ConfigChange): Promise<{ index: number; term: number }> {
+    return this.#submit(() => this.#core.proposeConfigChange(change));
+  }
+
+  #submit(propose: () => { index: number; term: number }): Promise<{ index: number; term: number }> {
+    this.#checkOpen();
+    if (this.#proposals.size >= this.#waitersMax)
+      throw new SluiceError('LIMIT_EXCEEDED', 'too many proposals waiting');
+    const placed = propose();
+    return new Promise((resolve, reject) => {
+      this.#proposals.set(placed.index, { term: placed.term, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new SluiceError('SHUTTING_DOWN', 'the Raft node is closed');
+    if (this.#failure)
+      throw new SluiceError('KAFKA_STORAGE_ERROR', 'the Raft node stopped after a storage failure', {
+        cause: this.#failure,
+      });
+  }
+
+  #kick(): void {
+    if (this.#processing) {
+      this.#again = true;
+      return;
+    }
+    this.#processing = true;
+    queueMicrotask(() => void this.#process());
+  }
+
+  async #process(): Promise<void> {
+    try {
+      do {
+        this.#again = false;
+        while (!this.#closed && this.#core.hasReady()) {
+          const ready = this.#core.ready();
+          // Persist before anything that depends on it leaves this node.
+          await this.deps.storage.save({
+            hardState: ready.hardState,
+            snapshot: ready.snapshot,
+            entries: ready.entries,
+          });
+          for (const message of ready.messages) this.deps.transport.send(message);
+          if (ready.snapshot) await this.deps.stateMachine.restore(ready.snapshot.data, ready.snapshot.index);
+          for (const entry of ready.committed) {
+            if (entry.type === 'normal' && entry.data.length > 0) await this.deps.stateMachine.apply(entry);
+            const waiter = this.#proposals.get(entry.index);
+            if (waiter) {
+              this.#proposals.delete(entry.index);
+              if (waiter.term === entry.term) waiter.resolve({ index: entry.index, term: entry.term });
+              else waiter.reject(this.#notLeader('the proposal was replaced by another leader'));
+            }
+          }
+          for (const read of ready.readStates) {
+            const waiter = this.#reads.get(read.context);
+            if (waiter) {
+              this.#reads.delete(read.context);
+              this.#readyReads.push({ index: read.index, resolve: waiter.resolve });
+            }
+          }
+          for (const context of ready.readsRejected) {
+            const waiter = this.#reads.get(context);
+            this.#reads.delete(context);
+            waiter?.reject(this.#notLeader('this node cannot serve linearizable reads'));
+          }
+          this.#core.advance(ready);
+          this.#releaseReads();
+          this.#maybeSnapshot();
+          this.#failStaleProposals();
+        }
+      } while (this.#again && !this.#closed);
+    } catch (error) {
+      // A storage failure leaves the node unable to promise durability: it stops taking part.
+      this.#failure = error;
+      this.#closed = true;
+      this.#timer?.cancel();
+      this.#rejectAll(new SluiceError('KAFKA_STORAGE_ERROR', 'Raft storage failed', { cause: error }));
+    } finally {
+      this.#processing = false;
+    }
+  }
+
+  #releaseReads(): void {
+    const applied = this.#core.appliedIndex;
+    for (let i = this.#readyReads.length - 1; i >= 0; i--) {
+      const read = this.#readyReads[i]!;
+      if (read.index <= applied) {
+        this.#readyReads.splice(i, 1);
+        read.resolve(read.index);
+      }
+    }
+  }
+
+  #maybeSnapshot(): void {
+    const every = this.options.snapshotEntries;
+    if (!every) return;
+    const applied = this.#core.appliedIndex;
+    if (applied - this.#core.snapshotIndex < every) return;
+    const data = this.deps.stateMachine.snapshot();
+    const term = this.#core.termAt(applied)!;
+    const membership = this.#core.membership;
+    this.#core.compact(applied, data);
+    void this.deps.storage.save({ snapshot: { index: applied, term, membership, data } }).catch((error) => {
+      this.#failure = error;
+    });
+  }
+
+  /**
+   * A node that is no longer leader cannot tell how its uncommitted proposals end: they may still
+   * commit under the next leader, or be replaced. They are refused with NOT_LEADER marked
+   * `indeterminate`, so that the caller retries idempotently rather than assuming either outcome.
+   */
+  #failStaleProposals(): void {
+    if (this.#core.role === 'leader' || this.#proposals.size === 0) return;
+    for (const [index, waiter] of this.#proposals) {
+      if (index <= this.#core.commitIndex && this.#core.termAt(index) === waiter.term) continue;
+      this.#proposals.delete(index);
+      waiter.reject(
+        new SluiceError(
+          'NOT_LEADER',
+          'leadership changed before the proposal committed; it may still commit',
+          {
+            details: { leaderId: this.#core.leaderId, indeterminate: true },
+          },
+        ),
+      );
+    }
+  }
+
+  #notLeader(message: string): SluiceError {
+    return new SluiceError('NOT_LEADER', message, { details: { leaderId: this.#core.leaderId } });
+  }
+
+  #rejectAll(error: unknown): void {
+    for (const waiter of this.#proposals.values()) waiter.reject(error);
+    for (const waiter of this.#reads.values()) waiter.reject(error);
+    this.#proposals.clear();
+    this.#reads.clear();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed && !this.#timer) return;
+    this.#closed = true;
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    this.#rejectAll(new SluiceError('SHUTTING_DOWN', 'the Raft node is closing'));
+    await this.deps.transport.close();
+    await this.deps.storage.close();
+  }
+}

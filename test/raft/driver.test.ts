@@ -1,0 +1,164 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/common/clock.js';
+import { isSluiceError } from '../../src/common/errors.js';
+import { SeededRandom } from '../../src/common/random.js';
+import { RaftDriver, type RaftTransport, type StateMachine } from '../../src/raft/driver.js';
+import { LevelRaftStorage, MemoryRaftStorage, type RaftStorage } from '../../src/raft/storage.js';
+import type { Entry, Message } from '../../src/raft/types.js';
+
+/** The driver with real storage and an in-memory network, on a manual clock. */
+class LocalNetwork {
+  handlers = new Map<number, (m: Message) => void>();
+  down = new Set<number>();
+  transport(id: number): RaftTransport {
+    return {
+      send: (m) => {
+        if (this.down.has(m.from) || this.down.has(m.to)) return;
+        queueMicrotask(() => this.handlers.get(m.to)?.(m));
+      },
+      onMessage: (handler) => {
+        this.handlers.set(id, handler);
+      },
+      close: async () => {
+        this.handlers.delete(id);
+      },
+    };
+  }
+}
+
+class ListMachine implements StateMachine {
+  items: string[] = [];
+  apply(entry: Entry): void {
+    this.items.push(Buffer.from(entry.data).toString());
+  }
+  snapshot(): Uint8Array {
+    return Buffer.from(JSON.stringify(this.items));
+  }
+  restore(data: Uint8Array): void {
+    this.items = JSON.parse(Buffer.from(data).toString());
+  }
+}
+
+const settle = () => new Promise((r) => setImmediate(r));
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+async function cluster(storages: RaftStorage[], options: { snapshotEntries?: number } = {}) {
+  const clock = new ManualClock();
+  const network = new LocalNetwork();
+  const machines = storages.map(() => new ListMachine());
+  const voters = storages.map((_, i) => i + 1);
+  const drivers = storages.map(
+    (storage, i) =>
+      new RaftDriver(
+        {
+          id: i + 1,
+          membership: { voters, learners: [] },
+          tickMs: 10,
+          electionTicks: 10,
+          heartbeatTicks: 2,
+          ...options,
+        },
+        {
+          storage,
+          transport: network.transport(i + 1),
+          clock,
+          random: new SeededRandom(i + 7),
+          stateMachine: machines[i]!,
+        },
+      ),
+  );
+  for (const d of drivers) await d.start();
+  // LevelDB writes finish on the thread pool: give each simulated tick a little real time.
+  const wait = storages[0] instanceof LevelRaftStorage ? () => new Promise((r) => setTimeout(r, 2)) : settle;
+  const run = async (ms: number) => {
+    for (let t = 0; t < ms; t += 10) {
+      clock.advance(10);
+      await wait();
+    }
+  };
+  const leader = () => drivers.find((d) => d.status().role === 'leader');
+  return { clock, network, machines, drivers, run, leader };
+}
+
+describe('RaftDriver', () => {
+  it('elects a leader, commits proposals on every node, and refuses proposals on followers with the leader id', async () => {
+    const c = await cluster([new MemoryRaftStorage(), new MemoryRaftStorage(), new MemoryRaftStorage()]);
+    await c.run(500);
+    const leader = c.leader()!;
+    expect(leader).toBeDefined();
+    const results = await Promise.all(['a', 'b', 'c'].map((v) => leader.propose(Buffer.from(v))));
+    expect(results.map((r) => r.index)).toEqual([2, 3, 4]);
+    await c.run(100);
+    for (const m of c.machines) expect(m.items).toEqual(['a', 'b', 'c']);
+    const follower = c.drivers.find((d) => d !== leader)!;
+    try {
+      follower.propose(Buffer.from('x'));
+      expect.unreachable();
+    } catch (error) {
+      expect(isSluiceError(error, 'NOT_LEADER')).toBe(true);
+      expect((error as { details: { leaderId: number } }).details.leaderId).toBe(leader.status().id);
+    }
+    expect(await leader.readIndex()).toBeGreaterThanOrEqual(4);
+    await expect(follower.readIndex()).rejects.toMatchObject({ code: 'NOT_LEADER' });
+    for (const d of c.drivers) await d.close();
+  });
+
+  it('proposals arriving together share one synced save', async () => {
+    const storages = [new MemoryRaftStorage(), new MemoryRaftStorage(), new MemoryRaftStorage()];
+    const c = await cluster(storages);
+    await c.run(500);
+    const leader = c.leader()!;
+    const index = c.drivers.indexOf(leader);
+    const before = storages[index]!.saves;
+    await Promise.all(Array.from({ length: 50 }, (_, i) => leader.propose(Buffer.from(`p${i}`))));
+    const saves = storages[index]!.saves - before;
+    expect(saves).toBeLessThan(25);
+    for (const d of c.drivers) await d.close();
+  });
+
+  it('restores its state exactly from LevelDB after a restart, snapshot included', async () => {
+    const paths = await Promise.all([0, 1, 2].map(() => mkdtemp(join(tmpdir(), 'sluice-raft-'))));
+    dirs.push(...paths);
+    const c = await cluster(await Promise.all(paths.map((p) => LevelRaftStorage.open(p))), {
+      snapshotEntries: 5,
+    });
+    await c.run(500);
+    const leader = c.leader()!;
+    for (let i = 0; i < 12; i++) await leader.propose(Buffer.from(`v${i}`));
+    await c.run(100);
+    const expected = c.machines[0]!.items;
+    expect(expected).toHaveLength(12);
+    const statuses = c.drivers.map((d) => d.status());
+    for (const d of c.drivers) await d.close();
+    const again = await cluster(await Promise.all(paths.map((p) => LevelRaftStorage.open(p))), {
+      snapshotEntries: 5,
+    });
+    await again.run(800);
+    const newLeader = again.leader()!;
+    await newLeader.propose(Buffer.from('after'));
+    await again.run(100);
+    for (const m of again.machines) expect(m.items).toEqual([...expected, 'after']);
+    for (const [i, d] of again.drivers.entries())
+      expect(d.status().term).toBeGreaterThanOrEqual(statuses[i]!.term);
+    for (const d of again.drivers) await d.close();
+  });
+
+  it('a leader cut off from the others steps down and its waiting proposal is refused', async () => {
+    const c = await cluster([new MemoryRaftStorage(), new MemoryRaftStorage(), new MemoryRaftStorage()]);
+    await c.run(500);
+    const leader = c.leader()!;
+    const others = c.drivers.filter((d) => d !== leader).map((d) => d.status().id);
+    for (const id of others) c.network.down.add(id);
+    const pending = leader.propose(Buffer.from('lost')).catch((e) => e);
+    await c.run(600);
+    expect(leader.status().role).not.toBe('leader');
+    expect(isSluiceError(await pending, 'NOT_LEADER')).toBe(true);
+    for (const d of c.drivers) await d.close();
+  });
+});
