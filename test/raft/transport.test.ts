@@ -1,0 +1,95 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Http2RaftTransport, RAFT_MESSAGES_PATH } from '../../src/broker/raft-transport.js';
+import { systemClock } from '../../src/common/clock.js';
+import { SeededRandom } from '../../src/common/random.js';
+import { internalRaftRoutes } from '../../src/http/internal-raft.js';
+import { RaftDriver, type StateMachine } from '../../src/raft/driver.js';
+import { LevelRaftStorage } from '../../src/raft/storage.js';
+import type { Entry } from '../../src/raft/types.js';
+
+/** Three Raft nodes over the HTTP/2 transport on loopback, with LevelDB storage and real time. */
+const apps: FastifyInstance[] = [];
+const drivers: RaftDriver[] = [];
+const dirs: string[] = [];
+afterAll(async () => {
+  for (const d of drivers) await d.close();
+  for (const a of apps) await a.close();
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+class Log implements StateMachine {
+  items: string[] = [];
+  apply(e: Entry) {
+    this.items.push(Buffer.from(e.data).toString());
+  }
+  snapshot() {
+    return Buffer.from(JSON.stringify(this.items));
+  }
+  restore(data: Uint8Array) {
+    this.items = JSON.parse(Buffer.from(data).toString());
+  }
+}
+
+describe('Raft over HTTP/2', () => {
+  it('elects a leader and commits on every node; a peer without the cluster secret is refused', async () => {
+    const secret = 'test-secret-123';
+    const servers = [1, 2, 3].map(() => Fastify({ http2: true }));
+    for (const s of servers) await s.listen({ host: '127.0.0.1', port: 0 });
+    const urls: Record<number, string> = {};
+    servers.forEach((s, i) => {
+      urls[i + 1] = `http://127.0.0.1:${(s.server.address() as { port: number }).port}`;
+    });
+    for (const s of servers) await s.close();
+    const machines = [new Log(), new Log(), new Log()];
+    for (const id of [1, 2, 3]) {
+      const dir = await mkdtemp(join(tmpdir(), 'sluice-raft-h2-'));
+      dirs.push(dir);
+      const transport = new Http2RaftTransport({ id, peers: urls, clusterSecret: secret });
+      const app = Fastify({ http2: true });
+      await app.register(internalRaftRoutes, { clusterSecret: secret, deliver: (m) => transport.deliver(m) });
+      await app.listen({ host: '127.0.0.1', port: Number(new URL(urls[id]!).port) });
+      apps.push(app as unknown as FastifyInstance);
+      const driver = new RaftDriver(
+        {
+          id,
+          membership: { voters: [1, 2, 3], learners: [] },
+          tickMs: 20,
+          electionTicks: 10,
+          heartbeatTicks: 2,
+        },
+        {
+          storage: await LevelRaftStorage.open(dir),
+          transport,
+          clock: systemClock,
+          random: new SeededRandom(id),
+          stateMachine: machines[id - 1]!,
+        },
+      );
+      drivers.push(driver);
+      await driver.start();
+    }
+    let leader: RaftDriver | undefined;
+    for (let i = 0; i < 100 && !leader; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      leader = drivers.find((d) => d.status().role === 'leader');
+    }
+    expect(leader).toBeDefined();
+    await Promise.all(['x', 'y', 'z'].map((v) => leader!.propose(Buffer.from(v))));
+    for (let i = 0; i < 50 && machines.some((m) => m.items.length < 3); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    for (const m of machines) expect(m.items).toEqual(['x', 'y', 'z']);
+
+    const refused = await apps[0]!.inject({
+      method: 'POST',
+      url: RAFT_MESSAGES_PATH,
+      headers: { 'content-type': 'application/vnd.msgpack', 'sluice-cluster-secret': 'wrong' },
+      payload: Buffer.from([0x90]),
+    });
+    expect(refused.statusCode).toBe(401);
+    expect(JSON.parse(refused.body).code).toBe('CLUSTER_AUTHORIZATION_FAILED');
+  });
+});
