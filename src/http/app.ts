@@ -1,9 +1,11 @@
+import { Ajv } from 'ajv';
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
   type FastifyServerFactory,
+  LogController,
 } from 'fastify';
 import type { BrokerService, ProduceInput } from '../broker/service.js';
 import { ERROR_CODES, type ErrorCode, isErrorCode, SluiceError } from '../common/errors.js';
@@ -105,12 +107,21 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   const app = Fastify({
     logger: options.logger ?? false,
     // One line per request is too much at info on a hot produce path; debug and trace keep it.
-    disableRequestLogging: level !== 'debug' && level !== 'trace',
+    logController: new LogController({ disableRequestLogging: level !== 'debug' && level !== 'trace' }),
     bodyLimit: options.bodyLimitBytes ?? LIMITS.requestBodyBytesMax,
     ...(options.serverFactory ? { serverFactory: options.serverFactory } : {}),
-    ajv: { customOptions: { coerceTypes: true, allErrors: false, removeAdditional: false } },
     return503OnClosing: true,
   }) as unknown as FastifyInstance;
+
+  // Path and query parameters arrive as text and are coerced to their schema's types; bodies are
+  // typed already (JSON, msgpack) and a wrong type is refused rather than converted, so that
+  // `{"partitions": "3"}` or a config of `0` does not silently become something else.
+  const ajvOptions = { allErrors: false, removeAdditional: false, useDefaults: true, strict: false } as const;
+  const coercing = new Ajv({ ...ajvOptions, coerceTypes: true });
+  const strict = new Ajv({ ...ajvOptions, coerceTypes: false });
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    (httpPart === 'body' ? strict : coercing).compile(schema as object),
+  );
 
   const decodeMsgpack = (
     _request: FastifyRequest,

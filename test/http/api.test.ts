@@ -46,6 +46,8 @@ describe.each(formats)('API in %s', (format) => {
     });
     expect(created.status).toBe(201);
     expect(created.body.partitions).toHaveLength(2);
+    // Config values keep their type: a number stays a number.
+    expect(created.body.configs).toEqual({ 'retention.ms': 60000 });
     expect(created.body.partitions[1]).toEqual({
       partition: 1,
       leader: 1,
@@ -67,6 +69,10 @@ describe.each(formats)('API in %s', (format) => {
     });
     expect(altered.status).toBe(200);
     expect(altered.body.configs).toEqual({ 'cleanup.policy': 'compact' });
+    // A zero is a value, not a reset.
+    const zero = await call(h.app, format, 'PATCH', '/v1/topics/admin/configs', { 'retention.bytes': 0 });
+    expect(zero.body.configs).toEqual({ 'cleanup.policy': 'compact', 'retention.bytes': 0 });
+    await call(h.app, format, 'PATCH', '/v1/topics/admin/configs', { 'retention.bytes': null });
     const grown = await call(h.app, format, 'POST', '/v1/topics/admin/partitions', { partitions: 3 });
     expect(grown.body.partitions).toHaveLength(3);
     expect((await call(h.app, format, 'GET', '/v1/topics/admin')).body.configs).toEqual({

@@ -35,6 +35,8 @@ const cases: {
   payload?: string | Buffer;
   status: number;
   code: keyof typeof ERROR_CODES;
+  /** The bad field a schema violation names. */
+  field?: string;
 }[] = [
   {
     name: 'malformed JSON',
@@ -308,6 +310,122 @@ const cases: {
     status: 400,
     code: 'INVALID_PARTITIONS',
   },
+  {
+    name: 'partitions as a string (no coercion of bodies)',
+    method: 'POST',
+    url: '/v1/topics',
+    headers: json,
+    payload: '{"name": "typed", "partitions": "3"}',
+    status: 400,
+    code: 'INVALID_REQUEST',
+    field: 'body/partitions',
+  },
+  {
+    name: 'unknown field in a topic',
+    method: 'POST',
+    url: '/v1/topics',
+    headers: json,
+    payload: '{"name": "typed", "partition": 3}',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'config value of the wrong type',
+    method: 'PATCH',
+    url: '/v1/topics/guarded/configs',
+    headers: json,
+    payload: '{"retention.ms": [1]}',
+    status: 400,
+    code: 'INVALID_REQUEST',
+    field: 'body/retention.ms',
+  },
+  {
+    name: 'bad topic name in the path',
+    method: 'GET',
+    url: '/v1/topics/bad%20name',
+    status: 400,
+    code: 'INVALID_REQUEST',
+    field: 'params/topic',
+  },
+  {
+    name: 'partition not a number in the path',
+    method: 'GET',
+    url: '/v1/topics/guarded/partitions/one/records',
+    status: 400,
+    code: 'INVALID_REQUEST',
+    field: 'params/partition',
+  },
+  {
+    name: 'timestamp not a number',
+    method: 'GET',
+    url: '/v1/topics/guarded/partitions/0/offsets?timestamp=yesterday',
+    status: 400,
+    code: 'INVALID_REQUEST',
+    field: 'querystring/timestamp',
+  },
+  {
+    name: 'negative record timestamp',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: '{"records": [{"value": "x", "timestamp": -5}]}',
+    status: 400,
+    code: 'INVALID_TIMESTAMP',
+  },
+  {
+    name: 'headers of the wrong type',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: json,
+    payload: '{"records": [{"value": "x", "headers": 5}]}',
+    status: 400,
+    code: 'INVALID_RECORD',
+  },
+  {
+    name: 'record naming another partition than the path',
+    method: 'POST',
+    url: '/v1/topics/guarded/partitions/0/records',
+    headers: json,
+    payload: '{"records": [{"value": "x", "partition": 1}]}',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'malformed NDJSON line',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: { 'content-type': 'application/x-ndjson' },
+    payload: '{"value": "ok"}\n{"value": \n',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'msgpack body that is not a map',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: { 'content-type': 'application/vnd.msgpack' },
+    payload: Buffer.from([0x05]),
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'pre-built batches on the topic route',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: { 'content-type': 'application/vnd.sluice.batches' },
+    payload: goodBatch(),
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'truncated pre-built batch',
+    method: 'POST',
+    url: '/v1/topics/guarded/partitions/0/records',
+    headers: { 'content-type': 'application/vnd.sluice.batches' },
+    payload: goodBatch().subarray(0, 20),
+    status: 400,
+    code: 'CORRUPT_MESSAGE',
+  },
   { name: 'unknown route', method: 'GET', url: '/v1/nothing', status: 404, code: 'NOT_FOUND' },
   { name: 'wrong method', method: 'PUT', url: '/v1/topics/guarded', status: 405, code: 'METHOD_NOT_ALLOWED' },
 ];
@@ -331,6 +449,7 @@ describe('bad input', () => {
       retriable: ERROR_CODES[c.code].retriable,
     });
     expect(typeof problem.detail).toBe('string');
+    if (c.field !== undefined) expect(problem.field).toBe(c.field);
     expect(h.service.describeTopic('guarded').partitions.map((p) => p.logEndOffset)).toEqual(before);
     expect(h.service.listTopics()).toEqual(topicsBefore);
     expect(h.service.describeTopic('strict').partitions[0]!.logEndOffset).toBe(0);
