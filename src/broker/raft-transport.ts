@@ -1,4 +1,5 @@
 import * as http2 from 'node:http2';
+import { connect } from 'node:net';
 import { Packr } from 'msgpackr';
 import { Backoff } from '../common/backoff.js';
 import { SeededRandom } from '../common/random.js';
@@ -100,7 +101,15 @@ export class Http2RaftTransport implements RaftTransport {
   #post(peer: Peer, body: Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
       if (!peer.session || peer.session.closed || peer.session.destroyed) {
-        peer.session = http2.connect(peer.url);
+        // Small messages must not wait for Nagle's algorithm (40 ms with delayed acknowledgements).
+        peer.session = http2.connect(peer.url, {
+          createConnection: () =>
+            connect({
+              host: new URL(peer.url).hostname,
+              port: Number(new URL(peer.url).port),
+              noDelay: true,
+            }),
+        });
         peer.session.on('error', () => {});
         peer.session.on('goaway', () => peer.session?.close());
         peer.session.unref();
