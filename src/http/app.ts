@@ -16,6 +16,7 @@ import {
   type Format,
   mediaTypeOf,
   msgpackFetchResponse,
+  msgpackOffsetsResponse,
   negotiate,
   packr,
   parseRecord,
@@ -110,8 +111,23 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     logController: new LogController({ disableRequestLogging: level !== 'debug' && level !== 'trace' }),
     bodyLimit: options.bodyLimitBytes ?? LIMITS.requestBodyBytesMax,
     ...(options.serverFactory ? { serverFactory: options.serverFactory } : {}),
-    return503OnClosing: true,
+    // Requests that arrive while the node shuts down get a SHUTTING_DOWN problem (below) instead.
+    return503OnClosing: false,
   }) as unknown as FastifyInstance;
+
+  // During a shutdown, HTTP/1.1 answers close their connection so that keep-alive sockets do not
+  // hold the node open (HTTP/2 sessions get a GOAWAY from the server instead).
+  const closeIfShuttingDown = (request: FastifyRequest, reply: FastifyReply) => {
+    if (service.shuttingDown && request.raw.httpVersionMajor === 1) reply.header('connection', 'close');
+  };
+  app.addHook('onRequest', async (request, reply) => {
+    if (!service.shuttingDown) return;
+    closeIfShuttingDown(request, reply);
+    throw new SluiceError('SHUTTING_DOWN', 'the node is shutting down; retry on another node or later');
+  });
+  app.addHook('onSend', async (request, reply) => {
+    closeIfShuttingDown(request, reply);
+  });
 
   // Path and query parameters arrive as text and are coerced to their schema's types; bodies are
   // typed already (JSON, msgpack) and a wrong type is refused rather than converted, so that
@@ -273,6 +289,12 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
       throw new SluiceError('INVALID_REQUEST', `records name a partition other than ${partition}`);
     }
     const offsets = await service.produce(topic, records, acks);
+    if (negotiate(request.headers.accept) === 'msgpack') {
+      return reply
+        .code(acks === 0 ? 202 : 200)
+        .type(MEDIA.msgpack)
+        .send(msgpackOffsetsResponse(offsets));
+    }
     return send(request, reply, acks === 0 ? 202 : 200, { offsets });
   };
   route(ENDPOINTS.produce, (request, reply) => produce(request, reply, undefined));
