@@ -63,7 +63,11 @@ export async function startNode(options: NodeOptions): Promise<SluiceNode> {
       },
       { service },
     );
-    closers.unshift(() => app.close());
+    closers.unshift(async () => {
+      // Answer waiting fetches and end follow streams first, so that the server can drain.
+      service.beginShutdown();
+      await app.close();
+    });
     await app.listen({ host, port: options.port ?? 8092 });
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : (options.port ?? 8092);

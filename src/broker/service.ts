@@ -79,6 +79,9 @@ export class BrokerService {
   #waiters = 0;
   readonly #waitersMax: number;
   readonly #defaults: Record<string, ConfigValue>;
+  #shuttingDown = false;
+  /** Finishers of the waiting fetches, so that a shutdown can answer them at once. */
+  readonly #wakers = new Set<() => void>();
   /** Topic admin runs one operation at a time, so that two creates of one name cannot interleave. */
   #admin: Promise<unknown> = Promise.resolve();
 
@@ -109,6 +112,19 @@ export class BrokerService {
       for (let p = 0; p < topic.partitions; p++)
         await this.#logs.getOrCreate(topic.name, p, this.#logConfig(topic));
     }
+  }
+
+  /**
+   * Starts a clean shutdown: every waiting fetch is answered now with what it has, later fetches
+   * do not wait, follow streams end, and the HTTP layer refuses new requests with SHUTTING_DOWN.
+   */
+  beginShutdown(): void {
+    this.#shuttingDown = true;
+    for (const wake of [...this.#wakers]) wake();
+  }
+
+  get shuttingDown(): boolean {
+    return this.#shuttingDown;
   }
 
   /** Long-poll fetches (and follow streams) waiting for records now. */
@@ -440,7 +456,7 @@ export class BrokerService {
     if (this.#waiters >= this.#waitersMax) {
       throw new SluiceError('LIMIT_EXCEEDED', `too many waiting fetches (limit ${this.#waitersMax})`);
     }
-    if (log.logEndOffset > offset && minBytes <= 1) return Promise.resolve();
+    if ((log.logEndOffset > offset && minBytes <= 1) || this.#shuttingDown) return Promise.resolve();
     this.#waiters++;
     const startSize = log.sizeBytes;
     return new Promise<void>((resolve) => {
@@ -449,6 +465,7 @@ export class BrokerService {
         if (done) return;
         done = true;
         this.#waiters--;
+        this.#wakers.delete(finish);
         unsubscribe();
         timer.cancel();
         signal?.removeEventListener('abort', finish);
@@ -458,6 +475,7 @@ export class BrokerService {
         if (logEnd > offset && log.sizeBytes - startSize >= minBytes - 1) finish();
       });
       const timer = this.#clock.setTimeout(finish, maxWaitMs);
+      this.#wakers.add(finish);
       signal?.addEventListener('abort', finish, { once: true });
     });
   }

@@ -64,7 +64,7 @@ export async function streamPartition(
         minBytes: 1,
         signal: controller.signal,
       });
-      if (controller.signal.aborted) break;
+      if (controller.signal.aborted || service.shuttingDown) break;
       if (result.batchCount === 0) {
         if (options.format === MEDIA.eventStream) await write(': keep-alive\n\n');
         offset = result.offset;
