@@ -319,9 +319,10 @@ export class BrokerService {
       if (!list) byPartition.set(partition, (list = []));
       list.push(i);
     });
-    const recordBytesMax = this.#logConfig(topic).batchBytesMax;
     const batches = new Map<number, Buffer>();
     for (const [partition, indexes] of byPartition) {
+      // The log holds its parsed config; parsing the topic's configs again per request is waste.
+      const recordBytesMax = this.#partitionLog(topic, partition).config.batchBytesMax;
       for (const i of indexes) {
         const r = records[i]!;
         const size = (r.key?.length ?? 0) + (r.value?.length ?? 0);

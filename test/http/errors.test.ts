@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_CODES } from '../../src/common/errors.js';
+import { ERROR_CODES, SluiceError } from '../../src/common/errors.js';
 import { LIMITS } from '../../src/common/limits.js';
+import { buildApp } from '../../src/http/app.js';
 import { encodeBatch } from '../../src/protocol/batch.js';
 import { type Harness, makeHarness } from './harness.js';
 
@@ -466,5 +467,32 @@ describe('docs/errors.md', () => {
     ]);
     const expected = Object.entries(ERROR_CODES).map(([code, e]) => [code, e.status, e.retriable]);
     expect(rows).toEqual(expected);
+  });
+});
+
+describe('server-side failures', () => {
+  it('answers an unexpected error with 500 UNKNOWN_SERVER_ERROR without leaking its message', async () => {
+    const failing = {
+      options: { nodeId: 1, version: 'test' },
+      shuttingDown: false,
+      listTopics() {
+        throw new Error('ENOENT: /secret/path/topics.json');
+      },
+      fetch() {
+        throw new SluiceError('LIMIT_EXCEEDED', 'too many waiting fetches (limit 1)');
+      },
+    } as unknown as Parameters<typeof buildApp>[1]['service'];
+    const app = buildApp({}, { service: failing });
+    try {
+      const crashed = await app.inject({ method: 'GET', url: '/v1/topics' });
+      expect(crashed.statusCode).toBe(500);
+      expect(crashed.body).not.toContain('secret');
+      expect(JSON.parse(crashed.body)).toMatchObject({ code: 'UNKNOWN_SERVER_ERROR', retriable: false });
+      const busy = await app.inject({ method: 'GET', url: '/v1/topics/t/partitions/0/records' });
+      expect(busy.statusCode).toBe(429);
+      expect(JSON.parse(busy.body)).toMatchObject({ code: 'LIMIT_EXCEEDED', retriable: true });
+    } finally {
+      await app.close();
+    }
   });
 });
