@@ -1,0 +1,90 @@
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from '../../src/http/app.js';
+import { dualProtocolServerFactory } from '../../src/http/server.js';
+import { type Harness, makeHarness } from './harness.js';
+
+/**
+ * The one-port server's guards against clients that hold connections: silence before the first
+ * bytes, stalled HTTP/1.1 headers, and idle keep-alive sockets at shutdown.
+ */
+let h: Harness;
+beforeAll(async () => {
+  h = await makeHarness();
+});
+afterAll(() => h.close());
+
+async function listening(options: Parameters<typeof dualProtocolServerFactory>[0]) {
+  const app = buildApp({ serverFactory: dualProtocolServerFactory(options) }, { service: h.service });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const port = (app.server.address() as net.AddressInfo).port;
+  return { app, port };
+}
+
+function connect(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+/** Everything the server sends until it closes the connection. */
+function untilClosed(socket: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let data = '';
+    socket.on('data', (c) => {
+      data += c;
+    });
+    socket.on('error', () => {});
+    socket.once('close', () => resolve(data));
+  });
+}
+
+describe('connection guards', () => {
+  it('drops a connection that never sends a byte, and one that stalls in its headers', async () => {
+    const { app, port } = await listening({ firstBytesTimeoutMs: 150, headersTimeoutMs: 300 });
+    try {
+      const silent = await connect(port);
+      expect(await untilClosed(silent)).toBe('');
+
+      const slow = await connect(port);
+      const closed = untilClosed(slow);
+      slow.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n');
+      expect(await closed).toMatch(/^HTTP\/1\.1 408|^$/);
+
+      // Clients that behave are still served on both protocols.
+      const ok = await fetch(`http://127.0.0.1:${port}/healthz`);
+      expect(ok.status).toBe(200);
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      const status = await new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ':path': '/healthz' });
+        stream.on('response', (headers) => resolve(Number(headers[':status'])));
+        stream.on('error', reject);
+        stream.resume();
+      });
+      expect(status).toBe(200);
+      session.close();
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('closes idle keep-alive sockets at once on close', async () => {
+    const { app, port } = await listening({ shutdownGraceMs: 60_000 });
+    const socket = await connect(port);
+    const response = new Promise<string>((resolve) => {
+      let data = '';
+      socket.on('data', (c) => {
+        data += c;
+        if (data.includes('"status":"ok"')) resolve(data);
+      });
+    });
+    socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n');
+    expect(await response).toMatch(/^HTTP\/1\.1 200/);
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    // With a grace period of a minute, close() only returns in time if the idle socket is cut.
+    await app.close();
+    await closed;
+  });
+});
