@@ -15,6 +15,11 @@ export interface FollowOptions {
 
 /** How long one wait for new records lasts before an SSE keep-alive comment goes out. */
 const FOLLOW_WAIT_MS = 15_000;
+/**
+ * The most one read of a follow stream takes: with one read held per stream at most, this bounds
+ * the memory of all streams together (streams are bounded by the broker's waiting-fetch limit).
+ */
+const FOLLOW_READ_BYTES_MAX = 1024 * 1024;
 
 /**
  * Keeps the response open and streams records as they are appended, until the client goes away:
@@ -59,7 +64,7 @@ export async function streamPartition(
     while (!controller.signal.aborted) {
       const result = await service.fetch(options.topic, options.partition, {
         offset,
-        maxBytes: options.maxBytes,
+        maxBytes: Math.min(options.maxBytes, FOLLOW_READ_BYTES_MAX),
         maxWaitMs: FOLLOW_WAIT_MS,
         minBytes: 1,
         signal: controller.signal,
