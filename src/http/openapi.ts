@@ -1,6 +1,21 @@
 import { ERROR_CODES } from '../common/errors.js';
 import { ENDPOINTS, type Endpoint } from '../protocol/api.js';
 
+const FETCH_BATCHES_SCHEMA = {
+  type: 'object',
+  required: ['batches', 'nextOffset', 'highWatermark', 'logStartOffset'],
+  properties: {
+    batches: {
+      type: 'array',
+      description: 'stored record batches, each a msgpack array as on disk',
+      items: { type: 'array' },
+    },
+    nextOffset: { type: 'integer' },
+    highWatermark: { type: 'integer' },
+    logStartOffset: { type: 'integer' },
+  },
+};
+
 /** An OpenAPI 3.1 document generated from the endpoint table. */
 export function openApiDocument(version: string): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
@@ -24,7 +39,19 @@ export function openApiDocument(version: string): Record<string, unknown> {
       parameters,
       ...(endpoint.body ? { requestBody: { required: true, content: content(endpoint.body) } } : {}),
       responses: {
-        [String(endpoint.successStatus)]: { description: 'success', content: content({ type: 'object' }) },
+        [String(endpoint.successStatus)]: {
+          description: 'success',
+          content:
+            endpoint.id === 'fetch'
+              ? {
+                  'application/json': { schema: endpoint.response },
+                  // The zero-copy form: stored batches as stored (docs/api.md, docs/storage-format.md).
+                  'application/vnd.msgpack': { schema: FETCH_BATCHES_SCHEMA },
+                  'application/x-ndjson': { schema: { type: 'string' } },
+                  'text/event-stream': { schema: { type: 'string' } },
+                }
+              : content(endpoint.response ?? { type: 'object' }),
+        },
         default: {
           description: 'problem details (RFC 9457)',
           content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },

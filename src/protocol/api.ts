@@ -146,12 +146,70 @@ export interface Endpoint {
   /** JSON schema of the JSON/msgpack body; absent when the route takes no body. */
   body?: object;
   successStatus: number;
+  /** JSON schema of the success answer in JSON (msgpack carries the same fields, bytes as bin). */
+  response?: object;
 }
 
 const topicParam = { type: 'string', pattern: TOPIC_NAME_PATTERN };
 const partitionParam = { type: 'integer', minimum: 0, maximum: 9999 };
 const configValue = { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }] };
 const configsSchema = { type: 'object', additionalProperties: configValue, maxProperties: 100 };
+
+// ---- response schemas (JSON view), for /openapi.json and the contract tests ----
+
+const int = { type: 'integer' };
+const offsetSchema = { type: 'integer', minimum: 0 };
+const nodeIdSchema = { type: 'integer', minimum: 0 };
+const closed = (properties: Record<string, object>, optional: string[] = []) => ({
+  type: 'object',
+  additionalProperties: false,
+  required: Object.keys(properties).filter((k) => !optional.includes(k)),
+  properties,
+});
+const topicDescriptionSchema = closed({
+  name: { type: 'string' },
+  partitions: {
+    type: 'array',
+    items: closed({
+      partition: int,
+      leader: nodeIdSchema,
+      leaderEpoch: int,
+      replicas: { type: 'array', items: nodeIdSchema },
+      isr: { type: 'array', items: nodeIdSchema },
+      logStartOffset: offsetSchema,
+      logEndOffset: offsetSchema,
+      highWatermark: offsetSchema,
+    }),
+  },
+  replicationFactor: int,
+  configs: configsSchema,
+});
+const offsetsListSchema = closed(
+  {
+    offsets: { type: 'array', items: closed({ partition: int, offset: offsetSchema }) },
+    servedBy: nodeIdSchema,
+  },
+  ['servedBy'],
+);
+const batchesAppendedSchema = closed({
+  partition: int,
+  baseOffset: offsetSchema,
+  lastOffset: offsetSchema,
+  batchCount: int,
+});
+const textOrNull = { type: ['string', 'null'] };
+const fetchedRecordSchema = closed(
+  {
+    offset: offsetSchema,
+    timestamp: int,
+    key: textOrNull,
+    value: textOrNull,
+    headers: { type: 'object', additionalProperties: textOrNull },
+    keyEncoding: { const: 'base64' },
+    valueEncoding: { const: 'base64' },
+  },
+  ['keyEncoding', 'valueEncoding'],
+);
 
 export const ENDPOINTS = {
   health: {
@@ -160,6 +218,7 @@ export const ENDPOINTS = {
     path: '/healthz',
     summary: 'Liveness and readiness',
     successStatus: 200,
+    response: closed({ status: { const: 'ok' }, nodeId: nodeIdSchema }),
   },
   cluster: {
     id: 'cluster',
@@ -167,6 +226,19 @@ export const ENDPOINTS = {
     path: '/v1/cluster',
     summary: 'Nodes, this node and its version',
     successStatus: 200,
+    response: closed({
+      clusterId: { type: 'string' },
+      nodeId: nodeIdSchema,
+      version: { type: 'string' },
+      controllerId: { type: ['integer', 'null'] },
+      nodes: {
+        type: 'array',
+        items: closed(
+          { id: nodeIdSchema, host: { type: 'string' }, port: int, rack: { type: ['string', 'null'] } },
+          ['rack'],
+        ),
+      },
+    }),
   },
   listTopics: {
     id: 'listTopics',
@@ -174,6 +246,12 @@ export const ENDPOINTS = {
     path: '/v1/topics',
     summary: 'List topics',
     successStatus: 200,
+    response: closed({
+      topics: {
+        type: 'array',
+        items: closed({ name: { type: 'string' }, partitions: int, replicationFactor: int }),
+      },
+    }),
   },
   createTopic: {
     id: 'createTopic',
@@ -192,6 +270,7 @@ export const ENDPOINTS = {
       },
     },
     successStatus: 201,
+    response: topicDescriptionSchema,
   },
   describeTopic: {
     id: 'describeTopic',
@@ -200,6 +279,7 @@ export const ENDPOINTS = {
     summary: 'Describe a topic: partitions, leaders, replicas, ISR, offsets, configs',
     params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
     successStatus: 200,
+    response: topicDescriptionSchema,
   },
   deleteTopic: {
     id: 'deleteTopic',
@@ -208,6 +288,7 @@ export const ENDPOINTS = {
     summary: 'Delete a topic and its data',
     params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
     successStatus: 200,
+    response: closed({ name: { type: 'string' }, deleted: { const: true } }),
   },
   alterTopicConfigs: {
     id: 'alterTopicConfigs',
@@ -221,6 +302,7 @@ export const ENDPOINTS = {
       maxProperties: 100,
     },
     successStatus: 200,
+    response: topicDescriptionSchema,
   },
   addPartitions: {
     id: 'addPartitions',
@@ -235,6 +317,7 @@ export const ENDPOINTS = {
       properties: { partitions: { type: 'integer', minimum: 1, maximum: 10000 } },
     },
     successStatus: 200,
+    response: topicDescriptionSchema,
   },
   produce: {
     id: 'produce',
@@ -250,6 +333,7 @@ export const ENDPOINTS = {
       },
     },
     successStatus: 200,
+    response: offsetsListSchema,
   },
   producePartition: {
     id: 'producePartition',
@@ -269,6 +353,8 @@ export const ENDPOINTS = {
       },
     },
     successStatus: 200,
+    // Records: their offsets; pre-built batches: the appended range; acks=0 with batches: {}.
+    response: { anyOf: [offsetsListSchema, batchesAppendedSchema, closed({})] },
   },
   fetch: {
     id: 'fetch',
@@ -292,6 +378,12 @@ export const ENDPOINTS = {
       },
     },
     successStatus: 200,
+    response: closed({
+      records: { type: 'array', items: fetchedRecordSchema },
+      nextOffset: offsetSchema,
+      highWatermark: offsetSchema,
+      logStartOffset: offsetSchema,
+    }),
   },
   offsets: {
     id: 'offsets',
@@ -305,6 +397,17 @@ export const ENDPOINTS = {
     },
     querystring: { type: 'object', properties: { timestamp: { type: 'integer', minimum: -1 } } },
     successStatus: 200,
+    response: closed(
+      {
+        partition: int,
+        earliest: offsetSchema,
+        latest: offsetSchema,
+        highWatermark: offsetSchema,
+        offset: { type: ['integer', 'null'] },
+        timestamp: int,
+      },
+      ['offset', 'timestamp'],
+    ),
   },
 } as const satisfies Record<string, Endpoint>;
 

@@ -29,6 +29,15 @@ describe.each(formats)('API in %s', (format) => {
     const openapi = await h.app.inject({ url: '/openapi.json' });
     const doc = JSON.parse(openapi.body);
     expect(Object.keys(doc.paths)).toContain('/v1/topics/{topic}/partitions/{partition}/records');
+    // Answers are described by the same schemas the server's answers are tested against.
+    expect(doc.paths['/v1/topics'].post.responses['201'].content['application/json'].schema).toEqual(
+      ENDPOINTS.createTopic.response,
+    );
+    expect(
+      doc.paths['/v1/topics/{topic}/partitions/{partition}/records'].get.responses['200'].content[
+        'application/vnd.msgpack'
+      ].schema.required,
+    ).toContain('batches');
   });
 
   it('creates, lists, describes, alters, grows and deletes topics', async () => {

@@ -1,12 +1,14 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Ajv } from 'ajv';
 import type { FastifyInstance } from 'fastify';
 import { Packr, Unpackr } from 'msgpackr';
 import { BrokerService } from '../../src/broker/service.js';
 import { FileTopicRegistry } from '../../src/broker/topic-registry.js';
 import { systemClock } from '../../src/common/clock.js';
 import { buildApp } from '../../src/http/app.js';
+import { ENDPOINTS, type Endpoint } from '../../src/protocol/api.js';
 import { nodeFileSystem } from '../../src/storage/fs.js';
 import { LogManager } from '../../src/storage/log-manager.js';
 
@@ -50,6 +52,29 @@ export async function makeHarness(
 
 export type Format = 'json' | 'msgpack';
 
+const ajv = new Ajv({ strict: false, allErrors: true });
+const responseChecks = (Object.values(ENDPOINTS) as Endpoint[]).map((endpoint) => ({
+  endpoint,
+  path: new RegExp(`^${endpoint.path.replace(/:[a-zA-Z]+/g, '[^/]+')}$`),
+  validate: endpoint.response ? ajv.compile(endpoint.response) : undefined,
+}));
+
+/**
+ * Checks a successful JSON answer against its endpoint's response schema in ENDPOINTS (what
+ * /openapi.json publishes), so that the published contract and the server cannot drift apart.
+ */
+export function checkResponseSchema(method: string, url: string, body: unknown): void {
+  const path = url.split('?')[0]!;
+  const check = responseChecks.find((c) => c.endpoint.method === method && c.path.test(path));
+  if (!check) throw new Error(`no endpoint for ${method} ${path}`);
+  if (!check.validate) throw new Error(`endpoint ${check.endpoint.id} has no response schema`);
+  if (!check.validate(body)) {
+    throw new Error(
+      `${check.endpoint.id} answered outside its schema: ${ajv.errorsText(check.validate.errors)} in ${JSON.stringify(body).slice(0, 300)}`,
+    );
+  }
+}
+
 /** Sends a request with the body and Accept in one format and decodes the answer. */
 export async function call(
   app: FastifyInstance,
@@ -72,5 +97,7 @@ export async function call(
   let decoded: unknown;
   if (contentType.startsWith('application/vnd.msgpack')) decoded = unpackr.unpack(response.rawPayload);
   else if (response.body.length > 0) decoded = JSON.parse(response.body);
+  if (format === 'json' && response.statusCode < 300 && contentType.startsWith('application/json'))
+    checkResponseSchema(method, url, decoded);
   return { status: response.statusCode, body: decoded, contentType };
 }
