@@ -41,6 +41,13 @@ function untilClosed(socket: net.Socket): Promise<string> {
   });
 }
 
+async function waitFor(condition: () => boolean): Promise<void> {
+  for (let i = 0; !condition(); i++) {
+    if (i > 500) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 describe('connection guards', () => {
   it('drops a connection that never sends a byte, and one that stalls in its headers', async () => {
     const { app, port } = await listening({ firstBytesTimeoutMs: 150, headersTimeoutMs: 300 });
@@ -65,6 +72,23 @@ describe('connection guards', () => {
       });
       expect(status).toBe(200);
       session.close();
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('releases a long-poll when its HTTP/1.1 client goes away', async () => {
+    await h.service.createTopic({ name: 'abandoned', partitions: 1 });
+    const { app, port } = await listening({});
+    try {
+      const socket = await connect(port);
+      socket.on('error', () => {});
+      socket.write(
+        'GET /v1/topics/abandoned/partitions/0/records?offset=0&maxWaitMs=30000 HTTP/1.1\r\nHost: localhost\r\n\r\n',
+      );
+      await waitFor(() => h.service.waitingFetches === 1);
+      socket.destroy();
+      await waitFor(() => h.service.waitingFetches === 0);
     } finally {
       await app.close();
     }
