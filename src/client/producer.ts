@@ -19,8 +19,10 @@ export interface ProducerOptions {
   retryBackoffMs?: number;
   /** Batches in flight per partition; 1 keeps order across retries. */
   maxInFlight?: number;
-  /** Bytes of records waiting to be sent; past it, send() rejects with LIMIT_EXCEEDED. */
+  /** Bytes of records waiting to be sent or answered; past it, send() waits for room. */
   bufferBytesMax?: number;
+  /** How long send() waits for room in the buffer before it rejects with LIMIT_EXCEEDED (0: at once). */
+  maxBlockMs?: number;
   requestTimeoutMs?: number;
 }
 
@@ -72,6 +74,8 @@ export class Producer {
   readonly #sticky = new Map<string, number>();
   readonly #random = new SeededRandom(Date.now() >>> 0);
   #bufferedBytes = 0;
+  /** send() calls waiting for room in the buffer, woken in order as batches are answered. */
+  readonly #roomWaiters: (() => void)[] = [];
   #inFlight = new Set<Promise<void>>();
   #closed = false;
 
@@ -85,13 +89,24 @@ export class Producer {
       retryBackoffMs: options.retryBackoffMs ?? 100,
       maxInFlight: options.maxInFlight ?? 1,
       bufferBytesMax: options.bufferBytesMax ?? 32 * 1024 * 1024,
+      maxBlockMs: options.maxBlockMs ?? 30_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
     };
   }
 
-  /** Resolves with the record's partition and offset once the broker has acknowledged it (per acks). */
-  async send(record: ProducerRecord): Promise<RecordMetadata> {
-    if (this.#closed) throw new SluiceError('SHUTTING_DOWN', 'the producer is closed');
+  /**
+   * Resolves with the record's partition and offset once the broker has acknowledged it (per acks);
+   * given an array, with one result per record in the same order. With acks=0 the offset is -1.
+   */
+  send(record: ProducerRecord): Promise<RecordMetadata>;
+  send(records: readonly ProducerRecord[]): Promise<RecordMetadata[]>;
+  send(input: ProducerRecord | readonly ProducerRecord[]): Promise<RecordMetadata | RecordMetadata[]> {
+    if (Array.isArray(input)) return Promise.all(input.map((r: ProducerRecord) => this.#sendOne(r)));
+    return this.#sendOne(input as ProducerRecord);
+  }
+
+  #sendOne(record: ProducerRecord): Promise<RecordMetadata> {
+    if (this.#closed) return Promise.reject(new SluiceError('SHUTTING_DOWN', 'the producer is closed'));
     const key = toBytes(record.key);
     const value = toBytes(record.value);
     const headers: Header[] = [];
@@ -101,25 +116,47 @@ export class Producer {
     }
     const input: RecordInput = { key, value, headers, timestamp: record.timestamp ?? Date.now() };
     const bytes = (key?.length ?? 0) + (value?.length ?? 0) + 16;
-    if (this.#bufferedBytes + bytes > this.#options.bufferBytesMax) {
-      throw new SluiceError(
-        'LIMIT_EXCEEDED',
-        `more than ${this.#options.bufferBytesMax} bytes are waiting to be sent`,
-      );
-    }
+    // Room is reserved before anything asynchronous, so concurrent sends cannot overfill the buffer.
+    if (this.#bufferedBytes + bytes > this.#options.bufferBytesMax)
+      return this.#waitForRoom(bytes).then(() => this.#place(record, input, bytes));
+    this.#bufferedBytes += bytes;
+    return this.#place(record, input, bytes);
+  }
+
+  /** Finds the partition (reading the topic's partition count once) and queues the record. */
+  #place(record: ProducerRecord, input: RecordInput, bytes: number): Promise<RecordMetadata> {
     // Known counts are read synchronously: an await per record costs more than the rest of send().
-    const partitions = this.#knownCounts.get(record.topic) ?? (await this.#partitionCount(record.topic));
+    const known = this.#knownCounts.get(record.topic);
+    if (known !== undefined) return this.#queue(record, input, bytes, known);
+    return this.#partitionCount(record.topic).then(
+      (partitions) => this.#queue(record, input, bytes, partitions),
+      (error) => {
+        this.#release(bytes);
+        throw error;
+      },
+    );
+  }
+
+  #queue(
+    record: ProducerRecord,
+    input: RecordInput,
+    bytes: number,
+    partitions: number,
+  ): Promise<RecordMetadata> {
     let partition: number;
     if (record.partition !== undefined) {
       if (!Number.isInteger(record.partition) || record.partition < 0 || record.partition >= partitions) {
-        throw new SluiceError(
-          'UNKNOWN_TOPIC_OR_PARTITION',
-          `topic ${record.topic} has no partition ${record.partition}`,
+        this.#release(bytes);
+        return Promise.reject(
+          new SluiceError(
+            'UNKNOWN_TOPIC_OR_PARTITION',
+            `topic ${record.topic} has no partition ${record.partition}`,
+          ),
         );
       }
       partition = record.partition;
-    } else if (key) {
-      partition = partitionForKey(key, partitions);
+    } else if (input.key) {
+      partition = partitionForKey(input.key, partitions);
     } else {
       partition = this.#sticky.get(record.topic) ?? this.#random.int(partitions);
       this.#sticky.set(record.topic, partition);
@@ -134,7 +171,6 @@ export class Producer {
         );
       queue.records.push({ record: input, bytes, resolve, reject });
       queue.bytes += bytes;
-      this.#bufferedBytes += bytes;
       if (queue.bytes >= this.#options.batchBytes) this.#drain(record.topic, partition, queue);
       else
         queue.timer ??= setTimeout(() => this.#drain(record.topic, partition, queue), this.#options.lingerMs);
@@ -143,10 +179,7 @@ export class Producer {
 
   /** Sends everything buffered and waits for every answer. */
   async flush(): Promise<void> {
-    for (const [queueKey, queue] of this.#queues) {
-      const [topic, partition] = queueKey.split('\u0000');
-      if (queue.records.length > 0) this.#drain(topic!, Number(partition), queue);
-    }
+    this.#drainAll();
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
 
@@ -154,6 +187,53 @@ export class Producer {
     await this.flush();
     this.#closed = true;
     this.#connection.close();
+  }
+
+  /** Waits until `bytes` more fit in the buffer, at most maxBlockMs. */
+  async #waitForRoom(bytes: number): Promise<void> {
+    const { bufferBytesMax, maxBlockMs } = this.#options;
+    const full = () =>
+      new SluiceError('LIMIT_EXCEEDED', `more than ${bufferBytesMax} bytes are waiting to be sent`, {
+        details: { bufferBytesMax },
+      });
+    if (bytes > bufferBytesMax || maxBlockMs <= 0) throw full();
+    const deadline = Date.now() + maxBlockMs;
+    // Buffered batches are sent now rather than after their linger, so that room comes sooner.
+    this.#drainAll();
+    for (;;) {
+      if (this.#bufferedBytes + bytes <= bufferBytesMax) {
+        this.#bufferedBytes += bytes;
+        return;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw full();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          const at = this.#roomWaiters.indexOf(wake);
+          if (at >= 0) this.#roomWaiters.splice(at, 1);
+          resolve();
+        }, left);
+        const wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        this.#roomWaiters.push(wake);
+      });
+      if (this.#closed) throw new SluiceError('SHUTTING_DOWN', 'the producer is closed');
+    }
+  }
+
+  #release(bytes: number): void {
+    this.#bufferedBytes -= bytes;
+    // Every waiter re-checks the room it needs; the ones that still do not fit wait again.
+    for (const wake of this.#roomWaiters.splice(0)) wake();
+  }
+
+  #drainAll(): void {
+    for (const [queueKey, queue] of this.#queues) {
+      const [topic, partition] = queueKey.split('\u0000');
+      if (queue.records.length > 0) this.#drain(topic!, Number(partition), queue);
+    }
   }
 
   #partitionCount(topic: string): Promise<number> {
@@ -223,7 +303,7 @@ export class Producer {
     } catch (error) {
       for (const p of batch) p.reject(error);
     } finally {
-      this.#bufferedBytes -= bytes;
+      this.#release(bytes);
       queue.inFlight--;
       queue.waiting.shift()?.();
     }
