@@ -132,6 +132,11 @@ export class BrokerService {
     return this.#waiters;
   }
 
+  /** The most waiting fetches the broker holds at once; more are refused with LIMIT_EXCEEDED. */
+  get waitingFetchesMax(): number {
+    return this.#waitersMax;
+  }
+
   cluster(): ClusterResponse {
     return {
       clusterId: this.#registry.clusterId,

@@ -328,6 +328,12 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     if (query.follow || format === MEDIA.eventStream) {
       // Validate the partition and offset before the response is committed to a stream.
       await service.fetch(topic, partition, { offset, maxBytes: 1, maxWaitMs: 0, minBytes: 0 });
+      if (service.waitingFetches >= service.waitingFetchesMax) {
+        throw new SluiceError(
+          'LIMIT_EXCEEDED',
+          `too many waiting fetches and follow streams (limit ${service.waitingFetchesMax})`,
+        );
+      }
       return streamPartition(request, reply, service, {
         topic,
         partition,

@@ -26,12 +26,13 @@ export interface Harness {
 /** A broker app on a temporary data directory, for app.inject() tests. */
 export async function makeHarness(
   defaultConfigs: Record<string, string | number | boolean> = {},
+  serviceOptions: { fetchWaitersMax?: number } = {},
 ): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sluice-http-'));
   const logs = await LogManager.open({ dataDir }, { fs: nodeFileSystem, clock: systemClock });
   const registry = await FileTopicRegistry.open(dataDir, nodeFileSystem);
   const service = new BrokerService(
-    { nodeId: 1, host: '127.0.0.1', port: 0, version: 'test', defaultConfigs },
+    { nodeId: 1, host: '127.0.0.1', port: 0, version: 'test', defaultConfigs, ...serviceOptions },
     { registry, logs, clock: systemClock },
   );
   await service.start();

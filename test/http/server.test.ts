@@ -94,6 +94,31 @@ describe('connection guards', () => {
     }
   });
 
+  it('refuses a follow stream with LIMIT_EXCEEDED before streaming when the waiters are full', async () => {
+    const small = await makeHarness({}, { fetchWaitersMax: 1 });
+    const app = buildApp({ serverFactory: dualProtocolServerFactory({}) }, { service: small.service });
+    try {
+      await small.service.createTopic({ name: 'full', partitions: 1 });
+      await app.listen({ host: '127.0.0.1', port: 0 });
+      const base = `http://127.0.0.1:${(app.server.address() as net.AddressInfo).port}`;
+      const controller = new AbortController();
+      const first = fetch(`${base}/v1/topics/full/partitions/0/records?offset=0&follow=true`, {
+        signal: controller.signal,
+      }).catch(() => undefined);
+      await waitFor(() => small.service.waitingFetches === 1);
+      const second = await fetch(`${base}/v1/topics/full/partitions/0/records?offset=0&follow=true`);
+      expect(second.status).toBe(429);
+      expect(second.headers.get('content-type')).toContain('application/problem+json');
+      expect(await second.json()).toMatchObject({ code: 'LIMIT_EXCEEDED', retriable: true });
+      controller.abort();
+      await first;
+      await waitFor(() => small.service.waitingFetches === 0);
+    } finally {
+      await app.close();
+      await small.close();
+    }
+  });
+
   it('closes idle keep-alive sockets at once on close', async () => {
     const { app, port } = await listening({ shutdownGraceMs: 60_000 });
     const socket = await connect(port);
