@@ -22,6 +22,8 @@ export interface EpochEntry {
 export class LeaderEpochCache {
   #entries: EpochEntry[] = [];
   #writing: Promise<void> = Promise.resolve();
+  /** Where the log ends now; set by the owning PartitionLog so `endOffsetFor(epoch)` needs no second argument. */
+  #logEndOffset: (() => number) | undefined;
 
   private constructor(
     private readonly path: string,
@@ -33,6 +35,11 @@ export class LeaderEpochCache {
     const data = await fs.readFile(path);
     if (data !== undefined) cache.#entries = parseCheckpoint(data.toString('utf8'), path);
     return cache;
+  }
+
+  /** Ties the cache to its log, so the latest epoch ends at the log's current end offset. */
+  attachLogEnd(logEndOffset: () => number): void {
+    this.#logEndOffset = logEndOffset;
   }
 
   entries(): EpochEntry[] {
@@ -60,12 +67,15 @@ export class LeaderEpochCache {
    * The largest epoch not above `epoch`, and the offset where it ends: the start of the next epoch,
    * or `logEndOffset` for the latest one. Undefined when every known epoch is above `epoch`.
    */
-  endOffsetFor(epoch: number, logEndOffset: number): { epoch: number; endOffset: number } | undefined {
+  endOffsetFor(epoch: number, logEndOffset?: number): { epoch: number; endOffset: number } | undefined {
     for (let i = this.#entries.length - 1; i >= 0; i--) {
       const entry = this.#entries[i]!;
       if (entry.epoch <= epoch) {
         const next = this.#entries[i + 1];
-        return { epoch: entry.epoch, endOffset: next ? next.startOffset : logEndOffset };
+        if (next) return { epoch: entry.epoch, endOffset: next.startOffset };
+        const end = logEndOffset ?? this.#logEndOffset?.();
+        assert(end !== undefined, 'endOffsetFor needs the log end offset of an unattached cache');
+        return { epoch: entry.epoch, endOffset: end };
       }
     }
     return undefined;

@@ -98,6 +98,7 @@ export class PartitionLog {
     this.#fs = deps.fs;
     this.#clock = deps.clock;
     this.leaderEpochs = leaderEpochs;
+    leaderEpochs.attachLogEnd(() => this.logEndOffset);
     this.recoveryReport = recoveryReport;
   }
 

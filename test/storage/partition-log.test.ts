@@ -140,6 +140,8 @@ describe('PartitionLog on the real file system', () => {
       });
     }
     expect(log.leaderEpochs.endOffsetFor(1, log.logEndOffset)).toEqual({ epoch: 1, endOffset: 10 });
+    expect(log.leaderEpochs.endOffsetFor(5)).toEqual({ epoch: 2, endOffset: 20 });
+    expect(log.logEndOffset).toBe(20);
     await log.truncateTo(7);
     expect(log.logEndOffset).toBe(6);
     expect(log.leaderEpochs.entries()).toEqual(
