@@ -81,7 +81,7 @@ export class BrokerService {
   readonly #defaults: Record<string, ConfigValue>;
   #shuttingDown = false;
   /** Finishers of the waiting fetches, so that a shutdown can answer them at once. */
-  readonly #wakers = new Set<() => void>();
+  readonly #wakers = new Map<() => void, PartitionLog>();
   /** Topic admin runs one operation at a time, so that two creates of one name cannot interleave. */
   #admin: Promise<unknown> = Promise.resolve();
 
@@ -120,7 +120,7 @@ export class BrokerService {
    */
   beginShutdown(): void {
     this.#shuttingDown = true;
-    for (const wake of [...this.#wakers]) wake();
+    for (const wake of [...this.#wakers.keys()]) wake();
   }
 
   get shuttingDown(): boolean {
@@ -228,7 +228,15 @@ export class BrokerService {
 
   async #deleteTopic(name: string): Promise<{ name: string; deleted: true }> {
     const topic = this.#topic(name);
+    const logs = new Set(
+      Array.from({ length: topic.partitions }, (_, p) => this.#logs.get(name, p)).filter(
+        (l) => l !== undefined,
+      ),
+    );
     await this.#registry.remove(name);
+    // Fetches waiting on these logs answer now (with UNKNOWN_TOPIC_OR_PARTITION) instead of at
+    // their deadline.
+    for (const [wake, log] of [...this.#wakers]) if (logs.has(log)) wake();
     for (let p = 0; p < topic.partitions; p++) await this.#logs.deletePartition(name, p);
     return { name, deleted: true };
   }
@@ -428,6 +436,12 @@ export class BrokerService {
         Math.min(options.maxWaitMs, LIMITS.fetchWaitMsMax),
         options.signal,
       );
+      // The topic may have been deleted (or deleted and created again) during the wait.
+      if (!this.#registry.get(topicName) || this.#logs.get(topicName, partition) !== log) {
+        throw new SluiceError('UNKNOWN_TOPIC_OR_PARTITION', `topic ${topicName} was deleted`, {
+          details: { topic: topicName, partition },
+        });
+      }
       result = await log.read(offset, { maxBytes });
     }
     return {
@@ -481,7 +495,7 @@ export class BrokerService {
         if (logEnd > offset && log.sizeBytes - startSize >= minBytes - 1) finish();
       });
       const timer = this.#clock.setTimeout(finish, maxWaitMs);
-      this.#wakers.add(finish);
+      this.#wakers.set(finish, log);
       signal?.addEventListener('abort', finish, { once: true });
     });
   }

@@ -369,3 +369,25 @@ describe('topic admin and the registry', () => {
     );
   });
 });
+
+describe('deleting a topic under a waiting fetch', () => {
+  it('answers the waiting fetch at once with UNKNOWN_TOPIC_OR_PARTITION, leaving other waiters alone', async () => {
+    const clock = new ManualClock();
+    const { service } = await startService(new SimulatedFileSystem(), clock);
+    await service.createTopic({ name: 'doomed', partitions: 1 });
+    await service.createTopic({ name: 'other', partitions: 1 });
+    const doomed = codeOf(
+      service.fetch('doomed', 0, { offset: 0, maxBytes: 1024, maxWaitMs: 30_000, minBytes: 1 }),
+    );
+    const other = service.fetch('other', 0, { offset: 0, maxBytes: 1024, maxWaitMs: 30_000, minBytes: 1 });
+    await new Promise((r) => setImmediate(r));
+    expect(service.waitingFetches).toBe(2);
+    await service.deleteTopic('doomed');
+    expect(await doomed).toBe('UNKNOWN_TOPIC_OR_PARTITION');
+    expect(service.waitingFetches).toBe(1);
+    // A config change during a wait is not a deletion.
+    await service.alterConfigs('other', { 'retention.ms': 1000 });
+    await service.produce('other', [{ value: bytes('still here') }], 1);
+    expect(values((await other).data)).toEqual(['still here']);
+  });
+});
