@@ -39,9 +39,13 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
   const program = new Command('sluice')
     .description('Sluice: a replicated log broker spoken over HTTP/2 and HTTP/1.1')
     .version(VERSION, '-V, --version')
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+      // Usage errors are one line in the same shape as the others, with a pointer to --help.
+      outputError: (s, write) => write(`sluice: ${s.replace(/^error: /, '').trimEnd()} (see --help)\n`),
+    });
 
   program
     .command('start')
