@@ -36,6 +36,8 @@ export interface AppDeps {
   service: BrokerService;
 }
 
+const INTERNAL_CODES = new Set<ErrorCode>(['UNKNOWN_SERVER_ERROR', 'KAFKA_STORAGE_ERROR']);
+
 /** Serializes a problem (RFC 9457) for any error. */
 export function problemFor(
   error: unknown,
@@ -47,9 +49,14 @@ export function problemFor(
   let details: Record<string, unknown> = {};
   if (error instanceof SluiceError) {
     code = error.code;
-    detail = error.message;
     retriable = error.retriable;
-    details = error.details;
+    if (INTERNAL_CODES.has(code)) {
+      // Storage and internal failures name files and paths: those go to the log, not the client.
+      detail = ERROR_CODES[code].title;
+    } else {
+      detail = error.message;
+      details = error.details;
+    }
   } else if (error && typeof error === 'object') {
     const e = error as {
       code?: string;

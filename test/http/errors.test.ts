@@ -478,6 +478,9 @@ describe('server-side failures', () => {
       listTopics() {
         throw new Error('ENOENT: /secret/path/topics.json');
       },
+      describeTopic() {
+        throw new SluiceError('KAFKA_STORAGE_ERROR', 'the log in /secret/data/t-0 is closed');
+      },
       fetch() {
         throw new SluiceError('LIMIT_EXCEEDED', 'too many waiting fetches (limit 1)');
       },
@@ -488,6 +491,10 @@ describe('server-side failures', () => {
       expect(crashed.statusCode).toBe(500);
       expect(crashed.body).not.toContain('secret');
       expect(JSON.parse(crashed.body)).toMatchObject({ code: 'UNKNOWN_SERVER_ERROR', retriable: false });
+      const storage = await app.inject({ method: 'GET', url: '/v1/topics/t' });
+      expect(storage.statusCode).toBe(500);
+      expect(storage.body).not.toContain('secret');
+      expect(JSON.parse(storage.body)).toMatchObject({ code: 'KAFKA_STORAGE_ERROR', retriable: true });
       const busy = await app.inject({ method: 'GET', url: '/v1/topics/t/partitions/0/records' });
       expect(busy.statusCode).toBe(429);
       expect(JSON.parse(busy.body)).toMatchObject({ code: 'LIMIT_EXCEEDED', retriable: true });
