@@ -253,13 +253,15 @@ export class RaftCore {
   }
 
   /** The state machine has captured everything up to `index` in `data`: drop the log before it. */
-  compact(index: number, data: Uint8Array): void {
+  /** Returns the snapshot to persist (the membership is the one in force at `index`), or undefined if not newer. */
+  compact(index: number, data: Uint8Array): Snapshot | undefined {
     assert(index <= this.#applied, `cannot snapshot at ${index}, applied only ${this.#applied}`);
-    if (index <= this.#snapshot.index) return;
+    if (index <= this.#snapshot.index) return undefined;
     const term = this.termAt(index)!;
     const membership = this.#membershipAt(index);
     this.#entries = this.entriesFrom(index + 1);
     this.#snapshot = { index, term, membership, data };
+    return this.#snapshot;
   }
 
   step(message: Message): void {

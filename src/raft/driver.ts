@@ -20,6 +20,12 @@ export interface StateMachine {
   restore(data: Uint8Array, index: number): void | Promise<void>;
 }
 
+/** Snapshot hooks: `take` captures everything applied so far; `restore` replaces the state with one. */
+export interface SnapshotHooks {
+  take(): Uint8Array;
+  restore(data: Uint8Array, index: number): void | Promise<void>;
+}
+
 export interface RaftDriverOptions extends Omit<RaftCoreOptions, 'id'> {
   id: NodeId;
   /** The bootstrap membership; changes in the log apply on top of it. */
@@ -36,7 +42,8 @@ export interface RaftDriverDeps {
   transport: RaftTransport;
   clock: Clock;
   random: Random;
-  stateMachine: StateMachine;
+  /** Optional: the same can be given with onApply and onSnapshot before start(). */
+  stateMachine?: StateMachine;
 }
 
 export interface RaftStatus {
@@ -73,17 +80,44 @@ export class RaftDriver {
   #readContext = 0;
   #failure: unknown;
   readonly #waitersMax: number;
+  #apply: ((entry: Entry) => void | Promise<void>) | undefined;
+  #hooks: SnapshotHooks | undefined;
 
   constructor(
     readonly options: RaftDriverOptions,
     private readonly deps: RaftDriverDeps,
   ) {
     this.#waitersMax = options.waitersMax ?? 10_000;
+    const machine = deps.stateMachine;
+    if (machine) {
+      this.#apply = (entry) => machine.apply(entry);
+      this.#hooks = {
+        take: () => machine.snapshot(),
+        restore: (data, index) => machine.restore(data, index),
+      };
+    }
+  }
+
+  /**
+   * Called with every committed normal entry, in log order, once per entry per process lifetime
+   * (entries after the last snapshot are applied again after a restart). Set before start().
+   */
+  onApply(handler: (entry: Entry) => void | Promise<void>): void {
+    this.#apply = handler;
+  }
+
+  /** Without hooks the node never compacts its log and cannot install a leader's snapshot. */
+  onSnapshot(hooks: SnapshotHooks): void {
+    this.#hooks = hooks;
   }
 
   async start(): Promise<void> {
     const state = await this.deps.storage.load();
-    if (state.snapshot) await this.deps.stateMachine.restore(state.snapshot.data, state.snapshot.index);
+    if (state.snapshot) {
+      if (!this.#hooks)
+        throw new SluiceError('INVALID_REQUEST', 'a snapshot is stored but no snapshot hooks are set');
+      await this.#hooks.restore(state.snapshot.data, state.snapshot.index);
+    }
     this.#core = new RaftCore(
       { ...this.options, id: this.options.id },
       {
@@ -120,15 +154,26 @@ export class RaftDriver {
     };
   }
 
+  /**
+   * Resolves once the entry is committed and applied here; rejects with NOT_LEADER (details
+   * { leaderId }) when this node is not the leader or the entry is replaced.
+   */
   propose(data: Uint8Array): Promise<{ index: number; term: number }> {
     return this.#submit(() => this.#core.propose(data));
   }
 
-  /** Resolves with an index; a read of the state machine once it has applied that index is linearizable. */
+  /**
+   * Resolves with an index once this node has applied it; a read of the state machine then is
+   * linearizable. Rejects with NOT_LEADER on a node that cannot confirm its leadership.
+   */
   readIndex(): Promise<number> {
-    this.#checkOpen();
-    if (this.#reads.size >= this.#waitersMax)
-      throw new SluiceError('LIMIT_EXCEEDED', 'too many reads waiting');
+    try {
+      this.#checkOpen();
+      if (this.#reads.size >= this.#waitersMax)
+        throw new SluiceError('LIMIT_EXCEEDED', 'too many reads waiting');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const context = ++this.#readContext;
     return new Promise((resolve, reject) => {
       this.#reads.set(context, { resolve, reject });
@@ -158,10 +203,15 @@ export class RaftDriver {
   }
 
   #submit(propose: () => { index: number; term: number }): Promise<{ index: number; term: number }> {
-    this.#checkOpen();
-    if (this.#proposals.size >= this.#waitersMax)
-      throw new SluiceError('LIMIT_EXCEEDED', 'too many proposals waiting');
-    const placed = propose();
+    let placed: { index: number; term: number };
+    try {
+      this.#checkOpen();
+      if (this.#proposals.size >= this.#waitersMax)
+        throw new SluiceError('LIMIT_EXCEEDED', 'too many proposals waiting');
+      placed = propose();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise((resolve, reject) => {
       this.#proposals.set(placed.index, { term: placed.term, resolve, reject });
       this.#kick();
@@ -198,9 +248,13 @@ export class RaftDriver {
             entries: ready.entries,
           });
           for (const message of ready.messages) this.deps.transport.send(message);
-          if (ready.snapshot) await this.deps.stateMachine.restore(ready.snapshot.data, ready.snapshot.index);
+          if (ready.snapshot) {
+            if (!this.#hooks)
+              throw new SluiceError('INVALID_REQUEST', 'a snapshot arrived but no snapshot hooks are set');
+            await this.#hooks.restore(ready.snapshot.data, ready.snapshot.index);
+          }
           for (const entry of ready.committed) {
-            if (entry.type === 'normal' && entry.data.length > 0) await this.deps.stateMachine.apply(entry);
+            if (entry.type === 'normal' && entry.data.length > 0) await this.#apply?.(entry);
             const waiter = this.#proposals.get(entry.index);
             if (waiter) {
               this.#proposals.delete(entry.index);
@@ -250,14 +304,14 @@ export class RaftDriver {
 
   #maybeSnapshot(): void {
     const every = this.options.snapshotEntries;
-    if (!every) return;
+    if (!every || !this.#hooks) return;
     const applied = this.#core.appliedIndex;
     if (applied - this.#core.snapshotIndex < every) return;
-    const data = this.deps.stateMachine.snapshot();
-    const term = this.#core.termAt(applied)!;
-    const membership = this.#core.membership;
-    this.#core.compact(applied, data);
-    void this.deps.storage.save({ snapshot: { index: applied, term, membership, data } }).catch((error) => {
+    const snapshot = this.#core.compact(applied, this.#hooks.take());
+    if (!snapshot) return;
+    // The storage orders saves, so this one never overtakes the entries it covers; it is not awaited
+    // because nothing sent depends on it (a lost snapshot only means a longer log on restart).
+    void this.deps.storage.save({ snapshot }).catch((error) => {
       this.#failure = error;
     });
   }

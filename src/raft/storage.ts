@@ -13,7 +13,11 @@ export interface RaftPersistentState {
 
 export interface RaftUpdate {
   hardState?: HardState | undefined;
-  /** Replaces the snapshot; stored entries at or below its index are dropped. */
+  /**
+   * Replaces the snapshot; stored entries at or below its index are dropped. The entries after it
+   * are kept only when the stored entry at its index has its term (a local compaction); otherwise
+   * the snapshot replaces the whole log (one installed from the leader over a divergent log).
+   */
   snapshot?: Snapshot | undefined;
   /** Replace every stored entry from `entries[0].index` on (a conflicting suffix goes in the same batch). */
   entries?: Entry[];
@@ -50,9 +54,10 @@ export function applyUpdate(state: RaftPersistentState, update: RaftUpdate): Raf
   let { hardState, snapshot, entries } = state;
   if (update.hardState) hardState = update.hardState;
   if (update.snapshot) {
-    snapshot = update.snapshot;
-    const keep = entries.filter((e) => e.index > update.snapshot!.index);
-    entries = keep[0]?.index === update.snapshot.index + 1 ? keep : [];
+    const s = update.snapshot;
+    const matches = entries.find((e) => e.index === s.index)?.term === s.term;
+    snapshot = s;
+    entries = matches ? entries.filter((e) => e.index > s.index) : [];
   }
   if (update.entries && update.entries.length > 0) {
     const first = update.entries[0]!.index;
@@ -75,6 +80,8 @@ export function applyUpdate(state: RaftPersistentState, update: RaftUpdate): Raf
 export class LevelRaftStorage implements RaftStorage {
   #first = 1;
   #last = 0;
+  /** Saves run one after another: each computes its deletions from the state the previous left. */
+  #tail: Promise<void> = Promise.resolve();
 
   private constructor(private readonly db: Level<string, Buffer>) {}
 
@@ -98,17 +105,28 @@ export class LevelRaftStorage implements RaftStorage {
     return { hardState, snapshot, entries };
   }
 
-  async save(update: RaftUpdate): Promise<void> {
+  save(update: RaftUpdate): Promise<void> {
+    const run = this.#tail.then(() => this.#save(update));
+    // A failed save fails its caller; the next one still runs after it.
+    this.#tail = run.catch(() => {});
+    return run;
+  }
+
+  async #save(update: RaftUpdate): Promise<void> {
     const ops: ({ type: 'put'; key: string; value: Buffer } | { type: 'del'; key: string })[] = [];
     if (update.hardState) ops.push({ type: 'put', key: HARD_STATE_KEY, value: packr.pack(update.hardState) });
     let first = this.#first;
     let last = this.#last;
     if (update.snapshot) {
-      ops.push({ type: 'put', key: SNAPSHOT_KEY, value: packr.pack(update.snapshot) });
-      for (let i = first; i <= Math.min(update.snapshot.index, last); i++)
-        ops.push({ type: 'del', key: entryKey(i) });
-      first = update.snapshot.index + 1;
-      last = Math.max(last, update.snapshot.index);
+      const s = update.snapshot;
+      ops.push({ type: 'put', key: SNAPSHOT_KEY, value: packr.pack(s) });
+      const at = s.index >= first && s.index <= last ? await this.db.get(entryKey(s.index)) : undefined;
+      const matches = at !== undefined && decodeEntry(at).term === s.term;
+      // A snapshot over a divergent log replaces all of it (see RaftUpdate.snapshot).
+      const dropTo = matches ? s.index : last;
+      for (let i = first; i <= dropTo; i++) ops.push({ type: 'del', key: entryKey(i) });
+      first = s.index + 1;
+      last = matches ? last : s.index;
     }
     if (update.entries && update.entries.length > 0) {
       const from = update.entries[0]!.index;
@@ -123,8 +141,9 @@ export class LevelRaftStorage implements RaftStorage {
     this.#last = last;
   }
 
-  close(): Promise<void> {
-    return this.db.close();
+  async close(): Promise<void> {
+    await this.#tail;
+    await this.db.close();
   }
 }
 

@@ -97,13 +97,12 @@ describe('RaftDriver', () => {
     await c.run(100);
     for (const m of c.machines) expect(m.items).toEqual(['a', 'b', 'c']);
     const follower = c.drivers.find((d) => d !== leader)!;
-    try {
-      follower.propose(Buffer.from('x'));
-      expect.unreachable();
-    } catch (error) {
-      expect(isSluiceError(error, 'NOT_LEADER')).toBe(true);
-      expect((error as { details: { leaderId: number } }).details.leaderId).toBe(leader.status().id);
-    }
+    const refused = await follower.propose(Buffer.from('x')).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(isSluiceError(refused, 'NOT_LEADER')).toBe(true);
+    expect((refused as { details: { leaderId: number } }).details.leaderId).toBe(leader.status().id);
     expect(await leader.readIndex()).toBeGreaterThanOrEqual(4);
     await expect(follower.readIndex()).rejects.toMatchObject({ code: 'NOT_LEADER' });
     for (const d of c.drivers) await d.close();

@@ -140,9 +140,11 @@ export class ScriptCluster {
         const node = this.#node(n(0));
         const index = core.appliedIndex;
         const data = Buffer.from(node.applied.join(','));
-        core.compact(index, data);
-        node.snapshot = { index, term: core.termAt(index)!, membership: core.membership, data };
-        node.entries = node.entries.filter((e) => e.index > index);
+        const snapshot = core.compact(index, data);
+        if (snapshot) {
+          node.snapshot = snapshot;
+          node.entries = node.entries.filter((e) => e.index > index);
+        }
         this.out.push(`node ${n(0)} snapshot at ${index}`);
         break;
       }

@@ -150,3 +150,42 @@ describe('MemoryRaftStorage power loss', () => {
     expect(kept.size).toBeGreaterThan(2);
   });
 });
+
+describe.each(implementations)('Raft storage snapshots and ordering: %s', (_name, make) => {
+  it('a snapshot over a divergent log replaces all of it; a local compaction keeps what follows', async () => {
+    const { storage, reopen } = await make();
+    const membership = { voters: [1, 2, 3], learners: [] };
+    await storage.save({ entries: [entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)] });
+    // Local compaction at 2 (the stored entry 2 has term 1): entries 3 and 4 stay.
+    await storage.save({ snapshot: { index: 2, term: 1, membership, data: Buffer.from('s2') } });
+    await storage.save({ entries: [entry(5, 1)] });
+    // A leader's snapshot at 4 of term 3: our entry 4 has term 1, so 5 is stale and must go.
+    await storage.save({ snapshot: { index: 4, term: 3, membership, data: Buffer.from('s4') } });
+    const again = await reopen();
+    const loaded = await again.load();
+    expect(loaded.snapshot?.index).toBe(4);
+    expect(loaded.entries).toEqual([]);
+    await again.save({ entries: [entry(5, 3)] });
+    expect((await again.load()).entries.map((e) => `${e.index}/${e.term}`)).toEqual(['5/3']);
+    await again.close();
+  });
+
+  it('saves issued without waiting apply in the order they were issued', async () => {
+    const { storage, reopen } = await make();
+    const membership = { voters: [1], learners: [] };
+    const saves = [
+      storage.save({ entries: [entry(1, 1), entry(2, 1), entry(3, 1)] }),
+      storage.save({ snapshot: { index: 2, term: 1, membership, data: Buffer.from('s2') } }),
+      storage.save({ entries: [entry(4, 1), entry(5, 1)] }),
+      storage.save({ entries: [entry(4, 2)] }),
+      storage.save({ hardState: { term: 2, vote: 1, commit: 3 } }),
+    ];
+    await Promise.all(saves);
+    const again = await reopen();
+    const loaded = await again.load();
+    expect(loaded.hardState).toEqual({ term: 2, vote: 1, commit: 3 });
+    expect(loaded.snapshot?.index).toBe(2);
+    expect(loaded.entries.map((e) => `${e.index}/${e.term}`)).toEqual(['3/1', '4/2']);
+    await again.close();
+  });
+});

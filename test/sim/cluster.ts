@@ -1,15 +1,18 @@
 import { SeededRandom } from '../../src/common/random.js';
 import { RaftCore } from '../../src/raft/core.js';
-import type { Entry, HardState, Message, NodeId, Ready, Snapshot } from '../../src/raft/types.js';
+import { MemoryRaftStorage } from '../../src/raft/storage.js';
+import type { Entry, Message, NodeId, Ready, Snapshot } from '../../src/raft/types.js';
 
 /**
  * A seeded simulation of a Raft cluster: simulated clock, network (drop, delay, duplicate, reorder,
- * symmetric and one-way partitions) and disk (a write is durable only when it completes; a crash
- * loses every write still in flight, so what survives is a prefix of the writes). Invariants are
- * checked after every event; any violation throws with the seed.
+ * symmetric and one-way partitions) and disk: each node writes through a MemoryRaftStorage without
+ * auto-sync, so a batch is durable only once a synced write covers it, and a crash (power loss)
+ * keeps a random prefix of the unsynced batches, each whole. Invariants are checked after every
+ * event; any violation throws with the seed.
  *
- * The simulated driver follows the real one's order: persist the Ready, then send its messages,
- * then apply, then advance.
+ * The simulated driver follows the real one's order: persist the Ready (synced), then send its
+ * messages, then apply, then advance. Snapshots of compaction are written without waiting, as the
+ * real driver does, so they may be lost on a crash.
  */
 
 export interface SimOptions {
@@ -23,19 +26,15 @@ export interface SimOptions {
   transcript?: boolean;
 }
 
-interface Durable {
-  hardState: HardState;
-  snapshot: Snapshot | undefined;
-  entries: Entry[];
-}
-
 interface SimNode {
   id: NodeId;
   core: RaftCore;
   alive: boolean;
   incarnation: number;
   busy: boolean;
-  durable: Durable;
+  storage: MemoryRaftStorage;
+  /** The highest term this node ever made durable: it must never go back. */
+  durableTerm: number;
   /** Highest index this node's state machine has applied. */
   applied: number;
   lastTerm: number;
@@ -78,18 +77,15 @@ export class SimCluster {
     this.#collect = options.transcript ?? false;
     const voters = Array.from({ length: options.nodes }, (_, i) => i + 1);
     for (const id of voters) {
-      const durable: Durable = {
-        hardState: { term: 0, vote: null, commit: 0 },
-        snapshot: undefined,
-        entries: [],
-      };
+      const storage = new MemoryRaftStorage({ autoSync: false });
       this.nodes.push({
         id,
-        core: this.#makeCore(id, durable, voters),
+        core: this.#makeCore(id, storage, voters),
         alive: true,
         incarnation: 0,
         busy: false,
-        durable,
+        storage,
+        durableTerm: 0,
         applied: 0,
         lastTerm: 0,
         lastCommit: 0,
@@ -102,7 +98,9 @@ export class SimCluster {
     return this.nodes.map((n) => n.id);
   }
 
-  #makeCore(id: NodeId, durable: Durable, voters: NodeId[]): RaftCore {
+  #makeCore(id: NodeId, storage: MemoryRaftStorage, voters: NodeId[]): RaftCore {
+    // What load() would return, read synchronously: the simulation runs without an event loop.
+    const durable = structuredClone(storage.durable);
     return new RaftCore(
       { id, electionTicks: ELECTION_TICKS, heartbeatTicks: 3, inflightMax: 8, entriesPerAppendMax: 16 },
       {
@@ -177,7 +175,7 @@ export class SimCluster {
 
   #deliver(message: Message): void {
     const to = this.nodes[message.to - 1];
-    if (!to || !to.alive) return;
+    if (!to?.alive) return;
     if (this.blocked.has(`${message.from}->${message.to}`)) return;
     to.core.step(message);
     this.#process(to);
@@ -214,25 +212,17 @@ export class SimCluster {
   }
 
   #persist(node: SimNode, ready: Ready): void {
-    const d = node.durable;
-    if (ready.hardState) {
-      if (ready.hardState.term < d.hardState.term)
-        throw this.#fail(`node ${node.id} persisted term ${ready.hardState.term} after ${d.hardState.term}`);
-      d.hardState = ready.hardState;
+    void node.storage.save({ hardState: ready.hardState, snapshot: ready.snapshot, entries: ready.entries });
+    try {
+      // A synced write makes every earlier batch durable too, as LevelDB's log does.
+      node.storage.sync();
+    } catch (error) {
+      throw this.#fail(`node ${node.id} storage refused a save: ${(error as Error).message}`);
     }
-    if (ready.snapshot) {
-      d.snapshot = ready.snapshot;
-      d.entries = d.entries.filter((e) => e.index > ready.snapshot!.index);
-      if (d.entries[0] && d.entries[0].index !== ready.snapshot.index + 1) d.entries = [];
-    }
-    if (ready.entries.length > 0) {
-      const first = ready.entries[0]!.index;
-      const base = d.snapshot?.index ?? 0;
-      d.entries = d.entries.filter((e) => e.index < first);
-      if (first !== base + d.entries.length + 1)
-        throw this.#fail(`node ${node.id} would persist a gap at ${first}`);
-      d.entries.push(...ready.entries);
-    }
+    const d = node.storage.durable;
+    if (d.hardState.term < node.durableTerm)
+      throw this.#fail(`node ${node.id} persisted term ${d.hardState.term} after ${node.durableTerm}`);
+    node.durableTerm = d.hardState.term;
     this.trace(
       `persist ${node.id} t${d.hardState.term} v${d.hardState.vote} c${d.hardState.commit} +${ready.entries.length}`,
     );
@@ -276,11 +266,10 @@ export class SimCluster {
     const applied = node.core.appliedIndex;
     if (applied - node.core.snapshotIndex < 12 || !this.random.chance(0.3)) return;
     const data = Buffer.from(this.#prefixDigest(applied));
-    node.core.compact(applied, data);
-    // The driver persists the snapshot before dropping the log it replaces.
-    const term = node.core.termAt(applied)!;
-    node.durable.snapshot = { index: applied, term, membership: node.core.membership, data };
-    node.durable.entries = node.durable.entries.filter((e) => e.index > applied);
+    const snapshot = node.core.compact(applied, data);
+    if (!snapshot) return;
+    // As the driver: written without waiting, durable with the next synced write (or lost in a crash).
+    void node.storage.save({ snapshot });
     this.trace(`compact ${node.id} ${applied}`);
   }
 
@@ -289,14 +278,15 @@ export class SimCluster {
     node.alive = false;
     node.incarnation++;
     node.busy = false;
+    node.storage.crash(this.random);
     this.trace(`crash ${node.id}`);
   }
 
   restart(node: SimNode): void {
     if (node.alive) return;
     node.alive = true;
-    node.core = this.#makeCore(node.id, node.durable, this.#voters());
-    node.applied = node.durable.snapshot?.index ?? 0;
+    node.core = this.#makeCore(node.id, node.storage, this.#voters());
+    node.applied = node.storage.durable.snapshot?.index ?? 0;
     // What was not persisted is gone with the crash; the invariants continue from the durable state.
     node.lastCommit = node.core.commitIndex;
     node.lastTerm = node.core.term;
