@@ -417,16 +417,19 @@ export class PartitionLog {
     this.#checkOpen();
     return this.#serialize(async () => {
       if (offset >= this.logEndOffset) return;
-      if (offset <= this.#logStartOffset) {
-        for (const segment of this.#segments) await segment.delete();
-        this.#segments = [
-          await Segment.create(this.dir, this.#logStartOffset, this.#fs, this.#clock.nowMs()),
-        ];
-      } else {
+      if (offset > this.#logStartOffset) {
         while (this.#segments.length > 1 && this.#active().baseOffset >= offset) {
           await this.#segments.pop()!.delete();
         }
         await this.#active().truncateTo(offset);
+      }
+      // Truncation rounds down to a batch start; when that batch began below the log start (or the
+      // offset itself is there), the log is emptied and restarts at the log start, never below it.
+      if (offset <= this.#logStartOffset || this.logEndOffset <= this.#logStartOffset) {
+        for (const segment of this.#segments) await segment.delete();
+        this.#segments = [
+          await Segment.create(this.dir, this.#logStartOffset, this.#fs, this.#clock.nowMs()),
+        ];
       }
       this.#recoveryPoint = Math.min(this.#recoveryPoint, this.logEndOffset);
       await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);

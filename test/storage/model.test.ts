@@ -144,7 +144,10 @@ describe('PartitionLog against an in-memory model', () => {
           await log.close();
         },
       ),
-      { numRuns: 60 },
+      {
+        numRuns: Number(process.env.STORAGE_MODEL_RUNS ?? 60),
+        seed: Number(process.env.STORAGE_MODEL_SEED ?? 20261125),
+      },
     );
   });
 });

@@ -216,6 +216,47 @@ describe('PartitionLog on the real file system', () => {
     await again.close();
   });
 
+  it('log manager runs retention on its clock and keeps the new log start across a restart', async () => {
+    const fs = new SimulatedFileSystem();
+    const clock = new ManualClock();
+    const options = {
+      dataDir: '/data',
+      retentionCheckMs: 1000,
+      defaultConfig: { segmentBytes: 300, retentionBytes: 400 },
+    };
+    const manager = await LogManager.open(options, { fs, clock });
+    const log = await manager.getOrCreate('events', 0);
+    for (let i = 0; i < 12; i++) await log.append(batchOf([`value-${i}`.repeat(8)]), { assignOffsets: true });
+    expect(log.segmentCount).toBeGreaterThan(3);
+    expect(log.logStartOffset).toBe(0);
+    clock.advance(999);
+    await manager.close();
+    const early = await LogManager.open(options, { fs, clock });
+    expect(early.get('events', 0)!.logStartOffset).toBe(0);
+    clock.advance(1000);
+    // close() waits for the maintenance round the timer started.
+    await early.close();
+    const later = await LogManager.open(options, { fs, clock });
+    const reopened = later.get('events', 0)!;
+    expect(reopened.logStartOffset).toBeGreaterThan(0);
+    expect(reopened.logEndOffset).toBe(12);
+    expect(reopened.sizeBytes).toBeLessThanOrEqual(400 + 300);
+    await later.close();
+  });
+
+  it('a truncation that rounds down below the log start empties the log at the log start', async () => {
+    const fs = new SimulatedFileSystem();
+    const log = await PartitionLog.open({ dir: '/d/t-0' }, { fs, clock: new ManualClock() });
+    await log.append(batchOf(['a', 'b', 'c']), { assignOffsets: true });
+    await log.deleteRecordsBefore(1);
+    // Offset 2 lies in the batch that starts at 0, below the log start 1.
+    await log.truncateTo(2);
+    expect([log.logStartOffset, log.logEndOffset]).toEqual([1, 1]);
+    expect((await log.append(batchOf(['d']), { assignOffsets: true })).baseOffset).toBe(1);
+    expect(valuesOf((await log.readRecords(1, { maxBytes: 1 << 20 })).records)).toEqual(['d']);
+    await log.close();
+  });
+
   it('parses Kafka-named configs and refuses bad values with INVALID_CONFIG', () => {
     const config = logConfigFromTopicConfigs({
       'retention.ms': '1000',
