@@ -383,7 +383,7 @@ export class BrokerService {
       for (const a of appends) a.catch(() => {});
       return [];
     }
-    await Promise.all(appends);
+    await this.#unlessDeleted(topicName, Promise.all(appends));
     return offsets;
   }
 
@@ -406,7 +406,7 @@ export class BrokerService {
       appending.catch(() => {});
       return undefined;
     }
-    const result = await appending;
+    const result = await this.#unlessDeleted(topicName, appending);
     return {
       partition,
       baseOffset: result.baseOffset,
@@ -427,7 +427,7 @@ export class BrokerService {
           : options.offset;
     const maxBytes = Math.min(options.maxBytes, LIMITS.fetchBytesMax);
     const minBytes = Math.max(1, options.minBytes);
-    let result = await log.read(offset, { maxBytes });
+    let result = await this.#unlessDeleted(topicName, log.read(offset, { maxBytes }));
     if (result.data.length < minBytes && options.maxWaitMs > 0 && !options.signal?.aborted) {
       await this.#waitForData(
         log,
@@ -442,7 +442,7 @@ export class BrokerService {
           details: { topic: topicName, partition },
         });
       }
-      result = await log.read(offset, { maxBytes });
+      result = await this.#unlessDeleted(topicName, log.read(offset, { maxBytes }));
     }
     return {
       data: result.data,
@@ -519,6 +519,24 @@ export class BrokerService {
             : await log.offsetForTimestamp(timestamp);
     }
     return response;
+  }
+
+  /**
+   * A log operation that fails because its topic was deleted meanwhile (the log closed under it)
+   * is reported as the missing topic it now is, not as a storage error.
+   */
+  async #unlessDeleted<T>(topicName: string, operation: Promise<T>): Promise<T> {
+    try {
+      return await operation;
+    } catch (error) {
+      if (!this.#registry.get(topicName)) {
+        throw new SluiceError('UNKNOWN_TOPIC_OR_PARTITION', `topic ${topicName} was deleted`, {
+          details: { topic: topicName },
+          cause: error,
+        });
+      }
+      throw error;
+    }
   }
 
   #serially<T>(operation: () => Promise<T>): Promise<T> {
