@@ -127,13 +127,15 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   const closeIfShuttingDown = (request: FastifyRequest, reply: FastifyReply) => {
     if (service.shuttingDown && request.raw.httpVersionMajor === 1) reply.header('connection', 'close');
   };
-  app.addHook('onRequest', async (request, reply) => {
-    if (!service.shuttingDown) return;
+  // Callback-style hooks: they run on every request, and an async hook costs a promise each time.
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!service.shuttingDown) return done();
     closeIfShuttingDown(request, reply);
-    throw new SluiceError('SHUTTING_DOWN', 'the node is shutting down; retry on another node or later');
+    done(new SluiceError('SHUTTING_DOWN', 'the node is shutting down; retry on another node or later'));
   });
-  app.addHook('onSend', async (request, reply) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     closeIfShuttingDown(request, reply);
+    done(null, payload);
   });
 
   // Path and query parameters arrive as text and are coerced to their schema's types; bodies are
@@ -189,10 +191,13 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     reply.code(problem.status).type(MEDIA.problem).send(JSON.stringify(problem.body));
   });
 
-  const routePatterns = Object.values(ENDPOINTS).map((e: Endpoint) => ({
-    regex: new RegExp(`^${e.path.replace(/:[a-zA-Z]+/g, '[^/]+')}$`),
-    method: e.method,
-  }));
+  const routePatterns = [
+    ...Object.values(ENDPOINTS).map((e: Endpoint) => ({
+      regex: new RegExp(`^${e.path.replace(/:[a-zA-Z]+/g, '[^/]+')}$`),
+      method: e.method as string,
+    })),
+    { regex: /^\/openapi\.json$/, method: 'GET' },
+  ];
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0]!;
     const allowed = routePatterns.filter((r) => r.regex.test(path)).map((r) => r.method);

@@ -429,6 +429,13 @@ const cases: {
   },
   { name: 'unknown route', method: 'GET', url: '/v1/nothing', status: 404, code: 'NOT_FOUND' },
   { name: 'wrong method', method: 'PUT', url: '/v1/topics/guarded', status: 405, code: 'METHOD_NOT_ALLOWED' },
+  {
+    name: 'wrong method on openapi',
+    method: 'POST',
+    url: '/openapi.json',
+    status: 405,
+    code: 'METHOD_NOT_ALLOWED',
+  },
 ];
 
 describe('bad input', () => {
