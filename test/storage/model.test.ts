@@ -59,6 +59,8 @@ class Model {
       return;
     }
     this.batches = this.batches.filter((b) => b.base + b.values.length <= at);
+    // Rounding down to a batch start may land below the log start: the log then restarts there.
+    if (this.end <= this.logStart) this.batches = [];
   }
   recordsFrom(offset: number): { offset: number; value: string }[] {
     const out: { offset: number; value: string }[] = [];
