@@ -8,6 +8,8 @@ import { Producer } from '../client/producer.js';
 import { SluiceError } from '../common/errors.js';
 
 const DEFAULT_BOOTSTRAP = 'http://127.0.0.1:8092';
+/** Records `sluice produce` lets wait for an answer before it reads more of standard input. */
+const PRODUCE_PENDING_MAX = 10_000;
 
 function integer(name: string, min = 0) {
   return (value: string): number => {
@@ -259,6 +261,8 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
               ),
           );
           if (firstError) break;
+          // Bounded: standard input is read no further ahead than this many unanswered records.
+          if (sends.length >= PRODUCE_PENDING_MAX) await Promise.all(sends.splice(0));
         }
         await Promise.all(sends);
         await producer.close();

@@ -114,6 +114,19 @@ describe('sluice CLI', () => {
     expect(limited.stdout).toBe('second\n');
   });
 
+  it('produces more lines than it lets wait for an answer, every one exactly once', async () => {
+    await sluice(['topic', 'create', 'cli-many', '-p', '2', '--bootstrap', bootstrap]);
+    const lines = Array.from({ length: 25_000 }, (_, i) => `k${i % 13}:line ${i}`);
+    const produced = await sluice(
+      ['produce', 'cli-many', '--key-separator', ':', '--acks', '1', '--bootstrap', bootstrap],
+      `${lines.join('\n')}\n`,
+    );
+    expect(produced.stderr).toBe('produced 25000 record(s) to cli-many\n');
+    const consumed = await sluice(['consume', 'cli-many', '--from-beginning', '--bootstrap', bootstrap]);
+    const values = consumed.stdout.trimEnd().split('\n');
+    expect(values.sort()).toEqual(lines.map((l) => l.slice(l.indexOf(':') + 1)).sort());
+  });
+
   it('gives --help on every command and one-line errors with a code, never a stack trace', async () => {
     for (const command of [[], ['start'], ['topic'], ['topic', 'create'], ['produce'], ['consume']]) {
       const help = await sluice([...command, '--help']);

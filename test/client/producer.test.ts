@@ -208,7 +208,8 @@ describe('Producer', () => {
       lingerMs: 0,
       retries: 0,
       bufferBytesMax: 100,
-      maxBlockMs: 50,
+      // Long enough for a loaded machine to fail the hanging batch while a send waits.
+      maxBlockMs: 1000,
       requestTimeoutMs: 60_000,
     });
     const first = producer.send({ topic: 't', value: 'x'.repeat(60), partition: 0 });
