@@ -75,6 +75,8 @@ export function recordToJson(record: BatchRecord, base64: boolean): JsonRecord {
   return out;
 }
 
+const RECORD_FIELDS = new Set(['key', 'value', 'headers', 'partition', 'timestamp']);
+
 export interface ParsedRecord extends RecordInput {
   partition?: number;
 }
@@ -105,7 +107,7 @@ export function parseRecord(
   }
   const r = raw as Record<string, unknown>;
   for (const name of Object.keys(r)) {
-    if (!['key', 'value', 'headers', 'partition', 'timestamp'].includes(name)) {
+    if (!RECORD_FIELDS.has(name)) {
       throw new SluiceError('INVALID_RECORD', `records[${index}] has an unknown field ${name}`, {
         details: { index, field: name },
       });
