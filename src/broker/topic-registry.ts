@@ -68,21 +68,27 @@ export class FileTopicRegistry implements TopicRegistry {
     return this.#topics.get(name);
   }
 
+  /** Durable when it resolves; on failure the registry is left as it was. */
   async put(topic: TopicRecord): Promise<void> {
-    this.#topics.set(topic.name, topic);
-    await this.#persist();
+    const next = new Map(this.#topics);
+    next.set(topic.name, topic);
+    await this.#persist(next);
+    this.#topics = next;
   }
 
   async remove(name: string): Promise<void> {
-    this.#topics.delete(name);
-    await this.#persist();
+    const next = new Map(this.#topics);
+    next.delete(name);
+    await this.#persist(next);
+    this.#topics = next;
   }
 
-  #persist(): Promise<void> {
-    const body = Buffer.from(
-      `${JSON.stringify({ clusterId: this.clusterId, topics: this.list() }, null, 2)}\n`,
-    );
-    this.#writing = this.#writing.then(() => this.fs.writeFileAtomic(this.path, body));
-    return this.#writing;
+  #persist(topics: Map<string, TopicRecord> = this.#topics): Promise<void> {
+    const list = [...topics.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const body = Buffer.from(`${JSON.stringify({ clusterId: this.clusterId, topics: list }, null, 2)}\n`);
+    // One write at a time, in order; a failed write does not block the ones after it.
+    const writing = this.#writing.catch(() => {}).then(() => this.fs.writeFileAtomic(this.path, body));
+    this.#writing = writing;
+    return writing;
   }
 }
