@@ -1,4 +1,6 @@
+import { Backoff } from '../common/backoff.js';
 import { SluiceError } from '../common/errors.js';
+import { SeededRandom } from '../common/random.js';
 import { ENDPOINTS, endpointPath } from '../protocol/api.js';
 import {
   assertValidBatch,
@@ -20,6 +22,9 @@ export interface PartitionConsumerOptions {
   maxBytes?: number;
   /** Stop (end the iteration) once the high watermark is reached, instead of waiting for more. */
   stopAtEnd?: boolean;
+  /** Fetches retried in a row after retriable errors (lost connection, no leader) before the iterator throws. */
+  retries?: number;
+  retryBackoffMs?: number;
 }
 
 export interface ConsumedRecord {
@@ -45,14 +50,29 @@ export interface FetchPage {
  * (CRC-32C) and decoded here; records before `fromOffset` are skipped.
  */
 export function parseFetchResponse(body: Buffer, fromOffset: number): FetchPage {
-  if (body[0] !== 0x84 || body.toString('latin1', 1, 9) !== '\xa7batches') {
-    const decoded = unpackr.unpack(body) as Partial<FetchPage>;
-    throw new SluiceError(
-      'INVALID_REQUEST',
-      `unexpected fetch response: ${JSON.stringify(decoded).slice(0, 200)}`,
-    );
+  // The map header: a fixmap or a map16, whose first key must be `batches`.
+  let pos: number;
+  let entries: number;
+  if (body.length > 0 && (body[0]! & 0xf0) === 0x80) {
+    entries = body[0]! & 0x0f;
+    pos = 1;
+  } else if (body[0] === 0xde && body.length >= 3) {
+    entries = body.readUInt16BE(1);
+    pos = 3;
+  } else {
+    entries = 0;
+    pos = 0;
   }
-  let pos = 9;
+  if (entries === 0 || body.toString('latin1', pos, pos + 8) !== '\xa7batches') {
+    let shown: string;
+    try {
+      shown = JSON.stringify(unpackr.unpack(body)).slice(0, 200);
+    } catch {
+      shown = `${body.length} bytes that are not msgpack`;
+    }
+    throw new SluiceError('INVALID_REQUEST', `unexpected fetch response: ${shown}`);
+  }
+  pos += 8;
   const marker = body[pos]!;
   let count: number;
   if (marker === 0xdd) {
@@ -73,13 +93,21 @@ export function parseFetchResponse(body: Buffer, fromOffset: number): FetchPage 
     for (const record of decodeRecords(body, pos)) if (record.offset >= fromOffset) records.push(record);
     pos += batchSize(header);
   }
-  const rest = Buffer.concat([Buffer.from([0x83]), body.subarray(pos)]);
-  const fields = unpackr.unpack(rest) as {
-    nextOffset: number;
-    highWatermark: number;
-    logStartOffset: number;
+  // The other fields follow the batches as key, value, key, value...
+  const rest = entries > 1 ? (unpackr.unpackMultiple(body.subarray(pos)) as unknown[]) : [];
+  const fields: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < rest.length; i += 2) fields[String(rest[i])] = rest[i + 1];
+  const number = (name: string): number => {
+    const v = fields[name];
+    if (typeof v !== 'number') throw new SluiceError('INVALID_REQUEST', `fetch response without ${name}`);
+    return v;
   };
-  return { records, ...fields };
+  return {
+    records,
+    nextOffset: number('nextOffset'),
+    highWatermark: number('highWatermark'),
+    logStartOffset: number('logStartOffset'),
+  };
 }
 
 /** Reads one partition from an offset as an async iterator, long-polling for new records. */
@@ -125,13 +153,20 @@ export class PartitionConsumer implements AsyncIterable<ConsumedRecord> {
 
   async *[Symbol.asyncIterator](): AsyncIterator<ConsumedRecord> {
     const { topic, partition } = this.options;
+    const retries = this.options.retries ?? 5;
+    const initialMs = this.options.retryBackoffMs ?? 100;
+    const backoff = new Backoff({ initialMs, maxMs: initialMs * 32 }, new SeededRandom(partition + 1));
     while (!this.#closed) {
       let page: FetchPage;
       try {
         page = await this.poll();
+        backoff.reset();
       } catch (error) {
         if (this.#closed) return;
-        throw error;
+        const retriable = error instanceof SluiceError && error.retriable;
+        if (!retriable || backoff.attempts >= retries) throw error;
+        await new Promise((resolve) => setTimeout(resolve, backoff.next()));
+        continue;
       }
       for (const r of page.records) {
         yield {
