@@ -70,6 +70,8 @@ export function problemFor(
       const first = e.validation[0];
       detail = `${e.validationContext ?? 'request'}${first?.instancePath ?? ''} ${first?.message ?? 'is not valid'}`;
       details = { field: `${e.validationContext ?? ''}${first?.instancePath ?? ''}` };
+      // A bad fetch offset has its own code, as the CLI and SDK report it.
+      if (details.field === 'querystring/offset') code = 'INVALID_OFFSET';
     } else if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       code = 'REQUEST_TOO_LARGE';
       detail = e.message ?? 'the request body is too large';

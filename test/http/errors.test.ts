@@ -139,7 +139,15 @@ const cases: {
     method: 'GET',
     url: '/v1/topics/guarded/partitions/0/records?offset=abc',
     status: 400,
-    code: 'INVALID_REQUEST',
+    code: 'INVALID_OFFSET',
+    field: 'querystring/offset',
+  },
+  {
+    name: 'negative offset',
+    method: 'GET',
+    url: '/v1/topics/guarded/partitions/0/records?offset=-1',
+    status: 400,
+    code: 'INVALID_OFFSET',
   },
   {
     name: 'maxWaitMs over the limit',
