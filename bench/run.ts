@@ -313,7 +313,18 @@ async function peers(): Promise<void> {
   const natsDir = await mkdtemp(join(tmpdir(), 'bench-nats-'));
   temporary.push(natsDir);
   const natsPort = await freePort();
-  start('nats-server', ['-js', '-sd', natsDir, '-a', '127.0.0.1', '-p', String(natsPort)]);
+  // Its start-up banner goes to a log file in its temp dir, not into the results table.
+  start('nats-server', [
+    '-js',
+    '-sd',
+    natsDir,
+    '-l',
+    join(natsDir, 'nats.log'),
+    '-a',
+    '127.0.0.1',
+    '-p',
+    String(natsPort),
+  ]);
   await waitForPort(natsPort);
   const nats = await import('nats');
   const nc = await nats.connect({ servers: `127.0.0.1:${natsPort}` });
