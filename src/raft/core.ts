@@ -51,6 +51,8 @@ interface Progress {
   paused: boolean;
   recentActive: boolean;
   pendingSnapshot: number;
+  /** Ticks since the snapshot was sent: a lost one is sent again after an election timeout. */
+  snapshotTicks: number;
 }
 
 interface PendingRead {
@@ -211,6 +213,12 @@ export class RaftCore {
   }
 
   proposeConfigChange(change: ConfigChange): { index: number; term: number } {
+    if (this.#role === 'leader' && this.termAt(this.#commit) !== this.#term) {
+      // A change from an earlier leader may sit on a minority outside this log; two single-server
+      // changes from different terms could then commit with disjoint quorums. Committing an entry
+      // of this term first rules that out (the known fix to single-server changes).
+      throw new SluiceError('LIMIT_EXCEEDED', 'the new leader has not committed an entry of its term yet');
+    }
     if (this.#pendingConfigIndex > this.#applied || this.#hasUncommittedConfig()) {
       throw new SluiceError(
         'LIMIT_EXCEEDED',
@@ -440,6 +448,7 @@ export class RaftCore {
         paused: false,
         recentActive: true,
         pendingSnapshot: 0,
+        snapshotTicks: 0,
       });
     }
     this.#pendingConfigIndex = this.#lastConfigIndex();
@@ -518,6 +527,15 @@ export class RaftCore {
     this.#heartbeatElapsed++;
     this.#electionElapsed++;
     if (this.#transferee !== null && ++this.#transferElapsed >= this.#electionTicks) this.#transferee = null;
+    for (const [peer, progress] of this.#progress) {
+      // A snapshot message (or its answer) can be lost, and nothing else would ever move the
+      // follower on: after an election timeout without an answer, probe again (and so resend).
+      if (progress.state === 'snapshot' && ++progress.snapshotTicks >= this.#electionTicks) {
+        progress.state = 'probe';
+        progress.paused = false;
+        this.#sendAppend(peer);
+      }
+    }
     if (this.#electionElapsed >= this.#electionTicks) {
       this.#electionElapsed = 0;
       if (this.#checkQuorum) {
@@ -551,7 +569,6 @@ export class RaftCore {
       const granted =
         upToDate &&
         m.term > this.#term &&
-        this.isVoterOrUnknown(m.from) &&
         !(this.#leader !== null && this.#electionElapsed < this.#electionTicks);
       this.#send({
         type: 'preVoteResponse',
@@ -563,17 +580,15 @@ export class RaftCore {
       return;
     }
     const canVote = this.#vote === m.from || (this.#vote === null && this.#leader === null);
-    const granted = canVote && upToDate && this.isVoterOrUnknown(m.from);
+    // Membership is not checked: a voter whose log lacks the change that added the candidate must
+    // still be able to elect it (or a two-voter configuration could never elect anyone). Removed
+    // servers are kept from disrupting by PreVote and the leader lease, not by this check.
+    const granted = canVote && upToDate;
     if (granted) {
       this.#vote = m.from;
       this.#resetElectionTimer();
     }
     this.#send({ type: 'voteResponse', from: this.id, to: m.from, term: this.#term, granted });
-  }
-
-  /** A node votes for candidates it knows as voters, and for any when it knows nothing yet. */
-  isVoterOrUnknown(id: NodeId): boolean {
-    return this.#membership.voters.length === 0 || this.#membership.voters.includes(id);
   }
 
   #handleVoteResponse(m: Extract<Message, { type: 'preVoteResponse' | 'voteResponse' }>): void {
@@ -791,6 +806,7 @@ export class RaftCore {
       // The entries it needs are compacted away: send the snapshot.
       progress.state = 'snapshot';
       progress.pendingSnapshot = this.#snapshot.index;
+      progress.snapshotTicks = 0;
       this.#send({ type: 'snapshot', from: this.id, to: peer, term: this.#term, snapshot: this.#snapshot });
       return true;
     }
@@ -933,6 +949,7 @@ export class RaftCore {
           paused: false,
           recentActive: true,
           pendingSnapshot: 0,
+          snapshotTicks: 0,
         });
       }
     }

@@ -304,3 +304,73 @@ describe('learners', () => {
     expect(drain(learner)).toEqual([]);
   });
 });
+
+describe('membership changes and snapshots (found by the simulation)', () => {
+  it('a voter grants its vote to an up-to-date candidate its own log does not list as a voter yet', () => {
+    // Seed 546: voters {4, 5} after changes that node 4 had not received; with a membership check
+    // on votes, neither could ever be elected.
+    const voter = node(4, { voters: [1, 4] });
+    voter.step({ type: 'vote', from: 5, to: 4, term: 1, lastIndex: 3, lastTerm: 1, transfer: false });
+    expect(drain(voter).at(-1)).toMatchObject({ type: 'voteResponse', to: 5, granted: true });
+  });
+
+  it('a new leader refuses a membership change until an entry of its own term commits', () => {
+    const leader = node(1, { term: 1, entries: [entry(1, 1)] });
+    elect(leader);
+    expect(leader.role).toBe('leader');
+    expect(() => leader.proposeConfigChange({ kind: 'removeVoter', node: 3 })).toThrow(/not committed/);
+    leader.step({
+      type: 'appendResponse',
+      from: 2,
+      to: 1,
+      term: leader.term,
+      success: true,
+      index: 2,
+      conflictTerm: 0,
+    });
+    drain(leader);
+    expect(leader.commitIndex).toBe(2);
+    expect(leader.proposeConfigChange({ kind: 'removeVoter', node: 3 }).index).toBe(3);
+  });
+
+  it('a leader sends a snapshot again when neither it nor its answer arrives within an election timeout', () => {
+    // Seed 269: the snapshot was lost and the follower was never caught up.
+    const leader = node(1);
+    elect(leader);
+    for (let i = 0; i < 3; i++) leader.propose(Buffer.from(`x${i}`));
+    leader.step({
+      type: 'appendResponse',
+      from: 2,
+      to: 1,
+      term: leader.term,
+      success: true,
+      index: 4,
+      conflictTerm: 0,
+    });
+    drain(leader);
+    // Applied everything: compact, so that node 3 (which acknowledged nothing) needs the snapshot.
+    expect(leader.compact(4, Buffer.from('s4'))?.index).toBe(4);
+    leader.step({
+      type: 'appendResponse',
+      from: 3,
+      to: 1,
+      term: leader.term,
+      success: false,
+      index: 0,
+      conflictTerm: 1,
+    });
+    const first = drain(leader).filter((m) => m.type === 'snapshot');
+    expect(first.map((m) => m.to)).toEqual([3]);
+    // The snapshot is lost. Heartbeats answered by node 3 alone do not resend it...
+    let resent: Message[] = [];
+    for (let i = 0; i < 9; i++) {
+      leader.tick();
+      resent = drain(leader).filter((m) => m.type === 'snapshot');
+      expect(resent).toEqual([]);
+    }
+    // ...but an election timeout later, it goes out again.
+    leader.tick();
+    resent = drain(leader).filter((m) => m.type === 'snapshot');
+    expect(resent.map((m) => m.to)).toEqual([3]);
+  });
+});

@@ -13,7 +13,7 @@ if (seed !== undefined) {
   try {
     const result = runSeed(s, nodes ? { nodes } : {});
     console.log(
-      `seed ${s}: ok, ${result.events} events, ${result.committed} entries committed, trace ${result.traceHash}`,
+      `seed ${s}: ok, ${result.events} events, ${result.committed} entries committed, ${result.reads} reads, ${result.adminOps} transfers/membership changes, trace ${result.traceHash}`,
     );
   } catch (error) {
     const cluster = new SimCluster({ seed: s, nodes: nodes ?? (s % 3 === 0 ? 5 : 3), transcript: true });

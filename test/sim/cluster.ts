@@ -24,6 +24,12 @@ export interface SimOptions {
   healMs?: number;
   /** Collect a readable transcript of events (slower). */
   transcript?: boolean;
+  /**
+   * Administrative operations during the faults: leadership transfers, and single-server
+   * membership changes with one spare node (id nodes + 1) that joins as a learner, then a voter,
+   * while voters are removed (the leader included) and added back. Default: on for most seeds.
+   */
+  admin?: boolean;
 }
 
 interface SimNode {
@@ -76,7 +82,11 @@ export class SimCluster {
     this.random = new SeededRandom(options.seed);
     this.#collect = options.transcript ?? false;
     const voters = Array.from({ length: options.nodes }, (_, i) => i + 1);
-    for (const id of voters) {
+    this.#bootstrap = voters;
+    this.#admin = options.admin ?? this.random.int(4) !== 0;
+    // The spare node starts outside the configuration: it must not campaign until added.
+    const ids = this.#admin ? [...voters, options.nodes + 1] : voters;
+    for (const id of ids) {
       const storage = new MemoryRaftStorage({ autoSync: false });
       this.nodes.push({
         id,
@@ -94,8 +104,16 @@ export class SimCluster {
     for (const node of this.nodes) this.#scheduleTick(node, this.random.int(TICK_MS));
   }
 
+  readonly #bootstrap: NodeId[];
+  readonly #admin: boolean;
+  /** Reads waiting at a node: `${node}:${context}` → the highest commit index known anywhere when asked. */
+  readonly #reads = new Map<string, number>();
+  #readContext = 0;
+  reads = 0;
+  adminOps = 0;
+
   #voters(): NodeId[] {
-    return this.nodes.map((n) => n.id);
+    return this.#bootstrap;
   }
 
   #makeCore(id: NodeId, storage: MemoryRaftStorage, voters: NodeId[]): RaftCore {
@@ -204,6 +222,7 @@ export class SimCluster {
       for (const m of ready.messages) this.#send(m);
       if (ready.snapshot) this.#applySnapshot(node, ready.snapshot);
       for (const entry of ready.committed) this.#apply(node, entry);
+      this.#answerReads(node, ready);
       node.core.advance(ready);
       node.busy = false;
       this.#maybeCompact(node);
@@ -315,6 +334,73 @@ export class SimCluster {
     }
   }
 
+  /** Asks a node (usually the leader) for a read point, remembering what was committed before. */
+  read(node: SimNode): void {
+    if (!node.alive) return;
+    const context = ++this.#readContext;
+    let known = 0;
+    for (const n of this.nodes) if (n.alive) known = Math.max(known, n.core.commitIndex);
+    for (const index of this.committed.keys()) known = Math.max(known, index);
+    this.#reads.set(`${node.id}:${context}`, known);
+    node.core.readIndex(context);
+    this.trace(`read ${node.id} #${context}`);
+    this.#process(node);
+  }
+
+  /** Linearizability of ReadIndex: a read point covers every entry committed before the read began. */
+  #answerReads(node: SimNode, ready: Ready): void {
+    for (const state of ready.readStates) {
+      const key = `${node.id}:${state.context}`;
+      const known = this.#reads.get(key);
+      if (known === undefined) continue;
+      this.#reads.delete(key);
+      if (state.index < known)
+        throw this.#fail(
+          `stale read: node ${node.id} answered read #${state.context} at ${state.index}, but ${known} was committed before it was asked`,
+        );
+      this.reads++;
+      this.trace(`read ${node.id} #${state.context} at ${state.index}`);
+    }
+    for (const context of ready.readsRejected) this.#reads.delete(`${node.id}:${context}`);
+  }
+
+  /** A leadership transfer or a single-server membership change, proposed at the leader. */
+  #adminOp(): void {
+    const r = this.random;
+    const leader = this.leader();
+    if (!leader) return;
+    const core = leader.core;
+    const { voters, learners } = core.membership;
+    const spare = this.options.nodes + 1;
+    const outside = this.nodes.map((n) => n.id).filter((id) => !voters.includes(id));
+    const choice = r.int(4);
+    try {
+      if (choice === 0) {
+        const to = r.pick(voters);
+        core.transferLeadership(to);
+        this.trace(`transfer ${leader.id}->${to}`);
+      } else if (choice === 1 && voters.length > 2) {
+        // Any voter, the leader included.
+        const node = r.pick(voters);
+        const { index } = core.proposeConfigChange({ kind: 'removeVoter', node });
+        this.trace(`propose ${leader.id} ${index} removeVoter ${node}`);
+      } else if (choice === 2 && outside.length > 0) {
+        const node = r.pick(outside);
+        const kind = node === spare && !learners.includes(node) ? 'addLearner' : 'addVoter';
+        const { index } = core.proposeConfigChange({ kind, node });
+        this.trace(`propose ${leader.id} ${index} ${kind} ${node}`);
+      } else {
+        this.read(leader);
+        return;
+      }
+      this.adminOps++;
+    } catch {
+      // Refused (a change already pending, no entry of this term committed yet, a transfer running).
+      return;
+    }
+    this.#process(leader);
+  }
+
   // ---- invariants ----
 
   #fail(message: string): SimulationFailure {
@@ -370,7 +456,7 @@ export class SimCluster {
   // ---- the scenario ----
 
   /** Faults for `faultMs`, then heal and require a leader and a new commit within `healMs`. */
-  run(): { traceHash: string; events: number; committed: number } {
+  run(): SeedResult {
     const faultMs = this.options.faultMs ?? 1500;
     const healMs = this.options.healMs ?? 3000;
     const r = this.random;
@@ -379,6 +465,10 @@ export class SimCluster {
       this.schedule(t, () => this.#randomFault(faultProfile));
     }
     for (let t = 20; t < faultMs; t += 5 + r.int(40)) this.schedule(t, () => void this.propose());
+    for (let t = 30; t < faultMs; t += 40 + r.int(120)) {
+      if (this.#admin) this.schedule(t, () => this.#adminOp());
+      else this.schedule(t, () => this.read(r.pick(this.nodes)));
+    }
     this.runUntil(faultMs);
     // Heal: every node up, every link open, no loss.
     this.blocked.clear();
@@ -402,7 +492,13 @@ export class SimCluster {
     this.schedule(0, tryCommit);
     this.runUntil(deadline, () => done);
     if (!done) throw this.#fail(`no leader committed a new proposal within ${healMs} ms after healing`);
-    return { traceHash: this.traceHash, events: this.events, committed: this.committed.size };
+    return {
+      traceHash: this.traceHash,
+      events: this.events,
+      committed: this.committed.size,
+      reads: this.reads,
+      adminOps: this.adminOps,
+    };
   }
 
   #randomFault(profile: number): void {
@@ -442,11 +538,18 @@ export class SimCluster {
   }
 }
 
+export interface SeedResult {
+  traceHash: string;
+  events: number;
+  committed: number;
+  /** Linearizable reads answered (each checked against what was committed before it began). */
+  reads: number;
+  /** Leadership transfers and membership changes the leader accepted. */
+  adminOps: number;
+}
+
 /** Runs one seed twice and checks that both runs produce the same trace. */
-export function runSeed(
-  seed: number,
-  options: Partial<SimOptions> = {},
-): { traceHash: string; events: number; committed: number } {
+export function runSeed(seed: number, options: Partial<SimOptions> = {}): SeedResult {
   const nodes = options.nodes ?? (seed % 3 === 0 ? 5 : 3);
   const first = new SimCluster({ seed, nodes, ...options }).run();
   const second = new SimCluster({ seed, nodes, ...options }).run();
