@@ -395,7 +395,8 @@ export const ENDPOINTS = {
       required: ['topic', 'partition'],
       properties: { topic: topicParam, partition: partitionParam },
     },
-    querystring: { type: 'object', properties: { timestamp: { type: 'integer', minimum: -1 } } },
+    // -1 asks for the latest offset and -2 for the earliest, as Kafka's ListOffsets.
+    querystring: { type: 'object', properties: { timestamp: { type: 'integer', minimum: -2 } } },
     successStatus: 200,
     response: closed(
       {

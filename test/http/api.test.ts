@@ -172,6 +172,12 @@ describe.each(formats)('API in %s', (format) => {
     expect(at.body.offset).toBe(1);
     const after = await call(h.app, format, 'GET', '/v1/topics/times/partitions/0/offsets?timestamp=9000');
     expect(after.body.offset).toBeNull();
+    const latest = await call(h.app, format, 'GET', '/v1/topics/times/partitions/0/offsets?timestamp=-1');
+    expect(latest.body.offset).toBe(3);
+    const earliest = await call(h.app, format, 'GET', '/v1/topics/times/partitions/0/offsets?timestamp=-2');
+    expect(earliest.body.offset).toBe(0);
+    const bad = await call(h.app, format, 'GET', '/v1/topics/times/partitions/0/offsets?timestamp=-3');
+    expect(bad.body).toMatchObject({ code: 'INVALID_REQUEST', field: 'querystring/timestamp' });
   });
 });
 
