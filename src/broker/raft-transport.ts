@@ -2,7 +2,8 @@ import * as http2 from 'node:http2';
 import { connect } from 'node:net';
 import { Packr } from 'msgpackr';
 import { Backoff } from '../common/backoff.js';
-import { SeededRandom } from '../common/random.js';
+import { type Clock, systemClock } from '../common/clock.js';
+import { type Random, SeededRandom } from '../common/random.js';
 import type { RaftTransport } from '../raft/driver.js';
 import type { Message, NodeId } from '../raft/types.js';
 
@@ -36,15 +37,20 @@ export class Http2RaftTransport implements RaftTransport {
   #handler: ((message: Message) => void) | undefined;
   #closed = false;
 
+  readonly #clock: Clock;
+
   constructor(
     readonly options: {
       id: NodeId;
+      /** Every member's base URL (`http://host:port`), this node's own included or not. */
       peers: Record<number, string>;
       clusterSecret: string;
       requestTimeoutMs?: number;
     },
+    deps: { clock?: Clock; random?: Random } = {},
   ) {
-    const random = new SeededRandom(options.id);
+    this.#clock = deps.clock ?? systemClock;
+    const random = deps.random ?? new SeededRandom(options.id);
     for (const [id, url] of Object.entries(options.peers)) {
       if (Number(id) === options.id) continue;
       this.#peers.set(Number(id), {
@@ -80,8 +86,8 @@ export class Http2RaftTransport implements RaftTransport {
     peer.sending = true;
     try {
       while (peer.queue.length > 0 && !this.#closed) {
-        const wait = peer.retryAt - Date.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait).unref());
+        const wait = peer.retryAt - this.#clock.monotonicMs();
+        if (wait > 0) await new Promise<void>((r) => this.#clock.setTimeout(r, wait));
         const batch = peer.queue.splice(0, BATCH_MAX);
         try {
           await this.#post(peer, packr.pack(batch));
@@ -90,7 +96,7 @@ export class Http2RaftTransport implements RaftTransport {
           // The batch is lost; Raft resends what matters. Reconnect after a pause.
           peer.session?.destroy();
           peer.session = undefined;
-          peer.retryAt = Date.now() + peer.backoff.next();
+          peer.retryAt = this.#clock.monotonicMs() + peer.backoff.next();
         }
       }
     } finally {

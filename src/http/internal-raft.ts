@@ -2,22 +2,38 @@ import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { Unpackr } from 'msgpackr';
 import { SluiceError } from '../common/errors.js';
+import type { RaftStatus } from '../raft/driver.js';
 import type { Message } from '../raft/types.js';
 import { problemFor } from './app.js';
 
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
 const SECRET_HEADER = 'sluice-cluster-secret';
 const MESSAGES_MAX = 4096;
+const MESSAGE_TYPES = new Set<string>([
+  'preVote',
+  'preVoteResponse',
+  'vote',
+  'voteResponse',
+  'append',
+  'appendResponse',
+  'heartbeat',
+  'heartbeatResponse',
+  'snapshot',
+  'timeoutNow',
+]);
 
 export interface InternalRaftOptions {
   clusterSecret: string;
+  /** Hands the messages to the node's transport (Http2RaftTransport.deliver). */
   deliver: (messages: Message[]) => void;
+  /** The node's Raft driver, for `GET /internal/raft/status`. */
+  driver?: { status(): RaftStatus };
 }
 
 /**
  * The cluster-internal Raft endpoint: `POST /internal/raft/messages` with a msgpack array of
- * messages. Only peers that present the shared cluster secret are heard
- * (CLUSTER_AUTHORIZATION_FAILED otherwise).
+ * messages, and `GET /internal/raft/status` (the driver's status). Only peers that present the
+ * shared cluster secret are heard (CLUSTER_AUTHORIZATION_FAILED otherwise).
  */
 export async function internalRaftRoutes(app: FastifyInstance, options: InternalRaftOptions): Promise<void> {
   const expected = Buffer.from(options.clusterSecret);
@@ -28,11 +44,19 @@ export async function internalRaftRoutes(app: FastifyInstance, options: Internal
   app.addContentTypeParser('application/vnd.msgpack', { parseAs: 'buffer' }, (_r, body, done) =>
     done(null, body),
   );
-  app.post('/internal/raft/messages', async (request, reply) => {
-    const presented = Buffer.from(String(request.headers[SECRET_HEADER] ?? ''));
+  const checkSecret = (headers: Record<string, unknown>) => {
+    const presented = Buffer.from(String(headers[SECRET_HEADER] ?? ''));
     if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) {
       throw new SluiceError('CLUSTER_AUTHORIZATION_FAILED', 'the cluster secret is missing or wrong');
     }
+  };
+  app.get('/internal/raft/status', async (request) => {
+    checkSecret(request.headers);
+    if (!options.driver) throw new SluiceError('NOT_FOUND', 'this node runs no Raft driver');
+    return options.driver.status();
+  });
+  app.post('/internal/raft/messages', async (request, reply) => {
+    checkSecret(request.headers);
     let messages: unknown;
     try {
       messages = unpackr.unpack(request.body as Buffer);
@@ -51,6 +75,7 @@ export async function internalRaftRoutes(app: FastifyInstance, options: Internal
         typeof r === 'object' &&
         r !== null &&
         typeof r.type === 'string' &&
+        MESSAGE_TYPES.has(r.type) &&
         Number.isInteger(r.from) &&
         Number.isInteger(r.to) &&
         Number.isInteger(r.term)
