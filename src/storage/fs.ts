@@ -86,6 +86,8 @@ async function syncDirectory(path: string): Promise<void> {
   }
 }
 
+let temporaryCounter = 0;
+
 export const nodeFileSystem: FileSystem = {
   async open(path) {
     // 'a+' would force appends to the end; 'r+' fails on a missing file, so create it first.
@@ -104,7 +106,8 @@ export const nodeFileSystem: FileSystem = {
     }
   },
   async writeFileAtomic(path, data) {
-    const temporary = `${path}.tmp`;
+    // A unique temporary name: two replacements of one file in flight must not share it.
+    const temporary = `${path}.${process.pid}.${++temporaryCounter}.tmp`;
     const handle = await fsp.open(temporary, 'w');
     try {
       await handle.writeFile(data);

@@ -73,6 +73,7 @@ export class PartitionLog {
   #logStartOffset = 0;
   #recoveryPoint = 0;
   #writeChain: Promise<unknown> = Promise.resolve();
+  #checkpoints: Promise<void> = Promise.resolve();
   #appendQueue: PendingAppend[] = [];
   #appendScheduled = false;
   #syncWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
@@ -555,6 +556,9 @@ export class PartitionLog {
   /** Flushes everything, writes the clean-shutdown marker and closes the files. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    // No timer-driven flush may start once closing has begun.
+    this.#flushTimer?.cancel();
+    this.#flushTimer = undefined;
     await this.#serialize(async () => {});
     await this.#requestSync();
     this.#closed = true;
@@ -707,10 +711,15 @@ export class PartitionLog {
     return replaced;
   }
 
-  async #writeCheckpoint(name: string, value: number): Promise<void> {
+  /** Checkpoint writes are serialized: a timer's flush and a close must not interleave them. */
+  #writeCheckpoint(name: string, value: number): Promise<void> {
     const body = Buffer.from(`${value}\n`);
     const crc = crc32c(body).toString(16);
-    await this.#fs.writeFileAtomic(`${this.dir}/${name}`, Buffer.from(`${value}\n${crc}\n`));
+    const write = this.#checkpoints.then(() =>
+      this.#fs.writeFileAtomic(`${this.dir}/${name}`, Buffer.from(`${value}\n${crc}\n`)),
+    );
+    this.#checkpoints = write.catch(() => {});
+    return write;
   }
 }
 
