@@ -562,7 +562,6 @@ export class PartitionLog {
     await this.#serialize(async () => {});
     await this.#requestSync();
     this.#closed = true;
-    this.#flushTimer?.cancel();
     for (const segment of this.#segments) await segment.syncIndexes();
     await this.leaderEpochs.flush();
     await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
