@@ -3,7 +3,7 @@ import { SluiceError } from '../common/errors.js';
 import type { Random } from '../common/random.js';
 import { RaftCore, type RaftCoreOptions } from './core.js';
 import type { RaftStorage } from './storage.js';
-import type { ConfigChange, Entry, Membership, Message, NodeId, Role } from './types.js';
+import type { ConfigChange, Entry, HardState, Membership, Message, NodeId, Role } from './types.js';
 
 /** Carries Raft messages between nodes. Delivery may drop, delay or reorder; Raft tolerates it. */
 export interface RaftTransport {
@@ -81,6 +81,7 @@ export class RaftDriver {
   #failure: unknown;
   readonly #waitersMax: number;
   #apply: ((entry: Entry) => void | Promise<void>) | undefined;
+  #savedHardState: HardState | undefined;
   #hooks: SnapshotHooks | undefined;
 
   constructor(
@@ -113,6 +114,7 @@ export class RaftDriver {
 
   async start(): Promise<void> {
     const state = await this.deps.storage.load();
+    this.#savedHardState = state.hardState;
     if (state.snapshot) {
       if (!this.#hooks)
         throw new SluiceError('INVALID_REQUEST', 'a snapshot is stored but no snapshot hooks are set');
@@ -241,12 +243,24 @@ export class RaftDriver {
         this.#again = false;
         while (!this.#closed && this.#core.hasReady()) {
           const ready = this.#core.ready();
-          // Persist before anything that depends on it leaves this node.
+          // Persist before anything that depends on it leaves this node. A change of the commit
+          // index alone needs no sync: a node that forgets it learns it again from the leader.
+          const hard = ready.hardState;
+          const saved = this.#savedHardState;
+          const commitOnly =
+            ready.entries.length === 0 &&
+            !ready.snapshot &&
+            hard !== undefined &&
+            saved !== undefined &&
+            hard.term === saved.term &&
+            hard.vote === saved.vote;
           await this.deps.storage.save({
-            hardState: ready.hardState,
+            hardState: hard,
             snapshot: ready.snapshot,
             entries: ready.entries,
+            sync: !commitOnly,
           });
+          if (hard) this.#savedHardState = hard;
           for (const message of ready.messages) this.deps.transport.send(message);
           if (ready.snapshot) {
             if (!this.#hooks)

@@ -21,6 +21,11 @@ export interface RaftUpdate {
   snapshot?: Snapshot | undefined;
   /** Replace every stored entry from `entries[0].index` on (a conflicting suffix goes in the same batch). */
   entries?: Entry[];
+  /**
+   * false: the write need not be synced before save resolves (it becomes durable with the next
+   * synced one). Only for updates nothing sent depends on, such as a commit index alone. Default true.
+   */
+  sync?: boolean;
 }
 
 /**
@@ -136,7 +141,7 @@ export class LevelRaftStorage implements RaftStorage {
       last = update.entries.at(-1)!.index;
     }
     if (ops.length === 0) return;
-    await this.db.batch(ops, { sync: true } as never);
+    await this.db.batch(ops, { sync: update.sync ?? true } as never);
     this.#first = first;
     this.#last = last;
   }
@@ -171,6 +176,11 @@ export class MemoryRaftStorage implements RaftStorage {
     const copy = structuredClone(update);
     if (this.options.autoSync ?? true) {
       this.durable = applyUpdate(this.durable, copy);
+      return Promise.resolve();
+    }
+    if (update.sync === false) {
+      // Resolves at once but stays unsynced: a crash before the next sync may lose it.
+      this.#pending.push({ update: copy, resolve: () => {} });
       return Promise.resolve();
     }
     return new Promise((resolve) => this.#pending.push({ update: copy, resolve }));

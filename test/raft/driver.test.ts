@@ -121,6 +121,42 @@ describe('RaftDriver', () => {
     for (const d of c.drivers) await d.close();
   });
 
+  it('syncs every save of entries, terms and votes, but not one that only moves the commit index', async () => {
+    const storages = [new MemoryRaftStorage(), new MemoryRaftStorage(), new MemoryRaftStorage()];
+    const seen: {
+      sync: boolean;
+      entries: number;
+      term?: number;
+      vote?: number | null;
+      commitOnly: boolean;
+    }[] = [];
+    for (const storage of storages) {
+      const save = storage.save.bind(storage);
+      let last: { term: number; vote: number | null } | undefined;
+      storage.save = (update) => {
+        const h = update.hardState;
+        const commitOnly =
+          (update.entries?.length ?? 0) === 0 &&
+          !update.snapshot &&
+          !!h &&
+          h.term === last?.term &&
+          h.vote === last?.vote;
+        seen.push({ sync: update.sync !== false, entries: update.entries?.length ?? 0, commitOnly });
+        if (h) last = { term: h.term, vote: h.vote };
+        return save(update);
+      };
+    }
+    const c = await cluster(storages);
+    await c.run(500);
+    const leader = c.leader()!;
+    for (let i = 0; i < 5; i++) await leader.propose(Buffer.from(`p${i}`));
+    await c.run(100);
+    expect(seen.filter((s) => !s.commitOnly).every((s) => s.sync)).toBe(true);
+    expect(seen.filter((s) => s.commitOnly).length).toBeGreaterThan(0);
+    expect(seen.filter((s) => s.commitOnly).every((s) => !s.sync)).toBe(true);
+    for (const d of c.drivers) await d.close();
+  });
+
   it('restores its state exactly from LevelDB after a restart, snapshot included', async () => {
     const paths = await Promise.all([0, 1, 2].map(() => mkdtemp(join(tmpdir(), 'sluice-raft-'))));
     dirs.push(...paths);

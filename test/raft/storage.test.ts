@@ -132,6 +132,21 @@ describe.each(implementations)('Raft storage conformance: %s', (_name, make) => 
 });
 
 describe('MemoryRaftStorage power loss', () => {
+  it('an unsynced save resolves at once and is lost in a crash unless a synced one follows', async () => {
+    const lost = new MemoryRaftStorage({ autoSync: false });
+    void lost.save({ hardState: { term: 1, vote: 2, commit: 0 } });
+    lost.sync();
+    await lost.save({ hardState: { term: 1, vote: 2, commit: 5 }, sync: false });
+    lost.crash({ int: () => 0 } as unknown as SeededRandom);
+    expect((await lost.load()).hardState.commit).toBe(0);
+    const kept = new MemoryRaftStorage({ autoSync: false });
+    await kept.save({ hardState: { term: 1, vote: 2, commit: 5 }, sync: false });
+    void kept.save({ entries: [entry(1, 1)] });
+    kept.sync();
+    kept.crash({ int: () => 0 } as unknown as SeededRandom);
+    expect((await kept.load()).hardState.commit).toBe(5);
+  });
+
   it('keeps a prefix of the unsynced saves, each whole', async () => {
     const kept = new Set<number>();
     for (let seed = 0; seed < 30; seed++) {
