@@ -243,6 +243,11 @@ export class RaftDriver {
         this.#again = false;
         while (!this.#closed && this.#core.hasReady()) {
           const ready = this.#core.ready();
+          // A leader's replication messages may leave while its own write runs (Raft thesis
+          // §10.2.1): they promise nothing about this node's disk. A commit index that counts the
+          // leader's unsaved entries can only be sent in a later Ready, after this save.
+          const leading = this.#core.role === 'leader';
+          if (leading) for (const m of ready.messages) if (isReplication(m)) this.deps.transport.send(m);
           // Persist before anything that depends on it leaves this node. A change of the commit
           // index alone needs no sync: a node that forgets it learns it again from the leader.
           const hard = ready.hardState;
@@ -261,7 +266,7 @@ export class RaftDriver {
             sync: !commitOnly,
           });
           if (hard) this.#savedHardState = hard;
-          for (const message of ready.messages) this.deps.transport.send(message);
+          for (const m of ready.messages) if (!(leading && isReplication(m))) this.deps.transport.send(m);
           if (ready.snapshot) {
             if (!this.#hooks)
               throw new SluiceError('INVALID_REQUEST', 'a snapshot arrived but no snapshot hooks are set');
@@ -372,4 +377,14 @@ export class RaftDriver {
     await this.deps.transport.close();
     await this.deps.storage.close();
   }
+}
+
+/** Messages a leader sends about its own log: safe to send before its write of the same Ready. */
+export function isReplication(message: Message): boolean {
+  return (
+    message.type === 'append' ||
+    message.type === 'heartbeat' ||
+    message.type === 'snapshot' ||
+    message.type === 'timeoutNow'
+  );
 }

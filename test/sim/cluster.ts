@@ -1,5 +1,6 @@
 import { SeededRandom } from '../../src/common/random.js';
 import { RaftCore } from '../../src/raft/core.js';
+import { isReplication } from '../../src/raft/driver.js';
 import { MemoryRaftStorage } from '../../src/raft/storage.js';
 import type { Entry, Message, NodeId, Ready, Snapshot } from '../../src/raft/types.js';
 
@@ -30,6 +31,11 @@ export interface SimOptions {
    * while voters are removed (the leader included) and added back. Default: on for most seeds.
    */
   admin?: boolean;
+  /**
+   * A deliberately broken driver for the simulation's own test: send every message before the
+   * write it depends on (vote grants and acknowledgements included). The checks must catch it.
+   */
+  unsafeSendBeforePersist?: boolean;
 }
 
 interface SimNode {
@@ -215,11 +221,18 @@ export class SimCluster {
     this.#checkReady(node, ready);
     node.busy = true;
     const incarnation = node.incarnation;
-    this.schedule(1 + this.random.int(3), () => {
-      // A crash before this point lost the write: it was never durable and nothing was sent.
+    // As the driver: a leader's replication messages leave while its write runs.
+    const unsafe = this.options.unsafeSendBeforePersist ?? false;
+    const leading = node.core.role === 'leader' || unsafe;
+    const early = unsafe ? () => true : isReplication;
+    if (leading) for (const m of ready.messages) if (early(m)) this.#send(m);
+    // Disk time: usually short, sometimes a slow fsync.
+    const diskMs = this.random.chance(0.1) ? 5 + this.random.int(20) : 1 + this.random.int(4);
+    this.schedule(diskMs, () => {
+      // A crash before this point lost the write, and nothing else of this Ready was sent.
       if (!node.alive || node.incarnation !== incarnation) return;
       this.#persist(node, ready);
-      for (const m of ready.messages) this.#send(m);
+      for (const m of ready.messages) if (!(leading && early(m))) this.#send(m);
       if (ready.snapshot) this.#applySnapshot(node, ready.snapshot);
       for (const entry of ready.committed) this.#apply(node, entry);
       this.#answerReads(node, ready);
@@ -507,7 +520,10 @@ export class SimCluster {
     const choice = r.int(10);
     if (profile === 0 && choice < 8) return; // a calm run: few faults
     if (choice < 2) {
-      const node = r.pick(this.nodes);
+      // Crashes aim at nodes in the middle of a write most of the time: that is where the order
+      // of persisting and sending matters.
+      const writing = this.nodes.filter((x) => x.alive && x.busy);
+      const node = writing.length > 0 && r.chance(0.7) ? r.pick(writing) : r.pick(this.nodes);
       if (node.alive && this.nodes.filter((x) => x.alive).length > 1) this.crash(node);
       else this.restart(node);
     } else if (choice < 4) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { replayCommand, runSeed } from './cluster.js';
+import { replayCommand, runSeed, SimCluster } from './cluster.js';
 
 /**
  * 2,000 seeds of 3- and 5-node clusters under drops, delays, duplicates, reordering, symmetric
@@ -37,6 +37,20 @@ describe('Raft simulation', () => {
       expect(adminOps).toBeGreaterThan(to - from);
     });
   }
+
+  it('has teeth: a driver that sends vote grants and acknowledgements before its write is caught', () => {
+    const caught: string[] = [];
+    for (let seed = 1; seed <= 300 && caught.length < 2; seed++) {
+      try {
+        new SimCluster({ seed, nodes: seed % 3 === 0 ? 5 : 3, unsafeSendBeforePersist: true }).run();
+      } catch (error) {
+        const message = (error as Error).message;
+        if (/election safety|log matching|leader completeness|state machine safety/.test(message))
+          caught.push(message);
+      }
+    }
+    expect(caught.length).toBeGreaterThan(0);
+  });
 
   // Seeds that once failed. The simulation has grown since (storage model, membership changes,
   // transfers, reads), so the first two no longer replay their original schedule; the rule tests
