@@ -145,6 +145,10 @@ export class RaftDriver {
 
   status(): RaftStatus {
     const c = this.#core;
+    if (!c) {
+      const { id, membership } = this.options;
+      return { id, term: 0, role: 'follower', leaderId: null, commitIndex: 0, appliedIndex: 0, membership };
+    }
     return {
       id: c.id,
       term: c.term,
@@ -199,6 +203,9 @@ export class RaftDriver {
   addLearner(node: NodeId): Promise<{ index: number; term: number }> {
     return this.#changeMembership({ kind: 'addLearner', node });
   }
+  removeLearner(node: NodeId): Promise<{ index: number; term: number }> {
+    return this.#changeMembership({ kind: 'removeLearner', node });
+  }
 
   #changeMembership(change: ConfigChange): Promise<{ index: number; term: number }> {
     return this.#submit(() => this.#core.proposeConfigChange(change));
@@ -222,6 +229,8 @@ export class RaftDriver {
 
   #checkOpen(): void {
     if (this.#closed) throw new SluiceError('SHUTTING_DOWN', 'the Raft node is closed');
+    if (!this.#core)
+      throw new SluiceError('NOT_LEADER', 'the Raft node has not started', { details: { leaderId: null } });
     if (this.#failure)
       throw new SluiceError('KAFKA_STORAGE_ERROR', 'the Raft node stopped after a storage failure', {
         cause: this.#failure,

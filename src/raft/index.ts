@@ -1,10 +1,12 @@
 export { RaftCore, type RaftCoreOptions, type RaftInitialState } from './core.js';
 export {
+  isReplication,
   RaftDriver,
   type RaftDriverDeps,
   type RaftDriverOptions,
   type RaftStatus,
   type RaftTransport,
+  type SnapshotHooks,
   type StateMachine,
 } from './driver.js';
 export {

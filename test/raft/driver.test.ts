@@ -121,6 +121,49 @@ describe('RaftDriver', () => {
     for (const d of c.drivers) await d.close();
   });
 
+  it('a learner added through the driver follows the log with onApply hooks and never leads; a node not started refuses', async () => {
+    const c = await cluster([new MemoryRaftStorage(), new MemoryRaftStorage(), new MemoryRaftStorage()]);
+    await c.run(500);
+    const leader = c.leader()!;
+    const items: string[] = [];
+    const learner = new RaftDriver(
+      {
+        id: 4,
+        membership: { voters: [1, 2, 3], learners: [] },
+        tickMs: 10,
+        electionTicks: 10,
+        heartbeatTicks: 2,
+      },
+      {
+        storage: new MemoryRaftStorage(),
+        transport: c.network.transport(4),
+        clock: c.clock,
+        random: new SeededRandom(4),
+      },
+    );
+    expect(learner.status()).toMatchObject({ id: 4, role: 'follower', leaderId: null });
+    await expect(learner.propose(Buffer.from('early'))).rejects.toMatchObject({ code: 'NOT_LEADER' });
+    learner.onApply((entry) => void items.push(Buffer.from(entry.data).toString()));
+    learner.onSnapshot({ take: () => Buffer.from(JSON.stringify(items)), restore: () => {} });
+    await learner.start();
+    await leader.propose(Buffer.from('a'));
+    await leader.addLearner(4);
+    await leader.propose(Buffer.from('b'));
+    await c.run(200);
+    expect(items).toEqual(['a', 'b']);
+    expect(learner.status().membership).toEqual({ voters: [1, 2, 3], learners: [4] });
+    // A learner never campaigns, even when the leader goes quiet.
+    c.network.down.add(leader.status().id);
+    await c.run(1000);
+    expect(learner.status().role).toBe('follower');
+    c.network.down.clear();
+    await c.run(500);
+    const next = c.leader()!;
+    await next.removeLearner(4);
+    expect(next.status().membership.learners).toEqual([]);
+    for (const d of [...c.drivers, learner]) await d.close();
+  });
+
   it('syncs every save of entries, terms and votes, but not one that only moves the commit index', async () => {
     const storages = [new MemoryRaftStorage(), new MemoryRaftStorage(), new MemoryRaftStorage()];
     const seen: {
