@@ -374,3 +374,37 @@ describe('membership changes and snapshots (found by the simulation)', () => {
     expect(resent.map((m) => m.to)).toEqual([3]);
   });
 });
+
+describe('replication pipeline', () => {
+  it('a heartbeat answer frees a slot of a window filled by lost appends (seed 264 stalled without it)', () => {
+    const leader = new RaftCore(
+      { id: 1, electionTicks: 10, heartbeatTicks: 1, preVote: false, checkQuorum: false, inflightMax: 2 },
+      {
+        hardState: { term: 0, vote: null, commit: 0 },
+        membership: { voters: [1, 2, 3], learners: [] },
+        entries: [],
+      },
+      new SeededRandom(1),
+    );
+    elect(leader);
+    leader.step({
+      type: 'appendResponse',
+      from: 2,
+      to: 1,
+      term: leader.term,
+      success: true,
+      index: 1,
+      conflictTerm: 0,
+    });
+    drain(leader);
+    const appendsTo2 = () => drain(leader).filter((m) => m.type === 'append' && m.to === 2).length;
+    leader.propose(Buffer.from('a'));
+    leader.propose(Buffer.from('b'));
+    expect(appendsTo2()).toBe(2);
+    // The window of 2 is full and both appends are lost: a third proposal does not go to node 2.
+    leader.propose(Buffer.from('c'));
+    expect(appendsTo2()).toBe(0);
+    leader.step({ type: 'heartbeatResponse', from: 2, to: 1, term: leader.term, context: 0 });
+    expect(appendsTo2()).toBe(1);
+  });
+});

@@ -53,8 +53,9 @@ describe('Raft simulation', () => {
   });
 
   // Seeds that once failed. The simulation has grown since (storage model, membership changes,
-  // transfers, reads), so the first two no longer replay their original schedule; the rule tests
-  // in test/raft/rules.test.ts pin each fault down on the core.
+  // transfers, reads), so 264 and 237 no longer replay their original schedule. The core faults
+  // (264, 269, 546) are pinned down by rule tests in test/raft/rules.test.ts; 237 was a fault in
+  // the simulation's own check (it compared terms across a crash instead of persisted terms).
   it('regression: seed 264 stalled when lost appends filled the pipeline (a heartbeat answer now frees a slot)', () => {
     expect(runSeed(264).committed).toBeGreaterThan(0);
   });
