@@ -152,6 +152,19 @@ export interface Endpoint {
 
 const topicParam = { type: 'string', pattern: TOPIC_NAME_PATTERN };
 const partitionParam = { type: 'integer', minimum: 0, maximum: 9999 };
+const topicParams = { type: 'object', required: ['topic'], properties: { topic: topicParam } };
+const partitionParams = {
+  type: 'object',
+  required: ['topic', 'partition'],
+  properties: { topic: topicParam, partition: partitionParam },
+};
+const produceQuery = {
+  type: 'object',
+  properties: {
+    acks: { type: 'string', enum: ['0', '1', 'all', '-1'] },
+    timeoutMs: { type: 'integer', minimum: 0, maximum: 300000 },
+  },
+};
 const configValue = { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }] };
 const configsSchema = { type: 'object', additionalProperties: configValue, maxProperties: 100 };
 
@@ -277,7 +290,7 @@ export const ENDPOINTS = {
     method: 'GET',
     path: '/v1/topics/:topic',
     summary: 'Describe a topic: partitions, leaders, replicas, ISR, offsets, configs',
-    params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
+    params: topicParams,
     successStatus: 200,
     response: topicDescriptionSchema,
   },
@@ -286,7 +299,7 @@ export const ENDPOINTS = {
     method: 'DELETE',
     path: '/v1/topics/:topic',
     summary: 'Delete a topic and its data',
-    params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
+    params: topicParams,
     successStatus: 200,
     response: closed({ name: { type: 'string' }, deleted: { const: true } }),
   },
@@ -295,7 +308,7 @@ export const ENDPOINTS = {
     method: 'PATCH',
     path: '/v1/topics/:topic/configs',
     summary: 'Set (or with null, reset) topic configs',
-    params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
+    params: topicParams,
     body: {
       type: 'object',
       additionalProperties: { anyOf: [{ type: 'null' }, configValue] },
@@ -309,7 +322,7 @@ export const ENDPOINTS = {
     method: 'POST',
     path: '/v1/topics/:topic/partitions',
     summary: 'Grow a topic to a larger partition count',
-    params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
+    params: topicParams,
     body: {
       type: 'object',
       required: ['partitions'],
@@ -324,14 +337,8 @@ export const ENDPOINTS = {
     method: 'POST',
     path: '/v1/topics/:topic/records',
     summary: 'Append records; partition by explicit partition, else murmur2(key), else sticky round-robin',
-    params: { type: 'object', required: ['topic'], properties: { topic: topicParam } },
-    querystring: {
-      type: 'object',
-      properties: {
-        acks: { type: 'string', enum: ['0', '1', 'all', '-1'] },
-        timeoutMs: { type: 'integer', minimum: 0, maximum: 300000 },
-      },
-    },
+    params: topicParams,
+    querystring: produceQuery,
     successStatus: 200,
     response: offsetsListSchema,
   },
@@ -340,18 +347,8 @@ export const ENDPOINTS = {
     method: 'POST',
     path: '/v1/topics/:topic/partitions/:partition/records',
     summary: 'Append records (or pre-built batches) to one partition',
-    params: {
-      type: 'object',
-      required: ['topic', 'partition'],
-      properties: { topic: topicParam, partition: partitionParam },
-    },
-    querystring: {
-      type: 'object',
-      properties: {
-        acks: { type: 'string', enum: ['0', '1', 'all', '-1'] },
-        timeoutMs: { type: 'integer', minimum: 0, maximum: 300000 },
-      },
-    },
+    params: partitionParams,
+    querystring: produceQuery,
     successStatus: 200,
     // Records: their offsets; pre-built batches: the appended range; acks=0 with batches: {}.
     response: { anyOf: [offsetsListSchema, batchesAppendedSchema, closed({})] },
@@ -361,11 +358,7 @@ export const ENDPOINTS = {
     method: 'GET',
     path: '/v1/topics/:topic/partitions/:partition/records',
     summary: 'Read records from an offset; long-polls; follow=true streams',
-    params: {
-      type: 'object',
-      required: ['topic', 'partition'],
-      properties: { topic: topicParam, partition: partitionParam },
-    },
+    params: partitionParams,
     querystring: {
       type: 'object',
       properties: {
@@ -390,11 +383,7 @@ export const ENDPOINTS = {
     method: 'GET',
     path: '/v1/topics/:topic/partitions/:partition/offsets',
     summary: 'Earliest and latest offsets, or the first offset at or after a timestamp',
-    params: {
-      type: 'object',
-      required: ['topic', 'partition'],
-      properties: { topic: topicParam, partition: partitionParam },
-    },
+    params: partitionParams,
     // -1 asks for the latest offset and -2 for the earliest, as Kafka's ListOffsets.
     querystring: { type: 'object', properties: { timestamp: { type: 'integer', minimum: -2 } } },
     successStatus: 200,
