@@ -16,22 +16,23 @@ afterAll(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-function request(
+/** One HTTP/1.1 request: a JSON body, or raw bytes with their content type. */
+function send(
   port: number,
   method: string,
   path: string,
-  body?: unknown,
+  data: Buffer | undefined,
+  contentType: string,
   // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked field by field by the tests
 ): Promise<{ status: number; body: any }> {
   return new Promise((resolve, reject) => {
-    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const req = http.request(
       {
         host: '127.0.0.1',
         port,
         method,
         path,
-        headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
+        headers: data ? { 'content-type': contentType, 'content-length': data.length } : {},
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -50,35 +51,22 @@ function request(
   });
 }
 
+function request(port: number, method: string, path: string, body?: unknown) {
+  return send(
+    port,
+    method,
+    path,
+    body === undefined ? undefined : Buffer.from(JSON.stringify(body)),
+    'application/json',
+  );
+}
+
 function postBatches(
   port: number,
   path: string,
   body: Buffer,
 ): Promise<{ status: number; body: { baseOffset: number } }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port,
-        method: 'POST',
-        path,
-        headers: { 'content-type': 'application/vnd.sluice.batches', 'content-length': body.length },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            body: JSON.parse(Buffer.concat(chunks).toString() || 'null'),
-          }),
-        );
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
+  return send(port, 'POST', path, body, 'application/vnd.sluice.batches');
 }
 
 async function readAll(port: number, partition: number): Promise<{ offset: number; value: string }[]> {
