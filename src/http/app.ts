@@ -357,15 +357,24 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
         format: format as Format | string,
       });
     }
-    const controller = new AbortController();
-    request.raw.once('close', () => controller.abort());
-    const result = await service.fetch(topic, partition, {
-      offset,
-      maxBytes,
-      maxWaitMs: query.maxWaitMs ?? 0,
-      minBytes: query.minBytes ?? 1,
-      signal: controller.signal,
-    });
+    // Only a long-poll needs to hear that its client went away; a plain fetch skips the
+    // AbortController (and the abort it would raise on every normal close).
+    const maxWaitMs = query.maxWaitMs ?? 0;
+    const controller = maxWaitMs > 0 ? new AbortController() : undefined;
+    const onClose = () => controller?.abort();
+    if (controller) request.raw.once('close', onClose);
+    let result: Awaited<ReturnType<typeof service.fetch>>;
+    try {
+      result = await service.fetch(topic, partition, {
+        offset,
+        maxBytes,
+        maxWaitMs,
+        minBytes: query.minBytes ?? 1,
+        ...(controller ? { signal: controller.signal } : {}),
+      });
+    } finally {
+      if (controller) request.raw.off('close', onClose);
+    }
     if (format === 'msgpack') {
       reply.code(200).type(MEDIA.msgpack);
       return reply.send(msgpackFetchResponse(result.data, result.batchCount, result));
