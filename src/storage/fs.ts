@@ -1,5 +1,5 @@
 import * as fsp from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import type { Random } from '../common/random.js';
 
 /**
@@ -324,8 +324,4 @@ class SimulatedFileHandle implements FileHandle {
   async close(): Promise<void> {
     this.#closed = true;
   }
-}
-
-export function joinPath(...parts: string[]): string {
-  return join(...parts);
 }
