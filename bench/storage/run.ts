@@ -78,34 +78,52 @@ try {
   const batches = Math.floor((totalMb * 1024 * 1024) / batch.length);
   const mb = (batches * batch.length) / 1e6;
 
-  // 1. The log with async flush against plain sequential writes of the same bytes. The two
-  // alternate, three rounds each, and the medians are compared, so that neither side gets a
-  // cleaner page cache than the other.
+  // 1. The log with async flush against plain sequential writes of the same bytes, each awaited
+  // before the next as the log's appends are. The first three rounds of each warm the JIT (the log
+  // runs JavaScript around every write; the raw loop hardly any) and the page cache and are not
+  // counted; then five rounds alternate which side goes first, and the medians are compared, so
+  // that neither side gets a cleaner page cache or a quieter machine.
   const rawRounds: number[] = [];
   const logRounds: number[] = [];
-  for (let round = 0; round < 3; round++) {
+  const rawRound = async (round: number) => {
     const rawPath = join(root, `raw-${round}.bin`);
     const raw = await open(rawPath, 'w');
-    rawRounds.push(
-      await timeIt(async () => {
-        let position = 0;
-        for (let i = 0; i < batches; i++) {
-          await raw.write(batch, 0, batch.length, position);
-          position += batch.length;
-        }
-      }),
-    );
+    const seconds = await timeIt(async () => {
+      let position = 0;
+      for (let i = 0; i < batches; i++) {
+        await raw.write(batch, 0, batch.length, position);
+        position += batch.length;
+      }
+    });
     await raw.close();
     await rm(rawPath);
-    const dir = join(root, round === 2 ? 'async-0' : `async-scratch-${round}`);
+    return seconds;
+  };
+  const logRound = async (round: number, last: boolean) => {
+    const dir = join(root, last ? 'async-0' : `async-scratch-${round}`);
     const asyncLog = await PartitionLog.open({ dir, config: { flushPolicy: 'async', flushMs: 1000 } });
-    logRounds.push(
-      await timeIt(async () => {
-        for (let i = 0; i < batches; i++) await asyncLog.append(batch, { assignOffsets: true });
-      }),
-    );
+    const seconds = await timeIt(async () => {
+      for (let i = 0; i < batches; i++) await asyncLog.append(batch, { assignOffsets: true });
+    });
     await asyncLog.close();
-    if (round !== 2) await rm(dir, { recursive: true });
+    if (!last) await rm(dir, { recursive: true });
+    return seconds;
+  };
+  const rounds = 5;
+  for (let round = -3; round < rounds; round++) {
+    const last = round === rounds - 1;
+    let r: number;
+    let l: number;
+    if (round % 2 === 0) {
+      r = await rawRound(round);
+      l = await logRound(round, last);
+    } else {
+      l = await logRound(round, last);
+      r = await rawRound(round);
+    }
+    if (round < 0) continue;
+    rawRounds.push(r);
+    logRounds.push(l);
   }
   const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
   const rawSeconds = median(rawRounds);

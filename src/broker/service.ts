@@ -399,7 +399,9 @@ export class BrokerService {
   ): Promise<{ partition: number; baseOffset: number; lastOffset: number; batchCount: number } | undefined> {
     const topic = this.#topic(topicName);
     const log = this.#partitionLog(topic, partition);
-    splitBatches(data, log.config.batchBytesMax);
+    // The log checks every batch; with acks=0 the answer goes before the append completes, so the
+    // batches are checked here too, and a corrupt one is still refused to the producer.
+    if (acks === 0) splitBatches(data, log.config.batchBytesMax);
     this.#checkAcks(topic, acks);
     const appending = log.append(data, { assignOffsets: true, leaderEpoch: 0 });
     if (acks === 0) {

@@ -347,13 +347,14 @@ export type BatchCheck =
 
 /**
  * Checks the batch that starts at `pos` within `buf[pos, end)`: markers, magic, length bounds,
- * record count against lastOffsetDelta, and CRC-32C. Decodes no record.
+ * record count against lastOffsetDelta, and CRC-32C (unless `checkCrc` is false). Decodes no record.
  */
 export function checkBatchAt(
   buf: Uint8Array,
   pos = 0,
   end = buf.length,
   batchBytesMax: number = LIMITS.batchBytesMax,
+  checkCrc = true,
 ): BatchCheck {
   const available = end - pos;
   if (available < BATCH_LENGTH_PREFIX_BYTES) {
@@ -378,10 +379,9 @@ export function checkBatchAt(
     if (buf[pos + at] !== value)
       return corrupt(`byte ${at} of the batch header is 0x${hex(buf[pos + at])}, not 0x${hex(value)}`);
   }
-  const storedCrc = b.readUInt32BE(pos + POS.crc + 1);
-  const actualCrc = crc32c(b.subarray(pos + BATCH_CRC_START, pos + size));
-  if (actualCrc !== storedCrc) {
-    return corrupt(`CRC-32C mismatch: stored 0x${hex(storedCrc)}, computed 0x${hex(actualCrc)}`);
+  if (checkCrc) {
+    const problem = batchCrcProblem(b, pos, size);
+    if (problem) return corrupt(problem);
   }
   let header: BatchHeader;
   try {
@@ -400,14 +400,24 @@ export function checkBatchAt(
   return { ok: true, size, header };
 }
 
+/** Why the stored CRC-32C of the batch of `size` bytes at `pos` is wrong, or undefined when it is right. */
+export function batchCrcProblem(buf: Uint8Array, pos: number, size: number): string | undefined {
+  const b = asBuffer(buf);
+  const storedCrc = b.readUInt32BE(pos + POS.crc + 1);
+  const actualCrc = crc32c(b.subarray(pos + BATCH_CRC_START, pos + size));
+  if (actualCrc === storedCrc) return undefined;
+  return `CRC-32C mismatch: stored 0x${hex(storedCrc)}, computed 0x${hex(actualCrc)}`;
+}
+
 /** As `checkBatchAt`, but throws CORRUPT_MESSAGE (or MESSAGE_TOO_LARGE) for anything not a whole valid batch. */
 export function assertValidBatch(
   buf: Uint8Array,
   pos = 0,
   end = buf.length,
   batchBytesMax?: number,
+  checkCrc = true,
 ): BatchHeader {
-  const check = checkBatchAt(buf, pos, end, batchBytesMax);
+  const check = checkBatchAt(buf, pos, end, batchBytesMax, checkCrc);
   if (check.ok) return check.header;
   if (check.message.includes('larger than the limit'))
     throw new SluiceError('MESSAGE_TOO_LARGE', check.message);
@@ -416,15 +426,17 @@ export function assertValidBatch(
 
 /**
  * Splits a buffer of back-to-back batches into checked batches. Throws on any invalid or partial batch.
+ * With `checkCrc` false the CRCs are left to the caller (`batchCrcProblem`), everything else is checked.
  */
 export function splitBatches(
   buf: Uint8Array,
   batchBytesMax?: number,
+  checkCrc = true,
 ): { pos: number; size: number; header: BatchHeader }[] {
   const out: { pos: number; size: number; header: BatchHeader }[] = [];
   let pos = 0;
   while (pos < buf.length) {
-    const header = assertValidBatch(buf, pos, buf.length, batchBytesMax);
+    const header = assertValidBatch(buf, pos, buf.length, batchBytesMax, checkCrc);
     const size = batchSize(header);
     out.push({ pos, size, header });
     pos += size;
@@ -435,7 +447,10 @@ export function splitBatches(
 /** Rewrites the base offset in place; the CRC stays valid. */
 export function setBaseOffset(buf: Uint8Array, pos: number, baseOffset: number): void {
   assert(Number.isSafeInteger(baseOffset) && baseOffset >= 0, `base offset ${baseOffset} out of range`);
-  asBuffer(buf).writeBigUInt64BE(BigInt(baseOffset), pos + POS.baseOffset + 1);
+  const b = asBuffer(buf);
+  const at = pos + POS.baseOffset + 1;
+  b.writeUInt32BE(Math.floor(baseOffset / 0x1_0000_0000), at);
+  b.writeUInt32BE(baseOffset >>> 0, at + 4);
 }
 
 /** Rewrites the partition leader epoch in place; the CRC stays valid. */

@@ -139,7 +139,9 @@ export const nodeFileSystem: FileSystem = {
   },
 };
 
-type PendingOp = { kind: 'write'; position: number; data: Buffer } | { kind: 'truncate'; length: number };
+export type PendingOp =
+  | { kind: 'write'; position: number; data: Buffer }
+  | { kind: 'truncate'; length: number };
 
 interface SimulatedFile {
   /** Content as of the last sync: what survives a power loss for sure. */
@@ -249,12 +251,23 @@ export class SimulatedFileSystem implements FileSystem {
     }
   }
 
-  /** Every unsynced operation lost, none kept: the harshest crash. */
-  crashLosingAllUnsynced(): void {
-    for (const file of this.files.values()) {
-      file.current = Buffer.from(file.durable);
+  /**
+   * Power loss at a chosen point: each file keeps its synced content plus the first `keep(path, ops)`
+   * of its unsynced operations, whole.
+   */
+  crashKeeping(keep: (path: string, pending: readonly PendingOp[]) => number): void {
+    for (const [path, file] of this.files) {
+      let content = file.durable;
+      for (const op of file.pending.slice(0, keep(path, file.pending))) content = applyOp(content, op);
+      file.durable = content;
+      file.current = Buffer.from(content);
       file.pending = [];
     }
+  }
+
+  /** Every unsynced operation lost, none kept: the harshest crash. */
+  crashLosingAllUnsynced(): void {
+    this.crashKeeping(() => 0);
   }
 
   #requireDir(path: string): void {

@@ -6,6 +6,7 @@ import { SluiceError } from '../common/errors.js';
 import {
   type BatchHeader,
   type BatchRecord,
+  batchCrcProblem,
   decodeRecords,
   encodeBatch,
   nextOffsetOf,
@@ -231,7 +232,8 @@ export class PartitionLog {
     options: { assignOffsets: boolean; leaderEpoch?: number },
   ): Promise<AppendResult> {
     this.#checkOpen();
-    const batches = splitBatches(data, this.#config.batchBytesMax);
+    // The CRCs are checked in #drainAppends while the write is in flight.
+    const batches = splitBatches(data, this.#config.batchBytesMax, false);
     if (batches.length === 0) throw new SluiceError('INVALID_REQUEST', 'an append holds at least one batch');
     if (this.#appendQueue.length >= APPEND_QUEUE_MAX) {
       throw new SluiceError(
@@ -285,9 +287,11 @@ export class PartitionLog {
       for (const batch of batches) {
         if (options.assignOffsets) {
           setBaseOffset(data, batch.pos, next);
-          if (options.leaderEpoch !== undefined)
+          batch.header.baseOffset = next;
+          if (options.leaderEpoch !== undefined) {
             setPartitionLeaderEpoch(data, batch.pos, options.leaderEpoch);
-          batch.header = readBatchHeader(data, batch.pos);
+            batch.header.partitionLeaderEpoch = options.leaderEpoch;
+          }
         } else if (batch.header.baseOffset !== next) {
           problem = new SluiceError(
             'INVALID_REQUEST',
@@ -317,21 +321,49 @@ export class PartitionLog {
       });
     }
     if (accepted.length === 0) return;
+    const corrupt = new Map<PendingAppend, string>();
+    const verify = () => {
+      for (const { pending } of accepted) {
+        for (const b of pending.batches) {
+          const problem = batchCrcProblem(pending.data, b.pos, b.size);
+          if (problem) {
+            corrupt.set(pending, problem);
+            break;
+          }
+        }
+      }
+      return corrupt.size === 0;
+    };
     try {
       const buffers = accepted.map((a) => a.pending.data);
       const data = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers);
-      await this.#maybeRoll(data.length);
+      if (this.#mustRoll(data.length)) await this.#roll();
       const locations: BatchLocation[] = [];
       let base = 0;
       for (const { pending } of accepted) {
-        for (const b of pending.batches) {
-          if (b.header.partitionLeaderEpoch >= 0)
-            this.leaderEpochs.assign(b.header.partitionLeaderEpoch, b.header.baseOffset);
+        for (const b of pending.batches)
           locations.push({ position: base + b.pos, size: b.size, header: b.header });
-        }
         base += pending.data.length;
       }
-      await this.#active().append(data, locations, this.#config.indexIntervalBytes);
+      const appended = await this.#active().append(data, locations, this.#config.indexIntervalBytes, verify);
+      if (!appended) {
+        // Nothing of the group was appended: the corrupt appends fail, the others go back to the
+        // front of the queue and get their offsets again.
+        for (const [pending, problem] of corrupt) pending.reject(new SluiceError('CORRUPT_MESSAGE', problem));
+        const retry = accepted.map((a) => a.pending).filter((pending) => !corrupt.has(pending));
+        if (retry.length > 0) {
+          this.#appendQueue.unshift(...retry);
+          if (!this.#appendScheduled) {
+            this.#appendScheduled = true;
+            void this.#serialize(() => this.#drainAppends());
+          }
+        }
+        return;
+      }
+      for (const location of locations) {
+        if (location.header.partitionLeaderEpoch >= 0)
+          this.leaderEpochs.assign(location.header.partitionLeaderEpoch, location.header.baseOffset);
+      }
     } catch (error) {
       const failure =
         error instanceof SluiceError
@@ -615,12 +647,16 @@ export class PartitionLog {
     for (const listener of this.#listeners) listener(end);
   }
 
-  async #maybeRoll(incomingBytes: number): Promise<void> {
+  /** Whether the active segment is closed before `incomingBytes` more: it is full or old enough. */
+  #mustRoll(incomingBytes: number): boolean {
     const active = this.#active();
-    if (active.size === 0) return;
+    if (active.size === 0) return false;
     const full = active.size + incomingBytes > this.#config.segmentBytes;
-    const old = this.#clock.nowMs() - active.createdMs >= this.#config.segmentMs;
-    if (!full && !old) return;
+    return full || this.#clock.nowMs() - active.createdMs >= this.#config.segmentMs;
+  }
+
+  async #roll(): Promise<void> {
+    const active = this.#active();
     // The closed segment is synced before the new one can hold acknowledged data, so that a
     // recovery which starts at the new segment never misses unsynced bytes in the old one.
     await active.sync();

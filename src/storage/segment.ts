@@ -186,7 +186,12 @@ export class Segment {
     const result = await this.#scan(0, fileSize, verify, options.batchBytesMax, (location) => {
       if (location.header.baseOffset < this.nextOffset)
         return `batch at position ${location.position} goes back to offset ${location.header.baseOffset}`;
-      const added = this.#track(location, options.indexIntervalBytes);
+      const added = this.#track(
+        location.header,
+        location.position,
+        location.size,
+        options.indexIntervalBytes,
+      );
       if (added) {
         entries.push(added.index);
         timeEntries.push(added.time);
@@ -255,43 +260,68 @@ export class Segment {
     return { end: pos, error: undefined };
   }
 
-  /** Updates in-memory state for a batch appended at `location`; returns index entries to write. */
-  #track(location: BatchLocation, indexIntervalBytes: number): { index: Buffer; time: Buffer } | undefined {
-    const { header } = location;
+  /** Updates in-memory state for a batch appended at `position`; returns index entries to write. */
+  #track(
+    header: BatchHeader,
+    position: number,
+    size: number,
+    indexIntervalBytes: number,
+  ): { index: Buffer; time: Buffer } | undefined {
     let added: { index: Buffer; time: Buffer } | undefined;
-    if (this.#bytesSinceIndex >= indexIntervalBytes && location.position > 0) {
+    if (this.#bytesSinceIndex >= indexIntervalBytes && position > 0) {
       const rel = header.baseOffset - this.baseOffset;
       this.#indexOffsets.push(header.baseOffset);
-      this.#indexPositions.push(location.position);
+      this.#indexPositions.push(position);
       const timestamp = Math.max(this.maxTimestamp, -1);
       this.#timeTimestamps.push(timestamp);
       this.#timeOffsets.push(header.baseOffset);
       const index = Buffer.allocUnsafe(INDEX_ENTRY_BYTES);
       index.writeUInt32BE(rel, 0);
-      index.writeUInt32BE(location.position, 4);
+      index.writeUInt32BE(position, 4);
       const time = Buffer.allocUnsafe(TIME_INDEX_ENTRY_BYTES);
       time.writeBigInt64BE(BigInt(timestamp), 0);
       time.writeUInt32BE(rel, 8);
       added = { index, time };
       this.#bytesSinceIndex = 0;
     }
-    this.#bytesSinceIndex += location.size;
+    this.#bytesSinceIndex += size;
     this.nextOffset = header.baseOffset + header.lastOffsetDelta + 1;
     if (header.maxTimestamp > this.maxTimestamp) this.maxTimestamp = header.maxTimestamp;
-    this.size = location.position + location.size;
+    this.size = position + size;
     return added;
   }
 
-  /** Appends checked batches (already rewritten by the caller) in one write at the end of the file. */
-  async append(data: Buffer, batches: readonly BatchLocation[], indexIntervalBytes: number): Promise<void> {
+  /**
+   * Appends batches (already rewritten by the caller) in one write at the end of the file.
+   * `verify` runs while the write is in flight, so that checking the batches costs no time beside
+   * the write; when it returns false the bytes just written are cut off again, nothing is appended
+   * and the result is false. Nothing reads past `size`, so the unverified bytes are never served,
+   * and a crash before the cut leaves a tail that recovery's CRC scan removes.
+   */
+  async append(
+    data: Buffer,
+    batches: readonly BatchLocation[],
+    indexIntervalBytes: number,
+    verify?: () => boolean,
+  ): Promise<boolean> {
     assert(!this.#closed, 'append to a closed segment');
     const start = this.size;
-    await this.log.write(data, start);
+    const writing = this.log.write(data, start);
+    let verified: boolean;
+    try {
+      verified = verify === undefined || verify();
+    } finally {
+      await writing;
+    }
     this.dirty = true;
+    if (!verified) {
+      await this.log.truncate(start);
+      return false;
+    }
     const indexEntries: Buffer[] = [];
     const timeEntries: Buffer[] = [];
     for (const batch of batches) {
-      const added = this.#track({ ...batch, position: start + batch.position }, indexIntervalBytes);
+      const added = this.#track(batch.header, start + batch.position, batch.size, indexIntervalBytes);
       if (added) {
         indexEntries.push(added.index);
         timeEntries.push(added.time);
@@ -302,6 +332,7 @@ export class Segment {
     this.#pendingIndex.push(...indexEntries);
     this.#pendingTimeIndex.push(...timeEntries);
     if (this.#pendingIndex.length >= PENDING_INDEX_ENTRIES_MAX) await this.#writePendingIndexes();
+    return true;
   }
 
   async #writePendingIndexes(): Promise<void> {

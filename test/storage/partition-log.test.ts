@@ -336,4 +336,61 @@ describe('write coalescing', () => {
     expect(valuesOf((await log.readRecords(0, { maxBytes: 1 << 20 })).records)).toEqual(['a', 'b']);
     await log.close();
   });
+
+  it('a corrupt append in a shared write is cut off again; the others of its group land with contiguous offsets', async () => {
+    const fs = new SimulatedFileSystem();
+    const log = await PartitionLog.open({ dir: '/data/x-0' }, { fs, clock: new ManualClock() });
+    await log.append(batchOf(['first']), { assignOffsets: true });
+    const bad = batchOf(['bad']);
+    bad[bad.length - 1]! ^= 0xff;
+    const outcomes = await Promise.allSettled([
+      log.append(batchOf(['a0', 'a1']), { assignOffsets: true }),
+      log.append(bad, { assignOffsets: true }),
+      log.append(batchOf(['b0']), { assignOffsets: true }),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    const rejected = outcomes[1] as PromiseRejectedResult;
+    expect(isSluiceError(rejected.reason) && rejected.reason.code).toBe('CORRUPT_MESSAGE');
+    expect(
+      outcomes.flatMap((o) => (o.status === 'fulfilled' ? [[o.value.baseOffset, o.value.lastOffset]] : [])),
+    ).toEqual([
+      [1, 2],
+      [3, 3],
+    ]);
+    expect(valuesOf((await log.readRecords(0, { maxBytes: 1 << 20 })).records)).toEqual([
+      'first',
+      'a0',
+      'a1',
+      'b0',
+    ]);
+    // The file holds exactly the appended batches: no byte of the corrupt one is left behind.
+    const file = fs.files.get('/data/x-0/00000000000000000000.log')!;
+    expect(file.current.length).toBe(log.sizeBytes);
+    await log.close();
+  });
+
+  it('a crash after a corrupt append was written but before it was cut off loses nothing acknowledged', async () => {
+    const fs = new SimulatedFileSystem();
+    const log = await PartitionLog.open(
+      { dir: '/data/y-0', config: { flushPolicy: 'sync' } },
+      { fs, clock: new ManualClock() },
+    );
+    await log.append(batchOf(['kept']), { assignOffsets: true });
+    const bad = batchOf(['bad', 'bytes']);
+    bad[bad.length - 3]! ^= 0x55;
+    await expectCode(log.append(bad, { assignOffsets: true }), 'CORRUPT_MESSAGE');
+    // Power fails with the corrupt write on disk and its cut-off lost.
+    const logPath = '/data/y-0/00000000000000000000.log';
+    const file = fs.files.get(logPath)!;
+    expect(file.pending.map((op) => op.kind)).toEqual(['write', 'truncate']);
+    fs.crashKeeping((path, pending) => (path === logPath ? 1 : pending.length));
+    expect(file.current.length).toBeGreaterThan(bad.length);
+    const reopened = await PartitionLog.open({ dir: '/data/y-0' }, { fs, clock: new ManualClock() });
+    expect(reopened.recoveryReport).toBeDefined();
+    expect(reopened.logEndOffset).toBe(1);
+    expect(valuesOf((await reopened.readRecords(0, { maxBytes: 1 << 20 })).records)).toEqual(['kept']);
+    const next = await reopened.append(batchOf(['after']), { assignOffsets: true });
+    expect(next.baseOffset).toBe(1);
+    await reopened.close();
+  });
 });
