@@ -10,7 +10,8 @@ import type {
   TopicDescription,
 } from '../protocol/api.js';
 import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
-import { encodeBatch, type RecordInput, splitBatches } from '../protocol/batch.js';
+import { type RecordInput, splitBatches } from '../protocol/batch.js';
+import { type ProduceRecordSource, recordArraySource } from '../protocol/produce-body.js';
 import {
   DEFAULT_LOG_CONFIG,
   LOG_CONFIG_NAMES,
@@ -25,6 +26,13 @@ export interface ProduceInput extends Omit<RecordInput, 'timestamp' | 'offsetDel
   /** Milliseconds since the epoch; the broker's clock when absent. */
   timestamp?: number;
   partition?: number;
+}
+
+/** Where each record of a produce request landed, in request order. */
+export interface ProducedOffsets {
+  count: number;
+  partitions: Int32Array;
+  offsets: Float64Array;
 }
 
 export interface CreateTopicRequest {
@@ -297,22 +305,33 @@ export class BrokerService {
     records: readonly ProduceInput[],
     acks: Acks,
   ): Promise<{ partition: number; offset: number }[]> {
+    const produced = await this.produceFrom(topicName, recordArraySource(records), acks);
+    const out: { partition: number; offset: number }[] = new Array(produced.count);
+    for (let i = 0; i < produced.count; i++)
+      out[i] = { partition: produced.partitions[i]!, offset: produced.offsets[i]! };
+    return out;
+  }
+
+  /**
+   * Partitions the records (named partition, else murmur2 of the key, else one sticky partition
+   * per request), turns each partition's share into one batch and appends it. With acks=0 the
+   * result holds no record.
+   */
+  async produceFrom(topicName: string, records: ProduceRecordSource, acks: Acks): Promise<ProducedOffsets> {
     const topic = this.#topic(topicName);
-    if (records.length === 0)
+    if (records.count === 0)
       throw new SluiceError('INVALID_REQUEST', 'records must hold at least one record');
-    if (records.length > LIMITS.requestRecordsMax) {
+    if (records.count > LIMITS.requestRecordsMax) {
       throw new SluiceError(
         'TOO_MANY_RECORDS',
         `a request holds at most ${LIMITS.requestRecordsMax} records`,
       );
     }
     const sticky = this.#stickyPartition++ % topic.partitions;
-    const byPartition = new Map<number, number[]>();
-    const partitionOf: number[] = new Array(records.length);
-    records.forEach((record, i) => {
-      let partition: number;
-      if (record.partition !== undefined) {
-        partition = record.partition;
+    const partitions = new Int32Array(records.count);
+    for (let i = 0; i < records.count; i++) {
+      let partition = records.partitionAt(i);
+      if (partition !== -1) {
         if (!Number.isInteger(partition) || partition < 0 || partition >= topic.partitions) {
           throw new SluiceError(
             'UNKNOWN_TOPIC_OR_PARTITION',
@@ -322,23 +341,19 @@ export class BrokerService {
             },
           );
         }
-      } else if (record.key) {
-        partition = partitionForKey(record.key, topic.partitions);
       } else {
-        partition = sticky;
+        const key = records.keyAt(i);
+        partition = key ? partitionForKey(key, topic.partitions) : sticky;
       }
-      partitionOf[i] = partition;
-      let list = byPartition.get(partition);
-      if (!list) byPartition.set(partition, (list = []));
-      list.push(i);
-    });
+      partitions[i] = partition;
+    }
+    const byPartition = groupByPartition(partitions);
     const batches = new Map<number, Buffer>();
     for (const [partition, indexes] of byPartition) {
       // The log holds its parsed config; parsing the topic's configs again per request is waste.
       const recordBytesMax = this.#partitionLog(topic, partition).config.batchBytesMax;
       for (const i of indexes) {
-        const r = records[i]!;
-        const size = (r.key?.length ?? 0) + (r.value?.length ?? 0);
+        const size = records.payloadBytesAt(i);
         if (size > recordBytesMax) {
           throw new SluiceError(
             'RECORD_TOO_LARGE',
@@ -347,18 +362,7 @@ export class BrokerService {
           );
         }
       }
-      const nowMs = this.#clock.nowMs();
-      const batch = encodeBatch(
-        indexes.map((i) => {
-          const r = records[i]!;
-          return {
-            key: r.key ?? null,
-            value: r.value ?? null,
-            headers: r.headers ?? [],
-            timestamp: r.timestamp ?? nowMs,
-          };
-        }),
-      );
+      const batch = records.encodeBatch(indexes, this.#clock.nowMs());
       if (batch.length > recordBytesMax) {
         throw new SluiceError(
           'MESSAGE_TOO_LARGE',
@@ -368,23 +372,23 @@ export class BrokerService {
       batches.set(partition, batch);
     }
     this.#checkAcks(topic, acks);
-    const offsets: { partition: number; offset: number }[] = new Array(records.length);
+    const offsets = new Float64Array(records.count);
     const appends = [...batches].map(async ([partition, batch]) => {
       const result = await this.#partitionLog(topic, partition).append(batch, {
         assignOffsets: true,
         leaderEpoch: 0,
+        encodedHere: true,
       });
-      byPartition.get(partition)!.forEach((i, n) => {
-        offsets[i] = { partition, offset: result.baseOffset + n };
-      });
+      const indexes = byPartition.get(partition)!;
+      for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
     });
     if (acks === 0) {
       // Fire and forget, as Kafka's acks=0: the producer is answered before the append completes.
       for (const a of appends) a.catch(() => {});
-      return [];
+      return { count: 0, partitions: new Int32Array(0), offsets: new Float64Array(0) };
     }
     await this.#unlessDeleted(topicName, Promise.all(appends));
-    return offsets;
+    return { count: records.count, partitions, offsets };
   }
 
   /**
@@ -628,4 +632,24 @@ function validateConfigs(configs: Record<string, ConfigValue>, brokerLevel: bool
     throw new SluiceError('INVALID_CONFIG', `unknown config ${name}`, { details: { config: name } });
   }
   logConfigFromTopicConfigs(configs);
+}
+
+/** Record indexes per partition, each list in request order. */
+function groupByPartition(partitions: Int32Array): Map<number, number[]> {
+  const groups = new Map<number, number[]>();
+  const first = partitions[0]!;
+  if (partitions.every((p) => p === first)) {
+    // The common case, one partition per request: no lookup per record.
+    groups.set(
+      first,
+      Array.from(partitions, (_, i) => i),
+    );
+    return groups;
+  }
+  for (let i = 0; i < partitions.length; i++) {
+    let list = groups.get(partitions[i]!);
+    if (!list) groups.set(partitions[i]!, (list = []));
+    list.push(i);
+  }
+  return groups;
 }

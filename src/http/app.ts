@@ -13,6 +13,11 @@ import { LIMITS } from '../common/limits.js';
 import { ENDPOINTS, type Endpoint, MEDIA, parseAcks } from '../protocol/api.js';
 import { decodeRecords, readBatchHeader } from '../protocol/batch.js';
 import {
+  type ProduceRecordSource,
+  recordArraySource,
+  scanMsgpackProduceBody,
+} from '../protocol/produce-body.js';
+import {
   type Format,
   mediaTypeOf,
   msgpackFetchResponse,
@@ -150,16 +155,19 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     (httpPart === 'body' ? strict : coercing).compile(schema as object),
   );
 
+  const produceRoutes = new Set<string>([ENDPOINTS.produce.path, ENDPOINTS.producePartition.path]);
   const decodeMsgpack = (
-    _request: FastifyRequest,
+    request: FastifyRequest,
     body: Buffer,
     done: (error: Error | null, body?: unknown) => void,
   ) => {
     if (body.length === 0) return done(null, undefined);
+    // A produce body stays bytes: its records are copied into a batch without being decoded.
+    if (produceRoutes.has(request.routeOptions.url ?? '')) return done(null, new MsgpackBody(body));
     try {
       done(null, unpackr.unpack(body));
     } catch (error) {
-      done(new SluiceError('INVALID_REQUEST', `the body is not valid msgpack: ${(error as Error).message}`));
+      done(invalidMsgpack(error));
     }
   };
   app.addContentTypeParser([MEDIA.msgpack, MEDIA.msgpackAlt], { parseAs: 'buffer' }, decodeMsgpack);
@@ -297,18 +305,25 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
       const result = await service.produceBatches(topic, partition, request.body as Buffer, acks);
       return send(request, reply, acks === 0 ? 202 : 200, result ?? {});
     }
-    const records = recordsFromBody(request, mediaType, service.options.nodeId);
-    if (partition !== undefined) for (const r of records) r.partition = r.partition ?? partition;
-    if (partition !== undefined && records.some((r) => r.partition !== partition)) {
-      throw new SluiceError('INVALID_REQUEST', `records name a partition other than ${partition}`);
+    const records = recordsFromBody(request, mediaType);
+    if (partition !== undefined) {
+      for (let i = 0; i < records.count; i++) {
+        const named = records.partitionAt(i);
+        if (named !== -1 && named !== partition)
+          throw new SluiceError('INVALID_REQUEST', `records name a partition other than ${partition}`);
+      }
     }
-    const offsets = await service.produce(topic, records, acks);
+    const produced = await service.produceFrom(topic, withPartition(records, partition), acks);
     if (negotiate(request.headers.accept) === 'msgpack') {
       return reply
         .code(acks === 0 ? 202 : 200)
         .type(MEDIA.msgpack)
-        .send(msgpackOffsetsResponse(offsets));
+        .send(msgpackOffsetsResponse(produced));
     }
+    const offsets = Array.from({ length: produced.count }, (_, i) => ({
+      partition: produced.partitions[i]!,
+      offset: produced.offsets[i]!,
+    }));
     return send(request, reply, acks === 0 ? 202 : 200, { offsets });
   };
   route(ENDPOINTS.produce, (request, reply) => produce(request, reply, undefined));
@@ -417,7 +432,42 @@ export function decodedRecords(data: Buffer, fromOffset: number) {
   return out;
 }
 
-function recordsFromBody(request: FastifyRequest, mediaType: string, _nodeId: number): ProduceInput[] {
+/** A msgpack produce body, kept as bytes until the handler reads it. */
+class MsgpackBody {
+  constructor(readonly bytes: Buffer) {}
+}
+
+function invalidMsgpack(error: unknown): SluiceError {
+  return new SluiceError('INVALID_REQUEST', `the body is not valid msgpack: ${(error as Error).message}`);
+}
+
+/** The records, each sent to `partition` when the route names one. */
+function withPartition(records: ProduceRecordSource, partition: number | undefined): ProduceRecordSource {
+  if (partition === undefined) return records;
+  return {
+    count: records.count,
+    partitionAt: () => partition,
+    keyAt: (i) => records.keyAt(i),
+    payloadBytesAt: (i) => records.payloadBytesAt(i),
+    encodeBatch: (indexes, nowMs) => records.encodeBatch(indexes, nowMs),
+  };
+}
+
+function recordsFromBody(request: FastifyRequest, mediaType: string): ProduceRecordSource {
+  let body = request.body;
+  if (body instanceof MsgpackBody) {
+    const scanned = scanMsgpackProduceBody(body.bytes);
+    if (scanned) return scanned;
+    try {
+      body = unpackr.unpack(body.bytes);
+    } catch (error) {
+      throw invalidMsgpack(error);
+    }
+  }
+  return recordArraySource(recordObjectsFromBody(request, mediaType, body));
+}
+
+function recordObjectsFromBody(request: FastifyRequest, mediaType: string, decoded: unknown): ProduceInput[] {
   const now = Date.now();
   if (mediaType === MEDIA.octetStream) {
     const headers: [string, Uint8Array][] = [];
@@ -439,7 +489,7 @@ function recordsFromBody(request: FastifyRequest, mediaType: string, _nodeId: nu
     );
     return [record];
   }
-  const body = request.body as { records?: unknown; valueEncoding?: unknown } | undefined;
+  const body = decoded as { records?: unknown; valueEncoding?: unknown } | undefined;
   if (!body || typeof body !== 'object' || !Array.isArray(body.records)) {
     throw new SluiceError('INVALID_REQUEST', 'the body must be an object with a "records" list');
   }

@@ -191,6 +191,40 @@ export function encodeBatch(records: readonly RecordInput[], options: EncodeBatc
   return out;
 }
 
+/**
+ * Encodes a batch of `count` records whose bytes `writeRecord` puts at `pos` (returning the
+ * position after the record), within `recordBytesBound` bytes in all; offsets 0..count-1, no
+ * producer. For encoders that copy records from elsewhere without building `RecordInput`s.
+ */
+export function encodeBatchWith(
+  count: number,
+  recordBytesBound: number,
+  writeRecord: (buf: Buffer, pos: number, n: number) => number,
+  timestamps: { baseTimestamp: number; maxTimestamp: number },
+): Buffer {
+  if (count < 1 || count > LIMITS.batchRecordsMax) {
+    throw new SluiceError('TOO_MANY_RECORDS', `a batch holds 1 to ${LIMITS.batchRecordsMax} records`);
+  }
+  const buf = Buffer.allocUnsafe(BATCH_HEADER_BYTES + recordBytesBound);
+  let pos = BATCH_HEADER_BYTES;
+  for (let n = 0; n < count; n++) pos = writeRecord(buf, pos, n);
+  assert(pos <= buf.length, 'records overran their size bound');
+  const out = buf.subarray(0, pos);
+  writeHeader(out, {
+    baseOffset: 0,
+    partitionLeaderEpoch: -1,
+    attributes: 0,
+    lastOffsetDelta: count - 1,
+    baseTimestamp: timestamps.baseTimestamp,
+    maxTimestamp: timestamps.maxTimestamp,
+    producerId: -1,
+    producerEpoch: -1,
+    baseSequence: -1,
+    recordCount: count,
+  });
+  return out;
+}
+
 function writeHeader(buf: Buffer, h: Omit<BatchHeader, 'batchLength' | 'magic' | 'crc'>): void {
   buf[POS.arrayMarker] = 0x9e;
   buf[POS.baseOffset] = 0xcf;
@@ -260,7 +294,8 @@ function writeRecord(
   return pos;
 }
 
-function writeInt(buf: Buffer, pos: number, n: number): number {
+/** A msgpack integer in its shortest form. */
+export function writeInt(buf: Buffer, pos: number, n: number): number {
   if (n >= 0 && n < 128) {
     buf[pos] = n;
     return pos + 1;
@@ -288,12 +323,24 @@ function writeMarker(buf: Buffer, pos: number, marker: number): number {
 
 function writeBin(buf: Buffer, pos: number, data: Uint8Array | null): number {
   if (data === null) return writeMarker(buf, pos, 0xc0);
-  const n = data.length;
-  if (n < 0x100) pos = buf.writeUInt8(n, writeMarker(buf, pos, 0xc4));
-  else if (n < 0x10000) pos = buf.writeUInt16BE(n, writeMarker(buf, pos, 0xc5));
-  else pos = buf.writeUInt32BE(n, writeMarker(buf, pos, 0xc6));
+  pos = writeBinHeader(buf, pos, data.length);
   buf.set(data, pos);
-  return pos + n;
+  return pos + data.length;
+}
+
+/** The shortest msgpack bin header for `n` bytes. */
+export function writeBinHeader(buf: Buffer, pos: number, n: number): number {
+  if (n < 0x100) return buf.writeUInt8(n, writeMarker(buf, pos, 0xc4));
+  if (n < 0x10000) return buf.writeUInt16BE(n, writeMarker(buf, pos, 0xc5));
+  return buf.writeUInt32BE(n, writeMarker(buf, pos, 0xc6));
+}
+
+/** The shortest msgpack str header for `n` bytes of UTF-8. */
+export function writeStrHeader(buf: Buffer, pos: number, n: number): number {
+  if (n < 32) return writeMarker(buf, pos, 0xa0 | n);
+  if (n < 0x100) return buf.writeUInt8(n, writeMarker(buf, pos, 0xd9));
+  if (n < 0x10000) return buf.writeUInt16BE(n, writeMarker(buf, pos, 0xda));
+  return buf.writeUInt32BE(n, writeMarker(buf, pos, 0xdb));
 }
 
 function writeStr(buf: Buffer, pos: number, s: string): number {
@@ -311,7 +358,8 @@ function writeStr(buf: Buffer, pos: number, s: string): number {
   return pos + headerBytes + written;
 }
 
-function writeArrayHeader(buf: Buffer, pos: number, n: number): number {
+/** The shortest msgpack array header for `n` elements. */
+export function writeArrayHeader(buf: Buffer, pos: number, n: number): number {
   if (n < 16) return writeMarker(buf, pos, 0x90 | n);
   if (n < 0x10000) return buf.writeUInt16BE(n, writeMarker(buf, pos, 0xdc));
   return buf.writeUInt32BE(n, writeMarker(buf, pos, 0xdd));

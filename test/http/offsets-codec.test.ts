@@ -15,7 +15,12 @@ describe('msgpackOffsetsResponse', () => {
           { maxLength: 300 },
         ),
         (offsets) => {
-          expect(unpackr.unpack(msgpackOffsetsResponse(offsets))).toEqual({ offsets });
+          const produced = {
+            count: offsets.length,
+            partitions: Int32Array.from(offsets, (o) => o.partition),
+            offsets: Float64Array.from(offsets, (o) => o.offset),
+          };
+          expect(unpackr.unpack(msgpackOffsetsResponse(produced))).toEqual({ offsets });
         },
       ),
     );

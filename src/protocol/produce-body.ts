@@ -1,0 +1,439 @@
+import { isUtf8 } from 'node:buffer';
+import { LIMITS } from '../common/limits.js';
+import {
+  encodeBatch,
+  encodeBatchWith,
+  type RecordInput,
+  writeArrayHeader,
+  writeBinHeader,
+  writeInt,
+  writeStrHeader,
+} from './batch.js';
+
+/**
+ * The records of a produce request, whatever body they came in: the broker partitions them, checks
+ * their sizes and turns each partition's share into one stored batch.
+ */
+export interface ProduceRecordSource {
+  readonly count: number;
+  /** The partition the record names, or -1 when it names none. */
+  partitionAt(i: number): number;
+  /** The key bytes, or null. */
+  keyAt(i: number): Uint8Array | null;
+  /** Key plus value bytes, the figure `RECORD_TOO_LARGE` is about. */
+  payloadBytesAt(i: number): number;
+  /** One batch of the records at `indexes`, in that order, offsets 0.. relative; `nowMs` for absent timestamps. */
+  encodeBatch(indexes: readonly number[], nowMs: number): Buffer;
+}
+
+/** Records already decoded into objects (JSON, NDJSON, raw bodies, the unusual msgpack body). */
+export function recordArraySource(
+  records: readonly (Omit<RecordInput, 'timestamp'> & { timestamp?: number; partition?: number })[],
+): ProduceRecordSource {
+  return {
+    count: records.length,
+    partitionAt: (i) => records[i]!.partition ?? -1,
+    keyAt: (i) => records[i]!.key ?? null,
+    payloadBytesAt: (i) => (records[i]!.key?.length ?? 0) + (records[i]!.value?.length ?? 0),
+    encodeBatch(indexes, nowMs) {
+      const out: RecordInput[] = new Array(indexes.length);
+      for (let n = 0; n < indexes.length; n++) {
+        const r = records[indexes[n]!]!;
+        out[n] = {
+          key: r.key ?? null,
+          value: r.value ?? null,
+          headers: r.headers ?? [],
+          timestamp: r.timestamp ?? nowMs,
+        };
+      }
+      return encodeBatch(out);
+    },
+  };
+}
+
+/** Where a bytes field (key, value, header value) lies in the body: kind 0 nil, 1 bytes. */
+const NIL = -1;
+
+/**
+ * A msgpack produce body read in place: `{"records": [{"key", "value", "headers", "partition",
+ * "timestamp"}, ...]}` with keys and values as bin or UTF-8 str, headers as a map of names to
+ * bin/str/nil or a list of [name, value] pairs, and integer partitions and timestamps. The batch
+ * is written by copying each field's bytes from the body: no record becomes an object, which is
+ * most of what a produce of small records cost.
+ *
+ * Anything else a produce body may hold (other JSON types as values, `valueEncoding`, unknown
+ * fields, mistakes) gives undefined; the caller then decodes the body the general way, which
+ * accepts the same bodies and gives the same batches, and words every error.
+ */
+export function scanMsgpackProduceBody(body: Buffer): ProduceRecordSource | undefined {
+  const r = new Scanner(body);
+  const topEntries = r.mapHeader();
+  if (topEntries !== 1) return undefined;
+  if (!r.keyIs(RECORDS)) return undefined;
+  const count = r.arrayHeader();
+  if (count < 1 || count > LIMITS.requestRecordsMax) return undefined;
+  // Per record: its partition and timestamp, where its key, value and headers lie, a size bound.
+  const partitions = new Int32Array(count).fill(-1);
+  const timestamps = new Float64Array(count).fill(Number.NaN);
+  const keyStarts = new Int32Array(count).fill(NIL);
+  const keyLengths = new Int32Array(count);
+  const valueStarts = new Int32Array(count).fill(NIL);
+  const valueLengths = new Int32Array(count);
+  const headerStarts = new Int32Array(count).fill(NIL);
+  const bounds = new Int32Array(count);
+  for (let i = 0; i < count; i++) {
+    const fields = r.mapHeader();
+    if (fields < 0 || fields > 5) return undefined;
+    let seen = 0;
+    let bound = RECORD_FIXED_BOUND;
+    for (let f = 0; f < fields; f++) {
+      const field = r.fieldName();
+      if (field < 0 || seen & (1 << field)) return undefined;
+      seen |= 1 << field;
+      switch (field) {
+        case KEY: {
+          if (!r.bytes()) return undefined;
+          if (r.bytesStart !== NIL) {
+            keyStarts[i] = r.bytesStart;
+            keyLengths[i] = r.bytesLength;
+            bound += r.bytesLength;
+          }
+          break;
+        }
+        case VALUE: {
+          if (!r.bytes()) return undefined;
+          if (r.bytesStart !== NIL) {
+            valueStarts[i] = r.bytesStart;
+            valueLengths[i] = r.bytesLength;
+            bound += r.bytesLength;
+          }
+          break;
+        }
+        case HEADERS: {
+          headerStarts[i] = r.pos;
+          const headerBound = r.headers();
+          if (headerBound < 0) return undefined;
+          bound += headerBound;
+          break;
+        }
+        case PARTITION: {
+          const n = r.optionalUint();
+          if (Number.isNaN(n)) return undefined;
+          if (n >= 0) {
+            if (n > 0x7fffffff) return undefined;
+            partitions[i] = n;
+          }
+          break;
+        }
+        case TIMESTAMP: {
+          const n = r.optionalUint();
+          if (Number.isNaN(n)) return undefined;
+          if (n >= 0) timestamps[i] = n;
+          break;
+        }
+      }
+    }
+    bounds[i] = bound;
+  }
+  if (r.pos !== body.length) return undefined;
+
+  return {
+    count,
+    partitionAt: (i) => partitions[i]!,
+    keyAt: (i) =>
+      keyStarts[i] === NIL ? null : body.subarray(keyStarts[i]!, keyStarts[i]! + keyLengths[i]!),
+    payloadBytesAt: (i) => keyLengths[i]! + valueLengths[i]!,
+    encodeBatch(indexes, nowMs) {
+      let baseTimestamp = Number.POSITIVE_INFINITY;
+      let maxTimestamp = Number.NEGATIVE_INFINITY;
+      let size = 0;
+      for (const i of indexes) {
+        const t = Number.isNaN(timestamps[i]!) ? nowMs : timestamps[i]!;
+        if (t < baseTimestamp) baseTimestamp = t;
+        if (t > maxTimestamp) maxTimestamp = t;
+        size += bounds[i]!;
+      }
+      return encodeBatchWith(
+        indexes.length,
+        size,
+        (buf, pos, n) => {
+          const i = indexes[n]!;
+          const t = Number.isNaN(timestamps[i]!) ? nowMs : timestamps[i]!;
+          buf[pos++] = 0x95;
+          pos = writeInt(buf, pos, n);
+          pos = writeInt(buf, pos, t - baseTimestamp);
+          pos = copyBin(body, keyStarts[i]!, keyLengths[i]!, buf, pos);
+          pos = copyBin(body, valueStarts[i]!, valueLengths[i]!, buf, pos);
+          return copyHeaders(body, headerStarts[i]!, buf, pos);
+        },
+        { baseTimestamp, maxTimestamp },
+      );
+    },
+  };
+}
+
+const RECORDS = Buffer.from('records');
+const KEY = 0;
+const VALUE = 1;
+const HEADERS = 2;
+const PARTITION = 3;
+const TIMESTAMP = 4;
+const FIELD_NAMES = ['key', 'value', 'headers', 'partition', 'timestamp'].map((s) => Buffer.from(s));
+/** Array marker, offset and timestamp deltas, key, value and headers markers. */
+const RECORD_FIXED_BOUND = 1 + 9 + 9 + 5 + 5 + 5;
+
+/**
+ * A cursor over msgpack bytes that checks as it goes. Every method returns a failure value instead
+ * of throwing, so that a body it does not cover costs nothing but the way back to the general decoder.
+ */
+class Scanner {
+  pos = 0;
+  bytesStart = NIL;
+  bytesLength = 0;
+
+  constructor(readonly buf: Buffer) {}
+
+  #has(n: number): boolean {
+    return this.pos + n <= this.buf.length;
+  }
+
+  mapHeader(): number {
+    if (!this.#has(1)) return -1;
+    const b = this.buf[this.pos]!;
+    if (b >= 0x80 && b <= 0x8f) {
+      this.pos++;
+      return b & 0x0f;
+    }
+    if (b === 0xde && this.#has(3)) {
+      this.pos += 3;
+      return this.buf.readUInt16BE(this.pos - 2);
+    }
+    if (b === 0xdf && this.#has(5)) {
+      this.pos += 5;
+      return this.buf.readUInt32BE(this.pos - 4);
+    }
+    return -1;
+  }
+
+  arrayHeader(): number {
+    if (!this.#has(1)) return -1;
+    const b = this.buf[this.pos]!;
+    if (b >= 0x90 && b <= 0x9f) {
+      this.pos++;
+      return b & 0x0f;
+    }
+    if (b === 0xdc && this.#has(3)) {
+      this.pos += 3;
+      return this.buf.readUInt16BE(this.pos - 2);
+    }
+    if (b === 0xdd && this.#has(5)) {
+      this.pos += 5;
+      return this.buf.readUInt32BE(this.pos - 4);
+    }
+    return -1;
+  }
+
+  /** A str; sets bytesStart/bytesLength. False when the next value is not a whole str. */
+  str(): boolean {
+    if (!this.#has(1)) return false;
+    const b = this.buf[this.pos]!;
+    let length: number;
+    let header: number;
+    if (b >= 0xa0 && b <= 0xbf) {
+      length = b & 0x1f;
+      header = 1;
+    } else if (b === 0xd9 && this.#has(2)) {
+      length = this.buf[this.pos + 1]!;
+      header = 2;
+    } else if (b === 0xda && this.#has(3)) {
+      length = this.buf.readUInt16BE(this.pos + 1);
+      header = 3;
+    } else if (b === 0xdb && this.#has(5)) {
+      length = this.buf.readUInt32BE(this.pos + 1);
+      header = 5;
+    } else return false;
+    if (!this.#has(header + length)) return false;
+    this.bytesStart = this.pos + header;
+    this.bytesLength = length;
+    this.pos += header + length;
+    return true;
+  }
+
+  keyIs(name: Buffer): boolean {
+    return this.str() && this.#equals(name);
+  }
+
+  /** Which record field name comes next (KEY..TIMESTAMP), or -1. */
+  fieldName(): number {
+    if (!this.str()) return -1;
+    let f: number;
+    switch (this.bytesLength) {
+      case 3:
+        f = KEY;
+        break;
+      case 5:
+        f = VALUE;
+        break;
+      case 7:
+        f = HEADERS;
+        break;
+      case 9:
+        f = this.buf[this.bytesStart] === 0x70 ? PARTITION : TIMESTAMP;
+        break;
+      default:
+        return -1;
+    }
+    return this.#equals(FIELD_NAMES[f]!) ? f : -1;
+  }
+
+  #equals(name: Buffer): boolean {
+    if (this.bytesLength !== name.length) return false;
+    for (let i = 0; i < name.length; i++) if (this.buf[this.bytesStart + i] !== name[i]) return false;
+    return true;
+  }
+
+  /**
+   * A bytes field: nil (bytesStart = NIL), bin, or a str of valid UTF-8 (stored as its bytes).
+   * False for anything else.
+   */
+  bytes(): boolean {
+    if (!this.#has(1)) return false;
+    const b = this.buf[this.pos]!;
+    if (b === 0xc0) {
+      this.pos++;
+      this.bytesStart = NIL;
+      this.bytesLength = 0;
+      return true;
+    }
+    let length: number;
+    let header: number;
+    if (b === 0xc4 && this.#has(2)) {
+      length = this.buf[this.pos + 1]!;
+      header = 2;
+    } else if (b === 0xc5 && this.#has(3)) {
+      length = this.buf.readUInt16BE(this.pos + 1);
+      header = 3;
+    } else if (b === 0xc6 && this.#has(5)) {
+      length = this.buf.readUInt32BE(this.pos + 1);
+      header = 5;
+    } else {
+      if (!this.str()) return false;
+      return isUtf8(this.buf.subarray(this.bytesStart, this.bytesStart + this.bytesLength));
+    }
+    if (!this.#has(header + length)) return false;
+    this.bytesStart = this.pos + header;
+    this.bytesLength = length;
+    this.pos += header + length;
+    return true;
+  }
+
+  /** nil (-1) or a non-negative integer that is safe in a double, in any msgpack number form; NaN for anything else. */
+  optionalUint(): number {
+    if (!this.#has(1)) return Number.NaN;
+    const b = this.buf[this.pos]!;
+    if (b === 0xc0) {
+      this.pos++;
+      return -1;
+    }
+    if (b <= 0x7f) {
+      this.pos++;
+      return b;
+    }
+    if (b === 0xcc && this.#has(2)) {
+      this.pos += 2;
+      return this.buf[this.pos - 1]!;
+    }
+    if (b === 0xcd && this.#has(3)) {
+      this.pos += 3;
+      return this.buf.readUInt16BE(this.pos - 2);
+    }
+    if (b === 0xce && this.#has(5)) {
+      this.pos += 5;
+      return this.buf.readUInt32BE(this.pos - 4);
+    }
+    if (b === 0xcf && this.#has(9)) {
+      const hi = this.buf.readUInt32BE(this.pos + 1);
+      if (hi >= 0x200000) return Number.NaN;
+      this.pos += 9;
+      return hi * 0x1_0000_0000 + this.buf.readUInt32BE(this.pos - 4);
+    }
+    // Signed and float encodings of a non-negative integer, as some encoders write them.
+    let n: number;
+    if (b === 0xd0 && this.#has(2)) n = this.buf.readInt8(this.pos + 1);
+    else if (b === 0xd1 && this.#has(3)) n = this.buf.readInt16BE(this.pos + 1);
+    else if (b === 0xd2 && this.#has(5)) n = this.buf.readInt32BE(this.pos + 1);
+    else if (b === 0xd3 && this.#has(9)) n = Number(this.buf.readBigInt64BE(this.pos + 1));
+    else if (b === 0xca && this.#has(5)) n = this.buf.readFloatBE(this.pos + 1);
+    else if (b === 0xcb && this.#has(9)) n = this.buf.readDoubleBE(this.pos + 1);
+    else return Number.NaN;
+    if (!Number.isSafeInteger(n) || n < 0) return Number.NaN;
+    this.pos += b === 0xd0 ? 2 : b === 0xd1 ? 3 : b === 0xd2 || b === 0xca ? 5 : 9;
+    return n;
+  }
+
+  /**
+   * Headers as a map of names to bytes, or a list of [name, bytes] pairs; nil for none. Returns
+   * the bound of their encoded size in a batch, or -1.
+   */
+  headers(): number {
+    if (!this.#has(1)) return -1;
+    if (this.buf[this.pos] === 0xc0) {
+      this.pos++;
+      return 0;
+    }
+    const b = this.buf[this.pos]!;
+    const asMap = (b >= 0x80 && b <= 0x8f) || b === 0xde || b === 0xdf;
+    const count = asMap ? this.mapHeader() : this.arrayHeader();
+    if (count < 0 || count > LIMITS.headersPerRecordMax) return -1;
+    let bound = 0;
+    for (let h = 0; h < count; h++) {
+      if (!asMap && this.arrayHeader() !== 2) return -1;
+      if (!this.str()) return -1;
+      const nameLength = this.bytesLength;
+      if (!isUtf8(this.buf.subarray(this.bytesStart, this.bytesStart + nameLength))) return -1;
+      if (!this.bytes()) return -1;
+      bound += 1 + 5 + nameLength + 5 + (this.bytesStart === NIL ? 0 : this.bytesLength);
+    }
+    return bound;
+  }
+}
+
+/** Writes the headers found at `start` in `body` (checked by the scan) as a stored list of [name, bin]. */
+function copyHeaders(body: Buffer, start: number, out: Buffer, pos: number): number {
+  if (start === NIL || body[start] === 0xc0) {
+    out[pos] = 0x90;
+    return pos + 1;
+  }
+  const r = new Scanner(body);
+  r.pos = start;
+  const b = body[start]!;
+  const asMap = (b >= 0x80 && b <= 0x8f) || b === 0xde || b === 0xdf;
+  const count = asMap ? r.mapHeader() : r.arrayHeader();
+  pos = writeArrayHeader(out, pos, count);
+  for (let h = 0; h < count; h++) {
+    if (!asMap) r.arrayHeader();
+    r.str();
+    out[pos++] = 0x92;
+    pos = writeStrHeader(out, pos, r.bytesLength);
+    pos = copyBytes(body, r.bytesStart, r.bytesLength, out, pos);
+    r.bytes();
+    pos = copyBin(body, r.bytesStart, r.bytesLength, out, pos);
+  }
+  return pos;
+}
+
+function copyBin(body: Buffer, start: number, length: number, out: Buffer, pos: number): number {
+  if (start === NIL) {
+    out[pos] = 0xc0;
+    return pos + 1;
+  }
+  return copyBytes(body, start, length, out, writeBinHeader(out, pos, length));
+}
+
+/** Copies bytes; a short run by hand, as a call to `copy` costs more than the bytes. */
+function copyBytes(body: Buffer, start: number, length: number, out: Buffer, pos: number): number {
+  if (length < 48) {
+    for (let i = 0; i < length; i++) out[pos + i] = body[start + i]!;
+  } else body.copy(out, pos, start, start + length);
+  return pos + length;
+}

@@ -1,0 +1,181 @@
+import fc from 'fast-check';
+import { Packr } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import { parseRecord, unpackr } from '../../src/http/codec.js';
+import { checkBatchAt } from '../../src/protocol/batch.js';
+import { recordArraySource, scanMsgpackProduceBody } from '../../src/protocol/produce-body.js';
+
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const NOW = 1_700_000_000_000;
+
+/** The general path: decode the whole body, check every record, encode from objects. */
+function generalSource(body: Buffer) {
+  const decoded = unpackr.unpack(body) as { records: unknown[] };
+  return recordArraySource(decoded.records.map((raw, i) => parseRecord(raw, i, NOW)));
+}
+
+const bytesField = fc.oneof(
+  fc.constant(null),
+  fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
+  fc.string({ maxLength: 80, unit: 'grapheme' }),
+);
+// Header names that a JavaScript object keeps in order (no integer-like names), unique per record.
+const headerName = fc.string({ minLength: 1, maxLength: 12 }).filter((s) => !/^\d+$/.test(s));
+const headers = fc.oneof(
+  fc.constant(undefined),
+  fc.constant(null),
+  fc.uniqueArray(fc.tuple(headerName, bytesField), { selector: ([name]) => name, maxLength: 5 }),
+  fc
+    .uniqueArray(fc.tuple(headerName, bytesField), { selector: ([name]) => name, maxLength: 5 })
+    .map((pairs) => Object.fromEntries(pairs)),
+);
+const record = fc
+  .record(
+    {
+      key: bytesField,
+      value: bytesField,
+      headers,
+      partition: fc.oneof(fc.constant(null), fc.integer({ min: 0, max: 7 })),
+      timestamp: fc.oneof(fc.constant(null), fc.integer({ min: 0, max: 2 ** 53 - 1 })),
+    },
+    { requiredKeys: [] },
+  )
+  .chain((r) =>
+    fc.shuffledSubarray(Object.keys(r), { minLength: Object.keys(r).length }).map((order) => {
+      // Field order in the map is the client's choice.
+      const out: Record<string, unknown> = {};
+      for (const name of order)
+        if ((r as Record<string, unknown>)[name] !== undefined)
+          out[name] = (r as Record<string, unknown>)[name];
+      return out;
+    }),
+  );
+
+describe('scanMsgpackProduceBody', () => {
+  it('gives byte for byte the batches of the general decoder, for any records and any split into partitions', () => {
+    fc.assert(
+      fc.property(
+        fc.array(record, { minLength: 1, maxLength: 40 }),
+        fc.array(fc.boolean(), { maxLength: 40 }),
+        (records, picks) => {
+          const body = Buffer.from(packr.pack({ records }));
+          const scanned = scanMsgpackProduceBody(body);
+          expect(scanned).toBeDefined();
+          const general = generalSource(body);
+          expect(scanned!.count).toBe(general.count);
+          const all = records.map((_, i) => i);
+          const some = all.filter((i) => picks[i] ?? true);
+          for (const indexes of [all, some]) {
+            if (indexes.length === 0) continue;
+            const batch = scanned!.encodeBatch(indexes, NOW);
+            expect(checkBatchAt(batch).ok).toBe(true);
+            expect(batch.equals(general.encodeBatch(indexes, NOW))).toBe(true);
+          }
+          for (const i of all) {
+            expect(scanned!.partitionAt(i)).toBe(general.partitionAt(i));
+            expect(scanned!.payloadBytesAt(i)).toBe(general.payloadBytesAt(i));
+            const key = scanned!.keyAt(i);
+            const expected = general.keyAt(i);
+            expect(key === null ? null : Buffer.from(key)).toEqual(
+              expected === null ? null : Buffer.from(expected),
+            );
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('takes wider encodings than needed, as other msgpack libraries write them', () => {
+    const str = (s: string) => [0xa0 | s.length, ...Buffer.from(s)];
+    const body = Buffer.from([
+      0xde,
+      0x00,
+      0x01,
+      ...str('records'),
+      0xdd,
+      0x00,
+      0x00,
+      0x00,
+      0x01,
+      0xdf,
+      0x00,
+      0x00,
+      0x00,
+      0x04,
+      ...str('key'),
+      0xda,
+      0x00,
+      0x02,
+      ...Buffer.from('k1'),
+      ...str('value'),
+      0xc6,
+      0x00,
+      0x00,
+      0x00,
+      0x03,
+      ...Buffer.from('abc'),
+      ...str('timestamp'),
+      0xd3,
+      0x00,
+      0x00,
+      0x01,
+      0x8b,
+      0xcf,
+      0xe5,
+      0x68,
+      0x00,
+      ...str('headers'),
+      0xdc,
+      0x00,
+      0x01,
+      0x92,
+      0xd9,
+      0x01,
+      ...Buffer.from('h'),
+      0xd9,
+      0x02,
+      ...Buffer.from('hv'),
+    ]);
+    const scanned = scanMsgpackProduceBody(body);
+    expect(scanned).toBeDefined();
+    expect(scanned!.encodeBatch([0], NOW).equals(generalSource(body).encodeBatch([0], NOW))).toBe(true);
+  });
+
+  it('leaves to the general decoder every body it does not cover', () => {
+    const uncovered = [
+      { records: [{ value: 12 }] },
+      { records: [{ value: { nested: true } }] },
+      { records: [{ value: 'x', extra: 1 }] },
+      { records: [{ value: 'x' }], valueEncoding: 'base64' },
+      { records: [{ value: 'x', timestamp: -5 }] },
+      { records: [{ value: 'x', timestamp: 1.5 }] },
+      { records: [{ value: 'x', partition: 'one' }] },
+      { records: [{ value: 'x', headers: 'h' }] },
+      { records: [{ value: 'x', headers: [['a']] }] },
+      { records: [] },
+      { records: 'none' },
+      [1, 2, 3],
+    ];
+    for (const body of uncovered)
+      expect(scanMsgpackProduceBody(Buffer.from(packr.pack(body)))).toBeUndefined();
+    // Bytes that are not valid UTF-8 in a str go the general way too.
+    const body = Buffer.from(packr.pack({ records: [{ value: 'ab' }] }));
+    body[body.length - 1] = 0xff;
+    expect(scanMsgpackProduceBody(body)).toBeUndefined();
+  });
+
+  it('never throws on arbitrary or truncated bytes', () => {
+    const good = Buffer.from(
+      packr.pack({ records: [{ key: 'k', value: Buffer.alloc(40, 1), headers: { a: 'b' } }] }),
+    );
+    for (let cut = 0; cut < good.length; cut++)
+      expect(scanMsgpackProduceBody(good.subarray(0, cut))).toBeUndefined();
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+        const scanned = scanMsgpackProduceBody(Buffer.from(bytes));
+        if (scanned) scanned.encodeBatch([0], NOW);
+      }),
+    );
+  });
+});
