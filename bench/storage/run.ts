@@ -57,6 +57,7 @@ function countingFs(): { fs: FileSystem; syncs: () => number } {
       const handle = await nodeFileSystem.open(path);
       const wrapped: FileHandle = {
         read: (...args) => handle.read(...args),
+        readSync: (...args) => handle.readSync(...args),
         write: (...args) => handle.write(...args),
         truncate: (n) => handle.truncate(n),
         size: () => handle.size(),

@@ -48,11 +48,15 @@ export interface FetchOptions {
   maxWaitMs: number;
   minBytes: number;
   signal?: AbortSignal;
+  /** Bytes to leave free around the returned batches, for framing them without a copy. */
+  reserve?: { before: number; after: number };
 }
 
 export interface FetchResult {
   /** Whole stored batches back to back. */
   data: Buffer;
+  /** Set when the bytes asked for by `reserve` are free around `data` in its own buffer. */
+  reserved?: { before: number; after: number };
   batchCount: number;
   /** The offset the read started from (after resolving earliest/latest). */
   offset: number;
@@ -433,7 +437,11 @@ export class BrokerService {
           : options.offset;
     const maxBytes = Math.min(options.maxBytes, LIMITS.fetchBytesMax);
     const minBytes = Math.max(1, options.minBytes);
-    let result = await this.#unlessDeleted(topicName, log.read(offset, { maxBytes }));
+    const reserve = options.reserve;
+    let result = await this.#unlessDeleted(
+      topicName,
+      log.read(offset, { maxBytes, ...(reserve ? { reserve } : {}) }),
+    );
     if (result.data.length < minBytes && options.maxWaitMs > 0 && !options.signal?.aborted) {
       await this.#waitForData(
         log,
@@ -448,10 +456,14 @@ export class BrokerService {
           details: { topic: topicName, partition },
         });
       }
-      result = await this.#unlessDeleted(topicName, log.read(offset, { maxBytes }));
+      result = await this.#unlessDeleted(
+        topicName,
+        log.read(offset, { maxBytes, ...(reserve ? { reserve } : {}) }),
+      );
     }
     return {
       data: result.data,
+      ...(result.reserved ? { reserved: result.reserved } : {}),
       batchCount: result.batchCount,
       offset,
       nextOffset: result.nextOffset,

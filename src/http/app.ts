@@ -18,6 +18,7 @@ import {
   scanMsgpackProduceBody,
 } from '../protocol/produce-body.js';
 import {
+  FETCH_FRAME_RESERVE,
   type Format,
   mediaTypeOf,
   msgpackFetchResponse,
@@ -386,13 +387,14 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
         maxWaitMs,
         minBytes: query.minBytes ?? 1,
         ...(controller ? { signal: controller.signal } : {}),
+        ...(format === 'msgpack' ? { reserve: FETCH_FRAME_RESERVE } : {}),
       });
     } finally {
       if (controller) request.raw.off('close', onClose);
     }
     if (format === 'msgpack') {
       reply.code(200).type(MEDIA.msgpack);
-      return reply.send(msgpackFetchResponse(result.data, result.batchCount, result));
+      return reply.send(msgpackFetchResponse(result.data, result.batchCount, result, result.reserved));
     }
     const records = decodedRecords(result.data, result.offset).map((r) => recordToJson(r, base64));
     if (format === MEDIA.ndjson) {

@@ -170,14 +170,21 @@ export function parseRecord(
   };
 }
 
+/** Room a fetch leaves around its batches for `msgpackFetchResponse` to frame them in place. */
+export const FETCH_FRAME_RESERVE = { before: 16, after: 64 };
+
 /**
  * A msgpack fetch response built around the stored batches without decoding or re-encoding them:
  *   {"batches": [<batch>, ...], "nextOffset": n, "highWatermark": n, "logStartOffset": n}
+ * When the read left room around the batches (`reserved`, asked for with `FETCH_FRAME_RESERVE`),
+ * the header and trailer are written there and the response is a view of that one buffer;
+ * otherwise the three parts are copied into a new one.
  */
 export function msgpackFetchResponse(
   data: Buffer,
   batchCount: number,
   fields: { nextOffset: number; highWatermark: number; logStartOffset: number },
+  reserved?: { before: number; after: number },
 ): Buffer {
   const head = Buffer.allocUnsafe(1 + 8 + 5);
   let pos = 0;
@@ -187,13 +194,21 @@ export function msgpackFetchResponse(
   head[pos++] = 0xdd;
   head.writeUInt32BE(batchCount, pos);
   pos += 4;
-  const tail = packr.pack({
-    nextOffset: fields.nextOffset,
-    highWatermark: fields.highWatermark,
-    logStartOffset: fields.logStartOffset,
-  });
   // The tail is a 3-entry map; its entries follow the head's map header directly.
-  return Buffer.concat([head.subarray(0, pos), data, tail.subarray(1)]);
+  const tail = packr
+    .pack({
+      nextOffset: fields.nextOffset,
+      highWatermark: fields.highWatermark,
+      logStartOffset: fields.logStartOffset,
+    })
+    .subarray(1);
+  if (reserved && reserved.before >= pos && reserved.after >= tail.length) {
+    const framed = Buffer.from(data.buffer, data.byteOffset - pos, pos + data.length + tail.length);
+    head.copy(framed, 0, 0, pos);
+    tail.copy(framed, pos + data.length);
+    return framed;
+  }
+  return Buffer.concat([head.subarray(0, pos), data, tail]);
 }
 
 /** The msgpack str keys of every offset entry, encoded once. */

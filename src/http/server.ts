@@ -76,7 +76,9 @@ export function dualProtocolServerFactory(options: DualProtocolOptions = {}): Fa
         if (open === 0) session.close();
       });
     });
-    const server = net.createServer((socket) => {
+    // Nagle's algorithm off, as http.Server does for its own sockets: otherwise the last part of
+    // a response waits for the client's delayed ACK of the part before it.
+    const server = net.createServer({ noDelay: true }, (socket) => {
       sockets.add(socket);
       socket.once('close', () => {
         sockets.delete(socket);

@@ -33,6 +33,8 @@ export interface ReadResult {
   batchCount: number;
   /** The offset after the last returned batch, or the requested offset when none was returned. */
   nextOffset: number;
+  /** Set when the bytes asked for by `reserve` are free around `data` in its own buffer. */
+  reserved?: { before: number; after: number };
 }
 
 export interface PartitionLogDeps {
@@ -41,6 +43,12 @@ export interface PartitionLogDeps {
 }
 
 const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
+/** A synchronous read slower than this went to the disk: the page cache did not hold its bytes. */
+const SLOW_SYNC_READ_MS = 2;
+/** Slow synchronous reads in a row that turn them off. */
+const SLOW_SYNC_READS_MAX = 3;
+/** How long reads go through the thread pool after slow synchronous ones. */
+const SYNC_READS_OFF_MS = 30_000;
 /** Appends waiting for their write; past it, append refuses with LIMIT_EXCEEDED. */
 const APPEND_QUEUE_MAX = 10_000;
 /** Largest group of queued appends written at once. */
@@ -94,6 +102,8 @@ export class PartitionLog {
   #syncing = false;
   #listeners = new Set<(logEndOffset: number) => void>();
   #flushTimer: TimerHandle | undefined;
+  #syncReadsOffUntil = 0;
+  #slowSyncReads = 0;
   #closed = false;
   readonly leaderEpochs: LeaderEpochCache;
   /** What recovery found at open: undefined when the log was shut down cleanly. */
@@ -387,7 +397,17 @@ export class PartitionLog {
     for (const { pending, result } of accepted) pending.resolve(result);
   }
 
-  async read(offset: number, options: { maxBytes: number; maxOffset?: number }): Promise<ReadResult> {
+  /**
+   * Whole batches from the one holding `offset`. Reads of the active segment, which holds the
+   * newest bytes and where consumers that keep up read, are synchronous: those bytes were written
+   * recently and the page cache holds them, and a copy on this thread costs a fraction of a trip
+   * through the thread pool. Should such reads take long several times in a row (the page cache
+   * no longer holds the bytes), the log reads through the thread pool for `SYNC_READS_OFF_MS`.
+   */
+  async read(
+    offset: number,
+    options: { maxBytes: number; maxOffset?: number; reserve?: { before: number; after: number } },
+  ): Promise<ReadResult> {
     this.#checkOpen();
     const logEnd = this.logEndOffset;
     if (!Number.isSafeInteger(offset) || offset < this.#logStartOffset || offset > logEnd) {
@@ -406,7 +426,23 @@ export class PartitionLog {
     while (i < this.#segments.length) {
       const segment = this.#segments[i]!;
       if (offset < segment.nextOffset) {
-        const result = await segment.read(offset, Math.max(1, options.maxBytes), maxOffset);
+        const sync = i === this.#segments.length - 1 && this.#clock.monotonicMs() >= this.#syncReadsOffUntil;
+        const started = sync ? this.#clock.monotonicMs() : 0;
+        // A synchronous read happens within this call, before the promise is returned.
+        const reading = segment.read(offset, Math.max(1, options.maxBytes), maxOffset, {
+          ...(options.reserve ? { reserve: options.reserve } : {}),
+          sync,
+        });
+        if (sync) {
+          // One slow read may be this thread losing its core; several in a row are the disk.
+          const slow = this.#clock.monotonicMs() - started > SLOW_SYNC_READ_MS;
+          this.#slowSyncReads = slow ? this.#slowSyncReads + 1 : 0;
+          if (this.#slowSyncReads >= SLOW_SYNC_READS_MAX) {
+            this.#slowSyncReads = 0;
+            this.#syncReadsOffUntil = this.#clock.monotonicMs() + SYNC_READS_OFF_MS;
+          }
+        }
+        const result = await reading;
         if (result.batchCount > 0 || i === this.#segments.length - 1) return result;
       }
       i++;

@@ -25,10 +25,25 @@ export interface BatchLocation {
   header: BatchHeader;
 }
 
+export interface SegmentReadOptions {
+  /**
+   * Bytes left free before and after the returned data in its buffer, for a caller that frames
+   * the batches (a response header and trailer) without copying them.
+   */
+  reserve?: { before: number; after: number };
+  /** Read on the calling thread (see `FileHandle.readSync`): for bytes the page cache holds. */
+  sync?: boolean;
+}
+
+/** Read past the requested bytes, so that one read also covers the walk from the indexed position. */
+const READ_SLACK_BYTES = 16 * 1024;
+
 export interface SegmentReadResult {
   data: Buffer;
   batchCount: number;
   nextOffset: number;
+  /** Set when the bytes asked for by `reserve` are free around `data` in its own buffer. */
+  reserved?: { before: number; after: number };
 }
 
 /**
@@ -371,46 +386,99 @@ export class Segment {
 
   /**
    * Whole batches from the one holding `offset`, within `maxBytes` (at least one batch), none
-   * ending past `maxOffset`.
+   * ending past `maxOffset`. One read from the indexed position usually covers both finding the
+   * batch and the data; only a first batch larger than that window takes a second read.
    */
-  async read(offset: number, maxBytes: number, maxOffset: number): Promise<SegmentReadResult> {
+  async read(
+    offset: number,
+    maxBytes: number,
+    maxOffset: number,
+    options: SegmentReadOptions = {},
+  ): Promise<SegmentReadResult> {
     this.#readers++;
     try {
       const size = this.size;
-      let start: BatchLocation | undefined;
-      await this.locate(offset, (location) => {
-        if (location.header.baseOffset + location.header.lastOffsetDelta + 1 > offset) {
-          start = location;
-          return false;
-        }
-        return true;
-      });
-      if (!start || start.header.baseOffset + start.header.lastOffsetDelta + 1 > maxOffset) {
-        return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
-      }
-      const windowBytes = Math.min(size - start.position, Math.max(maxBytes, start.size));
-      const buf = Buffer.allocUnsafe(windowBytes);
-      const n = await this.log.read(buf, 0, windowBytes, start.position);
-      let end = 0;
+      const from = this.lookupPosition(offset);
+      const before = options.reserve?.before ?? 0;
+      const after = options.reserve?.after ?? 0;
+      const window = Math.min(size - from, Math.max(maxBytes, 1) + READ_SLACK_BYTES);
+      // A buffer of its own (not a slice of the shared pool), so the reserved bytes are the caller's.
+      const buf = Buffer.allocUnsafeSlow(before + window + after);
+      const n = options.sync
+        ? this.log.readSync(buf, before, window, from)
+        : await this.log.read(buf, before, window, from);
+      const end = before + n;
+      let pos = before;
+      let start = -1;
       let batchCount = 0;
       let nextOffset = offset;
-      while (end < n) {
-        if (n - end < BATCH_HEADER_BYTES) break;
-        const peeked = peekHeader(buf, end);
+      while (pos < end) {
+        if (end - pos < BATCH_HEADER_BYTES) break;
+        const peeked = peekHeader(buf, pos);
         if (typeof peeked === 'string')
           throw new SluiceError('KAFKA_STORAGE_ERROR', `${this.logPath}: ${peeked}`);
         const batchNext = peeked.header.baseOffset + peeked.header.lastOffsetDelta + 1;
-        if (end + peeked.size > n || batchNext > maxOffset) break;
-        if (batchCount > 0 && end + peeked.size > maxBytes) break;
-        end += peeked.size;
+        if (start < 0) {
+          if (batchNext <= offset) {
+            pos += peeked.size;
+            continue;
+          }
+          if (batchNext > maxOffset) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
+          if (pos + peeked.size > end) break;
+          start = pos;
+        } else if (pos + peeked.size > end || batchNext > maxOffset || pos + peeked.size - start > maxBytes)
+          break;
+        pos += peeked.size;
         batchCount++;
         nextOffset = batchNext;
       }
-      return { data: buf.subarray(0, end), batchCount, nextOffset };
+      if (start >= 0) {
+        const data = buf.subarray(start, pos);
+        return options.reserve
+          ? { data, batchCount, nextOffset, reserved: options.reserve }
+          : { data, batchCount, nextOffset };
+      }
+      if (from + n >= size) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
+      return await this.#readLocated(offset, maxBytes, maxOffset);
     } finally {
       this.#readers--;
       if (this.#readers === 0) this.#closeWhenIdle?.();
     }
+  }
+
+  /** The general read: finds the batch holding `offset` by its header first, then reads from it. */
+  async #readLocated(offset: number, maxBytes: number, maxOffset: number): Promise<SegmentReadResult> {
+    const size = this.size;
+    let start: BatchLocation | undefined;
+    await this.locate(offset, (location) => {
+      if (location.header.baseOffset + location.header.lastOffsetDelta + 1 > offset) {
+        start = location;
+        return false;
+      }
+      return true;
+    });
+    if (!start || start.header.baseOffset + start.header.lastOffsetDelta + 1 > maxOffset) {
+      return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
+    }
+    const windowBytes = Math.min(size - start.position, Math.max(maxBytes, start.size));
+    const buf = Buffer.allocUnsafe(windowBytes);
+    const n = await this.log.read(buf, 0, windowBytes, start.position);
+    let end = 0;
+    let batchCount = 0;
+    let nextOffset = offset;
+    while (end < n) {
+      if (n - end < BATCH_HEADER_BYTES) break;
+      const peeked = peekHeader(buf, end);
+      if (typeof peeked === 'string')
+        throw new SluiceError('KAFKA_STORAGE_ERROR', `${this.logPath}: ${peeked}`);
+      const batchNext = peeked.header.baseOffset + peeked.header.lastOffsetDelta + 1;
+      if (end + peeked.size > n || batchNext > maxOffset) break;
+      if (batchCount > 0 && end + peeked.size > maxBytes) break;
+      end += peeked.size;
+      batchCount++;
+      nextOffset = batchNext;
+    }
+    return { data: buf.subarray(0, end), batchCount, nextOffset };
   }
 
   /** Reads one whole batch at a known location. */

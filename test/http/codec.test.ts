@@ -1,7 +1,14 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { SluiceError } from '../../src/common/errors.js';
-import { msgpackFetchResponse, negotiate, parseRecord, recordToJson, unpackr } from '../../src/http/codec.js';
+import {
+  FETCH_FRAME_RESERVE,
+  msgpackFetchResponse,
+  negotiate,
+  parseRecord,
+  recordToJson,
+  unpackr,
+} from '../../src/http/codec.js';
 import { decodeRecords, encodeBatch } from '../../src/protocol/batch.js';
 
 /** Content negotiation, record conversion to and from JSON, and the zero-copy fetch framing. */
@@ -110,6 +117,16 @@ describe('msgpackFetchResponse', () => {
           expect(Object.keys(decoded)).toEqual(['batches', 'nextOffset', 'highWatermark', 'logStartOffset']);
           expect(decoded).toMatchObject({ nextOffset, highWatermark: nextOffset + 1, logStartOffset: 0 });
           expect(decoded.batches).toEqual(stored.map((b) => unpackr.unpack(b)));
+          // Framed in the room a read left around the batches: the same bytes, in the same memory.
+          const { before, after } = FETCH_FRAME_RESERVE;
+          const joined = Buffer.concat(stored);
+          const room = Buffer.alloc(before + joined.length + after, 0xee);
+          joined.copy(room, before);
+          const data = room.subarray(before, before + joined.length);
+          const fields = { nextOffset, highWatermark: nextOffset + 1, logStartOffset: 0 };
+          const framed = msgpackFetchResponse(data, stored.length, fields, FETCH_FRAME_RESERVE);
+          expect(framed.equals(response)).toBe(true);
+          expect(framed.buffer).toBe(room.buffer);
         },
       ),
       { numRuns: 50 },

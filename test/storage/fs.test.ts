@@ -26,6 +26,9 @@ describe.each(implementations)('FileSystem conformance: %s', (_name, make) => {
     const buf = Buffer.alloc(20);
     expect(await file.read(buf, 0, 20, 0)).toBe(11);
     expect(buf.subarray(0, 11).toString()).toBe('hello World');
+    const direct = Buffer.alloc(20);
+    expect(file.readSync(direct, 2, 18, 6)).toBe(5);
+    expect(direct.subarray(2, 7).toString()).toBe('World');
     await file.truncate(5);
     await file.sync();
     expect(await file.size()).toBe(5);

@@ -6,7 +6,7 @@ import { ManualClock } from '../../src/common/clock.js';
 import { isSluiceError } from '../../src/common/errors.js';
 import { checkBatchAt, encodeBatch, readBatchHeader } from '../../src/protocol/batch.js';
 import { logConfigFromTopicConfigs } from '../../src/storage/config.js';
-import { SimulatedFileSystem } from '../../src/storage/fs.js';
+import { type FileHandle, SimulatedFileSystem } from '../../src/storage/fs.js';
 import { LogManager } from '../../src/storage/log-manager.js';
 import { PartitionLog } from '../../src/storage/partition-log.js';
 import { batchOf, valuesOf } from './helpers.js';
@@ -300,6 +300,80 @@ describe('group commit', () => {
     const reopened = await PartitionLog.open({ dir: '/data/p-0' }, { fs, clock: new ManualClock() });
     expect(reopened.logEndOffset).toBe(32);
     await reopened.close();
+  });
+});
+
+describe('reads', () => {
+  it('reads the active segment synchronously until such reads are slow three times in a row, then through the thread pool for a while', async () => {
+    const fs = new SimulatedFileSystem();
+    const clock = new ManualClock();
+    const calls: string[] = [];
+    let slow = false;
+    const open = async (path: string): Promise<FileHandle> => {
+      const handle = await fs.open(path);
+      return {
+        ...handle,
+        read: (...args) => {
+          calls.push('read');
+          return handle.read(...args);
+        },
+        readSync: (...args) => {
+          calls.push('readSync');
+          // The disk answers instead of the page cache: the read takes the clock's 5 ms.
+          if (slow) clock.advance(5);
+          return handle.readSync(...args);
+        },
+        write: (...args) => handle.write(...args),
+        sync: () => handle.sync(),
+        truncate: (n) => handle.truncate(n),
+        size: () => handle.size(),
+        close: () => handle.close(),
+      };
+    };
+    const counting = new Proxy(fs, {
+      get: (target, name) => {
+        if (name === 'open') return open;
+        const member = Reflect.get(target, name);
+        return typeof member === 'function' ? member.bind(target) : member;
+      },
+    });
+    const log = await PartitionLog.open({ dir: '/data/r-0' }, { fs: counting, clock });
+    for (let i = 0; i < 3; i++) await log.append(batchOf([`r${i}`]), { assignOffsets: true });
+    const readAll = async () => valuesOf((await log.readRecords(0, { maxBytes: 1 << 20 })).records);
+    calls.length = 0;
+    expect(await readAll()).toEqual(['r0', 'r1', 'r2']);
+    expect(calls).toEqual(['readSync']);
+    slow = true;
+    // One slow read may be a lost time slice; three in a row are the disk.
+    for (let i = 0; i < 2; i++) expect(await readAll()).toEqual(['r0', 'r1', 'r2']);
+    calls.length = 0;
+    expect(await readAll()).toEqual(['r0', 'r1', 'r2']);
+    expect(calls).toEqual(['readSync']);
+    slow = false;
+    calls.length = 0;
+    expect(await readAll()).toEqual(['r0', 'r1', 'r2']);
+    expect(calls).toEqual(['read']);
+    clock.advance(30_000);
+    calls.length = 0;
+    expect(await readAll()).toEqual(['r0', 'r1', 'r2']);
+    expect(calls).toEqual(['readSync']);
+    await log.close();
+  });
+
+  it('leaves the asked-for room around the batches it returns', async () => {
+    const log = await PartitionLog.open(
+      { dir: '/data/r-1' },
+      { fs: new SimulatedFileSystem(), clock: new ManualClock() },
+    );
+    await log.append(batchOf(['x', 'y']), { assignOffsets: true });
+    const result = await log.read(0, { maxBytes: 1 << 20, reserve: { before: 16, after: 64 } });
+    expect(result.reserved).toEqual({ before: 16, after: 64 });
+    expect(result.data.byteOffset).toBeGreaterThanOrEqual(16);
+    expect(
+      result.data.buffer.byteLength - result.data.byteOffset - result.data.length,
+    ).toBeGreaterThanOrEqual(64);
+    expect(checkBatchAt(result.data).ok).toBe(true);
+    await log.close();
   });
 });
 
