@@ -59,6 +59,7 @@ function countingFs(): { fs: FileSystem; syncs: () => number } {
         read: (...args) => handle.read(...args),
         readSync: (...args) => handle.readSync(...args),
         write: (...args) => handle.write(...args),
+        writeSync: (...args) => handle.writeSync(...args),
         truncate: (n) => handle.truncate(n),
         size: () => handle.size(),
         close: () => handle.close(),

@@ -43,12 +43,38 @@ export interface PartitionLogDeps {
 }
 
 const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
-/** A synchronous read slower than this went to the disk: the page cache did not hold its bytes. */
-const SLOW_SYNC_READ_MS = 2;
-/** Slow synchronous reads in a row that turn them off. */
-const SLOW_SYNC_READS_MAX = 3;
-/** How long reads go through the thread pool after slow synchronous ones. */
-const SYNC_READS_OFF_MS = 30_000;
+/** Appends up to this size are written on the event loop's thread (see `FileHandle.writeSync`). */
+const SYNC_WRITE_BYTES_MAX = 16 * 1024;
+/** A synchronous read or write slower than this waited for the disk, not the page cache. */
+const SLOW_SYNC_MS = 2;
+/** Slow synchronous operations in a row that turn them off. */
+const SLOW_SYNC_IN_A_ROW = 3;
+/** How long reads or writes go through the thread pool after slow synchronous ones. */
+const SYNC_OFF_MS = 30_000;
+
+/**
+ * Watches synchronous reads and writes: one slow operation may be this thread losing its core,
+ * several in a row mean the disk itself answers, and then the thread pool takes over for a while.
+ */
+class SlowSyncGuard {
+  #slowInARow = 0;
+  #offUntil = 0;
+  constructor(private readonly clock: Clock) {}
+
+  /** Whether the next operation may be synchronous. */
+  allowed(): boolean {
+    return this.clock.monotonicMs() >= this.#offUntil;
+  }
+
+  /** Records how long one synchronous operation took. */
+  observe(elapsedMs: number): void {
+    this.#slowInARow = elapsedMs > SLOW_SYNC_MS ? this.#slowInARow + 1 : 0;
+    if (this.#slowInARow < SLOW_SYNC_IN_A_ROW) return;
+    this.#slowInARow = 0;
+    this.#offUntil = this.clock.monotonicMs() + SYNC_OFF_MS;
+  }
+}
+
 /** Appends waiting for their write; past it, append refuses with LIMIT_EXCEEDED. */
 const APPEND_QUEUE_MAX = 10_000;
 /** Largest group of queued appends written at once. */
@@ -102,8 +128,8 @@ export class PartitionLog {
   #syncing = false;
   #listeners = new Set<(logEndOffset: number) => void>();
   #flushTimer: TimerHandle | undefined;
-  #syncReadsOffUntil = 0;
-  #slowSyncReads = 0;
+  readonly #syncReads: SlowSyncGuard;
+  readonly #syncWrites: SlowSyncGuard;
   #closed = false;
   readonly leaderEpochs: LeaderEpochCache;
   /** What recovery found at open: undefined when the log was shut down cleanly. */
@@ -122,6 +148,8 @@ export class PartitionLog {
     this.#config = config;
     this.#fs = deps.fs;
     this.#clock = deps.clock;
+    this.#syncReads = new SlowSyncGuard(deps.clock);
+    this.#syncWrites = new SlowSyncGuard(deps.clock);
     this.leaderEpochs = leaderEpochs;
     leaderEpochs.attachLogEnd(() => this.logEndOffset);
     this.recoveryReport = recoveryReport;
@@ -366,7 +394,16 @@ export class PartitionLog {
           locations.push({ position: base + b.pos, size: b.size, header: b.header });
         base += pending.data.length;
       }
-      const appended = await this.#active().append(data, locations, this.#config.indexIntervalBytes, verify);
+      // A small write goes on this thread, unless such writes were slow of late (the kernel
+      // throttling writers that dirty pages faster than the disk takes them).
+      const sync = data.length <= SYNC_WRITE_BYTES_MAX && this.#syncWrites.allowed();
+      const started = sync ? this.#clock.monotonicMs() : 0;
+      const appending = this.#active().append(data, locations, this.#config.indexIntervalBytes, {
+        verify,
+        sync,
+      });
+      if (sync) this.#syncWrites.observe(this.#clock.monotonicMs() - started);
+      const appended = await appending;
       if (!appended) {
         // Nothing of the group was appended: the corrupt appends fail, the others go back to the
         // front of the queue and get their offsets again.
@@ -402,7 +439,7 @@ export class PartitionLog {
    * newest bytes and where consumers that keep up read, are synchronous: those bytes were written
    * recently and the page cache holds them, and a copy on this thread costs a fraction of a trip
    * through the thread pool. Should such reads take long several times in a row (the page cache
-   * no longer holds the bytes), the log reads through the thread pool for `SYNC_READS_OFF_MS`.
+   * no longer holds the bytes), the log reads through the thread pool for `SYNC_OFF_MS`.
    */
   async read(
     offset: number,
@@ -426,22 +463,14 @@ export class PartitionLog {
     while (i < this.#segments.length) {
       const segment = this.#segments[i]!;
       if (offset < segment.nextOffset) {
-        const sync = i === this.#segments.length - 1 && this.#clock.monotonicMs() >= this.#syncReadsOffUntil;
+        const sync = i === this.#segments.length - 1 && this.#syncReads.allowed();
         const started = sync ? this.#clock.monotonicMs() : 0;
         // A synchronous read happens within this call, before the promise is returned.
         const reading = segment.read(offset, Math.max(1, options.maxBytes), maxOffset, {
           ...(options.reserve ? { reserve: options.reserve } : {}),
           sync,
         });
-        if (sync) {
-          // One slow read may be this thread losing its core; several in a row are the disk.
-          const slow = this.#clock.monotonicMs() - started > SLOW_SYNC_READ_MS;
-          this.#slowSyncReads = slow ? this.#slowSyncReads + 1 : 0;
-          if (this.#slowSyncReads >= SLOW_SYNC_READS_MAX) {
-            this.#slowSyncReads = 0;
-            this.#syncReadsOffUntil = this.#clock.monotonicMs() + SYNC_READS_OFF_MS;
-          }
-        }
+        if (sync) this.#syncReads.observe(this.#clock.monotonicMs() - started);
         const result = await reading;
         if (result.batchCount > 0 || i === this.#segments.length - 1) return result;
       }

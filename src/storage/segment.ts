@@ -311,22 +311,31 @@ export class Segment {
    * `verify` runs while the write is in flight, so that checking the batches costs no time beside
    * the write; when it returns false the bytes just written are cut off again, nothing is appended
    * and the result is false. Nothing reads past `size`, so the unverified bytes are never served,
-   * and a crash before the cut leaves a tail that recovery's CRC scan removes.
+   * and a crash before the cut leaves a tail that recovery's CRC scan removes. With `sync` the
+   * write happens on this thread (`FileHandle.writeSync`), after `verify`.
    */
   async append(
     data: Buffer,
     batches: readonly BatchLocation[],
     indexIntervalBytes: number,
-    verify?: () => boolean,
+    options: { verify?: () => boolean; sync?: boolean } = {},
   ): Promise<boolean> {
     assert(!this.#closed, 'append to a closed segment');
     const start = this.size;
-    const writing = this.log.write(data, start);
+    const { verify, sync } = options;
     let verified: boolean;
-    try {
+    if (sync) {
       verified = verify === undefined || verify();
-    } finally {
-      await writing;
+      // A corrupt append is not written at all.
+      if (verified) this.log.writeSync(data, start);
+      else return false;
+    } else {
+      const writing = this.log.write(data, start);
+      try {
+        verified = verify === undefined || verify();
+      } finally {
+        await writing;
+      }
     }
     this.dirty = true;
     if (!verified) {

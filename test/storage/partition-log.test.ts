@@ -324,6 +324,7 @@ describe('reads', () => {
           return handle.readSync(...args);
         },
         write: (...args) => handle.write(...args),
+        writeSync: (...args) => handle.writeSync(...args),
         sync: () => handle.sync(),
         truncate: (n) => handle.truncate(n),
         size: () => handle.size(),
@@ -450,7 +451,8 @@ describe('write coalescing', () => {
       { fs, clock: new ManualClock() },
     );
     await log.append(batchOf(['kept']), { assignOffsets: true });
-    const bad = batchOf(['bad', 'bytes']);
+    // Large enough to be written through the thread pool, while its check runs.
+    const bad = batchOf(['bad'.repeat(8_000), 'bytes']);
     bad[bad.length - 3]! ^= 0x55;
     await expectCode(log.append(bad, { assignOffsets: true }), 'CORRUPT_MESSAGE');
     // Power fails with the corrupt write on disk and its cut-off lost.
