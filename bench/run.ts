@@ -125,9 +125,21 @@ async function main(): Promise<void> {
   await admin.createTopic({ name: 'bench', partitions: 1 });
   await admin.createTopic({ name: 'bench-sdk', partitions: 1 });
   await admin.createTopic({ name: 'bench-single', partitions: 1 });
+  await admin.createTopic({ name: 'bench-warmup', partitions: 1 });
   admin.close();
 
   const msgpackHeaders = { 'content-type': 'application/vnd.msgpack', accept: 'application/vnd.msgpack' };
+  // Both servers are warmed (JIT, buffers) by a second of the same requests, not measured.
+  for (const url of [`${sluice}/v1/topics/bench-warmup/partitions/0/records?acks=1`, `${bare}/produce`]) {
+    await autocannon({
+      url,
+      method: 'POST',
+      headers: msgpackHeaders,
+      body: batchBody,
+      duration: 1,
+      connections: 16,
+    });
+  }
   // 1. Batched produce, 1000 x 100 B per request, acks=1, HTTP/1.1.
   const produce = await cannon({
     url: `${sluice}/v1/topics/bench/partitions/0/records?acks=1`,

@@ -650,12 +650,13 @@ function validateConfigs(configs: Record<string, ConfigValue>, brokerLevel: bool
 function groupByPartition(partitions: Int32Array): Map<number, number[]> {
   const groups = new Map<number, number[]>();
   const first = partitions[0]!;
-  if (partitions.every((p) => p === first)) {
+  let same = true;
+  for (let i = 1; i < partitions.length && same; i++) same = partitions[i] === first;
+  if (same) {
     // The common case, one partition per request: no lookup per record.
-    groups.set(
-      first,
-      Array.from(partitions, (_, i) => i),
-    );
+    const all: number[] = new Array(partitions.length);
+    for (let i = 0; i < all.length; i++) all[i] = i;
+    groups.set(first, all);
     return groups;
   }
   for (let i = 0; i < partitions.length; i++) {

@@ -153,18 +153,20 @@ export function scanMsgpackProduceBody(body: Buffer): ProduceRecordSource | unde
         if (t > maxTimestamp) maxTimestamp = t;
         size += bounds[i]!;
       }
+      let copier: Copier | undefined;
       return encodeBatchWith(
         indexes.length,
         size,
         (buf, pos, n) => {
+          if (copier?.out !== buf) copier = new Copier(body, buf);
           const i = indexes[n]!;
           const t = Number.isNaN(timestamps[i]!) ? nowMs : timestamps[i]!;
           buf[pos++] = 0x95;
           pos = writeInt(buf, pos, n);
           pos = writeInt(buf, pos, t - baseTimestamp);
-          pos = copyBin(body, keyStarts[i]!, keyLengths[i]!, buf, pos);
-          pos = copyBin(body, valueStarts[i]!, valueLengths[i]!, buf, pos);
-          return copyHeaders(body, headerStarts[i]!, buf, pos);
+          pos = copier.bin(keyStarts[i]!, keyLengths[i]!, pos);
+          pos = copier.bin(valueStarts[i]!, valueLengths[i]!, pos);
+          return copier.headers(headerStarts[i]!, pos);
         },
         { baseTimestamp, maxTimestamp },
       );
@@ -398,42 +400,69 @@ class Scanner {
   }
 }
 
-/** Writes the headers found at `start` in `body` (checked by the scan) as a stored list of [name, bin]. */
-function copyHeaders(body: Buffer, start: number, out: Buffer, pos: number): number {
-  if (start === NIL || body[start] === 0xc0) {
-    out[pos] = 0x90;
-    return pos + 1;
-  }
-  const r = new Scanner(body);
-  r.pos = start;
-  const b = body[start]!;
-  const asMap = (b >= 0x80 && b <= 0x8f) || b === 0xde || b === 0xdf;
-  const count = asMap ? r.mapHeader() : r.arrayHeader();
-  pos = writeArrayHeader(out, pos, count);
-  for (let h = 0; h < count; h++) {
-    if (!asMap) r.arrayHeader();
-    r.str();
-    out[pos++] = 0x92;
-    pos = writeStrHeader(out, pos, r.bytesLength);
-    pos = copyBytes(body, r.bytesStart, r.bytesLength, out, pos);
-    r.bytes();
-    pos = copyBin(body, r.bytesStart, r.bytesLength, out, pos);
-  }
-  return pos;
-}
+/** Copies fields of a checked body into a batch being written. */
+class Copier {
+  readonly #from: DataView;
+  readonly #to: DataView;
 
-function copyBin(body: Buffer, start: number, length: number, out: Buffer, pos: number): number {
-  if (start === NIL) {
-    out[pos] = 0xc0;
-    return pos + 1;
+  constructor(
+    readonly body: Buffer,
+    readonly out: Buffer,
+  ) {
+    this.#from = new DataView(body.buffer, body.byteOffset, body.length);
+    this.#to = new DataView(out.buffer, out.byteOffset, out.length);
   }
-  return copyBytes(body, start, length, out, writeBinHeader(out, pos, length));
-}
 
-/** Copies bytes; a short run by hand, as a call to `copy` costs more than the bytes. */
-function copyBytes(body: Buffer, start: number, length: number, out: Buffer, pos: number): number {
-  if (length < 48) {
-    for (let i = 0; i < length; i++) out[pos + i] = body[start + i]!;
-  } else body.copy(out, pos, start, start + length);
-  return pos + length;
+  /** A bytes field at `start` (NIL for nil) as a stored bin. */
+  bin(start: number, length: number, pos: number): number {
+    if (start === NIL) {
+      this.out[pos] = 0xc0;
+      return pos + 1;
+    }
+    if (length < 0x100) {
+      this.out[pos] = 0xc4;
+      this.out[pos + 1] = length;
+      return this.bytes(start, length, pos + 2);
+    }
+    return this.bytes(start, length, writeBinHeader(this.out, pos, length));
+  }
+
+  /** The headers found at `start` (NIL for none) as a stored list of [name, bin]. */
+  headers(start: number, pos: number): number {
+    const { body, out } = this;
+    if (start === NIL || body[start] === 0xc0) {
+      out[pos] = 0x90;
+      return pos + 1;
+    }
+    const r = new Scanner(body);
+    r.pos = start;
+    const b = body[start]!;
+    const asMap = (b >= 0x80 && b <= 0x8f) || b === 0xde || b === 0xdf;
+    const count = asMap ? r.mapHeader() : r.arrayHeader();
+    pos = writeArrayHeader(out, pos, count);
+    for (let h = 0; h < count; h++) {
+      if (!asMap) r.arrayHeader();
+      r.str();
+      out[pos++] = 0x92;
+      pos = this.bytes(r.bytesStart, r.bytesLength, writeStrHeader(out, pos, r.bytesLength));
+      r.bytes();
+      pos = this.bin(r.bytesStart, r.bytesLength, pos);
+    }
+    return pos;
+  }
+
+  /**
+   * Copies bytes. A short run goes four bytes at a time through DataViews: a call to `copy`
+   * costs about as much as 150 bytes copied this way, and most keys and values are shorter.
+   */
+  bytes(start: number, length: number, pos: number): number {
+    if (length >= 160) {
+      this.body.copy(this.out, pos, start, start + length);
+      return pos + length;
+    }
+    let i = 0;
+    for (; i + 4 <= length; i += 4) this.#to.setUint32(pos + i, this.#from.getUint32(start + i));
+    for (; i < length; i++) this.out[pos + i] = this.body[start + i]!;
+    return pos + length;
+  }
 }
