@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { parseRecord, unpackr } from '../../src/http/codec.js';
-import { checkBatchAt } from '../../src/protocol/batch.js';
+import { checkBatchAt, decodeRecords } from '../../src/protocol/batch.js';
 import { recordArraySource, scanMsgpackProduceBody } from '../../src/protocol/produce-body.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
@@ -19,8 +19,12 @@ const bytesField = fc.oneof(
   fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
   fc.string({ maxLength: 80, unit: 'grapheme' }),
 );
-// Header names that a JavaScript object keeps in order (no integer-like names), unique per record.
-const headerName = fc.string({ minLength: 1, maxLength: 12 }).filter((s) => !/^\d+$/.test(s));
+// Header names that the general decoder's JavaScript objects keep as they are: no integer-like
+// names (objects put those first) and no __proto__ (the decoder drops it), unique per record. The
+// in-place reader keeps every name in its order.
+const headerName = fc
+  .string({ minLength: 1, maxLength: 12 })
+  .filter((s) => !/^\d+$/.test(s) && s !== '__proto__');
 const headers = fc.oneof(
   fc.constant(undefined),
   fc.constant(null),
@@ -140,6 +144,33 @@ describe('scanMsgpackProduceBody', () => {
     const scanned = scanMsgpackProduceBody(body);
     expect(scanned).toBeDefined();
     expect(scanned!.encodeBatch([0], NOW).equals(generalSource(body).encodeBatch([0], NOW))).toBe(true);
+  });
+
+  it('keeps every header name in the order sent, __proto__ and integer-like names too', () => {
+    const str = (s: string) => [0xa0 | s.length, ...Buffer.from(s)];
+    const body = Buffer.from([
+      0x81,
+      ...str('records'),
+      0x91,
+      0x82,
+      ...str('value'),
+      ...str('v'),
+      ...str('headers'),
+      0x83,
+      ...str('2'),
+      ...str('a'),
+      ...str('1'),
+      ...str('b'),
+      ...str('__proto__'),
+      ...str('c'),
+    ]);
+    const batch = scanMsgpackProduceBody(body)!.encodeBatch([0], NOW);
+    const [record] = decodeRecords(batch);
+    expect(record!.headers.map(([name, value]) => [name, Buffer.from(value!).toString()])).toEqual([
+      ['2', 'a'],
+      ['1', 'b'],
+      ['__proto__', 'c'],
+    ]);
   });
 
   it('leaves to the general decoder every body it does not cover', () => {
