@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { BrokerService } from '../broker/service.js';
 import { MEDIA } from '../protocol/api.js';
 import { decodedRecords } from './app.js';
-import { msgpackFetchResponse, recordToJson } from './codec.js';
+import { FETCH_FRAME_RESERVE, msgpackFetchResponse, recordToJson } from './codec.js';
 
 export interface FollowOptions {
   topic: string;
@@ -68,6 +68,7 @@ export async function streamPartition(
         maxWaitMs: FOLLOW_WAIT_MS,
         minBytes: 1,
         signal: controller.signal,
+        ...(options.format === 'msgpack' ? { reserve: FETCH_FRAME_RESERVE } : {}),
       });
       if (controller.signal.aborted || service.shuttingDown) break;
       if (result.batchCount === 0) {
@@ -76,7 +77,7 @@ export async function streamPartition(
         continue;
       }
       if (options.format === 'msgpack') {
-        await write(msgpackFetchResponse(result.data, result.batchCount, result));
+        await write(msgpackFetchResponse(result.data, result.batchCount, result, result.reserved));
       } else {
         const records = decodedRecords(result.data, result.offset).map((r) =>
           recordToJson(r, options.base64),
