@@ -91,20 +91,12 @@ export function scanMsgpackProduceBody(body: Buffer): ProduceRecordSource | unde
       if (field < 0 || seen & (1 << field)) return undefined;
       seen |= 1 << field;
       switch (field) {
-        case KEY: {
-          if (!r.bytes()) return undefined;
-          if (r.bytesStart !== NIL) {
-            keyStarts[i] = r.bytesStart;
-            keyLengths[i] = r.bytesLength;
-            bound += r.bytesLength;
-          }
-          break;
-        }
+        case KEY:
         case VALUE: {
           if (!r.bytes()) return undefined;
           if (r.bytesStart !== NIL) {
-            valueStarts[i] = r.bytesStart;
-            valueLengths[i] = r.bytesLength;
+            (field === KEY ? keyStarts : valueStarts)[i] = r.bytesStart;
+            (field === KEY ? keyLengths : valueLengths)[i] = r.bytesLength;
             bound += r.bytesLength;
           }
           break;
@@ -200,35 +192,26 @@ class Scanner {
   }
 
   mapHeader(): number {
-    if (!this.#has(1)) return -1;
-    const b = this.buf[this.pos]!;
-    if (b >= 0x80 && b <= 0x8f) {
-      this.pos++;
-      return b & 0x0f;
-    }
-    if (b === 0xde && this.#has(3)) {
-      this.pos += 3;
-      return this.buf.readUInt16BE(this.pos - 2);
-    }
-    if (b === 0xdf && this.#has(5)) {
-      this.pos += 5;
-      return this.buf.readUInt32BE(this.pos - 4);
-    }
-    return -1;
+    return this.#containerHeader(0x80, 0xde);
   }
 
   arrayHeader(): number {
+    return this.#containerHeader(0x90, 0xdc);
+  }
+
+  /** A map or array header: the fix form at `fix` (count in the low 4 bits), then 16 and 32 bits. */
+  #containerHeader(fix: number, wide16: number): number {
     if (!this.#has(1)) return -1;
     const b = this.buf[this.pos]!;
-    if (b >= 0x90 && b <= 0x9f) {
+    if (b >= fix && b <= fix + 0x0f) {
       this.pos++;
       return b & 0x0f;
     }
-    if (b === 0xdc && this.#has(3)) {
+    if (b === wide16 && this.#has(3)) {
       this.pos += 3;
       return this.buf.readUInt16BE(this.pos - 2);
     }
-    if (b === 0xdd && this.#has(5)) {
+    if (b === wide16 + 1 && this.#has(5)) {
       this.pos += 5;
       return this.buf.readUInt32BE(this.pos - 4);
     }

@@ -416,38 +416,16 @@ export class Segment {
       const n = options.sync
         ? this.log.readSync(buf, before, window, from)
         : await this.log.read(buf, before, window, from);
-      const end = before + n;
-      let pos = before;
-      let start = -1;
-      let batchCount = 0;
-      let nextOffset = offset;
-      while (pos < end) {
-        if (end - pos < BATCH_HEADER_BYTES) break;
-        const peeked = peekHeader(buf, pos);
-        if (typeof peeked === 'string')
-          throw new SluiceError('KAFKA_STORAGE_ERROR', `${this.logPath}: ${peeked}`);
-        const batchNext = peeked.header.baseOffset + peeked.header.lastOffsetDelta + 1;
-        if (start < 0) {
-          if (batchNext <= offset) {
-            pos += peeked.size;
-            continue;
-          }
-          if (batchNext > maxOffset) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
-          if (pos + peeked.size > end) break;
-          start = pos;
-        } else if (pos + peeked.size > end || batchNext > maxOffset || pos + peeked.size - start > maxBytes)
-          break;
-        pos += peeked.size;
-        batchCount++;
-        nextOffset = batchNext;
-      }
-      if (start >= 0) {
-        const data = buf.subarray(start, pos);
+      const taken = this.#take(buf, before, before + n, offset, maxBytes, maxOffset);
+      if (taken.batchCount > 0) {
+        const data = buf.subarray(taken.start, taken.end);
+        const { batchCount, nextOffset } = taken;
         return options.reserve
           ? { data, batchCount, nextOffset, reserved: options.reserve }
           : { data, batchCount, nextOffset };
       }
-      if (from + n >= size) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
+      if (taken.pastMaxOffset || from + n >= size)
+        return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
       return await this.#readLocated(offset, maxBytes, maxOffset);
     } finally {
       this.#readers--;
@@ -455,39 +433,73 @@ export class Segment {
     }
   }
 
-  /** The general read: finds the batch holding `offset` by its header first, then reads from it. */
-  async #readLocated(offset: number, maxBytes: number, maxOffset: number): Promise<SegmentReadResult> {
-    const size = this.size;
-    let start: BatchLocation | undefined;
+  /** Where the batch that holds `offset` (or the first one after it) lies; undefined past the end. */
+  async #batchHolding(offset: number): Promise<BatchLocation | undefined> {
+    let found: BatchLocation | undefined;
     await this.locate(offset, (location) => {
       if (location.header.baseOffset + location.header.lastOffsetDelta + 1 > offset) {
-        start = location;
+        found = location;
         return false;
       }
       return true;
     });
-    if (!start || start.header.baseOffset + start.header.lastOffsetDelta + 1 > maxOffset) {
-      return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
-    }
-    const windowBytes = Math.min(size - start.position, Math.max(maxBytes, start.size));
+    return found;
+  }
+
+  /** The general read: finds the batch holding `offset` by its header first, then reads from it. */
+  async #readLocated(offset: number, maxBytes: number, maxOffset: number): Promise<SegmentReadResult> {
+    const start = await this.#batchHolding(offset);
+    if (!start) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
+    const windowBytes = Math.min(this.size - start.position, Math.max(maxBytes, start.size));
     const buf = Buffer.allocUnsafe(windowBytes);
     const n = await this.log.read(buf, 0, windowBytes, start.position);
-    let end = 0;
+    const taken = this.#take(buf, 0, n, offset, maxBytes, maxOffset);
+    return {
+      data: buf.subarray(taken.start, taken.end),
+      batchCount: taken.batchCount,
+      nextOffset: taken.nextOffset,
+    };
+  }
+
+  /**
+   * Walks the batches in `buf[pos, end)`: skips those that end at or before `offset`, then takes
+   * whole batches within `maxBytes` (at least one) that end at or before `maxOffset`.
+   * `pastMaxOffset` says the batch holding `offset` ends past `maxOffset`, so there is nothing to read.
+   */
+  #take(
+    buf: Buffer,
+    pos: number,
+    end: number,
+    offset: number,
+    maxBytes: number,
+    maxOffset: number,
+  ): { start: number; end: number; batchCount: number; nextOffset: number; pastMaxOffset: boolean } {
+    let start = -1;
     let batchCount = 0;
     let nextOffset = offset;
-    while (end < n) {
-      if (n - end < BATCH_HEADER_BYTES) break;
-      const peeked = peekHeader(buf, end);
+    while (end - pos >= BATCH_HEADER_BYTES) {
+      const peeked = peekHeader(buf, pos);
       if (typeof peeked === 'string')
         throw new SluiceError('KAFKA_STORAGE_ERROR', `${this.logPath}: ${peeked}`);
       const batchNext = peeked.header.baseOffset + peeked.header.lastOffsetDelta + 1;
-      if (end + peeked.size > n || batchNext > maxOffset) break;
-      if (batchCount > 0 && end + peeked.size > maxBytes) break;
-      end += peeked.size;
+      if (start < 0 && batchNext <= offset) {
+        pos += peeked.size;
+        continue;
+      }
+      if (batchNext > maxOffset) {
+        if (start < 0) return { start: 0, end: 0, batchCount: 0, nextOffset: offset, pastMaxOffset: true };
+        break;
+      }
+      if (pos + peeked.size > end) break;
+      if (start < 0) start = pos;
+      else if (pos + peeked.size - start > maxBytes) break;
+      pos += peeked.size;
       batchCount++;
       nextOffset = batchNext;
     }
-    return { data: buf.subarray(0, end), batchCount, nextOffset };
+    return start < 0
+      ? { start: 0, end: 0, batchCount: 0, nextOffset: offset, pastMaxOffset: false }
+      : { start, end: pos, batchCount, nextOffset, pastMaxOffset: false };
   }
 
   /** Reads one whole batch at a known location. */
@@ -499,14 +511,7 @@ export class Segment {
 
   /** Cuts the segment before the batch that holds `offset`; returns the new next offset. */
   async truncateTo(offset: number): Promise<number> {
-    let cut: BatchLocation | undefined;
-    await this.locate(offset, (location) => {
-      if (location.header.baseOffset + location.header.lastOffsetDelta + 1 > offset) {
-        cut = location;
-        return false;
-      }
-      return true;
-    });
+    const cut = await this.#batchHolding(offset);
     if (!cut) return this.nextOffset;
     await this.#writePendingIndexes();
     const keep = this.#indexOffsets.findIndex((o) => o >= cut!.header.baseOffset);

@@ -361,6 +361,25 @@ describe('reads', () => {
     await log.close();
   });
 
+  it('returns a whole first batch larger than the read window, through a second read', async () => {
+    const log = await PartitionLog.open(
+      { dir: '/data/r-2' },
+      { fs: new SimulatedFileSystem(), clock: new ManualClock() },
+    );
+    const big = (tag: string) => batchOf([tag.repeat(12_000), `${tag}-tail`]);
+    for (const tag of ['a', 'b', 'c']) await log.append(big(tag), { assignOffsets: true });
+    for (const offset of [0, 1, 2, 3, 5]) {
+      const result = await log.read(offset, { maxBytes: 1 });
+      expect(result.batchCount).toBe(1);
+      expect(checkBatchAt(result.data).ok).toBe(true);
+      expect(readBatchHeader(result.data).baseOffset).toBe(offset - (offset % 2));
+      expect(result.nextOffset).toBe(offset - (offset % 2) + 2);
+    }
+    const two = await log.read(1, { maxBytes: 40_000, maxOffset: 4 });
+    expect([two.batchCount, two.nextOffset]).toEqual([2, 4]);
+    await log.close();
+  });
+
   it('leaves the asked-for room around the batches it returns', async () => {
     const log = await PartitionLog.open(
       { dir: '/data/r-1' },
