@@ -75,8 +75,16 @@ class NodeFileHandle implements FileHandle {
       written += writeSync(this.handle.fd, data, written, data.length - written, position + written);
   }
 
-  async write(data: Uint8Array, position: number): Promise<void> {
-    let written = 0;
+  write(data: Uint8Array, position: number): Promise<void> {
+    // One call writes everything almost always; the loop is for the rare short write.
+    return this.handle
+      .write(data, 0, data.length, position)
+      .then(({ bytesWritten }) =>
+        bytesWritten < data.length ? this.#writeFrom(data, bytesWritten, position) : undefined,
+      );
+  }
+
+  async #writeFrom(data: Uint8Array, written: number, position: number): Promise<void> {
     while (written < data.length) {
       const { bytesWritten } = await this.handle.write(
         data,
