@@ -1,7 +1,8 @@
 /**
  * The broker benchmark: Sluice against the HTTP ceiling (a bare fastify route answering the same
- * requests) and against the peers a user would otherwise pick (Redis Streams, NATS JetStream),
- * all measured in this one run on this machine with the same 100-byte records.
+ * requests; for latency also bare node:http, the machine's floor) and against the peers a user
+ * would otherwise pick (Redis Streams, NATS JetStream), all measured in this one run on this
+ * machine with the same 100-byte records.
  *
  *   npm run bench                      # BENCH_SECONDS=5 per autocannon step by default
  *   BENCH_SECONDS=3 BENCH_PEERS=0 npm run bench   # quick, without Redis and NATS
@@ -101,6 +102,7 @@ async function main(): Promise<void> {
   temporary.push(dataDir);
   const sluicePort = await freePort();
   const barePort = await freePort();
+  const nodeHttpPort = await freePort();
   start(process.execPath, [
     join(ROOT, 'bin', 'sluice.js'),
     'start',
@@ -117,8 +119,15 @@ async function main(): Promise<void> {
     join(ROOT, 'bench', 'http', 'bare-server.ts'),
     String(barePort),
   ]);
+  start(process.execPath, [
+    '--import',
+    'tsx',
+    join(ROOT, 'bench', 'http', 'node-http-server.ts'),
+    String(nodeHttpPort),
+  ]);
   await waitForPort(sluicePort);
   await waitForPort(barePort);
+  await waitForPort(nodeHttpPort);
   const sluice = `http://127.0.0.1:${sluicePort}`;
   const bare = `http://127.0.0.1:${barePort}`;
   const admin = new Admin({ bootstrap: sluice });
@@ -205,12 +214,14 @@ async function main(): Promise<void> {
   };
   const slow = await paced({ ...pacedOptions, url: `${sluice}/v1/topics/bench-single/records?acks=1` });
   const barePaced = await paced({ ...pacedOptions, url: `${bare}/produce` });
+  // The floor: node:http with no framework and no work, the same requests at the same rate.
+  const floorPaced = await paced({ ...pacedOptions, url: `http://127.0.0.1:${nodeHttpPort}/` });
   figures.singleP50Ms = slow.p50Ms;
   figures.singleP99Ms = slow.p99Ms;
   rows.push({
     name: 'single-record produce at 1,000 req/s',
     figure: `p50 ${slow.p50Ms.toFixed(3)} ms, p99 ${slow.p99Ms.toFixed(3)} ms (${slow.completed} requests, ${slow.errors} errors)`,
-    ratio: `bare fastify p50 ${barePaced.p50Ms.toFixed(3)} ms p99 ${barePaced.p99Ms.toFixed(3)} ms; target p50 < 0.3 ms, p99 < 1 ms`,
+    ratio: `bare fastify p50 ${barePaced.p50Ms.toFixed(3)} ms p99 ${barePaced.p99Ms.toFixed(3)} ms; bare node:http p50 ${floorPaced.p50Ms.toFixed(3)} ms p99 ${floorPaced.p99Ms.toFixed(3)} ms; target p50 < 0.3 ms, p99 < 1 ms`,
   });
 
   // 4. The SDK over HTTP/2: batched produce on the stored-batch fast path, then a full read.
