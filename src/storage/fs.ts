@@ -20,8 +20,8 @@ export interface FileHandle {
   /** Writes all of `data` at `position`. */
   write(data: Uint8Array, position: number): Promise<void>;
   /**
-   * As `write`, on the calling thread: for a small write, which lands in the page cache, a
-   * synchronous copy costs less than the trip through the thread pool and back.
+   * As `write`, on the calling thread: a write that lands in the page cache is a memory copy,
+   * which costs less than the trip through the thread pool and back unless it is large.
    */
   writeSync(data: Uint8Array, position: number): void;
   /** Makes every write and truncation so far durable. */

@@ -8,7 +8,7 @@ import { checkBatchAt, encodeBatch, readBatchHeader } from '../../src/protocol/b
 import { logConfigFromTopicConfigs } from '../../src/storage/config.js';
 import { type FileHandle, SimulatedFileSystem } from '../../src/storage/fs.js';
 import { LogManager } from '../../src/storage/log-manager.js';
-import { PartitionLog } from '../../src/storage/partition-log.js';
+import { type AppendResult, PartitionLog } from '../../src/storage/partition-log.js';
 import { batchOf, valuesOf } from './helpers.js';
 
 let dir: string;
@@ -463,23 +463,27 @@ describe('write coalescing', () => {
     await log.close();
   });
 
-  it('a crash after a corrupt append was written but before it was cut off loses nothing acknowledged', async () => {
+  it('a crash after a corrupt append was written but before it was cut off never serves it, and keeps what was flushed', async () => {
     const fs = new SimulatedFileSystem();
-    const log = await PartitionLog.open(
-      { dir: '/data/y-0', config: { flushPolicy: 'sync' } },
-      { fs, clock: new ManualClock() },
-    );
+    const log = await PartitionLog.open({ dir: '/data/y-0' }, { fs, clock: new ManualClock() });
     await log.append(batchOf(['kept']), { assignOffsets: true });
-    // Large enough to be written through the thread pool, while its check runs.
-    const bad = batchOf(['bad'.repeat(8_000), 'bytes']);
+    await log.flush();
+    // Two appends that arrive together make a group over 1 MiB: one write through the thread
+    // pool, with the CRCs checked while it is in flight.
+    const bad = batchOf(['b'.repeat(600_000)]);
     bad[bad.length - 3]! ^= 0x55;
-    await expectCode(log.append(bad, { assignOffsets: true }), 'CORRUPT_MESSAGE');
-    // Power fails with the corrupt write on disk and its cut-off lost.
+    const outcomes = await Promise.allSettled([
+      log.append(bad, { assignOffsets: true }),
+      log.append(batchOf(['g'.repeat(600_000)]), { assignOffsets: true }),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'fulfilled']);
+    expect((outcomes[1] as PromiseFulfilledResult<AppendResult>).value.baseOffset).toBe(1);
+    // Power fails with the group's write on disk and its cut-off lost.
     const logPath = '/data/y-0/00000000000000000000.log';
     const file = fs.files.get(logPath)!;
-    expect(file.pending.map((op) => op.kind)).toEqual(['write', 'truncate']);
+    expect(file.pending.map((op) => op.kind)).toEqual(['write', 'truncate', 'write']);
     fs.crashKeeping((path, pending) => (path === logPath ? 1 : pending.length));
-    expect(file.current.length).toBeGreaterThan(bad.length);
+    expect(file.current.length).toBeGreaterThan(1_200_000);
     const reopened = await PartitionLog.open({ dir: '/data/y-0' }, { fs, clock: new ManualClock() });
     expect(reopened.recoveryReport).toBeDefined();
     expect(reopened.logEndOffset).toBe(1);
