@@ -234,10 +234,13 @@ async function main(): Promise<void> {
     maxInFlight: 4,
     bufferBytesMax: 256 * 1024 * 1024,
   });
+  // Values are made before the clock starts, as the other steps send bodies made beforehand and
+  // the peers one value: the figure is the SDK's, not the cost of allocating 200,000 buffers.
+  const values = Array.from({ length: 1000 }, (_, i) => record(i));
   let t0 = performance.now();
   const sends: Promise<unknown>[] = [];
   for (let i = 0; i < sdkRecords; i++) {
-    sends.push(producer.send({ topic: 'bench-sdk', partition: 0, value: record(i) }));
+    sends.push(producer.send({ topic: 'bench-sdk', partition: 0, value: values[i % values.length]! }));
     if (sends.length >= 20_000) await Promise.all(sends.splice(0));
   }
   await Promise.all(sends);
