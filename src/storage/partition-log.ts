@@ -280,9 +280,10 @@ export class PartitionLog {
   }
 
   /**
-   * Appends one or more whole batches. All are checked before anything is written; one bad batch
-   * rejects the call and nothing is appended. The leader (`assignOffsets`) gets offsets assigned in
-   * place; a follower's batches must continue the log exactly.
+   * Appends one or more whole batches. All are checked before any becomes part of the log; one bad
+   * batch rejects the call and nothing of it is appended (see #drainAppends for where the CRCs are
+   * checked). The leader (`assignOffsets`) gets offsets assigned in place; a follower's batches
+   * must continue the log exactly.
    */
   append(data: Buffer, options: AppendOptions): Promise<AppendResult> {
     // Not an async function: an append is one write's worth of work, and the extra promise turns
@@ -317,7 +318,9 @@ export class PartitionLog {
   /**
    * Writes every append queued so far in one write: appends that arrive while a write is in flight
    * share the next one, so a partition under many small produce requests does one syscall per
-   * group, not per request. Offsets are assigned in queue order.
+   * group, not per request. Offsets are assigned in queue order. The batches' CRCs are checked
+   * before a synchronous write, or while a write through the thread pool is in flight; a group with
+   * a corrupt batch is cut off again before the log end moves (see `Segment.append`).
    */
   async #drainAppends(): Promise<void> {
     this.#appendScheduled = false;
