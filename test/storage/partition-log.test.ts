@@ -304,53 +304,68 @@ describe('group commit', () => {
 });
 
 describe('reads', () => {
-  it('reads the active segment synchronously until such reads are slow three times in a row, then through the thread pool for a while', async () => {
+  /**
+   * A simulated file system that records how `.log` files are read and written, and can make the
+   * synchronous calls slow, as when the disk answers instead of the page cache.
+   */
+  function watchedFs(clock: ManualClock) {
     const fs = new SimulatedFileSystem();
-    const clock = new ManualClock();
     const calls: string[] = [];
-    let slow = false;
+    const slow = { reads: false, writes: false };
     const open = async (path: string): Promise<FileHandle> => {
       const handle = await fs.open(path);
+      if (!path.endsWith('.log')) return handle;
       return {
-        ...handle,
         read: (...args) => {
           calls.push('read');
           return handle.read(...args);
         },
         readSync: (...args) => {
           calls.push('readSync');
-          // The disk answers instead of the page cache: the read takes the clock's 5 ms.
-          if (slow) clock.advance(5);
+          if (slow.reads) clock.advance(5);
           return handle.readSync(...args);
         },
-        write: (...args) => handle.write(...args),
-        writeSync: (...args) => handle.writeSync(...args),
+        write: (...args) => {
+          calls.push('write');
+          return handle.write(...args);
+        },
+        writeSync: (...args) => {
+          calls.push('writeSync');
+          if (slow.writes) clock.advance(5);
+          return handle.writeSync(...args);
+        },
         sync: () => handle.sync(),
         truncate: (n) => handle.truncate(n),
         size: () => handle.size(),
         close: () => handle.close(),
       };
     };
-    const counting = new Proxy(fs, {
+    const watched = new Proxy(fs, {
       get: (target, name) => {
         if (name === 'open') return open;
         const member = Reflect.get(target, name);
         return typeof member === 'function' ? member.bind(target) : member;
       },
     });
-    const log = await PartitionLog.open({ dir: '/data/r-0' }, { fs: counting, clock });
+    return { fs: watched, calls, slow };
+  }
+
+  it('reads the active segment synchronously until such reads are slow three times in a row, then through the thread pool for a while', async () => {
+    const clock = new ManualClock();
+    const { fs, calls, slow } = watchedFs(clock);
+    const log = await PartitionLog.open({ dir: '/data/r-0' }, { fs, clock });
     for (let i = 0; i < 3; i++) await log.append(batchOf([`r${i}`]), { assignOffsets: true });
     const readAll = async () => valuesOf((await log.readRecords(0, { maxBytes: 1 << 20 })).records);
     calls.length = 0;
     expect(await readAll()).toEqual(['r0', 'r1', 'r2']);
     expect(calls).toEqual(['readSync']);
-    slow = true;
+    slow.reads = true;
     // One slow read may be a lost time slice; three in a row are the disk.
     for (let i = 0; i < 2; i++) expect(await readAll()).toEqual(['r0', 'r1', 'r2']);
     calls.length = 0;
     expect(await readAll()).toEqual(['r0', 'r1', 'r2']);
     expect(calls).toEqual(['readSync']);
-    slow = false;
+    slow.reads = false;
     calls.length = 0;
     expect(await readAll()).toEqual(['r0', 'r1', 'r2']);
     expect(calls).toEqual(['read']);
@@ -358,6 +373,33 @@ describe('reads', () => {
     calls.length = 0;
     expect(await readAll()).toEqual(['r0', 'r1', 'r2']);
     expect(calls).toEqual(['readSync']);
+    await log.close();
+  });
+
+  it('writes appends up to 1 MiB synchronously until such writes are slow three times in a row, then through the thread pool for a while', async () => {
+    const clock = new ManualClock();
+    const { fs, calls, slow } = watchedFs(clock);
+    const log = await PartitionLog.open({ dir: '/data/w-1' }, { fs, clock });
+    const append = (value: string) => log.append(batchOf([value]), { assignOffsets: true });
+    await append('a');
+    expect(calls).toEqual(['writeSync']);
+    // A group over 1 MiB always goes through the thread pool.
+    calls.length = 0;
+    await Promise.all([append('x'.repeat(600_000)), append('y'.repeat(600_000))]);
+    expect(calls).toEqual(['write']);
+    slow.writes = true;
+    calls.length = 0;
+    for (let i = 0; i < 3; i++) await append(`slow${i}`);
+    expect(calls).toEqual(['writeSync', 'writeSync', 'writeSync']);
+    slow.writes = false;
+    calls.length = 0;
+    await append('pooled');
+    expect(calls).toEqual(['write']);
+    clock.advance(30_000);
+    calls.length = 0;
+    await append('again');
+    expect(calls).toEqual(['writeSync']);
+    expect(valuesOf((await log.readRecords(6, { maxBytes: 1 << 20 })).records)).toEqual(['pooled', 'again']);
     await log.close();
   });
 
