@@ -51,7 +51,7 @@ export function recordArraySource(
   };
 }
 
-/** Where a bytes field (key, value, header value) lies in the body: kind 0 nil, 1 bytes. */
+/** The start position of a field that is nil or absent. */
 const NIL = -1;
 
 /**
