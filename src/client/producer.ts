@@ -68,7 +68,8 @@ const toBytes = (v: Uint8Array | string | null | undefined): Uint8Array | null =
 export class Producer {
   readonly #connection: Connection;
   readonly #options: Required<Omit<ProducerOptions, 'bootstrap'>>;
-  readonly #queues = new Map<string, PartitionQueue>();
+  /** Per topic, the queue of each partition that has had records. */
+  readonly #queues = new Map<string, PartitionQueue[]>();
   readonly #partitionCounts = new Map<string, Promise<number>>();
   readonly #knownCounts = new Map<string, number>();
   readonly #sticky = new Map<string, number>();
@@ -109,12 +110,13 @@ export class Producer {
     if (this.#closed) return Promise.reject(new SluiceError('SHUTTING_DOWN', 'the producer is closed'));
     const key = toBytes(record.key);
     const value = toBytes(record.value);
-    const headers: Header[] = [];
+    const input: RecordInput = { key, value, timestamp: record.timestamp ?? Date.now() };
     if (record.headers) {
+      const headers: Header[] = [];
       const entries = Array.isArray(record.headers) ? record.headers : Object.entries(record.headers);
       for (const [name, v] of entries) headers.push([name, toBytes(v)]);
+      input.headers = headers;
     }
-    const input: RecordInput = { key, value, headers, timestamp: record.timestamp ?? Date.now() };
     const bytes = (key?.length ?? 0) + (value?.length ?? 0) + 16;
     // Room is reserved before anything asynchronous, so concurrent sends cannot overfill the buffer.
     if (this.#bufferedBytes + bytes > this.#options.bufferBytesMax)
@@ -162,13 +164,11 @@ export class Producer {
       this.#sticky.set(record.topic, partition);
     }
     return new Promise<RecordMetadata>((resolve, reject) => {
-      const queueKey = `${record.topic}\u0000${partition}`;
-      let queue = this.#queues.get(queueKey);
+      let queues = this.#queues.get(record.topic);
+      if (!queues) this.#queues.set(record.topic, (queues = []));
+      let queue = queues[partition];
       if (!queue)
-        this.#queues.set(
-          queueKey,
-          (queue = { records: [], bytes: 0, timer: undefined, inFlight: 0, waiting: [] }),
-        );
+        queues[partition] = queue = { records: [], bytes: 0, timer: undefined, inFlight: 0, waiting: [] };
       queue.records.push({ record: input, bytes, resolve, reject });
       queue.bytes += bytes;
       if (queue.bytes >= this.#options.batchBytes) this.#drain(record.topic, partition, queue);
@@ -230,9 +230,10 @@ export class Producer {
   }
 
   #drainAll(): void {
-    for (const [queueKey, queue] of this.#queues) {
-      const [topic, partition] = queueKey.split('\u0000');
-      if (queue.records.length > 0) this.#drain(topic!, Number(partition), queue);
+    for (const [topic, queues] of this.#queues) {
+      queues.forEach((queue, partition) => {
+        if (queue.records.length > 0) this.#drain(topic, partition, queue);
+      });
     }
   }
 
