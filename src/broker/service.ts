@@ -437,11 +437,8 @@ export class BrokerService {
           : options.offset;
     const maxBytes = Math.min(options.maxBytes, LIMITS.fetchBytesMax);
     const minBytes = Math.max(1, options.minBytes);
-    const reserve = options.reserve;
-    let result = await this.#unlessDeleted(
-      topicName,
-      log.read(offset, { maxBytes, ...(reserve ? { reserve } : {}) }),
-    );
+    const readOptions = { maxBytes, ...(options.reserve ? { reserve: options.reserve } : {}) };
+    let result = await this.#unlessDeleted(topicName, log.read(offset, readOptions));
     if (result.data.length < minBytes && options.maxWaitMs > 0 && !options.signal?.aborted) {
       await this.#waitForData(
         log,
@@ -456,10 +453,7 @@ export class BrokerService {
           details: { topic: topicName, partition },
         });
       }
-      result = await this.#unlessDeleted(
-        topicName,
-        log.read(offset, { maxBytes, ...(reserve ? { reserve } : {}) }),
-      );
+      result = await this.#unlessDeleted(topicName, log.read(offset, readOptions));
     }
     return {
       data: result.data,

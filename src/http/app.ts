@@ -307,13 +307,6 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
       return send(request, reply, acks === 0 ? 202 : 200, result ?? {});
     }
     const records = recordsFromBody(request, mediaType);
-    if (partition !== undefined) {
-      for (let i = 0; i < records.count; i++) {
-        const named = records.partitionAt(i);
-        if (named !== -1 && named !== partition)
-          throw new SluiceError('INVALID_REQUEST', `records name a partition other than ${partition}`);
-      }
-    }
     const produced = await service.produceFrom(topic, withPartition(records, partition), acks);
     if (negotiate(request.headers.accept) === 'msgpack') {
       return reply
@@ -443,9 +436,17 @@ function invalidMsgpack(error: unknown): SluiceError {
   return new SluiceError('INVALID_REQUEST', `the body is not valid msgpack: ${(error as Error).message}`);
 }
 
-/** The records, each sent to `partition` when the route names one. */
+/**
+ * The records, each sent to `partition` when the route names one; a record that names another
+ * partition is refused.
+ */
 function withPartition(records: ProduceRecordSource, partition: number | undefined): ProduceRecordSource {
   if (partition === undefined) return records;
+  for (let i = 0; i < records.count; i++) {
+    const named = records.partitionAt(i);
+    if (named !== -1 && named !== partition)
+      throw new SluiceError('INVALID_REQUEST', `records name a partition other than ${partition}`);
+  }
   return {
     count: records.count,
     partitionAt: () => partition,

@@ -153,7 +153,7 @@ export function encodeBatch(records: readonly RecordInput[], options: EncodeBatc
   }
   let baseTimestamp = records[0]!.timestamp;
   let maxTimestamp = baseTimestamp;
-  let size = BATCH_HEADER_BYTES;
+  let size = 0;
   let lastOffsetDelta = -1;
   for (let i = 0; i < records.length; i++) {
     const r = records[i]!;
@@ -169,41 +169,34 @@ export function encodeBatch(records: readonly RecordInput[], options: EncodeBatc
     if (r.timestamp > maxTimestamp) maxTimestamp = r.timestamp;
     size += recordSizeBound(r);
   }
-  const buf = Buffer.allocUnsafe(size);
-  let pos = BATCH_HEADER_BYTES;
-  for (let i = 0; i < records.length; i++) {
-    const r = records[i]!;
-    pos = writeRecord(buf, pos, r, r.offsetDelta ?? i, baseTimestamp);
-  }
-  const out = buf.subarray(0, pos);
-  writeHeader(out, {
-    baseOffset: options.baseOffset ?? 0,
-    partitionLeaderEpoch: options.partitionLeaderEpoch ?? -1,
-    attributes: options.attributes ?? 0,
-    lastOffsetDelta: Math.max(lastOffsetDelta, options.lastOffsetDelta ?? -1),
-    baseTimestamp,
-    maxTimestamp,
-    producerId: options.producerId ?? -1,
-    producerEpoch: options.producerEpoch ?? -1,
-    baseSequence: options.baseSequence ?? -1,
-    recordCount: records.length,
-  });
-  return out;
+  return encodeBatchWith(
+    records.length,
+    size,
+    (buf, pos, i) => writeRecord(buf, pos, records[i]!, records[i]!.offsetDelta ?? i, baseTimestamp),
+    {
+      ...options,
+      baseTimestamp,
+      maxTimestamp,
+      lastOffsetDelta: Math.max(lastOffsetDelta, options.lastOffsetDelta ?? -1),
+    },
+  );
 }
 
 /**
  * Encodes a batch of `count` records whose bytes `writeRecord` puts at `pos` (returning the
- * position after the record), within `recordBytesBound` bytes in all; offsets 0..count-1, no
- * producer. For encoders that copy records from elsewhere without building `RecordInput`s.
+ * position after the record), within `recordBytesBound` bytes in all. Offsets run 0..count-1
+ * unless `lastOffsetDelta` says otherwise; header fields not given take their defaults (no leader
+ * epoch, no producer). For encoders that copy records from elsewhere without building `RecordInput`s.
  */
 export function encodeBatchWith(
   count: number,
   recordBytesBound: number,
   writeRecord: (buf: Buffer, pos: number, n: number) => number,
-  timestamps: { baseTimestamp: number; maxTimestamp: number },
+  header: EncodeBatchOptions & { baseTimestamp: number; maxTimestamp: number },
 ): Buffer {
-  if (count < 1 || count > LIMITS.batchRecordsMax) {
-    throw new SluiceError('TOO_MANY_RECORDS', `a batch holds 1 to ${LIMITS.batchRecordsMax} records`);
+  assert(count >= 1, 'a batch holds at least one record');
+  if (count > LIMITS.batchRecordsMax) {
+    throw new SluiceError('TOO_MANY_RECORDS', `a batch holds at most ${LIMITS.batchRecordsMax} records`);
   }
   const buf = Buffer.allocUnsafe(BATCH_HEADER_BYTES + recordBytesBound);
   let pos = BATCH_HEADER_BYTES;
@@ -211,15 +204,15 @@ export function encodeBatchWith(
   assert(pos <= buf.length, 'records overran their size bound');
   const out = buf.subarray(0, pos);
   writeHeader(out, {
-    baseOffset: 0,
-    partitionLeaderEpoch: -1,
-    attributes: 0,
-    lastOffsetDelta: count - 1,
-    baseTimestamp: timestamps.baseTimestamp,
-    maxTimestamp: timestamps.maxTimestamp,
-    producerId: -1,
-    producerEpoch: -1,
-    baseSequence: -1,
+    baseOffset: header.baseOffset ?? 0,
+    partitionLeaderEpoch: header.partitionLeaderEpoch ?? -1,
+    attributes: header.attributes ?? 0,
+    lastOffsetDelta: header.lastOffsetDelta ?? count - 1,
+    baseTimestamp: header.baseTimestamp,
+    maxTimestamp: header.maxTimestamp,
+    producerId: header.producerId ?? -1,
+    producerEpoch: header.producerEpoch ?? -1,
+    baseSequence: header.baseSequence ?? -1,
     recordCount: count,
   });
   return out;

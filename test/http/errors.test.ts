@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_CODES, SluiceError } from '../../src/common/errors.js';
 import { LIMITS } from '../../src/common/limits.js';
@@ -21,6 +22,7 @@ beforeAll(async () => {
 afterAll(() => h.close());
 
 const json = { 'content-type': 'application/json' };
+const msgpack = { 'content-type': 'application/vnd.msgpack' };
 const goodBatch = () => encodeBatch([{ value: Buffer.from('ok'), timestamp: 1 }]);
 const flipped = () => {
   const b = goodBatch();
@@ -56,6 +58,42 @@ const cases: {
     payload: Buffer.from([0x81, 0xa7, 0x72, 0x65]),
     status: 400,
     code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'a record naming another partition than the route (JSON)',
+    method: 'POST',
+    url: '/v1/topics/guarded/partitions/0/records',
+    headers: json,
+    payload: '{"records": [{"value": "a"}, {"value": "b", "partition": 1}]}',
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'a record naming another partition than the route (msgpack, read in place)',
+    method: 'POST',
+    url: '/v1/topics/guarded/partitions/0/records',
+    headers: msgpack,
+    payload: Buffer.from(pack({ records: [{ value: 'a' }, { value: 'b', partition: 1 }] })),
+    status: 400,
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'a record naming a partition the topic lacks (msgpack, read in place)',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: msgpack,
+    payload: Buffer.from(pack({ records: [{ value: 'a', partition: 7 }] })),
+    status: 404,
+    code: 'UNKNOWN_TOPIC_OR_PARTITION',
+  },
+  {
+    name: 'a msgpack record with an unknown field (decoded the general way)',
+    method: 'POST',
+    url: '/v1/topics/guarded/records',
+    headers: msgpack,
+    payload: Buffer.from(pack({ records: [{ value: 'a', colour: 'red' }] })),
+    status: 400,
+    code: 'INVALID_RECORD',
   },
   {
     name: 'records not a list',
