@@ -121,8 +121,7 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
           config?: Record<string, string>;
         },
       ) => {
-        const admin = new Admin({ bootstrap: opts.bootstrap });
-        try {
+        await withAdmin(opts.bootstrap, async (admin) => {
           const created = await admin.createTopic({
             name,
             partitions: opts.partitions,
@@ -130,9 +129,7 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
             configs: opts.config ?? {},
           });
           print(io, `created topic ${created.name} with ${created.partitions.length} partition(s)`);
-        } finally {
-          admin.close();
-        }
+        });
       },
     );
   topic
@@ -140,21 +137,17 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
     .description('list topics')
     .option(...bootstrapOption)
     .action(async (opts: { bootstrap: string }) => {
-      const admin = new Admin({ bootstrap: opts.bootstrap });
-      try {
+      await withAdmin(opts.bootstrap, async (admin) => {
         for (const t of await admin.listTopics())
           print(io, `${t.name}\tpartitions=${t.partitions}\treplication=${t.replicationFactor}`);
-      } finally {
-        admin.close();
-      }
+      });
     });
   topic
     .command('describe <name>')
     .description('partitions, leaders, offsets and configs of a topic')
     .option(...bootstrapOption)
     .action(async (name: string, opts: { bootstrap: string }) => {
-      const admin = new Admin({ bootstrap: opts.bootstrap });
-      try {
+      await withAdmin(opts.bootstrap, async (admin) => {
         const d = await admin.describeTopic(name);
         print(
           io,
@@ -166,9 +159,7 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
             `  partition ${p.partition}  leader=${p.leader}  replicas=${p.replicas.join(',')}  isr=${p.isr.join(',')}  start=${p.logStartOffset}  end=${p.logEndOffset}  hw=${p.highWatermark}`,
           );
         }
-      } finally {
-        admin.close();
-      }
+      });
     });
   topic
     .command('alter <name>')
@@ -183,8 +174,7 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
       ) => {
         if (!opts.config && opts.partitions === undefined)
           throw new SluiceError('INVALID_REQUEST', 'give --config and/or --partitions');
-        const admin = new Admin({ bootstrap: opts.bootstrap });
-        try {
+        await withAdmin(opts.bootstrap, async (admin) => {
           if (opts.config) {
             const changes = Object.fromEntries(
               Object.entries(opts.config).map(([k, v]) => [k, v === '' ? null : v]),
@@ -193,9 +183,7 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
           }
           if (opts.partitions !== undefined) await admin.addPartitions(name, opts.partitions);
           print(io, `altered topic ${name}`);
-        } finally {
-          admin.close();
-        }
+        });
       },
     );
   topic
@@ -203,13 +191,10 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
     .description('delete a topic and its data')
     .option(...bootstrapOption)
     .action(async (name: string, opts: { bootstrap: string }) => {
-      const admin = new Admin({ bootstrap: opts.bootstrap });
-      try {
+      await withAdmin(opts.bootstrap, async (admin) => {
         await admin.deleteTopic(name);
         print(io, `deleted topic ${name}`);
-      } finally {
-        admin.close();
-      }
+      });
     });
 
   program
@@ -313,15 +298,12 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
               `--offset must be a number, earliest or latest, got ${opts.offset}`,
             );
         }
-        const admin = new Admin({ bootstrap: opts.bootstrap });
-        let partitions: number[];
-        try {
+        const partitions = await withAdmin(opts.bootstrap, async (admin) => {
           const description = await admin.describeTopic(topicName);
-          partitions =
-            opts.partition !== undefined ? [opts.partition] : description.partitions.map((p) => p.partition);
-        } finally {
-          admin.close();
-        }
+          return opts.partition !== undefined
+            ? [opts.partition]
+            : description.partitions.map((p) => p.partition);
+        });
         let printed = 0;
         const consumers = partitions.map(
           (partition) =>
@@ -393,4 +375,14 @@ function describeError(error: unknown): string {
   if (e?.code === 'ECONNREFUSED') return `cannot connect: ${e.message}`;
   if (e?.code === 'EADDRINUSE') return `the port is already in use (${e.message})`;
   return error instanceof Error ? error.message : String(error);
+}
+
+/** Runs `work` with an Admin client for `bootstrap`, closed afterwards whatever happens. */
+async function withAdmin<T>(bootstrap: string, work: (admin: Admin) => Promise<T>): Promise<T> {
+  const admin = new Admin({ bootstrap });
+  try {
+    return await work(admin);
+  } finally {
+    admin.close();
+  }
 }
