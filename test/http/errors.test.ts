@@ -268,6 +268,16 @@ const cases: {
     code: 'CORRUPT_MESSAGE',
   },
   {
+    // With acks=0 the answer does not wait for the append: the batch is checked before it.
+    name: 'corrupt pre-built batch with acks=0',
+    method: 'POST',
+    url: '/v1/topics/guarded/partitions/0/records?acks=0',
+    headers: { 'content-type': 'application/vnd.sluice.batches' },
+    payload: flipped(),
+    status: 400,
+    code: 'CORRUPT_MESSAGE',
+  },
+  {
     name: 'garbage after a pre-built batch',
     method: 'POST',
     url: '/v1/topics/guarded/partitions/0/records',

@@ -49,6 +49,14 @@ async function waitFor(condition: () => boolean): Promise<void> {
 }
 
 describe('connection guards', () => {
+  it("turns Nagle's algorithm off on the sockets it accepts, as http.Server does", async () => {
+    const { app } = await listening({});
+    // net.Server applies noDelay to every socket it accepts; without it a response's last part
+    // waits for the client's delayed ACK of the part before.
+    expect((app.server as unknown as net.Server & { noDelay: boolean }).noDelay).toBe(true);
+    await app.close();
+  });
+
   it('drops a connection that never sends a byte, and one that stalls in its headers', async () => {
     const { app, port } = await listening({ firstBytesTimeoutMs: 150, headersTimeoutMs: 300 });
     try {
