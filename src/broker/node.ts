@@ -4,10 +4,10 @@ import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import { buildApp } from '../http/app.js';
 import { dualProtocolServerFactory } from '../http/server.js';
+import type { ConfigValue } from '../protocol/topic-config.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { LogManager } from '../storage/log-manager.js';
 import { BrokerService } from './service.js';
-import type { ConfigValue } from './topic-registry.js';
 import { FileTopicRegistry } from './topic-registry.js';
 import { VERSION } from './version.js';
 

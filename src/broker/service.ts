@@ -13,14 +13,15 @@ import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
 import { type RecordInput, splitBatches } from '../protocol/batch.js';
 import { type ProduceRecordSource, recordArraySource } from '../protocol/produce-body.js';
 import {
+  type ConfigValue,
   DEFAULT_LOG_CONFIG,
-  LOG_CONFIG_NAMES,
   type LogConfig,
   logConfigFromTopicConfigs,
-} from '../storage/config.js';
+  validateTopicConfigs,
+} from '../protocol/topic-config.js';
 import type { LogManager } from '../storage/log-manager.js';
 import type { PartitionLog } from '../storage/partition-log.js';
-import type { ConfigValue, TopicRecord, TopicRegistry } from './topic-registry.js';
+import type { TopicRecord, TopicRegistry } from './topic-registry.js';
 
 export interface ProduceInput extends Omit<RecordInput, 'timestamp' | 'offsetDelta'> {
   /** Milliseconds since the epoch; the broker's clock when absent. */
@@ -75,9 +76,6 @@ export interface BrokerServiceOptions {
   fetchWaitersMax?: number;
 }
 
-/** Configs a topic may set beyond the storage ones. */
-const BROKER_CONFIG_NAMES = new Set(['min.insync.replicas']);
-
 /**
  * One node's broker: topics, produce, fetch, offsets. On a single node every partition is led here
  * with itself as the only in-sync replica, so the high watermark is the log end offset.
@@ -106,7 +104,7 @@ export class BrokerService {
     this.#clock = deps.clock;
     this.#waitersMax = options.fetchWaitersMax ?? 10_000;
     this.#defaults = options.defaultConfigs ?? {};
-    validateConfigs(this.#defaults, true);
+    validateTopicConfigs(this.#defaults, true);
   }
 
   /**
@@ -192,7 +190,7 @@ export class BrokerService {
       );
     }
     const configs = request.configs ?? {};
-    validateConfigs(configs, false);
+    validateTopicConfigs(configs, false);
     const topic: TopicRecord = {
       name: request.name,
       partitions,
@@ -265,7 +263,7 @@ export class BrokerService {
       if (value === null) delete configs[key];
       else configs[key] = value;
     }
-    validateConfigs(configs, false);
+    validateTopicConfigs(configs, false);
     const updated = { ...topic, configs };
     const logConfig = this.#logConfig(updated);
     await this.#registry.put(updated);
@@ -621,23 +619,6 @@ export function validateTopicName(name: unknown): asserts name is string {
       `topic name ${JSON.stringify(name)} is not valid: 1 to 249 of [a-zA-Z0-9._-], not "." or "..", not starting with "__"`,
     );
   }
-}
-
-/** Every name must be known; values are checked by the storage parsers. */
-function validateConfigs(configs: Record<string, ConfigValue>, brokerLevel: boolean): void {
-  for (const [name, value] of Object.entries(configs)) {
-    if (LOG_CONFIG_NAMES[name] || (brokerLevel && name === 'num.partitions')) continue;
-    if (BROKER_CONFIG_NAMES.has(name)) {
-      const n = Number(value);
-      if (!Number.isInteger(n) || n < 1)
-        throw new SluiceError('INVALID_CONFIG', `${name} must be a positive integer`, {
-          details: { config: name },
-        });
-      continue;
-    }
-    throw new SluiceError('INVALID_CONFIG', `unknown config ${name}`, { details: { config: name } });
-  }
-  logConfigFromTopicConfigs(configs);
 }
 
 /** Record indexes per partition, each list in request order. */

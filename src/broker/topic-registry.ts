@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { SluiceError } from '../common/errors.js';
+import type { ConfigValue } from '../protocol/topic-config.js';
 import type { FileSystem } from '../storage/fs.js';
-
-export type ConfigValue = string | number | boolean;
 
 export interface TopicRecord {
   name: string;

@@ -1,7 +1,7 @@
 import type { Clock, TimerHandle } from '../common/clock.js';
 import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
-import type { LogConfig } from './config.js';
+import type { LogConfig } from '../protocol/topic-config.js';
 import { type FileSystem, nodeFileSystem } from './fs.js';
 import { PartitionLog } from './partition-log.js';
 

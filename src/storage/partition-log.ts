@@ -15,7 +15,7 @@ import {
   setPartitionLeaderEpoch,
   splitBatches,
 } from '../protocol/batch.js';
-import { DEFAULT_LOG_CONFIG, type LogConfig } from './config.js';
+import { DEFAULT_LOG_CONFIG, type LogConfig } from '../protocol/topic-config.js';
 import { type FileSystem, nodeFileSystem } from './fs.js';
 import { LeaderEpochCache } from './leader-epoch.js';
 import { type BatchLocation, Segment } from './segment.js';

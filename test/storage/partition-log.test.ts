@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
 import { isSluiceError } from '../../src/common/errors.js';
 import { checkBatchAt, encodeBatch, readBatchHeader } from '../../src/protocol/batch.js';
-import { logConfigFromTopicConfigs } from '../../src/storage/config.js';
+import { logConfigFromTopicConfigs } from '../../src/protocol/topic-config.js';
 import { type FileHandle, SimulatedFileSystem } from '../../src/storage/fs.js';
 import { LogManager } from '../../src/storage/log-manager.js';
 import { type AppendResult, PartitionLog } from '../../src/storage/partition-log.js';

@@ -1,6 +1,15 @@
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 
+/**
+ * Every topic config Sluice knows, in Kafka's names: its parser, its default, and the typed form the
+ * broker and the log use. A config set is parsed once when it changes (create, alter, start) and the
+ * parsed form is what the rest of the node reads.
+ */
+
+/** A config value as a client sends it. */
+export type ConfigValue = string | number | boolean;
+
 export type FlushPolicy = 'sync' | 'async';
 export type CleanupPolicy = 'delete' | 'compact' | 'compact,delete';
 
@@ -36,10 +45,10 @@ export const DEFAULT_LOG_CONFIG: LogConfig = Object.freeze({
   batchBytesMax: LIMITS.batchBytesMax,
 });
 
-type Parser = (value: string | number | boolean, name: string) => Partial<LogConfig>;
+type Parser = (value: ConfigValue, name: string) => Partial<LogConfig>;
 
 function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (value: string | number | boolean, name: string): number => {
+  return (value: ConfigValue, name: string): number => {
     const n =
       typeof value === 'number'
         ? value
@@ -60,7 +69,7 @@ function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
 }
 
 function oneOf<T extends string>(values: readonly T[]) {
-  return (value: string | number | boolean, name: string): T => {
+  return (value: ConfigValue, name: string): T => {
     const s = String(value).replace(/\s+/g, '');
     const found = values.find((v) => v === s || (s === 'delete,compact' && v === 'compact,delete'));
     if (!found) {
@@ -97,7 +106,7 @@ export const LOG_CONFIG_NAMES: Record<string, Parser> = {
  * log (for example `min.insync.replicas`) are ignored here; the caller validates those.
  */
 export function logConfigFromTopicConfigs(
-  configs: Record<string, string | number | boolean>,
+  configs: Record<string, ConfigValue>,
   base: LogConfig = DEFAULT_LOG_CONFIG,
 ): LogConfig {
   let out: LogConfig = { ...base };
@@ -106,4 +115,85 @@ export function logConfigFromTopicConfigs(
     if (parse) out = { ...out, ...parse(value, name) };
   }
   return out;
+}
+
+/** Topic configs beyond the log's own, with their parsers. */
+const REPLICATION_CONFIG_NAMES: Record<string, (value: ConfigValue, name: string) => number> = {
+  'min.insync.replicas': integer(1, 2 ** 31 - 1),
+};
+
+/** Broker-level defaults that are not topic configs. */
+const BROKER_ONLY_CONFIG_NAMES: Record<string, (value: ConfigValue, name: string) => number> = {
+  'num.partitions': integer(1, LIMITS.partitionsMax),
+};
+
+/** A topic's configs as the node uses them, parsed once per change. */
+export interface TopicConfig {
+  log: LogConfig;
+  minInsyncReplicas: number;
+}
+
+/** The broker's defaults for topics, parsed once at start. */
+export interface TopicConfigDefaults {
+  /** What a topic config that is not set takes. */
+  topic: TopicConfig;
+  /** Partitions of a topic created without a count. */
+  numPartitions: number;
+  /** The raw defaults, over which a topic's own configs are laid. */
+  raw: Record<string, ConfigValue>;
+}
+
+/**
+ * Checks that every name is known and every value parses. `brokerLevel` also allows the broker-only
+ * names (`num.partitions`).
+ */
+export function validateTopicConfigs(configs: Record<string, ConfigValue>, brokerLevel: boolean): void {
+  for (const [name, value] of Object.entries(configs)) {
+    if (LOG_CONFIG_NAMES[name]) continue;
+    const parse =
+      REPLICATION_CONFIG_NAMES[name] ?? (brokerLevel ? BROKER_ONLY_CONFIG_NAMES[name] : undefined);
+    if (!parse)
+      throw new SluiceError('INVALID_CONFIG', `unknown config ${name}`, { details: { config: name } });
+    parse(value, name);
+  }
+  logConfigFromTopicConfigs(configs);
+}
+
+/** Parses the broker's topic defaults once; throws INVALID_CONFIG on an unknown name or a bad value. */
+export function parseTopicConfigDefaults(raw: Record<string, ConfigValue>): TopicConfigDefaults {
+  validateTopicConfigs(raw, true);
+  const numPartitions = raw['num.partitions'];
+  return {
+    topic: {
+      log: logConfigFromTopicConfigs(raw, DEFAULT_LOG_CONFIG),
+      minInsyncReplicas:
+        raw['min.insync.replicas'] === undefined
+          ? 1
+          : REPLICATION_CONFIG_NAMES['min.insync.replicas']!(
+              raw['min.insync.replicas'],
+              'min.insync.replicas',
+            ),
+    },
+    numPartitions:
+      numPartitions === undefined
+        ? 1
+        : BROKER_ONLY_CONFIG_NAMES['num.partitions']!(numPartitions, 'num.partitions'),
+    raw: { ...raw },
+  };
+}
+
+/** Parses a topic's own configs over the broker's defaults; throws INVALID_CONFIG as validation does. */
+export function parseTopicConfig(
+  configs: Record<string, ConfigValue>,
+  defaults: TopicConfigDefaults,
+): TopicConfig {
+  validateTopicConfigs(configs, false);
+  const min = configs['min.insync.replicas'];
+  return {
+    log: logConfigFromTopicConfigs(configs, defaults.topic.log),
+    minInsyncReplicas:
+      min === undefined
+        ? defaults.topic.minInsyncReplicas
+        : REPLICATION_CONFIG_NAMES['min.insync.replicas']!(min, 'min.insync.replicas'),
+  };
 }
