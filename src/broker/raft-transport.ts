@@ -1,16 +1,14 @@
 import * as http2 from 'node:http2';
 import { connect } from 'node:net';
-import { Packr } from 'msgpackr';
 import { Backoff } from '../common/backoff.js';
 import { type Clock, systemClock } from '../common/clock.js';
 import { type Random, SeededRandom } from '../common/random.js';
+import { packr } from '../protocol/msgpack.js';
 import type { RaftTransport } from '../raft/driver.js';
 import type { Message, NodeId } from '../raft/types.js';
 
 export const RAFT_MESSAGES_PATH = '/internal/raft/messages';
 export const CLUSTER_SECRET_HEADER = 'sluice-cluster-secret';
-
-const packr = new Packr({ useRecords: false, variableMapSize: true });
 
 /** Messages waiting for one peer; past it the oldest are dropped (Raft recovers from loss). */
 const QUEUE_MAX = 4096;

@@ -1,10 +1,7 @@
 import * as http2 from 'node:http2';
-import { Packr, Unpackr } from 'msgpackr';
 import { isErrorCode, SluiceError } from '../common/errors.js';
 import { MEDIA } from '../protocol/api.js';
-
-export const packr = new Packr({ useRecords: false, variableMapSize: true });
-export const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+import { packr, unpackr } from '../protocol/msgpack.js';
 
 export interface RequestOptions {
   body?: Buffer | Uint8Array;

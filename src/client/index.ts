@@ -1,10 +1,8 @@
 export { SluiceError } from '../common/errors.js';
-export { Admin, type ClientOptions } from './admin.js';
 export {
-  type ConsumedRecord,
+  decodeFetchResponse as parseFetchResponse,
   type FetchPage,
-  PartitionConsumer,
-  type PartitionConsumerOptions,
-  parseFetchResponse,
-} from './consumer.js';
+} from '../protocol/fetch-response.js';
+export { Admin, type ClientOptions } from './admin.js';
+export { type ConsumedRecord, PartitionConsumer, type PartitionConsumerOptions } from './consumer.js';
 export { Producer, type ProducerOptions, type ProducerRecord, type RecordMetadata } from './producer.js';

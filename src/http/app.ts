@@ -11,24 +11,16 @@ import type { BrokerService, ProduceInput } from '../broker/service.js';
 import { ERROR_CODES, type ErrorCode, isErrorCode, SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import { ENDPOINTS, type Endpoint, MEDIA, parseAcks } from '../protocol/api.js';
-import { decodeRecords, readBatchHeader } from '../protocol/batch.js';
+import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../protocol/fetch-response.js';
+import { decodedRecords, parseRecord, recordToJson } from '../protocol/json-record.js';
+import { packr, unpackr } from '../protocol/msgpack.js';
+import { encodeOffsetsResponse } from '../protocol/offsets-response.js';
 import {
   type ProduceRecordSource,
   recordArraySource,
   scanMsgpackProduceBody,
 } from '../protocol/produce-body.js';
-import {
-  FETCH_FRAME_RESERVE,
-  type Format,
-  mediaTypeOf,
-  msgpackFetchResponse,
-  msgpackOffsetsResponse,
-  negotiate,
-  packr,
-  parseRecord,
-  recordToJson,
-  unpackr,
-} from './codec.js';
+import { type Format, mediaTypeOf, negotiate } from './content.js';
 import { streamPartition } from './follow.js';
 import { openApiDocument } from './openapi.js';
 
@@ -312,7 +304,7 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
       return reply
         .code(acks === 0 ? 202 : 200)
         .type(MEDIA.msgpack)
-        .send(msgpackOffsetsResponse(produced));
+        .send(encodeOffsetsResponse(produced));
     }
     const offsets = Array.from({ length: produced.count }, (_, i) => ({
       partition: produced.partitions[i]!,
@@ -387,7 +379,7 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     }
     if (format === 'msgpack') {
       reply.code(200).type(MEDIA.msgpack);
-      return reply.send(msgpackFetchResponse(result.data, result.batchCount, result, result.reserved));
+      return reply.send(encodeFetchResponse(result.data, result.batchCount, result, result.reserved));
     }
     const records = decodedRecords(result.data, result.offset).map((r) => recordToJson(r, base64));
     if (format === MEDIA.ndjson) {
@@ -413,18 +405,6 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   );
 
   return app;
-}
-
-/** Decoded records at or after `fromOffset` (the first batch may start before it). */
-export function decodedRecords(data: Buffer, fromOffset: number) {
-  const out = [];
-  let pos = 0;
-  while (pos < data.length) {
-    const header = readBatchHeader(data, pos);
-    for (const record of decodeRecords(data, pos)) if (record.offset >= fromOffset) out.push(record);
-    pos += 15 + header.batchLength;
-  }
-  return out;
 }
 
 /** A msgpack produce body, kept as bytes until the handler reads it. */

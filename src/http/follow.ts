@@ -1,8 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { BrokerService } from '../broker/service.js';
 import { MEDIA } from '../protocol/api.js';
-import { decodedRecords } from './app.js';
-import { FETCH_FRAME_RESERVE, msgpackFetchResponse, recordToJson } from './codec.js';
+import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../protocol/fetch-response.js';
+import { decodedRecords, recordToJson } from '../protocol/json-record.js';
 
 export interface FollowOptions {
   topic: string;
@@ -77,7 +77,7 @@ export async function streamPartition(
         continue;
       }
       if (options.format === 'msgpack') {
-        await write(msgpackFetchResponse(result.data, result.batchCount, result, result.reserved));
+        await write(encodeFetchResponse(result.data, result.batchCount, result, result.reserved));
       } else {
         const records = decodedRecords(result.data, result.offset).map((r) =>
           recordToJson(r, options.base64),

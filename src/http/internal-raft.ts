@@ -1,12 +1,11 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { Unpackr } from 'msgpackr';
 import { SluiceError } from '../common/errors.js';
+import { unpackr } from '../protocol/msgpack.js';
 import type { RaftStatus } from '../raft/driver.js';
 import type { Message } from '../raft/types.js';
 import { problemFor } from './app.js';
 
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
 const SECRET_HEADER = 'sluice-cluster-secret';
 const MESSAGES_MAX = 4096;
 const MESSAGE_TYPES = new Set<string>([

@@ -1,7 +1,7 @@
 import { Level } from 'level';
-import { Packr, Unpackr } from 'msgpackr';
 import { assert } from '../common/assert.js';
 import type { Random } from '../common/random.js';
+import { packr, unpackr } from '../protocol/msgpack.js';
 import type { Entry, HardState, Snapshot } from './types.js';
 
 export interface RaftPersistentState {
@@ -37,9 +37,6 @@ export interface RaftStorage {
   save(update: RaftUpdate): Promise<void>;
   close(): Promise<void>;
 }
-
-const packr = new Packr({ useRecords: false, variableMapSize: true });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
 
 const HARD_STATE_KEY = 'h';
 const SNAPSHOT_KEY = 's';

@@ -1,8 +1,9 @@
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { parseRecord, unpackr } from '../../src/http/codec.js';
 import { checkBatchAt, decodeRecords } from '../../src/protocol/batch.js';
+import { parseRecord } from '../../src/protocol/json-record.js';
+import { unpackr } from '../../src/protocol/msgpack.js';
 import { recordArraySource, scanMsgpackProduceBody } from '../../src/protocol/produce-body.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });

@@ -1,9 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { msgpackOffsetsResponse, unpackr } from '../../src/http/codec.js';
+import { unpackr } from '../../src/protocol/msgpack.js';
+import { encodeOffsetsResponse } from '../../src/protocol/offsets-response.js';
 
 /** The hand-written msgpack produce answer decodes to exactly what the generic encoder would give. */
-describe('msgpackOffsetsResponse', () => {
+describe('encodeOffsetsResponse', () => {
   it('round-trips any offsets through a stock decoder', () => {
     fc.assert(
       fc.property(
@@ -20,7 +21,7 @@ describe('msgpackOffsetsResponse', () => {
             partitions: Int32Array.from(offsets, (o) => o.partition),
             offsets: Float64Array.from(offsets, (o) => o.offset),
           };
-          expect(unpackr.unpack(msgpackOffsetsResponse(produced))).toEqual({ offsets });
+          expect(unpackr.unpack(encodeOffsetsResponse(produced))).toEqual({ offsets });
         },
       ),
     );

@@ -1,43 +1,12 @@
-import { Packr, Unpackr } from 'msgpackr';
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
-import type { FetchedRecord } from '../protocol/api.js';
-import { MEDIA } from '../protocol/api.js';
-import type { BatchRecord, Header, RecordInput } from '../protocol/batch.js';
+import type { FetchedRecord } from './api.js';
+import { type BatchRecord, decodeRecords, type Header, type RecordInput, readBatchHeader } from './batch.js';
 
-/** msgpack as every other language reads it: plain maps and arrays, no msgpackr extensions. */
-export const packr = new Packr({ useRecords: false, variableMapSize: true });
-export const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
-
-export type Format = 'json' | 'msgpack';
-
-/** The response format `Accept` asks for; undefined when nothing acceptable is listed. */
-export function negotiate(
-  accept: string | undefined,
-  extra: readonly string[] = [],
-): Format | string | undefined {
-  if (!accept) return 'json';
-  const types = accept
-    .split(',')
-    .map((part) => {
-      const [type, ...params] = part.trim().toLowerCase().split(';');
-      const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
-      return { type: type!.trim(), q: q ? Number(q.slice(2)) : 1 };
-    })
-    .filter((t) => t.q > 0)
-    .sort((a, b) => b.q - a.q);
-  for (const { type } of types) {
-    if (type === MEDIA.msgpack || type === MEDIA.msgpackAlt) return 'msgpack';
-    if (type === MEDIA.json || type === 'application/*' || type === '*/*' || type === MEDIA.problem)
-      return 'json';
-    if (extra.includes(type)) return type;
-  }
-  return undefined;
-}
-
-export function mediaTypeOf(contentType: string | undefined): string {
-  return (contentType ?? '').split(';')[0]!.trim().toLowerCase();
-}
+/**
+ * Records as JSON shows them, both ways: a produce record from a JSON or msgpack body into the
+ * fields of a batch, and a stored record into the JSON a fetch answers with.
+ */
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -170,92 +139,14 @@ export function parseRecord(
   };
 }
 
-/** Room a fetch leaves around its batches for `msgpackFetchResponse` to frame them in place. */
-export const FETCH_FRAME_RESERVE = { before: 16, after: 64 };
-
-/**
- * A msgpack fetch response built around the stored batches without decoding or re-encoding them:
- *   {"batches": [<batch>, ...], "nextOffset": n, "highWatermark": n, "logStartOffset": n}
- * When the read left room around the batches (`reserved`, asked for with `FETCH_FRAME_RESERVE`),
- * the header and trailer are written there and the response is a view of that one buffer;
- * otherwise the three parts are copied into a new one.
- */
-export function msgpackFetchResponse(
-  data: Buffer,
-  batchCount: number,
-  fields: { nextOffset: number; highWatermark: number; logStartOffset: number },
-  reserved?: { before: number; after: number },
-): Buffer {
-  const head = Buffer.allocUnsafe(1 + 8 + 5);
+/** Decoded records at or after `fromOffset` (the first batch may start before it). */
+export function decodedRecords(data: Buffer, fromOffset: number) {
+  const out = [];
   let pos = 0;
-  head[pos++] = 0x84;
-  head[pos++] = 0xa7;
-  pos += head.write('batches', pos, 'latin1');
-  head[pos++] = 0xdd;
-  head.writeUInt32BE(batchCount, pos);
-  pos += 4;
-  // The tail is a 3-entry map; its entries follow the head's map header directly.
-  const tail = packr
-    .pack({
-      nextOffset: fields.nextOffset,
-      highWatermark: fields.highWatermark,
-      logStartOffset: fields.logStartOffset,
-    })
-    .subarray(1);
-  if (reserved && reserved.before >= pos && reserved.after >= tail.length) {
-    const framed = Buffer.from(data.buffer, data.byteOffset - pos, pos + data.length + tail.length);
-    head.copy(framed, 0, 0, pos);
-    tail.copy(framed, pos + data.length);
-    return framed;
+  while (pos < data.length) {
+    const header = readBatchHeader(data, pos);
+    for (const record of decodeRecords(data, pos)) if (record.offset >= fromOffset) out.push(record);
+    pos += 15 + header.batchLength;
   }
-  return Buffer.concat([head.subarray(0, pos), data, tail]);
-}
-
-/** The msgpack str keys of every offset entry, encoded once. */
-const PARTITION_KEY = Buffer.from([0xa9, ...Buffer.from('partition')]);
-const OFFSET_KEY = Buffer.from([0xa6, ...Buffer.from('offset')]);
-
-/**
- * `{"offsets": [{"partition": p, "offset": o}, ...]}` in msgpack, written by hand: a produce of
- * 1,000 records answers with 1,000 offsets, and the generic encoder spent more time on them than
- * the append itself.
- */
-export function msgpackOffsetsResponse(produced: {
-  count: number;
-  partitions: Int32Array;
-  offsets: Float64Array;
-}): Buffer {
-  const buf = Buffer.allocUnsafe(
-    14 + produced.count * (1 + PARTITION_KEY.length + 5 + OFFSET_KEY.length + 9),
-  );
-  let pos = 0;
-  buf[pos++] = 0x81;
-  buf[pos++] = 0xa7;
-  pos += buf.write('offsets', pos, 'latin1');
-  buf[pos++] = 0xdd;
-  buf.writeUInt32BE(produced.count, pos);
-  pos += 4;
-  for (let i = 0; i < produced.count; i++) {
-    buf[pos++] = 0x82;
-    pos += PARTITION_KEY.copy(buf, pos);
-    pos = writeUint(buf, pos, produced.partitions[i]!);
-    pos += OFFSET_KEY.copy(buf, pos);
-    pos = writeUint(buf, pos, produced.offsets[i]!);
-  }
-  return buf.subarray(0, pos);
-}
-
-function writeUint(buf: Buffer, pos: number, n: number): number {
-  if (n < 0x80) {
-    buf[pos] = n;
-    return pos + 1;
-  }
-  if (n < 0x100000000) {
-    buf[pos] = 0xce;
-    buf.writeUInt32BE(n, pos + 1);
-    return pos + 5;
-  }
-  buf[pos] = 0xcf;
-  buf.writeBigUInt64BE(BigInt(n), pos + 1);
-  return pos + 9;
+  return out;
 }

@@ -1,15 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { SluiceError } from '../../src/common/errors.js';
-import {
-  FETCH_FRAME_RESERVE,
-  msgpackFetchResponse,
-  negotiate,
-  parseRecord,
-  recordToJson,
-  unpackr,
-} from '../../src/http/codec.js';
+import { negotiate } from '../../src/http/content.js';
 import { decodeRecords, encodeBatch } from '../../src/protocol/batch.js';
+import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../../src/protocol/fetch-response.js';
+import { parseRecord, recordToJson } from '../../src/protocol/json-record.js';
+import { unpackr } from '../../src/protocol/msgpack.js';
 
 /** Content negotiation, record conversion to and from JSON, and the zero-copy fetch framing. */
 describe('negotiate', () => {
@@ -96,7 +92,7 @@ describe('records and JSON', () => {
   });
 });
 
-describe('msgpackFetchResponse', () => {
+describe('encodeFetchResponse', () => {
   it('frames stored batches so that a stock decoder reads them as they are stored', () => {
     fc.assert(
       fc.property(
@@ -108,7 +104,7 @@ describe('msgpackFetchResponse', () => {
           const stored = batches.map((values) =>
             encodeBatch(values.map((v) => ({ value: v, timestamp: 1 }))),
           );
-          const response = msgpackFetchResponse(Buffer.concat(stored), stored.length, {
+          const response = encodeFetchResponse(Buffer.concat(stored), stored.length, {
             nextOffset,
             highWatermark: nextOffset + 1,
             logStartOffset: 0,
@@ -124,7 +120,7 @@ describe('msgpackFetchResponse', () => {
           joined.copy(room, before);
           const data = room.subarray(before, before + joined.length);
           const fields = { nextOffset, highWatermark: nextOffset + 1, logStartOffset: 0 };
-          const framed = msgpackFetchResponse(data, stored.length, fields, FETCH_FRAME_RESERVE);
+          const framed = encodeFetchResponse(data, stored.length, fields, FETCH_FRAME_RESERVE);
           expect(framed.equals(response)).toBe(true);
           expect(framed.buffer).toBe(room.buffer);
         },
