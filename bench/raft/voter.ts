@@ -8,7 +8,7 @@ import { Http2RaftTransport } from '../../src/broker/raft-transport.js';
 import { systemClock } from '../../src/common/clock.js';
 import { isSluiceError } from '../../src/common/errors.js';
 import { SeededRandom } from '../../src/common/random.js';
-import { internalRaftRoutes } from '../../src/http/internal-raft.js';
+import { internalRaftRoutes } from '../../src/http/routes/internal-raft.js';
 import { RaftDriver } from '../../src/raft/driver.js';
 import { LevelRaftStorage, type RaftUpdate } from '../../src/raft/storage.js';
 
@@ -24,7 +24,10 @@ storage.save = (update: RaftUpdate) => {
   return save(update);
 };
 let applied = 0;
-const transport = new Http2RaftTransport({ id, peers, clusterSecret: secret! });
+const transport = new Http2RaftTransport(
+  { id, peers, clusterSecret: secret! },
+  { clock: systemClock, random: new SeededRandom(id) },
+);
 const driver = new RaftDriver(
   {
     id,

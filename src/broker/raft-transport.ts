@@ -1,19 +1,19 @@
 import * as http2 from 'node:http2';
 import { connect } from 'node:net';
+import { assert } from '../common/assert.js';
 import { Backoff } from '../common/backoff.js';
-import { type Clock, systemClock } from '../common/clock.js';
-import { type Random, SeededRandom } from '../common/random.js';
+import type { Clock } from '../common/clock.js';
+import type { Random } from '../common/random.js';
+import { CLUSTER_SECRET_HEADER, RAFT_MESSAGES_MAX, RAFT_MESSAGES_PATH } from '../protocol/internal-api.js';
 import { packr } from '../protocol/msgpack.js';
 import type { RaftTransport } from '../raft/driver.js';
 import type { Message, NodeId } from '../raft/types.js';
-
-export const RAFT_MESSAGES_PATH = '/internal/raft/messages';
-export const CLUSTER_SECRET_HEADER = 'sluice-cluster-secret';
 
 /** Messages waiting for one peer; past it the oldest are dropped (Raft recovers from loss). */
 const QUEUE_MAX = 4096;
 /** Messages in one request. */
 const BATCH_MAX = 512;
+assert(BATCH_MAX <= RAFT_MESSAGES_MAX, 'a batch fits one internal request');
 
 interface Peer {
   url: string;
@@ -28,7 +28,7 @@ interface Peer {
  * Raft messages over HTTP/2 with msgpack bodies on the cluster-internal API: one session per
  * peer, messages batched into one POST while the previous one is in flight, reconnection with
  * backoff, and the shared cluster secret on every request. Incoming messages arrive through the
- * `/internal/raft` route (src/http/internal-raft.ts), which calls `deliver`.
+ * `/internal/raft` route (src/http/routes/internal-raft.ts), which calls `deliver`.
  */
 export class Http2RaftTransport implements RaftTransport {
   readonly #peers = new Map<NodeId, Peer>();
@@ -45,10 +45,10 @@ export class Http2RaftTransport implements RaftTransport {
       clusterSecret: string;
       requestTimeoutMs?: number;
     },
-    deps: { clock?: Clock; random?: Random } = {},
+    deps: { clock: Clock; random: Random },
   ) {
-    this.#clock = deps.clock ?? systemClock;
-    const random = deps.random ?? new SeededRandom(options.id);
+    this.#clock = deps.clock;
+    const random = deps.random;
     for (const [id, url] of Object.entries(options.peers)) {
       if (Number(id) === options.id) continue;
       this.#peers.set(Number(id), {

@@ -1,11 +1,11 @@
 import { createInterface } from 'node:readline';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { loadConfigFile, type NodeOptions, startNode } from '../broker/node.js';
-import { VERSION } from '../broker/version.js';
 import { Admin } from '../client/admin.js';
 import { PartitionConsumer } from '../client/consumer.js';
 import { Producer } from '../client/producer.js';
 import { SluiceError } from '../common/errors.js';
+import { loadConfigFile, type NodeOptions, startNode } from '../node/node.js';
+import { VERSION } from '../node/version.js';
 
 const DEFAULT_BOOTSTRAP = 'http://127.0.0.1:8092';
 /** Records `sluice produce` lets wait for an answer before it reads more of standard input. */

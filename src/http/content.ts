@@ -1,4 +1,7 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { SluiceError } from '../common/errors.js';
 import { MEDIA } from '../protocol/api.js';
+import { packr } from '../protocol/msgpack.js';
 
 /** Content negotiation: which format a request's `Accept` asks for, and a body's media type. */
 
@@ -30,4 +33,22 @@ export function negotiate(
 
 export function mediaTypeOf(contentType: string | undefined): string {
   return (contentType ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+/** Sends `payload` with `status` in the format Accept asks for (JSON or msgpack), else NOT_ACCEPTABLE. */
+export function sendNegotiated(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  status: number,
+  payload: unknown,
+): FastifyReply {
+  const format = negotiate(request.headers.accept);
+  if (format === undefined)
+    throw new SluiceError(
+      'NOT_ACCEPTABLE',
+      `none of ${request.headers.accept} can be produced; use JSON or msgpack`,
+    );
+  reply.code(status);
+  if (format === 'msgpack') return reply.type(MEDIA.msgpack).send(Buffer.from(packr.pack(payload)));
+  return reply.type(MEDIA.json).send(JSON.stringify(payload));
 }

@@ -150,23 +150,23 @@ export interface Endpoint {
   response?: object;
 }
 
-const topicParam = { type: 'string', pattern: TOPIC_NAME_PATTERN };
-const partitionParam = { type: 'integer', minimum: 0, maximum: 9999 };
-const topicParams = { type: 'object', required: ['topic'], properties: { topic: topicParam } };
+const topicParam = { type: 'string', pattern: TOPIC_NAME_PATTERN } as const;
+const partitionParam = { type: 'integer', minimum: 0, maximum: 9999 } as const;
+const topicParams = { type: 'object', required: ['topic'], properties: { topic: topicParam } } as const;
 const partitionParams = {
   type: 'object',
   required: ['topic', 'partition'],
   properties: { topic: topicParam, partition: partitionParam },
-};
+} as const;
 const produceQuery = {
   type: 'object',
   properties: {
-    acks: { type: 'string', enum: ['0', '1', 'all', '-1'] },
+    acks: { type: 'string', enum: ['0', '1', 'all', '-1'], default: 'all' },
     timeoutMs: { type: 'integer', minimum: 0, maximum: 300000 },
   },
-};
-const configValue = { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }] };
-const configsSchema = { type: 'object', additionalProperties: configValue, maxProperties: 100 };
+} as const;
+const configValue = { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }] } as const;
+const configsSchema = { type: 'object', additionalProperties: configValue, maxProperties: 100 } as const;
 
 // ---- response schemas (JSON view), for /openapi.json and the contract tests ----
 
@@ -363,9 +363,9 @@ export const ENDPOINTS = {
       type: 'object',
       properties: {
         offset: { type: 'string', pattern: '^(earliest|latest|[0-9]{1,16})$' },
-        maxBytes: { type: 'integer', minimum: 1, maximum: 8388608 },
-        maxWaitMs: { type: 'integer', minimum: 0, maximum: 30000 },
-        minBytes: { type: 'integer', minimum: 0, maximum: 8388608 },
+        maxBytes: { type: 'integer', minimum: 1, maximum: 8388608, default: 1048576 },
+        maxWaitMs: { type: 'integer', minimum: 0, maximum: 30000, default: 0 },
+        minBytes: { type: 'integer', minimum: 0, maximum: 8388608, default: 1 },
         follow: { type: 'boolean' },
         valueEncoding: { type: 'string', enum: ['utf8', 'base64'] },
       },
@@ -402,6 +402,40 @@ export const ENDPOINTS = {
 } as const satisfies Record<string, Endpoint>;
 
 export type EndpointId = keyof typeof ENDPOINTS;
+
+// ---- request types derived from the schemas above ----
+
+/** The TypeScript type a JSON schema of this table describes (the subset the table uses). */
+export type SchemaType<S> = S extends { const: infer C }
+  ? C
+  : S extends { enum: readonly (infer E)[] }
+    ? E
+    : S extends { anyOf: readonly (infer A)[] }
+      ? SchemaType<A>
+      : S extends { type: 'object'; properties: infer P }
+        ? ObjectType<P, S extends { required: readonly (infer R)[] } ? R : never>
+        : S extends { type: 'object'; additionalProperties: infer V }
+          ? Record<string, SchemaType<V>>
+          : S extends { type: 'integer' | 'number' }
+            ? number
+            : S extends { type: 'string' }
+              ? string
+              : S extends { type: 'boolean' }
+                ? boolean
+                : S extends { type: 'null' }
+                  ? null
+                  : unknown;
+
+type ObjectType<P, R> = { [K in keyof P as K extends R ? K : never]: SchemaType<P[K]> } & {
+  [K in keyof P as K extends R ? never : K]?: SchemaType<P[K]>;
+};
+
+/** Path parameters, query and body of an endpoint, as its schemas describe them. */
+export interface EndpointRequest<E extends Endpoint> {
+  Params: E extends { params: infer S } ? SchemaType<S> : Record<string, never>;
+  Querystring: E extends { querystring: infer S } ? SchemaType<S> : Record<string, never>;
+  Body: E extends { body: infer S } ? SchemaType<S> : unknown;
+}
 
 /** Fills a fastify-style path: `/v1/topics/:topic` with `{topic: 'a'}` → `/v1/topics/a`. */
 export function endpointPath(endpoint: Endpoint, params: Record<string, string | number> = {}): string {

@@ -1,7 +1,7 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { VERSION } from '../../src/broker/version.js';
 import { main } from '../../src/cli/main.js';
+import { VERSION } from '../../src/node/version.js';
 
 /** Argument parsing and error lines of the CLI, run in-process with no broker. */
 async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -185,7 +185,7 @@ describe('API forms beyond JSON and msgpack', () => {
   let h: Harness;
   beforeAll(async () => {
     h = await makeHarness();
-    await h.service.createTopic({ name: 'forms', partitions: 1 });
+    await h.broker.admin.createTopic({ name: 'forms', partitions: 1 });
   });
   afterAll(() => h.close());
 
@@ -267,7 +267,7 @@ describe('API forms beyond JSON and msgpack', () => {
   it('long-polls until a record arrives', async () => {
     const waiting = h.app.inject({ url: '/v1/topics/forms/partitions/0/records?offset=6&maxWaitMs=5000' });
     await new Promise((r) => setTimeout(r, 50));
-    await h.service.produce('forms', [{ value: Buffer.from('late'), timestamp: Date.now() }], 1);
+    await h.broker.produce.records('forms', [{ value: Buffer.from('late'), timestamp: Date.now() }], 1);
     const body = JSON.parse((await waiting).body);
     expect(body.records.map((r: { value: string }) => r.value)).toEqual(['late']);
     const empty = JSON.parse(

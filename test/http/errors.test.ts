@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BrokerApi } from '../../src/broker/api.js';
 import { ERROR_CODES, SluiceError } from '../../src/common/errors.js';
 import { LIMITS } from '../../src/common/limits.js';
 import { buildApp } from '../../src/http/app.js';
@@ -15,9 +16,9 @@ import { type Harness, makeHarness } from './harness.js';
 let h: Harness;
 beforeAll(async () => {
   h = await makeHarness({ 'max.message.bytes': 64 * 1024 });
-  await h.service.createTopic({ name: 'guarded', partitions: 2 });
-  await h.service.createTopic({ name: 'strict', partitions: 1, configs: { 'min.insync.replicas': 2 } });
-  await h.service.produce('guarded', [{ value: Buffer.from('seed'), partition: 0, timestamp: 1 }], 1);
+  await h.broker.admin.createTopic({ name: 'guarded', partitions: 2 });
+  await h.broker.admin.createTopic({ name: 'strict', partitions: 1, configs: { 'min.insync.replicas': 2 } });
+  await h.broker.produce.records('guarded', [{ value: Buffer.from('seed'), partition: 0, timestamp: 1 }], 1);
 });
 afterAll(() => h.close());
 
@@ -496,8 +497,8 @@ const cases: {
 
 describe('bad input', () => {
   it.each(cases)('$name → $status $code, log unchanged', async (c) => {
-    const before = h.service.describeTopic('guarded').partitions.map((p) => p.logEndOffset);
-    const topicsBefore = h.service.listTopics();
+    const before = h.broker.admin.describeTopic('guarded').partitions.map((p) => p.logEndOffset);
+    const topicsBefore = h.broker.admin.listTopics();
     const response = await h.app.inject({
       method: c.method,
       url: c.url,
@@ -514,9 +515,9 @@ describe('bad input', () => {
     });
     expect(typeof problem.detail).toBe('string');
     if (c.field !== undefined) expect(problem.field).toBe(c.field);
-    expect(h.service.describeTopic('guarded').partitions.map((p) => p.logEndOffset)).toEqual(before);
-    expect(h.service.listTopics()).toEqual(topicsBefore);
-    expect(h.service.describeTopic('strict').partitions[0]!.logEndOffset).toBe(0);
+    expect(h.broker.admin.describeTopic('guarded').partitions.map((p) => p.logEndOffset)).toEqual(before);
+    expect(h.broker.admin.listTopics()).toEqual(topicsBefore);
+    expect(h.broker.admin.describeTopic('strict').partitions[0]!.logEndOffset).toBe(0);
   });
 });
 
@@ -536,19 +537,22 @@ describe('docs/errors.md', () => {
 describe('server-side failures', () => {
   it('answers an unexpected error with 500 UNKNOWN_SERVER_ERROR without leaking its message', async () => {
     const failing = {
-      options: { nodeId: 1, version: 'test' },
-      shuttingDown: false,
-      listTopics() {
-        throw new Error('ENOENT: /secret/path/topics.json');
+      node: { nodeId: 1, version: 'test', shuttingDown: false },
+      admin: {
+        listTopics() {
+          throw new Error('ENOENT: /secret/path/topics.json');
+        },
+        describeTopic() {
+          throw new SluiceError('KAFKA_STORAGE_ERROR', 'the log in /secret/data/t-0 is closed');
+        },
       },
-      describeTopic() {
-        throw new SluiceError('KAFKA_STORAGE_ERROR', 'the log in /secret/data/t-0 is closed');
+      fetch: {
+        read() {
+          throw new SluiceError('LIMIT_EXCEEDED', 'too many waiting fetches (limit 1)');
+        },
       },
-      fetch() {
-        throw new SluiceError('LIMIT_EXCEEDED', 'too many waiting fetches (limit 1)');
-      },
-    } as unknown as Parameters<typeof buildApp>[1]['service'];
-    const app = buildApp({}, { service: failing });
+    } as unknown as BrokerApi;
+    const app = buildApp({}, { broker: failing });
     try {
       const crashed = await app.inject({ method: 'GET', url: '/v1/topics' });
       expect(crashed.statusCode).toBe(500);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Ajv } from 'ajv';
 import type { FastifyInstance } from 'fastify';
 import { Packr, Unpackr } from 'msgpackr';
-import { BrokerService } from '../../src/broker/service.js';
+import { Broker } from '../../src/broker/broker.js';
 import { FileTopicRegistry } from '../../src/broker/topic-registry.js';
 import { systemClock } from '../../src/common/clock.js';
 import { buildApp } from '../../src/http/app.js';
@@ -17,7 +17,7 @@ export const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int
 
 export interface Harness {
   app: FastifyInstance;
-  service: BrokerService;
+  broker: Broker;
   logs: LogManager;
   dataDir: string;
   close(): Promise<void>;
@@ -26,21 +26,27 @@ export interface Harness {
 /** A broker app on a temporary data directory, for app.inject() tests. */
 export async function makeHarness(
   defaultConfigs: Record<string, string | number | boolean> = {},
-  serviceOptions: { fetchWaitersMax?: number } = {},
+  brokerOptions: { fetchWaitersMax?: number } = {},
 ): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sluice-http-'));
   const logs = await LogManager.open({ dataDir }, { fs: nodeFileSystem, clock: systemClock });
   const registry = await FileTopicRegistry.open(dataDir, nodeFileSystem);
-  const service = new BrokerService(
-    { nodeId: 1, host: '127.0.0.1', port: 0, version: 'test', defaultConfigs, ...serviceOptions },
+  const broker = new Broker(
+    {
+      nodeId: 1,
+      address: () => ({ host: '127.0.0.1', port: 0 }),
+      version: 'test',
+      defaultConfigs,
+      ...brokerOptions,
+    },
     { registry, logs, clock: systemClock },
   );
-  await service.start();
-  const app = buildApp({}, { service });
+  await broker.start();
+  const app = buildApp({}, { broker });
   await app.ready();
   return {
     app,
-    service,
+    broker,
     logs,
     dataDir,
     async close() {

@@ -16,7 +16,7 @@ beforeAll(async () => {
 afterAll(() => h.close());
 
 async function listening(options: Parameters<typeof dualProtocolServerFactory>[0]) {
-  const app = buildApp({ serverFactory: dualProtocolServerFactory(options) }, { service: h.service });
+  const app = buildApp({ serverFactory: dualProtocolServerFactory(options) }, { broker: h.broker });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const port = (app.server.address() as net.AddressInfo).port;
   return { app, port };
@@ -86,7 +86,7 @@ describe('connection guards', () => {
   });
 
   it('releases a long-poll when its HTTP/1.1 client goes away', async () => {
-    await h.service.createTopic({ name: 'abandoned', partitions: 1 });
+    await h.broker.admin.createTopic({ name: 'abandoned', partitions: 1 });
     const { app, port } = await listening({});
     try {
       const socket = await connect(port);
@@ -94,9 +94,9 @@ describe('connection guards', () => {
       socket.write(
         'GET /v1/topics/abandoned/partitions/0/records?offset=0&maxWaitMs=30000 HTTP/1.1\r\nHost: localhost\r\n\r\n',
       );
-      await waitFor(() => h.service.waitingFetches === 1);
+      await waitFor(() => h.broker.fetch.waiting === 1);
       socket.destroy();
-      await waitFor(() => h.service.waitingFetches === 0);
+      await waitFor(() => h.broker.fetch.waiting === 0);
     } finally {
       await app.close();
     }
@@ -104,23 +104,23 @@ describe('connection guards', () => {
 
   it('refuses a follow stream with LIMIT_EXCEEDED before streaming when the waiters are full', async () => {
     const small = await makeHarness({}, { fetchWaitersMax: 1 });
-    const app = buildApp({ serverFactory: dualProtocolServerFactory({}) }, { service: small.service });
+    const app = buildApp({ serverFactory: dualProtocolServerFactory({}) }, { broker: small.broker });
     try {
-      await small.service.createTopic({ name: 'full', partitions: 1 });
+      await small.broker.admin.createTopic({ name: 'full', partitions: 1 });
       await app.listen({ host: '127.0.0.1', port: 0 });
       const base = `http://127.0.0.1:${(app.server.address() as net.AddressInfo).port}`;
       const controller = new AbortController();
       const first = fetch(`${base}/v1/topics/full/partitions/0/records?offset=0&follow=true`, {
         signal: controller.signal,
       }).catch(() => undefined);
-      await waitFor(() => small.service.waitingFetches === 1);
+      await waitFor(() => small.broker.fetch.waiting === 1);
       const second = await fetch(`${base}/v1/topics/full/partitions/0/records?offset=0&follow=true`);
       expect(second.status).toBe(429);
       expect(second.headers.get('content-type')).toContain('application/problem+json');
       expect(await second.json()).toMatchObject({ code: 'LIMIT_EXCEEDED', retriable: true });
       controller.abort();
       await first;
-      await waitFor(() => small.service.waitingFetches === 0);
+      await waitFor(() => small.broker.fetch.waiting === 0);
     } finally {
       await app.close();
       await small.close();

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type SluiceNode, startNode } from '../../src/broker/node.js';
+import { type SluiceNode, startNode } from '../../src/node/node.js';
 import { packr, unpackr } from './harness.js';
 
 /**
@@ -22,7 +22,7 @@ beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'sluice-transport-'));
   node = await startNode({ dataDir, port: 0 });
   base = `http://127.0.0.1:${node.address.port}`;
-  await node.service.createTopic({ name: 'wire', partitions: 1 });
+  await node.broker.admin.createTopic({ name: 'wire', partitions: 1 });
 });
 afterAll(async () => {
   await node.close();
@@ -188,7 +188,7 @@ describe('one port, two protocols', () => {
   });
 
   it('streams msgpack fetch responses over HTTP/2 and stops waiting when the client goes away', async () => {
-    await node.service.createTopic({ name: 'h2follow', partitions: 1 });
+    await node.broker.admin.createTopic({ name: 'h2follow', partitions: 1 });
     const session = http2.connect(base);
     try {
       const stream = session.request({
@@ -215,9 +215,9 @@ describe('one port, two protocols', () => {
         stream.once('response', resolve),
       );
       expect(headers['content-type']).toBe('application/vnd.msgpack');
-      await node.service.produce('h2follow', [{ value: Buffer.from('first') }], 1);
+      await node.broker.produce.records('h2follow', [{ value: Buffer.from('first') }], 1);
       await waitFor(() => messages.length >= 1);
-      await node.service.produce('h2follow', [{ value: Buffer.from('second') }], 1);
+      await node.broker.produce.records('h2follow', [{ value: Buffer.from('second') }], 1);
       await gotTwo;
       expect(messages.map((m) => m.nextOffset)).toEqual([1, 2]);
       // Each message carries the stored batch: element 13 is its records, a record's element 3 its value.
@@ -226,9 +226,9 @@ describe('one port, two protocols', () => {
         return Buffer.from(records[0]![3]).toString();
       });
       expect(values).toEqual(['first', 'second']);
-      await waitFor(() => node.service.waitingFetches === 1);
+      await waitFor(() => node.broker.fetch.waiting === 1);
       stream.close(http2.constants.NGHTTP2_CANCEL);
-      await waitFor(() => node.service.waitingFetches === 0);
+      await waitFor(() => node.broker.fetch.waiting === 0);
     } finally {
       session.close();
     }

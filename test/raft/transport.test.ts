@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pack } from 'msgpackr';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Http2RaftTransport, RAFT_MESSAGES_PATH } from '../../src/broker/raft-transport.js';
+import { Http2RaftTransport } from '../../src/broker/raft-transport.js';
 import { systemClock } from '../../src/common/clock.js';
 import { SeededRandom } from '../../src/common/random.js';
-import { internalRaftRoutes } from '../../src/http/internal-raft.js';
+import { internalRaftRoutes } from '../../src/http/routes/internal-raft.js';
+import { RAFT_MESSAGES_PATH } from '../../src/protocol/internal-api.js';
 import { RaftDriver, type StateMachine } from '../../src/raft/driver.js';
 import { LevelRaftStorage } from '../../src/raft/storage.js';
 import type { Entry, Message } from '../../src/raft/types.js';
@@ -49,7 +50,10 @@ describe('Raft over HTTP/2', () => {
     for (const id of [1, 2, 3]) {
       const dir = await mkdtemp(join(tmpdir(), 'sluice-raft-h2-'));
       dirs.push(dir);
-      const transport = new Http2RaftTransport({ id, peers: urls, clusterSecret: secret });
+      const transport = new Http2RaftTransport(
+        { id, peers: urls, clusterSecret: secret },
+        { clock: systemClock, random: new SeededRandom(id) },
+      );
       const app = Fastify({ http2: true });
       const box: { driver?: RaftDriver } = {};
       await app.register(internalRaftRoutes, {
@@ -158,12 +162,10 @@ describe('Raft over HTTP/2', () => {
     };
     let peer = await serve(0);
     const port = (peer.server.address() as { port: number }).port;
-    const transport = new Http2RaftTransport({
-      id: 1,
-      peers: { 2: `http://127.0.0.1:${port}` },
-      clusterSecret: 's',
-      requestTimeoutMs: 500,
-    });
+    const transport = new Http2RaftTransport(
+      { id: 1, peers: { 2: `http://127.0.0.1:${port}` }, clusterSecret: 's', requestTimeoutMs: 500 },
+      { clock: systemClock, random: new SeededRandom(1) },
+    );
     const heartbeat = (term: number): Message => ({
       type: 'heartbeat',
       from: 1,

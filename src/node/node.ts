@@ -1,5 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { Broker } from '../broker/broker.js';
+import { FileTopicRegistry } from '../broker/topic-registry.js';
 import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import { buildApp } from '../http/app.js';
@@ -7,8 +9,6 @@ import { dualProtocolServerFactory } from '../http/server.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { LogManager } from '../storage/log-manager.js';
-import { BrokerService } from './service.js';
-import { FileTopicRegistry } from './topic-registry.js';
 import { VERSION } from './version.js';
 
 const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
@@ -26,7 +26,7 @@ export interface NodeOptions {
 export interface SluiceNode {
   readonly address: { host: string; port: number };
   readonly nodeId: number;
-  readonly service: BrokerService;
+  readonly broker: Broker;
   close(): Promise<void>;
 }
 
@@ -50,33 +50,40 @@ export async function startNode(options: NodeOptions): Promise<SluiceNode> {
   const closers: (() => Promise<void>)[] = [() => logs.close()];
   try {
     const registry = await FileTopicRegistry.open(dataDir, nodeFileSystem);
-    const service = new BrokerService(
-      { nodeId, host, port: options.port ?? 8092, version: VERSION, defaultConfigs: options.configs ?? {} },
+    // The port is known once the server is bound; the cluster view asks for it when it answers.
+    let boundPort = options.port ?? 8092;
+    const broker = new Broker(
+      {
+        nodeId,
+        version: VERSION,
+        address: () => ({ host, port: boundPort }),
+        defaultConfigs: options.configs ?? {},
+      },
       { registry, logs, clock },
     );
-    await service.start();
+    await broker.start();
     const app = buildApp(
       {
         // Warnings and errors by default: a terminal stays quiet until something needs attention.
         logger: logLevel === 'silent' ? false : { level: logLevel },
         serverFactory: dualProtocolServerFactory(),
       },
-      { service },
+      { broker },
     );
     closers.unshift(async () => {
       // Answer waiting fetches and end follow streams first, so that the server can drain.
-      service.beginShutdown();
+      broker.beginShutdown();
       await app.close();
     });
     await app.listen({ host, port: options.port ?? 8092 });
     const address = app.server.address();
-    const port = typeof address === 'object' && address ? address.port : (options.port ?? 8092);
-    (service.options as { port: number }).port = port;
+    const port = typeof address === 'object' && address ? address.port : boundPort;
+    boundPort = port;
     let closing: Promise<void> | undefined;
     return {
       address: { host, port },
       nodeId,
-      service,
+      broker,
       close() {
         closing ??= (async () => {
           for (const close of closers) await close();

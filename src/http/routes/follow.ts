@@ -1,13 +1,13 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { BrokerService } from '../broker/service.js';
-import { MEDIA } from '../protocol/api.js';
-import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../protocol/fetch-response.js';
-import { decodedRecords, recordToJson } from '../protocol/json-record.js';
+import type { FetchApi, FetchOffset, NodeApi } from '../../broker/api.js';
+import { MEDIA } from '../../protocol/api.js';
+import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../../protocol/fetch-response.js';
+import { decodedRecords, recordToJson } from '../../protocol/json-record.js';
 
 export interface FollowOptions {
   topic: string;
   partition: number;
-  offset: number | 'earliest' | 'latest';
+  offset: FetchOffset;
   maxBytes: number;
   base64: boolean;
   format: string;
@@ -30,7 +30,7 @@ const FOLLOW_READ_BYTES_MAX = 1024 * 1024;
 export async function streamPartition(
   request: FastifyRequest,
   reply: FastifyReply,
-  service: BrokerService,
+  broker: { fetch: FetchApi; node: NodeApi },
   options: FollowOptions,
 ): Promise<void> {
   const contentType =
@@ -62,7 +62,7 @@ export async function streamPartition(
   };
   try {
     while (!controller.signal.aborted) {
-      const result = await service.fetch(options.topic, options.partition, {
+      const result = await broker.fetch.read(options.topic, options.partition, {
         offset,
         maxBytes: Math.min(options.maxBytes, FOLLOW_READ_BYTES_MAX),
         maxWaitMs: FOLLOW_WAIT_MS,
@@ -70,7 +70,7 @@ export async function streamPartition(
         signal: controller.signal,
         ...(options.format === 'msgpack' ? { reserve: FETCH_FRAME_RESERVE } : {}),
       });
-      if (controller.signal.aborted || service.shuttingDown) break;
+      if (controller.signal.aborted || broker.node.shuttingDown) break;
       if (result.batchCount === 0) {
         if (options.format === MEDIA.eventStream) await write(': keep-alive\n\n');
         offset = result.offset;

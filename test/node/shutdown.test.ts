@@ -4,7 +4,7 @@ import * as http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startNode } from '../../src/broker/node.js';
+import { startNode } from '../../src/node/node.js';
 import { makeHarness } from '../http/harness.js';
 
 /**
@@ -22,7 +22,7 @@ afterAll(async () => {
 describe('clean shutdown', () => {
   it('answers a waiting long-poll and ends a follow stream before the node closes', async () => {
     const node = await startNode({ dataDir: dir, port: 0 });
-    await node.service.createTopic({ name: 'quiet', partitions: 1 });
+    await node.broker.admin.createTopic({ name: 'quiet', partitions: 1 });
     const base = `http://127.0.0.1:${node.address.port}`;
 
     const longPoll = new Promise<{ status: number; body: string; connection: string | undefined }>(
@@ -54,7 +54,7 @@ describe('clean shutdown', () => {
       follow.on('end', () => resolve(status));
       follow.on('error', reject);
     });
-    while (node.service.waitingFetches < 2) await new Promise((r) => setTimeout(r, 10));
+    while (node.broker.fetch.waiting < 2) await new Promise((r) => setTimeout(r, 10));
 
     const closing = node.close();
     const answered = await longPoll;
@@ -63,15 +63,15 @@ describe('clean shutdown', () => {
     expect(answered.connection).toBe('close');
     expect(await followEnded).toBe('200');
     await closing;
-    expect(node.service.waitingFetches).toBe(0);
+    expect(node.broker.fetch.waiting).toBe(0);
     session.destroy();
   });
 
   it('refuses requests that arrive during a shutdown with SHUTTING_DOWN', async () => {
     const h = await makeHarness();
     try {
-      await h.service.createTopic({ name: 'late', partitions: 1 });
-      h.service.beginShutdown();
+      await h.broker.admin.createTopic({ name: 'late', partitions: 1 });
+      h.broker.beginShutdown();
       const response = await h.app.inject({
         method: 'POST',
         url: '/v1/topics/late/records',
@@ -81,7 +81,7 @@ describe('clean shutdown', () => {
       expect(response.statusCode).toBe(503);
       expect(JSON.parse(response.body)).toMatchObject({ code: 'SHUTTING_DOWN', retriable: true });
       expect(response.headers.connection).toBe('close');
-      expect(h.service.describeTopic('late').partitions[0]!.logEndOffset).toBe(0);
+      expect(h.broker.admin.describeTopic('late').partitions[0]!.logEndOffset).toBe(0);
     } finally {
       await h.close();
     }

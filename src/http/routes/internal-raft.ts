@@ -1,30 +1,22 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { SluiceError } from '../common/errors.js';
-import { unpackr } from '../protocol/msgpack.js';
-import type { RaftStatus } from '../raft/driver.js';
-import type { Message } from '../raft/types.js';
-import { problemFor } from './app.js';
-
-const SECRET_HEADER = 'sluice-cluster-secret';
-const MESSAGES_MAX = 4096;
-const MESSAGE_TYPES = new Set<string>([
-  'preVote',
-  'preVoteResponse',
-  'vote',
-  'voteResponse',
-  'append',
-  'appendResponse',
-  'heartbeat',
-  'heartbeatResponse',
-  'snapshot',
-  'timeoutNow',
-]);
+import type { RaftMessage, RaftStatus } from '../../broker/api.js';
+import { SluiceError } from '../../common/errors.js';
+import { MEDIA } from '../../protocol/api.js';
+import {
+  CLUSTER_SECRET_HEADER,
+  RAFT_MESSAGE_TYPES,
+  RAFT_MESSAGES_MAX,
+  RAFT_MESSAGES_PATH,
+  RAFT_STATUS_PATH,
+} from '../../protocol/internal-api.js';
+import { unpackr } from '../../protocol/msgpack.js';
+import { sendProblem } from '../problem.js';
 
 export interface InternalRaftOptions {
   clusterSecret: string;
   /** Hands the messages to the node's transport (Http2RaftTransport.deliver). */
-  deliver: (messages: Message[]) => void;
+  deliver: (messages: RaftMessage[]) => void;
   /** The node's Raft driver, for `GET /internal/raft/status`. */
   driver?: { status(): RaftStatus };
 }
@@ -36,25 +28,20 @@ export interface InternalRaftOptions {
  */
 export async function internalRaftRoutes(app: FastifyInstance, options: InternalRaftOptions): Promise<void> {
   const expected = Buffer.from(options.clusterSecret);
-  app.setErrorHandler((error, request, reply) => {
-    const problem = problemFor(error, request.url);
-    reply.code(problem.status).type('application/problem+json').send(JSON.stringify(problem.body));
-  });
-  app.addContentTypeParser('application/vnd.msgpack', { parseAs: 'buffer' }, (_r, body, done) =>
-    done(null, body),
-  );
+  app.setErrorHandler((error, request, reply) => sendProblem(reply, error, request.url));
+  app.addContentTypeParser(MEDIA.msgpack, { parseAs: 'buffer' }, (_r, body, done) => done(null, body));
   const checkSecret = (headers: Record<string, unknown>) => {
-    const presented = Buffer.from(String(headers[SECRET_HEADER] ?? ''));
+    const presented = Buffer.from(String(headers[CLUSTER_SECRET_HEADER] ?? ''));
     if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) {
       throw new SluiceError('CLUSTER_AUTHORIZATION_FAILED', 'the cluster secret is missing or wrong');
     }
   };
-  app.get('/internal/raft/status', async (request) => {
+  app.get(RAFT_STATUS_PATH, async (request) => {
     checkSecret(request.headers);
     if (!options.driver) throw new SluiceError('NOT_FOUND', 'this node runs no Raft driver');
     return options.driver.status();
   });
-  app.post('/internal/raft/messages', async (request, reply) => {
+  app.post(RAFT_MESSAGES_PATH, async (request, reply) => {
     checkSecret(request.headers);
     let messages: unknown;
     try {
@@ -62,19 +49,19 @@ export async function internalRaftRoutes(app: FastifyInstance, options: Internal
     } catch {
       throw new SluiceError('INVALID_REQUEST', 'the body is not a msgpack array of Raft messages');
     }
-    if (!Array.isArray(messages) || messages.length > MESSAGES_MAX) {
+    if (!Array.isArray(messages) || messages.length > RAFT_MESSAGES_MAX) {
       throw new SluiceError(
         'INVALID_REQUEST',
-        `the body must be an array of at most ${MESSAGES_MAX} Raft messages`,
+        `the body must be an array of at most ${RAFT_MESSAGES_MAX} Raft messages`,
       );
     }
-    const wellFormed = (m: unknown): m is Message => {
+    const wellFormed = (m: unknown): m is RaftMessage => {
       const r = m as Record<string, unknown>;
       return (
         typeof r === 'object' &&
         r !== null &&
         typeof r.type === 'string' &&
-        MESSAGE_TYPES.has(r.type) &&
+        RAFT_MESSAGE_TYPES.has(r.type) &&
         Number.isInteger(r.from) &&
         Number.isInteger(r.to) &&
         Number.isInteger(r.term)

@@ -2,8 +2,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfigFile, type SluiceNode, startNode } from '../../src/broker/node.js';
 import { SluiceError } from '../../src/common/errors.js';
+import { loadConfigFile, type SluiceNode, startNode } from '../../src/node/node.js';
 
 /** The composition root: listens, persists, closes everything, refuses bad settings clearly. */
 let dir: string;

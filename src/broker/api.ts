@@ -1,0 +1,120 @@
+import type { Acks, ClusterResponse, OffsetsResponse, TopicDescription } from '../protocol/api.js';
+import type { RecordInput } from '../protocol/batch.js';
+import type { ProduceRecordSource } from '../protocol/produce-body.js';
+import type { ConfigValue } from '../protocol/topic-config.js';
+
+export type { RaftStatus } from '../raft/driver.js';
+export type { Message as RaftMessage } from '../raft/types.js';
+
+/**
+ * The interfaces the HTTP layer sees of a node's broker, one per job. `http/` imports these types
+ * and nothing else of `broker/`, so that routes can be tested against any implementation.
+ */
+
+export interface ProduceInput extends Omit<RecordInput, 'timestamp' | 'offsetDelta'> {
+  /** Milliseconds since the epoch; the broker's clock when absent. */
+  timestamp?: number;
+  partition?: number;
+}
+
+/** Where each record of a produce request landed, in request order. */
+export interface ProducedOffsets {
+  count: number;
+  partitions: Int32Array;
+  offsets: Float64Array;
+}
+
+export interface AppendedBatches {
+  partition: number;
+  baseOffset: number;
+  lastOffset: number;
+  batchCount: number;
+}
+
+export interface CreateTopicRequest {
+  name: string;
+  partitions?: number;
+  replicationFactor?: number;
+  configs?: Record<string, ConfigValue>;
+}
+
+export interface TopicSummary {
+  name: string;
+  partitions: number;
+  replicationFactor: number;
+}
+
+export type FetchOffset = number | 'earliest' | 'latest';
+
+export interface FetchOptions {
+  offset: FetchOffset;
+  maxBytes: number;
+  maxWaitMs: number;
+  minBytes: number;
+  signal?: AbortSignal;
+  /** Bytes to leave free around the returned batches, for framing them without a copy. */
+  reserve?: { before: number; after: number };
+}
+
+export interface FetchResult {
+  /** Whole stored batches back to back. */
+  data: Buffer;
+  /** Set when the bytes asked for by `reserve` are free around `data` in its own buffer. */
+  reserved?: { before: number; after: number };
+  batchCount: number;
+  /** The offset the read started from (after resolving earliest/latest). */
+  offset: number;
+  nextOffset: number;
+  highWatermark: number;
+  logStartOffset: number;
+}
+
+/** The node itself: who it is and whether it is shutting down. */
+export interface NodeApi {
+  readonly nodeId: number;
+  readonly version: string;
+  /** Set once a clean shutdown began: new requests are refused with SHUTTING_DOWN. */
+  readonly shuttingDown: boolean;
+}
+
+export interface AdminApi {
+  cluster(): ClusterResponse;
+  listTopics(): TopicSummary[];
+  createTopic(request: CreateTopicRequest): Promise<TopicDescription>;
+  describeTopic(name: string): TopicDescription;
+  deleteTopic(name: string): Promise<{ name: string; deleted: true }>;
+  /** Sets configs; a null value resets that config to the default. */
+  alterConfigs(name: string, changes: Record<string, ConfigValue | null>): Promise<TopicDescription>;
+  addPartitions(name: string, partitions: number): Promise<TopicDescription>;
+}
+
+export interface ProduceApi {
+  /** Partitions and appends records given as objects; each record's partition and offset in order. */
+  records(
+    topic: string,
+    records: readonly ProduceInput[],
+    acks: Acks,
+  ): Promise<{ partition: number; offset: number }[]>;
+  /** Partitions and appends the records of a request body; with acks=0 the result holds none. */
+  from(topic: string, records: ProduceRecordSource, acks: Acks): Promise<ProducedOffsets>;
+  /** Appends pre-built batches to one partition; undefined with acks=0. */
+  batches(topic: string, partition: number, data: Buffer, acks: Acks): Promise<AppendedBatches | undefined>;
+}
+
+export interface FetchApi {
+  /** Reads whole batches; waits up to maxWaitMs for at least minBytes (at least one batch). */
+  read(topic: string, partition: number, options: FetchOptions): Promise<FetchResult>;
+  offsets(topic: string, partition: number, timestamp?: number): Promise<OffsetsResponse>;
+  /** Long-poll fetches and follow streams waiting for records now. */
+  readonly waiting: number;
+  /** The most waiting fetches the broker holds at once; more are refused with LIMIT_EXCEEDED. */
+  readonly waitingMax: number;
+}
+
+/** Everything the HTTP layer may ask of a node. */
+export interface BrokerApi {
+  readonly node: NodeApi;
+  readonly admin: AdminApi;
+  readonly produce: ProduceApi;
+  readonly fetch: FetchApi;
+}

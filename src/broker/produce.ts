@@ -1,0 +1,188 @@
+import type { Clock } from '../common/clock.js';
+import { SluiceError } from '../common/errors.js';
+import { LIMITS } from '../common/limits.js';
+import { partitionForKey } from '../common/murmur2.js';
+import type { Acks } from '../protocol/api.js';
+import { splitBatches } from '../protocol/batch.js';
+import { type ProduceRecordSource, recordArraySource } from '../protocol/produce-body.js';
+import type { PartitionReplica } from '../replication/replica.js';
+import type { AppendedBatches, ProduceApi, ProducedOffsets, ProduceInput } from './api.js';
+import type { TopicRecord } from './topic-registry.js';
+import type { Topics } from './topics.js';
+
+/**
+ * Produce on one node: chooses each record's partition, turns each partition's share into one
+ * batch, and appends it on the partition's replica as leader.
+ */
+export class ProduceService implements ProduceApi {
+  readonly #topics: Topics;
+  readonly #clock: Clock;
+  #stickyPartition = 0;
+
+  constructor(deps: { topics: Topics; clock: Clock }) {
+    this.#topics = deps.topics;
+    this.#clock = deps.clock;
+  }
+
+  async records(
+    topicName: string,
+    records: readonly ProduceInput[],
+    acks: Acks,
+  ): Promise<{ partition: number; offset: number }[]> {
+    const produced = await this.from(topicName, recordArraySource(records), acks);
+    const out: { partition: number; offset: number }[] = new Array(produced.count);
+    for (let i = 0; i < produced.count; i++)
+      out[i] = { partition: produced.partitions[i]!, offset: produced.offsets[i]! };
+    return out;
+  }
+
+  /**
+   * Partitions the records (named partition, else murmur2 of the key as Kafka's default
+   * partitioner, else one sticky partition per request), turns each partition's share into one
+   * batch and appends it. With acks=0 the result holds no record.
+   */
+  async from(topicName: string, records: ProduceRecordSource, acks: Acks): Promise<ProducedOffsets> {
+    const topic = this.#topics.get(topicName);
+    if (records.count === 0)
+      throw new SluiceError('INVALID_REQUEST', 'records must hold at least one record');
+    if (records.count > LIMITS.requestRecordsMax) {
+      throw new SluiceError(
+        'TOO_MANY_RECORDS',
+        `a request holds at most ${LIMITS.requestRecordsMax} records`,
+      );
+    }
+    const partitions = this.#partitionsOf(topic, records);
+    const byPartition = groupByPartition(partitions);
+    const batches = new Map<PartitionReplica, Buffer>();
+    for (const [partition, indexes] of byPartition) {
+      const replica = this.#topics.replica(topic, partition);
+      batches.set(replica, encodePartitionBatch(records, indexes, partition, replica, this.#clock.nowMs()));
+    }
+    for (const replica of batches.keys()) this.#checkAcks(topic, replica, acks);
+    const offsets = new Float64Array(records.count);
+    const appends = [...batches].map(async ([replica, batch]) => {
+      const result = await replica.appendAsLeader(batch, { encodedHere: true });
+      const indexes = byPartition.get(replica.partition)!;
+      for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
+    });
+    if (acks === 0) {
+      // Fire and forget, as Kafka's acks=0: the producer is answered before the append completes.
+      for (const a of appends) a.catch(() => {});
+      return { count: 0, partitions: new Int32Array(0), offsets: new Float64Array(0) };
+    }
+    await this.#topics.unlessDeleted(topicName, Promise.all(appends));
+    return { count: records.count, partitions, offsets };
+  }
+
+  /**
+   * Appends pre-built batches in the stored layout without decoding any record: header, sizes and
+   * CRC are checked, offsets are assigned in place.
+   */
+  async batches(
+    topicName: string,
+    partition: number,
+    data: Buffer,
+    acks: Acks,
+  ): Promise<AppendedBatches | undefined> {
+    const topic = this.#topics.get(topicName);
+    const replica = this.#topics.replica(topic, partition);
+    // The log checks every batch; with acks=0 the answer goes before the append completes, so the
+    // batches are checked here too, and a corrupt one is still refused to the producer.
+    if (acks === 0) splitBatches(data, replica.log.config.batchBytesMax);
+    this.#checkAcks(topic, replica, acks);
+    const appending = replica.appendAsLeader(data);
+    if (acks === 0) {
+      appending.catch(() => {});
+      return undefined;
+    }
+    const result = await this.#topics.unlessDeleted(topicName, appending);
+    return {
+      partition,
+      baseOffset: result.baseOffset,
+      lastOffset: result.lastOffset,
+      batchCount: result.batchCount,
+    };
+  }
+
+  /** Each record's partition: the one it names, else murmur2 of its key, else this request's sticky one. */
+  #partitionsOf(topic: TopicRecord, records: ProduceRecordSource): Int32Array {
+    const sticky = this.#stickyPartition++ % topic.partitions;
+    const partitions = new Int32Array(records.count);
+    for (let i = 0; i < records.count; i++) {
+      let partition = records.partitionAt(i);
+      if (partition !== -1) {
+        if (!Number.isInteger(partition) || partition < 0 || partition >= topic.partitions) {
+          throw new SluiceError(
+            'UNKNOWN_TOPIC_OR_PARTITION',
+            `topic ${topic.name} has no partition ${partition}`,
+            { details: { topic: topic.name, partition } },
+          );
+        }
+      } else {
+        const key = records.keyAt(i);
+        partition = key ? partitionForKey(key, topic.partitions) : sticky;
+      }
+      partitions[i] = partition;
+    }
+    return partitions;
+  }
+
+  /** acks=all needs min.insync.replicas in sync, checked before anything is appended. */
+  #checkAcks(topic: TopicRecord, replica: PartitionReplica, acks: Acks): void {
+    if (acks !== -1) return;
+    replica.checkEnoughReplicas(this.#topics.config(topic).minInsyncReplicas);
+  }
+}
+
+/** One partition's share of a request as one batch, after checking each record's and the batch's size. */
+function encodePartitionBatch(
+  records: ProduceRecordSource,
+  indexes: number[],
+  partition: number,
+  replica: PartitionReplica,
+  nowMs: number,
+): Buffer {
+  // The log holds its parsed config; parsing the topic's configs again per request is waste.
+  const recordBytesMax = replica.log.config.batchBytesMax;
+  for (const i of indexes) {
+    const size = records.payloadBytesAt(i);
+    if (size > recordBytesMax) {
+      throw new SluiceError(
+        'RECORD_TOO_LARGE',
+        `record ${i} is ${size} bytes; the limit is ${recordBytesMax}`,
+        {
+          details: { index: i },
+        },
+      );
+    }
+  }
+  const batch = records.encodeBatch(indexes, nowMs);
+  if (batch.length > recordBytesMax) {
+    throw new SluiceError(
+      'MESSAGE_TOO_LARGE',
+      `the records for partition ${partition} make a ${batch.length}-byte batch; the limit is ${recordBytesMax}`,
+    );
+  }
+  return batch;
+}
+
+/** Record indexes per partition, each list in request order. */
+function groupByPartition(partitions: Int32Array): Map<number, number[]> {
+  const groups = new Map<number, number[]>();
+  const first = partitions[0]!;
+  let same = true;
+  for (let i = 1; i < partitions.length && same; i++) same = partitions[i] === first;
+  if (same) {
+    // The common case, one partition per request: no lookup per record.
+    const all: number[] = new Array(partitions.length);
+    for (let i = 0; i < all.length; i++) all[i] = i;
+    groups.set(first, all);
+    return groups;
+  }
+  for (let i = 0; i < partitions.length; i++) {
+    let list = groups.get(partitions[i]!);
+    if (!list) groups.set(partitions[i]!, (list = []));
+    list.push(i);
+  }
+  return groups;
+}

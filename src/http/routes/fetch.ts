@@ -1,0 +1,122 @@
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FetchApi, FetchOffset, FetchResult, NodeApi } from '../../broker/api.js';
+import { SluiceError } from '../../common/errors.js';
+import { ENDPOINTS, MEDIA } from '../../protocol/api.js';
+import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../../protocol/fetch-response.js';
+import { decodedRecords, recordToJson } from '../../protocol/json-record.js';
+import { type Format, negotiate, sendNegotiated } from '../content.js';
+import { streamPartition } from './follow.js';
+import { addRoute, type EndpointFastifyRequest } from './route.js';
+
+type FetchRequest = EndpointFastifyRequest<typeof ENDPOINTS.fetch>;
+
+/** Fetch (one answer, long-polling, or a follow stream) and offsets of one partition. */
+export async function fetchRoutes(
+  app: FastifyInstance,
+  options: { fetch: FetchApi; node: NodeApi },
+): Promise<void> {
+  const { fetch, node } = options;
+  addRoute(app, ENDPOINTS.fetch, async (request, reply) => {
+    const { topic, partition } = request.params;
+    const { query } = request;
+    const offset = fetchOffset(request);
+    const format = negotiate(request.headers.accept, [MEDIA.eventStream, MEDIA.ndjson]);
+    if (format === undefined)
+      throw new SluiceError('NOT_ACCEPTABLE', `none of ${request.headers.accept} can be produced`);
+    const base64 = query.valueEncoding === 'base64';
+    const maxBytes = query.maxBytes ?? 1024 * 1024;
+    if (query.follow || format === MEDIA.eventStream) {
+      // Validate the partition and offset before the response is committed to a stream.
+      await fetch.read(topic, partition, { offset, maxBytes: 1, maxWaitMs: 0, minBytes: 0 });
+      if (fetch.waiting >= fetch.waitingMax) {
+        throw new SluiceError(
+          'LIMIT_EXCEEDED',
+          `too many waiting fetches and follow streams (limit ${fetch.waitingMax})`,
+        );
+      }
+      return streamPartition(
+        request,
+        reply,
+        { fetch, node },
+        { topic, partition, offset, maxBytes, base64, format },
+      );
+    }
+    const result = await readOnce(request, fetch, offset, format);
+    return sendFetch(request, reply, result, format as Format | string, base64);
+  });
+
+  addRoute(app, ENDPOINTS.offsets, async (request, reply) => {
+    const { topic, partition } = request.params;
+    return sendNegotiated(
+      request,
+      reply,
+      200,
+      await fetch.offsets(topic, partition, request.query.timestamp),
+    );
+  });
+}
+
+/** The offset asked for; `Last-Event-ID` (an SSE reconnect) resumes after the last record seen. */
+function fetchOffset(request: FetchRequest): FetchOffset {
+  const asked = request.query.offset;
+  let offset: FetchOffset =
+    asked === undefined ? 'earliest' : asked === 'earliest' || asked === 'latest' ? asked : Number(asked);
+  const lastEventId = request.headers['last-event-id'];
+  if (typeof lastEventId === 'string' && /^\d+$/.test(lastEventId)) offset = Number(lastEventId) + 1;
+  return offset;
+}
+
+/**
+ * One read, long-polling up to `maxWaitMs`. Only a long-poll needs to hear that its client went
+ * away; a plain fetch skips the AbortController (and the abort it would raise on every close).
+ */
+async function readOnce(
+  request: FetchRequest,
+  fetch: FetchApi,
+  offset: FetchOffset,
+  format: string,
+): Promise<FetchResult> {
+  const { topic, partition } = request.params;
+  const { query } = request;
+  const maxWaitMs = query.maxWaitMs ?? 0;
+  const controller = maxWaitMs > 0 ? new AbortController() : undefined;
+  const onClose = () => controller?.abort();
+  if (controller) request.raw.once('close', onClose);
+  try {
+    return await fetch.read(topic, partition, {
+      offset,
+      maxBytes: query.maxBytes ?? 1024 * 1024,
+      maxWaitMs,
+      minBytes: query.minBytes ?? 1,
+      ...(controller ? { signal: controller.signal } : {}),
+      ...(format === 'msgpack' ? { reserve: FETCH_FRAME_RESERVE } : {}),
+    });
+  } finally {
+    if (controller) request.raw.off('close', onClose);
+  }
+}
+
+/** msgpack: the stored batches framed in place; JSON and NDJSON: decoded records. */
+function sendFetch(
+  request: FetchRequest,
+  reply: FastifyReply,
+  result: FetchResult,
+  format: string,
+  base64: boolean,
+): FastifyReply {
+  if (format === 'msgpack') {
+    reply.code(200).type(MEDIA.msgpack);
+    return reply.send(encodeFetchResponse(result.data, result.batchCount, result, result.reserved));
+  }
+  const records = decodedRecords(result.data, result.offset).map((r) => recordToJson(r, base64));
+  if (format === MEDIA.ndjson) {
+    reply.code(200).type(MEDIA.ndjson);
+    return reply.send(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+  }
+  return sendNegotiated(request, reply, 200, {
+    records,
+    nextOffset: result.nextOffset,
+    highWatermark: result.highWatermark,
+    logStartOffset: result.logStartOffset,
+  });
+}

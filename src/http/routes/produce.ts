@@ -1,0 +1,129 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { ProduceApi, ProduceInput } from '../../broker/api.js';
+import { SluiceError } from '../../common/errors.js';
+import { LIMITS } from '../../common/limits.js';
+import { ENDPOINTS, MEDIA, parseAcks } from '../../protocol/api.js';
+import { parseRecord } from '../../protocol/json-record.js';
+import { unpackr } from '../../protocol/msgpack.js';
+import { encodeOffsetsResponse } from '../../protocol/offsets-response.js';
+import {
+  type ProduceRecordSource,
+  recordArraySource,
+  scanMsgpackProduceBody,
+} from '../../protocol/produce-body.js';
+import { invalidMsgpack, MsgpackBody } from '../body.js';
+import { mediaTypeOf, negotiate, sendNegotiated } from '../content.js';
+import { addRoute } from './route.js';
+
+/**
+ * Produce, to a topic (partitioned by the broker) or to one partition: JSON, msgpack, NDJSON, raw
+ * bytes as one record, or pre-built batches to a partition.
+ */
+export async function produceRoutes(app: FastifyInstance, options: { produce: ProduceApi }): Promise<void> {
+  const { produce } = options;
+  const handle = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    topic: string,
+    partition: number | undefined,
+    acksParameter: string | undefined,
+  ) => {
+    const acks = parseAcks(acksParameter) ?? -1;
+    const status = acks === 0 ? 202 : 200;
+    const mediaType = mediaTypeOf(request.headers['content-type']);
+    if (mediaType === MEDIA.batches) {
+      if (partition === undefined) {
+        throw new SluiceError(
+          'INVALID_REQUEST',
+          `${MEDIA.batches} bodies go to /v1/topics/{topic}/partitions/{partition}/records`,
+        );
+      }
+      const result = await produce.batches(topic, partition, request.body as Buffer, acks);
+      return sendNegotiated(request, reply, status, result ?? {});
+    }
+    const records = recordsFromBody(request, mediaType);
+    const produced = await produce.from(topic, withPartition(records, partition), acks);
+    if (negotiate(request.headers.accept) === 'msgpack')
+      return reply.code(status).type(MEDIA.msgpack).send(encodeOffsetsResponse(produced));
+    const offsets = Array.from({ length: produced.count }, (_, i) => ({
+      partition: produced.partitions[i]!,
+      offset: produced.offsets[i]!,
+    }));
+    return sendNegotiated(request, reply, status, { offsets });
+  };
+  addRoute(app, ENDPOINTS.produce, (request, reply) =>
+    handle(request, reply, request.params.topic, undefined, request.query.acks),
+  );
+  addRoute(app, ENDPOINTS.producePartition, (request, reply) =>
+    handle(request, reply, request.params.topic, request.params.partition, request.query.acks),
+  );
+}
+
+/**
+ * The records, each sent to `partition` when the route names one; a record that names another
+ * partition is refused.
+ */
+function withPartition(records: ProduceRecordSource, partition: number | undefined): ProduceRecordSource {
+  if (partition === undefined) return records;
+  for (let i = 0; i < records.count; i++) {
+    const named = records.partitionAt(i);
+    if (named !== -1 && named !== partition)
+      throw new SluiceError('INVALID_REQUEST', `records name a partition other than ${partition}`);
+  }
+  return {
+    count: records.count,
+    partitionAt: () => partition,
+    keyAt: (i) => records.keyAt(i),
+    payloadBytesAt: (i) => records.payloadBytesAt(i),
+    encodeBatch: (indexes, nowMs) => records.encodeBatch(indexes, nowMs),
+  };
+}
+
+function recordsFromBody(request: FastifyRequest, mediaType: string): ProduceRecordSource {
+  let body = request.body;
+  if (body instanceof MsgpackBody) {
+    const scanned = scanMsgpackProduceBody(body.bytes);
+    if (scanned) return scanned;
+    try {
+      body = unpackr.unpack(body.bytes);
+    } catch (error) {
+      throw invalidMsgpack(error);
+    }
+  }
+  return recordArraySource(recordObjectsFromBody(request, mediaType, body));
+}
+
+function recordObjectsFromBody(request: FastifyRequest, mediaType: string, decoded: unknown): ProduceInput[] {
+  const now = Date.now();
+  if (mediaType === MEDIA.octetStream) return [rawBodyRecord(request, now)];
+  const body = decoded as { records?: unknown; valueEncoding?: unknown } | undefined;
+  if (!body || typeof body !== 'object' || !Array.isArray(body.records)) {
+    throw new SluiceError('INVALID_REQUEST', 'the body must be an object with a "records" list');
+  }
+  if (body.records.length > LIMITS.requestRecordsMax) {
+    throw new SluiceError('TOO_MANY_RECORDS', `a request holds at most ${LIMITS.requestRecordsMax} records`);
+  }
+  const encoding = body.valueEncoding === 'base64' ? 'base64' : 'utf8';
+  return body.records.map((raw, i) => parseRecord(raw, i, now, encoding));
+}
+
+/** An octet-stream body is one record's value; key, headers and timestamp come from `sluice-*` headers. */
+function rawBodyRecord(request: FastifyRequest, nowMs: number): ProduceInput {
+  const headers: [string, Uint8Array][] = [];
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (name.startsWith('sluice-header-') && typeof value === 'string')
+      headers.push([name.slice('sluice-header-'.length), Buffer.from(value)]);
+  }
+  const key = request.headers['sluice-key'];
+  const timestampHeader = request.headers['sluice-timestamp'];
+  return parseRecord(
+    {
+      value: request.body as Buffer,
+      key: typeof key === 'string' ? key : null,
+      headers,
+      ...(typeof timestampHeader === 'string' ? { timestamp: Number(timestampHeader) } : {}),
+    },
+    0,
+    nowMs,
+  );
+}

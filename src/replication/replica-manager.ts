@@ -1,0 +1,57 @@
+import type { LogConfig } from '../protocol/topic-config.js';
+import type { LogManager } from '../storage/log-manager.js';
+import { PartitionReplica } from './replica.js';
+
+/**
+ * The partitions this node holds, each as a `PartitionReplica` over its log. A partition deleted and
+ * created again gets a new replica object, so that work started on the old one can tell.
+ */
+export class ReplicaManager {
+  readonly #logs: LogManager;
+  readonly #nodeId: number;
+  readonly #replicas = new Map<string, PartitionReplica>();
+
+  constructor(options: { nodeId: number }, deps: { logs: LogManager }) {
+    this.#nodeId = options.nodeId;
+    this.#logs = deps.logs;
+  }
+
+  /** Opens (or creates) the partition's log and returns its replica; an open one takes `config`. */
+  async getOrCreate(topic: string, partition: number, config: LogConfig): Promise<PartitionReplica> {
+    const log = await this.#logs.getOrCreate(topic, partition, config);
+    const key = keyOf(topic, partition);
+    const existing = this.#replicas.get(key);
+    if (existing && existing.log === log) return existing;
+    const replica = new PartitionReplica(
+      { topic, partition, nodeId: this.#nodeId, replicas: [this.#nodeId], leaderEpoch: 0 },
+      { log },
+    );
+    this.#replicas.set(key, replica);
+    return replica;
+  }
+
+  get(topic: string, partition: number): PartitionReplica | undefined {
+    const replica = this.#replicas.get(keyOf(topic, partition));
+    // The log may have been dropped under the replica (a delete of its directory).
+    return replica && this.#logs.get(topic, partition) === replica.log ? replica : undefined;
+  }
+
+  /** Partition logs on disk, whether or not a topic owns them. */
+  listLogs(): { topic: string; partition: number }[] {
+    return this.#logs.list().map(({ topic, partition }) => ({ topic, partition }));
+  }
+
+  /** Whether a log for the partition is open (leftovers of an interrupted delete included). */
+  hasLog(topic: string, partition: number): boolean {
+    return this.#logs.get(topic, partition) !== undefined;
+  }
+
+  async delete(topic: string, partition: number): Promise<void> {
+    this.#replicas.delete(keyOf(topic, partition));
+    await this.#logs.deletePartition(topic, partition);
+  }
+}
+
+function keyOf(topic: string, partition: number): string {
+  return `${topic}\u0000${partition}`;
+}
