@@ -2,10 +2,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type SluiceNode, startNode } from '../../src/broker/node.js';
 import { Admin, PartitionConsumer, Producer } from '../../src/client/index.js';
 import { isSluiceError } from '../../src/common/errors.js';
 import { partitionForKey } from '../../src/common/murmur2.js';
+import { type SluiceNode, startNode } from '../../src/node/node.js';
 
 /** The SDK end to end against a real node over HTTP/2 with msgpack. */
 let node: SluiceNode;

@@ -3,7 +3,7 @@
  *   node --import tsx test/durability/broker-child.ts <dataDir> <port> [configs as JSON]
  * Prints `listening <port>` when ready.
  */
-import { startNode } from '../../src/broker/node.js';
+import { startNode } from '../../src/node/node.js';
 
 const [dataDir, port, configs] = process.argv.slice(2);
 const node = await startNode({
