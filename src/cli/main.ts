@@ -312,7 +312,6 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
               topic: topicName,
               partition,
               offset: start,
-              maxWaitMs: 1000,
               stopAtEnd: !opts.follow,
             }),
         );

@@ -4,7 +4,7 @@ import type {
   TopicCreateRequest,
   TopicDescription,
 } from '../protocol/api.js';
-import { ENDPOINTS, endpointPath } from '../protocol/api.js';
+import { ENDPOINTS, endpointUrl } from '../protocol/api.js';
 import { Connection } from './connection.js';
 
 export interface ClientOptions {
@@ -27,9 +27,9 @@ export class Admin {
     endpoint: (typeof ENDPOINTS)[keyof typeof ENDPOINTS],
     params: Record<string, string | number> = {},
     body?: unknown,
-    query = '',
+    query: Record<string, string | number | undefined> = {},
   ): Promise<T> {
-    return this.#connection.call<T>(endpoint.method, endpointPath(endpoint, params) + query, body, {
+    return this.#connection.call<T>(endpoint.method, endpointUrl(endpoint, params, query), body, {
       timeoutMs: this.#timeoutMs,
     });
   }
@@ -72,12 +72,7 @@ export class Admin {
 
   /** Earliest and latest offsets; with a timestamp, also the first offset at or after it. */
   offsets(topic: string, partition: number, timestampMs?: number): Promise<OffsetsResponse> {
-    return this.#call(
-      ENDPOINTS.offsets,
-      { topic, partition },
-      undefined,
-      timestampMs === undefined ? '' : `?timestamp=${timestampMs}`,
-    );
+    return this.#call(ENDPOINTS.offsets, { topic, partition }, undefined, { timestamp: timestampMs });
   }
 
   close(): void {

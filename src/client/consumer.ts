@@ -1,7 +1,7 @@
 import { Backoff } from '../common/backoff.js';
 import { SluiceError } from '../common/errors.js';
 import { SeededRandom } from '../common/random.js';
-import { ENDPOINTS, endpointPath } from '../protocol/api.js';
+import { CONSUMER_FETCH_WAIT_MS, ENDPOINTS, endpointUrl, queryDefault } from '../protocol/api.js';
 import type { Header } from '../protocol/batch.js';
 import { decodeFetchResponse, type FetchPage } from '../protocol/fetch-response.js';
 import { Connection, errorFromResponse } from './connection.js';
@@ -12,7 +12,7 @@ export interface PartitionConsumerOptions {
   partition: number;
   /** Where to start: an offset, 'earliest' (default) or 'latest'. */
   offset?: number | 'earliest' | 'latest';
-  /** Longest wait of one fetch for new records. */
+  /** Longest wait of one fetch for new records (default `CONSUMER_FETCH_WAIT_MS`, 1000). */
   maxWaitMs?: number;
   maxBytes?: number;
   /** Stop (end the iteration) once the high watermark is reached, instead of waiting for more. */
@@ -52,15 +52,21 @@ export class PartitionConsumer implements AsyncIterable<ConsumedRecord> {
   /** One fetch: the records at and after the current position (possibly none after maxWaitMs). */
   async poll(): Promise<FetchPage> {
     const { topic, partition } = this.options;
-    const query = `?offset=${this.#offset}&maxWaitMs=${this.options.maxWaitMs ?? 1000}&maxBytes=${this.options.maxBytes ?? 1024 * 1024}`;
-    const response = await this.#connection.request(
-      'GET',
-      endpointPath(ENDPOINTS.fetch, { topic, partition }) + query,
+    const maxWaitMs = this.options.maxWaitMs ?? CONSUMER_FETCH_WAIT_MS;
+    const endpoint = ENDPOINTS.fetch;
+    const url = endpointUrl(
+      endpoint,
+      { topic, partition },
       {
-        signal: this.#abort.signal,
-        timeoutMs: (this.options.maxWaitMs ?? 1000) + 30_000,
+        offset: this.#offset,
+        maxWaitMs,
+        maxBytes: this.options.maxBytes ?? queryDefault(endpoint, 'maxBytes'),
       },
     );
+    const response = await this.#connection.request(endpoint.method, url, {
+      signal: this.#abort.signal,
+      timeoutMs: maxWaitMs + 30_000,
+    });
     if (response.status >= 400) throw errorFromResponse(response);
     const from = typeof this.#offset === 'number' ? this.#offset : 0;
     const page = decodeFetchResponse(response.body, from);

@@ -2,7 +2,7 @@ import { Backoff } from '../common/backoff.js';
 import { SluiceError } from '../common/errors.js';
 import { partitionForKey } from '../common/murmur2.js';
 import { SeededRandom } from '../common/random.js';
-import { type Acks, ENDPOINTS, endpointPath, MEDIA } from '../protocol/api.js';
+import { type Acks, ENDPOINTS, endpointPath, endpointUrl, MEDIA } from '../protocol/api.js';
 import { encodeBatch, type Header, type RecordInput } from '../protocol/batch.js';
 import { Connection, decodeResponse } from './connection.js';
 
@@ -241,9 +241,14 @@ export class Producer {
     let count = this.#partitionCounts.get(topic);
     if (!count) {
       count = this.#connection
-        .call<{ partitions: unknown[] }>('GET', endpointPath(ENDPOINTS.describeTopic, { topic }), undefined, {
-          timeoutMs: this.#options.requestTimeoutMs,
-        })
+        .call<{ partitions: unknown[] }>(
+          ENDPOINTS.describeTopic.method,
+          endpointPath(ENDPOINTS.describeTopic, { topic }),
+          undefined,
+          {
+            timeoutMs: this.#options.requestTimeoutMs,
+          },
+        )
         .then((d) => {
           this.#knownCounts.set(topic, d.partitions.length);
           return d.partitions.length;
@@ -277,14 +282,15 @@ export class Producer {
     try {
       const body = encodeBatch(batch.map((p) => p.record));
       const acks: Acks = this.#options.acks === 'all' ? -1 : this.#options.acks;
-      const path = `${endpointPath(ENDPOINTS.producePartition, { topic, partition })}?acks=${acks === -1 ? 'all' : acks}`;
+      const endpoint = ENDPOINTS.producePartition;
+      const path = endpointUrl(endpoint, { topic, partition }, { acks: acks === -1 ? 'all' : acks });
       const backoff = new Backoff(
         { initialMs: this.#options.retryBackoffMs, maxMs: this.#options.retryBackoffMs * 32 },
         this.#random,
       );
       for (let attempt = 0; ; attempt++) {
         try {
-          const response = await this.#connection.request('POST', path, {
+          const response = await this.#connection.request(endpoint.method, path, {
             body,
             contentType: MEDIA.batches,
             timeoutMs: this.#options.requestTimeoutMs,

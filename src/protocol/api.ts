@@ -437,6 +437,40 @@ export interface EndpointRequest<E extends Endpoint> {
   Body: E extends { body: infer S } ? SchemaType<S> : unknown;
 }
 
+/** The server's default for one query parameter of an endpoint, from its schema. */
+export function queryDefault<E extends Endpoint, K extends keyof SchemaType<NonNullable<E['querystring']>>>(
+  endpoint: E,
+  name: K,
+): SchemaType<NonNullable<E['querystring']>>[K] {
+  const properties = (
+    endpoint.querystring as { properties?: Record<string, { default?: unknown }> } | undefined
+  )?.properties;
+  const value = properties?.[name as string]?.default;
+  if (value === undefined) throw new Error(`${endpoint.id} has no default for ${String(name)}`);
+  return value as SchemaType<NonNullable<E['querystring']>>[K];
+}
+
+/**
+ * How long a client that loops over fetches (the SDK consumer, `sluice consume`) waits at the log
+ * end per fetch unless told otherwise. A single fetch takes the endpoint's own default of 0 and
+ * answers at once, which is what curl wants; a consumer loop long-polls instead of spinning.
+ */
+export const CONSUMER_FETCH_WAIT_MS = 1000;
+
+/** A path with its query: `endpointUrl(ENDPOINTS.fetch, {topic, partition}, {offset: 0})`. */
+export function endpointUrl(
+  endpoint: Endpoint,
+  params: Record<string, string | number> = {},
+  query: Record<string, string | number | boolean | undefined> = {},
+): string {
+  const parts: string[] = [];
+  for (const [name, value] of Object.entries(query))
+    if (value !== undefined) parts.push(`${encodeURIComponent(name)}=${encodeURIComponent(String(value))}`);
+  return parts.length === 0
+    ? endpointPath(endpoint, params)
+    : `${endpointPath(endpoint, params)}?${parts.join('&')}`;
+}
+
 /** Fills a fastify-style path: `/v1/topics/:topic` with `{topic: 'a'}` → `/v1/topics/a`. */
 export function endpointPath(endpoint: Endpoint, params: Record<string, string | number> = {}): string {
   return endpoint.path.replace(/:([a-zA-Z]+)/g, (_, name: string) => {

@@ -4,6 +4,7 @@ import { Packr } from 'msgpackr';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PartitionConsumer, parseFetchResponse } from '../../src/client/index.js';
 import { isSluiceError } from '../../src/common/errors.js';
+import { CONSUMER_FETCH_WAIT_MS, ENDPOINTS, endpointPath, queryDefault } from '../../src/protocol/api.js';
 import { encodeBatch, setBaseOffset } from '../../src/protocol/batch.js';
 
 /**
@@ -51,6 +52,7 @@ const LOG = [batchAt(0, 5), batchAt(5, 5)];
 let failures: { status: number; problem: Record<string, unknown> }[] = [];
 let corrupt = false;
 let fetches: string[] = [];
+let requests: { method: string; path: string; query: Record<string, string> }[] = [];
 let server: http2.Http2Server;
 let bootstrap: string;
 const open = new Set<http2.ServerHttp2Session>();
@@ -65,6 +67,11 @@ beforeAll(async () => {
     stream.on('error', () => {});
     const url = new URL(String(headers[':path']), 'http://x');
     fetches.push(url.searchParams.get('offset') ?? '');
+    requests.push({
+      method: String(headers[':method']),
+      path: url.pathname,
+      query: Object.fromEntries(url.searchParams),
+    });
     const failure = failures.shift();
     if (failure) {
       stream.respond({ ':status': failure.status, 'content-type': 'application/problem+json' });
@@ -87,6 +94,7 @@ afterEach(() => {
   failures = [];
   corrupt = false;
   fetches = [];
+  requests = [];
 });
 
 afterAll(async () => {
@@ -105,6 +113,27 @@ async function readAll(consumer: PartitionConsumer): Promise<number[]> {
 }
 
 describe('PartitionConsumer', () => {
+  it("fetches with the endpoint table's method, path and maxBytes default, long-polling CONSUMER_FETCH_WAIT_MS", async () => {
+    const consumer = new PartitionConsumer({ bootstrap, topic: 'a b', partition: 1, offset: 3 });
+    try {
+      await consumer.poll();
+    } finally {
+      consumer.close();
+    }
+    expect(requests).toEqual([
+      {
+        method: ENDPOINTS.fetch.method,
+        path: endpointPath(ENDPOINTS.fetch, { topic: 'a b', partition: 1 }),
+        query: {
+          offset: '3',
+          maxWaitMs: String(CONSUMER_FETCH_WAIT_MS),
+          maxBytes: String(queryDefault(ENDPOINTS.fetch, 'maxBytes')),
+        },
+      },
+    ]);
+    expect(queryDefault(ENDPOINTS.fetch, 'maxBytes')).toBe(1024 * 1024);
+  });
+
   it('skips the records of the first batch before the requested offset and keeps keys, headers, timestamps', async () => {
     const consumer = new PartitionConsumer({
       bootstrap,
