@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { Admin } from '../client/admin.js';
-import { PartitionConsumer } from '../client/consumer.js';
+import { type ConsumedRecord, PartitionConsumer } from '../client/consumer.js';
 import { Producer } from '../client/producer.js';
 import { SluiceError } from '../common/errors.js';
 import { loadConfigFile, type NodeOptions, startNode } from '../node/node.js';
@@ -37,6 +37,8 @@ function print(io: Io, line: string): void {
   io.stdout.write(`${line}\n`);
 }
 
+const BOOTSTRAP_OPTION = ['--bootstrap <url>', 'a Sluice node', DEFAULT_BOOTSTRAP] as const;
+
 function buildProgram(io: Io, done: (code: number) => void): Command {
   const program = new Command('sluice')
     .description('Sluice: a replicated log broker spoken over HTTP/2 and HTTP/1.1')
@@ -48,7 +50,25 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
       // Usage errors are one line in the same shape as the others, with a pointer to --help.
       outputError: (s, write) => write(`sluice: ${s.replace(/^error: /, '').trimEnd()} (see --help)\n`),
     });
+  addStartCommand(program, io);
+  addTopicCommand(program, io);
+  addProduceCommand(program, io);
+  addConsumeCommand(program, io);
+  program.hook('postAction', () => done(0));
+  return program;
+}
 
+interface StartFlags {
+  port?: number;
+  host?: string;
+  dataDir?: string;
+  nodeId?: number;
+  config?: string;
+  logLevel?: string;
+  topicConfig?: Record<string, string>;
+}
+
+function addStartCommand(program: Command, io: Io): void {
   program
     .command('start')
     .description('run a single-node broker (data in ./sluice-data, port 8092)')
@@ -63,89 +83,91 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
       'default topic config, repeatable (e.g. flush.policy=sync)',
       collectConfig,
     )
-    .action(
-      async (opts: {
-        port?: number;
-        host?: string;
-        dataDir?: string;
-        nodeId?: number;
-        config?: string;
-        logLevel?: string;
-        topicConfig?: Record<string, string>;
-      }) => {
-        const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
-        const options: NodeOptions = {
-          ...fromFile,
-          dataDir: opts.dataDir ?? fromFile.dataDir ?? './sluice-data',
-          ...(opts.port !== undefined ? { port: opts.port } : {}),
-          ...(opts.host !== undefined ? { host: opts.host } : {}),
-          ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
-          ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
-          configs: { ...fromFile.configs, ...opts.topicConfig },
+    .action(async (opts: StartFlags) => {
+      const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
+      const options: NodeOptions = {
+        ...fromFile,
+        dataDir: opts.dataDir ?? fromFile.dataDir ?? './sluice-data',
+        ...(opts.port !== undefined ? { port: opts.port } : {}),
+        ...(opts.host !== undefined ? { host: opts.host } : {}),
+        ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
+        ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
+        configs: { ...fromFile.configs, ...opts.topicConfig },
+      };
+      const node = await startNode(options);
+      print(
+        io,
+        `sluice ${VERSION} node ${node.nodeId} listening on http://${node.address.host}:${node.address.port} (HTTP/1.1 and HTTP/2), data in ${options.dataDir}`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          resolve();
         };
-        const node = await startNode(options);
-        print(
-          io,
-          `sluice ${VERSION} node ${node.nodeId} listening on http://${node.address.host}:${node.address.port} (HTTP/1.1 and HTTP/2), data in ${options.dataDir}`,
-        );
-        await new Promise<void>((resolve) => {
-          const stop = () => {
-            process.off('SIGINT', stop);
-            process.off('SIGTERM', stop);
-            resolve();
-          };
-          process.on('SIGINT', stop);
-          process.on('SIGTERM', stop);
-        });
-        await node.close();
-        print(io, 'sluice stopped');
-      },
-    );
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+      await node.close();
+      print(io, 'sluice stopped');
+    });
+}
 
+function addTopicCommand(program: Command, io: Io): void {
   const topic = program.command('topic').description('create, list, describe, alter and delete topics');
-  const bootstrapOption = ['--bootstrap <url>', 'a Sluice node', DEFAULT_BOOTSTRAP] as const;
+  addTopicCreateCommand(topic, io);
+  addTopicListCommand(topic, io);
+  addTopicDescribeCommand(topic, io);
+  addTopicAlterCommand(topic, io);
+  addTopicDeleteCommand(topic, io);
+}
+
+interface TopicCreateFlags {
+  bootstrap: string;
+  partitions: number;
+  replicationFactor: number;
+  config?: Record<string, string>;
+}
+
+function addTopicCreateCommand(topic: Command, io: Io): void {
   topic
     .command('create <name>')
     .description('create a topic')
-    .option(...bootstrapOption)
+    .option(...BOOTSTRAP_OPTION)
     .option('-p, --partitions <n>', 'number of partitions', integer('partitions', 1), 1)
     .option('-r, --replication-factor <n>', 'replicas per partition', integer('replication factor', 1), 1)
     .option('-c, --config <name=value>', 'topic config, repeatable', collectConfig)
-    .action(
-      async (
-        name: string,
-        opts: {
-          bootstrap: string;
-          partitions: number;
-          replicationFactor: number;
-          config?: Record<string, string>;
-        },
-      ) => {
-        await withAdmin(opts.bootstrap, async (admin) => {
-          const created = await admin.createTopic({
-            name,
-            partitions: opts.partitions,
-            replicationFactor: opts.replicationFactor,
-            configs: opts.config ?? {},
-          });
-          print(io, `created topic ${created.name} with ${created.partitions.length} partition(s)`);
+    .action(async (name: string, opts: TopicCreateFlags) => {
+      await withAdmin(opts.bootstrap, async (admin) => {
+        const created = await admin.createTopic({
+          name,
+          partitions: opts.partitions,
+          replicationFactor: opts.replicationFactor,
+          configs: opts.config ?? {},
         });
-      },
-    );
+        print(io, `created topic ${created.name} with ${created.partitions.length} partition(s)`);
+      });
+    });
+}
+
+function addTopicListCommand(topic: Command, io: Io): void {
   topic
     .command('list')
     .description('list topics')
-    .option(...bootstrapOption)
+    .option(...BOOTSTRAP_OPTION)
     .action(async (opts: { bootstrap: string }) => {
       await withAdmin(opts.bootstrap, async (admin) => {
         for (const t of await admin.listTopics())
           print(io, `${t.name}\tpartitions=${t.partitions}\treplication=${t.replicationFactor}`);
       });
     });
+}
+
+function addTopicDescribeCommand(topic: Command, io: Io): void {
   topic
     .command('describe <name>')
     .description('partitions, leaders, offsets and configs of a topic')
-    .option(...bootstrapOption)
+    .option(...BOOTSTRAP_OPTION)
     .action(async (name: string, opts: { bootstrap: string }) => {
       await withAdmin(opts.bootstrap, async (admin) => {
         const d = await admin.describeTopic(name);
@@ -161,10 +183,13 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
         }
       });
     });
+}
+
+function addTopicAlterCommand(topic: Command, io: Io): void {
   topic
     .command('alter <name>')
     .description('change configs (name= resets one) or grow the partition count')
-    .option(...bootstrapOption)
+    .option(...BOOTSTRAP_OPTION)
     .option('-c, --config <name=value>', 'config to set, repeatable; an empty value resets it', collectConfig)
     .option('-p, --partitions <n>', 'new, larger partition count', integer('partitions', 1))
     .action(
@@ -186,21 +211,26 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
         });
       },
     );
+}
+
+function addTopicDeleteCommand(topic: Command, io: Io): void {
   topic
     .command('delete <name>')
     .description('delete a topic and its data')
-    .option(...bootstrapOption)
+    .option(...BOOTSTRAP_OPTION)
     .action(async (name: string, opts: { bootstrap: string }) => {
       await withAdmin(opts.bootstrap, async (admin) => {
         await admin.deleteTopic(name);
         print(io, `deleted topic ${name}`);
       });
     });
+}
 
+function addProduceCommand(program: Command, io: Io): void {
   program
     .command('produce <topic>')
     .description('send each line of standard input as a record')
-    .option(...bootstrapOption)
+    .option(...BOOTSTRAP_OPTION)
     .option('--key-separator <sep>', 'split each line into key and value at the first <sep>')
     .option('--partition <p>', 'send every record to this partition', integer('partition'))
     .option('--acks <acks>', '0, 1 or all', 'all')
@@ -255,11 +285,41 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
         io.stderr.write(`produced ${count} record(s) to ${topicName}\n`);
       },
     );
+}
 
+interface ConsumeFlags {
+  bootstrap: string;
+  partition?: number;
+  offset?: string;
+  fromBeginning?: boolean;
+  follow?: boolean;
+  maxMessages?: number;
+  printKey?: boolean;
+  printOffset?: boolean;
+}
+
+/** Parsed before any connection is made, so a bad --offset is refused even with no broker to ask. */
+function consumeStartOffset(opts: ConsumeFlags): number | 'earliest' | 'latest' {
+  if (opts.offset === undefined) return opts.fromBeginning ? 'earliest' : opts.follow ? 'latest' : 'earliest';
+  if (opts.offset === 'earliest' || opts.offset === 'latest') return opts.offset;
+  if (/^\d+$/.test(opts.offset)) return Number(opts.offset);
+  throw new SluiceError(
+    'INVALID_OFFSET',
+    `--offset must be a number, earliest or latest, got ${opts.offset}`,
+  );
+}
+
+function formatRecord(record: ConsumedRecord, opts: ConsumeFlags): string {
+  const value = record.value === null ? '' : Buffer.from(record.value).toString('utf8');
+  const key = record.key === null ? '' : Buffer.from(record.key).toString('utf8');
+  return `${opts.printOffset ? `${record.partition}:${record.offset}\t` : ''}${opts.printKey ? `${key}\t` : ''}${value}`;
+}
+
+function addConsumeCommand(program: Command, io: Io): void {
   program
     .command('consume <topic>')
     .description('print records of a topic, one value per line')
-    .option(...bootstrapOption)
+    .option(...BOOTSTRAP_OPTION)
     .option('--partition <p>', 'read one partition (default: all)', integer('partition'))
     .option(
       '--offset <offset>',
@@ -270,83 +330,48 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
     .option('-n, --max-messages <n>', 'stop after n records', integer('max messages', 1))
     .option('--print-key', 'print key<TAB>value')
     .option('--print-offset', 'print partition:offset<TAB> before each record')
-    .action(
-      async (
-        topicName: string,
-        opts: {
-          bootstrap: string;
-          partition?: number;
-          offset?: string;
-          fromBeginning?: boolean;
-          follow?: boolean;
-          maxMessages?: number;
-          printKey?: boolean;
-          printOffset?: boolean;
-        },
-      ) => {
-        let start: number | 'earliest' | 'latest' = opts.fromBeginning
-          ? 'earliest'
-          : opts.follow
-            ? 'latest'
-            : 'earliest';
-        if (opts.offset !== undefined) {
-          if (opts.offset === 'earliest' || opts.offset === 'latest') start = opts.offset;
-          else if (/^\d+$/.test(opts.offset)) start = Number(opts.offset);
-          else
-            throw new SluiceError(
-              'INVALID_OFFSET',
-              `--offset must be a number, earliest or latest, got ${opts.offset}`,
-            );
-        }
-        const partitions = await withAdmin(opts.bootstrap, async (admin) => {
-          const description = await admin.describeTopic(topicName);
-          return opts.partition !== undefined
-            ? [opts.partition]
-            : description.partitions.map((p) => p.partition);
-        });
-        let printed = 0;
-        const consumers = partitions.map(
-          (partition) =>
-            new PartitionConsumer({
-              bootstrap: opts.bootstrap,
-              topic: topicName,
-              partition,
-              offset: start,
-              stopAtEnd: !opts.follow,
-            }),
-        );
-        const stopAll = () => {
-          for (const c of consumers) c.close();
-        };
-        process.once('SIGINT', stopAll);
-        try {
-          await Promise.all(
-            consumers.map(async (consumer) => {
-              for await (const record of consumer) {
-                if (opts.maxMessages !== undefined && printed >= opts.maxMessages) break;
-                const value = record.value === null ? '' : Buffer.from(record.value).toString('utf8');
-                const key = record.key === null ? '' : Buffer.from(record.key).toString('utf8');
-                print(
-                  io,
-                  `${opts.printOffset ? `${record.partition}:${record.offset}\t` : ''}${opts.printKey ? `${key}\t` : ''}${value}`,
-                );
-                printed++;
-                if (opts.maxMessages !== undefined && printed >= opts.maxMessages) {
-                  stopAll();
-                  break;
-                }
+    .action(async (topicName: string, opts: ConsumeFlags) => {
+      const start = consumeStartOffset(opts);
+      const partitions = await withAdmin(opts.bootstrap, async (admin) => {
+        const description = await admin.describeTopic(topicName);
+        return opts.partition !== undefined
+          ? [opts.partition]
+          : description.partitions.map((p) => p.partition);
+      });
+      let printed = 0;
+      const consumers = partitions.map(
+        (partition) =>
+          new PartitionConsumer({
+            bootstrap: opts.bootstrap,
+            topic: topicName,
+            partition,
+            offset: start,
+            stopAtEnd: !opts.follow,
+          }),
+      );
+      const stopAll = () => {
+        for (const c of consumers) c.close();
+      };
+      process.once('SIGINT', stopAll);
+      try {
+        await Promise.all(
+          consumers.map(async (consumer) => {
+            for await (const record of consumer) {
+              if (opts.maxMessages !== undefined && printed >= opts.maxMessages) break;
+              print(io, formatRecord(record, opts));
+              printed++;
+              if (opts.maxMessages !== undefined && printed >= opts.maxMessages) {
+                stopAll();
+                break;
               }
-            }),
-          );
-        } finally {
-          process.off('SIGINT', stopAll);
-          stopAll();
-        }
-      },
-    );
-
-  program.hook('postAction', () => done(0));
-  return program;
+            }
+          }),
+        );
+      } finally {
+        process.off('SIGINT', stopAll);
+        stopAll();
+      }
+    });
 }
 
 /** Runs the CLI; resolves with the exit code. Errors are one line, never a stack trace. */
