@@ -29,42 +29,96 @@ export function dualProtocolServerFactory(options: DualProtocolOptions = {}): Fa
   const firstBytesTimeoutMs = options.firstBytesTimeoutMs ?? 10_000;
   const headersTimeoutMs = options.headersTimeoutMs ?? 60_000;
   return (handler) => {
-    const h1 = http.createServer(
+    const h1 = new Http1Side(handler as http.RequestListener, headersTimeoutMs);
+    const h2 = new Http2Side(
+      handler as unknown as (request: http2.Http2ServerRequest, response: http2.Http2ServerResponse) => void,
+    );
+    const sockets = new Set<net.Socket>();
+    // Nagle's algorithm off, as http.Server does for its own sockets: otherwise the last part of
+    // a response waits for the client's delayed ACK of the part before it.
+    const server = net.createServer({ noDelay: true }, (socket) => {
+      sockets.add(socket);
+      socket.once('close', () => {
+        sockets.delete(socket);
+        h1.forget(socket);
+      });
+      sniffPreface(socket, firstBytesTimeoutMs, (isH2) => (isH2 ? h2 : h1).accept(socket));
+      socket.on('error', () => socket.destroy());
+    });
+    server.close = gracefulClose(server, { h1, h2, sockets, shutdownGraceMs });
+    return server as unknown as http.Server;
+  };
+}
+
+/** The HTTP/1.1 server, handed sockets rather than listening, and the requests in flight on each. */
+class Http1Side {
+  readonly #server: http.Server;
+  // Requests in flight per HTTP/1.1 socket: a shutdown closes the idle ones at once and each
+  // busy one as soon as its last answer is sent.
+  readonly #inFlight = new Map<net.Socket, number>();
+  #closing = false;
+
+  constructor(handler: http.RequestListener, headersTimeoutMs: number) {
+    this.#server = http.createServer(
       {
         headersTimeout: headersTimeoutMs,
         // How often Node looks for clients over headersTimeout or requestTimeout.
         connectionsCheckingInterval: Math.max(10, Math.min(30_000, Math.floor(headersTimeoutMs / 4))),
       },
-      handler as http.RequestListener,
+      handler,
     );
-    h1.keepAliveTimeout = 65_000;
+    this.#server.keepAliveTimeout = 65_000;
     // An http.Server that is handed sockets never listens itself, and Node starts its checks of
     // headersTimeout and requestTimeout (slow or stalled clients) on 'listening': start them here.
-    h1.emit('listening');
-    // Requests in flight per HTTP/1.1 socket: a shutdown closes the idle ones at once and each
-    // busy one as soon as its last answer is sent.
-    const inFlight = new Map<net.Socket, number>();
-    let closing = false;
-    h1.on('request', (request: http.IncomingMessage, response: http.ServerResponse) => {
+    this.#server.emit('listening');
+    this.#server.on('request', (request: http.IncomingMessage, response: http.ServerResponse) => {
       const socket = request.socket;
-      inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+      this.#inFlight.set(socket, (this.#inFlight.get(socket) ?? 0) + 1);
       response.once('close', () => {
-        const left = (inFlight.get(socket) ?? 1) - 1;
-        inFlight.set(socket, left);
-        if (closing && left === 0) socket.destroySoon();
+        const left = (this.#inFlight.get(socket) ?? 1) - 1;
+        this.#inFlight.set(socket, left);
+        if (this.#closing && left === 0) socket.destroySoon();
       });
     });
-    const h2 = http2.createServer(
-      { settings: { maxConcurrentStreams: 256 } },
-      handler as unknown as (request: http2.Http2ServerRequest, response: http2.Http2ServerResponse) => void,
-    );
-    const sockets = new Set<net.Socket>();
-    /** Sockets handed to the HTTP/2 server; their sessions drain by GOAWAY on close. */
-    const h2Sockets = new WeakSet<net.Socket>();
-    const sessions = new Set<http2.ServerHttp2Session>();
-    h2.on('session', (session) => {
-      sessions.add(session);
-      session.once('close', () => sessions.delete(session));
+  }
+
+  accept(socket: net.Socket): void {
+    this.#server.emit('connection', socket);
+  }
+
+  isIdle(socket: net.Socket): boolean {
+    return !this.#inFlight.get(socket);
+  }
+
+  forget(socket: net.Socket): void {
+    this.#inFlight.delete(socket);
+  }
+
+  /** From now on each busy socket closes once its last answer is sent. */
+  close(): void {
+    this.#closing = true;
+    // Stops the HTTP/1.1 server's connection checks; it never listened, so the error it reports
+    // for that is expected.
+    this.#server.close(() => {});
+  }
+
+  closeAllConnections(): void {
+    this.#server.closeAllConnections();
+  }
+}
+
+/** The HTTP/2 server, handed sockets rather than listening, and its sessions. */
+class Http2Side {
+  readonly #server: http2.Http2Server;
+  /** Sockets handed to the HTTP/2 server; their sessions drain by GOAWAY on close. */
+  readonly #sockets = new WeakSet<net.Socket>();
+  readonly #sessions = new Set<http2.ServerHttp2Session>();
+
+  constructor(handler: (request: http2.Http2ServerRequest, response: http2.Http2ServerResponse) => void) {
+    this.#server = http2.createServer({ settings: { maxConcurrentStreams: 256 } }, handler);
+    this.#server.on('session', (session) => {
+      this.#sessions.add(session);
+      session.once('close', () => this.#sessions.delete(session));
       // An idle session is closed after a while, unless it carries an open stream (a follow
       // stream may be quiet for a long time).
       let open = 0;
@@ -76,56 +130,79 @@ export function dualProtocolServerFactory(options: DualProtocolOptions = {}): Fa
         if (open === 0) session.close();
       });
     });
-    // Nagle's algorithm off, as http.Server does for its own sockets: otherwise the last part of
-    // a response waits for the client's delayed ACK of the part before it.
-    const server = net.createServer({ noDelay: true }, (socket) => {
-      sockets.add(socket);
-      socket.once('close', () => {
-        sockets.delete(socket);
-        inFlight.delete(socket);
-      });
-      let seen = Buffer.alloc(0);
-      // A connection that says nothing is dropped instead of being held open forever.
-      socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
-      const onData = (chunk: Buffer) => {
-        seen = Buffer.concat([seen, chunk]);
-        const n = Math.min(seen.length, H2_PREFACE.length);
-        const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-        if (isH2 && n < H2_PREFACE.length) return;
-        socket.off('data', onData);
-        socket.setTimeout(0);
-        socket.pause();
-        socket.unshift(seen);
-        if (isH2) h2Sockets.add(socket);
-        (isH2 ? h2 : h1).emit('connection', socket);
-        process.nextTick(() => socket.resume());
-      };
-      socket.on('data', onData);
-      socket.on('error', () => socket.destroy());
-    });
-    const close = server.close.bind(server);
-    server.close = ((callback?: (error?: Error) => void) => {
-      // Stop accepting; requests in flight may finish within the grace period (HTTP/2 sessions
-      // get a GOAWAY, idle HTTP/1.1 sockets close now, busy ones after their answer), then
-      // whatever is left is cut, so that a stuck client cannot hold the node open.
-      close(callback);
-      closing = true;
-      // Stops the HTTP/1.1 server's connection checks; it never listened, so the error it reports
-      // for that is expected.
-      h1.close(() => {});
-      for (const session of sessions) session.close();
-      for (const socket of sockets) {
-        // HTTP/1.1 sockets with nothing in flight, and sockets that never sent a first byte.
-        if (!h2Sockets.has(socket) && !inFlight.get(socket)) socket.destroy();
-      }
-      const cut = setTimeout(() => {
-        h1.closeAllConnections();
-        for (const socket of sockets) socket.destroy();
-      }, shutdownGraceMs);
-      cut.unref();
-      server.once('close', () => clearTimeout(cut));
-      return server;
-    }) as typeof server.close;
-    return server as unknown as http.Server;
+  }
+
+  accept(socket: net.Socket): void {
+    this.#sockets.add(socket);
+    this.#server.emit('connection', socket);
+  }
+
+  owns(socket: net.Socket): boolean {
+    return this.#sockets.has(socket);
+  }
+
+  /** Sends every session a GOAWAY: streams open now may finish, no new ones start. */
+  close(): void {
+    for (const session of this.#sessions) session.close();
+  }
+}
+
+/**
+ * Reads a new connection's first bytes until they match or leave the HTTP/2 preface, puts them
+ * back, and hands the socket over with `isH2`, so the chosen server parses it from its first byte.
+ */
+function sniffPreface(
+  socket: net.Socket,
+  firstBytesTimeoutMs: number,
+  handOver: (isH2: boolean) => void,
+): void {
+  let seen = Buffer.alloc(0);
+  // A connection that says nothing is dropped instead of being held open forever.
+  socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
+  const onData = (chunk: Buffer) => {
+    seen = Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (isH2 && n < H2_PREFACE.length) return;
+    socket.off('data', onData);
+    socket.setTimeout(0);
+    socket.pause();
+    socket.unshift(seen);
+    handOver(isH2);
+    process.nextTick(() => socket.resume());
   };
+  socket.on('data', onData);
+}
+
+interface GracefulCloseParts {
+  h1: Http1Side;
+  h2: Http2Side;
+  /** Every socket the listener accepted and that is not yet closed. */
+  sockets: ReadonlySet<net.Socket>;
+  shutdownGraceMs: number;
+}
+
+/** A replacement for `server.close` that also drains and then ends the connections it handed out. */
+function gracefulClose(server: net.Server, parts: GracefulCloseParts): typeof server.close {
+  const { h1, h2, sockets, shutdownGraceMs } = parts;
+  const close = server.close.bind(server);
+  return ((callback?: (error?: Error) => void) => {
+    // Stop accepting; requests in flight may finish within the grace period (HTTP/2 sessions
+    // get a GOAWAY, idle HTTP/1.1 sockets close now, busy ones after their answer), then
+    // whatever is left is cut, so that a stuck client cannot hold the node open.
+    close(callback);
+    h1.close();
+    h2.close();
+    for (const socket of sockets) {
+      // HTTP/1.1 sockets with nothing in flight, and sockets that never sent a first byte.
+      if (!h2.owns(socket) && h1.isIdle(socket)) socket.destroy();
+    }
+    const cut = setTimeout(() => {
+      h1.closeAllConnections();
+      for (const socket of sockets) socket.destroy();
+    }, shutdownGraceMs);
+    cut.unref();
+    server.once('close', () => clearTimeout(cut));
+    return server;
+  }) as typeof server.close;
 }
