@@ -696,7 +696,11 @@ export class RaftCore {
       return;
     }
     if (this.termAt(s.index) === s.term) {
-      // Our log already has the snapshot's last entry: keep what follows it.
+      // Our log already has the snapshot's last entry: it is committed, and what follows it is
+      // kept. That suffix may be a stale tail no quorum holds, so only the snapshot's index is
+      // acknowledged: the leader then sends what follows and replaces the tail where it differs.
+      // Acknowledging the whole log would let the leader count the tail as replicated, commit
+      // over it, and this node apply entries no quorum has.
       this.#commit = s.index;
     } else {
       this.#entries = [];
@@ -712,7 +716,7 @@ export class RaftCore {
       to: m.from,
       term: this.#term,
       success: true,
-      index: this.lastIndex(),
+      index: s.index,
       conflictTerm: 0,
     });
   }

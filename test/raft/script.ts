@@ -9,10 +9,15 @@ import type { Entry, HardState, Message, NodeId, Snapshot } from '../../src/raft
  *   cluster voters=1,2,3 [learners=4]     a new cluster (nodes start as followers)
  *   tick <node> [n]                       n ticks on one node
  *   tick-all [n]
- *   deliver                               deliver messages (and their answers) until none is left
+ *   deliver [n]                           deliver messages (and their answers) until none is left,
+ *                                         or only the next n messages
+ *   queue                                 the messages waiting, in order, as type from>to
  *   run [n]                               n rounds of: every node ticks, then deliver
  *   partition 1 / 2 3                     only nodes on the same side hear each other
- *   heal
+ *   heal                                  undoes partition and every block
+ *   block <type> <from> <to>              drop messages of one type on one directed link
+ *   hold <type> <from> <to>               keep such messages back (those queued and later ones)
+ *   release                               queue the held messages again, in order, and stop holding
  *   propose <node> <data>                 prints the index, or the error code
  *   transfer <node> <to>
  *   add-voter|remove-voter|add-learner <node> <target>
@@ -21,6 +26,7 @@ import type { Entry, HardState, Message, NodeId, Snapshot } from '../../src/raft
  *   read <node> <context>                 ReadIndex; prints readStates on deliver
  *   status                                one line per node
  *   log <node>                            the node's entries as index/term:data
+ *   applied <node>                        the data the node's state machine applied, in order
  */
 interface ScriptNode {
   core: RaftCore | undefined;
@@ -36,6 +42,9 @@ export class ScriptCluster {
   learners: NodeId[] = [];
   queue: Message[] = [];
   sides: Set<NodeId>[] | undefined;
+  blocked = new Set<string>();
+  holding = new Set<string>();
+  held: Message[] = [];
   out: string[] = [];
 
   run(command: string): void {
@@ -80,7 +89,10 @@ export class ScriptCluster {
         }
         break;
       case 'deliver':
-        this.#deliverAll();
+        this.#deliverAll(args[0] ? n(0) : 100_000);
+        break;
+      case 'queue':
+        this.out.push(`queue: ${this.queue.map((m) => `${m.type} ${m.from}>${m.to}`).join(', ') || 'empty'}`);
         break;
       case 'run':
         for (let i = 0; i < (args[0] ? n(0) : 1); i++) {
@@ -95,6 +107,20 @@ export class ScriptCluster {
       }
       case 'heal':
         this.sides = undefined;
+        this.blocked.clear();
+        break;
+      case 'block':
+        this.blocked.add(`${args[0]} ${n(1)} ${n(2)}`);
+        break;
+      case 'hold':
+        this.holding.add(`${args[0]} ${n(1)} ${n(2)}`);
+        break;
+      case 'release':
+        this.holding.clear();
+        this.queue.push(...this.held.splice(0));
+        break;
+      case 'applied':
+        this.out.push(`${n(0)} applied: ${this.#node(n(0)).applied.join(',')}`);
         break;
       case 'propose':
         try {
@@ -229,12 +255,18 @@ export class ScriptCluster {
     }
   }
 
-  #deliverAll(): void {
-    for (let guard = 0; this.queue.length > 0 && guard < 100_000; guard++) {
+  #deliverAll(limit = 100_000): void {
+    for (let guard = 0; this.queue.length > 0 && guard < limit; guard++) {
       const m = this.queue.shift()!;
       const to = this.nodes.get(m.to);
       if (!to?.core) continue;
       if (this.sides && !this.sides.some((s) => s.has(m.from) && s.has(m.to))) continue;
+      const link = `${m.type} ${m.from} ${m.to}`;
+      if (this.blocked.has(link)) continue;
+      if (this.holding.has(link)) {
+        this.held.push(m);
+        continue;
+      }
       to.core.step(m);
       this.#flush(m.to);
     }
