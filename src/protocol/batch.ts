@@ -724,6 +724,102 @@ export function decodeRecords(buf: Uint8Array, pos = 0): BatchRecord[] {
   return records;
 }
 
+/**
+ * Checks the batch at `pos` as `checkBatchAt` does (CRC included) and decodes its records. For the
+ * decoding paths that serve what the log holds (JSON, NDJSON, SSE): a batch damaged after it was
+ * written is refused with a non-retriable CORRUPT_MESSAGE that names its base offset
+ * (`details.baseOffset`, when the header can be read) and byte position; a batch that names a
+ * codec this build does not decode, with UNSUPPORTED_COMPRESSION_TYPE. `batchBytesMax` defaults
+ * to no limit: a stored batch may predate a lowered `max.message.bytes`.
+ */
+export function decodeBatchChecked(
+  buf: Uint8Array,
+  pos = 0,
+  end = buf.length,
+  batchBytesMax = Number.MAX_SAFE_INTEGER,
+): BatchRecord[] {
+  const check = checkBatchAt(buf, pos, end, batchBytesMax);
+  try {
+    if (!check.ok) throw new SluiceError('CORRUPT_MESSAGE', check.message);
+    return decodeRecords(buf, pos);
+  } catch (error) {
+    const baseOffset = peekBaseOffset(buf, pos, end);
+    const where = baseOffset === undefined ? `batch at byte ${pos}` : `batch at offset ${baseOffset}`;
+    const code = isSluiceError(error) ? error.code : 'CORRUPT_MESSAGE';
+    const message = error instanceof Error ? error.message : String(error);
+    throw new SluiceError(code, `${where}: ${message}`, {
+      details: { ...(baseOffset === undefined ? {} : { baseOffset }), position: pos },
+      cause: error,
+      retriable: false,
+    });
+  }
+}
+
+/** Why a run of batches stopped before its end. */
+export interface BatchRunProblem {
+  /** Where the good records end: the offset after the last good batch (`fromOffset` when none was good). */
+  offset: number;
+  /** The base offset the bad batch claims, when its header can be read (the CRC does not cover it). */
+  baseOffset: number | undefined;
+  /** The bad batch's byte position in the run. */
+  position: number;
+  /** What `decodeBatchChecked` threw: CORRUPT_MESSAGE, or UNSUPPORTED_COMPRESSION_TYPE. */
+  error: SluiceError;
+}
+
+export interface DecodedBatchRun {
+  /** The records at or after `fromOffset` of every batch before the first bad one. */
+  records: BatchRecord[];
+  /** The offset after the last good batch, at least `fromOffset`: where a reader continues. */
+  nextOffset: number;
+  problem: BatchRunProblem | undefined;
+}
+
+/**
+ * Decodes back-to-back stored batches (a log read) with `decodeBatchChecked`, keeping the records
+ * of the batches before the first bad or undecodable one and describing that one instead of
+ * throwing, so that a caller serves the good records first and reports the problem after them.
+ * Records before `fromOffset` (the first batch may start earlier) are left out.
+ */
+export function decodeBatchRun(
+  buf: Uint8Array,
+  fromOffset = 0,
+  batchBytesMax = Number.MAX_SAFE_INTEGER,
+): DecodedBatchRun {
+  const records: BatchRecord[] = [];
+  let nextOffset = fromOffset;
+  let pos = 0;
+  while (pos < buf.length) {
+    let decoded: BatchRecord[];
+    try {
+      decoded = decodeBatchChecked(buf, pos, buf.length, batchBytesMax);
+    } catch (error) {
+      assert(isSluiceError(error), 'decodeBatchChecked throws only SluiceErrors');
+      const baseOffset = peekBaseOffset(buf, pos, buf.length);
+      return { records, nextOffset, problem: { offset: nextOffset, baseOffset, position: pos, error } };
+    }
+    for (const record of decoded) if (record.offset >= fromOffset) records.push(record);
+    const header = readBatchHeader(buf, pos);
+    nextOffset = Math.max(nextOffset, nextOffsetOf(header));
+    pos += batchSize(header);
+  }
+  return { records, nextOffset, problem: undefined };
+}
+
+/** The base offset of the batch at `pos`, or undefined when its first bytes are not a base offset. */
+function peekBaseOffset(buf: Uint8Array, pos: number, end: number): number | undefined {
+  if (
+    end - pos < POS.baseOffset + 9 ||
+    buf[pos + POS.arrayMarker] !== 0x9e ||
+    buf[pos + POS.baseOffset] !== 0xcf
+  )
+    return undefined;
+  const b = asBuffer(buf);
+  const hi = b.readUInt32BE(pos + POS.baseOffset + 1);
+  if (hi >= 0x200000) return undefined;
+  return hi * 0x1_0000_0000 + b.readUInt32BE(pos + POS.baseOffset + 5);
+}
+
 class Reader {
   constructor(
     readonly buf: Buffer,
