@@ -85,6 +85,12 @@ describe('decodeBatchRun', () => {
     expect(values(decoded.records)).toEqual(['b', 'c', 'd', 'e']);
     expect(decoded.nextOffset).toBe(15);
     expect(decodeBatchRun(Buffer.alloc(0), 7)).toEqual({ records: [], nextOffset: 7, problem: undefined });
+    // Batches wholly before fromOffset give no records, and the reader continues at fromOffset.
+    expect(decodeBatchRun(batchAt(0, ['a', 'b']), 5)).toEqual({
+      records: [],
+      nextOffset: 5,
+      problem: undefined,
+    });
   });
 
   it('serves the records before a bad batch and says where it stopped and why', () => {
