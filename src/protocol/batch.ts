@@ -1,6 +1,7 @@
+import { isUtf8 } from 'node:buffer';
 import { assert } from '../common/assert.js';
 import { crc32c } from '../common/crc32c.js';
-import { SluiceError } from '../common/errors.js';
+import { isSluiceError, SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 
 /**
@@ -85,6 +86,16 @@ export const ATTRIBUTE_CODEC_MASK = 0x07;
 export const ATTRIBUTE_LOG_APPEND_TIME = 0x08;
 export const ATTRIBUTE_TRANSACTIONAL = 0x10;
 export const ATTRIBUTE_CONTROL = 0x20;
+/** The attribute bits that mean something; any other set bit is refused. */
+const ATTRIBUTES_KNOWN = 0x3f;
+/** The codec numbers a batch may name (Kafka's: 1 gzip, 2 snappy, 3 lz4, 4 zstd); none is accepted yet. */
+const CODEC_NAMES = ['none', 'gzip', 'snappy', 'lz4', 'zstd'] as const;
+
+/**
+ * The smallest encoded record: fixarray 5, offset and timestamp deltas as fixints, nil key, nil
+ * value, no headers. A batch cannot hold more records than its bytes fit at this size.
+ */
+const RECORD_BYTES_MIN = 6;
 
 export type Header = readonly [name: string, value: Uint8Array | null];
 
@@ -431,6 +442,9 @@ export function checkBatchAt(
     return corrupt(error instanceof Error ? error.message : String(error));
   }
   if (header.recordCount === 0) return corrupt('batch holds no records');
+  if (header.recordCount > (size - BATCH_HEADER_BYTES) / RECORD_BYTES_MIN) {
+    return corrupt(`${header.recordCount} records cannot fit in a batch of ${size} bytes`);
+  }
   if (b.readUInt32BE(pos + POS.recordsArray + 1) !== header.recordCount) {
     return corrupt('records array length differs from recordCount');
   }
@@ -465,16 +479,21 @@ export function assertValidBatch(
   throw new SluiceError('CORRUPT_MESSAGE', check.message);
 }
 
+/** A checked batch inside a larger buffer. */
+export interface SplitBatch {
+  pos: number;
+  size: number;
+  header: BatchHeader;
+}
+
 /**
  * Splits a buffer of back-to-back batches into checked batches. Throws on any invalid or partial batch.
  * With `checkCrc` false the CRCs are left to the caller (`batchCrcProblem`), everything else is checked.
+ * These are the checks a stored batch passes; a client's pre-built batches go through
+ * `splitProducedBatches`, which checks more.
  */
-export function splitBatches(
-  buf: Uint8Array,
-  batchBytesMax?: number,
-  checkCrc = true,
-): { pos: number; size: number; header: BatchHeader }[] {
-  const out: { pos: number; size: number; header: BatchHeader }[] = [];
+export function splitBatches(buf: Uint8Array, batchBytesMax?: number, checkCrc = true): SplitBatch[] {
+  const out: SplitBatch[] = [];
   let pos = 0;
   while (pos < buf.length) {
     const header = assertValidBatch(buf, pos, buf.length, batchBytesMax, checkCrc);
@@ -483,6 +502,173 @@ export function splitBatches(
     pos += size;
   }
   return out;
+}
+
+export interface ProducedBatchesOptions {
+  /** Largest batch in bytes (the topic's `max.message.bytes`); MESSAGE_TOO_LARGE beyond. */
+  batchBytesMax?: number;
+  /** Records over all the batches of the request; TOO_MANY_RECORDS beyond. */
+  recordsMax?: number;
+}
+
+/**
+ * Splits the body of a produce request of pre-built batches (`application/vnd.sluice.batches`) and
+ * checks every batch completely before any of it may reach the log: what `splitBatches` checks,
+ * CRC-32C included, then every header field against the records (`checkProducedBatch`), and the
+ * records of all the batches against `recordsMax` (default `LIMITS.requestRecordsMax`). Throws a
+ * SluiceError naming the batch's byte position in the body (`details.position`); returns the
+ * batches and their record count.
+ *
+ * Stored batches may legitimately fail the stricter checks (compaction leaves offset gaps), so
+ * recovery, fetch and a follower's append keep to `checkBatchAt`.
+ */
+export function splitProducedBatches(
+  buf: Uint8Array,
+  options: ProducedBatchesOptions = {},
+): { batches: SplitBatch[]; recordCount: number } {
+  const recordsMax = options.recordsMax ?? LIMITS.requestRecordsMax;
+  const batches: SplitBatch[] = [];
+  let recordCount = 0;
+  let pos = 0;
+  while (pos < buf.length) {
+    try {
+      const header = assertValidBatch(buf, pos, buf.length, options.batchBytesMax);
+      recordCount += header.recordCount;
+      // Counted from the headers before any record is walked, so a body far over the limit costs little.
+      if (recordCount > recordsMax) {
+        throw new SluiceError('TOO_MANY_RECORDS', `a request holds at most ${recordsMax} records`);
+      }
+      const size = batchSize(header);
+      checkProducedBatch(buf, pos, header);
+      batches.push({ pos, size, header });
+      pos += size;
+    } catch (error) {
+      if (!isSluiceError(error)) throw error;
+      throw new SluiceError(error.code, `batch at byte ${pos}: ${error.message}`, {
+        details: { ...error.details, position: pos },
+        cause: error,
+      });
+    }
+  }
+  return { batches, recordCount };
+}
+
+/**
+ * The checks that a batch built by a client passes on top of `checkBatchAt`'s (call that first,
+ * with the CRC): the leader assigns offsets from the header alone, so the header must say exactly
+ * what the records hold.
+ *
+ * - attributes: no compression codec (1-4 are UNSUPPORTED_COMPRESSION_TYPE until compression
+ *   lands; 5-7 name no codec), and none of the log-append-time, transactional or control bits
+ *   (the broker's to set; Sluice has no transactions yet), nor any unknown bit;
+ * - lastOffsetDelta is recordCount - 1, and record i has offset delta i;
+ * - baseTimestamp is the smallest record timestamp and maxTimestamp the largest (the timestamp
+ *   type is always create time here), every one at least -1 (INVALID_TIMESTAMP);
+ * - producerId, producerEpoch and baseSequence are -1 (no idempotent producer yet);
+ * - every record is [offsetDelta int, timestampDelta int, key bin|nil, value bin|nil,
+ *   headers [[name str, value bin|nil], ...]] with at most `LIMITS.headersPerRecordMax` headers
+ *   and UTF-8 names, and the records end exactly where the batch does.
+ *
+ * baseOffset and partitionLeaderEpoch are not checked: the leader overwrites them.
+ * Walks the records without allocating for them. Throws CORRUPT_MESSAGE for bytes that are not
+ * records, INVALID_RECORD for fields that disagree or that Sluice does not accept.
+ */
+export function checkProducedBatch(buf: Uint8Array, pos: number, header: BatchHeader): void {
+  checkProducedAttributes(header.attributes);
+  if (header.lastOffsetDelta !== header.recordCount - 1) {
+    throw new SluiceError(
+      'INVALID_RECORD',
+      `lastOffsetDelta ${header.lastOffsetDelta} does not match ${header.recordCount} records`,
+    );
+  }
+  if (header.producerId !== -1 || header.producerEpoch !== -1 || header.baseSequence !== -1) {
+    throw new SluiceError(
+      'INVALID_RECORD',
+      `producer id ${header.producerId}, epoch ${header.producerEpoch}, base sequence ${header.baseSequence}: ` +
+        'Sluice has no idempotent producers yet, each must be -1',
+    );
+  }
+  const end = pos + batchSize(header);
+  const reader = new Reader(asBuffer(buf), pos + BATCH_HEADER_BYTES, end);
+  let timestampDeltaMin = Number.POSITIVE_INFINITY;
+  let timestampDeltaMax = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < header.recordCount; i++) {
+    if (reader.arrayLength() !== 5)
+      throw new SluiceError('CORRUPT_MESSAGE', `record ${i} is not a 5-element array`);
+    const offsetDelta = reader.int();
+    if (offsetDelta !== i) {
+      throw new SluiceError(
+        'INVALID_RECORD',
+        `record ${i} has offset delta ${offsetDelta}; a produced batch numbers its records 0, 1, ...`,
+      );
+    }
+    const timestampDelta = reader.int();
+    if (timestampDelta < timestampDeltaMin) timestampDeltaMin = timestampDelta;
+    if (timestampDelta > timestampDeltaMax) timestampDeltaMax = timestampDelta;
+    reader.skipBinOrNil();
+    reader.skipBinOrNil();
+    const headerCount = reader.arrayLength();
+    if (headerCount > LIMITS.headersPerRecordMax) {
+      throw new SluiceError('INVALID_RECORD', `a record holds at most ${LIMITS.headersPerRecordMax} headers`);
+    }
+    for (let h = 0; h < headerCount; h++) {
+      if (reader.arrayLength() !== 2)
+        throw new SluiceError('CORRUPT_MESSAGE', 'a header is not a [name, value] pair');
+      reader.skipStr();
+      reader.skipBinOrNil();
+    }
+  }
+  if (reader.pos !== end)
+    throw new SluiceError('CORRUPT_MESSAGE', `${end - reader.pos} stray bytes after the last record`);
+  if (timestampDeltaMin !== 0) {
+    throw new SluiceError(
+      'INVALID_RECORD',
+      `baseTimestamp ${header.baseTimestamp} is not the smallest record timestamp ` +
+        `${header.baseTimestamp + timestampDeltaMin}`,
+    );
+  }
+  const largest = header.baseTimestamp + timestampDeltaMax;
+  if (header.baseTimestamp < -1 || !Number.isSafeInteger(largest)) {
+    throw new SluiceError(
+      'INVALID_TIMESTAMP',
+      `record timestamps ${header.baseTimestamp} to ${largest} are not valid millisecond times`,
+    );
+  }
+  if (header.maxTimestamp !== largest) {
+    throw new SluiceError(
+      'INVALID_RECORD',
+      `maxTimestamp ${header.maxTimestamp} is not the largest record timestamp ${largest}`,
+    );
+  }
+}
+
+function checkProducedAttributes(attributes: number): void {
+  const codec = attributes & ATTRIBUTE_CODEC_MASK;
+  if (codec !== 0) {
+    const name = CODEC_NAMES[codec];
+    if (name) {
+      throw new SluiceError(
+        'UNSUPPORTED_COMPRESSION_TYPE',
+        `compression codec ${codec} (${name}) is not supported yet; send uncompressed batches`,
+      );
+    }
+    throw new SluiceError('INVALID_RECORD', `attributes name compression codec ${codec}, which is no codec`);
+  }
+  if (attributes & ~ATTRIBUTES_KNOWN) {
+    throw new SluiceError(
+      'INVALID_RECORD',
+      `unknown attribute bits 0x${hex(attributes & ~ATTRIBUTES_KNOWN)}`,
+    );
+  }
+  if (attributes & ATTRIBUTE_LOG_APPEND_TIME) {
+    throw new SluiceError('INVALID_RECORD', "the timestamp type (log append time) is the broker's to set");
+  }
+  if (attributes & ATTRIBUTE_TRANSACTIONAL) {
+    throw new SluiceError('INVALID_RECORD', 'a transactional batch: Sluice has no transactions yet');
+  }
+  if (attributes & ATTRIBUTE_CONTROL) {
+    throw new SluiceError('INVALID_RECORD', 'a control batch: only the broker writes control batches');
+  }
 }
 
 /** Rewrites the base offset in place; the CRC stays valid. */
@@ -536,6 +722,102 @@ export function decodeRecords(buf: Uint8Array, pos = 0): BatchRecord[] {
   if (reader.pos !== end)
     throw new SluiceError('CORRUPT_MESSAGE', `${end - reader.pos} stray bytes after the last record`);
   return records;
+}
+
+/**
+ * Checks the batch at `pos` as `checkBatchAt` does (CRC included) and decodes its records. For the
+ * decoding paths that serve what the log holds (JSON, NDJSON, SSE): a batch damaged after it was
+ * written is refused with a non-retriable CORRUPT_MESSAGE that names its base offset
+ * (`details.baseOffset`, when the header can be read) and byte position; a batch that names a
+ * codec this build does not decode, with UNSUPPORTED_COMPRESSION_TYPE. `batchBytesMax` defaults
+ * to no limit: a stored batch may predate a lowered `max.message.bytes`.
+ */
+export function decodeBatchChecked(
+  buf: Uint8Array,
+  pos = 0,
+  end = buf.length,
+  batchBytesMax = Number.MAX_SAFE_INTEGER,
+): BatchRecord[] {
+  const check = checkBatchAt(buf, pos, end, batchBytesMax);
+  try {
+    if (!check.ok) throw new SluiceError('CORRUPT_MESSAGE', check.message);
+    return decodeRecords(buf, pos);
+  } catch (error) {
+    const baseOffset = peekBaseOffset(buf, pos, end);
+    const where = baseOffset === undefined ? `batch at byte ${pos}` : `batch at offset ${baseOffset}`;
+    const code = isSluiceError(error) ? error.code : 'CORRUPT_MESSAGE';
+    const message = error instanceof Error ? error.message : String(error);
+    throw new SluiceError(code, `${where}: ${message}`, {
+      details: { ...(baseOffset === undefined ? {} : { baseOffset }), position: pos },
+      cause: error,
+      retriable: false,
+    });
+  }
+}
+
+/** Why a run of batches stopped before its end. */
+export interface BatchRunProblem {
+  /** Where the good records end: the offset after the last good batch (`fromOffset` when none was good). */
+  offset: number;
+  /** The base offset the bad batch claims, when its header can be read (the CRC does not cover it). */
+  baseOffset: number | undefined;
+  /** The bad batch's byte position in the run. */
+  position: number;
+  /** What `decodeBatchChecked` threw: CORRUPT_MESSAGE, or UNSUPPORTED_COMPRESSION_TYPE. */
+  error: SluiceError;
+}
+
+export interface DecodedBatchRun {
+  /** The records at or after `fromOffset` of every batch before the first bad one. */
+  records: BatchRecord[];
+  /** The offset after the last good batch, at least `fromOffset`: where a reader continues. */
+  nextOffset: number;
+  problem: BatchRunProblem | undefined;
+}
+
+/**
+ * Decodes back-to-back stored batches (a log read) with `decodeBatchChecked`, keeping the records
+ * of the batches before the first bad or undecodable one and describing that one instead of
+ * throwing, so that a caller serves the good records first and reports the problem after them.
+ * Records before `fromOffset` (the first batch may start earlier) are left out.
+ */
+export function decodeBatchRun(
+  buf: Uint8Array,
+  fromOffset = 0,
+  batchBytesMax = Number.MAX_SAFE_INTEGER,
+): DecodedBatchRun {
+  const records: BatchRecord[] = [];
+  let nextOffset = fromOffset;
+  let pos = 0;
+  while (pos < buf.length) {
+    let decoded: BatchRecord[];
+    try {
+      decoded = decodeBatchChecked(buf, pos, buf.length, batchBytesMax);
+    } catch (error) {
+      assert(isSluiceError(error), 'decodeBatchChecked throws only SluiceErrors');
+      const baseOffset = peekBaseOffset(buf, pos, buf.length);
+      return { records, nextOffset, problem: { offset: nextOffset, baseOffset, position: pos, error } };
+    }
+    for (const record of decoded) if (record.offset >= fromOffset) records.push(record);
+    const header = readBatchHeader(buf, pos);
+    nextOffset = Math.max(nextOffset, nextOffsetOf(header));
+    pos += batchSize(header);
+  }
+  return { records, nextOffset, problem: undefined };
+}
+
+/** The base offset of the batch at `pos`, or undefined when its first bytes are not a base offset. */
+function peekBaseOffset(buf: Uint8Array, pos: number, end: number): number | undefined {
+  if (
+    end - pos < POS.baseOffset + 9 ||
+    buf[pos + POS.arrayMarker] !== 0x9e ||
+    buf[pos + POS.baseOffset] !== 0xcf
+  )
+    return undefined;
+  const b = asBuffer(buf);
+  const hi = b.readUInt32BE(pos + POS.baseOffset + 1);
+  if (hi >= 0x200000) return undefined;
+  return hi * 0x1_0000_0000 + b.readUInt32BE(pos + POS.baseOffset + 5);
 }
 
 class Reader {
@@ -606,20 +888,57 @@ class Reader {
   }
 
   binOrNil(): Buffer | null {
-    const m = this.#byte();
-    let n: number;
-    if (m === 0xc0) return null;
-    if (m === 0xc4) n = this.#byte();
-    else if (m === 0xc5) n = this.#u16();
-    else if (m === 0xc6) n = this.#u32();
-    else throw new SluiceError('CORRUPT_MESSAGE', `expected bin or nil, found 0x${hex(m)}`);
-    this.#need(n);
+    const n = this.#binLength();
+    if (n < 0) return null;
     const out = this.buf.subarray(this.pos, this.pos + n);
     this.pos += n;
     return out;
   }
 
+  /** Steps over a bin or nil without a view of it. */
+  skipBinOrNil(): void {
+    const n = this.#binLength();
+    if (n > 0) this.pos += n;
+  }
+
+  /** The length of the bin that follows (its bytes present), or -1 for nil. */
+  #binLength(): number {
+    const m = this.#byte();
+    let n: number;
+    if (m === 0xc0) return -1;
+    if (m === 0xc4) n = this.#byte();
+    else if (m === 0xc5) n = this.#u16();
+    else if (m === 0xc6) n = this.#u32();
+    else throw new SluiceError('CORRUPT_MESSAGE', `expected bin or nil, found 0x${hex(m)}`);
+    this.#need(n);
+    return n;
+  }
+
   str(): string {
+    const n = this.#strLength();
+    const s = this.buf.toString('utf8', this.pos, this.pos + n);
+    this.pos += n;
+    return s;
+  }
+
+  /**
+   * Steps over a str, refusing one that is not UTF-8 (a stock decoder may refuse it, and the
+   * decoding path would replace its bytes). ASCII, the usual header name, costs no allocation.
+   */
+  skipStr(): void {
+    const n = this.#strLength();
+    const start = this.pos;
+    this.pos += n;
+    for (let i = start; i < this.pos; i++) {
+      if (this.buf[i]! < 0x80) continue;
+      if (!isUtf8(this.buf.subarray(start, this.pos)))
+        throw new SluiceError('INVALID_RECORD', 'a header name is not UTF-8');
+      return;
+    }
+  }
+
+  /** The length of the str that follows, its bytes present. */
+  #strLength(): number {
     const m = this.#byte();
     let n: number;
     if ((m & 0xe0) === 0xa0) n = m & 0x1f;
@@ -628,9 +947,7 @@ class Reader {
     else if (m === 0xdb) n = this.#u32();
     else throw new SluiceError('CORRUPT_MESSAGE', `expected a string, found 0x${hex(m)}`);
     this.#need(n);
-    const s = this.buf.toString('utf8', this.pos, this.pos + n);
-    this.pos += n;
-    return s;
+    return n;
   }
 
   #u16(): number {

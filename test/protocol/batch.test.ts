@@ -15,6 +15,7 @@ import {
   setPartitionLeaderEpoch,
   splitBatches,
 } from '../../src/protocol/batch.js';
+import { AT, resealed } from './batch-helpers.js';
 
 const bytes = (maxLength: number): fc.Arbitrary<Uint8Array> =>
   fc.uint8Array({ maxLength }).map((a) => Buffer.from(a));
@@ -144,5 +145,23 @@ describe('record batch codec', () => {
       expect(isSluiceError(error, 'CORRUPT_MESSAGE')).toBe(true);
     }
     expect(() => encodeBatch([])).toThrow(/at least one record/);
+  });
+
+  it('refuses a recordCount that the batch bytes cannot hold, CRC valid, before anything allocates for it', () => {
+    const batch = encodeBatch([{ value: Buffer.alloc(20), timestamp: 1 }]);
+    // 26 bytes of records: at most 4 records of the smallest size (6 bytes).
+    const claiming = (count: number) =>
+      resealed(batch, (b) => {
+        b.writeUInt32BE(count, AT.recordCount);
+        b.writeUInt32BE(count, AT.recordsArray);
+        b.writeUInt32BE(count - 1, AT.lastOffsetDelta);
+        return b;
+      });
+    expect(checkBatchAt(claiming(4)).ok).toBe(true);
+    for (const count of [5, 1000, 2 ** 32 - 1]) {
+      const check = checkBatchAt(claiming(count));
+      expect(check.ok, `${count} records`).toBe(false);
+      expect(!check.ok && check.message).toMatch(/cannot fit/);
+    }
   });
 });
