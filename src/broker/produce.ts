@@ -3,7 +3,7 @@ import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import { partitionForKey } from '../common/murmur2.js';
 import type { Acks } from '../protocol/api.js';
-import { splitBatches } from '../protocol/batch.js';
+import { splitProducedBatches } from '../protocol/batch.js';
 import { type ProduceRecordSource, recordArraySource } from '../protocol/produce-body.js';
 import type { PartitionReplica } from '../replication/replica.js';
 import type { AppendedBatches, ProduceApi, ProducedOffsets, ProduceInput } from './api.js';
@@ -86,9 +86,13 @@ export class ProduceService implements ProduceApi {
   ): Promise<AppendedBatches | undefined> {
     const topic = this.#topics.get(topicName);
     const replica = this.#topics.replica(topic, partition);
-    // The log checks every batch; with acks=0 the answer goes before the append completes, so the
-    // batches are checked here too, and a corrupt one is still refused to the producer.
-    if (acks === 0) splitBatches(data, replica.log.config.batchBytesMax);
+    // Every header field of a client's batch is checked against its records before anything is
+    // appended (the log itself checks only what a stored batch must hold), and with acks=0 a bad
+    // batch is still refused to the producer, since the answer goes before the append completes.
+    splitProducedBatches(data, {
+      batchBytesMax: replica.log.config.batchBytesMax,
+      recordsMax: LIMITS.requestRecordsMax,
+    });
     this.#checkAcks(topic, replica, acks);
     const appending = replica.appendAsLeader(data);
     if (acks === 0) {

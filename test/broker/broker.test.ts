@@ -6,6 +6,7 @@ import { SluiceError } from '../../src/common/errors.js';
 import { decodeRecords, encodeBatch, splitBatches } from '../../src/protocol/batch.js';
 import { SimulatedFileSystem } from '../../src/storage/fs.js';
 import { LogManager } from '../../src/storage/log-manager.js';
+import { AT, resealed } from '../protocol/batch-helpers.js';
 
 /**
  * The broker on an in-memory file system and a manual clock: partitioning, acks,
@@ -153,6 +154,51 @@ describe('acks and validation', () => {
     expect(await broker.produce.records('strict', [{ value: bytes('x') }], 1)).toEqual([
       { partition: 0, offset: 0 },
     ]);
+  });
+
+  it('refuses pre-built batches whose header disagrees with their records, and appends nothing', async () => {
+    const { broker } = await startBroker(new SimulatedFileSystem(), new ManualClock());
+    await broker.admin.createTopic({ name: 'prebuilt', partitions: 1 });
+    const one = encodeBatch([{ value: bytes('x'), timestamp: 1 }]);
+    // lastOffsetDelta 2^31-1 on a one-record batch: twice would have moved the log end to 2^32.
+    const farDelta = resealed(one, (b) => {
+      b.writeInt32BE(2 ** 31 - 1, AT.lastOffsetDelta);
+      return b;
+    });
+    const gzip = resealed(one, (b) => {
+      b.writeUInt16BE(1, AT.attributes);
+      return b;
+    });
+    const unknownBit = resealed(one, (b) => {
+      b.writeUInt16BE(1 << 9, AT.attributes);
+      return b;
+    });
+    for (const acks of [0, 1, -1] as const) {
+      expect(
+        await codeOf(broker.produce.batches('prebuilt', 0, Buffer.concat([farDelta, farDelta]), acks)),
+      ).toBe('INVALID_RECORD');
+      expect(await codeOf(broker.produce.batches('prebuilt', 0, gzip, acks))).toBe(
+        'UNSUPPORTED_COMPRESSION_TYPE',
+      );
+      expect(await codeOf(broker.produce.batches('prebuilt', 0, unknownBit, acks))).toBe('INVALID_RECORD');
+    }
+    // The records-per-request limit holds for pre-built batches as for records: 10,001 in two batches.
+    const many = (n: number) => encodeBatch(Array.from({ length: n }, () => ({ value: null, timestamp: 1 })));
+    expect(
+      await codeOf(broker.produce.batches('prebuilt', 0, Buffer.concat([many(5000), many(5001)]), 1)),
+    ).toBe('TOO_MANY_RECORDS');
+    expect(broker.admin.describeTopic('prebuilt').partitions[0]!.logEndOffset).toBe(0);
+    // A good batch still lands at offset 0, and one that fills the limit exactly is accepted.
+    expect(await broker.produce.batches('prebuilt', 0, one, 1)).toMatchObject({
+      baseOffset: 0,
+      lastOffset: 0,
+    });
+    expect(
+      await broker.produce.batches('prebuilt', 0, Buffer.concat([many(5000), many(5000)]), 1),
+    ).toMatchObject({
+      baseOffset: 1,
+      lastOffset: 10_000,
+    });
   });
 
   it('refuses a replication factor above one, unknown configs and bad names', async () => {
