@@ -3,10 +3,11 @@ import type { FetchApi, FetchOffset, FetchResult, NodeApi } from '../../broker/a
 import { SluiceError } from '../../common/errors.js';
 import { ENDPOINTS, MEDIA } from '../../protocol/api.js';
 import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../../protocol/fetch-response.js';
-import { decodedRecords, recordToJson } from '../../protocol/json-record.js';
+import { recordToJson } from '../../protocol/json-record.js';
 import { type Format, negotiate, sendNegotiated } from '../content.js';
 import { streamPartition } from './follow.js';
 import { addRoute, type EndpointFastifyRequest } from './route.js';
+import { decodeStoredRecords } from './stored-records.js';
 
 type FetchRequest = EndpointFastifyRequest<typeof ENDPOINTS.fetch>;
 
@@ -108,14 +109,19 @@ function sendFetch(
     reply.code(200).type(MEDIA.msgpack);
     return reply.send(encodeFetchResponse(result.data, result.batchCount, result, result.reserved));
   }
-  const records = decodedRecords(result.data, result.offset).map((r) => recordToJson(r, base64));
+  const { topic, partition } = request.params;
+  const run = decodeStoredRecords(request, { topic, partition }, result.data, result.offset);
+  // The good records before a bad batch are served, up to it; the next fetch, from the bad batch,
+  // gets its error.
+  if (run.problem && run.records.length === 0) throw run.problem.error;
+  const records = run.records.map((r) => recordToJson(r, base64));
   if (format === MEDIA.ndjson) {
     reply.code(200).type(MEDIA.ndjson);
     return reply.send(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
   }
   return sendNegotiated(request, reply, 200, {
     records,
-    nextOffset: result.nextOffset,
+    nextOffset: run.problem ? run.nextOffset : result.nextOffset,
     highWatermark: result.highWatermark,
     logStartOffset: result.logStartOffset,
   });

@@ -2,7 +2,10 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FetchApi, FetchOffset, NodeApi } from '../../broker/api.js';
 import { MEDIA } from '../../protocol/api.js';
 import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../../protocol/fetch-response.js';
-import { decodedRecords, recordToJson } from '../../protocol/json-record.js';
+import { recordToJson } from '../../protocol/json-record.js';
+import { packr } from '../../protocol/msgpack.js';
+import { problemFor } from '../problem.js';
+import { decodeStoredRecords } from './stored-records.js';
 
 export interface FollowOptions {
   topic: string;
@@ -78,29 +81,35 @@ export async function streamPartition(
       }
       if (options.format === 'msgpack') {
         await write(encodeFetchResponse(result.data, result.batchCount, result, result.reserved));
-      } else {
-        const records = decodedRecords(result.data, result.offset).map((r) =>
-          recordToJson(r, options.base64),
-        );
-        if (options.format === MEDIA.eventStream) {
-          await write(
-            records.map((r) => `id: ${r.offset}\nevent: record\ndata: ${JSON.stringify(r)}\n\n`).join(''),
-          );
-        } else {
-          await write(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
-        }
+        offset = result.nextOffset;
+        continue;
       }
-      offset = result.nextOffset;
+      // A batch that fails its CRC or cannot be decoded ends the stream with its error, after the
+      // good records before it.
+      const run = decodeStoredRecords(request, options, result.data, result.offset);
+      if (run.problem && run.records.length === 0) throw run.problem.error;
+      const records = run.records.map((r) => recordToJson(r, options.base64));
+      if (options.format === MEDIA.eventStream) {
+        await write(
+          records.map((r) => `id: ${r.offset}\nevent: record\ndata: ${JSON.stringify(r)}\n\n`).join(''),
+        );
+      } else {
+        await write(records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+      }
+      offset = run.problem ? run.nextOffset : result.nextOffset;
     }
   } catch (error) {
-    // The stream has started; the error can only be told in-band before closing.
-    const message = error instanceof Error ? error.message : String(error);
-    if (!raw.destroyed)
-      raw.write(
-        options.format === MEDIA.eventStream
-          ? `event: error\ndata: ${JSON.stringify({ detail: message })}\n\n`
-          : '',
-      );
+    // The stream has started; the error can only be told in-band before closing, as the problem
+    // every other answer would carry (which names no file or path of the node).
+    const problem = problemFor(error, request.url).body;
+    if (problem.status === 500)
+      request.log.error({ err: error, topic: options.topic }, 'follow stream failed');
+    if (!raw.destroyed) {
+      if (options.format === MEDIA.eventStream)
+        raw.write(`event: error\ndata: ${JSON.stringify(problem)}\n\n`);
+      else if (options.format === 'msgpack') raw.write(packr.pack({ error: problem }));
+      else raw.write(`${JSON.stringify({ error: problem })}\n`);
+    }
   } finally {
     request.raw.off('close', stop);
     if (!raw.destroyed) raw.end();

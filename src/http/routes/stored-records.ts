@@ -1,0 +1,30 @@
+import type { FastifyRequest } from 'fastify';
+import { type DecodedBatchRun, decodeBatchRun } from '../../protocol/batch.js';
+
+/**
+ * The records of a read's stored batches for the decoded answers (JSON, NDJSON, SSE), each batch's
+ * CRC checked. A batch that fails its check or cannot be decoded stops the run: the records before
+ * it are returned with `problem` set, and the node logs it, since stored data that fails its CRC
+ * means a disk or a bug has damaged the log.
+ */
+export function decodeStoredRecords(
+  request: FastifyRequest,
+  where: { topic: string; partition: number },
+  data: Buffer,
+  fromOffset: number,
+): DecodedBatchRun {
+  const run = decodeBatchRun(data, fromOffset);
+  if (run.problem) {
+    request.log.error(
+      {
+        topic: where.topic,
+        partition: where.partition,
+        offset: run.problem.offset,
+        baseOffset: run.problem.baseOffset,
+        code: run.problem.error.code,
+      },
+      'a stored batch failed its check and was not served',
+    );
+  }
+  return run;
+}
