@@ -32,6 +32,15 @@ describe('murmur2', () => {
       ['a-little-bit-longer-string', -1486304829],
       ['lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8', -58897971],
       ['abc', 479470107],
+      // Every tail length (0 to 3 bytes after the 4-byte blocks), from a separate implementation
+      // written from the algorithm that gives the values above: the 1-byte tail multiplies once more.
+      ['', 275646681],
+      ['a', -1563381124],
+      ['hello', 2132663229],
+      ['abcdefghi', -619679810],
+      ['ab', 316155434],
+      ['abcd', -1323649548],
+      ['customer-7x', 132726131],
     ];
     for (const [input, expected] of cases) expect(murmur2(Buffer.from(input))).toBe(expected);
   });

@@ -1,0 +1,3 @@
+import { mutationConfig } from './shared.mjs';
+
+export default mutationConfig('protocol', ['src/protocol/batch.ts']);

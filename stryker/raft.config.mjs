@@ -1,0 +1,3 @@
+import { mutationConfig } from './shared.mjs';
+
+export default mutationConfig('raft', ['src/raft/core.ts']);

@@ -1,0 +1,3 @@
+import { mutationConfig } from './shared.mjs';
+
+export default mutationConfig('storage', ['src/storage/partition-log.ts', 'src/storage/segment.ts']);
