@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SeededRandom } from '../../src/common/random.js';
 import { RaftCore } from '../../src/raft/core.js';
-import type { Entry, Message } from '../../src/raft/types.js';
+import { type Entry, encodeConfigChange, type Message } from '../../src/raft/types.js';
 
 /** One test per rule of the Raft paper's Figure 2 and section 5, on the pure core. */
 const entry = (index: number, term: number, data = ''): Entry => ({
@@ -406,5 +406,100 @@ describe('replication pipeline', () => {
     expect(appendsTo2()).toBe(0);
     leader.step({ type: 'heartbeatResponse', from: 2, to: 1, term: leader.term, context: 0 });
     expect(appendsTo2()).toBe(1);
+  });
+});
+
+/**
+ * Rules a mutation run of core.ts showed no test guarding: each test names the rule, and fails when
+ * the line that keeps it is changed.
+ */
+describe('rules the mutation run found unguarded', () => {
+  it('§5.2: a candidate that steps down within its term keeps its vote, so it cannot vote twice in that term', () => {
+    const candidate = node(1);
+    for (let i = 0; i < 30 && candidate.role !== 'candidate'; i++) candidate.tick();
+    expect(candidate.role).toBe('candidate');
+    const term = candidate.term;
+    drain(candidate);
+    // A quorum refuses: it returns to follower in the same term, with no leader known.
+    for (const from of [2, 3]) candidate.step({ type: 'voteResponse', from, to: 1, term, granted: false });
+    drain(candidate);
+    expect(candidate.role).toBe('follower');
+    expect(candidate.term).toBe(term);
+    expect(candidate.hardState().vote).toBe(1);
+    candidate.step({ type: 'vote', from: 3, to: 1, term, lastIndex: 5, lastTerm: term, transfer: false });
+    const answers = drain(candidate).filter((m) => m.type === 'voteResponse');
+    expect(answers).toEqual([expect.objectContaining({ to: 3, granted: false })]);
+    expect(candidate.hardState().vote).toBe(1);
+  });
+
+  it('persist before send: a granted vote leaves in the same Ready as the hard state that records it', () => {
+    const voter = node(1, { term: 2 });
+    drain(voter);
+    voter.step({ type: 'vote', from: 2, to: 1, term: 2, lastIndex: 0, lastTerm: 0, transfer: false });
+    const ready = voter.ready();
+    expect(ready.messages).toEqual([expect.objectContaining({ type: 'voteResponse', granted: true })]);
+    // Only the vote changed (same term, same commit): the hard state must still be in the Ready.
+    expect(ready.hardState).toEqual({ term: 2, vote: 2, commit: 0 });
+    voter.advance(ready);
+    expect(voter.hasReady()).toBe(false);
+  });
+
+  it('a snapshot records the membership in force at its index, not a change made after it', () => {
+    const addVoter4: Entry = {
+      index: 3,
+      term: 1,
+      type: 'config',
+      data: encodeConfigChange({ kind: 'addVoter', node: 4 }),
+    };
+    const core = node(1, { term: 1, commit: 3, entries: [entry(1, 1), entry(2, 1, 'a'), addVoter4] });
+    drain(core);
+    expect(core.appliedIndex).toBe(3);
+    expect(core.membership.voters).toEqual([1, 2, 3, 4]);
+    const snapshot = core.compact(2, Buffer.from('a'));
+    expect(snapshot?.membership.voters).toEqual([1, 2, 3]);
+    expect(core.membership.voters).toEqual([1, 2, 3, 4]);
+  });
+
+  it('§5.4.1: a vote is refused to a candidate whose last term is equal but whose log is shorter', () => {
+    const voter = node(1, { term: 1, entries: [entry(1, 1), entry(2, 1), entry(3, 1)] });
+    drain(voter);
+    voter.step({ type: 'vote', from: 2, to: 1, term: 2, lastIndex: 2, lastTerm: 1, transfer: false });
+    expect(drain(voter).find((m) => m.type === 'voteResponse')).toMatchObject({ granted: false });
+    voter.step({ type: 'vote', from: 3, to: 1, term: 3, lastIndex: 3, lastTerm: 1, transfer: false });
+    expect(drain(voter).find((m) => m.type === 'voteResponse')).toMatchObject({ granted: true });
+  });
+
+  it('a follower never commits past its own log from a heartbeat', () => {
+    const follower = node(1, { term: 1, entries: [entry(1, 1), entry(2, 1)] });
+    drain(follower);
+    follower.step({ type: 'heartbeat', from: 2, to: 1, term: 1, commit: 10, context: 0 });
+    drain(follower);
+    expect(follower.commitIndex).toBe(2);
+  });
+
+  it("a leader's heartbeat carries commit no higher than what that follower is known to hold", () => {
+    const leader = node(1);
+    elect(leader);
+    leader.propose(Buffer.from('a'));
+    leader.propose(Buffer.from('b'));
+    drain(leader);
+    // Node 2 holds everything; node 3 has answered nothing. The leader commits with node 2.
+    leader.step({
+      type: 'appendResponse',
+      from: 2,
+      to: 1,
+      term: leader.term,
+      success: true,
+      index: 3,
+      conflictTerm: 0,
+    });
+    drain(leader);
+    expect(leader.commitIndex).toBe(3);
+    for (let i = 0; i < 3; i++) leader.tick();
+    const beats = drain(leader).filter((m) => m.type === 'heartbeat');
+    expect(beats.find((m) => m.to === 2)).toMatchObject({ commit: 3 });
+    // Node 3's log may differ after index 0: telling it commit 3 would let it commit entries it
+    // does not share with the leader.
+    expect(beats.find((m) => m.to === 3)).toMatchObject({ commit: 0 });
   });
 });
