@@ -99,7 +99,7 @@ export interface AppendOptions {
   encodedHere?: boolean;
 }
 
-interface PendingAppend {
+export interface PendingAppend {
   data: Buffer;
   batches: { pos: number; size: number; header: BatchHeader }[];
   options: AppendOptions;
@@ -291,7 +291,7 @@ export class PartitionLog {
     let batches: PendingAppend['batches'];
     try {
       this.#checkOpen();
-      // The CRCs are checked in #drainAppends while the write is in flight.
+      // The CRCs are checked in #writeGroup while the write is in flight.
       batches = splitBatches(data, this.#config.batchBytesMax, false);
       if (batches.length === 0)
         throw new SluiceError('INVALID_REQUEST', 'an append holds at least one batch');
@@ -306,111 +306,53 @@ export class PartitionLog {
     }
     const appended = new Promise<AppendResult>((resolve, reject) => {
       this.#appendQueue.push({ data, batches, options, resolve, reject });
-      if (!this.#appendScheduled) {
-        this.#appendScheduled = true;
-        void this.#serialize(() => this.#drainAppends());
-      }
+      this.#scheduleDrain();
     });
     if (this.#config.flushPolicy !== 'sync') return appended;
     return appended.then((result) => this.#requestSync().then(() => result));
   }
 
   /**
-   * Writes every append queued so far in one write: appends that arrive while a write is in flight
-   * share the next one, so a partition under many small produce requests does one syscall per
-   * group, not per request. Offsets are assigned in queue order. The batches' CRCs are checked
-   * before a synchronous write, or while a write through the thread pool is in flight; a group with
-   * a corrupt batch is cut off again before the log end moves (see `Segment.append`).
+   * Writes the next group of queued appends in one write: appends that arrive while a write is in
+   * flight share the next one, so a partition under many small produce requests does one syscall
+   * per group, not per request. Offsets are assigned in queue order (`planGroup`).
    */
   async #drainAppends(): Promise<void> {
     this.#appendScheduled = false;
-    let groupBytes = 0;
-    let take = 0;
-    while (
-      take < this.#appendQueue.length &&
-      (take === 0 || groupBytes + this.#appendQueue[take]!.data.length <= APPEND_GROUP_BYTES_MAX)
-    ) {
-      groupBytes += this.#appendQueue[take]!.data.length;
-      take++;
-    }
-    const group = this.#appendQueue.splice(0, take);
-    if (this.#appendQueue.length > 0 && !this.#appendScheduled) {
-      this.#appendScheduled = true;
-      void this.#serialize(() => this.#drainAppends());
-    }
     if (this.#closed) {
-      for (const pending of group)
-        pending.reject(new SluiceError('KAFKA_STORAGE_ERROR', `the log in ${this.dir} is closed`));
+      const error = new SluiceError('KAFKA_STORAGE_ERROR', `the log in ${this.dir} is closed`);
+      for (const pending of this.#appendQueue.splice(0)) pending.reject(error);
       return;
     }
-    let next = this.logEndOffset;
-    const accepted: { pending: PendingAppend; result: AppendResult }[] = [];
-    for (const pending of group) {
-      const { data, batches, options } = pending;
-      const start = next;
-      let problem: SluiceError | undefined;
-      for (const batch of batches) {
-        if (options.assignOffsets) {
-          setBaseOffset(data, batch.pos, next);
-          batch.header.baseOffset = next;
-          if (options.leaderEpoch !== undefined) {
-            setPartitionLeaderEpoch(data, batch.pos, options.leaderEpoch);
-            batch.header.partitionLeaderEpoch = options.leaderEpoch;
-          }
-        } else if (batch.header.baseOffset !== next) {
-          problem = new SluiceError(
-            'INVALID_REQUEST',
-            `batch starts at offset ${batch.header.baseOffset}, the log ends at ${next}`,
-            {
-              details: { logEndOffset: next },
-            },
-          );
-          break;
-        }
-        assert(Number.isSafeInteger(nextOffsetOf(batch.header)), 'offset beyond 2^53');
-        next = nextOffsetOf(batch.header);
-      }
-      if (problem) {
-        next = start;
-        pending.reject(problem);
-        continue;
-      }
-      accepted.push({
-        pending,
-        result: {
-          baseOffset: batches[0]!.header.baseOffset,
-          lastOffset: next - 1,
-          logEndOffset: next,
-          batchCount: batches.length,
-        },
-      });
-    }
-    if (accepted.length === 0) return;
+    const plan = planGroup(this.#appendQueue, this.logEndOffset);
+    this.#appendQueue.splice(0, plan.taken);
+    if (this.#appendQueue.length > 0) this.#scheduleDrain();
+    for (const { pending, error } of plan.rejected) pending.reject(error);
+    if (plan.accepted.length > 0) await this.#writeGroup(plan.accepted);
+  }
+
+  /** Queues one drain of the append queue behind the work already serialized, unless one is queued. */
+  #scheduleDrain(): void {
+    if (this.#appendScheduled) return;
+    this.#appendScheduled = true;
+    void this.#serialize(() => this.#drainAppends());
+  }
+
+  /**
+   * Stamps the planned offsets into the accepted appends and writes them at the end of the log.
+   * The batches' CRCs are checked before a synchronous write, or while a write through the thread
+   * pool is in flight; a group with a corrupt batch is cut off again before the log end moves
+   * (see `Segment.append`), its corrupt appends fail and the others are queued again.
+   */
+  async #writeGroup(accepted: readonly PlannedAppend[]): Promise<void> {
+    for (const planned of accepted) stampOffsets(planned);
     const corrupt = new Map<PendingAppend, string>();
-    const verify = () => {
-      for (const { pending } of accepted) {
-        if (pending.options.encodedHere) continue;
-        for (const b of pending.batches) {
-          const problem = batchCrcProblem(pending.data, b.pos, b.size);
-          if (problem) {
-            corrupt.set(pending, problem);
-            break;
-          }
-        }
-      }
-      return corrupt.size === 0;
-    };
+    const verify = () => findCorrupt(accepted, corrupt);
     try {
       const buffers = accepted.map((a) => a.pending.data);
       const data = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers);
       if (this.#mustRoll(data.length)) await this.#roll();
-      const locations: BatchLocation[] = [];
-      let base = 0;
-      for (const { pending } of accepted) {
-        for (const b of pending.batches)
-          locations.push({ position: base + b.pos, size: b.size, header: b.header });
-        base += pending.data.length;
-      }
+      const locations = groupLocations(accepted);
       // Written on this thread unless it is large, or such writes were slow of late (the kernel
       // throttling writers that dirty pages faster than the disk takes them).
       const sync = data.length <= SYNC_WRITE_BYTES_MAX && this.#syncWrites.allowed();
@@ -420,19 +362,8 @@ export class PartitionLog {
         sync,
       });
       if (sync) this.#syncWrites.observe(this.#clock.monotonicMs() - started);
-      const appended = await appending;
-      if (!appended) {
-        // Nothing of the group was appended: the corrupt appends fail, the others go back to the
-        // front of the queue and get their offsets again.
-        for (const [pending, problem] of corrupt) pending.reject(new SluiceError('CORRUPT_MESSAGE', problem));
-        const retry = accepted.map((a) => a.pending).filter((pending) => !corrupt.has(pending));
-        if (retry.length > 0) {
-          this.#appendQueue.unshift(...retry);
-          if (!this.#appendScheduled) {
-            this.#appendScheduled = true;
-            void this.#serialize(() => this.#drainAppends());
-          }
-        }
+      if (!(await appending)) {
+        this.#requeueAfterCorrupt(accepted, corrupt);
         return;
       }
       for (const location of locations) {
@@ -449,6 +380,21 @@ export class PartitionLog {
     }
     this.#notify();
     for (const { pending, result } of accepted) pending.resolve(result);
+  }
+
+  /**
+   * Nothing of a group with a corrupt batch was appended: the corrupt appends fail, the others go
+   * back to the front of the queue and get their offsets again.
+   */
+  #requeueAfterCorrupt(
+    accepted: readonly PlannedAppend[],
+    corrupt: ReadonlyMap<PendingAppend, string>,
+  ): void {
+    for (const [pending, problem] of corrupt) pending.reject(new SluiceError('CORRUPT_MESSAGE', problem));
+    const retry = accepted.map((a) => a.pending).filter((pending) => !corrupt.has(pending));
+    if (retry.length === 0) return;
+    this.#appendQueue.unshift(...retry);
+    this.#scheduleDrain();
   }
 
   /**
@@ -849,6 +795,117 @@ export class PartitionLog {
     this.#checkpoints = write.catch(() => {});
     return write;
   }
+}
+
+export interface PlannedAppend {
+  pending: PendingAppend;
+  /** The offset of the append's first batch. */
+  baseOffset: number;
+  result: AppendResult;
+}
+
+export interface GroupPlan {
+  /** How many appends from the front of the queue the plan covers. */
+  taken: number;
+  /** In queue order, with offsets contiguous from the log end. */
+  accepted: PlannedAppend[];
+  rejected: { pending: PendingAppend; error: SluiceError }[];
+}
+
+/**
+ * Plans the next group write, touching nothing: the appends from the front of `queue` up to
+ * `groupBytesMax` (at least one), each given the offsets it gets after the log end `logEnd`. A
+ * leader's append (`assignOffsets`) takes the next offsets; a follower's must continue the log
+ * exactly and is rejected alone (INVALID_REQUEST) when it does not, the others keep their places.
+ */
+export function planGroup(
+  queue: readonly PendingAppend[],
+  logEnd: number,
+  groupBytesMax: number = APPEND_GROUP_BYTES_MAX,
+): GroupPlan {
+  let groupBytes = 0;
+  let taken = 0;
+  while (taken < queue.length && (taken === 0 || groupBytes + queue[taken]!.data.length <= groupBytesMax)) {
+    groupBytes += queue[taken]!.data.length;
+    taken++;
+  }
+  const plan: GroupPlan = { taken, accepted: [], rejected: [] };
+  let next = logEnd;
+  for (const pending of queue.slice(0, taken)) {
+    const end = plannedEnd(pending, next);
+    if (typeof end !== 'number') {
+      plan.rejected.push({ pending, error: end });
+      continue;
+    }
+    const batchCount = pending.batches.length;
+    plan.accepted.push({
+      pending,
+      baseOffset: next,
+      result: { baseOffset: next, lastOffset: end - 1, logEndOffset: end, batchCount },
+    });
+    next = end;
+  }
+  return plan;
+}
+
+/** Where the log ends after `pending` when it starts at `start`, or why it cannot go there. */
+function plannedEnd(pending: PendingAppend, start: number): number | SluiceError {
+  let next = start;
+  for (const batch of pending.batches) {
+    if (!pending.options.assignOffsets && batch.header.baseOffset !== next) {
+      return new SluiceError(
+        'INVALID_REQUEST',
+        `batch starts at offset ${batch.header.baseOffset}, the log ends at ${next}`,
+        { details: { logEndOffset: next } },
+      );
+    }
+    next += batch.header.lastOffsetDelta + 1;
+    assert(Number.isSafeInteger(next), 'offset beyond 2^53');
+  }
+  return next;
+}
+
+/** Writes a leader's planned offsets and epoch into its batches, in place (the CRCs stay valid). */
+function stampOffsets({ pending, baseOffset }: PlannedAppend): void {
+  const { data, batches, options } = pending;
+  if (!options.assignOffsets) return;
+  let next = baseOffset;
+  for (const batch of batches) {
+    setBaseOffset(data, batch.pos, next);
+    batch.header.baseOffset = next;
+    if (options.leaderEpoch !== undefined) {
+      setPartitionLeaderEpoch(data, batch.pos, options.leaderEpoch);
+      batch.header.partitionLeaderEpoch = options.leaderEpoch;
+    }
+    next = nextOffsetOf(batch.header);
+  }
+}
+
+/** Records in `corrupt` every append of the group whose CRC is wrong; true when there is none. */
+function findCorrupt(accepted: readonly PlannedAppend[], corrupt: Map<PendingAppend, string>): boolean {
+  for (const { pending } of accepted) {
+    if (pending.options.encodedHere) continue;
+    for (const b of pending.batches) {
+      const problem = batchCrcProblem(pending.data, b.pos, b.size);
+      if (problem) {
+        corrupt.set(pending, problem);
+        break;
+      }
+    }
+  }
+  return corrupt.size === 0;
+}
+
+/** Where each batch of the group lies within the group's one buffer. */
+function groupLocations(accepted: readonly PlannedAppend[]): BatchLocation[] {
+  const locations: BatchLocation[] = [];
+  let base = 0;
+  for (const { pending } of accepted) {
+    for (const b of pending.batches)
+      locations.push({ position: base + b.pos, size: b.size, header: b.header });
+    base += pending.data.length;
+  }
+  return locations;
 }
 
 async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
