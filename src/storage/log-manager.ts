@@ -1,9 +1,8 @@
 import type { Clock, TimerHandle } from '../common/clock.js';
-import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { LogConfig } from '../protocol/topic-config.js';
-import { type FileSystem, nodeFileSystem } from './fs.js';
-import { PartitionLog } from './partition-log.js';
+import type { FileSystem } from './fs.js';
+import { PartitionLog, type PartitionLogDeps } from './partition-log.js';
 
 export interface LogManagerOptions {
   dataDir: string;
@@ -31,12 +30,8 @@ export class LogManager {
     private readonly clock: Clock,
   ) {}
 
-  static async open(
-    options: LogManagerOptions,
-    deps: { fs?: FileSystem; clock?: Clock } = {},
-  ): Promise<LogManager> {
-    const fs = deps.fs ?? nodeFileSystem;
-    const clock = deps.clock ?? systemClock;
+  static async open(options: LogManagerOptions, deps: PartitionLogDeps): Promise<LogManager> {
+    const { fs, clock } = deps;
     const manager = new LogManager(options, fs, clock);
     await fs.mkdir(options.dataDir);
     for (const name of await fs.readdir(options.dataDir)) {

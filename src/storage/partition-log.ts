@@ -1,6 +1,5 @@
 import { assert } from '../common/assert.js';
 import type { Clock, TimerHandle } from '../common/clock.js';
-import { systemClock } from '../common/clock.js';
 import { crc32c } from '../common/crc32c.js';
 import { SluiceError } from '../common/errors.js';
 import {
@@ -16,7 +15,7 @@ import {
   splitBatches,
 } from '../protocol/batch.js';
 import { DEFAULT_LOG_CONFIG, type LogConfig } from '../protocol/topic-config.js';
-import { type FileSystem, nodeFileSystem } from './fs.js';
+import type { FileSystem } from './fs.js';
 import { LeaderEpochCache } from './leader-epoch.js';
 import { type BatchLocation, Segment } from './segment.js';
 
@@ -37,9 +36,10 @@ export interface ReadResult {
   reserved?: { before: number; after: number };
 }
 
+/** Storage never picks the real disk or clock by itself: the composition root passes both. */
 export interface PartitionLogDeps {
-  fs?: FileSystem;
-  clock?: Clock;
+  fs: FileSystem;
+  clock: Clock;
 }
 
 const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
@@ -146,7 +146,7 @@ export class PartitionLog {
   private constructor(
     dir: string,
     config: LogConfig,
-    deps: Required<PartitionLogDeps>,
+    deps: PartitionLogDeps,
     leaderEpochs: LeaderEpochCache,
     recoveryReport: PartitionLog['recoveryReport'],
   ) {
@@ -163,10 +163,9 @@ export class PartitionLog {
 
   static async open(
     options: { dir: string; config?: Partial<LogConfig> },
-    deps: PartitionLogDeps = {},
+    deps: PartitionLogDeps,
   ): Promise<PartitionLog> {
-    const fs = deps.fs ?? nodeFileSystem;
-    const clock = deps.clock ?? systemClock;
+    const { fs, clock } = deps;
     const config = { ...DEFAULT_LOG_CONFIG, ...options.config };
     const dir = options.dir;
     await fs.mkdir(dir);
