@@ -115,8 +115,10 @@ const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
  * sequential write; `sync` flushing batches the fsyncs of appends that arrive together. Reads do not
  * wait for appends or fsyncs.
  *
- * Invariants (asserted): segments are sorted by base offset and contiguous in offsets; the active
- * segment is the last; logStartOffset <= logEndOffset; recoveryPoint <= logEndOffset.
+ * Invariants, asserted by `#checkInvariants` after every append, truncation and move of the log
+ * start (asserts stay on in production): segments are sorted by base offset and contiguous in
+ * offsets, each ending where the next begins; the active segment is the last;
+ * firstBase <= logStartOffset <= logEndOffset; recoveryPoint <= logEndOffset.
  */
 export class PartitionLog {
   readonly dir: string;
@@ -132,6 +134,8 @@ export class PartitionLog {
   #appendScheduled = false;
   #syncWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   #syncing = false;
+  /** Counts truncations, so that an fsync that raced one does not move the recovery point. */
+  #truncations = 0;
   #listeners = new Set<(logEndOffset: number) => void>();
   #flushTimer: TimerHandle | undefined;
   readonly #syncReads: SlowSyncGuard;
@@ -228,6 +232,7 @@ export class PartitionLog {
     log.#logStartOffset = Math.max(segments[0]!.baseOffset, storedStart, 0);
     if (log.#logStartOffset > log.logEndOffset) log.#logStartOffset = log.logEndOffset;
     log.#recoveryPoint = log.logEndOffset;
+    log.#checkInvariants();
     leaderEpochs.truncateFromEnd(log.logEndOffset);
     // A crash from here on must be detected: the marker goes before anything is appended.
     if (clean) await fs.unlink(`${dir}/${CLEAN_SHUTDOWN_FILE}`);
@@ -369,6 +374,7 @@ export class PartitionLog {
         if (location.header.partitionLeaderEpoch >= 0)
           this.leaderEpochs.assign(location.header.partitionLeaderEpoch, location.header.baseOffset);
       }
+      this.#checkInvariants();
     } catch (error) {
       const failure =
         error instanceof SluiceError
@@ -488,6 +494,7 @@ export class PartitionLog {
     this.#checkOpen();
     return this.#serialize(async () => {
       if (offset >= this.logEndOffset) return;
+      this.#truncations++;
       if (offset > this.#logStartOffset) {
         while (this.#segments.length > 1 && this.#active().baseOffset >= offset) {
           await this.#segments.pop()!.delete();
@@ -506,6 +513,7 @@ export class PartitionLog {
       await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
       this.leaderEpochs.truncateFromEnd(this.logEndOffset);
       await this.leaderEpochs.flush();
+      this.#checkInvariants();
       this.#notify();
     });
   }
@@ -551,7 +559,10 @@ export class PartitionLog {
   /**
    * Keeps the latest record of every key in the closed segments (offsets unchanged), and drops
    * tombstones whose segment is older than delete.retention.ms. The active segment is never touched;
-   * keys written there still supersede older records.
+   * keys written there still supersede older records. The last batch of a segment always keeps at
+   * least its last record, so that the segment still ends where the next one begins after a reopen
+   * (its end is read from its last batch): a missing segment file is then told apart from a gap
+   * left by compaction.
    */
   compact(): Promise<{ segmentsCleaned: number; recordsRemoved: number }> {
     this.#checkOpen();
@@ -571,46 +582,22 @@ export class PartitionLog {
       for (let i = 0; i < this.#segments.length - 1; i++) {
         const segment = this.#segments[i]!;
         const dropTombstones = segment.maxTimestamp < horizon;
+        const keeps = (r: BatchRecord) =>
+          r.key === null || (latest.get(keyOf(r.key)) === r.offset && !(r.value === null && dropTombstones));
         const kept: Buffer[] = [];
         let removedHere = 0;
         await this.#forEachBatch(segment, (batch) => {
-          const header = readBatchHeader(batch);
-          const records = decodeRecords(batch);
-          const keep = records.filter((r) => {
-            if (r.key === null) return true;
-            if (latest.get(keyOf(r.key)) !== r.offset) return false;
-            return !(r.value === null && dropTombstones);
-          });
-          removedHere += records.length - keep.length;
-          if (keep.length === records.length) kept.push(batch);
-          else if (keep.length > 0) {
-            kept.push(
-              encodeBatch(
-                keep.map((r) => ({
-                  key: r.key,
-                  value: r.value,
-                  headers: r.headers,
-                  timestamp: r.timestamp,
-                  offsetDelta: r.offset - header.baseOffset,
-                })),
-                {
-                  baseOffset: header.baseOffset,
-                  partitionLeaderEpoch: header.partitionLeaderEpoch,
-                  attributes: header.attributes,
-                  producerId: header.producerId,
-                  producerEpoch: header.producerEpoch,
-                  baseSequence: header.baseSequence,
-                  lastOffsetDelta: header.lastOffsetDelta,
-                },
-              ),
-            );
-          }
+          const last = nextOffsetOf(readBatchHeader(batch)) === segment.nextOffset;
+          const cleaned = compactBatch(batch, keeps, last);
+          removedHere += cleaned.removed;
+          if (cleaned.batch) kept.push(cleaned.batch);
         });
         if (removedHere === 0) continue;
         recordsRemoved += removedHere;
         segmentsCleaned++;
         this.#segments[i] = await this.#replaceSegment(segment, kept);
       }
+      this.#checkInvariants();
       return { segmentsCleaned, recordsRemoved };
     });
   }
@@ -718,9 +705,12 @@ export class PartitionLog {
       // Appends already written are covered; wait for any write in progress to land first.
       await this.#writeChain;
       const target = this.logEndOffset;
+      const truncations = this.#truncations;
       try {
         for (const segment of this.#segments) await segment.sync();
-        this.#recoveryPoint = Math.max(this.#recoveryPoint, target);
+        // A truncation while the fsync ran may have replaced offsets below target with unsynced ones.
+        if (truncations === this.#truncations) this.#recoveryPoint = Math.max(this.#recoveryPoint, target);
+        this.#checkInvariants();
         for (const w of waiters) w.resolve();
       } catch (error) {
         const failure = new SluiceError('KAFKA_STORAGE_ERROR', `fsync failed in ${this.dir}`, {
@@ -749,6 +739,30 @@ export class PartitionLog {
       await this.#segments.shift()!.delete();
     }
     this.leaderEpochs.truncateFromStart(offset);
+    this.#checkInvariants();
+  }
+
+  /** The invariants in the class comment; a broken one is a bug that would serve wrong data. */
+  #checkInvariants(): void {
+    const segments = this.#segments;
+    assert(segments.length > 0, `${this.dir}: no segment`);
+    for (let i = 1; i < segments.length; i++) {
+      const previous = segments[i - 1]!;
+      const segment = segments[i]!;
+      assert(
+        previous.nextOffset === segment.baseOffset,
+        `${this.dir}: segment ${previous.baseOffset} ends at ${previous.nextOffset}, the next begins at ${segment.baseOffset}`,
+      );
+    }
+    const end = this.logEndOffset;
+    assert(
+      segments[0]!.baseOffset <= this.#logStartOffset && this.#logStartOffset <= end,
+      `${this.dir}: log start ${this.#logStartOffset} outside [${segments[0]!.baseOffset}, ${end}]`,
+    );
+    assert(
+      this.#recoveryPoint <= end,
+      `${this.dir}: recovery point ${this.#recoveryPoint} beyond log end ${end}`,
+    );
   }
 
   async #forEachBatch(segment: Segment, visit: (batch: Buffer) => void): Promise<void> {
@@ -779,8 +793,11 @@ export class PartitionLog {
       batchBytesMax: Math.max(this.#config.batchBytesMax, DEFAULT_LOG_CONFIG.batchBytesMax),
       nowMs: segment.createdMs,
     });
-    // Offsets of the segment are those it had: a compacted tail keeps the original end offset.
-    replaced.nextOffset = Math.max(replaced.nextOffset, segment.nextOffset);
+    // Compaction keeps the last record of a segment (see `compact`): its end offset stays.
+    assert(
+      replaced.nextOffset === segment.nextOffset,
+      `compacted segment ${segment.baseOffset} ends at ${replaced.nextOffset}, not ${segment.nextOffset}`,
+    );
     return replaced;
   }
 
@@ -919,6 +936,44 @@ async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
 async function deleteSegmentFiles(fs: FileSystem, dir: string, baseOffset: number): Promise<void> {
   const paths = Segment.paths(dir, baseOffset);
   await Promise.all([fs.unlink(paths.log), fs.unlink(paths.index), fs.unlink(paths.timeIndex)]);
+}
+
+/**
+ * One batch after compaction: the records `keeps` accepts, re-encoded with the batch's offsets,
+ * epoch and producer fields (and its lastOffsetDelta, so the batch still ends where it did), or
+ * the batch itself when all stay. With `last`, the batch's last record stays whatever `keeps`
+ * says, so that a segment never loses its end offset.
+ */
+function compactBatch(
+  batch: Buffer,
+  keeps: (record: BatchRecord) => boolean,
+  last: boolean,
+): { batch: Buffer | undefined; removed: number } {
+  const header = readBatchHeader(batch);
+  const records = decodeRecords(batch);
+  const keep = records.filter((r, i) => keeps(r) || (last && i === records.length - 1));
+  const removed = records.length - keep.length;
+  if (removed === 0) return { batch, removed };
+  if (keep.length === 0) return { batch: undefined, removed };
+  const encoded = encodeBatch(
+    keep.map((r) => ({
+      key: r.key,
+      value: r.value,
+      headers: r.headers,
+      timestamp: r.timestamp,
+      offsetDelta: r.offset - header.baseOffset,
+    })),
+    {
+      baseOffset: header.baseOffset,
+      partitionLeaderEpoch: header.partitionLeaderEpoch,
+      attributes: header.attributes,
+      producerId: header.producerId,
+      producerEpoch: header.producerEpoch,
+      baseSequence: header.baseSequence,
+      lastOffsetDelta: header.lastOffsetDelta,
+    },
+  );
+  return { batch: encoded, removed };
 }
 
 function keyOf(key: Uint8Array): string {
