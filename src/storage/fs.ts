@@ -175,6 +175,16 @@ export const nodeFileSystem: FileSystem = {
   },
 };
 
+export type SimulatedOperation =
+  | 'write'
+  | 'truncate'
+  | 'sync'
+  | 'syncDir'
+  | 'writeFileAtomic'
+  | 'mkdir'
+  | 'unlink'
+  | 'rename';
+
 export type PendingOp =
   | { kind: 'write'; position: number; data: Buffer }
   | { kind: 'truncate'; length: number };
@@ -199,6 +209,26 @@ export class SimulatedFileSystem implements FileSystem {
   readonly files = new Map<string, SimulatedFile>();
   readonly dirs = new Set<string>(['/']);
   syncCount = 0;
+  /**
+   * Fault injection: asked before every operation that changes or syncs something. An error it
+   * returns fails that operation (nothing of it happens); `'stall'` leaves it pending forever, as
+   * a write caught by a power loss.
+   */
+  fault: ((operation: SimulatedOperation, path: string) => Error | 'stall' | undefined) | undefined;
+
+  /** Throws or stalls as `fault` says; resolves when the operation may go ahead. */
+  async faultFor(operation: SimulatedOperation, path: string): Promise<void> {
+    const fault = this.fault?.(operation, path);
+    if (fault === 'stall') await new Promise<never>(() => {});
+    if (fault) throw fault;
+  }
+
+  /** As `faultFor`, for operations on the calling thread, which cannot stall. */
+  faultForSync(operation: SimulatedOperation, path: string): void {
+    const fault = this.fault?.(operation, path);
+    if (fault === 'stall') throw new Error(`a synchronous ${operation} of ${path} cannot stall`);
+    if (fault) throw fault;
+  }
 
   async open(path: string): Promise<FileHandle> {
     this.#requireDir(dirname(path));
@@ -223,6 +253,7 @@ export class SimulatedFileSystem implements FileSystem {
 
   async writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
     this.#requireDir(dirname(path));
+    await this.faultFor('writeFileAtomic', path);
     const copy = Buffer.from(data);
     this.files.set(path, { durable: copy, current: Buffer.from(copy), pending: [] });
     this.syncCount++;
@@ -243,6 +274,7 @@ export class SimulatedFileSystem implements FileSystem {
   }
 
   async mkdir(path: string): Promise<void> {
+    await this.faultFor('mkdir', path);
     let p = path;
     while (p !== '/' && p !== '.' && p !== '') {
       this.dirs.add(p);
@@ -251,10 +283,12 @@ export class SimulatedFileSystem implements FileSystem {
   }
 
   async unlink(path: string): Promise<void> {
+    await this.faultFor('unlink', path);
     this.files.delete(path);
   }
 
   async rename(from: string, to: string): Promise<void> {
+    await this.faultFor('rename', from);
     const file = this.fileFor(from);
     this.files.delete(from);
     this.files.set(to, file);
@@ -350,17 +384,21 @@ class SimulatedFileHandle implements FileHandle {
   }
 
   async write(data: Uint8Array, position: number): Promise<void> {
+    await this.fs.faultFor('write', this.path);
     this.writeSync(data, position);
   }
 
   writeSync(data: Uint8Array, position: number): void {
     const file = this.#file();
+    this.fs.faultForSync('write', this.path);
     const op: PendingOp = { kind: 'write', position, data: Buffer.from(data) };
     file.pending.push(op);
     file.current = applyOp(file.current, op);
   }
 
   async sync(): Promise<void> {
+    this.#file();
+    await this.fs.faultFor('sync', this.path);
     const file = this.#file();
     file.durable = Buffer.from(file.current);
     file.pending = [];
@@ -368,6 +406,8 @@ class SimulatedFileHandle implements FileHandle {
   }
 
   async truncate(length: number): Promise<void> {
+    this.#file();
+    await this.fs.faultFor('truncate', this.path);
     const file = this.#file();
     const op: PendingOp = { kind: 'truncate', length };
     file.pending.push(op);

@@ -1,4 +1,4 @@
-import type { Clock, TimerHandle } from '../common/clock.js';
+import type { TimerHandle } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { LogConfig } from '../protocol/topic-config.js';
 import type { FileSystem } from './fs.js';
@@ -26,20 +26,23 @@ export class LogManager {
 
   private constructor(
     readonly options: LogManagerOptions,
-    private readonly fs: FileSystem,
-    private readonly clock: Clock,
+    private readonly deps: PartitionLogDeps,
   ) {}
+
+  private get fs(): FileSystem {
+    return this.deps.fs;
+  }
 
   static async open(options: LogManagerOptions, deps: PartitionLogDeps): Promise<LogManager> {
     const { fs, clock } = deps;
-    const manager = new LogManager(options, fs, clock);
+    const manager = new LogManager(options, deps);
     await fs.mkdir(options.dataDir);
     for (const name of await fs.readdir(options.dataDir)) {
       const match = PARTITION_DIR.exec(name);
       if (!match || name.startsWith('__cluster')) continue;
       const log = await PartitionLog.open(
         { dir: `${options.dataDir}/${name}`, config: options.defaultConfig },
-        { fs, clock },
+        deps,
       );
       manager.#logs.set(name, log);
     }
@@ -70,7 +73,7 @@ export class LogManager {
     if (!opening) {
       opening = PartitionLog.open(
         { dir: `${this.options.dataDir}/${name}`, config: { ...this.options.defaultConfig, ...config } },
-        { fs: this.fs, clock: this.clock },
+        this.deps,
       );
       this.#opening.set(name, opening);
     }
@@ -104,17 +107,23 @@ export class LogManager {
     else await this.fs.removeDir(`${this.options.dataDir}/${name}`);
   }
 
-  /** Retention, then compaction, over every log; errors on one log do not stop the others. */
+  /**
+   * Retention, then compaction, over every log; an error on one log does not stop the others. An
+   * offline log is skipped (it said why when it went offline), as is one deleted meanwhile; any
+   * other failure is logged. A storage failure has already taken that log offline (fail-stop).
+   */
   async runMaintenance(): Promise<{ segmentsDeleted: number; segmentsCleaned: number }> {
     let segmentsDeleted = 0;
     let segmentsCleaned = 0;
-    for (const log of [...this.#logs.values()]) {
+    for (const [name, log] of [...this.#logs]) {
+      if (log.offlineReason !== undefined) continue;
       try {
         segmentsDeleted += (await log.enforceRetention()).segmentsDeleted;
         if (log.config.cleanupPolicy.includes('compact'))
           segmentsCleaned += (await log.compact()).segmentsCleaned;
-      } catch {
-        // A closed or deleted log is skipped; the next round sees the current set.
+      } catch (error) {
+        if (this.#logs.get(name) !== log || log.offlineReason !== undefined) continue;
+        this.deps.logger?.error({ dir: log.dir, err: error }, 'log maintenance failed');
       }
     }
     return { segmentsDeleted, segmentsCleaned };

@@ -36,11 +36,24 @@ export interface ReadResult {
   reserved?: { before: number; after: number };
 }
 
+/** Where storage reports failures it does not answer to a caller (a structured logger fits). */
+export interface StorageLogger {
+  error(fields: Record<string, unknown>, message: string): void;
+}
+
 /** Storage never picks the real disk or clock by itself: the composition root passes both. */
 export interface PartitionLogDeps {
   fs: FileSystem;
   clock: Clock;
+  /** Told once when a partition goes offline; the reason is also kept in `offlineReason`. */
+  logger?: StorageLogger;
 }
+
+/** Why an offline partition is not retriable on this node, for the error's details. */
+const OFFLINE_WHY =
+  'a write or fsync failed, so what the files hold is unknown (the kernel may have dropped unsynced ' +
+  'pages and a later fsync would not say so); the partition stays offline on this node until it is ' +
+  'reopened from disk (a restart), which recovers by a CRC scan from the last recovery point';
 
 const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
 /**
@@ -141,6 +154,9 @@ export class PartitionLog {
   readonly #syncReads: SlowSyncGuard;
   readonly #syncWrites: SlowSyncGuard;
   #closed = false;
+  /** Set by the first failed write or fsync; the log refuses everything after it (fail-stop). */
+  #offline: { reason: string; error: unknown } | undefined;
+  readonly #logger: StorageLogger | undefined;
   readonly leaderEpochs: LeaderEpochCache;
   /** What recovery found at open: undefined when the log was shut down cleanly. */
   readonly recoveryReport:
@@ -158,10 +174,14 @@ export class PartitionLog {
     this.#config = config;
     this.#fs = deps.fs;
     this.#clock = deps.clock;
+    this.#logger = deps.logger;
     this.#syncReads = new SlowSyncGuard(deps.clock);
     this.#syncWrites = new SlowSyncGuard(deps.clock);
     this.leaderEpochs = leaderEpochs;
-    leaderEpochs.attachLogEnd(() => this.logEndOffset);
+    leaderEpochs.attachLog(
+      () => this.logEndOffset,
+      (error) => this.#goOffline('the leader-epoch checkpoint write failed', error),
+    );
     this.recoveryReport = recoveryReport;
   }
 
@@ -225,7 +245,7 @@ export class PartitionLog {
       }
     }
     const storedStart = await readCheckpoint(fs, `${dir}/${LOG_START_FILE}`);
-    const log = new PartitionLog(dir, config, { fs, clock }, leaderEpochs, report);
+    const log = new PartitionLog(dir, config, deps, leaderEpochs, report);
     if (segments.length === 0)
       segments.push(await Segment.create(dir, Math.max(0, storedStart), fs, clock.nowMs()));
     log.#segments = segments;
@@ -249,6 +269,11 @@ export class PartitionLog {
     const flushChanged = config.flushMs !== undefined && config.flushMs !== this.#config.flushMs;
     this.#config = { ...this.#config, ...config };
     if (flushChanged) this.#scheduleFlush();
+  }
+
+  /** Why the log went offline after a storage failure; undefined while it is healthy. */
+  get offlineReason(): string | undefined {
+    return this.#offline?.reason;
   }
 
   get logStartOffset(): number {
@@ -323,9 +348,9 @@ export class PartitionLog {
    */
   async #drainAppends(): Promise<void> {
     this.#appendScheduled = false;
-    if (this.#closed) {
-      const error = new SluiceError('KAFKA_STORAGE_ERROR', `the log in ${this.dir} is closed`);
-      for (const pending of this.#appendQueue.splice(0)) pending.reject(error);
+    const unavailable = this.#unavailable();
+    if (unavailable) {
+      for (const pending of this.#appendQueue.splice(0)) pending.reject(unavailable);
       return;
     }
     const plan = planGroup(this.#appendQueue, this.logEndOffset);
@@ -376,11 +401,9 @@ export class PartitionLog {
       }
       this.#checkInvariants();
     } catch (error) {
-      const failure =
-        error instanceof SluiceError
-          ? error
-          : new SluiceError('KAFKA_STORAGE_ERROR', `append failed in ${this.dir}`, { cause: error });
-      for (const { pending } of accepted) pending.reject(failure);
+      // Whatever broke, the bytes on disk may now differ from what the log believes: fail-stop.
+      this.#goOffline(`an append's write failed: ${messageOf(error)}`, error);
+      for (const { pending } of accepted) pending.reject(this.#unavailable());
       return;
     }
     this.#notify();
@@ -602,21 +625,40 @@ export class PartitionLog {
     });
   }
 
-  /** Makes every append so far durable and records the recovery point. */
+  /**
+   * Makes every append so far durable and records the recovery point. The leader-epoch checkpoint
+   * lands first, so that every epoch below the recovery point is in it (recovery rebuilds the rest
+   * from the batches it scans).
+   */
   async flush(): Promise<void> {
     this.#checkOpen();
     await this.#requestSync();
-    await this.#active().syncIndexes();
-    await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+    try {
+      await this.#active().syncIndexes();
+      await this.leaderEpochs.flush();
+      await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+    } catch (error) {
+      this.#goOffline(`flush failed: ${messageOf(error)}`, error);
+      throw this.#unavailable() ?? error;
+    }
   }
 
-  /** Flushes everything, writes the clean-shutdown marker and closes the files. */
+  /**
+   * Flushes everything, writes the clean-shutdown marker and closes the files. An offline log only
+   * closes its files: without the marker, the next open recovers from the last recovery point.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     // No timer-driven flush may start once closing has begun.
     this.#flushTimer?.cancel();
     this.#flushTimer = undefined;
-    await this.#serialize(async () => {});
+    await this.#writeChain;
+    if (this.#offline) {
+      this.#closed = true;
+      this.#listeners.clear();
+      for (const segment of this.#segments) await segment.close();
+      return;
+    }
     await this.#requestSync();
     this.#closed = true;
     for (const segment of this.#segments) await segment.syncIndexes();
@@ -646,7 +688,43 @@ export class PartitionLog {
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw new SluiceError('KAFKA_STORAGE_ERROR', `the log in ${this.dir} is closed`);
+    const unavailable = this.#unavailable();
+    if (unavailable) throw unavailable;
+  }
+
+  /** The error every call gets once the log is offline or closed; undefined while it serves. */
+  #unavailable(): SluiceError | undefined {
+    if (this.#offline) {
+      return new SluiceError(
+        'KAFKA_STORAGE_ERROR',
+        `the log in ${this.dir} is offline: ${this.#offline.reason}`,
+        {
+          retriable: false,
+          cause: this.#offline.error,
+          details: { offlineReason: this.#offline.reason, why: OFFLINE_WHY },
+        },
+      );
+    }
+    if (this.#closed) return new SluiceError('KAFKA_STORAGE_ERROR', `the log in ${this.dir} is closed`);
+    return undefined;
+  }
+
+  /**
+   * Fail-stop: after a failed write or fsync the log refuses every append, read and flush, keeps
+   * the first reason, and says so once through the logger. Only a reopen from disk, which recovers
+   * from the last recovery point, brings the partition back.
+   */
+  #goOffline(reason: string, error: unknown): void {
+    if (this.#offline || this.#closed) return;
+    this.#offline = { reason, error };
+    this.#flushTimer?.cancel();
+    this.#flushTimer = undefined;
+    this.#logger?.error(
+      { dir: this.dir, reason, err: error },
+      'partition log offline after a storage failure',
+    );
+    const unavailable = this.#unavailable()!;
+    for (const pending of this.#appendQueue.splice(0)) pending.reject(unavailable);
   }
 
   /** Index of the last segment whose base offset is at or below `offset`. */
@@ -661,9 +739,28 @@ export class PartitionLog {
     return lo;
   }
 
+  /**
+   * Runs storage work after the work queued before it. An error that is not a SluiceError (an I/O
+   * error, a broken invariant) leaves the files in an unknown state and takes the log offline.
+   */
   #serialize<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.#writeChain.then(work, work);
-    this.#writeChain = run.catch(() => {});
+    const guarded = async () => {
+      const unavailable = this.#unavailable();
+      if (unavailable) throw unavailable;
+      try {
+        return await work();
+      } catch (error) {
+        if (error instanceof SluiceError) throw error;
+        this.#goOffline(`storage work failed: ${messageOf(error)}`, error);
+        throw this.#unavailable() ?? error;
+      }
+    };
+    const run = this.#writeChain.then(guarded, guarded);
+    // The chain only orders the work; each caller gets its own outcome from `run`.
+    this.#writeChain = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 
@@ -691,6 +788,8 @@ export class PartitionLog {
 
   /** Group commit: every caller that arrives while an fsync runs shares the next one. */
   #requestSync(): Promise<void> {
+    const unavailable = this.#unavailable();
+    if (unavailable) return Promise.reject(unavailable);
     return new Promise((resolve, reject) => {
       this.#syncWaiters.push({ resolve, reject });
       if (!this.#syncing) void this.#runSyncs();
@@ -713,9 +812,8 @@ export class PartitionLog {
         this.#checkInvariants();
         for (const w of waiters) w.resolve();
       } catch (error) {
-        const failure = new SluiceError('KAFKA_STORAGE_ERROR', `fsync failed in ${this.dir}`, {
-          cause: error,
-        });
+        this.#goOffline(`fsync failed: ${messageOf(error)}`, error);
+        const failure = this.#unavailable()!;
         for (const w of waiters) w.reject(failure);
       }
     }
@@ -727,7 +825,11 @@ export class PartitionLog {
     this.#flushTimer = undefined;
     if (this.#config.flushPolicy !== 'async') return;
     this.#flushTimer = this.#clock.setInterval(() => {
-      if (!this.#closed) this.flush().catch(() => {});
+      if (this.#unavailable()) return;
+      // flush() has already taken the log offline and logged the failure; nothing is left to say.
+      this.flush().catch((error: unknown) =>
+        this.#goOffline(`a timed flush failed: ${messageOf(error)}`, error),
+      );
     }, this.#config.flushMs);
   }
 
@@ -974,6 +1076,10 @@ function compactBatch(
     },
   );
   return { batch: encoded, removed };
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function keyOf(key: Uint8Array): string {

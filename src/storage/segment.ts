@@ -62,8 +62,10 @@ export class Segment {
   maxTimestamp = -1;
   /** Clock time of the first append, for `segment.ms` rolls. */
   createdMs: number;
-  /** Whether bytes were written since the last fsync. */
+  /** Whether bytes were written since the last fsync that succeeded (or is in flight). */
   dirty = false;
+  /** The fsync in flight or the last one: a caller that finds nothing dirty still waits for it. */
+  #lastSync: Promise<void> = Promise.resolve();
   #indexOffsets: number[] = [];
   #indexPositions: number[] = [];
   #timeTimestamps: number[] = [];
@@ -542,10 +544,19 @@ export class Segment {
     return this.nextOffset;
   }
 
-  async sync(): Promise<void> {
-    if (!this.dirty) return;
+  /**
+   * Makes every byte written so far durable. The dirty flag is cleared when the fsync starts (a
+   * write during it makes the segment dirty again) and set again when it fails: a failed fsync
+   * never counts as one that covered the bytes.
+   */
+  sync(): Promise<void> {
+    if (!this.dirty) return this.#lastSync;
     this.dirty = false;
-    await this.log.sync();
+    this.#lastSync = this.log.sync().catch((error: unknown) => {
+      this.dirty = true;
+      throw error;
+    });
+    return this.#lastSync;
   }
 
   /** Writes buffered index entries and makes the index files durable (before a clean shutdown or a roll). */
