@@ -237,7 +237,7 @@ export class SimulatedFileSystem implements FileSystem {
       file = { durable: Buffer.alloc(0), current: Buffer.alloc(0), pending: [] };
       this.files.set(path, file);
     }
-    return new SimulatedFileHandle(this, path);
+    return new SimulatedFileHandle(this, path, file);
   }
 
   fileFor(path: string): SimulatedFile {
@@ -360,16 +360,21 @@ function applyOp(content: Buffer, op: PendingOp): Buffer {
   return out;
 }
 
+/**
+ * A handle holds its file, not its path, as a POSIX descriptor holds its inode: after the path is
+ * renamed over or unlinked, the handle still reads and writes the file it opened.
+ */
 class SimulatedFileHandle implements FileHandle {
   #closed = false;
   constructor(
     private readonly fs: SimulatedFileSystem,
     private readonly path: string,
+    private readonly file: SimulatedFile,
   ) {}
 
   #file(): SimulatedFile {
     if (this.#closed) throw Object.assign(new Error(`EBADF: ${this.path} is closed`), { code: 'EBADF' });
-    return this.fs.fileFor(this.path);
+    return this.file;
   }
 
   async read(buffer: Buffer, offset: number, length: number, position: number): Promise<number> {

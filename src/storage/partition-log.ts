@@ -494,20 +494,9 @@ export class PartitionLog {
     for (const segment of this.#segments) {
       if (segment.maxTimestamp < timestampMs || segment.nextOffset <= this.#logStartOffset) continue;
       const from = Math.max(segment.lookupTimestamp(timestampMs), this.#logStartOffset);
-      const candidates: BatchLocation[] = [];
-      await segment.locate(from, (location) => {
-        if (nextOffsetOf(location.header) > from && location.header.maxTimestamp >= timestampMs) {
-          candidates.push(location);
-          return false;
-        }
-        return true;
-      });
-      for (const location of candidates) {
-        const batch = await segment.readBatch(location);
-        for (const record of decodeRecords(batch)) {
-          if (record.offset >= from && record.timestamp >= timestampMs) return record.offset;
-        }
-      }
+      // One reader over both steps: compaction may swap the segment out between them.
+      const found = await segment.withReader(() => firstOffsetAtTime(segment, from, timestampMs));
+      if (found !== null) return found;
     }
     return null;
   }
@@ -618,7 +607,11 @@ export class PartitionLog {
         if (removedHere === 0) continue;
         recordsRemoved += removedHere;
         segmentsCleaned++;
-        this.#segments[i] = await this.#replaceSegment(segment, kept);
+        const replaced = await this.#replaceSegment(segment, kept);
+        // Reads that start from here on find the new segment; the old one closes after the
+        // reads already in it (`Segment.close` waits for its readers).
+        this.#segments[i] = replaced;
+        await segment.close();
       }
       this.#checkInvariants();
       return { segmentsCleaned, recordsRemoved };
@@ -876,7 +869,11 @@ export class PartitionLog {
     for (const location of locations) visit(await segment.readBatch(location));
   }
 
-  /** Writes `batches` as the new content of `segment`: a `.cleaned` file, fsync, rename over the log. */
+  /**
+   * Writes `batches` as the new content of `segment`: a `.cleaned` file, fsync, rename over the log,
+   * then opens it. The old segment stays open for the reads in it: its descriptor still reads the
+   * file it opened after the rename.
+   */
   async #replaceSegment(segment: Segment, batches: Buffer[]): Promise<Segment> {
     const paths = Segment.paths(this.dir, segment.baseOffset);
     const cleanedPath = `${paths.log}.cleaned`;
@@ -885,7 +882,6 @@ export class PartitionLog {
     await handle.write(Buffer.concat(batches), 0);
     await handle.sync();
     await handle.close();
-    await segment.close();
     await this.#fs.rename(cleanedPath, paths.log);
     await this.#fs.unlink(paths.index);
     await this.#fs.unlink(paths.timeIndex);
@@ -1076,6 +1072,29 @@ function compactBatch(
     },
   );
   return { batch: encoded, removed };
+}
+
+/** The first offset at or after `from` in `segment` whose record timestamp is at or after `timestampMs`. */
+async function firstOffsetAtTime(
+  segment: Segment,
+  from: number,
+  timestampMs: number,
+): Promise<number | null> {
+  const candidates: BatchLocation[] = [];
+  await segment.locate(from, (location) => {
+    if (nextOffsetOf(location.header) > from && location.header.maxTimestamp >= timestampMs) {
+      candidates.push(location);
+      return false;
+    }
+    return true;
+  });
+  for (const location of candidates) {
+    const batch = await segment.readBatch(location);
+    for (const record of decodeRecords(batch)) {
+      if (record.offset >= from && record.timestamp >= timestampMs) return record.offset;
+    }
+  }
+  return null;
 }
 
 function messageOf(error: unknown): string {

@@ -386,12 +386,30 @@ export class Segment {
     return i >= 0 ? this.#timeOffsets[i]! : this.baseOffset;
   }
 
+  /**
+   * Runs `work` as a reader of this segment: `close` waits until every reader is done, so that a
+   * segment replaced (compaction) or deleted (retention, truncation) while reads run is closed
+   * only after them. Call it in the same turn as the segment was taken from the log's list.
+   */
+  async withReader<T>(work: () => Promise<T>): Promise<T> {
+    assert(!this.#closed, `read of the closed segment ${this.baseOffset}`);
+    this.#readers++;
+    try {
+      return await work();
+    } finally {
+      this.#readers--;
+      if (this.#readers === 0) this.#closeWhenIdle?.();
+    }
+  }
+
   /** Walks batch headers from the indexed position for `offset`. */
-  async locate(offset: number, visit: (location: BatchLocation) => boolean): Promise<void> {
-    const from = this.lookupPosition(offset);
-    await this.#scan(from, this.size, false, Number.MAX_SAFE_INTEGER, (location) => {
-      if (!visit(location)) return 'stop';
-      return undefined;
+  locate(offset: number, visit: (location: BatchLocation) => boolean): Promise<void> {
+    return this.withReader(async () => {
+      const from = this.lookupPosition(offset);
+      await this.#scan(from, this.size, false, Number.MAX_SAFE_INTEGER, (location) => {
+        if (!visit(location)) return 'stop';
+        return undefined;
+      });
     });
   }
 
@@ -406,6 +424,8 @@ export class Segment {
     maxOffset: number,
     options: SegmentReadOptions = {},
   ): Promise<SegmentReadResult> {
+    // Not through withReader: a synchronous read must happen before this call returns.
+    assert(!this.#closed, `read of the closed segment ${this.baseOffset}`);
     this.#readers++;
     try {
       const size = this.size;
@@ -505,10 +525,12 @@ export class Segment {
   }
 
   /** Reads one whole batch at a known location. */
-  async readBatch(location: BatchLocation): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(location.size);
-    await this.log.read(buf, 0, location.size, location.position);
-    return buf;
+  readBatch(location: BatchLocation): Promise<Buffer> {
+    return this.withReader(async () => {
+      const buf = Buffer.allocUnsafe(location.size);
+      await this.log.read(buf, 0, location.size, location.position);
+      return buf;
+    });
   }
 
   /** Cuts the segment before the batch that holds `offset`; returns the new next offset. */

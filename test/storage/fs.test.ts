@@ -57,6 +57,24 @@ describe.each(implementations)('FileSystem conformance: %s', (_name, make) => {
     await fs.removeDir(dir);
     expect(await fs.exists(dir)).toBe(false);
   });
+
+  it('an open handle keeps its file after the path is renamed over or unlinked', async () => {
+    const { fs, root } = make();
+    const dir = `${root}/c`;
+    await fs.mkdir(dir);
+    const old = await fs.open(`${dir}/seg.log`);
+    await old.write(Buffer.from('old'), 0);
+    const cleaned = await fs.open(`${dir}/seg.log.cleaned`);
+    await cleaned.write(Buffer.from('new!'), 0);
+    await cleaned.close();
+    await fs.rename(`${dir}/seg.log.cleaned`, `${dir}/seg.log`);
+    const buf = Buffer.alloc(8);
+    expect(buf.subarray(0, await old.read(buf, 0, 8, 0)).toString()).toBe('old');
+    expect((await fs.readFile(`${dir}/seg.log`))?.toString()).toBe('new!');
+    await fs.unlink(`${dir}/seg.log`);
+    expect(buf.subarray(0, await old.read(buf, 0, 8, 0)).toString()).toBe('old');
+    await old.close();
+  });
 });
 
 describe('SimulatedFileSystem power loss', () => {
