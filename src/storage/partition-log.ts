@@ -17,7 +17,7 @@ import {
 import { DEFAULT_LOG_CONFIG, type LogConfig } from '../protocol/topic-config.js';
 import type { FileSystem } from './fs.js';
 import { LeaderEpochCache } from './leader-epoch.js';
-import { type BatchLocation, Segment } from './segment.js';
+import { type BatchLocation, type EpochStart, Segment } from './segment.js';
 
 export interface AppendResult {
   baseOffset: number;
@@ -185,6 +185,12 @@ export class PartitionLog {
     this.recoveryReport = recoveryReport;
   }
 
+  /**
+   * Opens the log in `dir`, creating it when missing. After a crash (no clean-shutdown marker) the
+   * segments from the one holding the recovery point on are checked batch by batch and cut at the
+   * first bad batch (`recoverSegments`), and the leader-epoch cache is rebuilt from the batches
+   * scanned: its checkpoint is written after an append and may not have landed.
+   */
   static async open(
     options: { dir: string; config?: Partial<LogConfig> },
     deps: PartitionLogDeps,
@@ -197,53 +203,13 @@ export class PartitionLog {
     for (const name of names) {
       if (name.endsWith('.tmp') || name.endsWith('.cleaned')) await fs.unlink(`${dir}/${name}`);
     }
-    const bases = names
-      .filter((n) => /^\d{20}\.log$/.test(n))
-      .map((n) => Number(n.slice(0, 20)))
-      .sort((a, b) => a - b);
     const clean = names.includes(CLEAN_SHUTDOWN_FILE);
     const recoveryPoint = clean
       ? Number.POSITIVE_INFINITY
       : await readCheckpoint(fs, `${dir}/${RECOVERY_POINT_FILE}`);
     const leaderEpochs = await LeaderEpochCache.load(`${dir}/${LEADER_EPOCH_FILE}`, fs);
-    const segments: Segment[] = [];
-    let report: PartitionLog['recoveryReport'];
-    if (!clean) report = { segmentsScanned: 0, truncatedBytes: 0, problem: undefined };
-    // Segments from the one that holds the recovery point onwards were not known to be flushed.
-    let firstToRecover = 0;
-    for (let i = 0; i < bases.length; i++) if (bases[i]! <= recoveryPoint) firstToRecover = i;
-    for (let i = 0; i < bases.length; i++) {
-      const base = bases[i]!;
-      const recover = !clean && i >= firstToRecover;
-      const {
-        segment,
-        corrupt,
-        fileSize: sizeBefore,
-      } = await Segment.open(dir, base, fs, {
-        recover,
-        indexIntervalBytes: config.indexIntervalBytes,
-        batchBytesMax: Math.max(config.batchBytesMax, DEFAULT_LOG_CONFIG.batchBytesMax),
-        nowMs: clock.nowMs(),
-      });
-      const previous = segments.at(-1);
-      if (previous && segment.baseOffset < previous.nextOffset) {
-        await segment.delete();
-        if (report) report.problem = `segment ${base} overlaps its predecessor`;
-        for (const later of bases.slice(i + 1)) await deleteSegmentFiles(fs, dir, later);
-        break;
-      }
-      segments.push(segment);
-      if (report && recover) {
-        report.segmentsScanned++;
-        report.truncatedBytes += sizeBefore - segment.size;
-      }
-      if (corrupt !== undefined || (recover && sizeBefore !== segment.size)) {
-        if (report) report.problem = corrupt ?? `torn batch at the end of segment ${base}`;
-        // Everything after the first bad batch is suspect: later segments go.
-        for (const later of bases.slice(i + 1)) await deleteSegmentFiles(fs, dir, later);
-        break;
-      }
-    }
+    const recovered = await recoverSegments(dir, names, { clean, recoveryPoint, config }, deps);
+    const { segments, report } = recovered;
     const storedStart = await readCheckpoint(fs, `${dir}/${LOG_START_FILE}`);
     const log = new PartitionLog(dir, config, deps, leaderEpochs, report);
     if (segments.length === 0)
@@ -254,8 +220,17 @@ export class PartitionLog {
     log.#recoveryPoint = log.logEndOffset;
     log.#checkInvariants();
     leaderEpochs.truncateFromEnd(log.logEndOffset);
+    if (recovered.scannedFrom !== undefined) {
+      // Epochs below the scan are in the checkpoint (a flush lands it before the recovery point
+      // moves); those at and after it come from the batches themselves.
+      leaderEpochs.truncateFromEnd(recovered.scannedFrom);
+      for (const start of recovered.epochStarts) leaderEpochs.assign(start.epoch, start.startOffset);
+    }
+    leaderEpochs.truncateFromStart(log.#logStartOffset);
     // A crash from here on must be detected: the marker goes before anything is appended.
     if (clean) await fs.unlink(`${dir}/${CLEAN_SHUTDOWN_FILE}`);
+    // The rebuilt epochs land before the recovery point moves past the batches they came from.
+    await leaderEpochs.flush();
     await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
     log.#scheduleFlush();
     return log;
@@ -1020,6 +995,76 @@ function groupLocations(accepted: readonly PlannedAppend[]): BatchLocation[] {
     base += pending.data.length;
   }
   return locations;
+}
+
+interface RecoveredSegments {
+  segments: Segment[];
+  report: PartitionLog['recoveryReport'];
+  /** The base offset of the first segment scanned batch by batch; undefined after a clean shutdown. */
+  scannedFrom: number | undefined;
+  /** Where each leader epoch starts in the scanned batches, in offset order. */
+  epochStarts: EpochStart[];
+}
+
+/**
+ * Opens the segment files among `names`, oldest first. Without a clean shutdown, every segment from
+ * the one that holds the recovery point on (those not known to be flushed) is checked batch by
+ * batch; at the first bad batch, or a segment that overlaps its predecessor, the rest goes.
+ */
+async function recoverSegments(
+  dir: string,
+  names: readonly string[],
+  options: { clean: boolean; recoveryPoint: number; config: LogConfig },
+  deps: PartitionLogDeps,
+): Promise<RecoveredSegments> {
+  const { clean, recoveryPoint, config } = options;
+  const { fs, clock } = deps;
+  const bases = names
+    .filter((n) => /^\d{20}\.log$/.test(n))
+    .map((n) => Number(n.slice(0, 20)))
+    .sort((a, b) => a - b);
+  const out: RecoveredSegments = {
+    segments: [],
+    report: clean ? undefined : { segmentsScanned: 0, truncatedBytes: 0, problem: undefined },
+    scannedFrom: undefined,
+    epochStarts: [],
+  };
+  let firstToRecover = 0;
+  for (let i = 0; i < bases.length; i++) if (bases[i]! <= recoveryPoint) firstToRecover = i;
+  for (let i = 0; i < bases.length; i++) {
+    const base = bases[i]!;
+    const recover = !clean && i >= firstToRecover;
+    const opened = await Segment.open(dir, base, fs, {
+      recover,
+      indexIntervalBytes: config.indexIntervalBytes,
+      batchBytesMax: Math.max(config.batchBytesMax, DEFAULT_LOG_CONFIG.batchBytesMax),
+      nowMs: clock.nowMs(),
+    });
+    const { segment, corrupt, fileSize } = opened;
+    const previous = out.segments.at(-1);
+    if (previous && segment.baseOffset < previous.nextOffset) {
+      await segment.delete();
+      if (out.report) out.report.problem = `segment ${base} overlaps its predecessor`;
+      for (const later of bases.slice(i + 1)) await deleteSegmentFiles(fs, dir, later);
+      break;
+    }
+    out.segments.push(segment);
+    if (recover) {
+      out.scannedFrom ??= base;
+      out.epochStarts.push(...opened.epochStarts);
+    }
+    if (out.report && recover) {
+      out.report.segmentsScanned++;
+      out.report.truncatedBytes += fileSize - segment.size;
+    }
+    if (corrupt !== undefined || (recover && fileSize !== segment.size)) {
+      if (out.report) out.report.problem = corrupt ?? `torn batch at the end of segment ${base}`;
+      // Everything after the first bad batch is suspect: later segments go.
+      for (const later of bases.slice(i + 1)) await deleteSegmentFiles(fs, dir, later);
+      break;
+    }
+  }
+  return out;
 }
 
 async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {

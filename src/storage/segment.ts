@@ -19,6 +19,11 @@ export const TIME_INDEX_ENTRY_BYTES = 12;
 /** Index entries buffered in memory before they are written out. */
 const PENDING_INDEX_ENTRIES_MAX = 1024;
 
+export interface EpochStart {
+  epoch: number;
+  startOffset: number;
+}
+
 export interface BatchLocation {
   position: number;
   size: number;
@@ -121,7 +126,13 @@ export class Segment {
     baseOffset: number,
     fs: FileSystem,
     options: { recover: boolean; indexIntervalBytes: number; batchBytesMax: number; nowMs: number },
-  ): Promise<{ segment: Segment; corrupt: string | undefined; fileSize: number }> {
+  ): Promise<{
+    segment: Segment;
+    corrupt: string | undefined;
+    fileSize: number;
+    /** With `recover`: where each leader epoch starts among the batches kept, in offset order. */
+    epochStarts: EpochStart[];
+  }> {
     const paths = Segment.paths(dir, baseOffset);
     const [log, index, timeIndex] = await Promise.all([
       fs.open(paths.log),
@@ -130,13 +141,14 @@ export class Segment {
     ]);
     const segment = new Segment(dir, baseOffset, log, index, timeIndex, fs, options.nowMs);
     const fileSize = await log.size();
+    const epochStarts: EpochStart[] = [];
     if (options.recover) {
-      const corrupt = await segment.#rebuild(fileSize, options, true);
-      return { segment, corrupt, fileSize };
+      const corrupt = await segment.#rebuild(fileSize, options, true, epochStarts);
+      return { segment, corrupt, fileSize, epochStarts };
     }
     const loaded = await segment.#loadIndexes(fileSize);
-    if (!loaded) await segment.#rebuild(fileSize, options, false);
-    return { segment, corrupt: undefined, fileSize };
+    if (!loaded) await segment.#rebuild(fileSize, options, false, []);
+    return { segment, corrupt: undefined, fileSize, epochStarts };
   }
 
   async #loadIndexes(fileSize: number): Promise<boolean> {
@@ -188,6 +200,7 @@ export class Segment {
     fileSize: number,
     options: { indexIntervalBytes: number; batchBytesMax: number },
     verify: boolean,
+    epochStarts: EpochStart[],
   ): Promise<string | undefined> {
     this.#indexOffsets = [];
     this.#indexPositions = [];
@@ -203,6 +216,9 @@ export class Segment {
     const result = await this.#scan(0, fileSize, verify, options.batchBytesMax, (location) => {
       if (location.header.baseOffset < this.nextOffset)
         return `batch at position ${location.position} goes back to offset ${location.header.baseOffset}`;
+      const epoch = location.header.partitionLeaderEpoch;
+      if (epoch >= 0 && epoch > (epochStarts.at(-1)?.epoch ?? -1))
+        epochStarts.push({ epoch, startOffset: location.header.baseOffset });
       const added = this.#track(
         location.header,
         location.position,
