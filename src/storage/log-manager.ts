@@ -1,7 +1,7 @@
 import type { TimerHandle } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { LogConfig } from '../protocol/topic-config.js';
-import type { FileSystem } from './fs.js';
+import { type FileSystem, mkdirDurable } from './fs.js';
 import { PartitionLog, type PartitionLogDeps } from './partition-log.js';
 
 export interface LogManagerOptions {
@@ -36,7 +36,7 @@ export class LogManager {
   static async open(options: LogManagerOptions, deps: PartitionLogDeps): Promise<LogManager> {
     const { fs, clock } = deps;
     const manager = new LogManager(options, deps);
-    await fs.mkdir(options.dataDir);
+    await mkdirDurable(fs, options.dataDir);
     for (const name of await fs.readdir(options.dataDir)) {
       const match = PARTITION_DIR.exec(name);
       if (!match || name.startsWith('__cluster')) continue;
@@ -105,6 +105,8 @@ export class LogManager {
     this.#logs.delete(name);
     if (log) await log.deleteAll();
     else await this.fs.removeDir(`${this.options.dataDir}/${name}`);
+    // A deleted partition must not come back after a power loss.
+    await this.fs.syncDir(this.options.dataDir);
   }
 
   /**

@@ -15,7 +15,7 @@ import {
   splitBatches,
 } from '../protocol/batch.js';
 import { DEFAULT_LOG_CONFIG, type LogConfig } from '../protocol/topic-config.js';
-import type { FileSystem } from './fs.js';
+import { type FileSystem, mkdirDurable } from './fs.js';
 import { LeaderEpochCache } from './leader-epoch.js';
 import { type BatchLocation, type EpochStart, Segment } from './segment.js';
 
@@ -198,7 +198,7 @@ export class PartitionLog {
     const { fs, clock } = deps;
     const config = { ...DEFAULT_LOG_CONFIG, ...options.config };
     const dir = options.dir;
-    await fs.mkdir(dir);
+    await mkdirDurable(fs, dir);
     const names = await fs.readdir(dir);
     for (const name of names) {
       if (name.endsWith('.tmp') || name.endsWith('.cleaned')) await fs.unlink(`${dir}/${name}`);
@@ -228,7 +228,10 @@ export class PartitionLog {
     }
     leaderEpochs.truncateFromStart(log.#logStartOffset);
     // A crash from here on must be detected: the marker goes before anything is appended.
-    if (clean) await fs.unlink(`${dir}/${CLEAN_SHUTDOWN_FILE}`);
+    if (clean) {
+      await fs.unlink(`${dir}/${CLEAN_SHUTDOWN_FILE}`);
+      await fs.syncDir(dir);
+    }
     // The rebuilt epochs land before the recovery point moves past the batches they came from.
     await leaderEpochs.flush();
     await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
@@ -860,6 +863,8 @@ export class PartitionLog {
     await this.#fs.rename(cleanedPath, paths.log);
     await this.#fs.unlink(paths.index);
     await this.#fs.unlink(paths.timeIndex);
+    // Either the old or the cleaned content survives a power loss; the sync settles which.
+    await this.#fs.syncDir(this.dir);
     const { segment: replaced } = await Segment.open(this.dir, segment.baseOffset, this.#fs, {
       recover: true,
       indexIntervalBytes: this.#config.indexIntervalBytes,
@@ -1045,7 +1050,7 @@ async function recoverSegments(
     if (previous && segment.baseOffset < previous.nextOffset) {
       await segment.delete();
       if (out.report) out.report.problem = `segment ${base} overlaps its predecessor`;
-      for (const later of bases.slice(i + 1)) await deleteSegmentFiles(fs, dir, later);
+      await deleteSegmentFiles(fs, dir, bases.slice(i + 1));
       break;
     }
     out.segments.push(segment);
@@ -1060,7 +1065,7 @@ async function recoverSegments(
     if (corrupt !== undefined || (recover && fileSize !== segment.size)) {
       if (out.report) out.report.problem = corrupt ?? `torn batch at the end of segment ${base}`;
       // Everything after the first bad batch is suspect: later segments go.
-      for (const later of bases.slice(i + 1)) await deleteSegmentFiles(fs, dir, later);
+      await deleteSegmentFiles(fs, dir, bases.slice(i + 1));
       break;
     }
   }
@@ -1076,9 +1081,21 @@ async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
   return Number(value);
 }
 
-async function deleteSegmentFiles(fs: FileSystem, dir: string, baseOffset: number): Promise<void> {
-  const paths = Segment.paths(dir, baseOffset);
-  await Promise.all([fs.unlink(paths.log), fs.unlink(paths.index), fs.unlink(paths.timeIndex)]);
+/**
+ * Deletes the files of the segments at `baseOffsets`, newest first, and syncs the directory: a
+ * segment that came back after a power loss would follow a cut-short one with a gap.
+ */
+async function deleteSegmentFiles(
+  fs: FileSystem,
+  dir: string,
+  baseOffsets: readonly number[],
+): Promise<void> {
+  if (baseOffsets.length === 0) return;
+  for (const baseOffset of [...baseOffsets].reverse()) {
+    const paths = Segment.paths(dir, baseOffset);
+    await Promise.all([fs.unlink(paths.log), fs.unlink(paths.index), fs.unlink(paths.timeIndex)]);
+  }
+  await fs.syncDir(dir);
 }
 
 /**

@@ -104,6 +104,7 @@ export class Segment {
     return { log: `${base}.log`, index: `${base}.index`, timeIndex: `${base}.timeindex` };
   }
 
+  /** Creates the segment's files, empty, and syncs the directory that holds them. */
   static async create(dir: string, baseOffset: number, fs: FileSystem, nowMs: number): Promise<Segment> {
     const paths = Segment.paths(dir, baseOffset);
     const [log, index, timeIndex] = await Promise.all([
@@ -112,6 +113,8 @@ export class Segment {
       fs.open(paths.timeIndex),
     ]);
     await Promise.all([log.truncate(0), index.truncate(0), timeIndex.truncate(0)]);
+    // The new files must outlive a power loss before they hold acknowledged appends.
+    await fs.syncDir(dir);
     return new Segment(dir, baseOffset, log, index, timeIndex, fs, nowMs);
   }
 
