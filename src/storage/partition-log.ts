@@ -17,7 +17,7 @@ import {
 import { DEFAULT_LOG_CONFIG, type LogConfig } from '../protocol/topic-config.js';
 import { type FileSystem, mkdirDurable } from './fs.js';
 import { LeaderEpochCache } from './leader-epoch.js';
-import { type BatchLocation, type EpochStart, Segment } from './segment.js';
+import { type BatchLocation, type EpochStart, Segment, segmentName } from './segment.js';
 
 export interface AppendResult {
   baseOffset: number;
@@ -211,6 +211,14 @@ export class PartitionLog {
     const recovered = await recoverSegments(dir, names, { clean, recoveryPoint, config }, deps);
     const { segments, report } = recovered;
     const storedStart = await readCheckpoint(fs, `${dir}/${LOG_START_FILE}`);
+    const first = segments[0];
+    if (first && storedStart < first.baseOffset) {
+      for (const segment of segments) await segment.close();
+      throw missingOffsets(dir, storedStart, first.baseOffset, [
+        `the log starts at ${storedStart} (${LOG_START_FILE})`,
+        `the oldest segment ${segmentName(first.baseOffset)}.log begins at ${first.baseOffset}`,
+      ]);
+    }
     const log = new PartitionLog(dir, config, deps, leaderEpochs, report);
     if (segments.length === 0)
       segments.push(await Segment.create(dir, Math.max(0, storedStart), fs, clock.nowMs()));
@@ -1002,6 +1010,19 @@ function groupLocations(accepted: readonly PlannedAppend[]): BatchLocation[] {
   return locations;
 }
 
+/**
+ * Offsets no segment holds: a segment file went missing while the log was closed. Opening would
+ * serve the log as if those records had never existed, so the open is refused; the message names
+ * the files (the HTTP layer shows clients only the title of a storage error).
+ */
+function missingOffsets(dir: string, from: number, to: number, evidence: readonly string[]): SluiceError {
+  return new SluiceError(
+    'KAFKA_STORAGE_ERROR',
+    `offsets [${from}, ${to}) of ${dir} are in no segment file: ${evidence.join(', ')}; a segment file is missing`,
+    { retriable: false, details: { dir, missingFromOffset: from, missingToOffset: to } },
+  );
+}
+
 interface RecoveredSegments {
   segments: Segment[];
   report: PartitionLog['recoveryReport'];
@@ -1047,6 +1068,13 @@ async function recoverSegments(
     });
     const { segment, corrupt, fileSize } = opened;
     const previous = out.segments.at(-1);
+    if (previous && segment.baseOffset > previous.nextOffset) {
+      for (const open of [...out.segments, segment]) await open.close();
+      throw missingOffsets(dir, previous.nextOffset, segment.baseOffset, [
+        `${segmentName(previous.baseOffset)}.log ends at offset ${previous.nextOffset}`,
+        `${segmentName(base)}.log begins at ${base}`,
+      ]);
+    }
     if (previous && segment.baseOffset < previous.nextOffset) {
       await segment.delete();
       if (out.report) out.report.problem = `segment ${base} overlaps its predecessor`;
