@@ -487,22 +487,32 @@ export class PartitionLog {
     return null;
   }
 
-  /** Removes every record at and after `offset` (rounded down to the start of its batch). */
+  /**
+   * Removes every record at and after `offset` (rounded down to the start of its batch). Ordered so
+   * that a power loss at any step leaves a contiguous prefix of the log, and none after it returns
+   * truncated records: the recovery point moves down first (what is left past it is scanned, not
+   * trusted), then segments go newest first, each deletion made durable by a directory sync before
+   * the next, then the segment holding the cut is truncated and fsynced.
+   */
   truncateTo(offset: number): Promise<void> {
     this.#checkOpen();
     return this.#serialize(async () => {
       if (offset >= this.logEndOffset) return;
       this.#truncations++;
+      if (this.#recoveryPoint > offset) {
+        this.#recoveryPoint = offset;
+        await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+      }
       if (offset > this.#logStartOffset) {
-        while (this.#segments.length > 1 && this.#active().baseOffset >= offset) {
-          await this.#segments.pop()!.delete();
-        }
+        while (this.#segments.length > 1 && this.#active().baseOffset >= offset) await this.#deleteNewest();
         await this.#active().truncateTo(offset);
       }
       // Truncation rounds down to a batch start; when that batch began below the log start (or the
       // offset itself is there), the log is emptied and restarts at the log start, never below it.
       if (offset <= this.#logStartOffset || this.logEndOffset <= this.#logStartOffset) {
-        for (const segment of this.#segments) await segment.delete();
+        while (this.#segments.length > 1) await this.#deleteNewest();
+        await this.#segments[0]!.delete();
+        await this.#fs.syncDir(this.dir);
         this.#segments = [
           await Segment.create(this.dir, this.#logStartOffset, this.#fs, this.#clock.nowMs()),
         ];
@@ -514,6 +524,13 @@ export class PartitionLog {
       this.#checkInvariants();
       this.#notify();
     });
+  }
+
+  /** Deletes the newest segment durably (its files, then a directory sync). */
+  async #deleteNewest(): Promise<void> {
+    assert(this.#segments.length > 1, 'the last segment is never deleted alone');
+    await this.#segments.pop()!.delete();
+    await this.#fs.syncDir(this.dir);
   }
 
   /** Advances the log start offset; whole segments below it are deleted, never the active one. */
