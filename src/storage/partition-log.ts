@@ -435,6 +435,22 @@ export class PartitionLog {
     }
     const maxOffset = Math.min(options.maxOffset ?? logEnd, logEnd);
     if (offset >= maxOffset) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
+    try {
+      return await this.#readSegments(offset, maxOffset, options);
+    } catch (error) {
+      // Damage (CORRUPT_MESSAGE) passes as it is; an I/O error says only that this read failed.
+      if (error instanceof SluiceError) throw error;
+      throw new SluiceError('KAFKA_STORAGE_ERROR', `a read of ${this.dir} at offset ${offset} failed`, {
+        cause: error,
+      });
+    }
+  }
+
+  async #readSegments(
+    offset: number,
+    maxOffset: number,
+    options: { maxBytes: number; reserve?: { before: number; after: number } },
+  ): Promise<ReadResult> {
     let i = this.#segmentIndexFor(offset);
     // An offset can fall in a gap left by compaction, or at the very end of a segment.
     while (i < this.#segments.length) {

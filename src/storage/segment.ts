@@ -421,15 +421,43 @@ export class Segment {
     }
   }
 
-  /** Walks batch headers from the indexed position for `offset`. */
+  /**
+   * Walks batch headers from the indexed position for `offset` until `visit` says stop. A header
+   * that is not one, or a batch running past the end of the segment, throws CORRUPT_MESSAGE
+   * (`#damaged`): the walk cannot find the batches after it.
+   */
   locate(offset: number, visit: (location: BatchLocation) => boolean): Promise<void> {
     return this.withReader(async () => {
       const from = this.lookupPosition(offset);
-      await this.#scan(from, this.size, false, Number.MAX_SAFE_INTEGER, (location) => {
-        if (!visit(location)) return 'stop';
-        return undefined;
+      let stopped = false;
+      const walked = await this.#scan(from, this.size, false, Number.MAX_SAFE_INTEGER, (location) => {
+        if (visit(location)) return undefined;
+        stopped = true;
+        return 'stop';
       });
+      if (!stopped && walked.end < this.size)
+        throw this.#damaged(walked.end, walked.error ?? 'a batch runs past the end of the segment');
     });
+  }
+
+  /**
+   * Damage found by a read at `position`: a non-retriable CORRUPT_MESSAGE, the same on every retry,
+   * whose details say where reading can go on: the first indexed batch after the damage, or the
+   * segment's end (the next segment's base offset). The message names no file: the HTTP layer
+   * shows a CORRUPT_MESSAGE's message and details to the client.
+   */
+  #damaged(position: number, problem: string): SluiceError {
+    const i = upperBound(this.#indexPositions, position);
+    const nextReadableOffset = this.#indexOffsets[i] ?? this.nextOffset;
+    return new SluiceError(
+      'CORRUPT_MESSAGE',
+      `the stored batch at byte ${position} of segment ${this.baseOffset} is damaged (${problem}); ` +
+        `reads from offset ${nextReadableOffset} on do not cross it`,
+      {
+        retriable: false,
+        details: { segmentBaseOffset: this.baseOffset, damagedPosition: position, nextReadableOffset },
+      },
+    );
   }
 
   /**
@@ -457,7 +485,15 @@ export class Segment {
       const n = options.sync
         ? this.log.readSync(buf, before, window, from)
         : await this.log.read(buf, before, window, from);
-      const taken = this.#take(buf, before, before + n, offset, maxBytes, maxOffset);
+      const taken = this.#take(
+        buf,
+        before,
+        before + n,
+        { at: from - before, size },
+        offset,
+        maxBytes,
+        maxOffset,
+      );
       if (taken.batchCount > 0) {
         const data = buf.subarray(taken.start, taken.end);
         const { batchCount, nextOffset } = taken;
@@ -491,10 +527,11 @@ export class Segment {
   async #readLocated(offset: number, maxBytes: number, maxOffset: number): Promise<SegmentReadResult> {
     const start = await this.#batchHolding(offset);
     if (!start) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
-    const windowBytes = Math.min(this.size - start.position, Math.max(maxBytes, start.size));
+    const size = this.size;
+    const windowBytes = Math.min(size - start.position, Math.max(maxBytes, start.size));
     const buf = Buffer.allocUnsafe(windowBytes);
     const n = await this.log.read(buf, 0, windowBytes, start.position);
-    const taken = this.#take(buf, 0, n, offset, maxBytes, maxOffset);
+    const taken = this.#take(buf, 0, n, { at: start.position, size }, offset, maxBytes, maxOffset);
     return {
       data: buf.subarray(taken.start, taken.end),
       batchCount: taken.batchCount,
@@ -504,13 +541,19 @@ export class Segment {
 
   /**
    * Walks the batches in `buf[pos, end)`: skips those that end at or before `offset`, then takes
-   * whole batches within `maxBytes` (at least one) that end at or before `maxOffset`.
+   * whole batches within `maxBytes` (at least one) that end at or before `maxOffset`. A header that
+   * is not one, or a batch running past the segment's end, throws CORRUPT_MESSAGE (`#damaged`).
    * `pastMaxOffset` says the batch holding `offset` ends past `maxOffset`, so there is nothing to read.
    */
   #take(
     buf: Buffer,
     pos: number,
     end: number,
+    /**
+     * The file position of `buf[0]` and the segment's size when the read began: a batch that runs
+     * past that size is damage, not the end of the buffer (a truncation since cannot be mistaken).
+     */
+    file: { at: number; size: number },
     offset: number,
     maxBytes: number,
     maxOffset: number,
@@ -520,8 +563,9 @@ export class Segment {
     let nextOffset = offset;
     while (end - pos >= BATCH_HEADER_BYTES) {
       const peeked = peekHeader(buf, pos);
-      if (typeof peeked === 'string')
-        throw new SluiceError('KAFKA_STORAGE_ERROR', `${this.logPath}: ${peeked}`);
+      if (typeof peeked === 'string') throw this.#damaged(file.at + pos, peeked);
+      if (file.at + pos + peeked.size > file.size)
+        throw this.#damaged(file.at + pos, `batch of ${peeked.size} bytes runs past the end of the segment`);
       const batchNext = peeked.header.baseOffset + peeked.header.lastOffsetDelta + 1;
       if (start < 0 && batchNext <= offset) {
         pos += peeked.size;
