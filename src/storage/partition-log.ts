@@ -3,6 +3,7 @@ import type { Clock, TimerHandle } from '../common/clock.js';
 import { crc32c } from '../common/crc32c.js';
 import { SluiceError } from '../common/errors.js';
 import {
+  BATCH_LENGTH_PREFIX_BYTES,
   type BatchHeader,
   type BatchRecord,
   batchCrcProblem,
@@ -42,6 +43,20 @@ export interface StorageLogger {
 }
 
 /** Storage never picks the real disk or clock by itself: the composition root passes both. */
+export interface ReadOptions {
+  /** Byte budget; at least one whole batch is returned whatever it is. */
+  maxBytes: number;
+  /** No batch that ends past this offset (the high watermark) is returned. */
+  maxOffset?: number;
+  /** Bytes to leave free before and after the data in its buffer (see `ReadResult.reserved`). */
+  reserve?: { before: number; after: number };
+  /**
+   * Check the CRC-32C of every returned batch (`verifiedPrefix`): batches up to the first bad one
+   * are returned; a bad first batch throws CORRUPT_MESSAGE. The bytes are still not decoded.
+   */
+  verify?: boolean;
+}
+
 export interface PartitionLogDeps {
   fs: FileSystem;
   clock: Clock;
@@ -418,10 +433,7 @@ export class PartitionLog {
    * through the thread pool. Should such reads take long several times in a row (the page cache
    * no longer holds the bytes), the log reads through the thread pool for `SYNC_OFF_MS`.
    */
-  async read(
-    offset: number,
-    options: { maxBytes: number; maxOffset?: number; reserve?: { before: number; after: number } },
-  ): Promise<ReadResult> {
+  async read(offset: number, options: ReadOptions): Promise<ReadResult> {
     this.#checkOpen();
     const logEnd = this.logEndOffset;
     if (!Number.isSafeInteger(offset) || offset < this.#logStartOffset || offset > logEnd) {
@@ -436,7 +448,8 @@ export class PartitionLog {
     const maxOffset = Math.min(options.maxOffset ?? logEnd, logEnd);
     if (offset >= maxOffset) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
     try {
-      return await this.#readSegments(offset, maxOffset, options);
+      const result = await this.#readSegments(offset, maxOffset, options);
+      return options.verify ? verifiedPrefix(result) : result;
     } catch (error) {
       // Damage (CORRUPT_MESSAGE) passes as it is; an I/O error says only that this read failed.
       if (error instanceof SluiceError) throw error;
@@ -1041,6 +1054,39 @@ function groupLocations(accepted: readonly PlannedAppend[]): BatchLocation[] {
     base += pending.data.length;
   }
   return locations;
+}
+
+/**
+ * The batches of `result` up to the first whose CRC-32C is wrong. Damage in the first batch throws
+ * a non-retriable CORRUPT_MESSAGE naming its offset and, as `nextReadableOffset`, the offset after
+ * it (its length field passed the read's checks, so the next batch is found from it): a consumer
+ * that accepts losing the batch reads on from there.
+ */
+export function verifiedPrefix(result: ReadResult): ReadResult {
+  const { data } = result;
+  let pos = 0;
+  let batchCount = 0;
+  let nextOffset = result.nextOffset;
+  while (pos < data.length) {
+    const header = readBatchHeader(data, pos);
+    const size = BATCH_LENGTH_PREFIX_BYTES + header.batchLength;
+    const problem = batchCrcProblem(data, pos, size);
+    if (problem !== undefined) {
+      if (batchCount > 0) break;
+      const nextReadableOffset =
+        pos + size < data.length ? readBatchHeader(data, pos + size).baseOffset : result.nextOffset;
+      throw new SluiceError(
+        'CORRUPT_MESSAGE',
+        `the stored batch at offset ${header.baseOffset} is damaged (${problem}); reads from offset ${nextReadableOffset} on do not include it`,
+        { retriable: false, details: { batchOffset: header.baseOffset, nextReadableOffset } },
+      );
+    }
+    pos += size;
+    batchCount++;
+    nextOffset = nextOffsetOf(header);
+  }
+  if (batchCount === result.batchCount) return result;
+  return { ...result, data: data.subarray(0, pos), batchCount, nextOffset };
 }
 
 /**
