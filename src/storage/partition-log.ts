@@ -70,7 +70,7 @@ const OFFLINE_WHY =
   'pages and a later fsync would not say so); the partition stays offline on this node until it is ' +
   'reopened from disk (a restart), which recovers by a CRC scan from the last recovery point';
 
-const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
+export const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
 /**
  * Append groups up to this size are written on the event loop's thread (`FileHandle.writeSync`),
  * as Kafka's request handlers write: a write into the page cache is a memory copy (64 KiB in about
@@ -135,7 +135,7 @@ export interface PendingAppend {
   reject: (error: unknown) => void;
 }
 const RECOVERY_POINT_FILE = 'recovery-point-checkpoint';
-const LOG_START_FILE = 'log-start-offset-checkpoint';
+export const LOG_START_FILE = 'log-start-offset-checkpoint';
 const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
 
 /**
@@ -1179,7 +1179,8 @@ async function recoverSegments(
   return out;
 }
 
-async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
+/** A checkpoint file's offset; 0 when the file is missing or its CRC is wrong. */
+export async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
   const data = await fs.readFile(path);
   if (!data) return 0;
   const [value, crc] = data.toString('utf8').split('\n');
