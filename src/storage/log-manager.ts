@@ -1,3 +1,4 @@
+import { assert } from '../common/assert.js';
 import type { TimerHandle } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { LogConfig } from '../protocol/topic-config.js';
@@ -7,11 +8,16 @@ import { PartitionLog, type PartitionLogDeps } from './partition-log.js';
 export interface LogManagerOptions {
   dataDir: string;
   defaultConfig?: Partial<LogConfig>;
-  /** How often retention and compaction run over every log. */
+  /**
+   * How often retention and compaction run over every log, in ms; 300000 (five minutes, as
+   * Kafka's `log.retention.check.interval.ms`) when not given. retention.bytes is also applied at
+   * every segment roll, whatever this is.
+   */
   retentionCheckMs?: number;
 }
 
 const PARTITION_DIR = /^(.+)-(\d+)$/;
+const RETENTION_CHECK_MS_DEFAULT = 5 * 60 * 1000;
 
 /**
  * Every partition log of one node, one directory each: `${dataDir}/${topic}-${partition}`.
@@ -35,6 +41,11 @@ export class LogManager {
 
   static async open(options: LogManagerOptions, deps: PartitionLogDeps): Promise<LogManager> {
     const { fs, clock } = deps;
+    const retentionCheckMs = options.retentionCheckMs ?? RETENTION_CHECK_MS_DEFAULT;
+    assert(
+      Number.isSafeInteger(retentionCheckMs) && retentionCheckMs > 0,
+      `retentionCheckMs ${retentionCheckMs} is not a positive integer`,
+    );
     const manager = new LogManager(options, deps);
     await mkdirDurable(fs, options.dataDir);
     for (const name of await fs.readdir(options.dataDir)) {
@@ -46,14 +57,11 @@ export class LogManager {
       );
       manager.#logs.set(name, log);
     }
-    manager.#timer = clock.setInterval(
-      () => {
-        manager.#maintenance = manager.#maintenance.then(async () => {
-          await manager.runMaintenance();
-        });
-      },
-      options.retentionCheckMs ?? 5 * 60 * 1000,
-    );
+    manager.#timer = clock.setInterval(() => {
+      manager.#maintenance = manager.#maintenance.then(async () => {
+        await manager.runMaintenance();
+      });
+    }, retentionCheckMs);
     return manager;
   }
 

@@ -381,7 +381,10 @@ export class PartitionLog {
     try {
       const buffers = accepted.map((a) => a.pending.data);
       const data = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers);
-      if (this.#mustRoll(data.length)) await this.#roll();
+      if (this.#mustRoll(data.length)) {
+        await this.#roll();
+        if (this.#config.retentionBytes >= 0) await this.#applyRetention({ bytes: true, time: false });
+      }
       const locations = groupLocations(accepted);
       // Written on this thread unless it is large, or such writes were slow of late (the kernel
       // throttling writers that dirty pages faster than the disk takes them).
@@ -576,28 +579,35 @@ export class PartitionLog {
     });
   }
 
-  /** Applies retention.ms and retention.bytes by deleting whole old segments. */
+  /**
+   * Applies retention.ms and retention.bytes by deleting whole old segments. The log manager calls
+   * it on its timer; retention.bytes is also applied at every roll (`#writeGroup`), so that a
+   * partition written faster than the timer comes does not grow past it by more than a segment.
+   */
   enforceRetention(): Promise<{ segmentsDeleted: number }> {
     this.#checkOpen();
-    return this.#serialize(async () => {
-      if (this.#config.cleanupPolicy === 'compact') return { segmentsDeleted: 0 };
-      const { retentionMs, retentionBytes } = this.#config;
-      const now = this.#clock.nowMs();
-      let total = this.sizeBytes;
-      let deleteBefore = this.#logStartOffset;
-      let count = 0;
-      for (const segment of this.#segments.slice(0, -1)) {
-        const expired =
-          retentionMs >= 0 && segment.maxTimestamp >= 0 && segment.maxTimestamp < now - retentionMs;
-        const oversized = retentionBytes >= 0 && total - segment.size >= retentionBytes;
-        if (!expired && !oversized) break;
-        total -= segment.size;
-        deleteBefore = segment.nextOffset;
-        count++;
-      }
-      if (count > 0) await this.#advanceStart(deleteBefore);
-      return { segmentsDeleted: count };
-    });
+    return this.#serialize(() => this.#applyRetention({ bytes: true, time: true }));
+  }
+
+  /** Deletes the oldest closed segments that retention (by size, by time, or both) lets go. */
+  async #applyRetention(by: { bytes: boolean; time: boolean }): Promise<{ segmentsDeleted: number }> {
+    if (this.#config.cleanupPolicy === 'compact') return { segmentsDeleted: 0 };
+    const { retentionMs, retentionBytes } = this.#config;
+    const now = this.#clock.nowMs();
+    let total = this.sizeBytes;
+    let deleteBefore = this.#logStartOffset;
+    let count = 0;
+    for (const segment of this.#segments.slice(0, -1)) {
+      const expired =
+        by.time && retentionMs >= 0 && segment.maxTimestamp >= 0 && segment.maxTimestamp < now - retentionMs;
+      const oversized = by.bytes && retentionBytes >= 0 && total - segment.size >= retentionBytes;
+      if (!expired && !oversized) break;
+      total -= segment.size;
+      deleteBefore = segment.nextOffset;
+      count++;
+    }
+    if (count > 0) await this.#advanceStart(deleteBefore);
+    return { segmentsDeleted: count };
   }
 
   /**
