@@ -861,7 +861,7 @@ export class PartitionLog {
     if (this.#config.flushPolicy !== 'async') return;
     this.#flushTimer = this.#clock.setInterval(() => {
       if (this.#unavailable()) return;
-      // flush() has already taken the log offline and logged the failure; nothing is left to say.
+      // A failed flush takes the log offline (once: #goOffline ignores a second reason).
       this.flush().catch((error: unknown) =>
         this.#goOffline(`a timed flush failed: ${messageOf(error)}`, error),
       );

@@ -95,10 +95,6 @@ export class Segment {
     this.createdMs = nowMs;
   }
 
-  get logPath(): string {
-    return `${this.dir}/${segmentName(this.baseOffset)}.log`;
-  }
-
   static paths(dir: string, baseOffset: number) {
     const base = `${dir}/${segmentName(baseOffset)}`;
     return { log: `${base}.log`, index: `${base}.index`, timeIndex: `${base}.timeindex` };
