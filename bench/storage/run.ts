@@ -16,6 +16,7 @@ import { appendFileSync, closeSync, existsSync, openSync, writeFileSync, writeSy
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { systemClock } from '../../src/common/clock.js';
 import { encodeBatch } from '../../src/protocol/batch.js';
 import { type FileHandle, type FileSystem, nodeFileSystem } from '../../src/storage/fs.js';
 import { PartitionLog } from '../../src/storage/partition-log.js';
@@ -94,7 +95,10 @@ try {
     const rawSyncPath = join(root, `raw-sync-${n}.bin`);
     const rawSync = openSync(rawSyncPath, 'w');
     const dir = join(root, keep ? 'async-0' : `async-scratch-${n}`);
-    const asyncLog = await PartitionLog.open({ dir, config: { flushPolicy: 'async', flushMs: 1000 } });
+    const asyncLog = await PartitionLog.open(
+      { dir, config: { flushPolicy: 'async', flushMs: 1000 } },
+      { fs: nodeFileSystem, clock: systemClock },
+    );
     const seconds = { raw: 0, rawSync: 0, log: 0 };
     let rawPosition = 0;
     let rawSyncPosition = 0;
@@ -163,7 +167,7 @@ try {
   const counting = countingFs();
   const syncLog = await PartitionLog.open(
     { dir: join(root, 'sync-0'), config: { flushPolicy: 'sync' } },
-    { fs: counting.fs },
+    { fs: counting.fs, clock: systemClock },
   );
   const syncsBefore = counting.syncs();
   const appenders = 8;
@@ -181,7 +185,10 @@ try {
   const fsyncRate = syncCount / syncSeconds;
 
   // 3. Reads of whole batches, cold then warm.
-  const readLog = await PartitionLog.open({ dir: join(root, 'async-0') });
+  const readLog = await PartitionLog.open(
+    { dir: join(root, 'async-0') },
+    { fs: nodeFileSystem, clock: systemClock },
+  );
   const readAll = async () => {
     let offset = readLog.logStartOffset;
     let bytes = 0;

@@ -44,6 +44,22 @@ export interface FileSystem {
   rename(from: string, to: string): Promise<void>;
   /** Removes a directory and everything under it. */
   removeDir(path: string): Promise<void>;
+  /**
+   * Makes the directory's entries durable: files created, unlinked or renamed in it (and
+   * directories made in it) survive a power loss only once their directory was synced after.
+   */
+  syncDir(path: string): Promise<void>;
+}
+
+/**
+ * Makes `path` and any missing parents, and syncs the parent of each directory it created, so that
+ * the new directories survive a power loss.
+ */
+export async function mkdirDurable(fs: FileSystem, path: string): Promise<void> {
+  const created: string[] = [];
+  for (let p = path; dirname(p) !== p && !(await fs.exists(p)); p = dirname(p)) created.push(p);
+  await fs.mkdir(path);
+  for (const p of created) await fs.syncDir(dirname(p));
 }
 
 class NodeFileHandle implements FileHandle {
@@ -173,7 +189,18 @@ export const nodeFileSystem: FileSystem = {
   async removeDir(path) {
     await fsp.rm(path, { recursive: true, force: true });
   },
+  syncDir: syncDirectory,
 };
+
+export type SimulatedOperation =
+  | 'write'
+  | 'truncate'
+  | 'sync'
+  | 'syncDir'
+  | 'writeFileAtomic'
+  | 'mkdir'
+  | 'unlink'
+  | 'rename';
 
 export type PendingOp =
   | { kind: 'write'; position: number; data: Buffer }
@@ -189,16 +216,42 @@ interface SimulatedFile {
 }
 
 /**
- * A file system in memory that keeps synced and unsynced bytes apart. `crash()` models a power
- * loss: each file keeps its synced content plus a random prefix of its unsynced operations, and
- * the last kept write may be torn (only a prefix of its bytes lands). Directory operations
- * (create, rename, unlink) are durable at once, as after an fsync of the directory; atomic file
- * replacement is durable when it resolves.
+ * A file system in memory that keeps synced and unsynced bytes apart, and synced and unsynced
+ * directory entries. `crash()` models a power loss: each file keeps its synced content plus a
+ * random prefix of its unsynced operations, and the last kept write may be torn (only a prefix of
+ * its bytes lands). Directory changes (create, unlink, rename, mkdir, removeDir) are all lost
+ * unless their directory was synced after them (`syncDir`): the namespace reverts to what each
+ * directory held when it was last synced. Atomic file replacement is durable when it resolves (it
+ * syncs the file, renames it into place and syncs the directory, as the real one does).
  */
 export class SimulatedFileSystem implements FileSystem {
+  /** The namespace as every caller sees it now: path → file. */
   readonly files = new Map<string, SimulatedFile>();
   readonly dirs = new Set<string>(['/']);
+  /** The namespace that survives a power loss: entries as of their directory's last sync. */
+  readonly #durableFiles = new Map<string, SimulatedFile>();
+  readonly #durableDirs = new Set<string>(['/']);
   syncCount = 0;
+  /**
+   * Fault injection: asked before every operation that changes or syncs something. An error it
+   * returns fails that operation (nothing of it happens); `'stall'` leaves it pending forever, as
+   * a write caught by a power loss.
+   */
+  fault: ((operation: SimulatedOperation, path: string) => Error | 'stall' | undefined) | undefined;
+
+  /** Throws or stalls as `fault` says; resolves when the operation may go ahead. */
+  async faultFor(operation: SimulatedOperation, path: string): Promise<void> {
+    const fault = this.fault?.(operation, path);
+    if (fault === 'stall') await new Promise<never>(() => {});
+    if (fault) throw fault;
+  }
+
+  /** As `faultFor`, for operations on the calling thread, which cannot stall. */
+  faultForSync(operation: SimulatedOperation, path: string): void {
+    const fault = this.fault?.(operation, path);
+    if (fault === 'stall') throw new Error(`a synchronous ${operation} of ${path} cannot stall`);
+    if (fault) throw fault;
+  }
 
   async open(path: string): Promise<FileHandle> {
     this.#requireDir(dirname(path));
@@ -207,7 +260,7 @@ export class SimulatedFileSystem implements FileSystem {
       file = { durable: Buffer.alloc(0), current: Buffer.alloc(0), pending: [] };
       this.files.set(path, file);
     }
-    return new SimulatedFileHandle(this, path);
+    return new SimulatedFileHandle(this, path, file);
   }
 
   fileFor(path: string): SimulatedFile {
@@ -223,9 +276,45 @@ export class SimulatedFileSystem implements FileSystem {
 
   async writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
     this.#requireDir(dirname(path));
+    await this.faultFor('writeFileAtomic', path);
     const copy = Buffer.from(data);
     this.files.set(path, { durable: copy, current: Buffer.from(copy), pending: [] });
+    this.#syncEntries(dirname(path));
     this.syncCount++;
+  }
+
+  async syncDir(path: string): Promise<void> {
+    this.#requireDir(path);
+    await this.faultFor('syncDir', path);
+    this.#syncEntries(path);
+    this.syncCount++;
+  }
+
+  /** Copies the current entries of directory `dir` (files and directories in it) to the durable namespace. */
+  #syncEntries(dir: string): void {
+    for (const path of [...this.#durableFiles.keys()])
+      if (dirname(path) === dir && !this.files.has(path)) this.#durableFiles.delete(path);
+    for (const [path, file] of this.files) if (dirname(path) === dir) this.#durableFiles.set(path, file);
+    for (const path of [...this.#durableDirs])
+      if (path !== dir && dirname(path) === dir && !this.dirs.has(path)) this.#forgetDurableTree(path);
+    for (const path of this.dirs) if (path !== dir && dirname(path) === dir) this.#durableDirs.add(path);
+  }
+
+  /** A directory removed durably takes everything under it along. */
+  #forgetDurableTree(root: string): void {
+    const prefix = `${root}/`;
+    for (const path of [...this.#durableFiles.keys()])
+      if (path.startsWith(prefix)) this.#durableFiles.delete(path);
+    for (const path of [...this.#durableDirs])
+      if (path === root || path.startsWith(prefix)) this.#durableDirs.delete(path);
+  }
+
+  /** The namespace after a power loss: only synced directory entries stay. */
+  #revertNamespace(): void {
+    this.files.clear();
+    for (const [path, file] of this.#durableFiles) this.files.set(path, file);
+    this.dirs.clear();
+    for (const path of this.#durableDirs) this.dirs.add(path);
   }
 
   async exists(path: string): Promise<boolean> {
@@ -243,6 +332,7 @@ export class SimulatedFileSystem implements FileSystem {
   }
 
   async mkdir(path: string): Promise<void> {
+    await this.faultFor('mkdir', path);
     let p = path;
     while (p !== '/' && p !== '.' && p !== '') {
       this.dirs.add(p);
@@ -251,10 +341,12 @@ export class SimulatedFileSystem implements FileSystem {
   }
 
   async unlink(path: string): Promise<void> {
+    await this.faultFor('unlink', path);
     this.files.delete(path);
   }
 
   async rename(from: string, to: string): Promise<void> {
+    await this.faultFor('rename', from);
     const file = this.fileFor(from);
     this.files.delete(from);
     this.files.set(to, file);
@@ -268,6 +360,7 @@ export class SimulatedFileSystem implements FileSystem {
 
   /** Power loss: keeps synced bytes, a random prefix of unsynced operations, maybe a torn last write. */
   crash(random: Random): void {
+    this.#revertNamespace();
     for (const file of this.files.values()) {
       let content = file.durable;
       const keep = random.int(file.pending.length + 1);
@@ -289,9 +382,10 @@ export class SimulatedFileSystem implements FileSystem {
 
   /**
    * Power loss at a chosen point: each file keeps its synced content plus the first `keep(path, ops)`
-   * of its unsynced operations, whole.
+   * of its unsynced operations, whole; unsynced directory changes are lost.
    */
   crashKeeping(keep: (path: string, pending: readonly PendingOp[]) => number): void {
+    this.#revertNamespace();
     for (const [path, file] of this.files) {
       let content = file.durable;
       for (const op of file.pending.slice(0, keep(path, file.pending))) content = applyOp(content, op);
@@ -304,6 +398,24 @@ export class SimulatedFileSystem implements FileSystem {
   /** Every unsynced operation lost, none kept: the harshest crash. */
   crashLosingAllUnsynced(): void {
     this.crashKeeping(() => 0);
+  }
+
+  /**
+   * A copy of this file system as a power loss right now would leave it (every unsynced write and
+   * directory change lost), for checking many crash points of one run.
+   */
+  afterPowerLoss(): SimulatedFileSystem {
+    const copy = new SimulatedFileSystem();
+    for (const [path, file] of this.#durableFiles) {
+      const content = Buffer.from(file.durable);
+      copy.files.set(path, { durable: content, current: Buffer.from(content), pending: [] });
+      copy.#durableFiles.set(path, copy.files.get(path)!);
+    }
+    for (const path of this.#durableDirs) {
+      copy.dirs.add(path);
+      copy.#durableDirs.add(path);
+    }
+    return copy;
   }
 
   #requireDir(path: string): void {
@@ -326,16 +438,21 @@ function applyOp(content: Buffer, op: PendingOp): Buffer {
   return out;
 }
 
+/**
+ * A handle holds its file, not its path, as a POSIX descriptor holds its inode: after the path is
+ * renamed over or unlinked, the handle still reads and writes the file it opened.
+ */
 class SimulatedFileHandle implements FileHandle {
   #closed = false;
   constructor(
     private readonly fs: SimulatedFileSystem,
     private readonly path: string,
+    private readonly file: SimulatedFile,
   ) {}
 
   #file(): SimulatedFile {
     if (this.#closed) throw Object.assign(new Error(`EBADF: ${this.path} is closed`), { code: 'EBADF' });
-    return this.fs.fileFor(this.path);
+    return this.file;
   }
 
   async read(buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
@@ -350,17 +467,21 @@ class SimulatedFileHandle implements FileHandle {
   }
 
   async write(data: Uint8Array, position: number): Promise<void> {
+    await this.fs.faultFor('write', this.path);
     this.writeSync(data, position);
   }
 
   writeSync(data: Uint8Array, position: number): void {
     const file = this.#file();
+    this.fs.faultForSync('write', this.path);
     const op: PendingOp = { kind: 'write', position, data: Buffer.from(data) };
     file.pending.push(op);
     file.current = applyOp(file.current, op);
   }
 
   async sync(): Promise<void> {
+    this.#file();
+    await this.fs.faultFor('sync', this.path);
     const file = this.#file();
     file.durable = Buffer.from(file.current);
     file.pending = [];
@@ -368,6 +489,8 @@ class SimulatedFileHandle implements FileHandle {
   }
 
   async truncate(length: number): Promise<void> {
+    this.#file();
+    await this.fs.faultFor('truncate', this.path);
     const file = this.#file();
     const op: PendingOp = { kind: 'truncate', length };
     file.pending.push(op);

@@ -22,6 +22,9 @@ export interface EpochEntry {
 export class LeaderEpochCache {
   #entries: EpochEntry[] = [];
   #writing: Promise<void> = Promise.resolve();
+  /** The first checkpoint write that failed; every later flush reports it. */
+  #failure: unknown;
+  #onWriteFailure: ((error: unknown) => void) | undefined;
   /** Where the log ends now; set by the owning PartitionLog so `endOffsetFor(epoch)` needs no second argument. */
   #logEndOffset: (() => number) | undefined;
 
@@ -37,9 +40,13 @@ export class LeaderEpochCache {
     return cache;
   }
 
-  /** Ties the cache to its log, so the latest epoch ends at the log's current end offset. */
-  attachLogEnd(logEndOffset: () => number): void {
+  /**
+   * Ties the cache to its log: the latest epoch ends at the log's current end offset, and a failed
+   * checkpoint write is reported to the log (which goes offline) as it happens.
+   */
+  attachLog(logEndOffset: () => number, onWriteFailure: (error: unknown) => void): void {
     this.#logEndOffset = logEndOffset;
+    this.#onWriteFailure = onWriteFailure;
   }
 
   entries(): EpochEntry[] {
@@ -103,16 +110,23 @@ export class LeaderEpochCache {
     if (changed) this.#persist();
   }
 
-  /** Resolves when every change so far is on disk. */
-  flush(): Promise<void> {
-    return this.#writing;
+  /** Resolves when every change so far is on disk; rejects once any checkpoint write has failed. */
+  async flush(): Promise<void> {
+    await this.#writing;
+    if (this.#failure !== undefined) throw this.#failure;
   }
 
   #persist(): void {
     const snapshot = serializeCheckpoint(this.#entries);
-    this.#writing = this.#writing.then(() =>
-      this.fs.writeFileAtomic(this.path, Buffer.from(snapshot, 'utf8')),
-    );
+    this.#writing = this.#writing.then(async () => {
+      if (this.#failure !== undefined) return;
+      try {
+        await this.fs.writeFileAtomic(this.path, Buffer.from(snapshot, 'utf8'));
+      } catch (error) {
+        this.#failure = error;
+        this.#onWriteFailure?.(error);
+      }
+    });
   }
 }
 

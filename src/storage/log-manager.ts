@@ -1,18 +1,23 @@
-import type { Clock, TimerHandle } from '../common/clock.js';
-import { systemClock } from '../common/clock.js';
+import { assert } from '../common/assert.js';
+import type { TimerHandle } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { LogConfig } from '../protocol/topic-config.js';
-import { type FileSystem, nodeFileSystem } from './fs.js';
-import { PartitionLog } from './partition-log.js';
+import { type FileSystem, mkdirDurable } from './fs.js';
+import { PartitionLog, type PartitionLogDeps } from './partition-log.js';
 
 export interface LogManagerOptions {
   dataDir: string;
   defaultConfig?: Partial<LogConfig>;
-  /** How often retention and compaction run over every log. */
+  /**
+   * How often retention and compaction run over every log, in ms; 300000 (five minutes, as
+   * Kafka's `log.retention.check.interval.ms`) when not given. retention.bytes is also applied at
+   * every segment roll, whatever this is.
+   */
   retentionCheckMs?: number;
 }
 
 const PARTITION_DIR = /^(.+)-(\d+)$/;
+const RETENTION_CHECK_MS_DEFAULT = 5 * 60 * 1000;
 
 /**
  * Every partition log of one node, one directory each: `${dataDir}/${topic}-${partition}`.
@@ -27,35 +32,36 @@ export class LogManager {
 
   private constructor(
     readonly options: LogManagerOptions,
-    private readonly fs: FileSystem,
-    private readonly clock: Clock,
+    private readonly deps: PartitionLogDeps,
   ) {}
 
-  static async open(
-    options: LogManagerOptions,
-    deps: { fs?: FileSystem; clock?: Clock } = {},
-  ): Promise<LogManager> {
-    const fs = deps.fs ?? nodeFileSystem;
-    const clock = deps.clock ?? systemClock;
-    const manager = new LogManager(options, fs, clock);
-    await fs.mkdir(options.dataDir);
+  private get fs(): FileSystem {
+    return this.deps.fs;
+  }
+
+  static async open(options: LogManagerOptions, deps: PartitionLogDeps): Promise<LogManager> {
+    const { fs, clock } = deps;
+    const retentionCheckMs = options.retentionCheckMs ?? RETENTION_CHECK_MS_DEFAULT;
+    assert(
+      Number.isSafeInteger(retentionCheckMs) && retentionCheckMs > 0,
+      `retentionCheckMs ${retentionCheckMs} is not a positive integer`,
+    );
+    const manager = new LogManager(options, deps);
+    await mkdirDurable(fs, options.dataDir);
     for (const name of await fs.readdir(options.dataDir)) {
       const match = PARTITION_DIR.exec(name);
       if (!match || name.startsWith('__cluster')) continue;
       const log = await PartitionLog.open(
         { dir: `${options.dataDir}/${name}`, config: options.defaultConfig },
-        { fs, clock },
+        deps,
       );
       manager.#logs.set(name, log);
     }
-    manager.#timer = clock.setInterval(
-      () => {
-        manager.#maintenance = manager.#maintenance.then(async () => {
-          await manager.runMaintenance();
-        });
-      },
-      options.retentionCheckMs ?? 5 * 60 * 1000,
-    );
+    manager.#timer = clock.setInterval(() => {
+      manager.#maintenance = manager.#maintenance.then(async () => {
+        await manager.runMaintenance();
+      });
+    }, retentionCheckMs);
     return manager;
   }
 
@@ -75,7 +81,7 @@ export class LogManager {
     if (!opening) {
       opening = PartitionLog.open(
         { dir: `${this.options.dataDir}/${name}`, config: { ...this.options.defaultConfig, ...config } },
-        { fs: this.fs, clock: this.clock },
+        this.deps,
       );
       this.#opening.set(name, opening);
     }
@@ -107,19 +113,27 @@ export class LogManager {
     this.#logs.delete(name);
     if (log) await log.deleteAll();
     else await this.fs.removeDir(`${this.options.dataDir}/${name}`);
+    // A deleted partition must not come back after a power loss.
+    await this.fs.syncDir(this.options.dataDir);
   }
 
-  /** Retention, then compaction, over every log; errors on one log do not stop the others. */
+  /**
+   * Retention, then compaction, over every log; an error on one log does not stop the others. An
+   * offline log is skipped (it said why when it went offline), as is one deleted meanwhile; any
+   * other failure is logged. A storage failure has already taken that log offline (fail-stop).
+   */
   async runMaintenance(): Promise<{ segmentsDeleted: number; segmentsCleaned: number }> {
     let segmentsDeleted = 0;
     let segmentsCleaned = 0;
-    for (const log of [...this.#logs.values()]) {
+    for (const [name, log] of [...this.#logs]) {
+      if (log.offlineReason !== undefined) continue;
       try {
         segmentsDeleted += (await log.enforceRetention()).segmentsDeleted;
         if (log.config.cleanupPolicy.includes('compact'))
           segmentsCleaned += (await log.compact()).segmentsCleaned;
-      } catch {
-        // A closed or deleted log is skipped; the next round sees the current set.
+      } catch (error) {
+        if (this.#logs.get(name) !== log || log.offlineReason !== undefined) continue;
+        this.deps.logger?.error({ dir: log.dir, err: error }, 'log maintenance failed');
       }
     }
     return { segmentsDeleted, segmentsCleaned };

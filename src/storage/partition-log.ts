@@ -1,9 +1,9 @@
 import { assert } from '../common/assert.js';
 import type { Clock, TimerHandle } from '../common/clock.js';
-import { systemClock } from '../common/clock.js';
 import { crc32c } from '../common/crc32c.js';
 import { SluiceError } from '../common/errors.js';
 import {
+  BATCH_LENGTH_PREFIX_BYTES,
   type BatchHeader,
   type BatchRecord,
   batchCrcProblem,
@@ -16,9 +16,9 @@ import {
   splitBatches,
 } from '../protocol/batch.js';
 import { DEFAULT_LOG_CONFIG, type LogConfig } from '../protocol/topic-config.js';
-import { type FileSystem, nodeFileSystem } from './fs.js';
+import { type FileSystem, mkdirDurable } from './fs.js';
 import { LeaderEpochCache } from './leader-epoch.js';
-import { type BatchLocation, Segment } from './segment.js';
+import { type BatchLocation, type EpochStart, Segment, segmentName } from './segment.js';
 
 export interface AppendResult {
   baseOffset: number;
@@ -37,12 +37,40 @@ export interface ReadResult {
   reserved?: { before: number; after: number };
 }
 
-export interface PartitionLogDeps {
-  fs?: FileSystem;
-  clock?: Clock;
+/** Where storage reports failures it does not answer to a caller (a structured logger fits). */
+export interface StorageLogger {
+  error(fields: Record<string, unknown>, message: string): void;
 }
 
-const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
+/** Storage never picks the real disk or clock by itself: the composition root passes both. */
+export interface ReadOptions {
+  /** Byte budget; at least one whole batch is returned whatever it is. */
+  maxBytes: number;
+  /** No batch that ends past this offset (the high watermark) is returned. */
+  maxOffset?: number;
+  /** Bytes to leave free before and after the data in its buffer (see `ReadResult.reserved`). */
+  reserve?: { before: number; after: number };
+  /**
+   * Check the CRC-32C of every returned batch (`verifiedPrefix`): batches up to the first bad one
+   * are returned; a bad first batch throws CORRUPT_MESSAGE. The bytes are still not decoded.
+   */
+  verify?: boolean;
+}
+
+export interface PartitionLogDeps {
+  fs: FileSystem;
+  clock: Clock;
+  /** Told once when a partition goes offline; the reason is also kept in `offlineReason`. */
+  logger?: StorageLogger;
+}
+
+/** Why an offline partition is not retriable on this node, for the error's details. */
+const OFFLINE_WHY =
+  'a write or fsync failed, so what the files hold is unknown (the kernel may have dropped unsynced ' +
+  'pages and a later fsync would not say so); the partition stays offline on this node until it is ' +
+  'reopened from disk (a restart), which recovers by a CRC scan from the last recovery point';
+
+export const CLEAN_SHUTDOWN_FILE = '.clean-shutdown';
 /**
  * Append groups up to this size are written on the event loop's thread (`FileHandle.writeSync`),
  * as Kafka's request handlers write: a write into the page cache is a memory copy (64 KiB in about
@@ -99,7 +127,7 @@ export interface AppendOptions {
   encodedHere?: boolean;
 }
 
-interface PendingAppend {
+export interface PendingAppend {
   data: Buffer;
   batches: { pos: number; size: number; header: BatchHeader }[];
   options: AppendOptions;
@@ -107,7 +135,7 @@ interface PendingAppend {
   reject: (error: unknown) => void;
 }
 const RECOVERY_POINT_FILE = 'recovery-point-checkpoint';
-const LOG_START_FILE = 'log-start-offset-checkpoint';
+export const LOG_START_FILE = 'log-start-offset-checkpoint';
 const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
 
 /**
@@ -115,8 +143,10 @@ const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
  * sequential write; `sync` flushing batches the fsyncs of appends that arrive together. Reads do not
  * wait for appends or fsyncs.
  *
- * Invariants (asserted): segments are sorted by base offset and contiguous in offsets; the active
- * segment is the last; logStartOffset <= logEndOffset; recoveryPoint <= logEndOffset.
+ * Invariants, asserted by `#checkInvariants` after every append, truncation and move of the log
+ * start (asserts stay on in production): segments are sorted by base offset and contiguous in
+ * offsets, each ending where the next begins; the active segment is the last;
+ * firstBase <= logStartOffset <= logEndOffset; recoveryPoint <= logEndOffset.
  */
 export class PartitionLog {
   readonly dir: string;
@@ -132,11 +162,16 @@ export class PartitionLog {
   #appendScheduled = false;
   #syncWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   #syncing = false;
+  /** Counts truncations, so that an fsync that raced one does not move the recovery point. */
+  #truncations = 0;
   #listeners = new Set<(logEndOffset: number) => void>();
   #flushTimer: TimerHandle | undefined;
   readonly #syncReads: SlowSyncGuard;
   readonly #syncWrites: SlowSyncGuard;
   #closed = false;
+  /** Set by the first failed write or fsync; the log refuses everything after it (fail-stop). */
+  #offline: { reason: string; error: unknown } | undefined;
+  readonly #logger: StorageLogger | undefined;
   readonly leaderEpochs: LeaderEpochCache;
   /** What recovery found at open: undefined when the log was shut down cleanly. */
   readonly recoveryReport:
@@ -146,7 +181,7 @@ export class PartitionLog {
   private constructor(
     dir: string,
     config: LogConfig,
-    deps: Required<PartitionLogDeps>,
+    deps: PartitionLogDeps,
     leaderEpochs: LeaderEpochCache,
     recoveryReport: PartitionLog['recoveryReport'],
   ) {
@@ -154,84 +189,74 @@ export class PartitionLog {
     this.#config = config;
     this.#fs = deps.fs;
     this.#clock = deps.clock;
+    this.#logger = deps.logger;
     this.#syncReads = new SlowSyncGuard(deps.clock);
     this.#syncWrites = new SlowSyncGuard(deps.clock);
     this.leaderEpochs = leaderEpochs;
-    leaderEpochs.attachLogEnd(() => this.logEndOffset);
+    leaderEpochs.attachLog(
+      () => this.logEndOffset,
+      (error) => this.#goOffline('the leader-epoch checkpoint write failed', error),
+    );
     this.recoveryReport = recoveryReport;
   }
 
+  /**
+   * Opens the log in `dir`, creating it when missing. After a crash (no clean-shutdown marker) the
+   * segments from the one holding the recovery point on are checked batch by batch and cut at the
+   * first bad batch (`recoverSegments`), and the leader-epoch cache is rebuilt from the batches
+   * scanned: its checkpoint is written after an append and may not have landed.
+   */
   static async open(
     options: { dir: string; config?: Partial<LogConfig> },
-    deps: PartitionLogDeps = {},
+    deps: PartitionLogDeps,
   ): Promise<PartitionLog> {
-    const fs = deps.fs ?? nodeFileSystem;
-    const clock = deps.clock ?? systemClock;
+    const { fs, clock } = deps;
     const config = { ...DEFAULT_LOG_CONFIG, ...options.config };
     const dir = options.dir;
-    await fs.mkdir(dir);
+    await mkdirDurable(fs, dir);
     const names = await fs.readdir(dir);
     for (const name of names) {
       if (name.endsWith('.tmp') || name.endsWith('.cleaned')) await fs.unlink(`${dir}/${name}`);
     }
-    const bases = names
-      .filter((n) => /^\d{20}\.log$/.test(n))
-      .map((n) => Number(n.slice(0, 20)))
-      .sort((a, b) => a - b);
     const clean = names.includes(CLEAN_SHUTDOWN_FILE);
     const recoveryPoint = clean
       ? Number.POSITIVE_INFINITY
       : await readCheckpoint(fs, `${dir}/${RECOVERY_POINT_FILE}`);
     const leaderEpochs = await LeaderEpochCache.load(`${dir}/${LEADER_EPOCH_FILE}`, fs);
-    const segments: Segment[] = [];
-    let report: PartitionLog['recoveryReport'];
-    if (!clean) report = { segmentsScanned: 0, truncatedBytes: 0, problem: undefined };
-    // Segments from the one that holds the recovery point onwards were not known to be flushed.
-    let firstToRecover = 0;
-    for (let i = 0; i < bases.length; i++) if (bases[i]! <= recoveryPoint) firstToRecover = i;
-    for (let i = 0; i < bases.length; i++) {
-      const base = bases[i]!;
-      const recover = !clean && i >= firstToRecover;
-      const {
-        segment,
-        corrupt,
-        fileSize: sizeBefore,
-      } = await Segment.open(dir, base, fs, {
-        recover,
-        indexIntervalBytes: config.indexIntervalBytes,
-        batchBytesMax: Math.max(config.batchBytesMax, DEFAULT_LOG_CONFIG.batchBytesMax),
-        nowMs: clock.nowMs(),
-      });
-      const previous = segments.at(-1);
-      if (previous && segment.baseOffset < previous.nextOffset) {
-        await segment.delete();
-        if (report) report.problem = `segment ${base} overlaps its predecessor`;
-        for (const later of bases.slice(i + 1)) await deleteSegmentFiles(fs, dir, later);
-        break;
-      }
-      segments.push(segment);
-      if (report && recover) {
-        report.segmentsScanned++;
-        report.truncatedBytes += sizeBefore - segment.size;
-      }
-      if (corrupt !== undefined || (recover && sizeBefore !== segment.size)) {
-        if (report) report.problem = corrupt ?? `torn batch at the end of segment ${base}`;
-        // Everything after the first bad batch is suspect: later segments go.
-        for (const later of bases.slice(i + 1)) await deleteSegmentFiles(fs, dir, later);
-        break;
-      }
-    }
+    const recovered = await recoverSegments(dir, names, { clean, recoveryPoint, config }, deps);
+    const { segments, report } = recovered;
     const storedStart = await readCheckpoint(fs, `${dir}/${LOG_START_FILE}`);
-    const log = new PartitionLog(dir, config, { fs, clock }, leaderEpochs, report);
+    const first = segments[0];
+    if (first && storedStart < first.baseOffset) {
+      for (const segment of segments) await segment.close();
+      throw missingOffsets(dir, storedStart, first.baseOffset, [
+        `the log starts at ${storedStart} (${LOG_START_FILE})`,
+        `the oldest segment ${segmentName(first.baseOffset)}.log begins at ${first.baseOffset}`,
+      ]);
+    }
+    const log = new PartitionLog(dir, config, deps, leaderEpochs, report);
     if (segments.length === 0)
       segments.push(await Segment.create(dir, Math.max(0, storedStart), fs, clock.nowMs()));
     log.#segments = segments;
     log.#logStartOffset = Math.max(segments[0]!.baseOffset, storedStart, 0);
     if (log.#logStartOffset > log.logEndOffset) log.#logStartOffset = log.logEndOffset;
     log.#recoveryPoint = log.logEndOffset;
+    log.#checkInvariants();
     leaderEpochs.truncateFromEnd(log.logEndOffset);
+    if (recovered.scannedFrom !== undefined) {
+      // Epochs below the scan are in the checkpoint (a flush lands it before the recovery point
+      // moves); those at and after it come from the batches themselves.
+      leaderEpochs.truncateFromEnd(recovered.scannedFrom);
+      for (const start of recovered.epochStarts) leaderEpochs.assign(start.epoch, start.startOffset);
+    }
+    leaderEpochs.truncateFromStart(log.#logStartOffset);
     // A crash from here on must be detected: the marker goes before anything is appended.
-    if (clean) await fs.unlink(`${dir}/${CLEAN_SHUTDOWN_FILE}`);
+    if (clean) {
+      await fs.unlink(`${dir}/${CLEAN_SHUTDOWN_FILE}`);
+      await fs.syncDir(dir);
+    }
+    // The rebuilt epochs land before the recovery point moves past the batches they came from.
+    await leaderEpochs.flush();
     await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
     log.#scheduleFlush();
     return log;
@@ -245,6 +270,11 @@ export class PartitionLog {
     const flushChanged = config.flushMs !== undefined && config.flushMs !== this.#config.flushMs;
     this.#config = { ...this.#config, ...config };
     if (flushChanged) this.#scheduleFlush();
+  }
+
+  /** Why the log went offline after a storage failure; undefined while it is healthy. */
+  get offlineReason(): string | undefined {
+    return this.#offline?.reason;
   }
 
   get logStartOffset(): number {
@@ -291,7 +321,7 @@ export class PartitionLog {
     let batches: PendingAppend['batches'];
     try {
       this.#checkOpen();
-      // The CRCs are checked in #drainAppends while the write is in flight.
+      // The CRCs are checked in #writeGroup while the write is in flight.
       batches = splitBatches(data, this.#config.batchBytesMax, false);
       if (batches.length === 0)
         throw new SluiceError('INVALID_REQUEST', 'an append holds at least one batch');
@@ -306,111 +336,56 @@ export class PartitionLog {
     }
     const appended = new Promise<AppendResult>((resolve, reject) => {
       this.#appendQueue.push({ data, batches, options, resolve, reject });
-      if (!this.#appendScheduled) {
-        this.#appendScheduled = true;
-        void this.#serialize(() => this.#drainAppends());
-      }
+      this.#scheduleDrain();
     });
     if (this.#config.flushPolicy !== 'sync') return appended;
     return appended.then((result) => this.#requestSync().then(() => result));
   }
 
   /**
-   * Writes every append queued so far in one write: appends that arrive while a write is in flight
-   * share the next one, so a partition under many small produce requests does one syscall per
-   * group, not per request. Offsets are assigned in queue order. The batches' CRCs are checked
-   * before a synchronous write, or while a write through the thread pool is in flight; a group with
-   * a corrupt batch is cut off again before the log end moves (see `Segment.append`).
+   * Writes the next group of queued appends in one write: appends that arrive while a write is in
+   * flight share the next one, so a partition under many small produce requests does one syscall
+   * per group, not per request. Offsets are assigned in queue order (`planGroup`).
    */
   async #drainAppends(): Promise<void> {
     this.#appendScheduled = false;
-    let groupBytes = 0;
-    let take = 0;
-    while (
-      take < this.#appendQueue.length &&
-      (take === 0 || groupBytes + this.#appendQueue[take]!.data.length <= APPEND_GROUP_BYTES_MAX)
-    ) {
-      groupBytes += this.#appendQueue[take]!.data.length;
-      take++;
-    }
-    const group = this.#appendQueue.splice(0, take);
-    if (this.#appendQueue.length > 0 && !this.#appendScheduled) {
-      this.#appendScheduled = true;
-      void this.#serialize(() => this.#drainAppends());
-    }
-    if (this.#closed) {
-      for (const pending of group)
-        pending.reject(new SluiceError('KAFKA_STORAGE_ERROR', `the log in ${this.dir} is closed`));
+    const unavailable = this.#unavailable();
+    if (unavailable) {
+      for (const pending of this.#appendQueue.splice(0)) pending.reject(unavailable);
       return;
     }
-    let next = this.logEndOffset;
-    const accepted: { pending: PendingAppend; result: AppendResult }[] = [];
-    for (const pending of group) {
-      const { data, batches, options } = pending;
-      const start = next;
-      let problem: SluiceError | undefined;
-      for (const batch of batches) {
-        if (options.assignOffsets) {
-          setBaseOffset(data, batch.pos, next);
-          batch.header.baseOffset = next;
-          if (options.leaderEpoch !== undefined) {
-            setPartitionLeaderEpoch(data, batch.pos, options.leaderEpoch);
-            batch.header.partitionLeaderEpoch = options.leaderEpoch;
-          }
-        } else if (batch.header.baseOffset !== next) {
-          problem = new SluiceError(
-            'INVALID_REQUEST',
-            `batch starts at offset ${batch.header.baseOffset}, the log ends at ${next}`,
-            {
-              details: { logEndOffset: next },
-            },
-          );
-          break;
-        }
-        assert(Number.isSafeInteger(nextOffsetOf(batch.header)), 'offset beyond 2^53');
-        next = nextOffsetOf(batch.header);
-      }
-      if (problem) {
-        next = start;
-        pending.reject(problem);
-        continue;
-      }
-      accepted.push({
-        pending,
-        result: {
-          baseOffset: batches[0]!.header.baseOffset,
-          lastOffset: next - 1,
-          logEndOffset: next,
-          batchCount: batches.length,
-        },
-      });
-    }
-    if (accepted.length === 0) return;
+    const plan = planGroup(this.#appendQueue, this.logEndOffset);
+    this.#appendQueue.splice(0, plan.taken);
+    if (this.#appendQueue.length > 0) this.#scheduleDrain();
+    for (const { pending, error } of plan.rejected) pending.reject(error);
+    if (plan.accepted.length > 0) await this.#writeGroup(plan.accepted);
+  }
+
+  /** Queues one drain of the append queue behind the work already serialized, unless one is queued. */
+  #scheduleDrain(): void {
+    if (this.#appendScheduled) return;
+    this.#appendScheduled = true;
+    void this.#serialize(() => this.#drainAppends());
+  }
+
+  /**
+   * Stamps the planned offsets into the accepted appends and writes them at the end of the log.
+   * The batches' CRCs are checked before a synchronous write, or while a write through the thread
+   * pool is in flight; a group with a corrupt batch is cut off again before the log end moves
+   * (see `Segment.append`), its corrupt appends fail and the others are queued again.
+   */
+  async #writeGroup(accepted: readonly PlannedAppend[]): Promise<void> {
+    for (const planned of accepted) stampOffsets(planned);
     const corrupt = new Map<PendingAppend, string>();
-    const verify = () => {
-      for (const { pending } of accepted) {
-        if (pending.options.encodedHere) continue;
-        for (const b of pending.batches) {
-          const problem = batchCrcProblem(pending.data, b.pos, b.size);
-          if (problem) {
-            corrupt.set(pending, problem);
-            break;
-          }
-        }
-      }
-      return corrupt.size === 0;
-    };
+    const verify = () => findCorrupt(accepted, corrupt);
     try {
       const buffers = accepted.map((a) => a.pending.data);
       const data = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers);
-      if (this.#mustRoll(data.length)) await this.#roll();
-      const locations: BatchLocation[] = [];
-      let base = 0;
-      for (const { pending } of accepted) {
-        for (const b of pending.batches)
-          locations.push({ position: base + b.pos, size: b.size, header: b.header });
-        base += pending.data.length;
+      if (this.#mustRoll(data.length)) {
+        await this.#roll();
+        if (this.#config.retentionBytes >= 0) await this.#applyRetention({ bytes: true, time: false });
       }
+      const locations = groupLocations(accepted);
       // Written on this thread unless it is large, or such writes were slow of late (the kernel
       // throttling writers that dirty pages faster than the disk takes them).
       const sync = data.length <= SYNC_WRITE_BYTES_MAX && this.#syncWrites.allowed();
@@ -420,35 +395,38 @@ export class PartitionLog {
         sync,
       });
       if (sync) this.#syncWrites.observe(this.#clock.monotonicMs() - started);
-      const appended = await appending;
-      if (!appended) {
-        // Nothing of the group was appended: the corrupt appends fail, the others go back to the
-        // front of the queue and get their offsets again.
-        for (const [pending, problem] of corrupt) pending.reject(new SluiceError('CORRUPT_MESSAGE', problem));
-        const retry = accepted.map((a) => a.pending).filter((pending) => !corrupt.has(pending));
-        if (retry.length > 0) {
-          this.#appendQueue.unshift(...retry);
-          if (!this.#appendScheduled) {
-            this.#appendScheduled = true;
-            void this.#serialize(() => this.#drainAppends());
-          }
-        }
+      if (!(await appending)) {
+        this.#requeueAfterCorrupt(accepted, corrupt);
         return;
       }
       for (const location of locations) {
         if (location.header.partitionLeaderEpoch >= 0)
           this.leaderEpochs.assign(location.header.partitionLeaderEpoch, location.header.baseOffset);
       }
+      this.#checkInvariants();
     } catch (error) {
-      const failure =
-        error instanceof SluiceError
-          ? error
-          : new SluiceError('KAFKA_STORAGE_ERROR', `append failed in ${this.dir}`, { cause: error });
-      for (const { pending } of accepted) pending.reject(failure);
+      // Whatever broke, the bytes on disk may now differ from what the log believes: fail-stop.
+      this.#goOffline(`an append's write failed: ${messageOf(error)}`, error);
+      for (const { pending } of accepted) pending.reject(this.#unavailable());
       return;
     }
     this.#notify();
     for (const { pending, result } of accepted) pending.resolve(result);
+  }
+
+  /**
+   * Nothing of a group with a corrupt batch was appended: the corrupt appends fail, the others go
+   * back to the front of the queue and get their offsets again.
+   */
+  #requeueAfterCorrupt(
+    accepted: readonly PlannedAppend[],
+    corrupt: ReadonlyMap<PendingAppend, string>,
+  ): void {
+    for (const [pending, problem] of corrupt) pending.reject(new SluiceError('CORRUPT_MESSAGE', problem));
+    const retry = accepted.map((a) => a.pending).filter((pending) => !corrupt.has(pending));
+    if (retry.length === 0) return;
+    this.#appendQueue.unshift(...retry);
+    this.#scheduleDrain();
   }
 
   /**
@@ -458,10 +436,7 @@ export class PartitionLog {
    * through the thread pool. Should such reads take long several times in a row (the page cache
    * no longer holds the bytes), the log reads through the thread pool for `SYNC_OFF_MS`.
    */
-  async read(
-    offset: number,
-    options: { maxBytes: number; maxOffset?: number; reserve?: { before: number; after: number } },
-  ): Promise<ReadResult> {
+  async read(offset: number, options: ReadOptions): Promise<ReadResult> {
     this.#checkOpen();
     const logEnd = this.logEndOffset;
     if (!Number.isSafeInteger(offset) || offset < this.#logStartOffset || offset > logEnd) {
@@ -475,6 +450,23 @@ export class PartitionLog {
     }
     const maxOffset = Math.min(options.maxOffset ?? logEnd, logEnd);
     if (offset >= maxOffset) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
+    try {
+      const result = await this.#readSegments(offset, maxOffset, options);
+      return options.verify ? verifiedPrefix(result) : result;
+    } catch (error) {
+      // Damage (CORRUPT_MESSAGE) passes as it is; an I/O error says only that this read failed.
+      if (error instanceof SluiceError) throw error;
+      throw new SluiceError('KAFKA_STORAGE_ERROR', `a read of ${this.dir} at offset ${offset} failed`, {
+        cause: error,
+      });
+    }
+  }
+
+  async #readSegments(
+    offset: number,
+    maxOffset: number,
+    options: { maxBytes: number; reserve?: { before: number; after: number } },
+  ): Promise<ReadResult> {
     let i = this.#segmentIndexFor(offset);
     // An offset can fall in a gap left by compaction, or at the very end of a segment.
     while (i < this.#segments.length) {
@@ -520,39 +512,39 @@ export class PartitionLog {
     for (const segment of this.#segments) {
       if (segment.maxTimestamp < timestampMs || segment.nextOffset <= this.#logStartOffset) continue;
       const from = Math.max(segment.lookupTimestamp(timestampMs), this.#logStartOffset);
-      const candidates: BatchLocation[] = [];
-      await segment.locate(from, (location) => {
-        if (nextOffsetOf(location.header) > from && location.header.maxTimestamp >= timestampMs) {
-          candidates.push(location);
-          return false;
-        }
-        return true;
-      });
-      for (const location of candidates) {
-        const batch = await segment.readBatch(location);
-        for (const record of decodeRecords(batch)) {
-          if (record.offset >= from && record.timestamp >= timestampMs) return record.offset;
-        }
-      }
+      // One reader over both steps: compaction may swap the segment out between them.
+      const found = await segment.withReader(() => firstOffsetAtTime(segment, from, timestampMs));
+      if (found !== null) return found;
     }
     return null;
   }
 
-  /** Removes every record at and after `offset` (rounded down to the start of its batch). */
+  /**
+   * Removes every record at and after `offset` (rounded down to the start of its batch). Ordered so
+   * that a power loss at any step leaves a contiguous prefix of the log, and none after it returns
+   * truncated records: the recovery point moves down first (what is left past it is scanned, not
+   * trusted), then segments go newest first, each deletion made durable by a directory sync before
+   * the next, then the segment holding the cut is truncated and fsynced.
+   */
   truncateTo(offset: number): Promise<void> {
     this.#checkOpen();
     return this.#serialize(async () => {
       if (offset >= this.logEndOffset) return;
+      this.#truncations++;
+      if (this.#recoveryPoint > offset) {
+        this.#recoveryPoint = offset;
+        await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+      }
       if (offset > this.#logStartOffset) {
-        while (this.#segments.length > 1 && this.#active().baseOffset >= offset) {
-          await this.#segments.pop()!.delete();
-        }
+        while (this.#segments.length > 1 && this.#active().baseOffset >= offset) await this.#deleteNewest();
         await this.#active().truncateTo(offset);
       }
       // Truncation rounds down to a batch start; when that batch began below the log start (or the
       // offset itself is there), the log is emptied and restarts at the log start, never below it.
       if (offset <= this.#logStartOffset || this.logEndOffset <= this.#logStartOffset) {
-        for (const segment of this.#segments) await segment.delete();
+        while (this.#segments.length > 1) await this.#deleteNewest();
+        await this.#segments[0]!.delete();
+        await this.#fs.syncDir(this.dir);
         this.#segments = [
           await Segment.create(this.dir, this.#logStartOffset, this.#fs, this.#clock.nowMs()),
         ];
@@ -561,8 +553,16 @@ export class PartitionLog {
       await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
       this.leaderEpochs.truncateFromEnd(this.logEndOffset);
       await this.leaderEpochs.flush();
+      this.#checkInvariants();
       this.#notify();
     });
+  }
+
+  /** Deletes the newest segment durably (its files, then a directory sync). */
+  async #deleteNewest(): Promise<void> {
+    assert(this.#segments.length > 1, 'the last segment is never deleted alone');
+    await this.#segments.pop()!.delete();
+    await this.#fs.syncDir(this.dir);
   }
 
   /** Advances the log start offset; whole segments below it are deleted, never the active one. */
@@ -579,34 +579,44 @@ export class PartitionLog {
     });
   }
 
-  /** Applies retention.ms and retention.bytes by deleting whole old segments. */
+  /**
+   * Applies retention.ms and retention.bytes by deleting whole old segments. The log manager calls
+   * it on its timer; retention.bytes is also applied at every roll (`#writeGroup`), so that a
+   * partition written faster than the timer comes does not grow past it by more than a segment.
+   */
   enforceRetention(): Promise<{ segmentsDeleted: number }> {
     this.#checkOpen();
-    return this.#serialize(async () => {
-      if (this.#config.cleanupPolicy === 'compact') return { segmentsDeleted: 0 };
-      const { retentionMs, retentionBytes } = this.#config;
-      const now = this.#clock.nowMs();
-      let total = this.sizeBytes;
-      let deleteBefore = this.#logStartOffset;
-      let count = 0;
-      for (const segment of this.#segments.slice(0, -1)) {
-        const expired =
-          retentionMs >= 0 && segment.maxTimestamp >= 0 && segment.maxTimestamp < now - retentionMs;
-        const oversized = retentionBytes >= 0 && total - segment.size >= retentionBytes;
-        if (!expired && !oversized) break;
-        total -= segment.size;
-        deleteBefore = segment.nextOffset;
-        count++;
-      }
-      if (count > 0) await this.#advanceStart(deleteBefore);
-      return { segmentsDeleted: count };
-    });
+    return this.#serialize(() => this.#applyRetention({ bytes: true, time: true }));
+  }
+
+  /** Deletes the oldest closed segments that retention (by size, by time, or both) lets go. */
+  async #applyRetention(by: { bytes: boolean; time: boolean }): Promise<{ segmentsDeleted: number }> {
+    if (this.#config.cleanupPolicy === 'compact') return { segmentsDeleted: 0 };
+    const { retentionMs, retentionBytes } = this.#config;
+    const now = this.#clock.nowMs();
+    let total = this.sizeBytes;
+    let deleteBefore = this.#logStartOffset;
+    let count = 0;
+    for (const segment of this.#segments.slice(0, -1)) {
+      const expired =
+        by.time && retentionMs >= 0 && segment.maxTimestamp >= 0 && segment.maxTimestamp < now - retentionMs;
+      const oversized = by.bytes && retentionBytes >= 0 && total - segment.size >= retentionBytes;
+      if (!expired && !oversized) break;
+      total -= segment.size;
+      deleteBefore = segment.nextOffset;
+      count++;
+    }
+    if (count > 0) await this.#advanceStart(deleteBefore);
+    return { segmentsDeleted: count };
   }
 
   /**
    * Keeps the latest record of every key in the closed segments (offsets unchanged), and drops
    * tombstones whose segment is older than delete.retention.ms. The active segment is never touched;
-   * keys written there still supersede older records.
+   * keys written there still supersede older records. The last batch of a segment always keeps at
+   * least its last record, so that the segment still ends where the next one begins after a reopen
+   * (its end is read from its last batch): a missing segment file is then told apart from a gap
+   * left by compaction.
    */
   compact(): Promise<{ segmentsCleaned: number; recordsRemoved: number }> {
     this.#checkOpen();
@@ -626,65 +636,64 @@ export class PartitionLog {
       for (let i = 0; i < this.#segments.length - 1; i++) {
         const segment = this.#segments[i]!;
         const dropTombstones = segment.maxTimestamp < horizon;
+        const keeps = (r: BatchRecord) =>
+          r.key === null || (latest.get(keyOf(r.key)) === r.offset && !(r.value === null && dropTombstones));
         const kept: Buffer[] = [];
         let removedHere = 0;
         await this.#forEachBatch(segment, (batch) => {
-          const header = readBatchHeader(batch);
-          const records = decodeRecords(batch);
-          const keep = records.filter((r) => {
-            if (r.key === null) return true;
-            if (latest.get(keyOf(r.key)) !== r.offset) return false;
-            return !(r.value === null && dropTombstones);
-          });
-          removedHere += records.length - keep.length;
-          if (keep.length === records.length) kept.push(batch);
-          else if (keep.length > 0) {
-            kept.push(
-              encodeBatch(
-                keep.map((r) => ({
-                  key: r.key,
-                  value: r.value,
-                  headers: r.headers,
-                  timestamp: r.timestamp,
-                  offsetDelta: r.offset - header.baseOffset,
-                })),
-                {
-                  baseOffset: header.baseOffset,
-                  partitionLeaderEpoch: header.partitionLeaderEpoch,
-                  attributes: header.attributes,
-                  producerId: header.producerId,
-                  producerEpoch: header.producerEpoch,
-                  baseSequence: header.baseSequence,
-                  lastOffsetDelta: header.lastOffsetDelta,
-                },
-              ),
-            );
-          }
+          const last = nextOffsetOf(readBatchHeader(batch)) === segment.nextOffset;
+          const cleaned = compactBatch(batch, keeps, last);
+          removedHere += cleaned.removed;
+          if (cleaned.batch) kept.push(cleaned.batch);
         });
         if (removedHere === 0) continue;
         recordsRemoved += removedHere;
         segmentsCleaned++;
-        this.#segments[i] = await this.#replaceSegment(segment, kept);
+        const replaced = await this.#replaceSegment(segment, kept);
+        // Reads that start from here on find the new segment; the old one closes after the
+        // reads already in it (`Segment.close` waits for its readers).
+        this.#segments[i] = replaced;
+        await segment.close();
       }
+      this.#checkInvariants();
       return { segmentsCleaned, recordsRemoved };
     });
   }
 
-  /** Makes every append so far durable and records the recovery point. */
+  /**
+   * Makes every append so far durable and records the recovery point. The leader-epoch checkpoint
+   * lands first, so that every epoch below the recovery point is in it (recovery rebuilds the rest
+   * from the batches it scans).
+   */
   async flush(): Promise<void> {
     this.#checkOpen();
     await this.#requestSync();
-    await this.#active().syncIndexes();
-    await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+    try {
+      await this.#active().syncIndexes();
+      await this.leaderEpochs.flush();
+      await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+    } catch (error) {
+      this.#goOffline(`flush failed: ${messageOf(error)}`, error);
+      throw this.#unavailable() ?? error;
+    }
   }
 
-  /** Flushes everything, writes the clean-shutdown marker and closes the files. */
+  /**
+   * Flushes everything, writes the clean-shutdown marker and closes the files. An offline log only
+   * closes its files: without the marker, the next open recovers from the last recovery point.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     // No timer-driven flush may start once closing has begun.
     this.#flushTimer?.cancel();
     this.#flushTimer = undefined;
-    await this.#serialize(async () => {});
+    await this.#writeChain;
+    if (this.#offline) {
+      this.#closed = true;
+      this.#listeners.clear();
+      for (const segment of this.#segments) await segment.close();
+      return;
+    }
     await this.#requestSync();
     this.#closed = true;
     for (const segment of this.#segments) await segment.syncIndexes();
@@ -714,7 +723,43 @@ export class PartitionLog {
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw new SluiceError('KAFKA_STORAGE_ERROR', `the log in ${this.dir} is closed`);
+    const unavailable = this.#unavailable();
+    if (unavailable) throw unavailable;
+  }
+
+  /** The error every call gets once the log is offline or closed; undefined while it serves. */
+  #unavailable(): SluiceError | undefined {
+    if (this.#offline) {
+      return new SluiceError(
+        'KAFKA_STORAGE_ERROR',
+        `the log in ${this.dir} is offline: ${this.#offline.reason}`,
+        {
+          retriable: false,
+          cause: this.#offline.error,
+          details: { offlineReason: this.#offline.reason, why: OFFLINE_WHY },
+        },
+      );
+    }
+    if (this.#closed) return new SluiceError('KAFKA_STORAGE_ERROR', `the log in ${this.dir} is closed`);
+    return undefined;
+  }
+
+  /**
+   * Fail-stop: after a failed write or fsync the log refuses every append, read and flush, keeps
+   * the first reason, and says so once through the logger. Only a reopen from disk, which recovers
+   * from the last recovery point, brings the partition back.
+   */
+  #goOffline(reason: string, error: unknown): void {
+    if (this.#offline || this.#closed) return;
+    this.#offline = { reason, error };
+    this.#flushTimer?.cancel();
+    this.#flushTimer = undefined;
+    this.#logger?.error(
+      { dir: this.dir, reason, err: error },
+      'partition log offline after a storage failure',
+    );
+    const unavailable = this.#unavailable()!;
+    for (const pending of this.#appendQueue.splice(0)) pending.reject(unavailable);
   }
 
   /** Index of the last segment whose base offset is at or below `offset`. */
@@ -729,9 +774,28 @@ export class PartitionLog {
     return lo;
   }
 
+  /**
+   * Runs storage work after the work queued before it. An error that is not a SluiceError (an I/O
+   * error, a broken invariant) leaves the files in an unknown state and takes the log offline.
+   */
   #serialize<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.#writeChain.then(work, work);
-    this.#writeChain = run.catch(() => {});
+    const guarded = async () => {
+      const unavailable = this.#unavailable();
+      if (unavailable) throw unavailable;
+      try {
+        return await work();
+      } catch (error) {
+        if (error instanceof SluiceError) throw error;
+        this.#goOffline(`storage work failed: ${messageOf(error)}`, error);
+        throw this.#unavailable() ?? error;
+      }
+    };
+    const run = this.#writeChain.then(guarded, guarded);
+    // The chain only orders the work; each caller gets its own outcome from `run`.
+    this.#writeChain = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 
@@ -759,6 +823,8 @@ export class PartitionLog {
 
   /** Group commit: every caller that arrives while an fsync runs shares the next one. */
   #requestSync(): Promise<void> {
+    const unavailable = this.#unavailable();
+    if (unavailable) return Promise.reject(unavailable);
     return new Promise((resolve, reject) => {
       this.#syncWaiters.push({ resolve, reject });
       if (!this.#syncing) void this.#runSyncs();
@@ -773,14 +839,16 @@ export class PartitionLog {
       // Appends already written are covered; wait for any write in progress to land first.
       await this.#writeChain;
       const target = this.logEndOffset;
+      const truncations = this.#truncations;
       try {
         for (const segment of this.#segments) await segment.sync();
-        this.#recoveryPoint = Math.max(this.#recoveryPoint, target);
+        // A truncation while the fsync ran may have replaced offsets below target with unsynced ones.
+        if (truncations === this.#truncations) this.#recoveryPoint = Math.max(this.#recoveryPoint, target);
+        this.#checkInvariants();
         for (const w of waiters) w.resolve();
       } catch (error) {
-        const failure = new SluiceError('KAFKA_STORAGE_ERROR', `fsync failed in ${this.dir}`, {
-          cause: error,
-        });
+        this.#goOffline(`fsync failed: ${messageOf(error)}`, error);
+        const failure = this.#unavailable()!;
         for (const w of waiters) w.reject(failure);
       }
     }
@@ -792,7 +860,11 @@ export class PartitionLog {
     this.#flushTimer = undefined;
     if (this.#config.flushPolicy !== 'async') return;
     this.#flushTimer = this.#clock.setInterval(() => {
-      if (!this.#closed) this.flush().catch(() => {});
+      if (this.#unavailable()) return;
+      // A failed flush takes the log offline (once: #goOffline ignores a second reason).
+      this.flush().catch((error: unknown) =>
+        this.#goOffline(`a timed flush failed: ${messageOf(error)}`, error),
+      );
     }, this.#config.flushMs);
   }
 
@@ -804,6 +876,30 @@ export class PartitionLog {
       await this.#segments.shift()!.delete();
     }
     this.leaderEpochs.truncateFromStart(offset);
+    this.#checkInvariants();
+  }
+
+  /** The invariants in the class comment; a broken one is a bug that would serve wrong data. */
+  #checkInvariants(): void {
+    const segments = this.#segments;
+    assert(segments.length > 0, `${this.dir}: no segment`);
+    for (let i = 1; i < segments.length; i++) {
+      const previous = segments[i - 1]!;
+      const segment = segments[i]!;
+      assert(
+        previous.nextOffset === segment.baseOffset,
+        `${this.dir}: segment ${previous.baseOffset} ends at ${previous.nextOffset}, the next begins at ${segment.baseOffset}`,
+      );
+    }
+    const end = this.logEndOffset;
+    assert(
+      segments[0]!.baseOffset <= this.#logStartOffset && this.#logStartOffset <= end,
+      `${this.dir}: log start ${this.#logStartOffset} outside [${segments[0]!.baseOffset}, ${end}]`,
+    );
+    assert(
+      this.#recoveryPoint <= end,
+      `${this.dir}: recovery point ${this.#recoveryPoint} beyond log end ${end}`,
+    );
   }
 
   async #forEachBatch(segment: Segment, visit: (batch: Buffer) => void): Promise<void> {
@@ -815,7 +911,11 @@ export class PartitionLog {
     for (const location of locations) visit(await segment.readBatch(location));
   }
 
-  /** Writes `batches` as the new content of `segment`: a `.cleaned` file, fsync, rename over the log. */
+  /**
+   * Writes `batches` as the new content of `segment`: a `.cleaned` file, fsync, rename over the log,
+   * then opens it. The old segment stays open for the reads in it: its descriptor still reads the
+   * file it opened after the rename.
+   */
   async #replaceSegment(segment: Segment, batches: Buffer[]): Promise<Segment> {
     const paths = Segment.paths(this.dir, segment.baseOffset);
     const cleanedPath = `${paths.log}.cleaned`;
@@ -824,18 +924,22 @@ export class PartitionLog {
     await handle.write(Buffer.concat(batches), 0);
     await handle.sync();
     await handle.close();
-    await segment.close();
     await this.#fs.rename(cleanedPath, paths.log);
     await this.#fs.unlink(paths.index);
     await this.#fs.unlink(paths.timeIndex);
+    // Either the old or the cleaned content survives a power loss; the sync settles which.
+    await this.#fs.syncDir(this.dir);
     const { segment: replaced } = await Segment.open(this.dir, segment.baseOffset, this.#fs, {
       recover: true,
       indexIntervalBytes: this.#config.indexIntervalBytes,
       batchBytesMax: Math.max(this.#config.batchBytesMax, DEFAULT_LOG_CONFIG.batchBytesMax),
       nowMs: segment.createdMs,
     });
-    // Offsets of the segment are those it had: a compacted tail keeps the original end offset.
-    replaced.nextOffset = Math.max(replaced.nextOffset, segment.nextOffset);
+    // Compaction keeps the last record of a segment (see `compact`): its end offset stays.
+    assert(
+      replaced.nextOffset === segment.nextOffset,
+      `compacted segment ${segment.baseOffset} ends at ${replaced.nextOffset}, not ${segment.nextOffset}`,
+    );
     return replaced;
   }
 
@@ -851,7 +955,242 @@ export class PartitionLog {
   }
 }
 
-async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
+export interface PlannedAppend {
+  pending: PendingAppend;
+  /** The offset of the append's first batch. */
+  baseOffset: number;
+  result: AppendResult;
+}
+
+export interface GroupPlan {
+  /** How many appends from the front of the queue the plan covers. */
+  taken: number;
+  /** In queue order, with offsets contiguous from the log end. */
+  accepted: PlannedAppend[];
+  rejected: { pending: PendingAppend; error: SluiceError }[];
+}
+
+/**
+ * Plans the next group write, touching nothing: the appends from the front of `queue` up to
+ * `groupBytesMax` (at least one), each given the offsets it gets after the log end `logEnd`. A
+ * leader's append (`assignOffsets`) takes the next offsets; a follower's must continue the log
+ * exactly and is rejected alone (INVALID_REQUEST) when it does not, the others keep their places.
+ */
+export function planGroup(
+  queue: readonly PendingAppend[],
+  logEnd: number,
+  groupBytesMax: number = APPEND_GROUP_BYTES_MAX,
+): GroupPlan {
+  let groupBytes = 0;
+  let taken = 0;
+  while (taken < queue.length && (taken === 0 || groupBytes + queue[taken]!.data.length <= groupBytesMax)) {
+    groupBytes += queue[taken]!.data.length;
+    taken++;
+  }
+  const plan: GroupPlan = { taken, accepted: [], rejected: [] };
+  let next = logEnd;
+  for (const pending of queue.slice(0, taken)) {
+    const end = plannedEnd(pending, next);
+    if (typeof end !== 'number') {
+      plan.rejected.push({ pending, error: end });
+      continue;
+    }
+    const batchCount = pending.batches.length;
+    plan.accepted.push({
+      pending,
+      baseOffset: next,
+      result: { baseOffset: next, lastOffset: end - 1, logEndOffset: end, batchCount },
+    });
+    next = end;
+  }
+  return plan;
+}
+
+/** Where the log ends after `pending` when it starts at `start`, or why it cannot go there. */
+function plannedEnd(pending: PendingAppend, start: number): number | SluiceError {
+  let next = start;
+  for (const batch of pending.batches) {
+    if (!pending.options.assignOffsets && batch.header.baseOffset !== next) {
+      return new SluiceError(
+        'INVALID_REQUEST',
+        `batch starts at offset ${batch.header.baseOffset}, the log ends at ${next}`,
+        { details: { logEndOffset: next } },
+      );
+    }
+    next += batch.header.lastOffsetDelta + 1;
+    assert(Number.isSafeInteger(next), 'offset beyond 2^53');
+  }
+  return next;
+}
+
+/** Writes a leader's planned offsets and epoch into its batches, in place (the CRCs stay valid). */
+function stampOffsets({ pending, baseOffset }: PlannedAppend): void {
+  const { data, batches, options } = pending;
+  if (!options.assignOffsets) return;
+  let next = baseOffset;
+  for (const batch of batches) {
+    setBaseOffset(data, batch.pos, next);
+    batch.header.baseOffset = next;
+    if (options.leaderEpoch !== undefined) {
+      setPartitionLeaderEpoch(data, batch.pos, options.leaderEpoch);
+      batch.header.partitionLeaderEpoch = options.leaderEpoch;
+    }
+    next = nextOffsetOf(batch.header);
+  }
+}
+
+/** Records in `corrupt` every append of the group whose CRC is wrong; true when there is none. */
+function findCorrupt(accepted: readonly PlannedAppend[], corrupt: Map<PendingAppend, string>): boolean {
+  for (const { pending } of accepted) {
+    if (pending.options.encodedHere) continue;
+    for (const b of pending.batches) {
+      const problem = batchCrcProblem(pending.data, b.pos, b.size);
+      if (problem) {
+        corrupt.set(pending, problem);
+        break;
+      }
+    }
+  }
+  return corrupt.size === 0;
+}
+
+/** Where each batch of the group lies within the group's one buffer. */
+function groupLocations(accepted: readonly PlannedAppend[]): BatchLocation[] {
+  const locations: BatchLocation[] = [];
+  let base = 0;
+  for (const { pending } of accepted) {
+    for (const b of pending.batches)
+      locations.push({ position: base + b.pos, size: b.size, header: b.header });
+    base += pending.data.length;
+  }
+  return locations;
+}
+
+/**
+ * The batches of `result` up to the first whose CRC-32C is wrong. Damage in the first batch throws
+ * a non-retriable CORRUPT_MESSAGE naming its offset and, as `nextReadableOffset`, the offset after
+ * it (its length field passed the read's checks, so the next batch is found from it): a consumer
+ * that accepts losing the batch reads on from there.
+ */
+export function verifiedPrefix(result: ReadResult): ReadResult {
+  const { data } = result;
+  let pos = 0;
+  let batchCount = 0;
+  let nextOffset = result.nextOffset;
+  while (pos < data.length) {
+    const header = readBatchHeader(data, pos);
+    const size = BATCH_LENGTH_PREFIX_BYTES + header.batchLength;
+    const problem = batchCrcProblem(data, pos, size);
+    if (problem !== undefined) {
+      if (batchCount > 0) break;
+      const nextReadableOffset =
+        pos + size < data.length ? readBatchHeader(data, pos + size).baseOffset : result.nextOffset;
+      throw new SluiceError(
+        'CORRUPT_MESSAGE',
+        `the stored batch at offset ${header.baseOffset} is damaged (${problem}); reads from offset ${nextReadableOffset} on do not include it`,
+        { retriable: false, details: { batchOffset: header.baseOffset, nextReadableOffset } },
+      );
+    }
+    pos += size;
+    batchCount++;
+    nextOffset = nextOffsetOf(header);
+  }
+  if (batchCount === result.batchCount) return result;
+  return { ...result, data: data.subarray(0, pos), batchCount, nextOffset };
+}
+
+/**
+ * Offsets no segment holds: a segment file went missing while the log was closed. Opening would
+ * serve the log as if those records had never existed, so the open is refused; the message names
+ * the files (the HTTP layer shows clients only the title of a storage error).
+ */
+function missingOffsets(dir: string, from: number, to: number, evidence: readonly string[]): SluiceError {
+  return new SluiceError(
+    'KAFKA_STORAGE_ERROR',
+    `offsets [${from}, ${to}) of ${dir} are in no segment file: ${evidence.join(', ')}; a segment file is missing`,
+    { retriable: false, details: { dir, missingFromOffset: from, missingToOffset: to } },
+  );
+}
+
+interface RecoveredSegments {
+  segments: Segment[];
+  report: PartitionLog['recoveryReport'];
+  /** The base offset of the first segment scanned batch by batch; undefined after a clean shutdown. */
+  scannedFrom: number | undefined;
+  /** Where each leader epoch starts in the scanned batches, in offset order. */
+  epochStarts: EpochStart[];
+}
+
+/**
+ * Opens the segment files among `names`, oldest first. Without a clean shutdown, every segment from
+ * the one that holds the recovery point on (those not known to be flushed) is checked batch by
+ * batch; at the first bad batch, or a segment that overlaps its predecessor, the rest goes.
+ */
+async function recoverSegments(
+  dir: string,
+  names: readonly string[],
+  options: { clean: boolean; recoveryPoint: number; config: LogConfig },
+  deps: PartitionLogDeps,
+): Promise<RecoveredSegments> {
+  const { clean, recoveryPoint, config } = options;
+  const { fs, clock } = deps;
+  const bases = names
+    .filter((n) => /^\d{20}\.log$/.test(n))
+    .map((n) => Number(n.slice(0, 20)))
+    .sort((a, b) => a - b);
+  const out: RecoveredSegments = {
+    segments: [],
+    report: clean ? undefined : { segmentsScanned: 0, truncatedBytes: 0, problem: undefined },
+    scannedFrom: undefined,
+    epochStarts: [],
+  };
+  let firstToRecover = 0;
+  for (let i = 0; i < bases.length; i++) if (bases[i]! <= recoveryPoint) firstToRecover = i;
+  for (let i = 0; i < bases.length; i++) {
+    const base = bases[i]!;
+    const recover = !clean && i >= firstToRecover;
+    const opened = await Segment.open(dir, base, fs, {
+      recover,
+      indexIntervalBytes: config.indexIntervalBytes,
+      batchBytesMax: Math.max(config.batchBytesMax, DEFAULT_LOG_CONFIG.batchBytesMax),
+      nowMs: clock.nowMs(),
+    });
+    const { segment, corrupt, fileSize } = opened;
+    const previous = out.segments.at(-1);
+    if (previous && segment.baseOffset > previous.nextOffset) {
+      for (const open of [...out.segments, segment]) await open.close();
+      throw missingOffsets(dir, previous.nextOffset, segment.baseOffset, [
+        `${segmentName(previous.baseOffset)}.log ends at offset ${previous.nextOffset}`,
+        `${segmentName(base)}.log begins at ${base}`,
+      ]);
+    }
+    if (previous && segment.baseOffset < previous.nextOffset) {
+      await segment.delete();
+      if (out.report) out.report.problem = `segment ${base} overlaps its predecessor`;
+      await deleteSegmentFiles(fs, dir, bases.slice(i + 1));
+      break;
+    }
+    out.segments.push(segment);
+    if (recover) {
+      out.scannedFrom ??= base;
+      out.epochStarts.push(...opened.epochStarts);
+    }
+    if (out.report && recover) {
+      out.report.segmentsScanned++;
+      out.report.truncatedBytes += fileSize - segment.size;
+    }
+    if (corrupt !== undefined || (recover && fileSize !== segment.size)) {
+      if (out.report) out.report.problem = corrupt ?? `torn batch at the end of segment ${base}`;
+      // Everything after the first bad batch is suspect: later segments go.
+      await deleteSegmentFiles(fs, dir, bases.slice(i + 1));
+      break;
+    }
+  }
+  return out;
+}
+
+/** A checkpoint file's offset; 0 when the file is missing or its CRC is wrong. */
+export async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
   const data = await fs.readFile(path);
   if (!data) return 0;
   const [value, crc] = data.toString('utf8').split('\n');
@@ -860,9 +1199,86 @@ async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
   return Number(value);
 }
 
-async function deleteSegmentFiles(fs: FileSystem, dir: string, baseOffset: number): Promise<void> {
-  const paths = Segment.paths(dir, baseOffset);
-  await Promise.all([fs.unlink(paths.log), fs.unlink(paths.index), fs.unlink(paths.timeIndex)]);
+/**
+ * Deletes the files of the segments at `baseOffsets`, newest first, and syncs the directory: a
+ * segment that came back after a power loss would follow a cut-short one with a gap.
+ */
+async function deleteSegmentFiles(
+  fs: FileSystem,
+  dir: string,
+  baseOffsets: readonly number[],
+): Promise<void> {
+  if (baseOffsets.length === 0) return;
+  for (const baseOffset of [...baseOffsets].reverse()) {
+    const paths = Segment.paths(dir, baseOffset);
+    await Promise.all([fs.unlink(paths.log), fs.unlink(paths.index), fs.unlink(paths.timeIndex)]);
+  }
+  await fs.syncDir(dir);
+}
+
+/**
+ * One batch after compaction: the records `keeps` accepts, re-encoded with the batch's offsets,
+ * epoch and producer fields (and its lastOffsetDelta, so the batch still ends where it did), or
+ * the batch itself when all stay. With `last`, the batch's last record stays whatever `keeps`
+ * says, so that a segment never loses its end offset.
+ */
+function compactBatch(
+  batch: Buffer,
+  keeps: (record: BatchRecord) => boolean,
+  last: boolean,
+): { batch: Buffer | undefined; removed: number } {
+  const header = readBatchHeader(batch);
+  const records = decodeRecords(batch);
+  const keep = records.filter((r, i) => keeps(r) || (last && i === records.length - 1));
+  const removed = records.length - keep.length;
+  if (removed === 0) return { batch, removed };
+  if (keep.length === 0) return { batch: undefined, removed };
+  const encoded = encodeBatch(
+    keep.map((r) => ({
+      key: r.key,
+      value: r.value,
+      headers: r.headers,
+      timestamp: r.timestamp,
+      offsetDelta: r.offset - header.baseOffset,
+    })),
+    {
+      baseOffset: header.baseOffset,
+      partitionLeaderEpoch: header.partitionLeaderEpoch,
+      attributes: header.attributes,
+      producerId: header.producerId,
+      producerEpoch: header.producerEpoch,
+      baseSequence: header.baseSequence,
+      lastOffsetDelta: header.lastOffsetDelta,
+    },
+  );
+  return { batch: encoded, removed };
+}
+
+/** The first offset at or after `from` in `segment` whose record timestamp is at or after `timestampMs`. */
+async function firstOffsetAtTime(
+  segment: Segment,
+  from: number,
+  timestampMs: number,
+): Promise<number | null> {
+  const candidates: BatchLocation[] = [];
+  await segment.locate(from, (location) => {
+    if (nextOffsetOf(location.header) > from && location.header.maxTimestamp >= timestampMs) {
+      candidates.push(location);
+      return false;
+    }
+    return true;
+  });
+  for (const location of candidates) {
+    const batch = await segment.readBatch(location);
+    for (const record of decodeRecords(batch)) {
+      if (record.offset >= from && record.timestamp >= timestampMs) return record.offset;
+    }
+  }
+  return null;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function keyOf(key: Uint8Array): string {

@@ -19,6 +19,11 @@ export const TIME_INDEX_ENTRY_BYTES = 12;
 /** Index entries buffered in memory before they are written out. */
 const PENDING_INDEX_ENTRIES_MAX = 1024;
 
+export interface EpochStart {
+  epoch: number;
+  startOffset: number;
+}
+
 export interface BatchLocation {
   position: number;
   size: number;
@@ -62,8 +67,10 @@ export class Segment {
   maxTimestamp = -1;
   /** Clock time of the first append, for `segment.ms` rolls. */
   createdMs: number;
-  /** Whether bytes were written since the last fsync. */
+  /** Whether bytes were written since the last fsync that succeeded (or is in flight). */
   dirty = false;
+  /** The fsync in flight or the last one: a caller that finds nothing dirty still waits for it. */
+  #lastSync: Promise<void> = Promise.resolve();
   #indexOffsets: number[] = [];
   #indexPositions: number[] = [];
   #timeTimestamps: number[] = [];
@@ -88,15 +95,12 @@ export class Segment {
     this.createdMs = nowMs;
   }
 
-  get logPath(): string {
-    return `${this.dir}/${segmentName(this.baseOffset)}.log`;
-  }
-
   static paths(dir: string, baseOffset: number) {
     const base = `${dir}/${segmentName(baseOffset)}`;
     return { log: `${base}.log`, index: `${base}.index`, timeIndex: `${base}.timeindex` };
   }
 
+  /** Creates the segment's files, empty, and syncs the directory that holds them. */
   static async create(dir: string, baseOffset: number, fs: FileSystem, nowMs: number): Promise<Segment> {
     const paths = Segment.paths(dir, baseOffset);
     const [log, index, timeIndex] = await Promise.all([
@@ -105,6 +109,8 @@ export class Segment {
       fs.open(paths.timeIndex),
     ]);
     await Promise.all([log.truncate(0), index.truncate(0), timeIndex.truncate(0)]);
+    // The new files must outlive a power loss before they hold acknowledged appends.
+    await fs.syncDir(dir);
     return new Segment(dir, baseOffset, log, index, timeIndex, fs, nowMs);
   }
 
@@ -119,7 +125,13 @@ export class Segment {
     baseOffset: number,
     fs: FileSystem,
     options: { recover: boolean; indexIntervalBytes: number; batchBytesMax: number; nowMs: number },
-  ): Promise<{ segment: Segment; corrupt: string | undefined; fileSize: number }> {
+  ): Promise<{
+    segment: Segment;
+    corrupt: string | undefined;
+    fileSize: number;
+    /** With `recover`: where each leader epoch starts among the batches kept, in offset order. */
+    epochStarts: EpochStart[];
+  }> {
     const paths = Segment.paths(dir, baseOffset);
     const [log, index, timeIndex] = await Promise.all([
       fs.open(paths.log),
@@ -128,13 +140,14 @@ export class Segment {
     ]);
     const segment = new Segment(dir, baseOffset, log, index, timeIndex, fs, options.nowMs);
     const fileSize = await log.size();
+    const epochStarts: EpochStart[] = [];
     if (options.recover) {
-      const corrupt = await segment.#rebuild(fileSize, options, true);
-      return { segment, corrupt, fileSize };
+      const corrupt = await segment.#rebuild(fileSize, options, true, epochStarts);
+      return { segment, corrupt, fileSize, epochStarts };
     }
     const loaded = await segment.#loadIndexes(fileSize);
-    if (!loaded) await segment.#rebuild(fileSize, options, false);
-    return { segment, corrupt: undefined, fileSize };
+    if (!loaded) await segment.#rebuild(fileSize, options, false, []);
+    return { segment, corrupt: undefined, fileSize, epochStarts };
   }
 
   async #loadIndexes(fileSize: number): Promise<boolean> {
@@ -186,6 +199,7 @@ export class Segment {
     fileSize: number,
     options: { indexIntervalBytes: number; batchBytesMax: number },
     verify: boolean,
+    epochStarts: EpochStart[],
   ): Promise<string | undefined> {
     this.#indexOffsets = [];
     this.#indexPositions = [];
@@ -201,6 +215,9 @@ export class Segment {
     const result = await this.#scan(0, fileSize, verify, options.batchBytesMax, (location) => {
       if (location.header.baseOffset < this.nextOffset)
         return `batch at position ${location.position} goes back to offset ${location.header.baseOffset}`;
+      const epoch = location.header.partitionLeaderEpoch;
+      if (epoch >= 0 && epoch > (epochStarts.at(-1)?.epoch ?? -1))
+        epochStarts.push({ epoch, startOffset: location.header.baseOffset });
       const added = this.#track(
         location.header,
         location.position,
@@ -384,13 +401,59 @@ export class Segment {
     return i >= 0 ? this.#timeOffsets[i]! : this.baseOffset;
   }
 
-  /** Walks batch headers from the indexed position for `offset`. */
-  async locate(offset: number, visit: (location: BatchLocation) => boolean): Promise<void> {
-    const from = this.lookupPosition(offset);
-    await this.#scan(from, this.size, false, Number.MAX_SAFE_INTEGER, (location) => {
-      if (!visit(location)) return 'stop';
-      return undefined;
+  /**
+   * Runs `work` as a reader of this segment: `close` waits until every reader is done, so that a
+   * segment replaced (compaction) or deleted (retention, truncation) while reads run is closed
+   * only after them. Call it in the same turn as the segment was taken from the log's list.
+   */
+  async withReader<T>(work: () => Promise<T>): Promise<T> {
+    assert(!this.#closed, `read of the closed segment ${this.baseOffset}`);
+    this.#readers++;
+    try {
+      return await work();
+    } finally {
+      this.#readers--;
+      if (this.#readers === 0) this.#closeWhenIdle?.();
+    }
+  }
+
+  /**
+   * Walks batch headers from the indexed position for `offset` until `visit` says stop. A header
+   * that is not one, or a batch running past the end of the segment, throws CORRUPT_MESSAGE
+   * (`#damaged`): the walk cannot find the batches after it.
+   */
+  locate(offset: number, visit: (location: BatchLocation) => boolean): Promise<void> {
+    return this.withReader(async () => {
+      const from = this.lookupPosition(offset);
+      let stopped = false;
+      const walked = await this.#scan(from, this.size, false, Number.MAX_SAFE_INTEGER, (location) => {
+        if (visit(location)) return undefined;
+        stopped = true;
+        return 'stop';
+      });
+      if (!stopped && walked.end < this.size)
+        throw this.#damaged(walked.end, walked.error ?? 'a batch runs past the end of the segment');
     });
+  }
+
+  /**
+   * Damage found by a read at `position`: a non-retriable CORRUPT_MESSAGE, the same on every retry,
+   * whose details say where reading can go on: the first indexed batch after the damage, or the
+   * segment's end (the next segment's base offset). The message names no file: the HTTP layer
+   * shows a CORRUPT_MESSAGE's message and details to the client.
+   */
+  #damaged(position: number, problem: string): SluiceError {
+    const i = upperBound(this.#indexPositions, position);
+    const nextReadableOffset = this.#indexOffsets[i] ?? this.nextOffset;
+    return new SluiceError(
+      'CORRUPT_MESSAGE',
+      `the stored batch at byte ${position} of segment ${this.baseOffset} is damaged (${problem}); ` +
+        `reads from offset ${nextReadableOffset} on do not cross it`,
+      {
+        retriable: false,
+        details: { segmentBaseOffset: this.baseOffset, damagedPosition: position, nextReadableOffset },
+      },
+    );
   }
 
   /**
@@ -404,6 +467,8 @@ export class Segment {
     maxOffset: number,
     options: SegmentReadOptions = {},
   ): Promise<SegmentReadResult> {
+    // Not through withReader: a synchronous read must happen before this call returns.
+    assert(!this.#closed, `read of the closed segment ${this.baseOffset}`);
     this.#readers++;
     try {
       const size = this.size;
@@ -416,7 +481,15 @@ export class Segment {
       const n = options.sync
         ? this.log.readSync(buf, before, window, from)
         : await this.log.read(buf, before, window, from);
-      const taken = this.#take(buf, before, before + n, offset, maxBytes, maxOffset);
+      const taken = this.#take(
+        buf,
+        before,
+        before + n,
+        { at: from - before, size },
+        offset,
+        maxBytes,
+        maxOffset,
+      );
       if (taken.batchCount > 0) {
         const data = buf.subarray(taken.start, taken.end);
         const { batchCount, nextOffset } = taken;
@@ -450,10 +523,11 @@ export class Segment {
   async #readLocated(offset: number, maxBytes: number, maxOffset: number): Promise<SegmentReadResult> {
     const start = await this.#batchHolding(offset);
     if (!start) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
-    const windowBytes = Math.min(this.size - start.position, Math.max(maxBytes, start.size));
+    const size = this.size;
+    const windowBytes = Math.min(size - start.position, Math.max(maxBytes, start.size));
     const buf = Buffer.allocUnsafe(windowBytes);
     const n = await this.log.read(buf, 0, windowBytes, start.position);
-    const taken = this.#take(buf, 0, n, offset, maxBytes, maxOffset);
+    const taken = this.#take(buf, 0, n, { at: start.position, size }, offset, maxBytes, maxOffset);
     return {
       data: buf.subarray(taken.start, taken.end),
       batchCount: taken.batchCount,
@@ -463,13 +537,19 @@ export class Segment {
 
   /**
    * Walks the batches in `buf[pos, end)`: skips those that end at or before `offset`, then takes
-   * whole batches within `maxBytes` (at least one) that end at or before `maxOffset`.
+   * whole batches within `maxBytes` (at least one) that end at or before `maxOffset`. A header that
+   * is not one, or a batch running past the segment's end, throws CORRUPT_MESSAGE (`#damaged`).
    * `pastMaxOffset` says the batch holding `offset` ends past `maxOffset`, so there is nothing to read.
    */
   #take(
     buf: Buffer,
     pos: number,
     end: number,
+    /**
+     * The file position of `buf[0]` and the segment's size when the read began: a batch that runs
+     * past that size is damage, not the end of the buffer (a truncation since cannot be mistaken).
+     */
+    file: { at: number; size: number },
     offset: number,
     maxBytes: number,
     maxOffset: number,
@@ -479,8 +559,9 @@ export class Segment {
     let nextOffset = offset;
     while (end - pos >= BATCH_HEADER_BYTES) {
       const peeked = peekHeader(buf, pos);
-      if (typeof peeked === 'string')
-        throw new SluiceError('KAFKA_STORAGE_ERROR', `${this.logPath}: ${peeked}`);
+      if (typeof peeked === 'string') throw this.#damaged(file.at + pos, peeked);
+      if (file.at + pos + peeked.size > file.size)
+        throw this.#damaged(file.at + pos, `batch of ${peeked.size} bytes runs past the end of the segment`);
       const batchNext = peeked.header.baseOffset + peeked.header.lastOffsetDelta + 1;
       if (start < 0 && batchNext <= offset) {
         pos += peeked.size;
@@ -503,10 +584,12 @@ export class Segment {
   }
 
   /** Reads one whole batch at a known location. */
-  async readBatch(location: BatchLocation): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(location.size);
-    await this.log.read(buf, 0, location.size, location.position);
-    return buf;
+  readBatch(location: BatchLocation): Promise<Buffer> {
+    return this.withReader(async () => {
+      const buf = Buffer.allocUnsafe(location.size);
+      await this.log.read(buf, 0, location.size, location.position);
+      return buf;
+    });
   }
 
   /** Cuts the segment before the batch that holds `offset`; returns the new next offset. */
@@ -542,10 +625,19 @@ export class Segment {
     return this.nextOffset;
   }
 
-  async sync(): Promise<void> {
-    if (!this.dirty) return;
+  /**
+   * Makes every byte written so far durable. The dirty flag is cleared when the fsync starts (a
+   * write during it makes the segment dirty again) and set again when it fails: a failed fsync
+   * never counts as one that covered the bytes.
+   */
+  sync(): Promise<void> {
+    if (!this.dirty) return this.#lastSync;
     this.dirty = false;
-    await this.log.sync();
+    this.#lastSync = this.log.sync().catch((error: unknown) => {
+      this.dirty = true;
+      throw error;
+    });
+    return this.#lastSync;
   }
 
   /** Writes buffered index entries and makes the index files durable (before a clean shutdown or a roll). */

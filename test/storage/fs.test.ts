@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SeededRandom } from '../../src/common/random.js';
-import { type FileSystem, nodeFileSystem, SimulatedFileSystem } from '../../src/storage/fs.js';
+import { type FileSystem, mkdirDurable, nodeFileSystem, SimulatedFileSystem } from '../../src/storage/fs.js';
 
 /** One conformance suite for both file systems: the simulated one must behave like the real one. */
 const realRoot = await mkdtemp(join(tmpdir(), 'sluice-fs-'));
@@ -57,6 +57,36 @@ describe.each(implementations)('FileSystem conformance: %s', (_name, make) => {
     await fs.removeDir(dir);
     expect(await fs.exists(dir)).toBe(false);
   });
+
+  it('an open handle keeps its file after the path is renamed over or unlinked', async () => {
+    const { fs, root } = make();
+    const dir = `${root}/c`;
+    await fs.mkdir(dir);
+    const old = await fs.open(`${dir}/seg.log`);
+    await old.write(Buffer.from('old'), 0);
+    const cleaned = await fs.open(`${dir}/seg.log.cleaned`);
+    await cleaned.write(Buffer.from('new!'), 0);
+    await cleaned.close();
+    await fs.rename(`${dir}/seg.log.cleaned`, `${dir}/seg.log`);
+    const buf = Buffer.alloc(8);
+    expect(buf.subarray(0, await old.read(buf, 0, 8, 0)).toString()).toBe('old');
+    expect((await fs.readFile(`${dir}/seg.log`))?.toString()).toBe('new!');
+    await fs.unlink(`${dir}/seg.log`);
+    expect(buf.subarray(0, await old.read(buf, 0, 8, 0)).toString()).toBe('old');
+    await old.close();
+  });
+
+  it('syncs a directory, made durably with its parents', async () => {
+    const { fs, root } = make();
+    const dir = `${root}/d/e/f`;
+    await mkdirDurable(fs, dir);
+    expect(await fs.exists(dir)).toBe(true);
+    const file = await fs.open(`${dir}/x`);
+    await file.close();
+    await fs.syncDir(dir);
+    expect(await fs.readdir(dir)).toEqual(['x']);
+    await expect(fs.syncDir(`${root}/missing`)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
 });
 
 describe('SimulatedFileSystem power loss', () => {
@@ -65,8 +95,9 @@ describe('SimulatedFileSystem power loss', () => {
     let sawNone = false;
     for (let seed = 0; seed < 50; seed++) {
       const fs = new SimulatedFileSystem();
-      await fs.mkdir('/p');
+      await mkdirDurable(fs, '/p');
       const file = await fs.open('/p/f');
+      await fs.syncDir('/p');
       await file.write(Buffer.from('synced|'), 0);
       await file.sync();
       await file.write(Buffer.from('first|'), 7);
@@ -80,5 +111,45 @@ describe('SimulatedFileSystem power loss', () => {
     }
     expect(sawNone).toBe(true);
     expect(sawPartial).toBe(true);
+  });
+});
+
+describe('SimulatedFileSystem directory durability', () => {
+  it('loses creates, unlinks, renames and mkdirs that no directory sync followed, keeps those it did', async () => {
+    const fs = new SimulatedFileSystem();
+    await mkdirDurable(fs, '/p/q');
+    const synced = await fs.open('/p/q/synced');
+    await synced.write(Buffer.from('s'), 0);
+    await synced.sync();
+    await fs.writeFileAtomic('/p/q/cp', Buffer.from('1'));
+    // From here on nothing syncs /p/q.
+    const fresh = await fs.open('/p/q/fresh');
+    await fresh.write(Buffer.from('f'), 0);
+    await fresh.sync();
+    await fs.rename('/p/q/cp', '/p/q/cp2');
+    await fs.unlink('/p/q/synced');
+    await fs.mkdir('/p/q/sub');
+    fs.crashLosingAllUnsynced();
+    expect(await fs.readdir('/p/q')).toEqual(['cp', 'synced']);
+    expect((await fs.readFile('/p/q/synced'))?.toString()).toBe('s');
+    expect((await fs.readFile('/p/q/cp'))?.toString()).toBe('1');
+    // The same changes followed by a sync of the directory survive.
+    const again = await fs.open('/p/q/fresh');
+    await again.sync();
+    await fs.unlink('/p/q/synced');
+    await fs.syncDir('/p/q');
+    fs.crash(new SeededRandom(1));
+    expect(await fs.readdir('/p/q')).toEqual(['cp', 'fresh']);
+  });
+
+  it('the removal of a directory reverts unless its parent was synced', async () => {
+    const fs = new SimulatedFileSystem();
+    await mkdirDurable(fs, '/data/t-0');
+    await fs.writeFileAtomic('/data/t-0/cp', Buffer.from('1'));
+    await fs.removeDir('/data/t-0');
+    expect(fs.afterPowerLoss().dirs.has('/data/t-0')).toBe(true);
+    await fs.syncDir('/data');
+    const after = fs.afterPowerLoss();
+    expect([after.dirs.has('/data/t-0'), await after.exists('/data/t-0/cp')]).toEqual([false, false]);
   });
 });
