@@ -22,4 +22,9 @@ export const LIMITS = {
   topicNameLengthMax: 249,
   partitionsMax: 10_000,
   headersPerRecordMax: 1_000,
+  /**
+   * Deepest nesting of arrays and objects in a produced value kept as JSON text (`[[1]]` is 2).
+   * Far past what a record needs, and far below where encoding and decoding on the stack overflow.
+   */
+  jsonDepthMax: 64,
 } as const;

@@ -2,14 +2,11 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SluiceError } from '../common/errors.js';
 import { ENDPOINTS, MEDIA } from '../protocol/api.js';
 import { unpackr } from '../protocol/msgpack.js';
+import { checkMsgpackBody, invalidMsgpack } from '../protocol/produce-body.js';
 
 /** A msgpack produce body, kept as bytes until the handler reads it. */
 export class MsgpackBody {
   constructor(readonly bytes: Buffer) {}
-}
-
-export function invalidMsgpack(error: unknown): SluiceError {
-  return new SluiceError('INVALID_REQUEST', `the body is not valid msgpack: ${(error as Error).message}`);
 }
 
 const PRODUCE_ROUTES = new Set<string>([ENDPOINTS.produce.path, ENDPOINTS.producePartition.path]);
@@ -28,9 +25,10 @@ export function addBodyParsers(app: FastifyInstance): void {
     if (body.length === 0) return done(null, undefined);
     if (PRODUCE_ROUTES.has(request.routeOptions.url ?? '')) return done(null, new MsgpackBody(body));
     try {
+      checkMsgpackBody(body);
       done(null, unpackr.unpack(body));
     } catch (error) {
-      done(invalidMsgpack(error));
+      done(error instanceof SluiceError ? error : invalidMsgpack(error));
     }
   };
   app.addContentTypeParser([MEDIA.msgpack, MEDIA.msgpackAlt], { parseAs: 'buffer' }, decodeMsgpack);

@@ -50,15 +50,46 @@ export interface ParsedRecord extends RecordInput {
   partition?: number;
 }
 
-function toBytes(value: unknown, field: string, encoding: 'utf8' | 'base64'): Uint8Array | null {
+function toBytes(
+  value: unknown,
+  field: string,
+  index: number,
+  encoding: 'utf8' | 'base64',
+): Uint8Array | null {
   if (value === null || value === undefined) return null;
   if (typeof value === 'string') return Buffer.from(value, encoding);
   if (value instanceof Uint8Array) return value;
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'object') {
     // JSON values other than strings are kept as their JSON text, so `{"value": {"a": 1}}` works.
-    return Buffer.from(JSON.stringify(value));
+    return jsonText(value, field, index);
   }
-  throw new SluiceError('INVALID_RECORD', `${field} must be a string, bytes or null`);
+  throw invalidField(field, index, 'must be a string, bytes or null');
+}
+
+function invalidField(field: string, index: number, what: string): SluiceError {
+  return new SluiceError('INVALID_RECORD', `${field} ${what}`, { details: { index, field } });
+}
+
+/**
+ * The JSON text of a value that is not a string. Its nesting is measured first, by a loop rather
+ * than by recursion, so that a value nested thousands of levels deep is refused with its field's
+ * name instead of overflowing the stack in JSON.stringify.
+ */
+function jsonText(value: unknown, field: string, index: number): Buffer {
+  const pending: unknown[] = [value];
+  const depths: number[] = [0];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    const enclosing = depths.pop()!;
+    if (node === null || typeof node !== 'object') continue;
+    if (enclosing >= LIMITS.jsonDepthMax)
+      throw invalidField(field, index, `nests arrays and objects deeper than ${LIMITS.jsonDepthMax} levels`);
+    for (const child of Array.isArray(node) ? node : Object.values(node)) {
+      pending.push(child);
+      depths.push(enclosing + 1);
+    }
+  }
+  return Buffer.from(JSON.stringify(value));
 }
 
 /**
@@ -127,16 +158,32 @@ export function parseRecord(
           `records[${index}].headers entries must be [name, value] with a string name`,
         );
       }
-      headers.push([entry[0], toBytes(entry[1], `records[${index}].headers.${entry[0]}`, encoding)]);
+      headers.push([entry[0], toBytes(entry[1], `records[${index}].headers.${entry[0]}`, index, encoding)]);
     }
   }
   return {
-    key: toBytes(r.key, `records[${index}].key`, encoding),
-    value: toBytes(r.value, `records[${index}].value`, encoding),
+    key: toBytes(r.key, `records[${index}].key`, index, encoding),
+    value: toBytes(r.value, `records[${index}].value`, index, encoding),
     headers,
     timestamp,
     ...(partition === undefined ? {} : { partition }),
   };
+}
+
+/**
+ * The records of a decoded produce body (JSON, NDJSON as `{records}`, or msgpack decoded the
+ * general way): `{records: [...], valueEncoding?}`, each record checked by `parseRecord`.
+ */
+export function parseProduceRecords(decoded: unknown, nowMs: number): ParsedRecord[] {
+  const body = decoded as { records?: unknown; valueEncoding?: unknown } | undefined;
+  if (!body || typeof body !== 'object' || !Array.isArray(body.records)) {
+    throw new SluiceError('INVALID_REQUEST', 'the body must be an object with a "records" list');
+  }
+  if (body.records.length > LIMITS.requestRecordsMax) {
+    throw new SluiceError('TOO_MANY_RECORDS', `a request holds at most ${LIMITS.requestRecordsMax} records`);
+  }
+  const encoding = body.valueEncoding === 'base64' ? 'base64' : 'utf8';
+  return body.records.map((raw, i) => parseRecord(raw, i, nowMs, encoding));
 }
 
 /** Decoded records at or after `fromOffset` (the first batch may start before it). */

@@ -4,7 +4,11 @@ import { describe, expect, it } from 'vitest';
 import { checkBatchAt, decodeRecords } from '../../src/protocol/batch.js';
 import { parseRecord } from '../../src/protocol/json-record.js';
 import { unpackr } from '../../src/protocol/msgpack.js';
-import { recordArraySource, scanMsgpackProduceBody } from '../../src/protocol/produce-body.js';
+import {
+  checkMsgpackBody,
+  recordArraySource,
+  scanMsgpackProduceBody,
+} from '../../src/protocol/produce-body.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 const NOW = 1_700_000_000_000;
@@ -208,6 +212,57 @@ describe('scanMsgpackProduceBody', () => {
         const scanned = scanMsgpackProduceBody(Buffer.from(bytes));
         if (scanned) scanned.encodeBatch([0], NOW);
       }),
+    );
+  });
+});
+
+describe('checkMsgpackBody', () => {
+  it('passes every body no deeper than a valid produce body, whatever it holds', () => {
+    fc.assert(
+      fc.property(fc.anything({ maxDepth: 8, withNullPrototype: false }), (value) => {
+        const body = Buffer.from(packr.pack({ records: [{ value }] }));
+        expect(() => checkMsgpackBody(body)).not.toThrow();
+      }),
+      { seed: 7, numRuns: 300 },
+    );
+  });
+
+  it('names the record field that nests too deep, and refuses other deep bodies as requests', () => {
+    let value: unknown = 1;
+    for (let i = 0; i < 65; i++) value = [value];
+    const deepValue = Buffer.from(packr.pack({ records: [{ key: 'k' }, { key: 'k', value }] }));
+    expect(() => checkMsgpackBody(deepValue)).toThrow(
+      expect.objectContaining({ code: 'INVALID_RECORD', details: { index: 1, field: 'records[1].value' } }),
+    );
+    const deepHeader = Buffer.from(packr.pack({ records: [{ headers: { h: value } }] }));
+    expect(() => checkMsgpackBody(deepHeader)).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_RECORD',
+        details: { index: 0, field: 'records[0].headers.h' },
+      }),
+    );
+    let deeper = value;
+    for (let i = 0; i < 10; i++) deeper = [deeper];
+    const deepElsewhere = Buffer.from(packr.pack({ other: deeper }));
+    expect(() => checkMsgpackBody(deepElsewhere)).toThrow(
+      expect.objectContaining({ code: 'INVALID_REQUEST' }),
+    );
+    // At the limit: a value of 64 levels inside a record passes.
+    expect(() =>
+      checkMsgpackBody(Buffer.from(packr.pack({ records: [{ value: (value as unknown[])[0] }] }))),
+    ).not.toThrow();
+  });
+
+  it('never throws anything but a refusal on arbitrary bytes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+        try {
+          checkMsgpackBody(Buffer.from(bytes));
+        } catch (error) {
+          expect((error as { code?: string }).code).toMatch(/^INVALID_(REQUEST|RECORD)$/);
+        }
+      }),
+      { seed: 11, numRuns: 500 },
     );
   });
 });

@@ -1,17 +1,16 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ProduceApi, ProduceInput } from '../../broker/api.js';
 import { SluiceError } from '../../common/errors.js';
-import { LIMITS } from '../../common/limits.js';
 import { ENDPOINTS, MEDIA, parseAcks } from '../../protocol/api.js';
-import { parseRecord } from '../../protocol/json-record.js';
-import { unpackr } from '../../protocol/msgpack.js';
+import { parseProduceRecords, parseRecord } from '../../protocol/json-record.js';
 import { encodeOffsetsResponse } from '../../protocol/offsets-response.js';
 import {
+  decodeMsgpackProduceBody,
   type ProduceRecordSource,
   recordArraySource,
   scanMsgpackProduceBody,
 } from '../../protocol/produce-body.js';
-import { invalidMsgpack, MsgpackBody } from '../body.js';
+import { MsgpackBody } from '../body.js';
 import { mediaTypeOf, negotiate, sendNegotiated } from '../content.js';
 import { addRoute } from './route.js';
 
@@ -80,31 +79,11 @@ function withPartition(records: ProduceRecordSource, partition: number | undefin
 }
 
 function recordsFromBody(request: FastifyRequest, mediaType: string): ProduceRecordSource {
-  let body = request.body;
-  if (body instanceof MsgpackBody) {
-    const scanned = scanMsgpackProduceBody(body.bytes);
-    if (scanned) return scanned;
-    try {
-      body = unpackr.unpack(body.bytes);
-    } catch (error) {
-      throw invalidMsgpack(error);
-    }
-  }
-  return recordArraySource(recordObjectsFromBody(request, mediaType, body));
-}
-
-function recordObjectsFromBody(request: FastifyRequest, mediaType: string, decoded: unknown): ProduceInput[] {
-  const now = Date.now();
-  if (mediaType === MEDIA.octetStream) return [rawBodyRecord(request, now)];
-  const body = decoded as { records?: unknown; valueEncoding?: unknown } | undefined;
-  if (!body || typeof body !== 'object' || !Array.isArray(body.records)) {
-    throw new SluiceError('INVALID_REQUEST', 'the body must be an object with a "records" list');
-  }
-  if (body.records.length > LIMITS.requestRecordsMax) {
-    throw new SluiceError('TOO_MANY_RECORDS', `a request holds at most ${LIMITS.requestRecordsMax} records`);
-  }
-  const encoding = body.valueEncoding === 'base64' ? 'base64' : 'utf8';
-  return body.records.map((raw, i) => parseRecord(raw, i, now, encoding));
+  const body = request.body;
+  if (body instanceof MsgpackBody)
+    return scanMsgpackProduceBody(body.bytes) ?? decodeMsgpackProduceBody(body.bytes, Date.now());
+  if (mediaType === MEDIA.octetStream) return recordArraySource([rawBodyRecord(request, Date.now())]);
+  return recordArraySource(parseProduceRecords(body, Date.now()));
 }
 
 /** An octet-stream body is one record's value; key, headers and timestamp come from `sluice-*` headers. */

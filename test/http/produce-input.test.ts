@@ -1,0 +1,160 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ERROR_CODES, type ErrorCode } from '../../src/common/errors.js';
+import { type Harness, makeHarness } from './harness.js';
+
+/**
+ * Produce input that is malformed, ambiguous or would be stored as something other than what was
+ * sent is refused with a 4xx problem that names the field, never a 500 and never a silent change,
+ * and a refused request appends nothing.
+ */
+let h: Harness;
+beforeAll(async () => {
+  h = await makeHarness();
+  await h.broker.admin.createTopic({ name: 'input', partitions: 1 });
+});
+afterAll(() => h.close());
+
+const JSON_TYPE = 'application/json';
+const NDJSON = 'application/x-ndjson';
+const MSGPACK = 'application/vnd.msgpack';
+const URL = '/v1/topics/input/partitions/0/records';
+
+const nestedArrays = (levels: number) => `${'['.repeat(levels)}${']'.repeat(levels)}`;
+const nestedObjects = (levels: number) => `${'{"a":'.repeat(levels)}1${'}'.repeat(levels)}`;
+/** msgpack `{records: [{value: <levels nested fixarrays around 1>}]}`. */
+const msgpackNested = (levels: number) =>
+  Buffer.concat([
+    Buffer.from([0x81, 0xa7, ...Buffer.from('records'), 0x91, 0x81, 0xa5, ...Buffer.from('value')]),
+    Buffer.alloc(levels, 0x91),
+    Buffer.from([0x01]),
+  ]);
+
+interface Case {
+  name: string;
+  type: string;
+  payload: string | Buffer;
+  headers?: Record<string, string>;
+  status?: number;
+  code: ErrorCode;
+  field?: string;
+  /** Text the problem's detail holds. */
+  detail?: string | RegExp;
+}
+
+const refused: Case[] = [
+  {
+    name: 'a JSON value nested 5,000 levels',
+    type: JSON_TYPE,
+    payload: `{"records": [{"value": ${nestedArrays(5000)}}]}`,
+    code: 'INVALID_RECORD',
+    field: 'records[0].value',
+  },
+  {
+    name: 'a JSON value of objects nested 5,000 levels',
+    type: JSON_TYPE,
+    payload: `{"records": [{"value": "ok"}, {"value": ${nestedObjects(5000)}}]}`,
+    code: 'INVALID_RECORD',
+    field: 'records[1].value',
+  },
+  {
+    name: 'a JSON header value nested 5,000 levels',
+    type: JSON_TYPE,
+    payload: `{"records": [{"value": "v", "headers": {"h": ${nestedArrays(5000)}}}]}`,
+    code: 'INVALID_RECORD',
+    field: 'records[0].headers.h',
+  },
+  {
+    name: 'a JSON value nested 65 levels, one past the limit',
+    type: JSON_TYPE,
+    payload: `{"records": [{"value": ${nestedArrays(65)}}]}`,
+    code: 'INVALID_RECORD',
+    field: 'records[0].value',
+  },
+  {
+    name: 'a JSON value nested 100,000 levels',
+    type: JSON_TYPE,
+    payload: `{"records": [{"value": ${nestedArrays(100_000)}}]}`,
+    code: 'INVALID_RECORD',
+    field: 'records[0].value',
+  },
+  {
+    name: 'a JSON body nested 100,000 levels outside the records',
+    type: JSON_TYPE,
+    payload: nestedArrays(100_000),
+    code: 'INVALID_REQUEST',
+  },
+  {
+    name: 'an NDJSON value nested 100,000 levels',
+    type: NDJSON,
+    payload: `{"value": "fine"}\n{"value": ${nestedObjects(100_000)}}\n`,
+    code: 'INVALID_RECORD',
+    field: 'records[1].value',
+  },
+  {
+    name: 'a msgpack value nested 65 levels',
+    type: MSGPACK,
+    payload: msgpackNested(65),
+    code: 'INVALID_RECORD',
+    field: 'records[0].value',
+  },
+  {
+    name: 'a msgpack value nested 100,000 levels',
+    type: MSGPACK,
+    payload: msgpackNested(100_000),
+    code: 'INVALID_RECORD',
+    field: 'records[0].value',
+  },
+];
+
+const accepted: { name: string; type: string; payload: string | Buffer; value: string }[] = [
+  {
+    name: 'a JSON value nested 64 levels, at the limit',
+    type: JSON_TYPE,
+    payload: `{"records": [{"value": ${nestedArrays(64)}}]}`,
+    value: nestedArrays(64),
+  },
+  {
+    name: 'a msgpack value nested 64 levels, at the limit',
+    type: MSGPACK,
+    payload: msgpackNested(64),
+    value: `${'['.repeat(64)}1${']'.repeat(64)}`,
+  },
+];
+
+const endOffset = () => h.broker.admin.describeTopic('input').partitions[0]!.logEndOffset;
+
+describe('refused produce input', () => {
+  it.each(refused)('$name → $code', async (c) => {
+    const before = endOffset();
+    const response = await h.app.inject({
+      method: 'POST',
+      url: URL,
+      headers: { 'content-type': c.type, ...c.headers },
+      payload: c.payload,
+    });
+    const problem = JSON.parse(response.body);
+    expect({ status: response.statusCode, code: problem.code }).toEqual({
+      status: c.status ?? ERROR_CODES[c.code].status,
+      code: c.code,
+    });
+    expect(response.headers['content-type']).toContain('application/problem+json');
+    if (c.field !== undefined) expect(problem.field).toBe(c.field);
+    if (c.detail !== undefined) expect(problem.detail).toMatch(c.detail);
+    expect(endOffset()).toBe(before);
+  });
+});
+
+describe('accepted produce input', () => {
+  it.each(accepted)('$name is stored as sent', async (c) => {
+    const before = endOffset();
+    const response = await h.app.inject({
+      method: 'POST',
+      url: URL,
+      headers: { 'content-type': c.type },
+      payload: c.payload,
+    });
+    expect(response.statusCode, response.body).toBe(200);
+    const fetched = await h.app.inject({ method: 'GET', url: `${URL}?offset=${before}` });
+    expect(JSON.parse(fetched.body).records[0].value).toBe(c.value);
+  });
+});
