@@ -57,13 +57,28 @@ function toBytes(
   encoding: 'utf8' | 'base64',
 ): Uint8Array | null {
   if (value === null || value === undefined) return null;
-  if (typeof value === 'string') return Buffer.from(value, encoding);
+  if (typeof value === 'string') {
+    if (!isWellFormed(value)) throw loneSurrogate(field, index);
+    return Buffer.from(value, encoding);
+  }
   if (value instanceof Uint8Array) return value;
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'object') {
     // JSON values other than strings are kept as their JSON text, so `{"value": {"a": 1}}` works.
     return jsonText(value, field, index);
   }
   throw invalidField(field, index, 'must be a string, bytes or null');
+}
+
+/**
+ * Whether a string has no lone surrogate (as JSON's `\ud800` escape can write). UTF-8 cannot hold
+ * one, so encoding it would store U+FFFD in its place: such a string is refused instead.
+ */
+function isWellFormed(text: string): boolean {
+  return (text as unknown as { isWellFormed(): boolean }).isWellFormed();
+}
+
+function loneSurrogate(field: string, index: number): SluiceError {
+  return invalidField(field, index, 'holds a lone surrogate, which UTF-8 cannot encode');
 }
 
 function invalidField(field: string, index: number, what: string): SluiceError {
@@ -158,6 +173,7 @@ export function parseRecord(
           `records[${index}].headers entries must be [name, value] with a string name`,
         );
       }
+      if (!isWellFormed(entry[0])) throw loneSurrogate(`records[${index}].headers`, index);
       headers.push([entry[0], toBytes(entry[1], `records[${index}].headers.${entry[0]}`, index, encoding)]);
     }
   }

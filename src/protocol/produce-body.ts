@@ -190,16 +190,54 @@ export function invalidMsgpack(error: unknown): SluiceError {
 }
 
 /**
+ * Where the first byte sequence that is not well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing past U+10FFFF, nothing cut short) starts in `bytes[start, end)`, or -1.
+ * Only error paths call it: `isUtf8` answers the question, this says where.
+ */
+export function invalidUtf8Offset(bytes: Uint8Array, start = 0, end = bytes.length): number {
+  let i = start;
+  while (i < end) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    // The sequence length, and the range of its second byte (the others are 0x80-0xbf).
+    let length: number;
+    let low = 0x80;
+    let high = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) length = 2;
+    else if (b >= 0xe0 && b <= 0xef) {
+      length = 3;
+      if (b === 0xe0) low = 0xa0;
+      if (b === 0xed) high = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      length = 4;
+      if (b === 0xf0) low = 0x90;
+      if (b === 0xf4) high = 0x8f;
+    } else return i;
+    if (i + length > end) return i;
+    const second = bytes[i + 1]!;
+    if (second < low || second > high) return i;
+    for (let k = 2; k < length; k++) if ((bytes[i + k]! & 0xc0) !== 0x80) return i;
+    i += length;
+  }
+  return -1;
+}
+
+/**
  * The deepest a valid produce body nests: the body map, the records list and a record map around
  * a value of `LIMITS.jsonDepthMax` levels.
  */
 const BODY_DEPTH_MAX = LIMITS.jsonDepthMax + 3;
 
 /**
- * Walks a msgpack body, with a loop and no decoding, and refuses nesting deeper than a valid
- * produce body can hold: a value too deep is INVALID_RECORD naming its field, as `parseRecord`
- * words it for a shallower one; anything else too deep is INVALID_REQUEST. Bytes it cannot read
- * (truncated, reserved types) end the walk: the decoder that runs next words those errors.
+ * Walks a msgpack body, with a loop and no decoding, and refuses what the decoder would hide or
+ * could not survive: a str that is not valid UTF-8 (INVALID_REQUEST naming its byte offset; the
+ * decoder would turn it into U+FFFD), and nesting deeper than a valid produce body can hold (a
+ * value too deep is INVALID_RECORD naming its field, as `parseRecord` words it for a shallower
+ * one; anything else is INVALID_REQUEST). Bytes it cannot read (truncated, reserved types) end
+ * the walk: the decoder that runs next words those errors.
  */
 export function checkMsgpackBody(body: Buffer): void {
   // One entry per open container: values still to read (a map entry counts two), values read,
@@ -229,7 +267,19 @@ export function checkMsgpackBody(body: Buffer): void {
       isMap.push(head.map);
       keyStart.push(-1);
       keyLength.push(0);
-    } else if (top >= 0 && isMap[top] && read[top]! % 2 === 1) {
+    } else if (head.str) {
+      const from = pos + head.header;
+      const to = from + head.length;
+      // A str cut short by the end of the body is the decoder's error to word.
+      if (to > body.length) return;
+      if (!isUtf8(body.subarray(from, to))) {
+        const at = invalidUtf8Offset(body, from, to);
+        throw new SluiceError('INVALID_REQUEST', `the msgpack str at byte ${at} is not valid UTF-8`, {
+          details: { offset: at },
+        });
+      }
+    }
+    if (head.length >= 0 && top >= 0 && isMap[top] && read[top]! % 2 === 1) {
       // A map key: kept so that an error below it can name the field.
       keyStart[top] = head.str ? pos + head.header : -1;
       keyLength[top] = head.length;

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
@@ -6,6 +7,7 @@ import { parseRecord } from '../../src/protocol/json-record.js';
 import { unpackr } from '../../src/protocol/msgpack.js';
 import {
   checkMsgpackBody,
+  invalidUtf8Offset,
   recordArraySource,
   scanMsgpackProduceBody,
 } from '../../src/protocol/produce-body.js';
@@ -263,6 +265,31 @@ describe('checkMsgpackBody', () => {
         }
       }),
       { seed: 11, numRuns: 500 },
+    );
+  });
+});
+
+describe('invalidUtf8Offset', () => {
+  it('finds a bad sequence exactly when isUtf8 refuses, and everything before it is valid', () => {
+    // Mostly text with stray high bytes, so that sequences are near-valid as often as not.
+    const bytes = fc.array(
+      fc.oneof(
+        fc.string({ unit: 'grapheme', maxLength: 4 }).map((s) => [...Buffer.from(s)]),
+        fc.integer({ min: 0x80, max: 0xff }).map((b) => [b]),
+      ),
+      { maxLength: 30 },
+    );
+    fc.assert(
+      fc.property(bytes, (parts) => {
+        const buf = Buffer.from(parts.flat());
+        const offset = invalidUtf8Offset(buf);
+        expect(offset === -1).toBe(isUtf8(buf));
+        if (offset >= 0) {
+          expect(isUtf8(buf.subarray(0, offset))).toBe(true);
+          expect(isUtf8(buf.subarray(0, offset + 4))).toBe(false);
+        }
+      }),
+      { seed: 3, numRuns: 2000 },
     );
   });
 });
