@@ -59,14 +59,27 @@ function toBytes(
   if (value === null || value === undefined) return null;
   if (typeof value === 'string') {
     if (!isWellFormed(value)) throw loneSurrogate(field, index);
-    return Buffer.from(value, encoding);
+    return encoding === 'base64' ? base64Bytes(value, field, index) : Buffer.from(value, 'utf8');
   }
   if (value instanceof Uint8Array) return value;
+  if (encoding === 'base64') throw invalidField(field, index, 'must be a base64 string, bytes or null');
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'object') {
     // JSON values other than strings are kept as their JSON text, so `{"value": {"a": 1}}` works.
     return jsonText(value, field, index);
   }
   throw invalidField(field, index, 'must be a string, bytes or null');
+}
+
+/**
+ * Strict base64 (RFC 4648 §4): the standard alphabet, no whitespace, the length a multiple of 4,
+ * padding only at the end and only as needed, and zero bits past the last byte. Node's decoder
+ * skips what it does not know, so `"!!!*"` would be stored as an empty value; a text is taken only
+ * when it is exactly the encoding of the bytes it decodes to.
+ */
+function base64Bytes(text: string, field: string, index: number): Buffer {
+  const bytes = Buffer.from(text, 'base64');
+  if (bytes.toString('base64') !== text) throw invalidField(field, index, 'is not strict base64');
+  return bytes;
 }
 
 /**
@@ -198,7 +211,12 @@ export function parseProduceRecords(decoded: unknown, nowMs: number): ParsedReco
   if (body.records.length > LIMITS.requestRecordsMax) {
     throw new SluiceError('TOO_MANY_RECORDS', `a request holds at most ${LIMITS.requestRecordsMax} records`);
   }
-  const encoding = body.valueEncoding === 'base64' ? 'base64' : 'utf8';
+  const encoding = body.valueEncoding ?? 'utf8';
+  if (encoding !== 'utf8' && encoding !== 'base64') {
+    throw new SluiceError('INVALID_REQUEST', 'valueEncoding must be "utf8" or "base64"', {
+      details: { field: 'valueEncoding' },
+    });
+  }
   return body.records.map((raw, i) => parseRecord(raw, i, nowMs, encoding));
 }
 

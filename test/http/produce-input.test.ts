@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_CODES, type ErrorCode } from '../../src/common/errors.js';
-import { type Harness, makeHarness } from './harness.js';
+import { type Harness, makeHarness, packr } from './harness.js';
 
 /**
  * Produce input that is malformed, ambiguous or would be stored as something other than what was
@@ -251,6 +251,74 @@ const refused: Case[] = [
     detail: /line 1/,
   },
   { name: 'an empty JSON body', type: JSON_TYPE, payload: '', code: 'INVALID_REQUEST' },
+  ...[
+    ['!!!*', 'not of the base64 alphabet'],
+    ['QUJD QUJD', 'with a space'],
+    ['QUJD\n', 'with a newline'],
+    ['QUJ', 'of a length not a multiple of 4'],
+    ['QQ', 'without its padding'],
+    ['QR==', 'with bits set past the last byte'],
+    ['Q===', 'with too much padding'],
+    ['QQ==QQ==', 'with padding inside'],
+    ['-_-_', 'in the URL-safe alphabet'],
+  ].map(
+    ([text, what]): Case => ({
+      name: `a base64 value ${what}`,
+      type: JSON_TYPE,
+      payload: JSON.stringify({ valueEncoding: 'base64', records: [{ value: 'QUJD' }, { value: text }] }),
+      code: 'INVALID_RECORD',
+      field: 'records[1].value',
+    }),
+  ),
+  {
+    name: 'a base64 key that is not base64',
+    type: JSON_TYPE,
+    payload: '{"valueEncoding": "base64", "records": [{"key": "a", "value": "QUJD"}]}',
+    code: 'INVALID_RECORD',
+    field: 'records[0].key',
+  },
+  {
+    name: 'a base64 header value that is not base64',
+    type: JSON_TYPE,
+    payload: '{"valueEncoding": "base64", "records": [{"value": "QUJD", "headers": {"h": "%"}}]}',
+    code: 'INVALID_RECORD',
+    field: 'records[0].headers.h',
+  },
+  {
+    name: 'a number under base64',
+    type: JSON_TYPE,
+    payload: '{"valueEncoding": "base64", "records": [{"value": 5}]}',
+    code: 'INVALID_RECORD',
+    field: 'records[0].value',
+  },
+  {
+    name: 'an object under base64',
+    type: JSON_TYPE,
+    payload: '{"valueEncoding": "base64", "records": [{"value": {"a": 1}}]}',
+    code: 'INVALID_RECORD',
+    field: 'records[0].value',
+  },
+  {
+    name: 'an unknown valueEncoding',
+    type: JSON_TYPE,
+    payload: '{"valueEncoding": "hex", "records": [{"value": "00"}]}',
+    code: 'INVALID_REQUEST',
+    field: 'valueEncoding',
+  },
+  {
+    name: 'a valueEncoding that is not a string',
+    type: JSON_TYPE,
+    payload: '{"valueEncoding": true, "records": [{"value": "00"}]}',
+    code: 'INVALID_REQUEST',
+    field: 'valueEncoding',
+  },
+  {
+    name: 'an unknown valueEncoding in msgpack',
+    type: MSGPACK,
+    payload: Buffer.from(packr.pack({ valueEncoding: 'BASE64', records: [{ value: 'QUJD' }] })),
+    code: 'INVALID_REQUEST',
+    field: 'valueEncoding',
+  },
   { name: 'malformed JSON', type: JSON_TYPE, payload: '{"records": [}', code: 'INVALID_REQUEST' },
 ];
 
@@ -266,6 +334,30 @@ const accepted: { name: string; type: string; payload: string | Buffer; value: s
     type: MSGPACK,
     payload: msgpackNested(64),
     value: `${'['.repeat(64)}1${']'.repeat(64)}`,
+  },
+  {
+    name: 'a base64 value',
+    type: JSON_TYPE,
+    payload: '{"valueEncoding": "base64", "records": [{"value": "QUJD", "headers": {"h": "QQ=="}}]}',
+    value: 'ABC',
+  },
+  {
+    name: 'an empty base64 value',
+    type: JSON_TYPE,
+    payload: '{"valueEncoding": "base64", "records": [{"value": ""}]}',
+    value: '',
+  },
+  {
+    name: 'valueEncoding utf8, said out loud',
+    type: JSON_TYPE,
+    payload: '{"valueEncoding": "utf8", "records": [{"value": "QUJD"}]}',
+    value: 'QUJD',
+  },
+  {
+    name: 'msgpack bytes beside valueEncoding base64 (bytes need no encoding)',
+    type: MSGPACK,
+    payload: Buffer.from(packr.pack({ valueEncoding: 'base64', records: [{ value: Buffer.from('raw') }] })),
+    value: 'raw',
   },
   {
     name: 'a JSON body that starts with a byte order mark',
