@@ -50,7 +50,11 @@ export interface ParsedRecord extends RecordInput {
   partition?: number;
 }
 
-function toBytes(
+/**
+ * A key or header value: a string (UTF-8, or base64 under `valueEncoding: "base64"`), bytes
+ * (msgpack bin) or null. Anything else would have to be turned into text, which is a guess.
+ */
+function bytesOf(
   value: unknown,
   field: string,
   index: number,
@@ -62,12 +66,28 @@ function toBytes(
     return encoding === 'base64' ? base64Bytes(value, field, index) : Buffer.from(value, 'utf8');
   }
   if (value instanceof Uint8Array) return value;
-  if (encoding === 'base64') throw invalidField(field, index, 'must be a base64 string, bytes or null');
-  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'object') {
-    // JSON values other than strings are kept as their JSON text, so `{"value": {"a": 1}}` works.
+  const what = encoding === 'base64' ? 'a base64 string' : 'a string';
+  throw invalidField(field, index, `must be ${what}, bytes or null`);
+}
+
+/**
+ * A value: as a key is, or (the documented convenience, not under base64) an object, array,
+ * number or boolean, kept as its JSON text so that `{"value": {"a": 1}}` works.
+ */
+function valueBytes(
+  value: unknown,
+  field: string,
+  index: number,
+  encoding: 'utf8' | 'base64',
+): Uint8Array | null {
+  if (
+    encoding === 'utf8' &&
+    (typeof value === 'number' ||
+      typeof value === 'boolean' ||
+      (typeof value === 'object' && value !== null && !(value instanceof Uint8Array)))
+  )
     return jsonText(value, field, index);
-  }
-  throw invalidField(field, index, 'must be a string, bytes or null');
+  return bytesOf(value, field, index, encoding);
 }
 
 /**
@@ -99,9 +119,11 @@ function invalidField(field: string, index: number, what: string): SluiceError {
 }
 
 /**
- * The JSON text of a value that is not a string. Its nesting is measured first, by a loop rather
- * than by recursion, so that a value nested thousands of levels deep is refused with its field's
- * name instead of overflowing the stack in JSON.stringify.
+ * The JSON text of a value that is not a string. The value is walked first, by a loop rather than
+ * by recursion, so that a value nested thousands of levels deep is refused with its field's name
+ * instead of overflowing the stack in JSON.stringify; the walk also refuses what JSON cannot hold
+ * as it is (bytes, a number that is not finite, a msgpack extension such as a timestamp), which
+ * JSON.stringify would change without a word.
  */
 function jsonText(value: unknown, field: string, index: number): Buffer {
   const pending: unknown[] = [value];
@@ -109,10 +131,17 @@ function jsonText(value: unknown, field: string, index: number): Buffer {
   while (pending.length > 0) {
     const node = pending.pop();
     const enclosing = depths.pop()!;
-    if (node === null || typeof node !== 'object') continue;
+    if (node === null || typeof node === 'string' || typeof node === 'boolean') continue;
+    if (typeof node === 'number') {
+      if (!Number.isFinite(node)) throw invalidField(field, index, 'holds a number JSON cannot write');
+      continue;
+    }
+    const isArray = Array.isArray(node);
+    if (typeof node !== 'object' || (!isArray && Object.getPrototypeOf(node) !== Object.prototype))
+      throw invalidField(field, index, 'holds something JSON cannot write (bytes, an extension)');
     if (enclosing >= LIMITS.jsonDepthMax)
       throw invalidField(field, index, `nests arrays and objects deeper than ${LIMITS.jsonDepthMax} levels`);
-    for (const child of Array.isArray(node) ? node : Object.values(node)) {
+    for (const child of isArray ? node : Object.values(node)) {
       pending.push(child);
       depths.push(enclosing + 1);
     }
@@ -137,7 +166,7 @@ export function parseRecord(
   for (const name of Object.keys(r)) {
     if (!RECORD_FIELDS.has(name)) {
       throw new SluiceError('INVALID_RECORD', `records[${index}] has an unknown field ${name}`, {
-        details: { index, field: name },
+        details: { index, field: `records[${index}].${name}` },
       });
     }
   }
@@ -179,20 +208,20 @@ export function parseRecord(
         `records[${index}] has more than ${LIMITS.headersPerRecordMax} headers`,
       );
     }
+    const field = `records[${index}].headers`;
     for (const entry of entries) {
-      if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[0] !== 'string') {
-        throw new SluiceError(
-          'INVALID_RECORD',
-          `records[${index}].headers entries must be [name, value] with a string name`,
-        );
-      }
-      if (!isWellFormed(entry[0])) throw loneSurrogate(`records[${index}].headers`, index);
-      headers.push([entry[0], toBytes(entry[1], `records[${index}].headers.${entry[0]}`, index, encoding)]);
+      if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[0] !== 'string')
+        throw invalidField(field, index, 'entries must be [name, value] with a string name');
+      const name = entry[0];
+      if (!isWellFormed(name)) throw loneSurrogate(field, index);
+      if (name.length === 0 || Buffer.byteLength(name) > LIMITS.headerNameBytesMax)
+        throw invalidField(field, index, `names must be 1 to ${LIMITS.headerNameBytesMax} bytes of UTF-8`);
+      headers.push([name, bytesOf(entry[1], `${field}.${name}`, index, encoding)]);
     }
   }
   return {
-    key: toBytes(r.key, `records[${index}].key`, index, encoding),
-    value: toBytes(r.value, `records[${index}].value`, index, encoding),
+    key: bytesOf(r.key, `records[${index}].key`, index, encoding),
+    value: valueBytes(r.value, `records[${index}].value`, index, encoding),
     headers,
     timestamp,
     ...(partition === undefined ? {} : { partition }),
@@ -210,6 +239,13 @@ export function parseProduceRecords(decoded: unknown, nowMs: number): ParsedReco
   }
   if (body.records.length > LIMITS.requestRecordsMax) {
     throw new SluiceError('TOO_MANY_RECORDS', `a request holds at most ${LIMITS.requestRecordsMax} records`);
+  }
+  for (const name of Object.keys(body)) {
+    if (name !== 'records' && name !== 'valueEncoding') {
+      throw new SluiceError('INVALID_REQUEST', `the body has an unknown field ${name}`, {
+        details: { field: name },
+      });
+    }
   }
   const encoding = body.valueEncoding ?? 'utf8';
   if (encoding !== 'utf8' && encoding !== 'base64') {

@@ -617,6 +617,7 @@ class Scanner {
       if (!asMap && this.arrayHeader() !== 2) return -1;
       if (!this.str()) return -1;
       const nameLength = this.bytesLength;
+      if (nameLength === 0 || nameLength > LIMITS.headerNameBytesMax) return -1;
       if (!isUtf8(this.buf.subarray(this.bytesStart, this.bytesStart + nameLength))) return -1;
       if (!this.bytes()) return -1;
       bound += 1 + 5 + nameLength + 5 + (this.bytesStart === NIL ? 0 : this.bytesLength);

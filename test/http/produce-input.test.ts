@@ -17,6 +17,7 @@ afterAll(() => h.close());
 const JSON_TYPE = 'application/json';
 const NDJSON = 'application/x-ndjson';
 const MSGPACK = 'application/vnd.msgpack';
+const RAW = 'application/octet-stream';
 const URL = '/v1/topics/input/partitions/0/records';
 
 const nestedArrays = (levels: number) => `${'['.repeat(levels)}${']'.repeat(levels)}`;
@@ -251,6 +252,95 @@ const refused: Case[] = [
     detail: /line 1/,
   },
   { name: 'an empty JSON body', type: JSON_TYPE, payload: '', code: 'INVALID_REQUEST' },
+  ...(['{"a": 1}', '[1]', 'true', '7'] as const).flatMap((json): Case[] => [
+    {
+      name: `a key of ${json}`,
+      type: JSON_TYPE,
+      payload: `{"records": [{"key": ${json}, "value": "v"}]}`,
+      code: 'INVALID_RECORD',
+      field: 'records[0].key',
+    },
+    {
+      name: `a header value of ${json}`,
+      type: JSON_TYPE,
+      payload: `{"records": [{"value": "v"}, {"value": "v", "headers": {"h": ${json}}}]}`,
+      code: 'INVALID_RECORD',
+      field: 'records[1].headers.h',
+    },
+  ]),
+  {
+    name: 'a header value of an object in a pair',
+    type: JSON_TYPE,
+    payload: '{"records": [{"value": "v", "headers": [["h", "ok"], ["g", {}]]}]}',
+    code: 'INVALID_RECORD',
+    field: 'records[0].headers.g',
+  },
+  {
+    name: 'an empty header name',
+    type: JSON_TYPE,
+    payload: '{"records": [{"value": "v", "headers": {"": "x"}}]}',
+    code: 'INVALID_RECORD',
+    field: 'records[0].headers',
+  },
+  {
+    name: 'a header name over the limit',
+    type: MSGPACK,
+    payload: Buffer.from(packr.pack({ records: [{ value: 'v', headers: { ['n'.repeat(257)]: 'x' } }] })),
+    code: 'INVALID_RECORD',
+    field: 'records[0].headers',
+  },
+  {
+    name: 'an unknown top-level field',
+    type: JSON_TYPE,
+    payload: '{"records": [{"value": "v"}], "acks": "all"}',
+    code: 'INVALID_REQUEST',
+    field: 'acks',
+  },
+  {
+    name: 'an unknown top-level field in msgpack',
+    type: MSGPACK,
+    payload: Buffer.from(packr.pack({ records: [{ value: 'v' }], compression: 'none' })),
+    code: 'INVALID_REQUEST',
+    field: 'compression',
+  },
+  {
+    name: 'a msgpack value holding bytes inside a map',
+    type: MSGPACK,
+    payload: Buffer.from(packr.pack({ records: [{ value: { data: Buffer.from('x') } }] })),
+    code: 'INVALID_RECORD',
+    field: 'records[0].value',
+  },
+  {
+    name: 'a msgpack value that is NaN',
+    type: MSGPACK,
+    payload: Buffer.from(packr.pack({ records: [{ value: Number.NaN }] })),
+    code: 'INVALID_RECORD',
+    field: 'records[0].value',
+  },
+  {
+    name: 'a msgpack value that is a timestamp extension',
+    type: MSGPACK,
+    payload: Buffer.from(packr.pack({ records: [{ value: new Date(0) }] })),
+    code: 'INVALID_RECORD',
+    field: 'records[0].value',
+  },
+  ...['0x10', '1e3', ' 5', '5 ', '-1', '5.0', '', '+5', '99999999999999999'].map(
+    (timestamp): Case => ({
+      name: `a raw body with sluice-timestamp ${JSON.stringify(timestamp)}`,
+      type: RAW,
+      payload: 'raw',
+      headers: { 'sluice-timestamp': timestamp },
+      code: 'INVALID_TIMESTAMP',
+    }),
+  ),
+  {
+    name: 'a raw body with a sluice-key that is not ASCII',
+    type: RAW,
+    payload: 'raw',
+    headers: { 'sluice-key': 'caf\u00e9' },
+    code: 'INVALID_RECORD',
+    field: 'key',
+  },
   ...[
     ['!!!*', 'not of the base64 alphabet'],
     ['QUJD QUJD', 'with a space'],
@@ -322,7 +412,13 @@ const refused: Case[] = [
   { name: 'malformed JSON', type: JSON_TYPE, payload: '{"records": [}', code: 'INVALID_REQUEST' },
 ];
 
-const accepted: { name: string; type: string; payload: string | Buffer; value: string }[] = [
+const accepted: {
+  name: string;
+  type: string;
+  payload: string | Buffer;
+  headers?: Record<string, string>;
+  value: string;
+}[] = [
   {
     name: 'a JSON value nested 64 levels, at the limit',
     type: JSON_TYPE,
@@ -334,6 +430,26 @@ const accepted: { name: string; type: string; payload: string | Buffer; value: s
     type: MSGPACK,
     payload: msgpackNested(64),
     value: `${'['.repeat(64)}1${']'.repeat(64)}`,
+  },
+  ...(
+    [
+      ['7', '7'],
+      ['true', 'true'],
+      ['{"a": [1, null]}', '{"a":[1,null]}'],
+      ['[]', '[]'],
+    ] as const
+  ).map(([json, text]) => ({
+    name: `a value of ${json}, kept as its JSON text`,
+    type: JSON_TYPE,
+    payload: `{"records": [{"value": ${json}}]}`,
+    value: text,
+  })),
+  {
+    name: 'a raw body with a decimal sluice-timestamp',
+    type: RAW,
+    payload: 'raw',
+    headers: { 'sluice-timestamp': '1700000000000' },
+    value: 'raw',
   },
   {
     name: 'a base64 value',
@@ -408,7 +524,7 @@ describe('accepted produce input', () => {
     const response = await h.app.inject({
       method: 'POST',
       url: URL,
-      headers: { 'content-type': c.type },
+      headers: { 'content-type': c.type, ...c.headers },
       payload: c.payload,
     });
     expect(response.statusCode, response.body).toBe(200);

@@ -86,23 +86,47 @@ function recordsFromBody(request: FastifyRequest, mediaType: string): ProduceRec
   return recordArraySource(parseProduceRecords(body, Date.now()));
 }
 
-/** An octet-stream body is one record's value; key, headers and timestamp come from `sluice-*` headers. */
+/**
+ * An octet-stream body is one record's value; key, headers and timestamp come from `sluice-*`
+ * headers. HTTP header values are ASCII here: Node reads other bytes as Latin-1, so storing them
+ * would store characters the client may not have meant; a JSON or msgpack body carries those.
+ */
 function rawBodyRecord(request: FastifyRequest, nowMs: number): ProduceInput {
   const headers: [string, Uint8Array][] = [];
   for (const [name, value] of Object.entries(request.headers)) {
-    if (name.startsWith('sluice-header-') && typeof value === 'string')
-      headers.push([name.slice('sluice-header-'.length), Buffer.from(value)]);
+    if (name.startsWith('sluice-header-') && typeof value === 'string') {
+      const headerName = name.slice('sluice-header-'.length);
+      headers.push([headerName, asciiHeader(value, `headers.${headerName}`)]);
+    }
   }
   const key = request.headers['sluice-key'];
   const timestampHeader = request.headers['sluice-timestamp'];
   return parseRecord(
     {
       value: request.body as Buffer,
-      key: typeof key === 'string' ? key : null,
+      key: typeof key === 'string' ? asciiHeader(key, 'key') : null,
       headers,
-      ...(typeof timestampHeader === 'string' ? { timestamp: Number(timestampHeader) } : {}),
+      ...(typeof timestampHeader === 'string' ? { timestamp: decimalTimestamp(timestampHeader) } : {}),
     },
     0,
     nowMs,
   );
+}
+
+function asciiHeader(value: string, field: string): Buffer {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the range is all of ASCII
+  if (!/^[\x00-\x7f]*$/.test(value))
+    throw new SluiceError('INVALID_RECORD', `the ${field} header is not ASCII`, { details: { field } });
+  return Buffer.from(value, 'latin1');
+}
+
+/** `Sluice-Timestamp`: decimal digits only (`Number` would take `0x10`, `1e3` and `""`). */
+function decimalTimestamp(text: string): number {
+  const ms = /^[0-9]{1,16}$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(ms)) {
+    throw new SluiceError('INVALID_TIMESTAMP', 'Sluice-Timestamp must be a decimal integer of milliseconds', {
+      details: { field: 'sluice-timestamp' },
+    });
+  }
+  return ms;
 }
