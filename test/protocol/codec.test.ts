@@ -83,7 +83,9 @@ describe('records and JSON', () => {
         } catch (error) {
           code = (error as SluiceError).code;
         }
-        expect(code).toBe(isCanonical && Buffer.from(text).toString() === text ? undefined : 'INVALID_RECORD');
+        expect(code).toBe(
+          isCanonical && Buffer.from(text).toString() === text ? undefined : 'INVALID_RECORD',
+        );
       }),
       { seed: 5, numRuns: 500 },
     );

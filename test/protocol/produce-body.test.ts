@@ -7,6 +7,7 @@ import { parseRecord } from '../../src/protocol/json-record.js';
 import { unpackr } from '../../src/protocol/msgpack.js';
 import {
   checkMsgpackBody,
+  decodeMsgpackProduceBody,
   invalidUtf8Offset,
   recordArraySource,
   scanMsgpackProduceBody,
@@ -214,6 +215,85 @@ describe('scanMsgpackProduceBody', () => {
         const scanned = scanMsgpackProduceBody(Buffer.from(bytes));
         if (scanned) scanned.encodeBatch([0], NOW);
       }),
+    );
+  });
+});
+
+/** What a path answers for a body: the batches of all records, or the code it refuses with. */
+function verdict(
+  read: () => ReturnType<typeof decodeMsgpackProduceBody>,
+): { batch: string } | { code: string } {
+  try {
+    const source = read();
+    const all = Array.from({ length: source.count }, (_, i) => i);
+    return { batch: source.encodeBatch(all, NOW).toString('hex') };
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === undefined) throw error;
+    return { code };
+  }
+}
+
+// Fields of every type, valid or not: strings with lone surrogates (which the encoder writes as
+// bytes that are not UTF-8), JSON values where only bytes are allowed, names too long or empty.
+const anyField = fc.oneof(
+  bytesField,
+  fc.string({ unit: 'binary', maxLength: 6 }),
+  fc.constant('\ud800'),
+  fc.integer({ min: -3, max: 2 ** 40 }),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(undefined),
+  fc.array(fc.oneof(fc.integer(), fc.string({ maxLength: 3 })), { maxLength: 3 }),
+  fc.dictionary(fc.string({ maxLength: 3 }), fc.oneof(fc.integer(), fc.uint8Array({ maxLength: 3 })), {
+    maxKeys: 2,
+  }),
+);
+const anyHeaderName = fc.oneof(
+  headerName,
+  fc.constant(''),
+  fc.constant('n'.repeat(257)),
+  fc.string({ unit: 'binary', minLength: 1, maxLength: 4 }),
+);
+// A valid record with one thing changed, so that each rule is met alone and not hidden by another.
+const anyRecord = fc.oneof(
+  { weight: 3, arbitrary: record },
+  fc
+    .tuple(
+      record,
+      fc.constantFrom('key', 'value', 'headers', 'partition', 'timestamp', 'extra', 'headerName', 'record'),
+      anyField,
+      anyHeaderName,
+      fc.boolean(),
+    )
+    .map(([r, which, field, name, asMap]) => {
+      if (which === 'record') return field;
+      if (which !== 'headerName') return { ...r, [which]: field };
+      return { ...r, headers: asMap ? { [name]: 'v' } : [[name, 'v']] };
+    }),
+);
+const anyBody = fc.oneof(
+  { weight: 5, arbitrary: fc.record({ records: fc.array(anyRecord, { minLength: 1, maxLength: 6 }) }) },
+  fc.record(
+    {
+      records: fc.oneof(fc.array(anyRecord, { maxLength: 4 }), anyField),
+      valueEncoding: fc.oneof(fc.constant('base64'), fc.constant('utf8'), anyField),
+      other: anyField,
+    },
+    { requiredKeys: [] },
+  ),
+);
+
+describe('the in-place and the decoded msgpack path', () => {
+  it('give the same verdict for any body, valid or not: the same batch, or the same refusal', () => {
+    fc.assert(
+      fc.property(anyBody, (value) => {
+        const body = Buffer.from(packr.pack(value));
+        const inPlace = verdict(() => scanMsgpackProduceBody(body) ?? decodeMsgpackProduceBody(body, NOW));
+        const decoded = verdict(() => decodeMsgpackProduceBody(body, NOW));
+        expect(inPlace).toEqual(decoded);
+      }),
+      { seed: 42, numRuns: 1500 },
     );
   });
 });
