@@ -22,4 +22,11 @@ export const LIMITS = {
   topicNameLengthMax: 249,
   partitionsMax: 10_000,
   headersPerRecordMax: 1_000,
+  /** Longest record header name, in bytes of UTF-8 (names are labels; values carry the data). */
+  headerNameBytesMax: 256,
+  /**
+   * Deepest nesting of arrays and objects in a produced value kept as JSON text (`[[1]]` is 2).
+   * Far past what a record needs, and far below where encoding and decoding on the stack overflow.
+   */
+  jsonDepthMax: 64,
 } as const;

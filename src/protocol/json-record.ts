@@ -50,15 +50,103 @@ export interface ParsedRecord extends RecordInput {
   partition?: number;
 }
 
-function toBytes(value: unknown, field: string, encoding: 'utf8' | 'base64'): Uint8Array | null {
+/**
+ * A key or header value: a string (UTF-8, or base64 under `valueEncoding: "base64"`), bytes
+ * (msgpack bin) or null. Anything else would have to be turned into text, which is a guess.
+ */
+function bytesOf(
+  value: unknown,
+  field: string,
+  index: number,
+  encoding: 'utf8' | 'base64',
+): Uint8Array | null {
   if (value === null || value === undefined) return null;
-  if (typeof value === 'string') return Buffer.from(value, encoding);
-  if (value instanceof Uint8Array) return value;
-  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'object') {
-    // JSON values other than strings are kept as their JSON text, so `{"value": {"a": 1}}` works.
-    return Buffer.from(JSON.stringify(value));
+  if (typeof value === 'string') {
+    if (!isWellFormed(value)) throw loneSurrogate(field, index);
+    return encoding === 'base64' ? base64Bytes(value, field, index) : Buffer.from(value, 'utf8');
   }
-  throw new SluiceError('INVALID_RECORD', `${field} must be a string, bytes or null`);
+  if (value instanceof Uint8Array) return value;
+  const what = encoding === 'base64' ? 'a base64 string' : 'a string';
+  throw invalidField(field, index, `must be ${what}, bytes or null`);
+}
+
+/**
+ * A value: as a key is, or (the documented convenience, not under base64) an object, array,
+ * number or boolean, kept as its JSON text so that `{"value": {"a": 1}}` works.
+ */
+function valueBytes(
+  value: unknown,
+  field: string,
+  index: number,
+  encoding: 'utf8' | 'base64',
+): Uint8Array | null {
+  if (
+    encoding === 'utf8' &&
+    (typeof value === 'number' ||
+      typeof value === 'boolean' ||
+      (typeof value === 'object' && value !== null && !(value instanceof Uint8Array)))
+  )
+    return jsonText(value, field, index);
+  return bytesOf(value, field, index, encoding);
+}
+
+/**
+ * Strict base64 (RFC 4648 §4): the standard alphabet, no whitespace, the length a multiple of 4,
+ * padding only at the end and only as needed, and zero bits past the last byte. Node's decoder
+ * skips what it does not know, so `"!!!*"` would be stored as an empty value; a text is taken only
+ * when it is exactly the encoding of the bytes it decodes to.
+ */
+function base64Bytes(text: string, field: string, index: number): Buffer {
+  const bytes = Buffer.from(text, 'base64');
+  if (bytes.toString('base64') !== text) throw invalidField(field, index, 'is not strict base64');
+  return bytes;
+}
+
+/**
+ * Whether a string has no lone surrogate (as JSON's `\ud800` escape can write). UTF-8 cannot hold
+ * one, so encoding it would store U+FFFD in its place: such a string is refused instead.
+ */
+function isWellFormed(text: string): boolean {
+  return (text as unknown as { isWellFormed(): boolean }).isWellFormed();
+}
+
+function loneSurrogate(field: string, index: number): SluiceError {
+  return invalidField(field, index, 'holds a lone surrogate, which UTF-8 cannot encode');
+}
+
+function invalidField(field: string, index: number, what: string): SluiceError {
+  return new SluiceError('INVALID_RECORD', `${field} ${what}`, { details: { index, field } });
+}
+
+/**
+ * The JSON text of a value that is not a string. The value is walked first, by a loop rather than
+ * by recursion, so that a value nested thousands of levels deep is refused with its field's name
+ * instead of overflowing the stack in JSON.stringify; the walk also refuses what JSON cannot hold
+ * as it is (bytes, a number that is not finite, a msgpack extension such as a timestamp), which
+ * JSON.stringify would change without a word.
+ */
+function jsonText(value: unknown, field: string, index: number): Buffer {
+  const pending: unknown[] = [value];
+  const depths: number[] = [0];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    const enclosing = depths.pop()!;
+    if (node === null || typeof node === 'string' || typeof node === 'boolean') continue;
+    if (typeof node === 'number') {
+      if (!Number.isFinite(node)) throw invalidField(field, index, 'holds a number JSON cannot write');
+      continue;
+    }
+    const isArray = Array.isArray(node);
+    if (typeof node !== 'object' || (!isArray && Object.getPrototypeOf(node) !== Object.prototype))
+      throw invalidField(field, index, 'holds something JSON cannot write (bytes, an extension)');
+    if (enclosing >= LIMITS.jsonDepthMax)
+      throw invalidField(field, index, `nests arrays and objects deeper than ${LIMITS.jsonDepthMax} levels`);
+    for (const child of isArray ? node : Object.values(node)) {
+      pending.push(child);
+      depths.push(enclosing + 1);
+    }
+  }
+  return Buffer.from(JSON.stringify(value));
 }
 
 /**
@@ -78,7 +166,7 @@ export function parseRecord(
   for (const name of Object.keys(r)) {
     if (!RECORD_FIELDS.has(name)) {
       throw new SluiceError('INVALID_RECORD', `records[${index}] has an unknown field ${name}`, {
-        details: { index, field: name },
+        details: { index, field: `records[${index}].${name}` },
       });
     }
   }
@@ -120,23 +208,52 @@ export function parseRecord(
         `records[${index}] has more than ${LIMITS.headersPerRecordMax} headers`,
       );
     }
+    const field = `records[${index}].headers`;
     for (const entry of entries) {
-      if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[0] !== 'string') {
-        throw new SluiceError(
-          'INVALID_RECORD',
-          `records[${index}].headers entries must be [name, value] with a string name`,
-        );
-      }
-      headers.push([entry[0], toBytes(entry[1], `records[${index}].headers.${entry[0]}`, encoding)]);
+      if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[0] !== 'string')
+        throw invalidField(field, index, 'entries must be [name, value] with a string name');
+      const name = entry[0];
+      if (!isWellFormed(name)) throw loneSurrogate(field, index);
+      if (name.length === 0 || Buffer.byteLength(name) > LIMITS.headerNameBytesMax)
+        throw invalidField(field, index, `names must be 1 to ${LIMITS.headerNameBytesMax} bytes of UTF-8`);
+      headers.push([name, bytesOf(entry[1], `${field}.${name}`, index, encoding)]);
     }
   }
   return {
-    key: toBytes(r.key, `records[${index}].key`, encoding),
-    value: toBytes(r.value, `records[${index}].value`, encoding),
+    key: bytesOf(r.key, `records[${index}].key`, index, encoding),
+    value: valueBytes(r.value, `records[${index}].value`, index, encoding),
     headers,
     timestamp,
     ...(partition === undefined ? {} : { partition }),
   };
+}
+
+/**
+ * The records of a decoded produce body (JSON, NDJSON as `{records}`, or msgpack decoded the
+ * general way): `{records: [...], valueEncoding?}`, each record checked by `parseRecord`.
+ */
+export function parseProduceRecords(decoded: unknown, nowMs: number): ParsedRecord[] {
+  const body = decoded as { records?: unknown; valueEncoding?: unknown } | undefined;
+  if (!body || typeof body !== 'object' || !Array.isArray(body.records)) {
+    throw new SluiceError('INVALID_REQUEST', 'the body must be an object with a "records" list');
+  }
+  if (body.records.length > LIMITS.requestRecordsMax) {
+    throw new SluiceError('TOO_MANY_RECORDS', `a request holds at most ${LIMITS.requestRecordsMax} records`);
+  }
+  for (const name of Object.keys(body)) {
+    if (name !== 'records' && name !== 'valueEncoding') {
+      throw new SluiceError('INVALID_REQUEST', `the body has an unknown field ${name}`, {
+        details: { field: name },
+      });
+    }
+  }
+  const encoding = body.valueEncoding ?? 'utf8';
+  if (encoding !== 'utf8' && encoding !== 'base64') {
+    throw new SluiceError('INVALID_REQUEST', 'valueEncoding must be "utf8" or "base64"', {
+      details: { field: 'valueEncoding' },
+    });
+  }
+  return body.records.map((raw, i) => parseRecord(raw, i, nowMs, encoding));
 }
 
 /** Decoded records at or after `fromOffset` (the first batch may start before it). */

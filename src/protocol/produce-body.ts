@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import {
   encodeBatch,
@@ -9,6 +10,8 @@ import {
   writeInt,
   writeStrHeader,
 } from './batch.js';
+import { parseProduceRecords } from './json-record.js';
+import { unpackr } from './msgpack.js';
 
 /**
  * The records of a produce request, whatever body they came in: the broker partitions them, checks
@@ -164,6 +167,245 @@ export function scanMsgpackProduceBody(body: Buffer): ProduceRecordSource | unde
       );
     },
   };
+}
+
+/**
+ * A msgpack produce body the in-place reader does not cover, decoded the general way: checked by
+ * `checkMsgpackBody` first (so that the decoder, which recurses, never meets a body nested deeper
+ * than a valid one can be), then decoded and every record checked by `parseProduceRecords`.
+ */
+export function decodeMsgpackProduceBody(body: Buffer, nowMs: number): ProduceRecordSource {
+  checkMsgpackBody(body);
+  let decoded: unknown;
+  try {
+    decoded = unpackr.unpack(body);
+  } catch (error) {
+    throw invalidMsgpack(error);
+  }
+  return recordArraySource(parseProduceRecords(decoded, nowMs));
+}
+
+export function invalidMsgpack(error: unknown): SluiceError {
+  return new SluiceError('INVALID_REQUEST', `the body is not valid msgpack: ${(error as Error).message}`);
+}
+
+/**
+ * Where the first byte sequence that is not well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing past U+10FFFF, nothing cut short) starts in `bytes[start, end)`, or -1.
+ * Only error paths call it: `isUtf8` answers the question, this says where.
+ */
+export function invalidUtf8Offset(bytes: Uint8Array, start = 0, end = bytes.length): number {
+  let i = start;
+  while (i < end) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    // The sequence length, and the range of its second byte (the others are 0x80-0xbf).
+    let length: number;
+    let low = 0x80;
+    let high = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) length = 2;
+    else if (b >= 0xe0 && b <= 0xef) {
+      length = 3;
+      if (b === 0xe0) low = 0xa0;
+      if (b === 0xed) high = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      length = 4;
+      if (b === 0xf0) low = 0x90;
+      if (b === 0xf4) high = 0x8f;
+    } else return i;
+    if (i + length > end) return i;
+    const second = bytes[i + 1]!;
+    if (second < low || second > high) return i;
+    for (let k = 2; k < length; k++) if ((bytes[i + k]! & 0xc0) !== 0x80) return i;
+    i += length;
+  }
+  return -1;
+}
+
+/**
+ * The deepest a valid produce body nests: the body map, the records list and a record map around
+ * a value of `LIMITS.jsonDepthMax` levels.
+ */
+const BODY_DEPTH_MAX = LIMITS.jsonDepthMax + 3;
+
+/**
+ * Walks a msgpack body, with a loop and no decoding, and refuses what the decoder would hide or
+ * could not survive: a str that is not valid UTF-8 (INVALID_REQUEST naming its byte offset; the
+ * decoder would turn it into U+FFFD), and nesting deeper than a valid produce body can hold (a
+ * value too deep is INVALID_RECORD naming its field, as `parseRecord` words it for a shallower
+ * one; anything else is INVALID_REQUEST). Bytes it cannot read (truncated, reserved types) end
+ * the walk: the decoder that runs next words those errors.
+ */
+export function checkMsgpackBody(body: Buffer): void {
+  // One entry per open container: values still to read (a map entry counts two), values read,
+  // whether it is a map, and where the str key of the current entry lies.
+  const left: number[] = [];
+  const read: number[] = [];
+  const isMap: boolean[] = [];
+  const keyStart: number[] = [];
+  const keyLength: number[] = [];
+  let pos = 0;
+  while (pos < body.length) {
+    const top = left.length - 1;
+    if (top >= 0) {
+      left[top]!--;
+      read[top]!++;
+    }
+    const b = body[pos]!;
+    const head = msgpackHead(body, pos, b);
+    if (head === undefined) return;
+    if (head.length < 0) {
+      const depth = left.length + 1;
+      // A container as a map key (which no valid body has) leaves the entry without a name.
+      if (top >= 0 && isMap[top] && read[top]! % 2 === 1) keyStart[top] = -1;
+      if (depth > BODY_DEPTH_MAX) throw tooDeep(body, left, read, isMap, keyStart, keyLength, pos);
+      left.push(head.count);
+      read.push(0);
+      isMap.push(head.map);
+      keyStart.push(-1);
+      keyLength.push(0);
+    } else if (head.str) {
+      const from = pos + head.header;
+      const to = from + head.length;
+      // A str cut short by the end of the body is the decoder's error to word.
+      if (to > body.length) return;
+      if (!isUtf8(body.subarray(from, to))) {
+        const at = invalidUtf8Offset(body, from, to);
+        throw new SluiceError('INVALID_REQUEST', `the msgpack str at byte ${at} is not valid UTF-8`, {
+          details: { offset: at },
+        });
+      }
+    }
+    if (head.length >= 0 && top >= 0 && isMap[top] && read[top]! % 2 === 1) {
+      // A map key: kept so that an error below it can name the field.
+      keyStart[top] = head.str ? pos + head.header : -1;
+      keyLength[top] = head.length;
+    }
+    pos += head.header + Math.max(head.length, 0);
+    while (left.length > 0 && left[left.length - 1] === 0) {
+      left.pop();
+      read.pop();
+      isMap.pop();
+      keyStart.pop();
+      keyLength.pop();
+    }
+    if (left.length === 0) return;
+  }
+}
+
+/**
+ * The head of the msgpack value at `pos`: for a container its entry count (`length` -1), else the
+ * size of its header and of its payload. Undefined when the bytes end first or the type is reserved.
+ */
+function msgpackHead(
+  body: Buffer,
+  pos: number,
+  b: number,
+): { header: number; length: number; count: number; map: boolean; str: boolean } | undefined {
+  const room = body.length - pos;
+  const scalar = (header: number, length: number, str = false) =>
+    room < header ? undefined : { header, length, count: 0, map: false, str };
+  const container = (header: number, count: number, map: boolean) =>
+    room < header ? undefined : { header, length: -1, count: map ? count * 2 : count, map, str: false };
+  if (b <= 0x7f || b >= 0xe0) return scalar(1, 0);
+  if (b <= 0x8f) return container(1, b & 0x0f, true);
+  if (b <= 0x9f) return container(1, b & 0x0f, false);
+  if (b <= 0xbf) return scalar(1, b & 0x1f, true);
+  switch (b) {
+    case 0xc0:
+    case 0xc2:
+    case 0xc3:
+      return scalar(1, 0);
+    case 0xc4:
+      return room < 2 ? undefined : scalar(2, body[pos + 1]!);
+    case 0xc5:
+      return room < 3 ? undefined : scalar(3, body.readUInt16BE(pos + 1));
+    case 0xc6:
+      return room < 5 ? undefined : scalar(5, body.readUInt32BE(pos + 1));
+    case 0xc7:
+      return room < 3 ? undefined : scalar(3, body[pos + 1]!);
+    case 0xc8:
+      return room < 4 ? undefined : scalar(4, body.readUInt16BE(pos + 1));
+    case 0xc9:
+      return room < 6 ? undefined : scalar(6, body.readUInt32BE(pos + 1));
+    case 0xca:
+      return scalar(5, 0);
+    case 0xcb:
+      return scalar(9, 0);
+    case 0xcc:
+    case 0xd0:
+      return scalar(2, 0);
+    case 0xcd:
+    case 0xd1:
+      return scalar(3, 0);
+    case 0xce:
+    case 0xd2:
+      return scalar(5, 0);
+    case 0xcf:
+    case 0xd3:
+      return scalar(9, 0);
+    case 0xd4:
+      return scalar(3, 0);
+    case 0xd5:
+      return scalar(4, 0);
+    case 0xd6:
+      return scalar(6, 0);
+    case 0xd7:
+      return scalar(10, 0);
+    case 0xd8:
+      return scalar(18, 0);
+    case 0xd9:
+      return room < 2 ? undefined : scalar(2, body[pos + 1]!, true);
+    case 0xda:
+      return room < 3 ? undefined : scalar(3, body.readUInt16BE(pos + 1), true);
+    case 0xdb:
+      return room < 5 ? undefined : scalar(5, body.readUInt32BE(pos + 1), true);
+    case 0xdc:
+      return room < 3 ? undefined : container(3, body.readUInt16BE(pos + 1), false);
+    case 0xdd:
+      return room < 5 ? undefined : container(5, body.readUInt32BE(pos + 1), false);
+    case 0xde:
+      return room < 3 ? undefined : container(3, body.readUInt16BE(pos + 1), true);
+    case 0xdf:
+      return room < 5 ? undefined : container(5, body.readUInt32BE(pos + 1), true);
+    default:
+      return undefined;
+  }
+}
+
+/** The error for a container that opens past BODY_DEPTH_MAX, naming the record field it is in. */
+function tooDeep(
+  body: Buffer,
+  left: readonly number[],
+  read: readonly number[],
+  isMap: readonly boolean[],
+  keyStart: readonly number[],
+  keyLength: readonly number[],
+  pos: number,
+): SluiceError {
+  const keyAt = (level: number) =>
+    isMap[level] && keyStart[level]! >= 0
+      ? body.toString('utf8', keyStart[level]!, keyStart[level]! + keyLength[level]!)
+      : undefined;
+  const inRecords = isMap[0] && keyAt(0) === 'records' && left.length > 2 && !isMap[1];
+  if (!inRecords) {
+    return new SluiceError('INVALID_REQUEST', `the body nests deeper than ${BODY_DEPTH_MAX} levels`, {
+      details: { offset: pos },
+    });
+  }
+  const index = read[1]! - 1;
+  const name = keyAt(2);
+  let field = name === undefined ? `records[${index}]` : `records[${index}].${name}`;
+  const header = name === 'headers' ? keyAt(3) : undefined;
+  if (header !== undefined) field += `.${header}`;
+  return new SluiceError(
+    'INVALID_RECORD',
+    `${field} nests arrays and objects deeper than ${LIMITS.jsonDepthMax} levels`,
+    { details: { index, field } },
+  );
 }
 
 const RECORDS = Buffer.from('records');
@@ -375,6 +617,7 @@ class Scanner {
       if (!asMap && this.arrayHeader() !== 2) return -1;
       if (!this.str()) return -1;
       const nameLength = this.bytesLength;
+      if (nameLength === 0 || nameLength > LIMITS.headerNameBytesMax) return -1;
       if (!isUtf8(this.buf.subarray(this.bytesStart, this.bytesStart + nameLength))) return -1;
       if (!this.bytes()) return -1;
       bound += 1 + 5 + nameLength + 5 + (this.bytesStart === NIL ? 0 : this.bytesLength);

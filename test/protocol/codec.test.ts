@@ -71,6 +71,26 @@ describe('records and JSON', () => {
     expect(parseRecord({}, 0, 42)).toMatchObject({ key: null, value: null, timestamp: 42 });
   });
 
+  it('takes base64 exactly when it is the canonical encoding of some bytes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 40 }), fc.string({ maxLength: 12 }), (bytes, text) => {
+        const canonical = Buffer.from(bytes).toString('base64');
+        expect([...parseRecord({ value: canonical }, 0, 1, 'base64').value!]).toEqual([...bytes]);
+        const isCanonical = Buffer.from(text, 'base64').toString('base64') === text;
+        let code: string | undefined;
+        try {
+          parseRecord({ value: text }, 0, 1, 'base64');
+        } catch (error) {
+          code = (error as SluiceError).code;
+        }
+        expect(code).toBe(
+          isCanonical && Buffer.from(text).toString() === text ? undefined : 'INVALID_RECORD',
+        );
+      }),
+      { seed: 5, numRuns: 500 },
+    );
+  });
+
   it.each([
     [[], 'INVALID_RECORD'],
     [{ value: 'x', extra: 1 }, 'INVALID_RECORD'],

@@ -1,10 +1,17 @@
+import { isUtf8 } from 'node:buffer';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { checkBatchAt, decodeRecords } from '../../src/protocol/batch.js';
 import { parseRecord } from '../../src/protocol/json-record.js';
 import { unpackr } from '../../src/protocol/msgpack.js';
-import { recordArraySource, scanMsgpackProduceBody } from '../../src/protocol/produce-body.js';
+import {
+  checkMsgpackBody,
+  decodeMsgpackProduceBody,
+  invalidUtf8Offset,
+  recordArraySource,
+  scanMsgpackProduceBody,
+} from '../../src/protocol/produce-body.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 const NOW = 1_700_000_000_000;
@@ -208,6 +215,161 @@ describe('scanMsgpackProduceBody', () => {
         const scanned = scanMsgpackProduceBody(Buffer.from(bytes));
         if (scanned) scanned.encodeBatch([0], NOW);
       }),
+    );
+  });
+});
+
+/** What a path answers for a body: the batches of all records, or the code it refuses with. */
+function verdict(
+  read: () => ReturnType<typeof decodeMsgpackProduceBody>,
+): { batch: string } | { code: string } {
+  try {
+    const source = read();
+    const all = Array.from({ length: source.count }, (_, i) => i);
+    return { batch: source.encodeBatch(all, NOW).toString('hex') };
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === undefined) throw error;
+    return { code };
+  }
+}
+
+// Fields of every type, valid or not: strings with lone surrogates (which the encoder writes as
+// bytes that are not UTF-8), JSON values where only bytes are allowed, names too long or empty.
+const anyField = fc.oneof(
+  bytesField,
+  fc.string({ unit: 'binary', maxLength: 6 }),
+  fc.constant('\ud800'),
+  fc.integer({ min: -3, max: 2 ** 40 }),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(undefined),
+  fc.array(fc.oneof(fc.integer(), fc.string({ maxLength: 3 })), { maxLength: 3 }),
+  fc.dictionary(fc.string({ maxLength: 3 }), fc.oneof(fc.integer(), fc.uint8Array({ maxLength: 3 })), {
+    maxKeys: 2,
+  }),
+);
+const anyHeaderName = fc.oneof(
+  headerName,
+  fc.constant(''),
+  fc.constant('n'.repeat(257)),
+  fc.string({ unit: 'binary', minLength: 1, maxLength: 4 }),
+);
+// A valid record with one thing changed, so that each rule is met alone and not hidden by another.
+const anyRecord = fc.oneof(
+  { weight: 3, arbitrary: record },
+  fc
+    .tuple(
+      record,
+      fc.constantFrom('key', 'value', 'headers', 'partition', 'timestamp', 'extra', 'headerName', 'record'),
+      anyField,
+      anyHeaderName,
+      fc.boolean(),
+    )
+    .map(([r, which, field, name, asMap]) => {
+      if (which === 'record') return field;
+      if (which !== 'headerName') return { ...r, [which]: field };
+      return { ...r, headers: asMap ? { [name]: 'v' } : [[name, 'v']] };
+    }),
+);
+const anyBody = fc.oneof(
+  { weight: 5, arbitrary: fc.record({ records: fc.array(anyRecord, { minLength: 1, maxLength: 6 }) }) },
+  fc.record(
+    {
+      records: fc.oneof(fc.array(anyRecord, { maxLength: 4 }), anyField),
+      valueEncoding: fc.oneof(fc.constant('base64'), fc.constant('utf8'), anyField),
+      other: anyField,
+    },
+    { requiredKeys: [] },
+  ),
+);
+
+describe('the in-place and the decoded msgpack path', () => {
+  it('give the same verdict for any body, valid or not: the same batch, or the same refusal', () => {
+    fc.assert(
+      fc.property(anyBody, (value) => {
+        const body = Buffer.from(packr.pack(value));
+        const inPlace = verdict(() => scanMsgpackProduceBody(body) ?? decodeMsgpackProduceBody(body, NOW));
+        const decoded = verdict(() => decodeMsgpackProduceBody(body, NOW));
+        expect(inPlace).toEqual(decoded);
+      }),
+      { seed: 42, numRuns: 1500 },
+    );
+  });
+});
+
+describe('checkMsgpackBody', () => {
+  it('passes every body no deeper than a valid produce body, whatever it holds', () => {
+    fc.assert(
+      fc.property(fc.anything({ maxDepth: 8, withNullPrototype: false }), (value) => {
+        const body = Buffer.from(packr.pack({ records: [{ value }] }));
+        expect(() => checkMsgpackBody(body)).not.toThrow();
+      }),
+      { seed: 7, numRuns: 300 },
+    );
+  });
+
+  it('names the record field that nests too deep, and refuses other deep bodies as requests', () => {
+    let value: unknown = 1;
+    for (let i = 0; i < 65; i++) value = [value];
+    const deepValue = Buffer.from(packr.pack({ records: [{ key: 'k' }, { key: 'k', value }] }));
+    expect(() => checkMsgpackBody(deepValue)).toThrow(
+      expect.objectContaining({ code: 'INVALID_RECORD', details: { index: 1, field: 'records[1].value' } }),
+    );
+    const deepHeader = Buffer.from(packr.pack({ records: [{ headers: { h: value } }] }));
+    expect(() => checkMsgpackBody(deepHeader)).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_RECORD',
+        details: { index: 0, field: 'records[0].headers.h' },
+      }),
+    );
+    let deeper = value;
+    for (let i = 0; i < 10; i++) deeper = [deeper];
+    const deepElsewhere = Buffer.from(packr.pack({ other: deeper }));
+    expect(() => checkMsgpackBody(deepElsewhere)).toThrow(
+      expect.objectContaining({ code: 'INVALID_REQUEST' }),
+    );
+    // At the limit: a value of 64 levels inside a record passes.
+    expect(() =>
+      checkMsgpackBody(Buffer.from(packr.pack({ records: [{ value: (value as unknown[])[0] }] }))),
+    ).not.toThrow();
+  });
+
+  it('never throws anything but a refusal on arbitrary bytes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+        try {
+          checkMsgpackBody(Buffer.from(bytes));
+        } catch (error) {
+          expect((error as { code?: string }).code).toMatch(/^INVALID_(REQUEST|RECORD)$/);
+        }
+      }),
+      { seed: 11, numRuns: 500 },
+    );
+  });
+});
+
+describe('invalidUtf8Offset', () => {
+  it('finds a bad sequence exactly when isUtf8 refuses, and everything before it is valid', () => {
+    // Mostly text with stray high bytes, so that sequences are near-valid as often as not.
+    const bytes = fc.array(
+      fc.oneof(
+        fc.string({ unit: 'grapheme', maxLength: 4 }).map((s) => [...Buffer.from(s)]),
+        fc.integer({ min: 0x80, max: 0xff }).map((b) => [b]),
+      ),
+      { maxLength: 30 },
+    );
+    fc.assert(
+      fc.property(bytes, (parts) => {
+        const buf = Buffer.from(parts.flat());
+        const offset = invalidUtf8Offset(buf);
+        expect(offset === -1).toBe(isUtf8(buf));
+        if (offset >= 0) {
+          expect(isUtf8(buf.subarray(0, offset))).toBe(true);
+          expect(isUtf8(buf.subarray(0, offset + 4))).toBe(false);
+        }
+      }),
+      { seed: 3, numRuns: 2000 },
     );
   });
 });

@@ -1,17 +1,16 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ProduceApi, ProduceInput } from '../../broker/api.js';
 import { SluiceError } from '../../common/errors.js';
-import { LIMITS } from '../../common/limits.js';
 import { ENDPOINTS, MEDIA, parseAcks } from '../../protocol/api.js';
-import { parseRecord } from '../../protocol/json-record.js';
-import { unpackr } from '../../protocol/msgpack.js';
+import { parseProduceRecords, parseRecord } from '../../protocol/json-record.js';
 import { encodeOffsetsResponse } from '../../protocol/offsets-response.js';
 import {
+  decodeMsgpackProduceBody,
   type ProduceRecordSource,
   recordArraySource,
   scanMsgpackProduceBody,
 } from '../../protocol/produce-body.js';
-import { invalidMsgpack, MsgpackBody } from '../body.js';
+import { MsgpackBody } from '../body.js';
 import { mediaTypeOf, negotiate, sendNegotiated } from '../content.js';
 import { addRoute } from './route.js';
 
@@ -80,50 +79,54 @@ function withPartition(records: ProduceRecordSource, partition: number | undefin
 }
 
 function recordsFromBody(request: FastifyRequest, mediaType: string): ProduceRecordSource {
-  let body = request.body;
-  if (body instanceof MsgpackBody) {
-    const scanned = scanMsgpackProduceBody(body.bytes);
-    if (scanned) return scanned;
-    try {
-      body = unpackr.unpack(body.bytes);
-    } catch (error) {
-      throw invalidMsgpack(error);
-    }
-  }
-  return recordArraySource(recordObjectsFromBody(request, mediaType, body));
+  const body = request.body;
+  if (body instanceof MsgpackBody)
+    return scanMsgpackProduceBody(body.bytes) ?? decodeMsgpackProduceBody(body.bytes, Date.now());
+  if (mediaType === MEDIA.octetStream) return recordArraySource([rawBodyRecord(request, Date.now())]);
+  return recordArraySource(parseProduceRecords(body, Date.now()));
 }
 
-function recordObjectsFromBody(request: FastifyRequest, mediaType: string, decoded: unknown): ProduceInput[] {
-  const now = Date.now();
-  if (mediaType === MEDIA.octetStream) return [rawBodyRecord(request, now)];
-  const body = decoded as { records?: unknown; valueEncoding?: unknown } | undefined;
-  if (!body || typeof body !== 'object' || !Array.isArray(body.records)) {
-    throw new SluiceError('INVALID_REQUEST', 'the body must be an object with a "records" list');
-  }
-  if (body.records.length > LIMITS.requestRecordsMax) {
-    throw new SluiceError('TOO_MANY_RECORDS', `a request holds at most ${LIMITS.requestRecordsMax} records`);
-  }
-  const encoding = body.valueEncoding === 'base64' ? 'base64' : 'utf8';
-  return body.records.map((raw, i) => parseRecord(raw, i, now, encoding));
-}
-
-/** An octet-stream body is one record's value; key, headers and timestamp come from `sluice-*` headers. */
+/**
+ * An octet-stream body is one record's value; key, headers and timestamp come from `sluice-*`
+ * headers. HTTP header values are ASCII here: Node reads other bytes as Latin-1, so storing them
+ * would store characters the client may not have meant; a JSON or msgpack body carries those.
+ */
 function rawBodyRecord(request: FastifyRequest, nowMs: number): ProduceInput {
   const headers: [string, Uint8Array][] = [];
   for (const [name, value] of Object.entries(request.headers)) {
-    if (name.startsWith('sluice-header-') && typeof value === 'string')
-      headers.push([name.slice('sluice-header-'.length), Buffer.from(value)]);
+    if (name.startsWith('sluice-header-') && typeof value === 'string') {
+      const headerName = name.slice('sluice-header-'.length);
+      headers.push([headerName, asciiHeader(value, `headers.${headerName}`)]);
+    }
   }
   const key = request.headers['sluice-key'];
   const timestampHeader = request.headers['sluice-timestamp'];
   return parseRecord(
     {
       value: request.body as Buffer,
-      key: typeof key === 'string' ? key : null,
+      key: typeof key === 'string' ? asciiHeader(key, 'key') : null,
       headers,
-      ...(typeof timestampHeader === 'string' ? { timestamp: Number(timestampHeader) } : {}),
+      ...(typeof timestampHeader === 'string' ? { timestamp: decimalTimestamp(timestampHeader) } : {}),
     },
     0,
     nowMs,
   );
+}
+
+function asciiHeader(value: string, field: string): Buffer {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the range is all of ASCII
+  if (!/^[\x00-\x7f]*$/.test(value))
+    throw new SluiceError('INVALID_RECORD', `the ${field} header is not ASCII`, { details: { field } });
+  return Buffer.from(value, 'latin1');
+}
+
+/** `Sluice-Timestamp`: decimal digits only (`Number` would take `0x10`, `1e3` and `""`). */
+function decimalTimestamp(text: string): number {
+  const ms = /^[0-9]{1,16}$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(ms)) {
+    throw new SluiceError('INVALID_TIMESTAMP', 'Sluice-Timestamp must be a decimal integer of milliseconds', {
+      details: { field: 'sluice-timestamp' },
+    });
+  }
+  return ms;
 }
