@@ -43,6 +43,11 @@ export const ERROR_CODES = {
   },
   METHOD_NOT_ALLOWED: { status: 405, retriable: false, title: 'The method is not allowed on this route' },
   NOT_ACCEPTABLE: { status: 406, retriable: false, title: 'No response format in Accept is supported' },
+  CLIENT_TIMEOUT: {
+    status: 408,
+    retriable: true,
+    title: 'The client did not send its request in time',
+  },
   TOPIC_ALREADY_EXISTS: { status: 409, retriable: false, title: 'A topic of that name exists' },
   OUT_OF_ORDER_SEQUENCE_NUMBER: {
     status: 409,
@@ -76,6 +81,11 @@ export const ERROR_CODES = {
   NOT_LEADER: { status: 421, retriable: true, title: 'This node is not the Raft leader' },
   NOT_CONTROLLER: { status: 421, retriable: true, title: 'This node is not the active controller' },
   LIMIT_EXCEEDED: { status: 429, retriable: true, title: 'A bounded queue or in-flight window is full' },
+  REQUEST_HEADERS_TOO_LARGE: {
+    status: 431,
+    retriable: false,
+    title: 'The request headers are larger than the limit',
+  },
   UNKNOWN_SERVER_ERROR: { status: 500, retriable: false, title: 'An unexpected server error' },
   KAFKA_STORAGE_ERROR: { status: 500, retriable: true, title: 'The log could not be read or written' },
   LEADER_NOT_AVAILABLE: { status: 503, retriable: true, title: 'The partition has no leader right now' },

@@ -3,6 +3,7 @@ import Fastify, {
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
+  type FastifySchemaValidationError,
   type FastifyServerFactory,
   LogController,
 } from 'fastify';
@@ -45,6 +46,13 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     ...(options.serverFactory ? { serverFactory: options.serverFactory } : {}),
     // Requests that arrive while the node shuts down get a SHUTTING_DOWN problem (below) instead.
     return503OnClosing: false,
+    // Long enough for the longest topic name with every character percent-encoded, so that every
+    // name that can be created can be used; longer path parameters are refused by `frameworkErrors`.
+    routerOptions: { maxParamLength: PATH_PARAM_LENGTH_MAX },
+    // The router's own refusals (a bad percent-encoding, an over-long parameter) as problems too.
+    frameworkErrors: (error, request, reply) => {
+      sendProblem(reply, frameworkProblem(error, request.url), request.url);
+    },
   }) as unknown as FastifyInstance;
 
   addShutdownHooks(app, broker);
@@ -87,6 +95,41 @@ function addShutdownHooks(app: FastifyInstance, broker: BrokerApi): void {
   });
 }
 
+/** The longest path parameter the router takes: a topic name with every character as `%XX`. */
+const PATH_PARAM_LENGTH_MAX = LIMITS.topicNameLengthMax * 3;
+
+/** The path segments of every endpoint, `undefined` where a parameter goes, to name a parameter. */
+const ENDPOINT_SEGMENTS = (Object.values(ENDPOINTS) as Endpoint[]).map((e) => e.path.split('/'));
+
+/**
+ * The problem for an error the router raises before any route runs: an over-long parameter is
+ * refused as its schema would refuse it (a topic name as INVALID_TOPIC_EXCEPTION), a path that is
+ * not valid percent-encoding as INVALID_REQUEST.
+ */
+function frameworkProblem(error: { code?: string; message: string }, url: string): SluiceError {
+  if (error.code !== 'FST_ERR_MAX_PARAM_LENGTH')
+    return new SluiceError('INVALID_REQUEST', `the path is not valid: ${error.message}`);
+  const segments = url.split('?')[0]!.split('/');
+  for (const pattern of ENDPOINT_SEGMENTS) {
+    if (pattern.length !== segments.length) continue;
+    const long = pattern.findIndex(
+      (p, i) => p.startsWith(':') && segments[i]!.length > PATH_PARAM_LENGTH_MAX,
+    );
+    const matches = pattern.every((p, i) => p.startsWith(':') || p === segments[i]);
+    if (long === -1 || !matches) continue;
+    const name = pattern[long]!.slice(1);
+    return new SluiceError(
+      name === 'topic' ? 'INVALID_TOPIC_EXCEPTION' : 'INVALID_REQUEST',
+      `params/${name} is longer than ${PATH_PARAM_LENGTH_MAX} characters`,
+      { details: { field: `params/${name}` } },
+    );
+  }
+  return new SluiceError(
+    'INVALID_REQUEST',
+    `a path segment is longer than ${PATH_PARAM_LENGTH_MAX} characters`,
+  );
+}
+
 /**
  * Path and query parameters arrive as text and are coerced to their schema's types; bodies are
  * typed already (JSON, msgpack) and a wrong type is refused rather than converted, so that
@@ -97,8 +140,59 @@ function setValidators(app: FastifyInstance): void {
   const coercing = new Ajv({ ...ajvOptions, coerceTypes: true });
   const strict = new Ajv({ ...ajvOptions, coerceTypes: false });
   app.setValidatorCompiler(({ schema, httpPart }) =>
-    (httpPart === 'body' ? strict : coercing).compile(schema as object),
+    httpPart === 'body'
+      ? strict.compile(schema as object)
+      : decimalIntegers(schema as object, coercing.compile(schema as object) as Validate),
   );
+}
+
+const DECIMAL = /^[0-9]+$/;
+const SIGNED_DECIMAL = /^-?[0-9]+$/;
+
+interface Validate {
+  (data: unknown): boolean;
+  errors?: FastifySchemaValidationError[] | null;
+}
+
+/**
+ * Wraps the coercing validator of a path or query schema so that its integers are written in
+ * decimal: ajv's coercion takes anything `Number()` does (`0x1`, `1e3`, ` 0`), which would let a
+ * mistyped number through as another one. A leading `-` only where the schema's minimum is
+ * negative; at most 2^53 - 1. The range is the schema's. Only a refusal allocates.
+ */
+function decimalIntegers(schema: object, validate: Validate): Validate {
+  const properties = (schema as { properties?: Record<string, { type?: unknown; minimum?: number }> })
+    .properties;
+  const integers = Object.entries(properties ?? {})
+    .filter(([, property]) => property.type === 'integer')
+    .map(([name, property]) => ({
+      name,
+      pattern: (property.minimum ?? 0) < 0 ? SIGNED_DECIMAL : DECIMAL,
+    }));
+  if (integers.length === 0) return validate;
+  const checked: Validate = (data) => {
+    const values = data as Record<string, unknown> | null;
+    for (const { name, pattern } of integers) {
+      const value = values?.[name];
+      if (typeof value !== 'string') continue;
+      if (!pattern.test(value) || !Number.isSafeInteger(Number(value))) {
+        checked.errors = [
+          {
+            instancePath: `/${name}`,
+            schemaPath: `#/properties/${name}/type`,
+            keyword: 'type',
+            params: {},
+            message: 'must be a decimal integer',
+          },
+        ];
+        return false;
+      }
+    }
+    const valid = validate(data);
+    checked.errors = validate.errors;
+    return valid;
+  };
+  return checked;
 }
 
 /** An unknown path is NOT_FOUND; a known path with another method is METHOD_NOT_ALLOWED with `Allow`. */

@@ -12,7 +12,9 @@ export function negotiate(
   accept: string | undefined,
   extra: readonly string[] = [],
 ): Format | string | undefined {
-  if (!accept) return 'json';
+  // The forms clients send on every request are answered without parsing.
+  if (!accept || accept === MEDIA.json || accept === '*/*') return 'json';
+  if (accept === MEDIA.msgpack) return 'msgpack';
   const types = accept
     .split(',')
     .map((part) => {

@@ -9,6 +9,16 @@ import { MEDIA } from '../protocol/api.js';
 
 const INTERNAL_CODES = new Set<ErrorCode>(['UNKNOWN_SERVER_ERROR', 'KAFKA_STORAGE_ERROR']);
 
+/**
+ * Schema violations of these fields have a code of their own, as the CLI and SDK report them: a
+ * bad fetch offset, and a topic name (in a path or the create body) that no topic can have.
+ */
+const FIELD_CODES: Readonly<Record<string, ErrorCode>> = {
+  'querystring/offset': 'INVALID_OFFSET',
+  'params/topic': 'INVALID_TOPIC_EXCEPTION',
+  'body/name': 'INVALID_TOPIC_EXCEPTION',
+};
+
 /** Serializes a problem (RFC 9457) for any error. */
 export function problemFor(
   error: unknown,
@@ -40,9 +50,9 @@ export function problemFor(
       code = 'INVALID_REQUEST';
       const first = e.validation[0];
       detail = `${e.validationContext ?? 'request'}${first?.instancePath ?? ''} ${first?.message ?? 'is not valid'}`;
-      details = { field: `${e.validationContext ?? ''}${first?.instancePath ?? ''}` };
-      // A bad fetch offset has its own code, as the CLI and SDK report it.
-      if (details.field === 'querystring/offset') code = 'INVALID_OFFSET';
+      const field = `${e.validationContext ?? ''}${first?.instancePath ?? ''}`;
+      details = { field };
+      code = Object.hasOwn(FIELD_CODES, field) ? FIELD_CODES[field]! : 'INVALID_REQUEST';
     } else if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       code = 'REQUEST_TOO_LARGE';
       detail = e.message ?? 'the request body is too large';

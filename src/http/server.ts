@@ -2,6 +2,9 @@ import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { FastifyServerFactory } from 'fastify';
+import { type ErrorCode, SluiceError } from '../common/errors.js';
+import { MEDIA } from '../protocol/api.js';
+import { problemFor } from './problem.js';
 
 /** The first bytes of every HTTP/2 connection with prior knowledge. */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -46,15 +49,22 @@ export function dualProtocolServerFactory(options: DualProtocolOptions = {}): Fa
       socket.on('error', () => socket.destroy());
     });
     server.close = gracefulClose(server, { h1, h2, sockets, shutdownGraceMs });
+    Object.defineProperty(server, 'http1SocketsTracked', { get: () => h1.socketsTracked });
     return server as unknown as http.Server;
   };
+}
+
+/** The server the factory returns, with what it tracks (for tests and diagnostics). */
+export interface DualProtocolServer extends net.Server {
+  /** HTTP/1.1 sockets with requests in flight: a socket that is gone or idle is not held. */
+  readonly http1SocketsTracked: number;
 }
 
 /** The HTTP/1.1 server, handed sockets rather than listening, and the requests in flight on each. */
 class Http1Side {
   readonly #server: http.Server;
-  // Requests in flight per HTTP/1.1 socket: a shutdown closes the idle ones at once and each
-  // busy one as soon as its last answer is sent.
+  // Requests in flight per open HTTP/1.1 socket, only while there are some: a shutdown closes
+  // the idle ones at once and each busy one as soon as its last answer is sent.
   readonly #inFlight = new Map<net.Socket, number>();
   #closing = false;
 
@@ -75,11 +85,35 @@ class Http1Side {
       const socket = request.socket;
       this.#inFlight.set(socket, (this.#inFlight.get(socket) ?? 0) + 1);
       response.once('close', () => {
-        const left = (this.#inFlight.get(socket) ?? 1) - 1;
-        this.#inFlight.set(socket, left);
-        if (this.#closing && left === 0) socket.destroySoon();
+        const busy = this.#inFlight.get(socket);
+        // Forgotten: the socket closed first (the client went away before its answer).
+        if (busy === undefined) return;
+        if (busy > 1) return void this.#inFlight.set(socket, busy - 1);
+        this.#inFlight.delete(socket);
+        if (this.#closing) socket.destroySoon();
       });
     });
+    this.#server.on('clientError', (error: NodeJS.ErrnoException, socket: net.Socket) =>
+      this.#refuse(error, socket),
+    );
+  }
+
+  /**
+   * A request Node's parser refuses before fastify sees it (headers too large, conflicting
+   * Content-Length, Content-Length with Transfer-Encoding, a timeout) is answered with a problem
+   * and the connection closed. Nothing is written while an answer is in flight on the socket,
+   * which the bytes would corrupt.
+   */
+  #refuse(error: NodeJS.ErrnoException, socket: net.Socket): void {
+    if (error.code === 'ECONNRESET' || !socket.writable || this.#inFlight.has(socket)) {
+      socket.destroy();
+      return;
+    }
+    socket.end(clientErrorResponse(error), () => socket.destroy());
+  }
+
+  get socketsTracked(): number {
+    return this.#inFlight.size;
   }
 
   accept(socket: net.Socket): void {
@@ -105,6 +139,30 @@ class Http1Side {
   closeAllConnections(): void {
     this.#server.closeAllConnections();
   }
+}
+
+/** What a refusal of Node's HTTP/1.1 parser means to a client. */
+const CLIENT_ERROR_CODES: Readonly<Record<string, ErrorCode>> = {
+  HPE_HEADER_OVERFLOW: 'REQUEST_HEADERS_TOO_LARGE',
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: 'REQUEST_TOO_LARGE',
+  ERR_HTTP_REQUEST_TIMEOUT: 'CLIENT_TIMEOUT',
+};
+
+/** A whole HTTP/1.1 response carrying the problem for a parser refusal, closing the connection. */
+function clientErrorResponse(error: NodeJS.ErrnoException): string {
+  const known = error.code !== undefined && Object.hasOwn(CLIENT_ERROR_CODES, error.code);
+  const code = known ? CLIENT_ERROR_CODES[error.code!]! : 'INVALID_REQUEST';
+  const detail = known
+    ? error.message
+    : `the request could not be parsed: ${error.code ?? 'HTTP error'} (${error.message})`;
+  const { status, body } = problemFor(new SluiceError(code, detail));
+  const json = JSON.stringify(body);
+  return (
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\n` +
+    `content-type: ${MEDIA.problem}; charset=utf-8\r\n` +
+    `content-length: ${Buffer.byteLength(json)}\r\n` +
+    `connection: close\r\n\r\n${json}`
+  );
 }
 
 /** The HTTP/2 server, handed sockets rather than listening, and its sessions. */

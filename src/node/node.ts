@@ -6,9 +6,10 @@ import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import { buildApp } from '../http/app.js';
 import { dualProtocolServerFactory } from '../http/server.js';
-import type { ConfigValue } from '../protocol/topic-config.js';
+import { type ConfigValue, parseTopicConfigDefaults } from '../protocol/topic-config.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { LogManager } from '../storage/log-manager.js';
+import type { StorageLogger } from '../storage/partition-log.js';
 import { VERSION } from './version.js';
 
 const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
@@ -46,7 +47,17 @@ export async function startNode(options: NodeOptions): Promise<SluiceNode> {
   }
   const dataDir = resolve(options.dataDir);
   const clock = systemClock;
-  const logs = await LogManager.open({ dataDir, retentionCheckMs: 60_000 }, { fs: nodeFileSystem, clock });
+  const defaults = parseTopicConfigDefaults(options.configs ?? {});
+  // Storage faults are logged through the app's logger once it exists; before that (while the logs
+  // open) to stderr, so that a partition taken offline at start is never silent.
+  let logger: StorageLogger = {
+    error: (fields, message) =>
+      process.stderr.write(`${JSON.stringify({ level: 'error', msg: message, ...fields })}\n`),
+  };
+  const logs = await LogManager.open(
+    { dataDir, retentionCheckMs: defaults.retentionCheckMs },
+    { fs: nodeFileSystem, clock, logger: { error: (fields, message) => logger.error(fields, message) } },
+  );
   const closers: (() => Promise<void>)[] = [() => logs.close()];
   try {
     const registry = await FileTopicRegistry.open(dataDir, nodeFileSystem);
@@ -70,6 +81,7 @@ export async function startNode(options: NodeOptions): Promise<SluiceNode> {
       },
       { broker },
     );
+    if (logLevel !== 'silent') logger = app.log;
     closers.unshift(async () => {
       // Answer waiting fetches and end follow streams first, so that the server can drain.
       broker.beginShutdown();

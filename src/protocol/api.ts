@@ -1,3 +1,5 @@
+import { LIMITS } from '../common/limits.js';
+
 /**
  * The public HTTP API, defined once. The fastify routes (src/http) and the SDK calls (src/client)
  * are both derived from this table; a table test runs every endpoint in JSON and msgpack.
@@ -38,7 +40,8 @@ export function parseAcks(value: string | number | undefined): Acks | undefined 
   return undefined;
 }
 
-export const TOPIC_NAME_PATTERN = '^[a-zA-Z0-9._-]{1,249}$';
+/** Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`; the same limit for create and for every path. */
+export const TOPIC_NAME_PATTERN = `^[a-zA-Z0-9._-]{1,${LIMITS.topicNameLengthMax}}$`;
 
 // ---- request and response shapes (JSON view; msgpack carries the same fields) ----
 
@@ -145,10 +148,29 @@ export interface Endpoint {
   querystring?: object;
   /** JSON schema of the JSON/msgpack body; absent when the route takes no body. */
   body?: object;
+  /**
+   * The media types of the request bodies the endpoint takes; absent when it takes no body. Any
+   * other Content-Type is UNSUPPORTED_MEDIA_TYPE, checked before the body is read.
+   */
+  consumes?: readonly string[];
+  /**
+   * The media types the endpoint can answer in (problems are always problem+json). An Accept
+   * that lists none of them is NOT_ACCEPTABLE, checked before the body is read or anything runs.
+   */
+  produces: readonly string[];
   successStatus: number;
   /** JSON schema of the success answer in JSON (msgpack carries the same fields, bytes as bin). */
   response?: object;
 }
+
+/** Every endpoint answers in JSON and msgpack; fetch also streams. */
+const ANSWERS = [MEDIA.json, MEDIA.msgpack] as const;
+const FETCH_ANSWERS = [MEDIA.json, MEDIA.msgpack, MEDIA.ndjson, MEDIA.eventStream] as const;
+/** Admin bodies are one JSON or msgpack document. */
+const DOCUMENT_BODIES = [MEDIA.json, MEDIA.msgpack, MEDIA.msgpackAlt] as const;
+const RECORD_BODIES = [...DOCUMENT_BODIES, MEDIA.ndjson, MEDIA.octetStream] as const;
+/** Pre-built batches name their partition, so only the partition route takes them. */
+const PARTITION_RECORD_BODIES = [...RECORD_BODIES, MEDIA.batches] as const;
 
 const topicParam = { type: 'string', pattern: TOPIC_NAME_PATTERN } as const;
 const partitionParam = { type: 'integer', minimum: 0, maximum: 9999 } as const;
@@ -227,6 +249,7 @@ const fetchedRecordSchema = closed(
 export const ENDPOINTS = {
   health: {
     id: 'health',
+    produces: ANSWERS,
     method: 'GET',
     path: '/healthz',
     summary: 'Liveness and readiness',
@@ -235,6 +258,7 @@ export const ENDPOINTS = {
   },
   cluster: {
     id: 'cluster',
+    produces: ANSWERS,
     method: 'GET',
     path: '/v1/cluster',
     summary: 'Nodes, this node and its version',
@@ -255,6 +279,7 @@ export const ENDPOINTS = {
   },
   listTopics: {
     id: 'listTopics',
+    produces: ANSWERS,
     method: 'GET',
     path: '/v1/topics',
     summary: 'List topics',
@@ -268,6 +293,8 @@ export const ENDPOINTS = {
   },
   createTopic: {
     id: 'createTopic',
+    produces: ANSWERS,
+    consumes: DOCUMENT_BODIES,
     method: 'POST',
     path: '/v1/topics',
     summary: 'Create a topic',
@@ -276,7 +303,7 @@ export const ENDPOINTS = {
       required: ['name'],
       additionalProperties: false,
       properties: {
-        name: { type: 'string', maxLength: 300 },
+        name: { type: 'string', maxLength: LIMITS.topicNameLengthMax },
         partitions: { type: 'integer', minimum: 1, maximum: 10000 },
         replicationFactor: { type: 'integer', minimum: 1, maximum: 16 },
         configs: configsSchema,
@@ -287,6 +314,7 @@ export const ENDPOINTS = {
   },
   describeTopic: {
     id: 'describeTopic',
+    produces: ANSWERS,
     method: 'GET',
     path: '/v1/topics/:topic',
     summary: 'Describe a topic: partitions, leaders, replicas, ISR, offsets, configs',
@@ -296,6 +324,7 @@ export const ENDPOINTS = {
   },
   deleteTopic: {
     id: 'deleteTopic',
+    produces: ANSWERS,
     method: 'DELETE',
     path: '/v1/topics/:topic',
     summary: 'Delete a topic and its data',
@@ -305,6 +334,8 @@ export const ENDPOINTS = {
   },
   alterTopicConfigs: {
     id: 'alterTopicConfigs',
+    produces: ANSWERS,
+    consumes: DOCUMENT_BODIES,
     method: 'PATCH',
     path: '/v1/topics/:topic/configs',
     summary: 'Set (or with null, reset) topic configs',
@@ -319,6 +350,8 @@ export const ENDPOINTS = {
   },
   addPartitions: {
     id: 'addPartitions',
+    produces: ANSWERS,
+    consumes: DOCUMENT_BODIES,
     method: 'POST',
     path: '/v1/topics/:topic/partitions',
     summary: 'Grow a topic to a larger partition count',
@@ -334,6 +367,8 @@ export const ENDPOINTS = {
   },
   produce: {
     id: 'produce',
+    produces: ANSWERS,
+    consumes: RECORD_BODIES,
     method: 'POST',
     path: '/v1/topics/:topic/records',
     summary: 'Append records; partition by explicit partition, else murmur2(key), else sticky round-robin',
@@ -344,6 +379,8 @@ export const ENDPOINTS = {
   },
   producePartition: {
     id: 'producePartition',
+    produces: ANSWERS,
+    consumes: PARTITION_RECORD_BODIES,
     method: 'POST',
     path: '/v1/topics/:topic/partitions/:partition/records',
     summary: 'Append records (or pre-built batches) to one partition',
@@ -355,6 +392,7 @@ export const ENDPOINTS = {
   },
   fetch: {
     id: 'fetch',
+    produces: FETCH_ANSWERS,
     method: 'GET',
     path: '/v1/topics/:topic/partitions/:partition/records',
     summary: 'Read records from an offset; long-polls; follow=true streams',
@@ -380,6 +418,7 @@ export const ENDPOINTS = {
   },
   offsets: {
     id: 'offsets',
+    produces: ANSWERS,
     method: 'GET',
     path: '/v1/topics/:topic/partitions/:partition/offsets',
     summary: 'Earliest and latest offsets, or the first offset at or after a timestamp',

@@ -1,7 +1,7 @@
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import type { FetchedRecord } from './api.js';
-import { type BatchRecord, decodeRecords, type Header, type RecordInput, readBatchHeader } from './batch.js';
+import type { BatchRecord, Header, RecordInput } from './batch.js';
 
 /**
  * Records as JSON shows them, both ways: a produce record from a JSON or msgpack body into the
@@ -254,16 +254,4 @@ export function parseProduceRecords(decoded: unknown, nowMs: number): ParsedReco
     });
   }
   return body.records.map((raw, i) => parseRecord(raw, i, nowMs, encoding));
-}
-
-/** Decoded records at or after `fromOffset` (the first batch may start before it). */
-export function decodedRecords(data: Buffer, fromOffset: number) {
-  const out = [];
-  let pos = 0;
-  while (pos < data.length) {
-    const header = readBatchHeader(data, pos);
-    for (const record of decodeRecords(data, pos)) if (record.offset >= fromOffset) out.push(record);
-    pos += 15 + header.batchLength;
-  }
-  return out;
 }

@@ -125,7 +125,13 @@ const REPLICATION_CONFIG_NAMES: Record<string, (value: ConfigValue, name: string
 /** Broker-level defaults that are not topic configs. */
 const BROKER_ONLY_CONFIG_NAMES: Record<string, (value: ConfigValue, name: string) => number> = {
   'num.partitions': integer(1, LIMITS.partitionsMax),
+  // How often every partition's retention and compaction run; size retention also runs at every
+  // segment roll.
+  'log.retention.check.interval.ms': integer(1, 2 ** 31 - 1),
 };
+
+/** `log.retention.check.interval.ms` when not set. */
+export const RETENTION_CHECK_MS_DEFAULT = 60_000;
 
 /** A topic's configs as the node uses them, parsed once per change. */
 export interface TopicConfig {
@@ -139,6 +145,8 @@ export interface TopicConfigDefaults {
   topic: TopicConfig;
   /** Partitions of a topic created without a count. */
   numPartitions: number;
+  /** How often retention and compaction run over every partition. */
+  retentionCheckMs: number;
   /** The raw defaults, over which a topic's own configs are laid. */
   raw: Record<string, ConfigValue>;
 }
@@ -178,6 +186,13 @@ export function parseTopicConfigDefaults(raw: Record<string, ConfigValue>): Topi
       numPartitions === undefined
         ? 1
         : BROKER_ONLY_CONFIG_NAMES['num.partitions']!(numPartitions, 'num.partitions'),
+    retentionCheckMs:
+      raw['log.retention.check.interval.ms'] === undefined
+        ? RETENTION_CHECK_MS_DEFAULT
+        : BROKER_ONLY_CONFIG_NAMES['log.retention.check.interval.ms']!(
+            raw['log.retention.check.interval.ms'],
+            'log.retention.check.interval.ms',
+          ),
     raw: { ...raw },
   };
 }

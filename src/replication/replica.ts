@@ -98,12 +98,17 @@ export class PartitionReplica {
     });
   }
 
-  /** Whole batches from `offset`, none at or above the high watermark. */
+  /**
+   * Whole batches from `offset`, none at or above the high watermark, each CRC-checked (CRC-32C
+   * runs at gigabytes per second): a damaged batch ends the read before it, and a read that starts
+   * at one is refused with CORRUPT_MESSAGE naming the next readable offset. No path, zero-copy
+   * msgpack included, serves a damaged stored batch.
+   */
   read(
     offset: number,
     options: { maxBytes: number; reserve?: { before: number; after: number } },
   ): Promise<ReadResult> {
-    return this.log.read(offset, { ...options, maxOffset: this.highWatermark });
+    return this.log.read(offset, { ...options, maxOffset: this.highWatermark, verify: true });
   }
 
   /**

@@ -1,13 +1,14 @@
 import { closeSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { decodeFetchResponse } from '../../src/protocol/fetch-response.js';
 import { type Harness, makeHarness } from './harness.js';
 
 /**
  * A stored batch damaged on disk (one byte changed) is never served as good data on the paths
  * that decode records (JSON, NDJSON, server-sent events): the records before it are served, then
- * the read that reaches it answers a non-retriable error. The msgpack path sends batches as stored,
- * and the SDK checks their CRCs (test/client/consumer.test.ts).
+ * the read that reaches it answers a non-retriable error. The zero-copy msgpack path checks each
+ * stored batch's CRC as well, and the SDK checks them again (test/client/consumer.test.ts).
  */
 let h: Harness;
 afterEach(async () => {
@@ -83,12 +84,16 @@ describe('a damaged stored batch', () => {
     expect(last.error).toMatchObject({ code: 'CORRUPT_MESSAGE', retriable: false });
   });
 
-  it('is served as stored in msgpack, where the client checks the CRC', async () => {
+  it('is not served in msgpack either: the read ends before it, and one that starts at it is refused', async () => {
     h = await makeHarness();
     const { segment, starts } = await threeBatches();
-    damage(segment, starts[0]!);
-    const response = await get('/v1/topics/damaged/partitions/0/records?offset=0', 'application/vnd.msgpack');
-    expect(response.statusCode).toBe(200);
-    expect(response.rawPayload.includes(readFileSync(segment).subarray(starts[0]!, starts[1]!))).toBe(true);
+    damage(segment, starts[1]!);
+    const first = await get('/v1/topics/damaged/partitions/0/records?offset=0', 'application/vnd.msgpack');
+    expect(first.statusCode).toBe(200);
+    const page = decodeFetchResponse(first.rawPayload, 0);
+    expect(page.records.map((r) => r.offset)).toEqual([0, 1, 2]);
+    expect(page.nextOffset).toBe(3);
+    const bad = await get('/v1/topics/damaged/partitions/0/records?offset=3', 'application/vnd.msgpack');
+    expect(JSON.parse(bad.body)).toMatchObject({ code: 'CORRUPT_MESSAGE', retriable: false });
   });
 });

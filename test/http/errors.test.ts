@@ -402,7 +402,7 @@ const cases: {
     method: 'GET',
     url: '/v1/topics/bad%20name',
     status: 400,
-    code: 'INVALID_REQUEST',
+    code: 'INVALID_TOPIC_EXCEPTION',
     field: 'params/topic',
   },
   {
@@ -472,8 +472,8 @@ const cases: {
     url: '/v1/topics/guarded/records',
     headers: { 'content-type': 'application/vnd.sluice.batches' },
     payload: goodBatch(),
-    status: 400,
-    code: 'INVALID_REQUEST',
+    status: 415,
+    code: 'UNSUPPORTED_MEDIA_TYPE',
   },
   {
     name: 'truncated pre-built batch',

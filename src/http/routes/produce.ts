@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ProduceApi, ProduceInput } from '../../broker/api.js';
+import { assert } from '../../common/assert.js';
 import { SluiceError } from '../../common/errors.js';
 import { ENDPOINTS, MEDIA, parseAcks } from '../../protocol/api.js';
 import { parseProduceRecords, parseRecord } from '../../protocol/json-record.js';
@@ -31,12 +32,8 @@ export async function produceRoutes(app: FastifyInstance, options: { produce: Pr
     const status = acks === 0 ? 202 : 200;
     const mediaType = mediaTypeOf(request.headers['content-type']);
     if (mediaType === MEDIA.batches) {
-      if (partition === undefined) {
-        throw new SluiceError(
-          'INVALID_REQUEST',
-          `${MEDIA.batches} bodies go to /v1/topics/{topic}/partitions/{partition}/records`,
-        );
-      }
+      // The topic route does not list pre-built batches among its content types (415 before here).
+      assert(partition !== undefined, 'pre-built batches reach only the partition route');
       const result = await produce.batches(topic, partition, request.body as Buffer, acks);
       return sendNegotiated(request, reply, status, result ?? {});
     }
