@@ -12,7 +12,7 @@ export const ERROR_CODES = {
   CORRUPT_MESSAGE: {
     status: 400,
     retriable: false,
-    title: 'A record batch failed its size or CRC-32C check',
+    title: 'A record batch is damaged: its framing, CRC-32C or records do not check out',
   },
   INVALID_RECORD: {
     status: 400,

@@ -149,3 +149,24 @@ describe('encodeFetchResponse', () => {
     );
   });
 });
+
+describe('broker-level topic config defaults', () => {
+  it('parses log.retention.check.interval.ms once, with its default, and refuses a bad value', async () => {
+    const { parseTopicConfigDefaults, RETENTION_CHECK_MS_DEFAULT } = await import(
+      '../../src/protocol/topic-config.js'
+    );
+    expect(parseTopicConfigDefaults({}).retentionCheckMs).toBe(RETENTION_CHECK_MS_DEFAULT);
+    expect(parseTopicConfigDefaults({ 'log.retention.check.interval.ms': '5000' }).retentionCheckMs).toBe(
+      5000,
+    );
+    expect(() => parseTopicConfigDefaults({ 'log.retention.check.interval.ms': 0 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_CONFIG' }),
+    );
+    // A topic cannot set it: it is the broker's.
+    const defaults = parseTopicConfigDefaults({});
+    const { parseTopicConfig } = await import('../../src/protocol/topic-config.js');
+    expect(() => parseTopicConfig({ 'log.retention.check.interval.ms': 5000 }, defaults)).toThrow(
+      expect.objectContaining({ code: 'INVALID_CONFIG' }),
+    );
+  });
+});
