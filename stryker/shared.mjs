@@ -15,7 +15,9 @@ export function mutationConfig(name, mutate) {
     incremental: true,
     incrementalFile: `reports/mutation/${name}.incremental.json`,
     concurrency: Number(process.env.STRYKER_CONCURRENCY ?? 2),
-    timeoutMS: 30_000,
+    // Added to each mutant's expected time: a mutant that loops (a broken bound) is declared a timeout
+    // soon instead of holding a worker.
+    timeoutMS: 5_000,
     thresholds: { high: 85, low: 70, break: null },
     tempDirName: `.stryker-tmp/${name}`,
     cleanTempDir: 'always',
