@@ -327,7 +327,7 @@ function addConsumeCommand(program: Command, io: Io): void {
     .option('--partition <p>', 'read one partition (default: all)', integer('partition'))
     .option(
       '--offset <offset>',
-      'start offset, earliest or latest (default: latest, or earliest with --from-beginning)',
+      'start offset, earliest or latest (default: earliest, so that the records there now are printed and the command ends; with --follow, latest)',
     )
     .option('--from-beginning', 'start at the earliest offset')
     .option('-f, --follow', 'keep waiting for new records')
