@@ -1,0 +1,324 @@
+import type { Clock } from '../common/clock.js';
+import { SluiceError } from '../common/errors.js';
+import { LIMITS } from '../common/limits.js';
+import type { Random } from '../common/random.js';
+import { type MetadataImage, type PartitionImage, rejectionOf, replay } from './image.js';
+import { placeReplicas } from './placement.js';
+import {
+  type ConfigResource,
+  type Endpoint,
+  type MetadataRecord,
+  type PartitionChangeRecord,
+  topicIdFromBytes,
+  ZERO_TOPIC_ID,
+} from './records.js';
+
+/**
+ * The active controller's decisions, as records to append to the metadata log. Every method reads
+ * the image the log has applied so far and returns the records that carry the change out; nothing
+ * changes until those records commit and are replayed, on this node as on every other. Decisions
+ * that depend on time (a broker whose heartbeats stopped) are taken here, with the injected clock,
+ * and written down as records, so that replaying the log never reads a clock.
+ *
+ * Each returned list is checked against the image it was computed from (`rejectionOf`, record by
+ * record on the image the earlier ones leave): the controller never writes a record replay would
+ * ignore.
+ */
+export interface ControllerOptions {
+  /** A broker whose last heartbeat is older than this is fenced and loses its leaderships. */
+  sessionTimeoutMs: number;
+}
+
+export interface CreateTopicDecision {
+  name: string;
+  partitions: number;
+  replicationFactor: number;
+  configs: Record<string, string>;
+}
+
+export interface BrokerRegistration {
+  brokerId: number;
+  incarnationId: string;
+  endpoints: readonly Endpoint[];
+  rack: string | null;
+}
+
+export class Controller {
+  readonly #options: ControllerOptions;
+  readonly #clock: Clock;
+  readonly #random: Random;
+  /** Soft state, never logged: when each broker was last heard from (monotonic milliseconds). */
+  readonly #lastHeartbeatMs = new Map<number, number>();
+
+  constructor(options: ControllerOptions, deps: { clock: Clock; random: Random }) {
+    if (!Number.isSafeInteger(options.sessionTimeoutMs) || options.sessionTimeoutMs < 1)
+      throw new SluiceError('INVALID_CONFIG', `sessionTimeoutMs must be a positive integer`);
+    this.#options = options;
+    this.#clock = deps.clock;
+    this.#random = deps.random;
+  }
+
+  /** The records of a new topic: its id, placement and configs. */
+  createTopic(image: MetadataImage, request: CreateTopicDecision): MetadataRecord[] {
+    if (image.topic(request.name)) {
+      throw new SluiceError('TOPIC_ALREADY_EXISTS', `topic ${request.name} already exists`, {
+        details: { topic: request.name },
+      });
+    }
+    const brokers = liveBrokers(image);
+    if (request.replicationFactor > brokers.length) {
+      throw new SluiceError(
+        'INVALID_REPLICATION_FACTOR',
+        `replication factor ${request.replicationFactor} is larger than the ${brokers.length} live broker(s)`,
+        { details: { availableBrokers: brokers.length } },
+      );
+    }
+    const placement = placeReplicas(
+      {
+        brokers,
+        partitionCount: request.partitions,
+        replicationFactor: request.replicationFactor,
+        existingReplicaCounts: replicaCounts(image),
+      },
+      this.#random,
+    );
+    const topicId = this.#newTopicId(image);
+    const records: MetadataRecord[] = [{ type: 'topic', version: 0, name: request.name, topicId }];
+    placement.forEach((replicas, partition) => {
+      records.push(newPartition(topicId, partition, replicas));
+    });
+    for (const [name, value] of Object.entries(request.configs).sort(([a], [b]) => (a < b ? -1 : 1)))
+      records.push({
+        type: 'config',
+        version: 0,
+        resource: { type: 'topic', name: request.name },
+        name,
+        value,
+      });
+    return checked(image, records);
+  }
+
+  deleteTopic(image: MetadataImage, name: string): MetadataRecord[] {
+    const topic = requireTopic(image, name);
+    return checked(image, [{ type: 'removeTopic', version: 0, topicId: topic.topicId }]);
+  }
+
+  /** A null value deletes the config (the default applies again). */
+  alterConfigs(image: MetadataImage, name: string, changes: Record<string, string | null>): MetadataRecord[] {
+    requireTopic(image, name);
+    const resource: ConfigResource = { type: 'topic', name };
+    const records: MetadataRecord[] = Object.entries(changes)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([config, value]) => ({ type: 'config', version: 0, resource, name: config, value }));
+    return checked(image, records);
+  }
+
+  /** Partitions added to a topic, placed over the live brokers with the topic's replication factor. */
+  addPartitions(image: MetadataImage, name: string, partitions: number): MetadataRecord[] {
+    const topic = requireTopic(image, name);
+    const current = topic.partitions.size;
+    if (!Number.isSafeInteger(partitions) || partitions <= current || partitions > LIMITS.partitionsMax) {
+      throw new SluiceError(
+        'INVALID_PARTITIONS',
+        `topic ${name} has ${current} partitions; the new count must be larger, at most ${LIMITS.partitionsMax}`,
+        { details: { current } },
+      );
+    }
+    const replicationFactor = topic.partitions.get(0)?.replicas.length ?? 1;
+    const brokers = liveBrokers(image);
+    if (replicationFactor > brokers.length) {
+      throw new SluiceError(
+        'INVALID_REPLICATION_FACTOR',
+        `topic ${name} has replication factor ${replicationFactor}; ${brokers.length} broker(s) are live`,
+        { details: { availableBrokers: brokers.length } },
+      );
+    }
+    const placement = placeReplicas(
+      {
+        brokers,
+        partitionCount: partitions - current,
+        replicationFactor,
+        existingReplicaCounts: replicaCounts(image),
+      },
+      this.#random,
+    );
+    return checked(
+      image,
+      placement.map((replicas, i) => newPartition(topic.topicId, current + i, replicas)),
+    );
+  }
+
+  /**
+   * A broker (re)registers: a new incarnation gets a new broker epoch (the offset of this record)
+   * and starts fenced; its heartbeats unfence it. The session clock starts now.
+   */
+  registerBroker(image: MetadataImage, registration: BrokerRegistration): MetadataRecord[] {
+    const records = checked(image, [{ type: 'registerBroker', version: 0, ...registration }]);
+    this.#lastHeartbeatMs.set(registration.brokerId, this.#clock.monotonicMs());
+    return records;
+  }
+
+  /**
+   * A heartbeat from a broker at `brokerEpoch`. It refreshes the session (soft state); a fenced
+   * broker that has caught up with the log (`caughtUp`) is unfenced. A stale epoch is refused, so a
+   * broker that restarted must register again.
+   */
+  heartbeat(
+    image: MetadataImage,
+    beat: { brokerId: number; brokerEpoch: number; caughtUp: boolean },
+  ): MetadataRecord[] {
+    const broker = image.broker(beat.brokerId);
+    if (!broker || broker.brokerEpoch !== beat.brokerEpoch) {
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        `broker ${beat.brokerId} at epoch ${beat.brokerEpoch} is not registered (register again)`,
+        { details: { brokerId: beat.brokerId, brokerEpoch: beat.brokerEpoch } },
+      );
+    }
+    this.#lastHeartbeatMs.set(beat.brokerId, this.#clock.monotonicMs());
+    if (!broker.fenced || !beat.caughtUp) return [];
+    return checked(image, [
+      { type: 'unfenceBroker', version: 0, brokerId: broker.brokerId, brokerEpoch: broker.brokerEpoch },
+    ]);
+  }
+
+  /**
+   * Fences every unfenced broker whose session expired, and moves the leaderships it held to other
+   * in-sync replicas (a new leader epoch each); a partition whose in-sync set has no other live
+   * replica is left leaderless (-1) rather than handed to a replica that may lack acknowledged
+   * records. The fenced broker leaves the in-sync sets too.
+   */
+  fenceExpired(image: MetadataImage): MetadataRecord[] {
+    const now = this.#clock.monotonicMs();
+    const expired: number[] = [];
+    for (const broker of image.brokers.values()) {
+      if (broker.fenced) continue;
+      const last = this.#lastHeartbeatMs.get(broker.brokerId);
+      // A broker this controller never heard from gets a full session from now (a new controller).
+      if (last === undefined) this.#lastHeartbeatMs.set(broker.brokerId, now);
+      else if (now - last > this.#options.sessionTimeoutMs) expired.push(broker.brokerId);
+    }
+    if (expired.length === 0) return [];
+    const records: MetadataRecord[] = [];
+    let next = image;
+    for (const brokerId of expired.sort((a, b) => a - b)) {
+      const broker = next.broker(brokerId)!;
+      const fence: MetadataRecord = {
+        type: 'fenceBroker',
+        version: 0,
+        brokerId,
+        brokerEpoch: broker.brokerEpoch,
+      };
+      records.push(fence);
+      next = replay(next, fence, next.lastOffset + 1);
+      for (const change of this.#moveAway(next, brokerId)) {
+        records.push(change);
+        next = replay(next, change, next.lastOffset + 1);
+      }
+    }
+    return checked(image, records);
+  }
+
+  /** Partition changes that take `brokerId` out of every in-sync set and leadership it holds. */
+  #moveAway(image: MetadataImage, brokerId: number): PartitionChangeRecord[] {
+    const changes: PartitionChangeRecord[] = [];
+    for (const topic of image.topicsById.values()) {
+      for (const p of topic.partitions.values()) {
+        if (p.leader !== brokerId && !p.isr.includes(brokerId)) continue;
+        const isr = p.isr.filter((id) => id !== brokerId);
+        const change: PartitionChangeRecord = {
+          type: 'partitionChange',
+          version: 0,
+          topicId: p.topicId,
+          partition: p.partition,
+          // The last in-sync replica keeps its place in the ISR while leaderless, so that it can
+          // lead again when it returns with everything that was acknowledged.
+          isr: isr.length > 0 ? isr : p.isr,
+          ...(p.leader === brokerId ? { leader: electLeader(image, p, brokerId) } : {}),
+        };
+        changes.push(change);
+      }
+    }
+    return changes;
+  }
+
+  #newTopicId(image: MetadataImage): string {
+    for (;;) {
+      const bytes = new Uint8Array(16);
+      for (let i = 0; i < 16; i++) bytes[i] = this.#random.int(256);
+      const id = topicIdFromBytes(bytes);
+      if (id !== ZERO_TOPIC_ID && !image.topicById(id)) return id;
+    }
+  }
+}
+
+/** The first replica, in preference order, that is in sync, live and not `leaving`; -1 when none. */
+export function electLeader(image: MetadataImage, partition: PartitionImage, leaving: number): number {
+  for (const id of partition.replicas) {
+    if (id === leaving || !partition.isr.includes(id)) continue;
+    const broker = image.broker(id);
+    if (broker && !broker.fenced) return id;
+  }
+  return -1;
+}
+
+function newPartition(topicId: string, partition: number, replicas: readonly number[]): MetadataRecord {
+  return {
+    type: 'partition',
+    version: 0,
+    topicId,
+    partition,
+    replicas: [...replicas],
+    isr: [...replicas],
+    leader: replicas[0]!,
+    leaderEpoch: 0,
+    partitionEpoch: 0,
+  };
+}
+
+function requireTopic(image: MetadataImage, name: string) {
+  const topic = image.topic(name);
+  if (!topic)
+    throw new SluiceError('UNKNOWN_TOPIC_OR_PARTITION', `topic ${name} does not exist`, {
+      details: { topic: name },
+    });
+  return topic;
+}
+
+function liveBrokers(image: MetadataImage): { brokerId: number; rack: string | null }[] {
+  return [...image.brokers.values()]
+    .filter((b) => !b.fenced)
+    .map((b) => ({ brokerId: b.brokerId, rack: b.rack }))
+    .sort((a, b) => a.brokerId - b.brokerId);
+}
+
+function replicaCounts(image: MetadataImage): Map<number, number> {
+  const counts = new Map<number, number>();
+  for (const topic of image.topicsById.values())
+    for (const p of topic.partitions.values())
+      for (const id of p.replicas) counts.set(id, (counts.get(id) ?? 0) + 1);
+  return counts;
+}
+
+/**
+ * The records, each checked against the image the ones before it leave: a record that replay would
+ * ignore is a bug in the controller, never something to write.
+ */
+function checked(image: MetadataImage, records: MetadataRecord[]): MetadataRecord[] {
+  let next = image;
+  for (const record of records) {
+    const rejection = rejectionOf(next, record);
+    if (rejection) {
+      throw new SluiceError(
+        'UNKNOWN_SERVER_ERROR',
+        `the controller made a record replay refuses: ${rejection.message}`,
+        {
+          details: { recordType: record.type },
+          cause: rejection,
+        },
+      );
+    }
+    next = replay(next, record, next.lastOffset + 1);
+  }
+  return records;
+}
