@@ -80,7 +80,7 @@ export interface PartitionLogDeps {
  * The storage metrics every log of a node shares (node-wide, not per partition: the per-partition
  * series are the broker's). Declaring them again for each log returns the same families.
  */
-interface StorageMeters {
+export interface StorageMeters {
   fsyncSeconds: Histogram;
   groupAppends: Histogram;
   groupBytes: Histogram;
@@ -89,7 +89,7 @@ interface StorageMeters {
   corruptBatches: Counter;
 }
 
-function storageMeters(metrics: Metrics): StorageMeters {
+export function storageMeters(metrics: Metrics): StorageMeters {
   const errors = metrics.counter({
     name: 'sluice_storage_errors_total',
     help: 'Failed storage operations: a failed write or fsync takes its partition offline, a failed read fails that read',

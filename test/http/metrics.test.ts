@@ -1,6 +1,7 @@
 import { closeSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { dualProtocolServerFactory } from '../../src/http/server.js';
 import { PromMetricsRegistry } from '../../src/node/metrics.js';
 import { encodeBatch } from '../../src/protocol/batch.js';
 import { SimulatedFileSystem } from '../../src/storage/fs.js';
@@ -237,6 +238,40 @@ describe('/metrics', () => {
   it('is not served when the app has no registry', async () => {
     h = await makeHarness();
     expect((await h.app.inject({ url: '/metrics' })).statusCode).toBe(404);
+  });
+});
+
+describe('docs/observability.md and docs/grafana/sluice.json', () => {
+  it('list exactly the metrics a node exports, and the dashboard queries only those', async () => {
+    const metrics = new PromMetricsRegistry();
+    h = await makeHarness({}, {}, { metrics });
+    // The connections gauge is the server's, which app.inject() does not use.
+    dualProtocolServerFactory({ metrics });
+    const exported = [...(await scrape()).keys()].sort();
+    const root = join(import.meta.dirname, '..', '..');
+    const doc = readFileSync(join(root, 'docs', 'observability.md'), 'utf8');
+    // The first column of the metric tables.
+    const documented = [...doc.matchAll(/^\| `(sluice_[a-z_]+)` \|/gm)].map((m) => m[1]!).sort();
+    expect(documented).toEqual(exported);
+    const dashboard = JSON.parse(readFileSync(join(root, 'docs', 'grafana', 'sluice.json'), 'utf8'));
+    const expressions: string[] = [];
+    const visit = (node: unknown): void => {
+      if (Array.isArray(node)) node.forEach(visit);
+      else if (node && typeof node === 'object')
+        for (const [key, value] of Object.entries(node)) {
+          if ((key === 'expr' || key === 'query') && typeof value === 'string') expressions.push(value);
+          else visit(value);
+        }
+    };
+    visit(dashboard);
+    const used = new Set(
+      expressions.flatMap((e) =>
+        [...e.matchAll(/sluice_[a-z_]+/g)].map((m) => m[0].replace(/_(bucket|sum|count)$/, '')),
+      ),
+    );
+    for (const name of used) expect(exported).toContain(name);
+    // Every exported metric is on the dashboard somewhere.
+    expect([...used].sort()).toEqual(exported);
   });
 });
 
