@@ -1,12 +1,14 @@
 import type { Clock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
+import type { Logger } from '../common/logger.js';
 import type { ClusterResponse, TopicDescription } from '../protocol/api.js';
 import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
 import type { PartitionReplica } from '../replication/replica.js';
 import type { AdminApi, CreateTopicRequest, TopicSummary } from './api.js';
 import type { FetchWaiters } from './fetch-waiters.js';
+import type { BrokerMetrics } from './metrics.js';
 import type { TopicRecord } from './topic-registry.js';
 import type { Topics } from './topics.js';
 
@@ -26,13 +28,20 @@ export class AdminService implements AdminApi {
   readonly #topics: Topics;
   readonly #waiters: FetchWaiters;
   readonly #clock: Clock;
+  readonly #metrics: BrokerMetrics;
+  readonly #logger: Logger;
   #serial: Promise<unknown> = Promise.resolve();
 
-  constructor(options: AdminOptions, deps: { topics: Topics; waiters: FetchWaiters; clock: Clock }) {
+  constructor(
+    options: AdminOptions,
+    deps: { topics: Topics; waiters: FetchWaiters; clock: Clock; metrics: BrokerMetrics; logger: Logger },
+  ) {
     this.#options = options;
     this.#topics = deps.topics;
     this.#waiters = deps.waiters;
     this.#clock = deps.clock;
+    this.#metrics = deps.metrics;
+    this.#logger = deps.logger;
   }
 
   /**
@@ -113,6 +122,7 @@ export class AdminService implements AdminApi {
       await replicas.getOrCreate(topic.name, p, config.log);
     }
     await this.#topics.put(topic, config);
+    this.#logger.info({ topic: topic.name, partitions, configs: Object.keys(configs) }, 'topic created');
     return this.describeTopic(topic.name);
   }
 
@@ -146,6 +156,8 @@ export class AdminService implements AdminApi {
     // at their deadline.
     this.#waiters.wake(open);
     for (let p = 0; p < topic.partitions; p++) await replicas.delete(name, p);
+    this.#metrics.forgetTopic(name);
+    this.#logger.info({ topic: name, partitions: topic.partitions }, 'topic deleted');
     return { name, deleted: true };
   }
 
@@ -164,6 +176,8 @@ export class AdminService implements AdminApi {
     const updated = { ...topic, configs };
     await this.#topics.put(updated, config);
     for (let p = 0; p < topic.partitions; p++) this.#topics.replica(updated, p).log.updateConfig(config.log);
+    // The names only: a config value may be anything a client sent.
+    this.#logger.info({ topic: name, configs: Object.keys(changes) }, 'topic configs changed');
     return this.describeTopic(name);
   }
 
@@ -189,6 +203,7 @@ export class AdminService implements AdminApi {
     for (let p = topic.partitions; p < partitions; p++)
       await this.#topics.replicas.getOrCreate(name, p, config.log);
     await this.#topics.put(updated, config);
+    this.#logger.info({ topic: name, from: topic.partitions, partitions }, 'topic partitions added');
     return this.describeTopic(name);
   }
 

@@ -54,6 +54,8 @@ export interface FetchOptions {
   signal?: AbortSignal;
   /** Bytes to leave free around the returned batches, for framing them without a copy. */
   reserve?: { before: number; after: number };
+  /** A check whose data is not sent to the consumer: not counted in the records and bytes out. */
+  probe?: boolean;
 }
 
 export interface FetchResult {
@@ -75,6 +77,8 @@ export interface NodeApi {
   readonly version: string;
   /** Set once a clean shutdown began: new requests are refused with SHUTTING_DOWN. */
   readonly shuttingDown: boolean;
+  /** Whether the node serves: its logs are open (recovered) and it is not shutting down. */
+  readonly ready: boolean;
 }
 
 export interface AdminApi {

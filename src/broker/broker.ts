@@ -1,4 +1,6 @@
 import type { Clock } from '../common/clock.js';
+import { type Logger, noopLogger } from '../common/logger.js';
+import { type Metrics, noopMetrics } from '../common/metrics.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
 import { ReplicaManager } from '../replication/replica-manager.js';
 import type { LogManager } from '../storage/log-manager.js';
@@ -6,6 +8,7 @@ import { AdminService } from './admin.js';
 import type { BrokerApi, NodeApi } from './api.js';
 import { FetchService } from './fetch.js';
 import { FetchWaiters } from './fetch-waiters.js';
+import { BrokerMetrics } from './metrics.js';
 import { ProduceService } from './produce.js';
 import type { TopicRegistry } from './topic-registry.js';
 import { Topics } from './topics.js';
@@ -18,6 +21,16 @@ export interface BrokerOptions {
   /** Defaults for topics, in Kafka config names (e.g. `flush.policy`, `num.partitions`). */
   defaultConfigs?: Record<string, ConfigValue>;
   fetchWaitersMax?: number;
+  /** Partitions with metric series of their own; later ones are added up (see `BrokerMetrics`). */
+  partitionSeriesMax?: number;
+}
+
+export interface BrokerDeps {
+  registry: TopicRegistry;
+  logs: LogManager;
+  clock: Clock;
+  metrics?: Metrics;
+  logger?: Logger;
 }
 
 /**
@@ -31,8 +44,9 @@ export class Broker implements BrokerApi {
   readonly fetch: FetchService;
   readonly #waiters: FetchWaiters;
   #shuttingDown = false;
+  #started = false;
 
-  constructor(options: BrokerOptions, deps: { registry: TopicRegistry; logs: LogManager; clock: Clock }) {
+  constructor(options: BrokerOptions, deps: BrokerDeps) {
     const replicas = new ReplicaManager({ nodeId: options.nodeId }, { logs: deps.logs });
     const topics = new Topics(
       { defaultConfigs: options.defaultConfigs ?? {} },
@@ -42,12 +56,20 @@ export class Broker implements BrokerApi {
       { waitersMax: options.fetchWaitersMax ?? 10_000 },
       { clock: deps.clock },
     );
+    const metrics = new BrokerMetrics(
+      {
+        ...(options.partitionSeriesMax !== undefined
+          ? { partitionSeriesMax: options.partitionSeriesMax }
+          : {}),
+      },
+      { metrics: deps.metrics ?? noopMetrics, topics, waiters: this.#waiters },
+    );
     this.admin = new AdminService(
       { nodeId: options.nodeId, version: options.version, address: options.address },
-      { topics, waiters: this.#waiters, clock: deps.clock },
+      { topics, waiters: this.#waiters, clock: deps.clock, metrics, logger: deps.logger ?? noopLogger },
     );
-    this.produce = new ProduceService({ topics, clock: deps.clock });
-    this.fetch = new FetchService({ topics, waiters: this.#waiters });
+    this.produce = new ProduceService({ topics, clock: deps.clock, metrics });
+    this.fetch = new FetchService({ topics, waiters: this.#waiters, metrics });
     const broker = this;
     this.node = {
       nodeId: options.nodeId,
@@ -55,12 +77,16 @@ export class Broker implements BrokerApi {
       get shuttingDown() {
         return broker.#shuttingDown;
       },
+      get ready() {
+        return broker.#started && !broker.#shuttingDown;
+      },
     };
   }
 
-  /** Opens every known topic's partitions. */
-  start(): Promise<void> {
-    return this.admin.start();
+  /** Opens every known topic's partitions; the node is ready once they are open. */
+  async start(): Promise<void> {
+    await this.admin.start();
+    this.#started = true;
   }
 
   /**

@@ -1,19 +1,23 @@
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import type { OffsetsResponse } from '../protocol/api.js';
+import { recordCountOf } from '../protocol/batch.js';
 import type { PartitionReplica } from '../replication/replica.js';
 import type { FetchApi, FetchOptions, FetchResult } from './api.js';
 import type { FetchWaiters } from './fetch-waiters.js';
+import type { BrokerMetrics } from './metrics.js';
 import type { Topics } from './topics.js';
 
 /** Fetch and offsets on one node: whole stored batches below the high watermark, long-polling. */
 export class FetchService implements FetchApi {
   readonly #topics: Topics;
   readonly #waiters: FetchWaiters;
+  readonly #metrics: BrokerMetrics;
 
-  constructor(deps: { topics: Topics; waiters: FetchWaiters }) {
+  constructor(deps: { topics: Topics; waiters: FetchWaiters; metrics: BrokerMetrics }) {
     this.#topics = deps.topics;
     this.#waiters = deps.waiters;
+    this.#metrics = deps.metrics;
   }
 
   get waiting(): number {
@@ -47,6 +51,11 @@ export class FetchService implements FetchApi {
       // The topic may have been deleted (or deleted and created again) during the wait.
       this.#checkStillThere(topicName, partition, replica);
       result = await this.#topics.unlessDeleted(topicName, replica.read(offset, readOptions));
+    }
+    if (result.batchCount > 0 && !options.probe) {
+      const counters = this.#metrics.partition(replica);
+      counters.recordsOut.inc(recordCountOf(result.data));
+      counters.bytesOut.inc(result.data.length);
     }
     return {
       data: result.data,

@@ -7,6 +7,7 @@ import { splitProducedBatches } from '../protocol/batch.js';
 import { type ProduceRecordSource, recordArraySource } from '../protocol/produce-body.js';
 import type { PartitionReplica } from '../replication/replica.js';
 import type { AppendedBatches, ProduceApi, ProducedOffsets, ProduceInput } from './api.js';
+import type { BrokerMetrics } from './metrics.js';
 import type { TopicRecord } from './topic-registry.js';
 import type { Topics } from './topics.js';
 
@@ -17,11 +18,13 @@ import type { Topics } from './topics.js';
 export class ProduceService implements ProduceApi {
   readonly #topics: Topics;
   readonly #clock: Clock;
+  readonly #metrics: BrokerMetrics;
   #stickyPartition = 0;
 
-  constructor(deps: { topics: Topics; clock: Clock }) {
+  constructor(deps: { topics: Topics; clock: Clock; metrics: BrokerMetrics }) {
     this.#topics = deps.topics;
     this.#clock = deps.clock;
+    this.#metrics = deps.metrics;
   }
 
   async records(
@@ -63,6 +66,7 @@ export class ProduceService implements ProduceApi {
     const appends = [...batches].map(async ([replica, batch]) => {
       const result = await replica.appendAsLeader(batch, { encodedHere: true });
       const indexes = byPartition.get(replica.partition)!;
+      this.#countIn(replica, indexes.length, batch.length);
       for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
     });
     if (acks === 0) {
@@ -94,7 +98,10 @@ export class ProduceService implements ProduceApi {
       recordsMax: LIMITS.requestRecordsMax,
     });
     this.#checkAcks(topic, replica, acks);
-    const appending = replica.appendAsLeader(data);
+    const appending = replica.appendAsLeader(data).then((result) => {
+      this.#countIn(replica, result.lastOffset - result.baseOffset + 1, data.length);
+      return result;
+    });
     if (acks === 0) {
       appending.catch(() => {});
       return undefined;
@@ -106,6 +113,12 @@ export class ProduceService implements ProduceApi {
       lastOffset: result.lastOffset,
       batchCount: result.batchCount,
     };
+  }
+
+  #countIn(replica: PartitionReplica, records: number, bytes: number): void {
+    const counters = this.#metrics.partition(replica);
+    counters.recordsIn.inc(records);
+    counters.bytesIn.inc(bytes);
   }
 
   /** Each record's partition: the one it names, else murmur2 of its key, else this request's sticky one. */

@@ -5,7 +5,7 @@ import { Admin } from '../client/admin.js';
 import { type ConsumedRecord, PartitionConsumer } from '../client/consumer.js';
 import { Producer } from '../client/producer.js';
 import { SluiceError } from '../common/errors.js';
-import { loadConfigFile, type NodeOptions, startNode } from '../node/node.js';
+import { loadConfigFile, logsLifecycle, type NodeOptions, startNode } from '../node/node.js';
 import { VERSION } from '../node/version.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { type LogVerifyReport, verifyLogDirectory } from '../storage/log-verify.js';
@@ -69,6 +69,7 @@ interface StartFlags {
   nodeId?: number;
   config?: string;
   logLevel?: string;
+  logFormat?: string;
   topicConfig?: Record<string, string>;
 }
 
@@ -81,7 +82,8 @@ function addStartCommand(program: Command, io: Io): void {
     .option('--data-dir <dir>', 'where the logs live')
     .option('--node-id <id>', 'this node’s id', integer('node id', 1))
     .option('--config <file>', 'a JSON config file')
-    .option('--log-level <level>', 'fatal, error, warn, info, debug or silent')
+    .option('--log-level <level>', 'fatal, error, warn, info (the default), debug or silent')
+    .option('--log-format <format>', 'json, or text for a person (the default on a terminal)')
     .option(
       '-c, --topic-config <name=value>',
       'default topic config, repeatable (e.g. flush.policy=sync)',
@@ -96,13 +98,17 @@ function addStartCommand(program: Command, io: Io): void {
         ...(opts.host !== undefined ? { host: opts.host } : {}),
         ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
         ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
+        ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat as 'json' | 'text' } : {}),
         configs: { ...fromFile.configs, ...opts.topicConfig },
       };
       const node = await startNode(options);
-      print(
-        io,
-        `sluice ${VERSION} node ${node.nodeId} listening on http://${node.address.host}:${node.address.port} (HTTP/1.1 and HTTP/2), data in ${options.dataDir}`,
-      );
+      // At info and below the node logs its own start and stop lines, in the log's stream.
+      const quiet = !logsLifecycle(options.logLevel);
+      if (quiet)
+        print(
+          io,
+          `sluice ${VERSION} node ${node.nodeId} listening on http://${node.address.host}:${node.address.port} (HTTP/1.1 and HTTP/2), data in ${options.dataDir}`,
+        );
       await new Promise<void>((resolve) => {
         const stop = () => {
           process.off('SIGINT', stop);
@@ -113,7 +119,7 @@ function addStartCommand(program: Command, io: Io): void {
         process.on('SIGTERM', stop);
       });
       await node.close();
-      print(io, 'sluice stopped');
+      if (quiet) print(io, 'sluice stopped');
     });
 }
 

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { Ajv } from 'ajv';
 import Fastify, {
   type FastifyInstance,
@@ -10,22 +12,58 @@ import Fastify, {
 import type { BrokerApi } from '../broker/api.js';
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
+import { type MetricsRegistry, noopMetrics } from '../common/metrics.js';
 import { ENDPOINTS, type Endpoint } from '../protocol/api.js';
 import { addBodyParsers } from './body.js';
+import { HttpMetrics } from './metrics.js';
 import { problemFor, sendProblem } from './problem.js';
 import { clusterRoutes } from './routes/cluster.js';
 import { fetchRoutes } from './routes/fetch.js';
+import { metricsRoutes } from './routes/metrics.js';
 import { produceRoutes } from './routes/produce.js';
 import { topicRoutes } from './routes/topics.js';
 
 export interface AppOptions {
-  logger?: boolean | { level: string };
+  /** pino's options: the level, and where the JSON lines go (stdout when absent). */
+  logger?: boolean | { level: string; stream?: { write(line: string): void } };
   bodyLimitBytes?: number;
   serverFactory?: FastifyServerFactory;
+  /** A request slower than this, past the wait a long-poll asked for, is logged at info. */
+  slowRequestMs?: number;
+  /** Starts the request ids this app makes; random when absent, so that two runs do not share ids. */
+  requestIdPrefix?: string;
 }
 
 export interface AppDeps {
   broker: BrokerApi;
+  /** The node's metrics, served at /metrics; nothing is counted and /metrics is 404 without it. */
+  metrics?: MetricsRegistry;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The HTTP layer's metrics, for the route plugins (`addRoute`). */
+    httpMetrics: HttpMetrics;
+  }
+}
+
+/** The header that carries a request's id, in the request (honoured when safe) and the answer. */
+export const REQUEST_ID_HEADER = 'x-request-id';
+/** An incoming request id is kept when it is 1 to 128 of these characters; else one is made. */
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:/+=@-]{1,128}$/;
+
+/**
+ * Request ids: the client's `x-request-id` when it is short and of safe characters (so that it
+ * cannot break a log line or a header), else `<prefix>-<counter in base 36>`.
+ */
+export function requestIdGenerator(prefix: string): (request: IncomingMessage) => string {
+  let next = 0;
+  return (request) => {
+    const given = request.headers[REQUEST_ID_HEADER];
+    if (typeof given === 'string' && given.length <= 128 && REQUEST_ID_PATTERN.test(given)) return given;
+    next++;
+    return `${prefix}-${next.toString(36)}`;
+  };
 }
 
 export { problemFor };
@@ -40,6 +78,7 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   const level = typeof options.logger === 'object' ? options.logger.level : undefined;
   const app = Fastify({
     logger: options.logger ?? false,
+    genReqId: requestIdGenerator(options.requestIdPrefix ?? randomBytes(4).toString('hex')),
     // One line per request is too much at info on a hot produce path; debug and trace keep it.
     logController: new LogController({ disableRequestLogging: level !== 'debug' && level !== 'trace' }),
     bodyLimit: options.bodyLimitBytes ?? LIMITS.requestBodyBytesMax,
@@ -55,7 +94,12 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     },
   }) as unknown as FastifyInstance;
 
-  addShutdownHooks(app, broker);
+  const httpMetrics = new HttpMetrics(
+    { ...(options.slowRequestMs !== undefined ? { slowRequestMs: options.slowRequestMs } : {}) },
+    deps.metrics ?? noopMetrics,
+  );
+  app.decorate('httpMetrics', httpMetrics);
+  addRequestHooks(app, broker, httpMetrics);
   setValidators(app);
   addBodyParsers(app);
   app.setErrorHandler((error, request, reply) => {
@@ -65,31 +109,39 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     else request.log.debug({ code: problem.body.code, route: request.routeOptions.url }, 'request refused');
     return sendProblem(reply, error, request.url);
   });
-  setNotFoundHandler(app);
+  setNotFoundHandler(app, deps.metrics !== undefined);
 
   app.register(clusterRoutes, { node: broker.node, admin: broker.admin });
   app.register(topicRoutes, { admin: broker.admin });
   app.register(produceRoutes, { produce: broker.produce });
   app.register(fetchRoutes, { fetch: broker.fetch, node: broker.node });
+  if (deps.metrics) app.register(metricsRoutes, { registry: deps.metrics });
   return app;
 }
 
 /**
- * During a shutdown, requests are refused with SHUTTING_DOWN, and HTTP/1.1 answers close their
- * connection so that keep-alive sockets do not hold the node open (HTTP/2 sessions get a GOAWAY
- * from the server instead).
+ * Every request is counted in flight until its response closes (answered or abandoned), and its
+ * answer carries its id. During a shutdown, requests are refused with SHUTTING_DOWN (except
+ * /livez: the process is alive while it drains), and HTTP/1.1 answers close their connection so
+ * that keep-alive sockets do not hold the node open (HTTP/2 sessions get a GOAWAY from the server
+ * instead).
  */
-function addShutdownHooks(app: FastifyInstance, broker: BrokerApi): void {
+function addRequestHooks(app: FastifyInstance, broker: BrokerApi, metrics: HttpMetrics): void {
   const closeIfShuttingDown = (request: FastifyRequest, reply: FastifyReply) => {
     if (broker.node.shuttingDown && request.raw.httpVersionMajor === 1) reply.header('connection', 'close');
   };
+  // One listener for every response: no closure per request.
+  const answered = () => metrics.inFlight.dec();
   // Callback-style hooks: they run on every request, and an async hook costs a promise each time.
   app.addHook('onRequest', (request, reply, done) => {
-    if (!broker.node.shuttingDown) return done();
+    metrics.inFlight.inc();
+    reply.raw.on('close', answered);
+    if (!broker.node.shuttingDown || request.url === ENDPOINTS.livez.path) return done();
     closeIfShuttingDown(request, reply);
     done(new SluiceError('SHUTTING_DOWN', 'the node is shutting down; retry on another node or later'));
   });
   app.addHook('onSend', (request, reply, payload, done) => {
+    reply.header(REQUEST_ID_HEADER, request.id);
     closeIfShuttingDown(request, reply);
     done(null, payload);
   });
@@ -196,13 +248,14 @@ function decimalIntegers(schema: object, validate: Validate): Validate {
 }
 
 /** An unknown path is NOT_FOUND; a known path with another method is METHOD_NOT_ALLOWED with `Allow`. */
-function setNotFoundHandler(app: FastifyInstance): void {
+function setNotFoundHandler(app: FastifyInstance, servesMetrics: boolean): void {
   const routePatterns = [
     ...Object.values(ENDPOINTS).map((e: Endpoint) => ({
       regex: new RegExp(`^${e.path.replace(/:[a-zA-Z]+/g, '[^/]+')}$`),
       method: e.method as string,
     })),
     { regex: /^\/openapi\.json$/, method: 'GET' },
+    ...(servesMetrics ? [{ regex: /^\/metrics$/, method: 'GET' }] : []),
   ];
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0]!;

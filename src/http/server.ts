@@ -3,6 +3,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { FastifyServerFactory } from 'fastify';
 import { type ErrorCode, SluiceError } from '../common/errors.js';
+import { type Gauge, type Metrics, noopMetrics } from '../common/metrics.js';
 import { MEDIA } from '../protocol/api.js';
 import { problemFor } from './problem.js';
 
@@ -25,9 +26,17 @@ export interface DualProtocolOptions {
   firstBytesTimeoutMs?: number;
   /** How long an HTTP/1.1 client may take to send a request's headers. */
   headersTimeoutMs?: number;
+  /** Where the open connections are counted, by protocol. */
+  metrics?: Metrics;
 }
 
 export function dualProtocolServerFactory(options: DualProtocolOptions = {}): FastifyServerFactory {
+  const connections = (options.metrics ?? noopMetrics).gauge({
+    name: 'sluice_http_connections',
+    help: 'Client connections open now, by protocol (h1: HTTP/1.1, h2: HTTP/2)',
+    labelNames: ['protocol'],
+  });
+  const open = { h1: connections.labels('h1'), h2: connections.labels('h2') };
   const shutdownGraceMs = options.shutdownGraceMs ?? 5_000;
   const firstBytesTimeoutMs = options.firstBytesTimeoutMs ?? 10_000;
   const headersTimeoutMs = options.headersTimeoutMs ?? 60_000;
@@ -41,11 +50,17 @@ export function dualProtocolServerFactory(options: DualProtocolOptions = {}): Fa
     // a response waits for the client's delayed ACK of the part before it.
     const server = net.createServer({ noDelay: true }, (socket) => {
       sockets.add(socket);
+      let counted: Gauge | undefined;
       socket.once('close', () => {
         sockets.delete(socket);
         h1.forget(socket);
+        counted?.dec();
       });
-      sniffPreface(socket, firstBytesTimeoutMs, (isH2) => (isH2 ? h2 : h1).accept(socket));
+      sniffPreface(socket, firstBytesTimeoutMs, (isH2) => {
+        counted = isH2 ? open.h2 : open.h1;
+        counted.inc();
+        (isH2 ? h2 : h1).accept(socket);
+      });
       socket.on('error', () => socket.destroy());
     });
     server.close = gracefulClose(server, { h1, h2, sockets, shutdownGraceMs });

@@ -4,15 +4,24 @@ import { Broker } from '../broker/broker.js';
 import { FileTopicRegistry } from '../broker/topic-registry.js';
 import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { MetricsRegistry } from '../common/metrics.js';
 import { buildApp } from '../http/app.js';
 import { dualProtocolServerFactory } from '../http/server.js';
 import { type ConfigValue, parseTopicConfigDefaults } from '../protocol/topic-config.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { LogManager } from '../storage/log-manager.js';
-import type { StorageLogger } from '../storage/partition-log.js';
+import { textLogStream } from './log-format.js';
+import { PromMetricsRegistry } from './metrics.js';
 import { VERSION } from './version.js';
 
 const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+const LOG_FORMATS = new Set(['json', 'text']);
+
+/** Whether a node at this level logs its start and stop lines itself (info and below). */
+export function logsLifecycle(logLevel: string | undefined): boolean {
+  return ['info', 'debug', 'trace'].includes(logLevel ?? 'info');
+}
 
 export interface NodeOptions {
   nodeId?: number;
@@ -21,13 +30,24 @@ export interface NodeOptions {
   dataDir: string;
   /** Defaults for every topic, in Kafka names: `flush.policy`, `retention.ms`, `num.partitions`, ... */
   configs?: Record<string, ConfigValue>;
+  /** `info` when absent: start, stop, topic changes, recovery and slow requests (docs/observability.md). */
   logLevel?: string;
+  /** `json` lines, or `text` for a person; `text` when absent and stdout is a terminal, else `json`. */
+  logFormat?: 'json' | 'text';
+  /** Where log lines go instead of stdout (tests). */
+  logStream?: { write(line: string): unknown };
+  /** A request slower than this (past its long-poll wait) is logged at info; 1000 when absent. */
+  slowRequestMs?: number;
+  /** Partitions with metric series of their own; later ones are added up. 1000 when absent. */
+  metricsPartitionSeriesMax?: number;
 }
 
 export interface SluiceNode {
   readonly address: { host: string; port: number };
   readonly nodeId: number;
   readonly broker: Broker;
+  /** This node's metrics, as `/metrics` serves them; no other node shares them. */
+  readonly metrics: MetricsRegistry;
   close(): Promise<void>;
 }
 
@@ -38,25 +58,41 @@ export interface SluiceNode {
 export async function startNode(options: NodeOptions): Promise<SluiceNode> {
   const nodeId = options.nodeId ?? 1;
   const host = options.host ?? '127.0.0.1';
-  const logLevel = options.logLevel ?? 'warn';
+  const logLevel = options.logLevel ?? 'info';
   if (!LOG_LEVELS.has(logLevel)) {
     throw new SluiceError(
       'INVALID_CONFIG',
       `log level ${logLevel} is not one of ${[...LOG_LEVELS].join(', ')}`,
     );
   }
+  if (options.logFormat !== undefined && !LOG_FORMATS.has(options.logFormat))
+    throw new SluiceError('INVALID_CONFIG', `log format ${options.logFormat} is not json or text`);
   const dataDir = resolve(options.dataDir);
   const clock = systemClock;
   const defaults = parseTopicConfigDefaults(options.configs ?? {});
-  // Storage faults are logged through the app's logger once it exists; before that (while the logs
-  // open) to stderr, so that a partition taken offline at start is never silent.
-  let logger: StorageLogger = {
+  const metrics = new PromMetricsRegistry();
+  // Cluster metrics (Raft role, term and commit index; each partition's ISR size, under-replicated
+  // and offline-leader counts) join this registry with the cluster step: the metadata and
+  // replication components take `metrics` as a dependency, as storage and the broker do here.
+  //
+  // Everything logs through the app's logger once it exists; before that (while the logs open)
+  // errors go to stderr, so that a partition taken offline at start is never silent.
+  let target: Logger = {
     error: (fields, message) =>
       process.stderr.write(`${JSON.stringify({ level: 'error', msg: message, ...fields })}\n`),
+    warn: () => {},
+    info: () => {},
+    debug: () => {},
+  };
+  const logger: Logger = {
+    error: (fields, message) => target.error(fields, message),
+    warn: (fields, message) => target.warn(fields, message),
+    info: (fields, message) => target.info(fields, message),
+    debug: (fields, message) => target.debug(fields, message),
   };
   const logs = await LogManager.open(
     { dataDir, retentionCheckMs: defaults.retentionCheckMs },
-    { fs: nodeFileSystem, clock, logger: { error: (fields, message) => logger.error(fields, message) } },
+    { fs: nodeFileSystem, clock, logger, metrics },
   );
   const closers: (() => Promise<void>)[] = [() => logs.close()];
   try {
@@ -69,36 +105,51 @@ export async function startNode(options: NodeOptions): Promise<SluiceNode> {
         version: VERSION,
         address: () => ({ host, port: boundPort }),
         defaultConfigs: options.configs ?? {},
+        ...(options.metricsPartitionSeriesMax !== undefined
+          ? { partitionSeriesMax: options.metricsPartitionSeriesMax }
+          : {}),
       },
-      { registry, logs, clock },
+      { registry, logs, clock, metrics, logger },
     );
     await broker.start();
     const app = buildApp(
       {
-        // Warnings and errors by default: a terminal stays quiet until something needs attention.
-        logger: logLevel === 'silent' ? false : { level: logLevel },
-        serverFactory: dualProtocolServerFactory(),
+        logger: logLevel === 'silent' ? false : { level: logLevel, ...logStreamOf(options) },
+        serverFactory: dualProtocolServerFactory({ metrics }),
+        ...(options.slowRequestMs !== undefined ? { slowRequestMs: options.slowRequestMs } : {}),
       },
-      { broker },
+      { broker, metrics },
     );
-    if (logLevel !== 'silent') logger = app.log;
+    if (logLevel !== 'silent') target = app.log;
+    logRecovery(logger, logs);
     closers.unshift(async () => {
+      logger.info({ nodeId }, 'node stopping');
       // Answer waiting fetches and end follow streams first, so that the server can drain.
       broker.beginShutdown();
       await app.close();
     });
-    await app.listen({ host, port: options.port ?? 8092 });
+    await app.listen({
+      host,
+      port: options.port ?? 8092,
+      listenTextResolver: (address) => `listening on ${address} (HTTP/1.1 and HTTP/2)`,
+    });
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : boundPort;
     boundPort = port;
+    logger.info(
+      { version: VERSION, nodeId, host, port, dataDir, partitions: logs.list().length },
+      'node started',
+    );
     let closing: Promise<void> | undefined;
     return {
       address: { host, port },
       nodeId,
       broker,
+      metrics,
       close() {
         closing ??= (async () => {
           for (const close of closers) await close();
+          logger.info({ nodeId }, 'node stopped');
         })();
         return closing;
       },
@@ -106,6 +157,34 @@ export async function startNode(options: NodeOptions): Promise<SluiceNode> {
   } catch (error) {
     for (const close of closers) await close().catch(() => {});
     throw error;
+  }
+}
+
+/** pino's destination: the text format on a terminal (or when asked), else JSON to the stream given or stdout. */
+function logStreamOf(options: NodeOptions): { stream?: { write(line: string): void } } {
+  const out = options.logStream ?? process.stdout;
+  const format =
+    options.logFormat ?? (options.logStream === undefined && process.stdout.isTTY ? 'text' : 'json');
+  if (format === 'text') return { stream: textLogStream(out) };
+  return options.logStream ? { stream: { write: (line) => void out.write(line) } } : {};
+}
+
+/** What recovery found in each partition log that was not shut down cleanly. */
+function logRecovery(logger: Logger, logs: LogManager): void {
+  for (const { topic, partition, log } of logs.list()) {
+    const report = log.recoveryReport;
+    if (!report) continue;
+    logger.info(
+      {
+        topic,
+        partition,
+        segmentsScanned: report.segmentsScanned,
+        truncatedBytes: report.truncatedBytes,
+        ...(report.problem !== undefined ? { problem: report.problem } : {}),
+        logEndOffset: log.logEndOffset,
+      },
+      'partition log recovered after an unclean shutdown',
+    );
   }
 }
 
@@ -129,7 +208,17 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new SluiceError('INVALID_CONFIG', `config file ${path} must hold a JSON object`);
   }
-  const allowed = new Set(['nodeId', 'host', 'port', 'dataDir', 'configs', 'logLevel']);
+  const allowed = new Set([
+    'nodeId',
+    'host',
+    'port',
+    'dataDir',
+    'configs',
+    'logLevel',
+    'logFormat',
+    'slowRequestMs',
+    'metricsPartitionSeriesMax',
+  ]);
   for (const key of Object.keys(parsed)) {
     if (!allowed.has(key))
       throw new SluiceError('INVALID_CONFIG', `config file ${path}: unknown setting ${key}`);
@@ -144,7 +233,11 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
   if (settings.port !== undefined && !isInt(settings.port, 0, 65535)) throw bad('port', 'an integer port');
   if (settings.nodeId !== undefined && !isInt(settings.nodeId, 0, 2 ** 31 - 1))
     throw bad('nodeId', 'a non-negative integer');
-  for (const key of ['host', 'dataDir', 'logLevel']) {
+  for (const key of ['slowRequestMs', 'metricsPartitionSeriesMax']) {
+    if (settings[key] !== undefined && !isInt(settings[key], 0, 2 ** 31 - 1))
+      throw bad(key, 'a non-negative integer');
+  }
+  for (const key of ['host', 'dataDir', 'logLevel', 'logFormat']) {
     if (settings[key] !== undefined && (typeof settings[key] !== 'string' || settings[key] === ''))
       throw bad(key, 'a non-empty string');
   }

@@ -391,6 +391,20 @@ export function readBatchHeader(buf: Uint8Array, pos = 0): BatchHeader {
   };
 }
 
+/**
+ * The records in whole batches back to back (a read's data, already checked), from their
+ * `recordCount` fields: no header object, no decoding.
+ */
+export function recordCountOf(buf: Uint8Array): number {
+  const b = asBuffer(buf);
+  let records = 0;
+  for (let pos = 0; pos + BATCH_HEADER_BYTES <= b.length; ) {
+    records += b.readUInt32BE(pos + POS.recordCount + 1);
+    pos += BATCH_LENGTH_PREFIX_BYTES + b.readUInt32BE(pos + POS.batchLength + 1);
+  }
+  return records;
+}
+
 export type BatchCheck =
   | { ok: true; size: number; header: BatchHeader }
   /** Fewer bytes than the batch claims: a torn tail when found on disk. */

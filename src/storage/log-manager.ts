@@ -3,7 +3,7 @@ import type { TimerHandle } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { LogConfig } from '../protocol/topic-config.js';
 import { type FileSystem, mkdirDurable } from './fs.js';
-import { PartitionLog, type PartitionLogDeps } from './partition-log.js';
+import { PartitionLog, type PartitionLogDeps, storageMeters } from './partition-log.js';
 
 export interface LogManagerOptions {
   dataDir: string;
@@ -47,6 +47,8 @@ export class LogManager {
       `retentionCheckMs ${retentionCheckMs} is not a positive integer`,
     );
     const manager = new LogManager(options, deps);
+    // The storage metrics are exported (at 0) before the first partition exists.
+    if (deps.metrics) storageMeters(deps.metrics);
     await mkdirDurable(fs, options.dataDir);
     for (const name of await fs.readdir(options.dataDir)) {
       const match = PARTITION_DIR.exec(name);

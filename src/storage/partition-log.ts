@@ -3,6 +3,16 @@ import type { Clock, TimerHandle } from '../common/clock.js';
 import { crc32c } from '../common/crc32c.js';
 import { SluiceError } from '../common/errors.js';
 import {
+  CORRUPT_BATCHES,
+  COUNT_BUCKETS,
+  type Counter,
+  type Histogram,
+  LATENCY_BUCKETS_SECONDS,
+  type Metrics,
+  noopMetrics,
+  SIZE_BUCKETS_BYTES,
+} from '../common/metrics.js';
+import {
   BATCH_LENGTH_PREFIX_BYTES,
   type BatchHeader,
   type BatchRecord,
@@ -62,6 +72,55 @@ export interface PartitionLogDeps {
   clock: Clock;
   /** Told once when a partition goes offline; the reason is also kept in `offlineReason`. */
   logger?: StorageLogger;
+  /** Where the logs count fsyncs, append groups, storage errors and damaged batches read. */
+  metrics?: Metrics;
+}
+
+/**
+ * The storage metrics every log of a node shares (node-wide, not per partition: the per-partition
+ * series are the broker's). Declaring them again for each log returns the same families.
+ */
+export interface StorageMeters {
+  fsyncSeconds: Histogram;
+  groupAppends: Histogram;
+  groupBytes: Histogram;
+  writeErrors: Counter;
+  readErrors: Counter;
+  corruptBatches: Counter;
+}
+
+export function storageMeters(metrics: Metrics): StorageMeters {
+  const errors = metrics.counter({
+    name: 'sluice_storage_errors_total',
+    help: 'Failed storage operations: a failed write or fsync takes its partition offline, a failed read fails that read',
+    labelNames: ['operation'],
+  });
+  return {
+    fsyncSeconds: metrics
+      .histogram({
+        name: 'sluice_log_fsync_duration_seconds',
+        help: 'Time to fsync the segments of one partition log (one group commit)',
+        buckets: LATENCY_BUCKETS_SECONDS,
+      })
+      .labels(),
+    groupAppends: metrics
+      .histogram({
+        name: 'sluice_log_append_group_appends',
+        help: 'Appends written together in one write of a partition log (group commit of concurrent produce requests)',
+        buckets: COUNT_BUCKETS,
+      })
+      .labels(),
+    groupBytes: metrics
+      .histogram({
+        name: 'sluice_log_append_group_bytes',
+        help: 'Bytes written in one write of a partition log',
+        buckets: SIZE_BUCKETS_BYTES,
+      })
+      .labels(),
+    writeErrors: errors.labels('write'),
+    readErrors: errors.labels('read'),
+    corruptBatches: metrics.counter(CORRUPT_BATCHES).labels('crc'),
+  };
 }
 
 /** Why an offline partition is not retriable on this node, for the error's details. */
@@ -172,6 +231,7 @@ export class PartitionLog {
   /** Set by the first failed write or fsync; the log refuses everything after it (fail-stop). */
   #offline: { reason: string; error: unknown } | undefined;
   readonly #logger: StorageLogger | undefined;
+  readonly #meters: StorageMeters;
   readonly leaderEpochs: LeaderEpochCache;
   /** What recovery found at open: undefined when the log was shut down cleanly. */
   readonly recoveryReport:
@@ -190,6 +250,7 @@ export class PartitionLog {
     this.#fs = deps.fs;
     this.#clock = deps.clock;
     this.#logger = deps.logger;
+    this.#meters = storageMeters(deps.metrics ?? noopMetrics);
     this.#syncReads = new SlowSyncGuard(deps.clock);
     this.#syncWrites = new SlowSyncGuard(deps.clock);
     this.leaderEpochs = leaderEpochs;
@@ -385,6 +446,8 @@ export class PartitionLog {
         await this.#roll();
         if (this.#config.retentionBytes >= 0) await this.#applyRetention({ bytes: true, time: false });
       }
+      this.#meters.groupAppends.observe(accepted.length);
+      this.#meters.groupBytes.observe(data.length);
       const locations = groupLocations(accepted);
       // Written on this thread unless it is large, or such writes were slow of late (the kernel
       // throttling writers that dirty pages faster than the disk takes them).
@@ -452,14 +515,28 @@ export class PartitionLog {
     if (offset >= maxOffset) return { data: Buffer.alloc(0), batchCount: 0, nextOffset: offset };
     try {
       const result = await this.#readSegments(offset, maxOffset, options);
-      return options.verify ? verifiedPrefix(result) : result;
+      return options.verify ? this.#verified(result) : result;
     } catch (error) {
       // Damage (CORRUPT_MESSAGE) passes as it is; an I/O error says only that this read failed.
       if (error instanceof SluiceError) throw error;
+      this.#meters.readErrors.inc();
       throw new SluiceError('KAFKA_STORAGE_ERROR', `a read of ${this.dir} at offset ${offset} failed`, {
         cause: error,
       });
     }
+  }
+
+  /** `verifiedPrefix`, counting a read that met a damaged batch (cut before it, or refused). */
+  #verified(result: ReadResult): ReadResult {
+    let verified: ReadResult;
+    try {
+      verified = verifiedPrefix(result);
+    } catch (error) {
+      this.#meters.corruptBatches.inc();
+      throw error;
+    }
+    if (verified !== result) this.#meters.corruptBatches.inc();
+    return verified;
   }
 
   async #readSegments(
@@ -752,6 +829,7 @@ export class PartitionLog {
   #goOffline(reason: string, error: unknown): void {
     if (this.#offline || this.#closed) return;
     this.#offline = { reason, error };
+    this.#meters.writeErrors.inc();
     this.#flushTimer?.cancel();
     this.#flushTimer = undefined;
     this.#logger?.error(
@@ -841,7 +919,9 @@ export class PartitionLog {
       const target = this.logEndOffset;
       const truncations = this.#truncations;
       try {
+        const started = this.#clock.monotonicMs();
         for (const segment of this.#segments) await segment.sync();
+        this.#meters.fsyncSeconds.observe((this.#clock.monotonicMs() - started) / 1000);
         // A truncation while the fsync ran may have replaced offsets below target with unsynced ones.
         if (truncations === this.#truncations) this.#recoveryPoint = Math.max(this.#recoveryPoint, target);
         this.#checkInvariants();

@@ -20,6 +20,18 @@ describe.each(formats)('API in %s', (format) => {
   });
   afterAll(() => h.close());
 
+  it('liveness and readiness', async () => {
+    tested.add('livez').add('readyz');
+    expect(await call(h.app, format, 'GET', '/livez')).toMatchObject({
+      status: 200,
+      body: { status: 'alive', nodeId: 1 },
+    });
+    expect(await call(h.app, format, 'GET', '/readyz')).toMatchObject({
+      status: 200,
+      body: { status: 'ready', nodeId: 1 },
+    });
+  });
+
   it('health, cluster and openapi', async () => {
     tested.add('health').add('cluster');
     expect((await call(h.app, format, 'GET', '/healthz')).body).toMatchObject({ status: 'ok', nodeId: 1 });

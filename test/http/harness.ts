@@ -7,9 +7,10 @@ import { Packr, Unpackr } from 'msgpackr';
 import { Broker } from '../../src/broker/broker.js';
 import { FileTopicRegistry } from '../../src/broker/topic-registry.js';
 import { systemClock } from '../../src/common/clock.js';
+import type { MetricsRegistry } from '../../src/common/metrics.js';
 import { buildApp } from '../../src/http/app.js';
 import { ENDPOINTS, type Endpoint } from '../../src/protocol/api.js';
-import { nodeFileSystem } from '../../src/storage/fs.js';
+import { type FileSystem, nodeFileSystem } from '../../src/storage/fs.js';
 import { LogManager } from '../../src/storage/log-manager.js';
 
 export const packr = new Packr({ useRecords: false, variableMapSize: true });
@@ -23,14 +24,20 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-/** A broker app on a temporary data directory, for app.inject() tests. */
+/**
+ * A broker app on a temporary data directory, for app.inject() tests; with `deps.metrics` it
+ * counts into that registry and serves it at /metrics, with `deps.fs` its logs live there.
+ */
 export async function makeHarness(
   defaultConfigs: Record<string, string | number | boolean> = {},
-  brokerOptions: { fetchWaitersMax?: number } = {},
+  brokerOptions: { fetchWaitersMax?: number; partitionSeriesMax?: number } = {},
+  deps: { metrics?: MetricsRegistry; fs?: FileSystem; slowRequestMs?: number } = {},
 ): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sluice-http-'));
-  const logs = await LogManager.open({ dataDir }, { fs: nodeFileSystem, clock: systemClock });
-  const registry = await FileTopicRegistry.open(dataDir, nodeFileSystem);
+  const fs = deps.fs ?? nodeFileSystem;
+  const metrics = deps.metrics ? { metrics: deps.metrics } : {};
+  const logs = await LogManager.open({ dataDir }, { fs, clock: systemClock, ...metrics });
+  const registry = await FileTopicRegistry.open(dataDir, fs);
   const broker = new Broker(
     {
       nodeId: 1,
@@ -39,10 +46,13 @@ export async function makeHarness(
       defaultConfigs,
       ...brokerOptions,
     },
-    { registry, logs, clock: systemClock },
+    { registry, logs, clock: systemClock, ...metrics },
   );
   await broker.start();
-  const app = buildApp({}, { broker });
+  const app = buildApp(deps.slowRequestMs !== undefined ? { slowRequestMs: deps.slowRequestMs } : {}, {
+    broker,
+    ...metrics,
+  });
   await app.ready();
   return {
     app,

@@ -128,6 +128,8 @@ describe('loadConfigFile', () => {
     ['empty data dir', '{"dataDir": ""}', /dataDir must be/],
     ['configs not an object', '{"configs": [1]}', /configs must be/],
     ['config value of the wrong type', '{"configs": {"retention.ms": [1]}}', /configs.retention.ms must be/],
+    ['slow request threshold not an integer', '{"slowRequestMs": "1"}', /slowRequestMs must be/],
+    ['series limit negative', '{"metricsPartitionSeriesMax": -1}', /metricsPartitionSeriesMax must be/],
   ])('refuses %s with INVALID_CONFIG', async (name, text, message) => {
     const path =
       text === null ? join(dir, 'absent.json') : await write(`${name.replaceAll(' ', '-')}.json`, text);

@@ -28,7 +28,7 @@ export async function fetchRoutes(
     const maxBytes = query.maxBytes ?? 1024 * 1024;
     if (query.follow || format === MEDIA.eventStream) {
       // Validate the partition and offset before the response is committed to a stream.
-      await fetch.read(topic, partition, { offset, maxBytes: 1, maxWaitMs: 0, minBytes: 0 });
+      await fetch.read(topic, partition, { offset, maxBytes: 1, maxWaitMs: 0, minBytes: 0, probe: true });
       if (fetch.waiting >= fetch.waitingMax) {
         throw new SluiceError(
           'LIMIT_EXCEEDED',
@@ -110,7 +110,13 @@ function sendFetch(
     return reply.send(encodeFetchResponse(result.data, result.batchCount, result, result.reserved));
   }
   const { topic, partition } = request.params;
-  const run = decodeStoredRecords(request, { topic, partition }, result.data, result.offset);
+  const run = decodeStoredRecords(
+    request,
+    { topic, partition },
+    result.data,
+    result.offset,
+    request.server.httpMetrics.corruptDecoded,
+  );
   // The good records before a bad batch are served, up to it; the next fetch, from the bad batch,
   // gets its error.
   if (run.problem && run.records.length === 0) throw run.problem.error;

@@ -44,7 +44,13 @@ export async function streamPartition(
         : MEDIA.ndjson;
   reply.hijack();
   const raw = reply.raw;
-  raw.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-cache' });
+  const metrics = request.server.httpMetrics;
+  const closed = metrics.streamOpened(request);
+  raw.writeHead(200, {
+    'content-type': contentType,
+    'cache-control': 'no-cache',
+    'x-request-id': request.id,
+  });
   const controller = new AbortController();
   const stop = () => controller.abort();
   request.raw.once('close', stop);
@@ -86,7 +92,7 @@ export async function streamPartition(
       }
       // A batch that fails its CRC or cannot be decoded ends the stream with its error, after the
       // good records before it.
-      const run = decodeStoredRecords(request, options, result.data, result.offset);
+      const run = decodeStoredRecords(request, options, result.data, result.offset, metrics.corruptDecoded);
       if (run.problem && run.records.length === 0) throw run.problem.error;
       const records = run.records.map((r) => recordToJson(r, options.base64));
       if (options.format === MEDIA.eventStream) {
@@ -111,6 +117,7 @@ export async function streamPartition(
       else raw.write(`${JSON.stringify({ error: problem })}\n`);
     }
   } finally {
+    closed();
     request.raw.off('close', stop);
     if (!raw.destroyed) raw.end();
   }

@@ -17,6 +17,7 @@ export function addRoute<E extends Endpoint>(
   handler: (request: EndpointFastifyRequest<E>, reply: FastifyReply) => Promise<unknown>,
 ): void {
   const check = requestCheck(endpoint);
+  const observe = app.httpMetrics.observer(endpoint);
   app.route<EndpointRequest<E>>({
     method: endpoint.method,
     url: endpoint.path,
@@ -30,6 +31,10 @@ export function addRoute<E extends Endpoint>(
       const error = check(request);
       if (error === undefined) done();
       else done(error);
+    },
+    onResponse: (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
+      observe(request, reply);
+      done();
     },
     handler,
   });

@@ -1,20 +1,23 @@
 import type { FastifyRequest } from 'fastify';
+import type { Counter } from '../../common/metrics.js';
 import { type DecodedBatchRun, decodeBatchRun } from '../../protocol/batch.js';
 
 /**
  * The records of a read's stored batches for the decoded answers (JSON, NDJSON, SSE), each batch's
  * CRC checked. A batch that fails its check or cannot be decoded stops the run: the records before
  * it are returned with `problem` set, and the node logs it, since stored data that fails its CRC
- * means a disk or a bug has damaged the log.
+ * means a disk or a bug has damaged the log; `corrupt` counts it.
  */
 export function decodeStoredRecords(
   request: FastifyRequest,
   where: { topic: string; partition: number },
   data: Buffer,
   fromOffset: number,
+  corrupt: Counter,
 ): DecodedBatchRun {
   const run = decodeBatchRun(data, fromOffset);
   if (run.problem) {
+    corrupt.inc();
     request.log.error(
       {
         topic: where.topic,

@@ -1,0 +1,137 @@
+import { type Counter, type Metrics, OTHER_PARTITIONS, PartitionSeries } from '../common/metrics.js';
+import type { PartitionReplica } from '../replication/replica.js';
+import type { FetchWaiters } from './fetch-waiters.js';
+import type { Topics } from './topics.js';
+
+/** The counters of one partition's series, held by the replica's entry so a request only adds. */
+export interface PartitionCounters {
+  recordsIn: Counter;
+  bytesIn: Counter;
+  recordsOut: Counter;
+  bytesOut: Counter;
+}
+
+const PARTITION_LABELS = ['topic', 'partition'] as const;
+
+/** How many partitions get series of their own unless configured (`metrics.partition.series.max`). */
+export const PARTITION_SERIES_MAX_DEFAULT = 1000;
+
+/**
+ * The broker's metrics: records and bytes in and out per partition (counted as they happen, on
+ * children cached per replica), and the gauges read when scraped: offsets, segments and bytes on
+ * disk per partition, offline partitions, waiting fetches.
+ *
+ * Cardinality: the first `partitionSeriesMax` partitions get their own series; the counters and
+ * sizes of later ones add up under `topic="*",partition="*"`, and their offsets are not reported
+ * (a sum of offsets means nothing). A deleted topic's series are dropped and its places freed.
+ */
+export class BrokerMetrics {
+  readonly #series: PartitionSeries;
+  readonly #families;
+  readonly #byReplica = new WeakMap<PartitionReplica, PartitionCounters>();
+
+  constructor(
+    options: { partitionSeriesMax?: number },
+    deps: { metrics: Metrics; topics: Topics; waiters: FetchWaiters },
+  ) {
+    const { metrics, topics, waiters } = deps;
+    this.#series = new PartitionSeries(options.partitionSeriesMax ?? PARTITION_SERIES_MAX_DEFAULT);
+    const counter = (name: string, help: string) =>
+      metrics.counter({ name, help, labelNames: PARTITION_LABELS });
+    this.#families = {
+      recordsIn: counter('sluice_records_in_total', 'Records appended to the partition as its leader'),
+      bytesIn: counter(
+        'sluice_bytes_in_total',
+        'Bytes of stored batches appended to the partition as its leader',
+      ),
+      recordsOut: counter('sluice_records_out_total', 'Records in the stored batches read for consumers'),
+      bytesOut: counter('sluice_bytes_out_total', 'Bytes of stored batches read for consumers'),
+    };
+    const perPartition = (
+      name: string,
+      help: string,
+      value: (replica: PartitionReplica) => number,
+      adds: boolean,
+    ) =>
+      metrics.collectedGauge({ name, help, labelNames: PARTITION_LABELS }, (sample) => {
+        for (const replica of this.#replicas(topics)) {
+          const labels = this.#series.labelsOf(replica.topic, replica.partition);
+          if (labels === OTHER_PARTITIONS && !adds) continue;
+          sample(labels, value(replica));
+        }
+      });
+    perPartition(
+      'sluice_log_start_offset',
+      'The first offset the partition holds',
+      (r) => r.logStartOffset,
+      false,
+    );
+    perPartition('sluice_log_end_offset', 'The offset the next append gets', (r) => r.logEndOffset, false);
+    perPartition(
+      'sluice_high_watermark',
+      'Offsets below it are on every in-sync replica and readable',
+      (r) => r.highWatermark,
+      false,
+    );
+    perPartition('sluice_log_segments', 'Segment files of the partition', (r) => r.log.segmentCount, true);
+    perPartition(
+      'sluice_log_size_bytes',
+      'Bytes of the partition’s segments on disk',
+      (r) => r.log.sizeBytes,
+      true,
+    );
+    metrics.collectedGauge(
+      { name: 'sluice_partitions_offline', help: 'Partition logs taken offline by a storage failure' },
+      (sample) => {
+        let offline = 0;
+        for (const replica of this.#replicas(topics)) if (replica.log.offlineReason !== undefined) offline++;
+        sample([], offline);
+      },
+    );
+    metrics.collectedGauge({ name: 'sluice_partitions', help: 'Partitions this node holds' }, (sample) => {
+      let count = 0;
+      for (const _ of this.#replicas(topics)) count++;
+      sample([], count);
+    });
+    metrics.collectedGauge(
+      {
+        name: 'sluice_fetch_waiting',
+        help: 'Long-poll fetches and follow-stream reads waiting for records now',
+      },
+      (sample) => sample([], waiters.waiting),
+    );
+  }
+
+  /** The partition's counters, made on its first request and kept with the replica. */
+  partition(replica: PartitionReplica): PartitionCounters {
+    let counters = this.#byReplica.get(replica);
+    if (!counters) {
+      const labels = this.#series.labelsOf(replica.topic, replica.partition);
+      const f = this.#families;
+      counters = {
+        recordsIn: f.recordsIn.labels(...labels),
+        bytesIn: f.bytesIn.labels(...labels),
+        recordsOut: f.recordsOut.labels(...labels),
+        bytesOut: f.bytesOut.labels(...labels),
+      };
+      this.#byReplica.set(replica, counters);
+    }
+    return counters;
+  }
+
+  /** Drops a deleted topic's series (its counters start again from 0 if it is created again). */
+  forgetTopic(topic: string): void {
+    for (const partition of this.#series.forget(topic)) {
+      for (const family of Object.values(this.#families)) family.remove(topic, String(partition));
+    }
+  }
+
+  *#replicas(topics: Topics): Iterable<PartitionReplica> {
+    for (const topic of topics.list()) {
+      for (let p = 0; p < topic.partitions; p++) {
+        const replica = topics.replicas.get(topic.name, p);
+        if (replica) yield replica;
+      }
+    }
+  }
+}
