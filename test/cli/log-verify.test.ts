@@ -20,8 +20,18 @@ async function run(args: string[]): Promise<{ code: number; stdout: string; stde
   let stdout = '';
   let stderr = '';
   const io = {
-    stdout: { write: (s: string) => ((stdout += s), true) },
-    stderr: { write: (s: string) => ((stderr += s), true) },
+    stdout: {
+      write: (s: string) => {
+        stdout += s;
+        return true;
+      },
+    },
+    stderr: {
+      write: (s: string) => {
+        stderr += s;
+        return true;
+      },
+    },
     stdin: process.stdin,
   } as unknown as Parameters<typeof main>[1];
   const code = await main(args, io);
