@@ -2,6 +2,8 @@ import fc from 'fast-check';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SnapshotAssembler } from '../../src/broker/raft-transport.js';
+import { ManualClock } from '../../src/common/clock.js';
 import { SeededRandom } from '../../src/common/random.js';
 import { internalRaftRoutes } from '../../src/http/routes/internal-raft.js';
 import {
@@ -304,6 +306,39 @@ describe('mutations of valid messages', () => {
         },
       ),
       { seed: 20261201, numRuns: 2000 },
+    );
+  });
+
+  it('of a snapshot chunk are refused with a FieldError, or pass and are taken by an assembler', () => {
+    const chunk = {
+      from: 1,
+      to: 2,
+      term: 4,
+      snapshot: { index: 20, term: 3, membership: { voters: [1, 2], learners: [] } },
+      totalBytes: 10,
+      crc32c: 7,
+      offset: 0,
+      data: bytes('abcdef'),
+    };
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(), replacements), { minLength: 1, maxLength: 3 }), (edits) => {
+        let c: unknown = structuredClone(chunk);
+        for (const [pick, replacement] of edits) c = mutateAt(c, pick, replacement);
+        let checkedChunk: SnapshotChunk;
+        try {
+          checkedChunk = checkSnapshotChunk(c);
+        } catch (error) {
+          expect(error).toBeInstanceOf(FieldError);
+          return;
+        }
+        const assembler = new SnapshotAssembler(
+          { timeoutMs: 1000 },
+          { clock: new ManualClock(), deliver: () => {} },
+        );
+        expect(['accepted', 'complete', 'corrupt', 'outOfOrder']).toContain(assembler.receive(checkedChunk));
+        assembler.close();
+      }),
+      { seed: 20261203, numRuns: 1000 },
     );
   });
 
