@@ -202,7 +202,8 @@ class MessageLane {
       }
       if (parts.length > 0 && bytes + packed.length > BATCH_BYTES_MAX) break;
       this.#queue.shift();
-      parts.push(Buffer.from(packed));
+      // packr goes on writing after a buffer it has returned, never over it: no copy needed.
+      parts.push(packed);
       bytes += packed.length;
     }
     if (parts.length === 0) return undefined;
@@ -259,7 +260,7 @@ class SnapshotLane {
   #current: Transfer | undefined;
   #next: Transfer | undefined;
   #closed = false;
-  /** Transfers given up after a refusal or too many failed tries of one chunk. */
+  /** Transfers not finished: refused, too many failed tries of one chunk, or replaced by a newer one. */
   abandoned = 0;
 
   constructor(
@@ -538,7 +539,7 @@ export class Http2RaftTransport implements RaftTransport {
     return this.#assembler.receive(chunk);
   }
 
-  /** Messages dropped by full queues or for size, and snapshot transfers given up, per peer. */
+  /** Per peer: messages dropped by full queues or for size, and snapshot transfers not finished. */
   stats(): Record<number, { controlDropped: number; dataDropped: number; snapshotsAbandoned: number }> {
     const stats: Record<number, { controlDropped: number; dataDropped: number; snapshotsAbandoned: number }> =
       {};
