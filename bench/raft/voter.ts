@@ -4,7 +4,7 @@
  *   node --import tsx bench/raft/voter.ts <id> <peers as JSON {id: url}> <dataDir> <secret>
  */
 import Fastify from 'fastify';
-import { Http2RaftTransport } from '../../src/broker/raft-transport.js';
+import { electionTimeoutMs, Http2RaftTransport } from '../../src/broker/raft-transport.js';
 import { systemClock } from '../../src/common/clock.js';
 import { isSluiceError } from '../../src/common/errors.js';
 import { SeededRandom } from '../../src/common/random.js';
@@ -24,16 +24,16 @@ storage.save = (update: RaftUpdate) => {
   return save(update);
 };
 let applied = 0;
+const timing = { tickMs: 50, electionTicks: 10 };
 const transport = new Http2RaftTransport(
-  { id, peers, clusterSecret: secret! },
+  { id, peers, clusterSecret: secret!, electionTimeoutMs: electionTimeoutMs(timing) },
   { clock: systemClock, random: new SeededRandom(id) },
 );
 const driver = new RaftDriver(
   {
     id,
     membership: { voters: Object.keys(peers).map(Number), learners: [] },
-    tickMs: 50,
-    electionTicks: 10,
+    ...timing,
     heartbeatTicks: 2,
     uncommittedMax: 100_000,
   },
@@ -46,7 +46,7 @@ const driver = new RaftDriver(
   },
 );
 const app = Fastify({ http2: true, bodyLimit: 1024 * 1024 });
-await app.register(internalRaftRoutes, { clusterSecret: secret!, deliver: (m) => transport.deliver(m) });
+await app.register(internalRaftRoutes, { clusterSecret: secret!, ...transport.receiver() });
 app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_r, body, done) =>
   done(null, body),
 );

@@ -2,17 +2,38 @@
  * The cluster-internal HTTP API, defined once for the node that serves it and the peers that call
  * it. Every request carries the shared cluster secret; bodies are msgpack.
  *
- * - `POST /internal/raft/messages`: a msgpack array of at most `RAFT_MESSAGES_MAX` Raft messages,
- *   each a map with at least `type` (one of `RAFT_MESSAGE_TYPES`), `from`, `to` and `term`;
- *   answered 204.
+ * - `POST /internal/raft/messages`: a msgpack array of at most `RAFT_MESSAGES_MAX` Raft messages
+ *   (at most `RAFT_MESSAGES_BYTES_MAX` bytes), all from one sender to this node, each checked
+ *   field by field by `checkRaftMessage`; answered 204.
+ * - `POST /internal/raft/snapshot-chunks`: one `SnapshotChunk` (a msgpack map, below), checked by
+ *   `checkSnapshotChunk`; answered 204 when the chunk is taken (or is a duplicate of one taken).
  * - `GET /internal/raft/status`: the node's Raft driver status.
  */
 
 export const CLUSTER_SECRET_HEADER = 'sluice-cluster-secret';
 export const RAFT_MESSAGES_PATH = '/internal/raft/messages';
+export const RAFT_SNAPSHOT_CHUNKS_PATH = '/internal/raft/snapshot-chunks';
 export const RAFT_STATUS_PATH = '/internal/raft/status';
 /** The most messages one request carries; a sender splits longer queues. */
 export const RAFT_MESSAGES_MAX = 4096;
+/**
+ * The largest body of a messages request. A snapshot message goes whole only below
+ * `SNAPSHOT_CHUNKED_BYTES_MIN`, so with the rest of a batch it fits with room to spare; larger
+ * snapshots travel as chunks.
+ */
+export const RAFT_MESSAGES_BYTES_MAX = 4 * 1024 * 1024;
+/** Entries in one append message (the core sends 256 by default). */
+export const RAFT_ENTRIES_PER_MESSAGE_MAX = 10_000;
+/** Voters plus learners in a snapshot's membership. */
+export const RAFT_MEMBERS_MAX = 1024;
+/** A snapshot whose data is at least this large is sent as chunks rather than as one message. */
+export const SNAPSHOT_CHUNKED_BYTES_MIN = 1024 * 1024;
+/** Data bytes in one chunk (the last one may be shorter). */
+export const SNAPSHOT_CHUNK_BYTES = 256 * 1024;
+/** The largest body of a chunk request: the data plus the header fields. */
+export const SNAPSHOT_CHUNK_REQUEST_BYTES_MAX = SNAPSHOT_CHUNK_BYTES + 64 * 1024;
+/** The largest snapshot a receiver assembles; a transfer that announces more is refused. */
+export const SNAPSHOT_BYTES_MAX = 1024 * 1024 * 1024;
 
 export const RAFT_MESSAGE_TYPES: ReadonlySet<string> = new Set([
   'preVote',
@@ -26,3 +47,324 @@ export const RAFT_MESSAGE_TYPES: ReadonlySet<string> = new Set([
   'snapshot',
   'timeoutNow',
 ]);
+
+/**
+ * The small messages that decide elections and leases. A sender gives them a lane of their own so
+ * that they never wait behind an append batch or a snapshot.
+ */
+export const RAFT_CONTROL_MESSAGE_TYPES: ReadonlySet<string> = new Set([
+  'preVote',
+  'preVoteResponse',
+  'vote',
+  'voteResponse',
+  'appendResponse',
+  'heartbeat',
+  'heartbeatResponse',
+  'timeoutNow',
+]);
+
+/** Raft's message shapes as they travel (src/raft/types.ts is the source; a test keeps both equal). */
+export interface WireMembership {
+  voters: number[];
+  learners: number[];
+}
+export interface WireEntry {
+  term: number;
+  index: number;
+  type: 'normal' | 'config';
+  data: Uint8Array;
+}
+export interface WireSnapshotHeader {
+  index: number;
+  term: number;
+  membership: WireMembership;
+}
+interface Addressed {
+  from: number;
+  to: number;
+  term: number;
+}
+export type WireRaftMessage =
+  | (Addressed & { type: 'preVote'; lastIndex: number; lastTerm: number })
+  | (Addressed & { type: 'preVoteResponse'; granted: boolean })
+  | (Addressed & { type: 'vote'; lastIndex: number; lastTerm: number; transfer: boolean })
+  | (Addressed & { type: 'voteResponse'; granted: boolean })
+  | (Addressed & {
+      type: 'append';
+      prevIndex: number;
+      prevTerm: number;
+      entries: WireEntry[];
+      commit: number;
+    })
+  | (Addressed & { type: 'appendResponse'; success: boolean; index: number; conflictTerm: number })
+  | (Addressed & { type: 'heartbeat'; commit: number; context: number })
+  | (Addressed & { type: 'heartbeatResponse'; context: number })
+  | (Addressed & { type: 'snapshot'; snapshot: WireSnapshotHeader & { data: Uint8Array } })
+  | (Addressed & { type: 'timeoutNow' });
+
+/**
+ * One piece of a snapshot too large for one message, as the body of
+ * `POST /internal/raft/snapshot-chunks` (a msgpack map):
+ *
+ * | field | type | meaning |
+ * | --- | --- | --- |
+ * | `from`, `to`, `term` | uint | as in the `snapshot` message it carries |
+ * | `snapshot` | map `{index, term, membership: {voters, learners}}` | the snapshot without its data |
+ * | `totalBytes` | uint | the length of the whole data, at most `SNAPSHOT_BYTES_MAX` |
+ * | `crc32c` | uint32 | CRC-32C of the whole data |
+ * | `offset` | uint | where `data` starts in the whole; chunks are sent in order of offset |
+ * | `data` | bin | at most `SNAPSHOT_CHUNK_BYTES`; non-empty unless `totalBytes` is 0 |
+ *
+ * A transfer is named by (`from`, `term`, `snapshot.index`, `snapshot.term`, `totalBytes`,
+ * `crc32c`). The receiver holds one transfer in assembly per sender: a chunk at offset 0 of
+ * another transfer replaces it, a chunk that repeats bytes already taken is a duplicate (answered
+ * 204, ignored), a chunk past a gap drops the assembly and is refused. When the last byte arrives
+ * the receiver checks the CRC-32C over the whole and hands Raft one `snapshot` message.
+ */
+export interface SnapshotChunk {
+  from: number;
+  to: number;
+  term: number;
+  snapshot: WireSnapshotHeader;
+  totalBytes: number;
+  crc32c: number;
+  offset: number;
+  data: Uint8Array;
+}
+
+/**
+ * What a receiver made of a chunk: `accepted` (taken, more to come), `complete` (the last one:
+ * the snapshot was delivered), `duplicate` (bytes already taken), `outOfOrder` (a gap or no
+ * transfer under way: nothing taken), `corrupt` (the whole did not match its CRC-32C: dropped).
+ */
+export type SnapshotChunkOutcome = 'accepted' | 'complete' | 'duplicate' | 'outOfOrder' | 'corrupt';
+
+/** A field that is wrong, named by its path (`entries/3/term`) and what was expected. */
+export class FieldError {
+  constructor(
+    readonly field: string,
+    readonly expected: string,
+  ) {}
+}
+
+type Fields = Record<string, unknown>;
+
+function isObject(value: unknown): value is Fields {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !isBytes(value);
+}
+
+function isBytes(value: unknown): value is Uint8Array {
+  return value instanceof Uint8Array;
+}
+
+function uint(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+class Checker {
+  constructor(
+    readonly object: Fields,
+    readonly path: string,
+  ) {}
+
+  #fail(name: string, expected: string): never {
+    throw new FieldError(`${this.path}${name}`, expected);
+  }
+
+  uint(name: string): number {
+    const value = this.object[name];
+    if (!uint(value)) this.#fail(name, 'a non-negative safe integer');
+    return value;
+  }
+
+  uint32(name: string): number {
+    const value = this.uint(name);
+    if (value > 0xffffffff) this.#fail(name, 'an unsigned 32-bit integer');
+    return value;
+  }
+
+  boolean(name: string): boolean {
+    const value = this.object[name];
+    if (typeof value !== 'boolean') this.#fail(name, 'a boolean');
+    return value;
+  }
+
+  bytes(name: string, maxBytes: number): Uint8Array {
+    const value = this.object[name];
+    if (!isBytes(value)) this.#fail(name, 'binary data');
+    if (value.byteLength > maxBytes) this.#fail(name, `at most ${maxBytes} bytes`);
+    return value;
+  }
+
+  array(name: string, maxLength: number): unknown[] {
+    const value = this.object[name];
+    if (!Array.isArray(value)) this.#fail(name, 'an array');
+    if (value.length > maxLength) this.#fail(name, `at most ${maxLength} items`);
+    return value;
+  }
+
+  object_(name: string): Checker {
+    const value = this.object[name];
+    if (!isObject(value)) this.#fail(name, 'a map');
+    return new Checker(value, `${this.path}${name}/`);
+  }
+
+  /** Refuses fields the type does not have, so that nothing unchecked rides along. */
+  only(names: readonly string[]): void {
+    for (const key of Object.keys(this.object)) if (!names.includes(key)) this.#fail(key, 'no such field');
+  }
+
+  fail(name: string, expected: string): never {
+    this.#fail(name, expected);
+  }
+}
+
+const ADDRESSED = ['type', 'from', 'to', 'term'] as const;
+const FIELDS: Readonly<Record<string, readonly string[]>> = {
+  preVote: [...ADDRESSED, 'lastIndex', 'lastTerm'],
+  preVoteResponse: [...ADDRESSED, 'granted'],
+  vote: [...ADDRESSED, 'lastIndex', 'lastTerm', 'transfer'],
+  voteResponse: [...ADDRESSED, 'granted'],
+  append: [...ADDRESSED, 'prevIndex', 'prevTerm', 'entries', 'commit'],
+  appendResponse: [...ADDRESSED, 'success', 'index', 'conflictTerm'],
+  heartbeat: [...ADDRESSED, 'commit', 'context'],
+  heartbeatResponse: [...ADDRESSED, 'context'],
+  snapshot: [...ADDRESSED, 'snapshot'],
+  timeoutNow: [...ADDRESSED],
+};
+
+const CONFIG_KINDS: ReadonlySet<string> = new Set(['addVoter', 'removeVoter', 'addLearner', 'removeLearner']);
+
+/** A config entry's data is the JSON of one ConfigChange; the core parses it when it appends. */
+function checkConfigData(data: Uint8Array, c: Checker): void {
+  let change: unknown;
+  try {
+    change = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
+  } catch {
+    c.fail('data', 'the JSON of a configuration change');
+  }
+  const r = change as Fields;
+  if (!isObject(r) || typeof r.kind !== 'string' || !CONFIG_KINDS.has(r.kind) || !uint(r.node))
+    c.fail('data', 'a configuration change {kind, node}');
+}
+
+function checkMembership(c: Checker): void {
+  c.only(['voters', 'learners']);
+  let members = 0;
+  for (const name of ['voters', 'learners']) {
+    const ids = c.array(name, RAFT_MEMBERS_MAX);
+    members += ids.length;
+    ids.forEach((id, i) => {
+      if (!uint(id)) c.fail(`${name}/${i}`, 'a node id');
+    });
+  }
+  if (members > RAFT_MEMBERS_MAX) c.fail('voters', `at most ${RAFT_MEMBERS_MAX} members in all`);
+}
+
+/** The snapshot's index, term and membership; `withData` also its data (a whole message). */
+function checkSnapshotHeader(c: Checker, messageTerm: number, withData: boolean): void {
+  c.only(withData ? ['index', 'term', 'membership', 'data'] : ['index', 'term', 'membership']);
+  c.uint('index');
+  // A leader holds no entry of a term later than its own.
+  if (c.uint('term') > messageTerm) c.fail('term', 'at most the message term');
+  checkMembership(c.object_('membership'));
+  if (withData) c.bytes('data', RAFT_MESSAGES_BYTES_MAX);
+}
+
+/**
+ * An append's entries follow `prevIndex` one by one, with terms that never fall, never below
+ * `prevTerm` and never above the leader's term: the core counts on that (it acknowledges
+ * `prevIndex + entries.length`).
+ */
+function checkEntries(c: Checker, prevIndex: number, prevTerm: number, term: number): void {
+  const entries = c.array('entries', RAFT_ENTRIES_PER_MESSAGE_MAX);
+  let lastTerm = prevTerm;
+  entries.forEach((entry, i) => {
+    if (!isObject(entry)) c.fail(`entries/${i}`, 'a map');
+    const e = new Checker(entry, `${c.path}entries/${i}/`);
+    e.only(['term', 'index', 'type', 'data']);
+    if (e.uint('index') !== prevIndex + 1 + i) e.fail('index', `${prevIndex + 1 + i} (prevIndex + 1 + i)`);
+    const entryTerm = e.uint('term');
+    if (entryTerm < lastTerm || entryTerm > term)
+      e.fail('term', `between the previous entry's term ${lastTerm} and the message term ${term}`);
+    lastTerm = entryTerm;
+    const data = e.bytes('data', RAFT_MESSAGES_BYTES_MAX);
+    if (entry.type === 'config') checkConfigData(data, e);
+    else if (entry.type !== 'normal') e.fail('type', "'normal' or 'config'");
+  });
+}
+
+/**
+ * Checks every field of one Raft message as it arrived from the wire and returns it typed, or
+ * throws a `FieldError` naming the first wrong field. Unknown fields are refused too. Only
+ * shape and the invariants any correct sender keeps are checked here; whether a message makes
+ * sense in the receiver's state is Raft's business.
+ */
+export function checkRaftMessage(value: unknown, path = ''): WireRaftMessage {
+  if (!isObject(value)) throw new FieldError(path || '/', 'a map');
+  const c = new Checker(value, path);
+  const type = value.type;
+  if (typeof type !== 'string' || !Object.hasOwn(FIELDS, type))
+    throw new FieldError(`${path}type`, `one of ${[...RAFT_MESSAGE_TYPES].join(', ')}`);
+  c.only(FIELDS[type]!);
+  c.uint('from');
+  c.uint('to');
+  const term = c.uint('term');
+  switch (type) {
+    case 'preVote':
+    case 'vote':
+      c.uint('lastIndex');
+      if (c.uint('lastTerm') > term) c.fail('lastTerm', 'at most the message term');
+      if (type === 'vote') c.boolean('transfer');
+      break;
+    case 'preVoteResponse':
+    case 'voteResponse':
+      c.boolean('granted');
+      break;
+    case 'append': {
+      const prevIndex = c.uint('prevIndex');
+      const prevTerm = c.uint('prevTerm');
+      if (prevTerm > term) c.fail('prevTerm', 'at most the message term');
+      checkEntries(c, prevIndex, prevTerm, term);
+      c.uint('commit');
+      break;
+    }
+    case 'appendResponse':
+      c.boolean('success');
+      c.uint('index');
+      c.uint('conflictTerm');
+      break;
+    case 'heartbeat':
+      c.uint('commit');
+      c.uint('context');
+      break;
+    case 'heartbeatResponse':
+      c.uint('context');
+      break;
+    case 'snapshot':
+      checkSnapshotHeader(c.object_('snapshot'), term, true);
+      break;
+    case 'timeoutNow':
+      break;
+  }
+  return value as unknown as WireRaftMessage;
+}
+
+/** Checks every field of a snapshot chunk (the table above `SnapshotChunk`). */
+export function checkSnapshotChunk(value: unknown): SnapshotChunk {
+  if (!isObject(value)) throw new FieldError('/', 'a map');
+  const c = new Checker(value, '');
+  c.only(['from', 'to', 'term', 'snapshot', 'totalBytes', 'crc32c', 'offset', 'data']);
+  c.uint('from');
+  c.uint('to');
+  const term = c.uint('term');
+  checkSnapshotHeader(c.object_('snapshot'), term, false);
+  const totalBytes = c.uint('totalBytes');
+  if (totalBytes > SNAPSHOT_BYTES_MAX) c.fail('totalBytes', `at most ${SNAPSHOT_BYTES_MAX}`);
+  c.uint32('crc32c');
+  const offset = c.uint('offset');
+  const data = c.bytes('data', SNAPSHOT_CHUNK_BYTES);
+  if (offset + data.byteLength > totalBytes) c.fail('offset', 'offset + data length at most totalBytes');
+  if (data.byteLength === 0 && totalBytes > 0) c.fail('data', 'at least one byte');
+  return value as unknown as SnapshotChunk;
+}

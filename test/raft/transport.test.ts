@@ -51,14 +51,14 @@ describe('Raft over HTTP/2', () => {
       const dir = await mkdtemp(join(tmpdir(), 'sluice-raft-h2-'));
       dirs.push(dir);
       const transport = new Http2RaftTransport(
-        { id, peers: urls, clusterSecret: secret },
+        { id, peers: urls, clusterSecret: secret, electionTimeoutMs: 200 },
         { clock: systemClock, random: new SeededRandom(id) },
       );
       const app = Fastify({ http2: true });
       const box: { driver?: RaftDriver } = {};
       await app.register(internalRaftRoutes, {
         clusterSecret: secret,
-        deliver: (m) => transport.deliver(m),
+        ...transport.receiver(),
         driver: { status: () => box.driver!.status() },
       });
       await app.listen({ host: '127.0.0.1', port: Number(new URL(urls[id]!).port) });
@@ -118,7 +118,12 @@ describe('Raft over HTTP/2', () => {
   it('refuses bodies that are not msgpack arrays of Raft messages', async () => {
     const got: Message[] = [];
     const app = Fastify({ http2: true });
-    await app.register(internalRaftRoutes, { clusterSecret: 's', deliver: (m) => got.push(...m) });
+    await app.register(internalRaftRoutes, {
+      clusterSecret: 's',
+      nodeId: 2,
+      isKnownMember: (id) => id === 1,
+      deliver: (m) => got.push(...m),
+    });
     const post = (payload: Buffer) =>
       app.inject({
         method: 'POST',
@@ -147,7 +152,12 @@ describe('Raft over HTTP/2', () => {
     const got: Message[] = [];
     const serve = async (port: number) => {
       const app = Fastify({ http2: true });
-      await app.register(internalRaftRoutes, { clusterSecret: 's', deliver: (m) => got.push(...m) });
+      await app.register(internalRaftRoutes, {
+        clusterSecret: 's',
+        nodeId: 2,
+        isKnownMember: (id) => id === 1,
+        deliver: (m) => got.push(...m),
+      });
       // The peer "crashes": its sessions are torn down rather than drained.
       const sessions = new Set<{ destroy(): void }>();
       app.addHook('preClose', async () => {
