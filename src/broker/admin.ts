@@ -113,7 +113,6 @@ export class AdminService implements AdminApi {
       partitions,
       replicationFactor,
       configs,
-      createdMs: this.#clock.nowMs(),
     };
     const replicas = this.#topics.replicas;
     for (let p = 0; p < partitions; p++) {

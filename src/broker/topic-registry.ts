@@ -8,7 +8,6 @@ export interface TopicRecord {
   partitions: number;
   replicationFactor: number;
   configs: Record<string, ConfigValue>;
-  createdMs: number;
 }
 
 /**

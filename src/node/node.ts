@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Broker } from '../broker/broker.js';
-import { FileTopicRegistry } from '../broker/topic-registry.js';
 import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -12,6 +11,7 @@ import { type ConfigValue, parseTopicConfigDefaults } from '../protocol/topic-co
 import { nodeFileSystem } from '../storage/fs.js';
 import { LogManager } from '../storage/log-manager.js';
 import { textLogStream } from './log-format.js';
+import { openMetadata } from './metadata.js';
 import { PromMetricsRegistry } from './metrics.js';
 import { VERSION } from './version.js';
 
@@ -52,10 +52,23 @@ export interface SluiceNode {
 }
 
 /**
- * The composition root of a single-node Sluice: storage, topic registry, broker service, HTTP on
- * one port for HTTP/1.1 and HTTP/2. Everything it opens it closes, in reverse order.
+ * The composition root of a Sluice node: storage, the metadata quorum (one voter on this node for
+ * now) with its controller, the broker, HTTP on one port for HTTP/1.1 and HTTP/2. Everything it
+ * opens it closes, in reverse order.
  */
 export async function startNode(options: NodeOptions): Promise<SluiceNode> {
+  // The node's own timers never hold a process open (a closed node must let it exit), and while
+  // the node starts nothing else may: the metadata quorum waits for its next tick between writes.
+  // This one keeps a process that is only starting a node alive until the server listens.
+  const starting = setInterval(() => {}, 60_000);
+  try {
+    return await startNodeHeld(options);
+  } finally {
+    clearInterval(starting);
+  }
+}
+
+async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
   const nodeId = options.nodeId ?? 1;
   const host = options.host ?? '127.0.0.1';
   const logLevel = options.logLevel ?? 'info';
@@ -96,7 +109,13 @@ export async function startNode(options: NodeOptions): Promise<SluiceNode> {
   );
   const closers: (() => Promise<void>)[] = [() => logs.close()];
   try {
-    const registry = await FileTopicRegistry.open(dataDir, nodeFileSystem);
+    // Topics live in the metadata log (a one-voter Raft quorum on this node), replayed into the image.
+    const metadata = await openMetadata(
+      { nodeId, dataDir, host, port: options.port ?? 8092 },
+      { fs: nodeFileSystem, clock },
+    );
+    closers.unshift(() => metadata.close());
+    const registry = metadata.registry;
     // The port is known once the server is bound; the cluster view asks for it when it answers.
     let boundPort = options.port ?? 8092;
     const broker = new Broker(

@@ -20,7 +20,6 @@ const topic = (name: string, partitions = 1): TopicRecord => ({
   partitions,
   replicationFactor: 1,
   configs: {},
-  createdMs: 1,
 });
 
 describe('FileTopicRegistry', () => {

@@ -1,4 +1,5 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -60,8 +61,9 @@ describe('startNode', () => {
       );
       const topic = (await get(second, '/v1/topics/kept')).body as { partitions: { logEndOffset: number }[] };
       expect(topic.partitions.map((p) => p.logEndOffset)).toEqual([0, 1]);
-      const stored = JSON.parse(await readFile(join(dataDir, '__cluster', 'topics.json'), 'utf8'));
-      expect(stored.clusterId).toBe(cluster.clusterId);
+      // Topics and the cluster id live in the metadata log, not in a file.
+      expect(existsSync(join(dataDir, '__cluster_metadata'))).toBe(true);
+      expect(existsSync(join(dataDir, '__cluster', 'topics.json'))).toBe(false);
     } finally {
       await second.close();
     }
