@@ -17,6 +17,11 @@ export interface AdminOptions {
   version: string;
   /** Where clients reach this node; read when asked, since the port is known only once bound. */
   address: () => { host: string; port: number };
+  /**
+   * The cluster as the metadata quorum sees it (controller, registered brokers, quorum status);
+   * without it, this node alone.
+   */
+  clusterView?: () => Pick<ClusterResponse, 'controllerId' | 'nodes' | 'metadata'>;
 }
 
 /**
@@ -65,13 +70,13 @@ export class AdminService implements AdminApi {
   cluster(): ClusterResponse {
     const { nodeId, version } = this.#options;
     const { host, port } = this.#options.address();
-    return {
-      clusterId: this.#topics.clusterId,
-      nodeId,
-      version,
-      controllerId: nodeId,
-      nodes: [{ id: nodeId, host, port, rack: null }],
-    };
+    const base = { clusterId: this.#topics.clusterId, nodeId, version };
+    if (!this.#options.clusterView)
+      return { ...base, controllerId: nodeId, nodes: [{ id: nodeId, host, port, rack: null }] };
+    const view = this.#options.clusterView();
+    // This node's own endpoint is the one it is bound to (a port chosen at bind time included).
+    const nodes = view.nodes.map((n) => (n.id === nodeId ? { ...n, host, port } : n));
+    return { ...base, ...view, nodes };
   }
 
   listTopics(): TopicSummary[] {

@@ -4,7 +4,7 @@ import { type Metrics, noopMetrics } from '../common/metrics.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
 import { ReplicaManager } from '../replication/replica-manager.js';
 import type { LogManager } from '../storage/log-manager.js';
-import { AdminService } from './admin.js';
+import { type AdminOptions, AdminService } from './admin.js';
 import type { BrokerApi, NodeApi } from './api.js';
 import { FetchService } from './fetch.js';
 import { FetchWaiters } from './fetch-waiters.js';
@@ -18,6 +18,8 @@ export interface BrokerOptions {
   version: string;
   /** Where clients reach this node; read when asked, since the port is known only once bound. */
   address: () => { host: string; port: number };
+  /** The cluster as the metadata quorum sees it; without it, this node alone. */
+  clusterView?: AdminOptions['clusterView'];
   /** Defaults for topics, in Kafka config names (e.g. `flush.policy`, `num.partitions`). */
   defaultConfigs?: Record<string, ConfigValue>;
   fetchWaitersMax?: number;
@@ -65,7 +67,12 @@ export class Broker implements BrokerApi {
       { metrics: deps.metrics ?? noopMetrics, topics, waiters: this.#waiters },
     );
     this.admin = new AdminService(
-      { nodeId: options.nodeId, version: options.version, address: options.address },
+      {
+        nodeId: options.nodeId,
+        version: options.version,
+        address: options.address,
+        ...(options.clusterView ? { clusterView: options.clusterView } : {}),
+      },
       { topics, waiters: this.#waiters, clock: deps.clock, metrics, logger: deps.logger ?? noopLogger },
     );
     this.produce = new ProduceService({ topics, clock: deps.clock, metrics });

@@ -8,6 +8,7 @@ import { SeededRandom } from '../common/random.js';
 import { Controller } from '../metadata/controller.js';
 import { MetadataLog } from '../metadata/metadata-log.js';
 import { METADATA_VERSION_FEATURE, type MetadataRecord } from '../metadata/records.js';
+import type { ClusterResponse } from '../protocol/api.js';
 import { RaftDriver, type RaftTransport } from '../raft/driver.js';
 import { LevelRaftStorage } from '../raft/storage.js';
 import type { Message } from '../raft/types.js';
@@ -30,6 +31,8 @@ export interface NodeMetadata {
   controller: Controller;
   registry: MetadataTopicRegistry;
   driver: RaftDriver;
+  /** The cluster as this node's image and Raft status show it, for `/v1/cluster`. */
+  clusterView(): Pick<ClusterResponse, 'controllerId' | 'nodes' | 'metadata'>;
   close(): Promise<void>;
 }
 
@@ -86,7 +89,32 @@ export async function openMetadata(
     await driver.start();
     await waitForLeadership(driver, deps.clock);
     await bootstrap(log, controller, options, deps.fs);
-    return { log, controller, registry, driver, close };
+    const clusterView = () => {
+      const status = driver.status();
+      const image = log.image;
+      return {
+        controllerId: status.leaderId,
+        nodes: [...image.brokers.values()]
+          .sort((a, b) => a.brokerId - b.brokerId)
+          .map((b) => ({
+            id: b.brokerId,
+            host: b.endpoints[0]?.host ?? '',
+            port: b.endpoints[0]?.port ?? 0,
+            rack: b.rack,
+            fenced: b.fenced,
+            brokerEpoch: b.brokerEpoch,
+          })),
+        metadata: {
+          role: status.role,
+          term: status.term,
+          commitIndex: status.commitIndex,
+          appliedIndex: status.appliedIndex,
+          voters: [...status.membership.voters],
+          lastOffset: image.lastOffset,
+        },
+      };
+    };
+    return { log, controller, registry, driver, clusterView, close };
   } catch (error) {
     await close().catch(() => {});
     throw error;

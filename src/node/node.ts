@@ -123,6 +123,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         nodeId,
         version: VERSION,
         address: () => ({ host, port: boundPort }),
+        clusterView: () => metadata.clusterView(),
         defaultConfigs: options.configs ?? {},
         ...(options.metricsPartitionSeriesMax !== undefined
           ? { partitionSeriesMax: options.metricsPartitionSeriesMax }

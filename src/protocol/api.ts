@@ -121,8 +121,28 @@ export interface ClusterResponse {
   clusterId: string;
   nodeId: number;
   version: string;
+  /** The active controller: the leader of the metadata quorum, null while there is none. */
   controllerId: number | null;
-  nodes: { id: number; host: string; port: number; rack?: string | null }[];
+  nodes: {
+    id: number;
+    host: string;
+    port: number;
+    rack?: string | null;
+    /** A fenced broker leads nothing until its heartbeats unfence it. */
+    fenced?: boolean;
+    /** The offset of the broker's registration in the metadata log; new at every restart. */
+    brokerEpoch?: number;
+  }[];
+  /** The metadata quorum as this node sees it. */
+  metadata?: {
+    role: string;
+    term: number;
+    commitIndex: number;
+    appliedIndex: number;
+    voters: number[];
+    /** The offset of the last metadata record this node has applied. */
+    lastOffset: number;
+  };
 }
 
 export interface ProblemDetails {
@@ -281,19 +301,37 @@ export const ENDPOINTS = {
     path: '/v1/cluster',
     summary: 'Nodes, this node and its version',
     successStatus: 200,
-    response: closed({
-      clusterId: { type: 'string' },
-      nodeId: nodeIdSchema,
-      version: { type: 'string' },
-      controllerId: { type: ['integer', 'null'] },
-      nodes: {
-        type: 'array',
-        items: closed(
-          { id: nodeIdSchema, host: { type: 'string' }, port: int, rack: { type: ['string', 'null'] } },
-          ['rack'],
-        ),
+    response: closed(
+      {
+        clusterId: { type: 'string' },
+        nodeId: nodeIdSchema,
+        version: { type: 'string' },
+        controllerId: { type: ['integer', 'null'] },
+        nodes: {
+          type: 'array',
+          items: closed(
+            {
+              id: nodeIdSchema,
+              host: { type: 'string' },
+              port: int,
+              rack: { type: ['string', 'null'] },
+              fenced: { type: 'boolean' },
+              brokerEpoch: int,
+            },
+            ['rack', 'fenced', 'brokerEpoch'],
+          ),
+        },
+        metadata: closed({
+          role: { type: 'string' },
+          term: int,
+          commitIndex: int,
+          appliedIndex: int,
+          voters: { type: 'array', items: nodeIdSchema },
+          lastOffset: int,
+        }),
       },
-    }),
+      ['metadata'],
+    ),
   },
   listTopics: {
     id: 'listTopics',

@@ -40,10 +40,25 @@ describe('the metadata log of a node', () => {
     await first.broker.admin.addPartitions('kept', 3);
     await first.broker.produce.records('kept', [{ value: Buffer.from('v'), partition: 2 }], 1);
     const clusterId = first.broker.admin.cluster().clusterId;
+    const firstEpoch = first.broker.admin.cluster().nodes[0]!.brokerEpoch!;
     await first.close();
     const second = await startNode({ dataDir, port: 0, logLevel: 'silent' });
     nodes.push(second);
     expect(second.broker.admin.cluster().clusterId).toBe(clusterId);
+    // The cluster view comes from the quorum: this node leads it, and is registered unfenced with a
+    // new broker epoch at every start.
+    const view = second.broker.admin.cluster();
+    expect(view.controllerId).toBe(1);
+    expect(view.metadata).toMatchObject({ role: 'leader', voters: [1] });
+    expect(view.nodes).toEqual([
+      expect.objectContaining({
+        id: 1,
+        port: second.address.port,
+        fenced: false,
+        brokerEpoch: expect.any(Number),
+      }),
+    ]);
+    expect(view.nodes[0]!.brokerEpoch).toBeGreaterThan(firstEpoch);
     const topic = second.broker.admin.describeTopic('kept');
     expect(topic.partitions.map((p) => p.logEndOffset)).toEqual([0, 0, 1]);
     // Config values keep their JSON type through the log.
