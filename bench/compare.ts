@@ -7,6 +7,7 @@
  *   node --import tsx bench/compare.ts                  # base: HEAD~1, 5 rounds of 3 s per step
  *   BASE=2d8089a ROUNDS=7 STEP_SECONDS=3 node --import tsx bench/compare.ts
  *   BASE=2d8089a CANDIDATE=8d06a74 node --import tsx bench/compare.ts   # two commits, neither the tree
+ *   STEPS=fetch ROUNDS=10 node --import tsx bench/compare.ts             # only the steps named so
  *
  * The base commit is built in a temporary git worktree (node_modules shared with this tree), and
  * both brokers run as `sluice start` processes on loopback. Appends a dated row to bench/RESULTS.md.
@@ -229,6 +230,28 @@ async function main(): Promise<void> {
       records: BATCH_RECORDS,
     },
   ];
+  // STEPS=fetch (a substring of step names) measures only those steps.
+  const only = process.env.STEPS;
+  if (only) steps.splice(0, steps.length, ...steps.filter((step) => step.name.includes(only)));
+  // The fetch step reads what the produce steps wrote; with those left out, each broker gets the
+  // same 100 batches first.
+  for (const url of Object.values(urls))
+    execFileSync(
+      'h2load',
+      [
+        '-n',
+        '100',
+        '-c',
+        '4',
+        '--h1',
+        '-H',
+        'content-type: application/vnd.msgpack',
+        '-d',
+        batched,
+        `${url}/v1/topics/batched/partitions/0/records?acks=1`,
+      ],
+      { stdio: 'ignore' },
+    );
   const results = new Map<string, { head: Figure[]; base: Figure[] }>();
   for (const step of steps) results.set(step.name, { head: [], base: [] });
   for (let round = 0; round < ROUNDS; round++) {
