@@ -1,4 +1,15 @@
-export { SluiceError } from '../common/errors.js';
+export { type ErrorCode, isSluiceError, SluiceError } from '../common/errors.js';
+export type {
+  ClusterResponse,
+  FetchedRecord,
+  OffsetsResponse,
+  PartitionInfo,
+  ProduceRecord,
+  ProduceResponse,
+  TopicCreateRequest,
+  TopicDescription,
+} from '../protocol/api.js';
+export type { BatchRecord, Header } from '../protocol/batch.js';
 export {
   decodeFetchResponse as parseFetchResponse,
   type FetchPage,
