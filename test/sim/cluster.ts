@@ -744,6 +744,8 @@ export class SimCluster {
         await this.#step();
       }
       if (this.now % 20 === 0) {
+        // A save already failing as the heal began stops its node: the operator restarts it.
+        for (const node of this.nodes) if (node.state === 'up' && node.life.saveFailed) this.restart(node);
         const leader = this.leader();
         if (final === undefined && !proposing && leader) {
           proposing = true;
@@ -774,8 +776,8 @@ export class SimCluster {
     this.dropRate = 0;
     this.duplicateRate = 0;
     this.longTailRate = 0;
+    for (const node of this.nodes) node.failNextSave = false;
     for (const node of this.nodes) {
-      node.failNextSave = false;
       if (node.paused) this.#resume(node);
       this.restart(node);
     }
