@@ -2,7 +2,7 @@ import type { Clock, TimerHandle } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { Random } from '../common/random.js';
 import { RaftCore, type RaftCoreOptions } from './core.js';
-import type { RaftStorage } from './storage.js';
+import type { RaftPersistentState, RaftStorage } from './storage.js';
 import type { ConfigChange, Entry, HardState, Membership, Message, NodeId, Role } from './types.js';
 
 /** Carries Raft messages between nodes. Delivery may drop, delay or reorder; Raft tolerates it. */
@@ -35,6 +35,15 @@ export interface RaftDriverOptions extends Omit<RaftCoreOptions, 'id'> {
   snapshotEntries?: number;
   /** Proposals and reads waiting for an answer. */
   waitersMax?: number;
+  /**
+   * This node has taken part in the cluster before (the composition root knows it from outside the
+   * Raft storage, as it knows the node's id). Empty storage is then refused at start: a member that
+   * lost its storage may have voted in the current term or acknowledged entries it no longer holds,
+   * so letting it vote or be counted again could elect two leaders in one term or lose committed
+   * entries. Such a node comes back as a new server: removed, then added as a learner. Default
+   * false: empty storage means a founding member of a new cluster.
+   */
+  storedStateRequired?: boolean;
 }
 
 export interface RaftDriverDeps {
@@ -114,6 +123,11 @@ export class RaftDriver {
 
   async start(): Promise<void> {
     const state = await this.deps.storage.load();
+    if (this.options.storedStateRequired && isEmptyState(state))
+      throw new SluiceError(
+        'KAFKA_STORAGE_ERROR',
+        `node ${this.options.id} has taken part in the cluster but its Raft storage is empty: refusing to start, because it could vote again in a term it already voted in or be counted for entries it no longer holds; remove it from the membership and add it back as a new learner`,
+      );
     this.#savedHardState = state.hardState;
     if (state.snapshot) {
       if (!this.#hooks)
@@ -228,13 +242,13 @@ export class RaftDriver {
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw new SluiceError('SHUTTING_DOWN', 'the Raft node is closed');
-    if (!this.#core)
-      throw new SluiceError('NOT_LEADER', 'the Raft node has not started', { details: { leaderId: null } });
     if (this.#failure)
       throw new SluiceError('KAFKA_STORAGE_ERROR', 'the Raft node stopped after a storage failure', {
         cause: this.#failure,
       });
+    if (this.#closed) throw new SluiceError('SHUTTING_DOWN', 'the Raft node is closed');
+    if (!this.#core)
+      throw new SluiceError('NOT_LEADER', 'the Raft node has not started', { details: { leaderId: null } });
   }
 
   #kick(): void {
@@ -274,6 +288,8 @@ export class RaftDriver {
             entries: ready.entries,
             sync: !commitOnly,
           });
+          // Stopped meanwhile (a failed compaction save, or close): nothing more leaves this node.
+          if (this.#closed) return;
           if (hard) this.#savedHardState = hard;
           for (const m of ready.messages) if (!(leading && isReplication(m))) this.deps.transport.send(m);
           if (ready.snapshot) {
@@ -309,11 +325,7 @@ export class RaftDriver {
         }
       } while (this.#again && !this.#closed);
     } catch (error) {
-      // A storage failure leaves the node unable to promise durability: it stops taking part.
-      this.#failure = error;
-      this.#closed = true;
-      this.#timer?.cancel();
-      this.#rejectAll(new SluiceError('KAFKA_STORAGE_ERROR', 'Raft storage failed', { cause: error }));
+      this.#stop(error);
     } finally {
       this.#processing = false;
     }
@@ -339,9 +351,18 @@ export class RaftDriver {
     if (!snapshot) return;
     // The storage orders saves, so this one never overtakes the entries it covers; it is not awaited
     // because nothing sent depends on it (a lost snapshot only means a longer log on restart).
-    void this.deps.storage.save({ snapshot }).catch((error) => {
-      this.#failure = error;
-    });
+    void this.deps.storage.save({ snapshot }).catch((error: unknown) => this.#stop(error));
+  }
+
+  /**
+   * A storage failure leaves the node unable to promise durability: it stops taking part (no
+   * message leaves it, no tick runs) rather than go on voting and acknowledging.
+   */
+  #stop(error: unknown): void {
+    if (this.#failure === undefined) this.#failure = error;
+    this.#closed = true;
+    this.#timer?.cancel();
+    this.#rejectAll(new SluiceError('KAFKA_STORAGE_ERROR', 'Raft storage failed', { cause: error }));
   }
 
   /**
@@ -386,6 +407,15 @@ export class RaftDriver {
     await this.deps.transport.close();
     await this.deps.storage.close();
   }
+}
+
+function isEmptyState(state: RaftPersistentState): boolean {
+  return (
+    state.hardState.term === 0 &&
+    state.hardState.vote === null &&
+    state.snapshot === undefined &&
+    state.entries.length === 0
+  );
 }
 
 /** Messages a leader sends about its own log: safe to send before its write of the same Ready. */

@@ -239,4 +239,65 @@ describe('RaftDriver', () => {
     expect(isSluiceError(await pending, 'NOT_LEADER')).toBe(true);
     for (const d of c.drivers) await d.close();
   });
+
+  // Found by the simulation (seed 477 and others): a failed compaction save only marked the driver
+  // failed, and it went on voting and acknowledging. Every failed save now stops the node.
+  it('a failed compaction save stops the node: nothing leaves it afterwards and proposals get KAFKA_STORAGE_ERROR', async () => {
+    const storages = [new MemoryRaftStorage(), new MemoryRaftStorage(), new MemoryRaftStorage()];
+    const c = await cluster(storages, { snapshotEntries: 3 });
+    await c.run(500);
+    const leader = c.leader()!;
+    const follower = c.drivers.find((d) => d !== leader)!;
+    const id = follower.status().id;
+    const storage = storages[id - 1]!;
+    const save = storage.save.bind(storage);
+    let failed = false;
+    storage.save = (update) => {
+      if (update.snapshot && !failed) {
+        failed = true;
+        return Promise.reject(new Error('disk gone'));
+      }
+      return save(update);
+    };
+    for (let i = 0; i < 6; i++) await leader.propose(Buffer.from(`p${i}`));
+    await c.run(100);
+    expect(failed).toBe(true);
+    const savesAfter = storage.saves;
+    await c.run(300);
+    // A stopped node persists nothing more: no vote, no acknowledgement is written or sent.
+    expect(storage.saves).toBe(savesAfter);
+    await expect(follower.propose(Buffer.from('x'))).rejects.toMatchObject({ code: 'KAFKA_STORAGE_ERROR' });
+    await expect(follower.readIndex()).rejects.toMatchObject({ code: 'KAFKA_STORAGE_ERROR' });
+    for (const d of c.drivers) await d.close();
+  });
+
+  it('refuses to start on empty storage when the node is known to have taken part', async () => {
+    const driver = new RaftDriver(
+      { id: 2, membership: { voters: [1, 2, 3], learners: [] }, storedStateRequired: true },
+      {
+        storage: new MemoryRaftStorage(),
+        transport: new LocalNetwork().transport(2),
+        clock: new ManualClock(),
+        random: new SeededRandom(1),
+      },
+    );
+    await expect(driver.start()).rejects.toMatchObject({
+      code: 'KAFKA_STORAGE_ERROR',
+      message: expect.stringMatching(/node 2 has taken part in the cluster but its Raft storage is empty/),
+    });
+    const storage = new MemoryRaftStorage();
+    await storage.save({ hardState: { term: 3, vote: 1, commit: 0 } });
+    const restarted = new RaftDriver(
+      { id: 2, membership: { voters: [1, 2, 3], learners: [] }, storedStateRequired: true },
+      {
+        storage,
+        transport: new LocalNetwork().transport(2),
+        clock: new ManualClock(),
+        random: new SeededRandom(1),
+      },
+    );
+    await restarted.start();
+    expect(restarted.status().term).toBe(3);
+    await restarted.close();
+  });
 });

@@ -1,37 +1,37 @@
 /**
  * Replays or soaks the Raft simulation:
- *   SEED=123 npm run sim            # one seed, with its transcript on failure
+ *   SEED=123 npm run sim            # one seed; on failure the last trace lines and the replay command
+ *   SEED=123 TRACE=1 npm run sim    # the same with the whole history
  *   SEEDS=20000 npm run sim         # seeds 1..20000
  *   SEEDS=5000 FIRST=100000 npm run sim
  */
-import { replayCommand, runSeed, SimCluster } from './cluster.js';
+import { nodesFor, replayCommand, runSeed, SimCluster } from './cluster.js';
 
 const seed = process.env.SEED;
 if (seed !== undefined) {
   const s = Number(seed);
-  const nodes = process.env.NODES ? Number(process.env.NODES) : undefined;
+  const nodes = process.env.NODES ? Number(process.env.NODES) : nodesFor(s);
+  const whole = process.env.TRACE === '1';
+  const cluster = new SimCluster({ seed: s, nodes, transcript: whole });
   try {
-    const result = runSeed(s, nodes ? { nodes } : {});
-    console.log(
-      `seed ${s}: ok, ${result.events} events, ${result.committed} entries committed, ${result.reads} reads, ${result.adminOps} transfers/membership changes, trace ${result.traceHash}`,
-    );
+    const result = await cluster.run();
+    if (whole) console.log(cluster.transcript.join('\n'));
+    console.log(`seed ${s}: ok`, JSON.stringify(result));
   } catch (error) {
-    const cluster = new SimCluster({ seed: s, nodes: nodes ?? (s % 3 === 0 ? 5 : 3), transcript: true });
-    try {
-      cluster.run();
-    } catch {}
-    console.log(cluster.transcript.slice(-80).join('\n'));
-    console.error(`\n${(error as Error).message}\nreplay: ${replayCommand(s)}`);
+    console.log(cluster.transcript.slice(whole ? 0 : -200).join('\n'));
+    console.error(
+      `\n${(error as Error).message}\nreplay: ${replayCommand(s)}${whole ? '' : ' (TRACE=1 for the whole history)'}`,
+    );
     process.exitCode = 1;
   }
 } else {
-  const count = Number(process.env.SEEDS ?? 2000);
+  const count = Number(process.env.SEEDS ?? 1000);
   const first = Number(process.env.FIRST ?? 1);
   const started = performance.now();
   let failed = 0;
   for (let s = first; s < first + count; s++) {
     try {
-      runSeed(s);
+      await runSeed(s);
     } catch (error) {
       failed++;
       console.error(`${(error as Error).message}\n  replay: ${replayCommand(s)}`);
