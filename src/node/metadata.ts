@@ -12,10 +12,12 @@ import type { ClusterResponse } from '../protocol/api.js';
 import { RaftDriver, type RaftTransport } from '../raft/driver.js';
 import { LevelRaftStorage } from '../raft/storage.js';
 import type { Message } from '../raft/types.js';
-import type { FileSystem } from '../storage/fs.js';
+import { type FileSystem, mkdirDurable } from '../storage/fs.js';
 
 /** Where the metadata quorum keeps its Raft log (LevelDB) in a data directory. */
 export const METADATA_DIR = '__cluster_metadata';
+/** Which cluster and node a data directory belongs to, written once the node has joined. */
+const IDENTITY_FILE = join('__cluster', 'node.json');
 /** The single-node release's topic file; imported into the metadata log at the first start. */
 const LEGACY_TOPICS = join('__cluster', 'topics.json');
 /** A one-voter quorum ticks fast: it elects itself in one election timeout (10 × 10 ms). */
@@ -59,6 +61,17 @@ export async function openMetadata(
   options: { nodeId: number; dataDir: string; host: string; port: number },
   deps: { fs: FileSystem; clock: Clock },
 ): Promise<NodeMetadata> {
+  // A node that has taken part in a cluster says so in its data directory. Its metadata log lost
+  // then must not start afresh: a new cluster id and an empty image would make the broker delete
+  // every partition directory as unowned.
+  const identityPath = join(options.dataDir, IDENTITY_FILE);
+  const identity = await readIdentity(identityPath, deps.fs);
+  if (identity && identity.nodeId !== options.nodeId) {
+    throw new SluiceError(
+      'INVALID_CONFIG',
+      `${options.dataDir} belongs to node ${identity.nodeId} of cluster ${identity.clusterId}, not node ${options.nodeId}`,
+    );
+  }
   const storage = await LevelRaftStorage.open(join(options.dataDir, METADATA_DIR));
   const driver = new RaftDriver(
     {
@@ -68,6 +81,7 @@ export async function openMetadata(
       electionTicks: 10,
       heartbeatTicks: 1,
       snapshotEntries: 10_000,
+      storedStateRequired: identity !== undefined,
     },
     {
       storage,
@@ -89,6 +103,20 @@ export async function openMetadata(
     await driver.start();
     await waitForLeadership(driver, deps.clock);
     await bootstrap(log, controller, options, deps.fs);
+    const clusterId = log.image.clusterId!;
+    if (identity && identity.clusterId !== clusterId) {
+      throw new SluiceError(
+        'INVALID_CONFIG',
+        `${options.dataDir} holds data of cluster ${identity.clusterId}, but its metadata log is of cluster ${clusterId}`,
+      );
+    }
+    if (!identity) {
+      await mkdirDurable(deps.fs, join(options.dataDir, '__cluster'));
+      await deps.fs.writeFileAtomic(
+        identityPath,
+        Buffer.from(`${JSON.stringify({ clusterId, nodeId: options.nodeId })}\n`),
+      );
+    }
     const clusterView = () => {
       const status = driver.status();
       const image = log.image;
@@ -174,4 +202,22 @@ async function bootstrap(
     for (const topic of legacy.list()) if (!log.image.topic(topic.name)) await registry.put(topic);
     await fs.rename(legacyPath, `${legacyPath}.imported`);
   }
+}
+
+async function readIdentity(
+  path: string,
+  fs: FileSystem,
+): Promise<{ clusterId: string; nodeId: number } | undefined> {
+  const data = await fs.readFile(path);
+  if (data === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(data.toString('utf8'));
+  } catch (error) {
+    throw new SluiceError('KAFKA_STORAGE_ERROR', `${path} is not valid JSON`, { cause: error });
+  }
+  const p = parsed as { clusterId?: unknown; nodeId?: unknown };
+  if (typeof p.clusterId !== 'string' || !Number.isSafeInteger(p.nodeId))
+    throw new SluiceError('KAFKA_STORAGE_ERROR', `${path} does not name a cluster and node`);
+  return { clusterId: p.clusterId, nodeId: p.nodeId as number };
 }

@@ -115,4 +115,27 @@ describe('the metadata log of a node', () => {
     expect(existsSync(join(dataDir, '__cluster', 'topics.json'))).toBe(false);
     expect(existsSync(join(dataDir, '__cluster', 'topics.json.imported'))).toBe(true);
   });
+
+  it('refuses to start when the metadata log of a node that took part is gone, and leaves the data alone', async () => {
+    const dataDir = await tempDir();
+    const node = await startNode({ dataDir, port: 0, logLevel: 'silent' });
+    await node.broker.admin.createTopic({ name: 'precious', partitions: 1 });
+    await node.broker.produce.records('precious', [{ value: Buffer.from('v') }], 1);
+    await node.close();
+    await rm(join(dataDir, '__cluster_metadata'), { recursive: true, force: true });
+    await expect(startNode({ dataDir, port: 0, logLevel: 'silent' })).rejects.toMatchObject({
+      code: 'KAFKA_STORAGE_ERROR',
+    });
+    // The partition is still on disk, not deleted as unowned by a fresh, empty cluster.
+    expect(existsSync(join(dataDir, 'precious-0', '00000000000000000000.log'))).toBe(true);
+    // Another node id on this data directory is refused too.
+    const other = await tempDir();
+    nodes.push(await startNode({ dataDir: other, port: 0, logLevel: 'silent' }));
+    await nodes.pop()!.close();
+    await expect(startNode({ dataDir: other, nodeId: 2, port: 0, logLevel: 'silent' })).rejects.toMatchObject(
+      {
+        code: 'INVALID_CONFIG',
+      },
+    );
+  });
 });
