@@ -213,7 +213,9 @@ export class RaftCore {
   }
 
   proposeConfigChange(change: ConfigChange): { index: number; term: number } {
-    if (this.#role === 'leader' && this.termAt(this.#commit) !== this.#term) {
+    // Only a leader takes changes; a follower names it rather than reporting the leader's limits.
+    this.#requireLeader();
+    if (this.termAt(this.#commit) !== this.#term) {
       // A change from an earlier leader may sit on a minority outside this log; two single-server
       // changes from different terms could then commit with disjoint quorums. Committing an entry
       // of this term first rules that out (the known fix to single-server changes).
@@ -895,12 +897,16 @@ export class RaftCore {
     }
   }
 
-  #proposeEntry(type: Entry['type'], data: Uint8Array): { index: number; term: number } {
+  #requireLeader(): void {
     if (this.#role !== 'leader') {
       throw new SluiceError('NOT_LEADER', `node ${this.id} is not the leader`, {
         details: { leaderId: this.#leader },
       });
     }
+  }
+
+  #proposeEntry(type: Entry['type'], data: Uint8Array): { index: number; term: number } {
+    this.#requireLeader();
     if (this.#transferee !== null) {
       throw new SluiceError('NOT_LEADER', `leadership is moving to node ${this.#transferee}`, {
         details: { leaderId: this.#transferee },
