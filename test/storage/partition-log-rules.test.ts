@@ -3,7 +3,7 @@ import { ManualClock } from '../../src/common/clock.js';
 import { crc32c } from '../../src/common/crc32c.js';
 import { isSluiceError, type SluiceError } from '../../src/common/errors.js';
 import { encodeBatch, splitBatches } from '../../src/protocol/batch.js';
-import { SimulatedFileSystem } from '../../src/storage/fs.js';
+import { type FileHandle, SimulatedFileSystem } from '../../src/storage/fs.js';
 import {
   PartitionLog,
   type PendingAppend,
@@ -85,6 +85,7 @@ describe('appends', () => {
     const [index, reason] = rejected[0]!;
     expect(index).toBe(10_000);
     expect(isSluiceError(reason) && reason.code).toBe('LIMIT_EXCEEDED');
+    expect((reason as Error).message).toBe(`more than 10000 appends are waiting on ${dir}`);
     expect(log.logEndOffset).toBe(10_000);
     await log.close();
   });
@@ -246,6 +247,89 @@ describe('rolls and retention at their boundaries', () => {
     log.updateConfig({ retentionBytes: 0, cleanupPolicy: 'compact' });
     expect((await log.enforceRetention()).segmentsDeleted).toBe(0);
     await log.close();
+  });
+});
+
+describe('slow synchronous reads', () => {
+  it('a read of exactly 2 ms is not slow; three of 3 ms in a row are', async () => {
+    const sim = new SimulatedFileSystem();
+    const clock = new ManualClock();
+    const calls: string[] = [];
+    const cost = { ms: 0 };
+    const open = async (path: string): Promise<FileHandle> => {
+      const handle = await sim.open(path);
+      if (!path.endsWith('.log')) return handle;
+      return {
+        read: (...args) => {
+          calls.push('read');
+          return handle.read(...args);
+        },
+        readSync: (...args) => {
+          calls.push('readSync');
+          clock.advance(cost.ms);
+          return handle.readSync(...args);
+        },
+        write: (...args) => handle.write(...args),
+        writeSync: (...args) => handle.writeSync(...args),
+        sync: () => handle.sync(),
+        truncate: (n) => handle.truncate(n),
+        size: () => handle.size(),
+        close: () => handle.close(),
+      };
+    };
+    const fs = new Proxy(sim, {
+      get: (target, name) => {
+        if (name === 'open') return open;
+        const member = Reflect.get(target, name);
+        return typeof member === 'function' ? member.bind(target) : member;
+      },
+    });
+    const log = await PartitionLog.open({ dir }, { fs, clock });
+    await log.append(batchOf(['a']), { assignOffsets: true });
+    const readOnce = async () => {
+      calls.length = 0;
+      await log.read(0, { maxBytes: 1 << 20 });
+      return calls.join();
+    };
+    cost.ms = 2;
+    for (let i = 0; i < 4; i++) expect(await readOnce()).toBe('readSync');
+    // Two slow reads and a fast one: the count starts again.
+    for (const ms of [3, 3, 0, 3, 3]) {
+      cost.ms = ms;
+      expect(await readOnce()).toBe('readSync');
+    }
+    cost.ms = 3;
+    expect(await readOnce()).toBe('readSync');
+    cost.ms = 0;
+    expect(await readOnce()).toBe('read');
+    clock.advance(29_999);
+    expect(await readOnce()).toBe('read');
+    clock.advance(1);
+    expect(await readOnce()).toBe('readSync');
+    await log.close();
+  });
+});
+
+describe('clean shutdown', () => {
+  it('a clean reopen keeps the epochs of the checkpoint and removes the marker, so a crash after it is recovered', async () => {
+    const { fs, open } = setup();
+    const log = await open();
+    await log.append(batchOf(['a']), { assignOffsets: true, leaderEpoch: 2 });
+    await log.append(batchOf(['b']), { assignOffsets: true, leaderEpoch: 5 });
+    await log.close();
+    expect(await fs.readdir(dir)).toContain('.clean-shutdown');
+    const reopened = await open();
+    expect(reopened.recoveryReport).toBeUndefined();
+    expect(reopened.leaderEpochs.entries()).toEqual([
+      { epoch: 2, startOffset: 0 },
+      { epoch: 5, startOffset: 1 },
+    ]);
+    expect(await fs.readdir(dir)).not.toContain('.clean-shutdown');
+    fs.crashLosingAllUnsynced();
+    const crashed = await open();
+    expect(crashed.recoveryReport).toBeDefined();
+    expect(crashed.leaderEpochs.entries()).toHaveLength(2);
+    await crashed.close();
   });
 });
 
