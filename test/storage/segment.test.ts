@@ -280,4 +280,108 @@ describe('Segment', () => {
     }
     await segment.close();
   });
+
+  it('a clean reopen whose log ends in bytes that are no whole batch cuts them off', async () => {
+    const fs = await newFs();
+    const segment = await Segment.create(dir, 0, fs, 0);
+    await appendAll(segment, batches(3), 1);
+    const size = segment.size;
+    await segment.syncIndexes();
+    await segment.close();
+    const file = fs.files.get(`${dir}/${segmentName(0)}.log`)!;
+    file.current = Buffer.concat([file.current, batches(1, 3)[0]!.subarray(0, 20)]);
+    const { segment: reopened } = await Segment.open(dir, 0, fs, { ...openOptions, recover: false });
+    expect([reopened.size, reopened.nextOffset]).toEqual([size, 3]);
+    expect(file.current.length).toBe(size);
+    await appendAll(reopened, batches(1, 3), 1);
+    expect((await offsetsRead(reopened, 0)).offsets).toEqual([0, 1, 2, 3]);
+    await reopened.close();
+  });
+
+  it('recovery stops at a batch whose offsets go back, and says where', async () => {
+    const fs = await newFs();
+    const segment = await Segment.create(dir, 0, fs, 0);
+    await appendAll(segment, batches(2), 1);
+    const size = segment.size;
+    await segment.close();
+    const file = fs.files.get(`${dir}/${segmentName(0)}.log`)!;
+    file.current = Buffer.concat([file.current, batches(1, 1)[0]!]);
+    const opened = await Segment.open(dir, 0, fs, { ...openOptions, recover: true });
+    expect(opened.corrupt).toBe(`batch at position ${size} goes back to offset 1`);
+    expect([opened.segment.size, opened.segment.nextOffset]).toEqual([size, 2]);
+    await opened.segment.close();
+  });
+
+  it('recovery checks a segment larger than its read chunk, batch by batch across chunks', async () => {
+    const fs = await newFs();
+    const segment = await Segment.create(dir, 0, fs, 0);
+    const parts = [0, 1, 2].map((i) => {
+      const b = batchOf([String(i).repeat(400_000)]);
+      setBaseOffset(b, 0, i);
+      return b;
+    });
+    await appendAll(segment, parts, 4096);
+    await segment.close();
+    const opened = await Segment.open(dir, 0, fs, {
+      ...openOptions,
+      indexIntervalBytes: 4096,
+      recover: true,
+    });
+    expect([opened.corrupt, opened.segment.nextOffset, opened.segment.size]).toEqual([
+      undefined,
+      3,
+      parts.reduce((n, p) => n + p.length, 0),
+    ]);
+    await opened.segment.close();
+  });
+
+  it('without index entries, reads and truncation far into the segment find their batch by walking headers across read chunks', async () => {
+    const fs = await newFs();
+    const segment = await Segment.create(dir, 0, fs, 0);
+    const parts = batches(1500);
+    const bytes = (from: number, to: number) => parts.slice(from, to).reduce((n, p) => n + p.length, 0);
+    expect(bytes(0, 1500)).toBeGreaterThan(2 * 65_536);
+    await appendAll(segment, parts, 1e9);
+    expect(segment.lookupPosition(1400)).toBe(0);
+    expect(await offsetsRead(segment, 1400, 1)).toEqual({ offsets: [1400], nextOffset: 1401 });
+    expect(await offsetsRead(segment, 1400, bytes(1400, 1403))).toEqual({
+      offsets: [1400, 1401, 1402],
+      nextOffset: 1403,
+    });
+    expect(await offsetsRead(segment, 1400, 1 << 20, 1402)).toEqual({
+      offsets: [1400, 1401],
+      nextOffset: 1402,
+    });
+    expect(await segment.truncateTo(1200)).toBe(1200);
+    expect(segment.size).toBe(bytes(0, 1200));
+    expect(await offsetsRead(segment, 1199, 1)).toEqual({ offsets: [1199], nextOffset: 1200 });
+    await segment.close();
+  });
+
+  it('names the damage a header walk finds: a batch running past the end, a length too small, a value beyond 2^53', async () => {
+    const damaged = async (edit: (log: Buffer, size: number) => void) => {
+      const fs = await newFs();
+      const segment = await Segment.create(dir, 0, fs, 0);
+      await appendAll(segment, batches(3), 1e9);
+      edit(fs.files.get(`${dir}/${segmentName(0)}.log`)!.current, segment.size / 3);
+      try {
+        await segment.truncateTo(2);
+        return 'no error';
+      } catch (error) {
+        return isSluiceError(error) ? error.message : String(error);
+      } finally {
+        await segment.close();
+      }
+    };
+    const size = batches(1)[0]!.length;
+    expect(await damaged((log, n) => log.writeUInt32BE(n * 5, n + 11))).toBe(
+      `the stored batch at byte ${size} of segment 0 is damaged (a batch runs past the end of the segment); reads from offset 3 on do not cross it`,
+    );
+    expect(await damaged((log, n) => log.writeUInt32BE(10, n + 11))).toBe(
+      `the stored batch at byte ${size} of segment 0 is damaged (batch length 10 too small); reads from offset 3 on do not cross it`,
+    );
+    expect(await damaged((log, n) => log.writeUInt32BE(0x200000, n + 2))).toBe(
+      `the stored batch at byte ${size} of segment 0 is damaged (a 64-bit value exceeds 2^53); reads from offset 3 on do not cross it`,
+    );
+  });
 });
