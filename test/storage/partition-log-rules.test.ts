@@ -250,40 +250,113 @@ describe('rolls and retention at their boundaries', () => {
   });
 });
 
+/** The simulated file system, recording how `.log` files are read and written; each synchronous call costs `cost.ms`. */
+function watched(sim: SimulatedFileSystem, clock: ManualClock) {
+  const calls: string[] = [];
+  const cost = { ms: 0 };
+  const open = async (path: string): Promise<FileHandle> => {
+    const handle = await sim.open(path);
+    if (!path.endsWith('.log')) return handle;
+    return {
+      read: (...args) => {
+        calls.push('read');
+        return handle.read(...args);
+      },
+      readSync: (...args) => {
+        calls.push('readSync');
+        clock.advance(cost.ms);
+        return handle.readSync(...args);
+      },
+      write: (...args) => {
+        calls.push('write');
+        return handle.write(...args);
+      },
+      writeSync: (...args) => {
+        calls.push('writeSync');
+        clock.advance(cost.ms);
+        return handle.writeSync(...args);
+      },
+      sync: () => handle.sync(),
+      truncate: (n) => handle.truncate(n),
+      size: () => handle.size(),
+      close: () => handle.close(),
+    };
+  };
+  const fs = new Proxy(sim, {
+    get: (target, name) => {
+      if (name === 'open') return open;
+      const member = Reflect.get(target, name);
+      return typeof member === 'function' ? member.bind(target) : member;
+    },
+  });
+  return { fs, calls, cost };
+}
+
+describe('groups and their writes', () => {
+  it('a group of exactly 1 MiB is written on this thread, a larger one through the pool', async () => {
+    const sim = new SimulatedFileSystem();
+    const clock = new ManualClock();
+    const { fs, calls } = watched(sim, clock);
+    const log = await PartitionLog.open({ dir }, { fs, clock });
+    const mib = 1024 * 1024;
+    const overhead = batchOf(['']).length;
+    const exact = batchOf(['m'.repeat(mib - overhead - 3)]);
+    expect(exact.length).toBe(mib);
+    calls.length = 0;
+    await log.append(exact, { assignOffsets: true });
+    expect(calls).toEqual(['writeSync']);
+    const over = batchOf(['m'.repeat(mib - overhead - 2)]);
+    expect(over.length).toBe(mib + 1);
+    calls.length = 0;
+    await log.append(over, { assignOffsets: true });
+    expect(calls).toEqual(['write']);
+    await log.close();
+  });
+
+  it('appends past one 8 MiB group are written by the next drain without another append arriving', async () => {
+    const { open } = setup({ segmentBytes: 64 * 1024 * 1024 });
+    const log = await open();
+    const appends = Array.from({ length: 9 }, (_, i) =>
+      log.append(batchOf([String(i).repeat(1_000_000)]), { assignOffsets: true }),
+    );
+    const results = await Promise.all(appends);
+    expect(results.map((r) => r.baseOffset)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    await log.close();
+  });
+
+  it('a group whose every append is refused writes nothing and tells no listener', async () => {
+    const { clock, open } = setup({ segmentMs: 10 });
+    const log = await open();
+    await log.append(batchOf(['a']), { assignOffsets: true });
+    let heard = 0;
+    log.onAppend(() => heard++);
+    clock.advance(100);
+    const gap = encodeBatch([{ value: Buffer.from('g'), timestamp: 1 }], { baseOffset: 7 });
+    expect((await refusal(log.append(gap, { assignOffsets: false }))).code).toBe('INVALID_REQUEST');
+    expect([heard, log.segmentCount, log.logEndOffset]).toEqual([0, 1, 1]);
+    await log.close();
+  });
+
+  it('a roll applies retention by size, down to retention.bytes 0, and never retention by time', async () => {
+    const one = batchOf(['r'.repeat(40)]).length;
+    const { clock, open } = setup({ segmentBytes: one, retentionBytes: 0, retentionMs: 10 });
+    const log = await open();
+    for (let i = 0; i < 3; i++) await log.append(batchOf([`${i}`.repeat(40)]), { assignOffsets: true });
+    expect(log.segmentBaseOffsets()).toEqual([2]);
+    log.updateConfig({ retentionBytes: 1 << 20 });
+    clock.advance(1000);
+    await log.append(batchOf(['3'.repeat(40)], { timestamp: 0 }), { assignOffsets: true });
+    await log.append(batchOf(['4'.repeat(40)], { timestamp: 0 }), { assignOffsets: true });
+    expect(log.segmentBaseOffsets()).toEqual([2, 3, 4]);
+    await log.close();
+  });
+});
+
 describe('slow synchronous reads', () => {
   it('a read of exactly 2 ms is not slow; three of 3 ms in a row are', async () => {
     const sim = new SimulatedFileSystem();
     const clock = new ManualClock();
-    const calls: string[] = [];
-    const cost = { ms: 0 };
-    const open = async (path: string): Promise<FileHandle> => {
-      const handle = await sim.open(path);
-      if (!path.endsWith('.log')) return handle;
-      return {
-        read: (...args) => {
-          calls.push('read');
-          return handle.read(...args);
-        },
-        readSync: (...args) => {
-          calls.push('readSync');
-          clock.advance(cost.ms);
-          return handle.readSync(...args);
-        },
-        write: (...args) => handle.write(...args),
-        writeSync: (...args) => handle.writeSync(...args),
-        sync: () => handle.sync(),
-        truncate: (n) => handle.truncate(n),
-        size: () => handle.size(),
-        close: () => handle.close(),
-      };
-    };
-    const fs = new Proxy(sim, {
-      get: (target, name) => {
-        if (name === 'open') return open;
-        const member = Reflect.get(target, name);
-        return typeof member === 'function' ? member.bind(target) : member;
-      },
-    });
+    const { fs, calls, cost } = watched(sim, clock);
     const log = await PartitionLog.open({ dir }, { fs, clock });
     await log.append(batchOf(['a']), { assignOffsets: true });
     const readOnce = async () => {
