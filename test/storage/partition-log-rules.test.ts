@@ -383,6 +383,26 @@ describe('slow synchronous reads', () => {
   });
 });
 
+describe('reads of older segments', () => {
+  it('go through the thread pool, and their time does not count against synchronous reads', async () => {
+    const sim = new SimulatedFileSystem();
+    const clock = new ManualClock();
+    const { fs, calls, cost } = watched(sim, clock);
+    const log = await PartitionLog.open({ dir, config: { segmentBytes: 150 } }, { fs, clock });
+    for (let i = 0; i < 3; i++) await log.append(batchOf([`a${i}`, `b${i}`]), { assignOffsets: true });
+    expect(log.segmentBaseOffsets()).toEqual([0, 2, 4]);
+    clock.advance(10_000);
+    cost.ms = 50;
+    calls.length = 0;
+    for (let i = 0; i < 4; i++) await log.read(0, { maxBytes: 1 });
+    expect(calls).toEqual(['read', 'read', 'read', 'read']);
+    calls.length = 0;
+    await log.read(4, { maxBytes: 1 });
+    expect(calls).toEqual(['readSync']);
+    await log.close();
+  });
+});
+
 describe('clean shutdown', () => {
   it('a clean reopen keeps the epochs of the checkpoint and removes the marker, so a crash after it is recovered', async () => {
     const { fs, open } = setup();
@@ -480,26 +500,40 @@ describe('reads', () => {
       const error = await refusal(log.read(offset, { maxBytes: 100 }));
       expect(error.code).toBe('OFFSET_OUT_OF_RANGE');
       expect(error.details).toEqual({ logStartOffset: 1, logEndOffset: 3 });
+      expect(error.message).toBe(`offset ${offset} is outside [1, 3]`);
     }
     expect((await log.read(3, { maxBytes: 100 })).batchCount).toBe(0);
     expect((await refusal(log.deleteRecordsBefore(4))).code).toBe('OFFSET_OUT_OF_RANGE');
     await log.close();
   });
 
-  it('offsetForTimestamp skips segments wholly before the log start or older than the time', async () => {
-    const { open } = setup({ segmentBytes: 200 });
+  it('offsetForTimestamp never answers below the log start, and looks on in later segments', async () => {
+    const { open } = setup({ segmentBytes: 300 });
     const log = await open();
-    for (let i = 0; i < 8; i++)
-      await log.append(batchOf([`t${i}`.padEnd(40, '.')], { timestamp: 5000 + i * 100 }), {
-        assignOffsets: true,
-      });
-    expect(log.segmentCount).toBeGreaterThan(2);
-    expect(await log.offsetForTimestamp(5250)).toBe(3);
-    expect(await log.offsetForTimestamp(5700)).toBe(7);
-    expect(await log.offsetForTimestamp(5701)).toBeNull();
+    // Two batches per segment; offset 4 has the newest timestamp of its segment, offset 5 an old one.
+    const times = [5000, 5100, 5200, 5300, 9000, 100, 8500, 8600];
+    for (const [i, timestamp] of times.entries())
+      await log.append(batchOf([`t${i}`.padEnd(40, '.')], { timestamp }), { assignOffsets: true });
+    expect(log.segmentBaseOffsets()).toEqual([0, 2, 4, 6]);
+    expect(await log.offsetForTimestamp(5150)).toBe(2);
+    expect(await log.offsetForTimestamp(8550)).toBe(4);
+    expect(await log.offsetForTimestamp(9001)).toBeNull();
     await log.deleteRecordsBefore(5);
     expect(await log.offsetForTimestamp(0)).toBe(5);
-    expect(await log.offsetForTimestamp(5250)).toBe(5);
+    expect(await log.offsetForTimestamp(5250)).toBe(6);
+    expect(await log.offsetForTimestamp(8550)).toBe(7);
+    await log.close();
+  });
+
+  it('a read at the high watermark returns nothing and the offset asked for, in any segment', async () => {
+    const { open } = setup({ segmentBytes: 150 });
+    const log = await open();
+    for (let i = 0; i < 4; i++) await log.append(batchOf([`a${i}`, `b${i}`]), { assignOffsets: true });
+    expect(log.segmentBaseOffsets()).toEqual([0, 2, 4, 6]);
+    for (const offset of [0, 2, 6]) {
+      const result = await log.read(offset, { maxBytes: 1 << 20, maxOffset: offset });
+      expect([result.batchCount, result.nextOffset], `offset ${offset}`).toEqual([0, offset]);
+    }
     await log.close();
   });
 });
