@@ -366,3 +366,146 @@ describe('compaction', () => {
     await one.close();
   });
 });
+
+describe('truncation at its edges', () => {
+  it('a truncation above the recovery point leaves the recovery point where it was', async () => {
+    const { open } = setup();
+    const log = await open();
+    await log.append(batchOf(['a', 'b']), { assignOffsets: true });
+    await log.flush();
+    await log.append(batchOf(['c']), { assignOffsets: true });
+    await log.append(batchOf(['d']), { assignOffsets: true });
+    expect(log.recoveryPoint).toBe(2);
+    await log.truncateTo(3);
+    expect([log.logEndOffset, log.recoveryPoint]).toEqual([3, 2]);
+    await log.close();
+  });
+
+  it('a truncation at a segment base removes that segment', async () => {
+    const { open } = setup({ segmentBytes: 150 });
+    const log = await open();
+    for (let i = 0; i < 4; i++) await log.append(batchOf([`a${i}`, `b${i}`]), { assignOffsets: true });
+    expect(log.segmentBaseOffsets()).toEqual([0, 2, 4, 6]);
+    await log.truncateTo(4);
+    expect([log.segmentBaseOffsets(), log.logEndOffset]).toEqual([[0, 2], 4]);
+    await log.close();
+  });
+
+  it('a truncation that cuts exactly at the log start restarts the log there in a fresh segment', async () => {
+    const { open } = setup();
+    const log = await open();
+    await log.append(batchOf(['a', 'b', 'c']), { assignOffsets: true });
+    await log.append(batchOf(['d', 'e']), { assignOffsets: true });
+    await log.deleteRecordsBefore(3);
+    await log.truncateTo(4);
+    expect([log.logStartOffset, log.logEndOffset, log.segmentBaseOffsets()]).toEqual([3, 3, [3]]);
+    await log.close();
+  });
+
+  it('deleteRecordsBefore refuses an offset past the log end, naming it', async () => {
+    const { open } = setup();
+    const log = await open();
+    await log.append(batchOf(['a']), { assignOffsets: true });
+    const error = await refusal(log.deleteRecordsBefore(2));
+    expect(error.message).toBe('offset 2 is beyond the log end 1');
+    await log.close();
+  });
+});
+
+describe('retention by time at its edges', () => {
+  const timed = async (retentionMs: number, timestamps: number[]) => {
+    const { clock, open } = setup({ segmentBytes: 100, retentionMs, retentionBytes: -1 });
+    const log = await open();
+    for (const timestamp of timestamps)
+      await log.append(batchOf(['v'], { timestamp }), { assignOffsets: true });
+    clock.advance(1);
+    const { segmentsDeleted } = await log.enforceRetention();
+    await log.close();
+    return segmentsDeleted;
+  };
+
+  it('retention.ms 0 expires every closed segment older than now', async () => {
+    expect(await timed(0, [5, 6, 7])).toBe(2);
+  });
+
+  it('records of timestamp 0 expire; records without a timestamp (-1) never do', async () => {
+    expect(await timed(1000, [0, 0, 0])).toBe(2);
+    expect(await timed(1000, [-1, -1, -1])).toBe(0);
+  });
+});
+
+describe('compaction rules', () => {
+  const keyed = (key: string | null, value: string | null, timestamp: number) =>
+    encodeBatch([
+      {
+        key: key === null ? null : Buffer.from(key),
+        value: value === null ? null : Buffer.from(value),
+        timestamp,
+      },
+    ]);
+
+  it('compacts a log of exactly two segments, keeps records without a key, and never touches the active segment', async () => {
+    const { clock, open } = setup({ cleanupPolicy: 'compact', segmentBytes: 1 << 20 });
+    const log = await open();
+    const now = clock.nowMs();
+    for (const [key, value] of [
+      ['k', 'old'],
+      [null, 'loose'],
+      ['k', 'mid'],
+      ['j', 'last'],
+    ] as const)
+      await log.append(keyed(key, value, now), { assignOffsets: true });
+    log.updateConfig({ segmentMs: 0 });
+    await log.append(keyed('k', 'new', now), { assignOffsets: true });
+    log.updateConfig({ segmentMs: 1 << 30 });
+    await log.append(keyed('j', 'active1', now), { assignOffsets: true });
+    await log.append(keyed('j', 'active2', now), { assignOffsets: true });
+    expect(log.segmentBaseOffsets()).toEqual([0, 4]);
+    expect(await log.compact()).toEqual({ segmentsCleaned: 1, recordsRemoved: 2 });
+    expect((await readAll(log)).map((r) => r.value)).toEqual(['loose', 'last', 'new', 'active1', 'active2']);
+    await log.close();
+  });
+
+  it('drops a tombstone whose segment is older than delete.retention.ms, keeps a newer one', async () => {
+    for (const [age, kept] of [
+      [5000, false],
+      [100, true],
+    ] as const) {
+      const { clock, open } = setup({ cleanupPolicy: 'compact', deleteRetentionMs: 1000 });
+      const log = await open();
+      const t = clock.nowMs() - age;
+      await log.append(keyed('k', null, t), { assignOffsets: true });
+      await log.append(keyed('z', 'end', t), { assignOffsets: true });
+      log.updateConfig({ segmentMs: 0 });
+      await log.append(keyed('x', 'active', clock.nowMs()), { assignOffsets: true });
+      expect(log.segmentCount).toBe(2);
+      await log.compact();
+      const values = (await readAll(log)).map((r) => r.value);
+      expect(values, `age ${age}`).toEqual(kept ? [null, 'end', 'active'] : ['end', 'active']);
+      await log.close();
+    }
+  });
+});
+
+describe('deleteAll', () => {
+  it('removes the directory of an open, a closed or an offline log, and the log refuses calls after it', async () => {
+    for (const state of ['open', 'closed', 'offline'] as const) {
+      const { sim, open } = setup({ flushPolicy: 'sync' });
+      const log = await open();
+      await log.append(batchOf(['a']), { assignOffsets: true });
+      if (state === 'closed') await log.close();
+      if (state === 'offline') {
+        sim.fault = (operation) => (operation === 'sync' ? eio() : undefined);
+        await refusal(log.append(batchOf(['b']), { assignOffsets: true }));
+        sim.fault = undefined;
+        expect(log.offlineReason).toBeDefined();
+        await log.close();
+      }
+      await log.deleteAll();
+      expect(await sim.exists(dir), state).toBe(false);
+      expect((await refusal(log.append(batchOf(['c']), { assignOffsets: true }))).code).toBe(
+        'KAFKA_STORAGE_ERROR',
+      );
+    }
+  });
+});
