@@ -149,6 +149,31 @@ describe('storage failures outside appends', () => {
     await log.close();
   });
 
+  it('going offline is logged once with the directory and reason, and every refusal names the reason', async () => {
+    const sim = new SimulatedFileSystem();
+    const logged: { fields: Record<string, unknown>; message: string }[] = [];
+    const logger = {
+      error: (fields: Record<string, unknown>, message: string) => logged.push({ fields, message }),
+    };
+    const log = await PartitionLog.open(
+      { dir, config: { flushPolicy: 'sync' } },
+      { fs: sim, clock: new ManualClock(), logger },
+    );
+    sim.fault = (operation) => (operation === 'sync' ? eio() : undefined);
+    await refusal(log.append(batchOf(['a']), { assignOffsets: true }));
+    await refusal(log.flush());
+    sim.fault = undefined;
+    expect(logged).toEqual([
+      {
+        fields: { dir, reason: 'fsync failed: EIO: i/o error', err: expect.any(Error) },
+        message: 'partition log offline after a storage failure',
+      },
+    ]);
+    const error = await refusal(log.read(0, { maxBytes: 1 }));
+    expect(error.message).toBe(`the log in ${dir} is offline: fsync failed: EIO: i/o error`);
+    await log.close();
+  });
+
   it('a failed leader-epoch checkpoint write takes the log offline', async () => {
     const { sim, open } = setup();
     const log = await open();
