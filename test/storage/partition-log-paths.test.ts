@@ -80,6 +80,11 @@ function failingReads(sim: SimulatedFileSystem, failing: { reads: boolean }): Fi
   });
 }
 
+/** Lets a timer-driven flush run to its end. */
+const settle = async () => {
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+};
+
 describe('the flush timer', () => {
   it('follows a changed flush.ms, and keeps its phase when the value is set unchanged', async () => {
     const { clock, open } = setup({ flushPolicy: 'async', flushMs: 1000 });
@@ -89,18 +94,21 @@ describe('the flush timer', () => {
     log.updateConfig({ flushMs: 1000 });
     log.updateConfig({ retentionMs: 5 });
     await log.append(batchOf(['b']), { assignOffsets: true });
-    clock.advance(400);
-    // The timer set at open fired at 1000 ms.
-    await log.flush();
-    await new Promise((resolve) => setImmediate(resolve));
+    clock.advance(399);
+    await settle();
+    expect(log.recoveryPoint).toBe(0);
+    // The timer set at open fires at 1000 ms: setting flush.ms to its value, or changing another
+    // setting, did not start it again.
+    clock.advance(1);
+    await settle();
     expect(log.recoveryPoint).toBe(2);
     await log.append(batchOf(['c']), { assignOffsets: true });
     log.updateConfig({ flushMs: 100 });
     clock.advance(99);
-    await new Promise((resolve) => setImmediate(resolve));
+    await settle();
     expect(log.recoveryPoint).toBe(2);
     clock.advance(1);
-    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    await settle();
     expect(log.recoveryPoint).toBe(3);
     expect(log.config.flushMs).toBe(100);
     await log.close();
