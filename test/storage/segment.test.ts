@@ -107,7 +107,14 @@ describe('Segment', () => {
   });
 
   it('reopens from its indexes when they are consistent, and rebuilds them when they are not, reading the same either way', async () => {
-    for (const damage of ['none', 'odd size', 'offsets back', 'position past end', 'time back'] as const) {
+    for (const damage of [
+      'none',
+      'odd size',
+      'offsets back',
+      'offsets equal',
+      'position past end',
+      'time back',
+    ] as const) {
       const fs = await newFs();
       const segment = await Segment.create(dir, 10, fs, 0);
       await appendAll(
@@ -121,6 +128,7 @@ describe('Segment', () => {
       const time = fs.files.get(`${dir}/${segmentName(10)}.timeindex`)!;
       if (damage === 'odd size') index.current = index.current.subarray(0, index.current.length - 3);
       if (damage === 'offsets back') index.current.writeUInt32BE(0, 8);
+      if (damage === 'offsets equal') index.current.writeUInt32BE(index.current.readUInt32BE(0), 8);
       if (damage === 'position past end') index.current.writeUInt32BE(1 << 30, index.current.length - 4);
       if (damage === 'time back') time.current.writeBigInt64BE(0n, time.current.length - 12);
       const opened = await Segment.open(dir, 10, fs, { ...openOptions, recover: false });
@@ -130,7 +138,7 @@ describe('Segment', () => {
         5007,
         undefined,
       ]);
-      for (const from of [10, 13, 17]) {
+      for (const from of [10, 11, 13, 17]) {
         expect((await offsetsRead(reopened, from)).offsets[0], `${damage} from ${from}`).toBe(from);
       }
       expect(reopened.lookupTimestamp(5004), damage).toBe(14);
@@ -383,5 +391,22 @@ describe('Segment', () => {
     expect(await damaged((log, n) => log.writeUInt32BE(0x200000, n + 2))).toBe(
       `the stored batch at byte ${size} of segment 0 is damaged (a 64-bit value exceeds 2^53); reads from offset 3 on do not cross it`,
     );
+  });
+
+  it('after a truncation, the next index entry comes indexIntervalBytes after the last one kept', async () => {
+    const fs = await newFs();
+    const segment = await Segment.create(dir, 0, fs, 0);
+    const parts = batches(6);
+    const size = parts[0]!.length;
+    await appendAll(segment, parts, size * 2);
+    expect([segment.lookupPosition(2), segment.lookupPosition(4)]).toEqual([size * 2, size * 4]);
+    expect(await segment.truncateTo(3)).toBe(3);
+    await appendAll(segment, batches(3, 3), size * 2);
+    expect([segment.lookupPosition(3), segment.lookupPosition(4), segment.lookupPosition(5)]).toEqual([
+      size * 2,
+      size * 4,
+      size * 4,
+    ]);
+    await segment.close();
   });
 });
