@@ -544,6 +544,7 @@ export class PartitionLog {
     maxOffset: number,
     options: { maxBytes: number; reserve?: { before: number; after: number } },
   ): Promise<ReadResult> {
+    const requested = offset;
     let i = this.#segmentIndexFor(offset);
     // An offset can fall in a gap left by compaction, or at the very end of a segment.
     while (i < this.#segments.length) {
@@ -559,6 +560,9 @@ export class PartitionLog {
         if (sync) this.#syncReads.observe(this.#clock.monotonicMs() - started);
         const result = await reading;
         if (result.batchCount > 0 || i === this.#segments.length - 1) return result;
+        // Nothing returned because `maxOffset` (the high watermark) cuts the batch at the offset:
+        // no later segment can be read either, and the reader must come back to this offset.
+        if (maxOffset < segment.nextOffset) return { ...result, nextOffset: requested };
       }
       i++;
       const following = this.#segments[i];
