@@ -719,6 +719,17 @@ describe('snapshots', () => {
     ]);
   });
 
+  it("a leader's new entry is handed out to persist even when no message goes with it", () => {
+    const leader = node(1);
+    elect(leader);
+    // Both followers have the first append outstanding (probe state): the proposal sends nothing.
+    leader.propose(Buffer.from('x'));
+    expect(leader.hasReady()).toBe(true);
+    const ready = leader.ready();
+    expect(ready.messages).toEqual([]);
+    expect(ready.entries.map((e) => e.index)).toEqual([2]);
+  });
+
   it('a snapshot installed while a Ready is in flight is handed out after that Ready is advanced', () => {
     const follower = node(1);
     const first: Snapshot = { index: 2, term: 1, membership: threeVoters, data: Buffer.from('s2') };
