@@ -941,10 +941,10 @@ describe('membership changes', () => {
     );
   });
 
-  // Bug: the check for a change in progress runs before the leader check, so a follower that holds
-  // an uncommitted change answers LIMIT_EXCEEDED, and a client that follows NOT_LEADER to the leader
-  // is not redirected. Remove `.fails` once proposeConfigChange checks the role first.
-  it.fails('a follower that holds an uncommitted change still refuses a change with NOT_LEADER', () => {
+  // Found by the mutation run: the check for a change in progress ran before the leader check, so
+  // a follower holding an uncommitted change answered LIMIT_EXCEEDED and a client that follows
+  // NOT_LEADER to the leader was not redirected. proposeConfigChange now checks the role first.
+  it('a follower that holds an uncommitted change still refuses a change with NOT_LEADER', () => {
     const follower = node(1, { term: 1, commit: 1, entries: [entry(1, 1), configEntry(2, 1, 4)] });
     follower.step({ type: 'heartbeat', from: 2, to: 1, term: 1, commit: 1, context: 0 });
     expect(() => follower.proposeConfigChange({ kind: 'addLearner', node: 5 })).toThrow(
