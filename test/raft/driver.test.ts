@@ -83,7 +83,19 @@ async function cluster(storages: RaftStorage[], options: { snapshotEntries?: num
     }
   };
   const leader = () => drivers.find((d) => d.status().role === 'leader');
-  return { clock, network, machines, drivers, run, leader };
+  /**
+   * Runs until `done` holds, in steps of 10 simulated ms, for at most `maxMs` simulated ms: LevelDB
+   * writes take real time, which a loaded machine stretches, so a fixed number of steps can end
+   * before an election or the applies have happened.
+   */
+  const runUntil = async (done: () => boolean, maxMs = 20_000) => {
+    for (let t = 0; t < maxMs && !done(); t += 10) {
+      clock.advance(10);
+      await wait();
+    }
+    expect(done()).toBe(true);
+  };
+  return { clock, network, machines, drivers, run, runUntil, leader };
 }
 
 describe('RaftDriver', () => {
@@ -206,10 +218,10 @@ describe('RaftDriver', () => {
     const c = await cluster(await Promise.all(paths.map((p) => LevelRaftStorage.open(p))), {
       snapshotEntries: 5,
     });
-    await c.run(500);
+    await c.runUntil(() => c.leader() !== undefined);
     const leader = c.leader()!;
     for (let i = 0; i < 12; i++) await leader.propose(Buffer.from(`v${i}`));
-    await c.run(100);
+    await c.runUntil(() => c.machines.every((m) => m.items.length === 12));
     const expected = c.machines[0]!.items;
     expect(expected).toHaveLength(12);
     const statuses = c.drivers.map((d) => d.status());
@@ -217,10 +229,10 @@ describe('RaftDriver', () => {
     const again = await cluster(await Promise.all(paths.map((p) => LevelRaftStorage.open(p))), {
       snapshotEntries: 5,
     });
-    await again.run(800);
+    await again.runUntil(() => again.leader() !== undefined);
     const newLeader = again.leader()!;
     await newLeader.propose(Buffer.from('after'));
-    await again.run(100);
+    await again.runUntil(() => again.machines.every((m) => m.items.at(-1) === 'after'));
     for (const m of again.machines) expect(m.items).toEqual([...expected, 'after']);
     for (const [i, d] of again.drivers.entries())
       expect(d.status().term).toBeGreaterThanOrEqual(statuses[i]!.term);
