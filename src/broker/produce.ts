@@ -64,7 +64,7 @@ export class ProduceService implements ProduceApi {
     for (const replica of batches.keys()) this.#checkAcks(topic, replica, acks);
     const offsets = new Float64Array(records.count);
     const appends = [...batches].map(async ([replica, batch]) => {
-      const result = await replica.appendAsLeader(batch, { encodedHere: true });
+      const result = await replica.appendAsLeader(batch, { crcChecked: true });
       const indexes = byPartition.get(replica.partition)!;
       this.#countIn(replica, indexes.length, batch.length);
       for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
@@ -98,7 +98,7 @@ export class ProduceService implements ProduceApi {
       recordsMax: LIMITS.requestRecordsMax,
     });
     this.#checkAcks(topic, replica, acks);
-    const appending = replica.appendAsLeader(data).then((result) => {
+    const appending = replica.appendAsLeader(data, { crcChecked: true }).then((result) => {
       this.#countIn(replica, result.lastOffset - result.baseOffset + 1, data.length);
       return result;
     });

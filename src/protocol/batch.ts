@@ -744,15 +744,17 @@ export function decodeRecords(buf: Uint8Array, pos = 0): BatchRecord[] {
  * written is refused with a non-retriable CORRUPT_MESSAGE that names its base offset
  * (`details.baseOffset`, when the header can be read) and byte position; a batch that names a
  * codec this build does not decode, with UNSUPPORTED_COMPRESSION_TYPE. `batchBytesMax` defaults
- * to no limit: a stored batch may predate a lowered `max.message.bytes`.
+ * to no limit: a stored batch may predate a lowered `max.message.bytes`. `checkCrc` false leaves
+ * out the CRC for bytes whose CRCs were checked already (a verified log read).
  */
 export function decodeBatchChecked(
   buf: Uint8Array,
   pos = 0,
   end = buf.length,
   batchBytesMax = Number.MAX_SAFE_INTEGER,
+  checkCrc = true,
 ): BatchRecord[] {
-  const check = checkBatchAt(buf, pos, end, batchBytesMax);
+  const check = checkBatchAt(buf, pos, end, batchBytesMax, checkCrc);
   try {
     if (!check.ok) throw new SluiceError('CORRUPT_MESSAGE', check.message);
     return decodeRecords(buf, pos);
@@ -799,6 +801,7 @@ export function decodeBatchRun(
   buf: Uint8Array,
   fromOffset = 0,
   batchBytesMax = Number.MAX_SAFE_INTEGER,
+  checkCrc = true,
 ): DecodedBatchRun {
   const records: BatchRecord[] = [];
   let nextOffset = fromOffset;
@@ -806,7 +809,7 @@ export function decodeBatchRun(
   while (pos < buf.length) {
     let decoded: BatchRecord[];
     try {
-      decoded = decodeBatchChecked(buf, pos, buf.length, batchBytesMax);
+      decoded = decodeBatchChecked(buf, pos, buf.length, batchBytesMax, checkCrc);
     } catch (error) {
       assert(isSluiceError(error), 'decodeBatchChecked throws only SluiceErrors');
       const baseOffset = peekBaseOffset(buf, pos, buf.length);

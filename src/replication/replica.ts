@@ -90,11 +90,11 @@ export class PartitionReplica {
   }
 
   /** Appends as the leader: offsets assigned here, every batch stamped with the leader epoch. */
-  appendAsLeader(data: Buffer, options: { encodedHere?: boolean } = {}): Promise<AppendResult> {
+  appendAsLeader(data: Buffer, options: { crcChecked?: boolean } = {}): Promise<AppendResult> {
     return this.log.append(data, {
       assignOffsets: true,
       leaderEpoch: this.#leaderEpoch,
-      ...(options.encodedHere ? { encodedHere: true } : {}),
+      ...(options.crcChecked ? { crcChecked: true } : {}),
     });
   }
 

@@ -179,11 +179,12 @@ export interface AppendOptions {
   /** Written into every batch when offsets are assigned. */
   leaderEpoch?: number;
   /**
-   * The batches were encoded in this process a moment ago (a produce of decoded records), so
-   * their CRCs are right by construction and are not computed a second time. Batches that came
-   * from elsewhere, a client's or a leader's, are always checked.
+   * Every batch's CRC is known to be right already: encoded in this process a moment ago (a
+   * produce of decoded records), or checked by the caller from the same immutable buffer (a
+   * client's pre-built batches after `splitProducedBatches`). It is then not computed a second
+   * time. Batches the caller has not checked, a leader's for a follower, are always checked here.
    */
-  encodedHere?: boolean;
+  crcChecked?: boolean;
 }
 
 export interface PendingAppend {
@@ -1126,7 +1127,7 @@ function stampOffsets({ pending, baseOffset }: PlannedAppend): void {
 /** Records in `corrupt` every append of the group whose CRC is wrong; true when there is none. */
 function findCorrupt(accepted: readonly PlannedAppend[], corrupt: Map<PendingAppend, string>): boolean {
   for (const { pending } of accepted) {
-    if (pending.options.encodedHere) continue;
+    if (pending.options.crcChecked) continue;
     for (const b of pending.batches) {
       const problem = batchCrcProblem(pending.data, b.pos, b.size);
       if (problem) {

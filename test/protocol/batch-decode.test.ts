@@ -114,6 +114,23 @@ describe('decodeBatchRun', () => {
     expect(decoded.problem).toMatchObject({ offset: 6, baseOffset: 5, position: 0 });
   });
 
+  it('with checkCrc false leaves the CRC to the read that checked it, and still refuses bad framing', () => {
+    const a = batchAt(0, ['a']);
+    const wrongCrc = batchAt(1, ['b']);
+    wrongCrc.writeUInt32BE(wrongCrc.readUInt32BE(AT.crc) ^ 1, AT.crc);
+    expect(decodeBatchRun(Buffer.concat([a, wrongCrc])).problem?.error.code).toBe('CORRUPT_MESSAGE');
+    const unchecked = decodeBatchRun(Buffer.concat([a, wrongCrc]), 0, Number.MAX_SAFE_INTEGER, false);
+    expect(values(unchecked.records)).toEqual(['a', 'b']);
+    expect(unchecked.problem).toBeUndefined();
+    const torn = decodeBatchRun(
+      Buffer.concat([a, wrongCrc.subarray(0, 30)]),
+      0,
+      Number.MAX_SAFE_INTEGER,
+      false,
+    );
+    expect(torn.problem).toMatchObject({ offset: 1, position: a.length });
+  });
+
   it('reports a run that ends in a torn batch or in bytes that are not a batch', () => {
     const a = batchAt(0, ['a']);
     const b = batchAt(1, ['b']);
