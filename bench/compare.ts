@@ -15,10 +15,10 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Packr } from 'msgpackr';
+import { packr } from '../src/protocol/msgpack.js';
+import { freePort, waitForPort } from './ports.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const BASE = process.env.BASE ?? 'HEAD~1';
@@ -28,7 +28,6 @@ const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const STEP_SECONDS = Number(process.env.STEP_SECONDS ?? 3);
 const RECORD_BYTES = 100;
 const BATCH_RECORDS = 1000;
-const packr = new Packr({ useRecords: false, variableMapSize: true });
 const children: ChildProcess[] = [];
 const cleanups: (() => Promise<void> | void)[] = [];
 
@@ -45,33 +44,6 @@ function ensureH2load(): void {
     stdio: 'inherit',
     env,
   });
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port: number, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** Builds `commit` in a temporary worktree (removed at the end) and returns its directory. */

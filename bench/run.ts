@@ -12,13 +12,13 @@
 import { type ChildProcess, execSync, spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { Packr } from 'msgpackr';
 import { Admin, PartitionConsumer, Producer } from '../src/client/index.js';
 import { paced } from './http/paced.js';
+import { freePort, waitForPort } from './ports.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WITH_PEERS = process.env.BENCH_PEERS !== '0';
@@ -28,33 +28,6 @@ const ROOT = join(import.meta.dirname, '..');
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 const children: ChildProcess[] = [];
 const temporary: string[] = [];
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port: number, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function start(command: string, args: string[], options: { cwd?: string } = {}): ChildProcess {
   const child = spawn(command, args, { cwd: options.cwd ?? ROOT, stdio: ['ignore', 'ignore', 'inherit'] });

@@ -237,6 +237,20 @@ function addIndexProblem(report: SegmentReport, problem: string): void {
   else if (report.indexProblems.length === INDEX_PROBLEMS_MAX) report.indexProblems.push('and more');
 }
 
+/** An index file's bytes and name; a length that is not whole entries is a problem of the report. */
+async function readIndexFile(
+  fs: FileSystem,
+  path: string,
+  report: SegmentReport,
+  entryBytes: number,
+): Promise<{ data: Buffer; file: string }> {
+  const data = (await fs.readFile(path)) ?? Buffer.alloc(0);
+  const file = path.slice(path.lastIndexOf('/') + 1);
+  if (data.length % entryBytes !== 0)
+    addIndexProblem(report, `${file}: ${data.length} bytes is not a whole number of entries`);
+  return { data, file };
+}
+
 /** `.index`: 8-byte entries, increasing, each at a batch start whose offset it names. */
 async function checkIndex(
   fs: FileSystem,
@@ -244,10 +258,7 @@ async function checkIndex(
   report: SegmentReport,
   batchStarts: ReadonlyMap<number, BatchHeader>,
 ): Promise<void> {
-  const data = (await fs.readFile(path)) ?? Buffer.alloc(0);
-  const file = path.slice(path.lastIndexOf('/') + 1);
-  if (data.length % INDEX_ENTRY_BYTES !== 0)
-    addIndexProblem(report, `${file}: ${data.length} bytes is not a whole number of entries`);
+  const { data, file } = await readIndexFile(fs, path, report, INDEX_ENTRY_BYTES);
   let lastRelative = -1;
   let lastPosition = -1;
   for (let at = 0; at + INDEX_ENTRY_BYTES <= data.length; at += INDEX_ENTRY_BYTES) {
@@ -277,10 +288,7 @@ async function checkTimeIndex(
   report: SegmentReport,
   batchStarts: ReadonlyMap<number, BatchHeader>,
 ): Promise<void> {
-  const data = (await fs.readFile(path)) ?? Buffer.alloc(0);
-  const file = path.slice(path.lastIndexOf('/') + 1);
-  if (data.length % TIME_INDEX_ENTRY_BYTES !== 0)
-    addIndexProblem(report, `${file}: ${data.length} bytes is not a whole number of entries`);
+  const { data, file } = await readIndexFile(fs, path, report, TIME_INDEX_ENTRY_BYTES);
   const batchOffsets = new Set([...batchStarts.values()].map((h) => h.baseOffset));
   let lastTimestamp = Number.NEGATIVE_INFINITY;
   for (let at = 0; at + TIME_INDEX_ENTRY_BYTES <= data.length; at += TIME_INDEX_ENTRY_BYTES) {
