@@ -1,11 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
-import { isSluiceError, type SluiceError } from '../../src/common/errors.js';
 import { readBatchHeader } from '../../src/protocol/batch.js';
 import { SimulatedFileSystem } from '../../src/storage/fs.js';
 import { PartitionLog } from '../../src/storage/partition-log.js';
 import { segmentName } from '../../src/storage/segment.js';
-import { batchOf, valuesOf } from './helpers.js';
+import { batchOf, refusal, valuesOf } from './helpers.js';
 
 /**
  * Proves that damage found on disk by a read is reported as corruption, not as a passing storage
@@ -13,16 +12,6 @@ import { batchOf, valuesOf } from './helpers.js';
  */
 const dir = '/d/c-0';
 const config = { segmentBytes: 4000, indexIntervalBytes: 300 };
-
-async function refusal(promise: Promise<unknown>): Promise<SluiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isSluiceError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a refusal, the read succeeded');
-}
 
 /** A cleanly closed log of single-record batches whose first segment is no longer active. */
 async function closedLog(fs: SimulatedFileSystem): Promise<{ positions: number[] }> {

@@ -1,9 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
-import { isSluiceError, type SluiceError } from '../../src/common/errors.js';
 import { SimulatedFileSystem } from '../../src/storage/fs.js';
 import { PartitionLog } from '../../src/storage/partition-log.js';
-import { batchOf, valuesOf } from './helpers.js';
+import { batchOf, refusal, valuesOf } from './helpers.js';
 
 /**
  * Proves that a failed write or fsync takes a partition offline for good on this node (fail-stop):
@@ -12,16 +11,6 @@ import { batchOf, valuesOf } from './helpers.js';
  */
 
 const eio = () => Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
-
-async function refusal(promise: Promise<unknown>): Promise<SluiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isSluiceError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a refusal, the call succeeded');
-}
 
 function setup(config: Record<string, unknown>) {
   const fs = new SimulatedFileSystem();

@@ -1,3 +1,4 @@
+import { isSluiceError, type SluiceError } from '../../src/common/errors.js';
 import { encodeBatch, type RecordInput } from '../../src/protocol/batch.js';
 
 /** A batch of `count` records whose values name their producer-side sequence numbers. */
@@ -15,4 +16,15 @@ export function batchOf(
 
 export function valuesOf(records: readonly { value: Uint8Array | null }[]): (string | null)[] {
   return records.map((r) => (r.value === null ? null : Buffer.from(r.value).toString()));
+}
+
+/** The SluiceError `promise` rejects with; any other outcome fails the test. */
+export async function refusal(promise: Promise<unknown>): Promise<SluiceError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (isSluiceError(error)) return error;
+    throw error;
+  }
+  throw new Error('expected a refusal, the call succeeded');
 }

@@ -1,11 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
 import { crc32c } from '../../src/common/crc32c.js';
-import { isSluiceError, type SluiceError } from '../../src/common/errors.js';
 import { encodeBatch, readBatchHeader, splitBatches } from '../../src/protocol/batch.js';
 import { type FileHandle, type FileSystem, SimulatedFileSystem } from '../../src/storage/fs.js';
 import { PartitionLog } from '../../src/storage/partition-log.js';
-import { batchOf, valuesOf } from './helpers.js';
+import { batchOf, refusal, valuesOf } from './helpers.js';
 
 /**
  * The partition log's less travelled paths: configuration changes of the flush timer, storage
@@ -28,16 +27,6 @@ function setup(config: Record<string, unknown> = {}, wrap?: (fs: SimulatedFileSy
   const open = (more: Record<string, unknown> = {}) =>
     PartitionLog.open({ dir, config: { ...config, ...more } }, { fs, clock });
   return { sim, fs, clock, open };
-}
-
-async function refusal(promise: Promise<unknown>): Promise<SluiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isSluiceError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a refusal, the call succeeded');
 }
 
 async function readAll(log: PartitionLog): Promise<{ offset: number; value: string | null }[]> {

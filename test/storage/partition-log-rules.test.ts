@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
 import { crc32c } from '../../src/common/crc32c.js';
-import { isSluiceError, type SluiceError } from '../../src/common/errors.js';
+import { isSluiceError } from '../../src/common/errors.js';
 import { encodeBatch, splitBatches } from '../../src/protocol/batch.js';
 import { type FileHandle, SimulatedFileSystem } from '../../src/storage/fs.js';
 import {
@@ -10,7 +10,7 @@ import {
   planGroup,
   readCheckpoint,
 } from '../../src/storage/partition-log.js';
-import { batchOf, valuesOf } from './helpers.js';
+import { batchOf, refusal, valuesOf } from './helpers.js';
 
 /**
  * Rules of the partition log that a mutation run found unguarded: what an append resolves to,
@@ -26,16 +26,6 @@ function setup(config: Record<string, unknown> = {}) {
   const open = (more: Record<string, unknown> = {}) =>
     PartitionLog.open({ dir, config: { ...config, ...more } }, { fs, clock });
   return { fs, clock, open };
-}
-
-async function refusal(promise: Promise<unknown>): Promise<SluiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isSluiceError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a refusal, the call succeeded');
 }
 
 async function readAll(log: PartitionLog): Promise<(string | null)[]> {

@@ -1,11 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
-import { isSluiceError, type SluiceError } from '../../src/common/errors.js';
 import { checkBatchAt, readBatchHeader } from '../../src/protocol/batch.js';
 import { SimulatedFileSystem } from '../../src/storage/fs.js';
 import { PartitionLog } from '../../src/storage/partition-log.js';
 import { segmentName } from '../../src/storage/segment.js';
-import { batchOf } from './helpers.js';
+import { batchOf, refusal } from './helpers.js';
 
 /**
  * Proves that a read with `verify` checks the CRC-32C of every batch it returns: one byte changed
@@ -14,16 +13,6 @@ import { batchOf } from './helpers.js';
  */
 const dir = '/d/v-0';
 const config = { segmentBytes: 3000 };
-
-async function refusal(promise: Promise<unknown>): Promise<SluiceError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isSluiceError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a refusal, the read succeeded');
-}
 
 async function damagedLog(pick: (bases: number[]) => { segment: number; batch: number }) {
   const fs = new SimulatedFileSystem();
