@@ -62,7 +62,7 @@ export class MetadataTopicRegistry implements TopicRegistry {
       }
       for (const name of existing.configs.keys()) if (!(name in topic.configs)) changes[name] = null;
       if (Object.keys(changes).length > 0) {
-        // Computed on the image as the records before them leave it: the partitions, then configs.
+        // A config record does not depend on the partition records before it in the entry.
         records.push(...this.#controller.alterConfigs(image, topic.name, changes));
       }
     }
