@@ -2,7 +2,7 @@ import type { Clock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import type { Logger } from '../common/logger.js';
-import type { ClusterResponse, TopicDescription } from '../protocol/api.js';
+import type { ClusterResponse, MetadataResponse, TopicDescription } from '../protocol/api.js';
 import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
 import type { PartitionReplica } from '../replication/replica.js';
@@ -77,6 +77,41 @@ export class AdminService implements AdminApi {
     // This node's own endpoint is the one it is bound to (a port chosen at bind time included).
     const nodes = view.nodes.map((n) => (n.id === nodeId ? { ...n, host, port } : n));
     return { ...base, ...view, nodes };
+  }
+
+  metadata(names?: readonly string[]): MetadataResponse {
+    const cluster = this.cluster();
+    const wanted = names ?? this.#topics.list().map((t) => t.name);
+    const topics: MetadataResponse['topics'] = [];
+    const unknownTopics: string[] = [];
+    for (const name of wanted) {
+      const topic = this.#topics.find(name);
+      if (!topic) {
+        unknownTopics.push(name);
+        continue;
+      }
+      topics.push({
+        name,
+        topicId: this.#topics.topicId(name),
+        partitions: Array.from({ length: topic.partitions }, (_, p) => {
+          const { partition, leader, leaderEpoch, replicas, isr } = this.#topics.replica(topic, p).describe();
+          return { partition, leader, leaderEpoch, replicas, isr };
+        }),
+      });
+    }
+    return {
+      clusterId: cluster.clusterId,
+      controllerId: cluster.controllerId,
+      nodes: cluster.nodes.map((n) => ({
+        id: n.id,
+        host: n.host,
+        port: n.port,
+        rack: n.rack ?? null,
+        fenced: n.fenced ?? false,
+      })),
+      topics,
+      unknownTopics,
+    };
   }
 
   listTopics(): TopicSummary[] {

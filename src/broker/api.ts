@@ -1,4 +1,10 @@
-import type { Acks, ClusterResponse, OffsetsResponse, TopicDescription } from '../protocol/api.js';
+import type {
+  Acks,
+  ClusterResponse,
+  MetadataResponse,
+  OffsetsResponse,
+  TopicDescription,
+} from '../protocol/api.js';
 import type { RecordInput } from '../protocol/batch.js';
 import type { ProduceRecordSource } from '../protocol/produce-body.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
@@ -90,6 +96,23 @@ export interface AdminApi {
   /** Sets configs; a null value resets that config to the default. */
   alterConfigs(name: string, changes: Record<string, ConfigValue | null>): Promise<TopicDescription>;
   addPartitions(name: string, partitions: number): Promise<TopicDescription>;
+  /** Leaders, epochs, replicas and node endpoints of the topics named (all when absent). */
+  metadata(topics?: readonly string[]): MetadataResponse;
+}
+
+/**
+ * Where a partition's requests go in a cluster. The HTTP layer forwards a produce, fetch or offsets
+ * request for a partition that another node leads to that node, and answers the rest itself.
+ */
+export interface RoutingApi {
+  /**
+   * The node that leads the partition, when that is another node, with its base URL
+   * (`http://host:port`); undefined when this node answers itself: it leads the partition, the
+   * topic or partition does not exist (the local handler says so), or the partition has no leader.
+   */
+  forwardTarget(topic: string, partition: number): { nodeId: number; url: string } | undefined;
+  /** The cluster secret a forwarded request presents, so that the leader knows it was forwarded. */
+  readonly clusterSecret: string;
 }
 
 export interface ProduceApi {
@@ -121,4 +144,6 @@ export interface BrokerApi {
   readonly admin: AdminApi;
   readonly produce: ProduceApi;
   readonly fetch: FetchApi;
+  /** Present in a cluster: which requests another node must answer. */
+  readonly routing?: RoutingApi;
 }

@@ -69,6 +69,10 @@ export class MetadataTopicRegistry implements TopicRegistry {
     await this.#log.propose(records);
   }
 
+  topicId(name: string): string | undefined {
+    return this.#log.image.topic(name)?.topicId;
+  }
+
   async remove(name: string): Promise<void> {
     await this.#log.propose(this.#controller.deleteTopic(this.#log.image, name));
   }

@@ -21,6 +21,8 @@ export interface TopicRegistry {
   get(name: string): TopicRecord | undefined;
   put(topic: TopicRecord): Promise<void>;
   remove(name: string): Promise<void>;
+  /** The topic's id, where the registry keeps ids (the metadata log does; the file does not). */
+  topicId?(name: string): string | undefined;
 }
 
 /**

@@ -40,6 +40,11 @@ export class Topics {
     return this.#replicas;
   }
 
+  /** The topic's id in the metadata log; the all-zero id where topics have none (a file registry). */
+  topicId(name: string): string {
+    return this.#registry.topicId?.(name) ?? 'AAAAAAAAAAAAAAAAAAAAAA';
+  }
+
   list(): TopicRecord[] {
     return this.#registry.list();
   }

@@ -145,6 +145,29 @@ export interface ClusterResponse {
   };
 }
 
+/** `GET /v1/metadata`: where each partition is led, and how to reach every node. */
+export interface MetadataResponse {
+  clusterId: string;
+  /** The active controller, null while the metadata quorum has no leader. */
+  controllerId: number | null;
+  /** Every registered broker with the endpoint clients use (its advertised address). */
+  nodes: { id: number; host: string; port: number; rack: string | null; fenced: boolean }[];
+  topics: {
+    name: string;
+    topicId: string;
+    partitions: {
+      partition: number;
+      /** The node that leads the partition; -1 while it has none (every in-sync replica is down). */
+      leader: number;
+      leaderEpoch: number;
+      replicas: number[];
+      isr: number[];
+    }[];
+  }[];
+  /** Topics asked for by `topics=` that do not exist. */
+  unknownTopics: string[];
+}
+
 export interface ProblemDetails {
   type: string;
   title: string;
