@@ -40,6 +40,21 @@ export interface NodeOptions {
   slowRequestMs?: number;
   /** Partitions with metric series of their own; later ones are added up. 1000 when absent. */
   metricsPartitionSeriesMax?: number;
+  /**
+   * The voters of the metadata quorum, `id@host:port,...` (`--controller-quorum`); absent: this
+   * node alone, a one-voter quorum. A node whose id is among them votes; any other is broker only.
+   */
+  controllerQuorum?: string;
+  /** The address other nodes and clients reach this node at, `host[:port]`; the listen address when absent. */
+  advertise?: string;
+  /** The rack (or zone) the node is in; replicas of a partition are spread over racks. */
+  rack?: string;
+  /** The secret nodes present to each other on the internal API; required with a controller quorum. */
+  clusterSecret?: string;
+  /** A file holding the cluster secret, instead of `clusterSecret`. */
+  clusterSecretFile?: string;
+  /** How long a broker may go unheard before the controller fences it; 9000 when absent. */
+  sessionTimeoutMs?: number;
 }
 
 export interface SluiceNode {
@@ -238,6 +253,12 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
     'logFormat',
     'slowRequestMs',
     'metricsPartitionSeriesMax',
+    'controllerQuorum',
+    'advertise',
+    'rack',
+    'clusterSecret',
+    'clusterSecretFile',
+    'sessionTimeoutMs',
   ]);
   for (const key of Object.keys(parsed)) {
     if (!allowed.has(key))
@@ -253,11 +274,21 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
   if (settings.port !== undefined && !isInt(settings.port, 0, 65535)) throw bad('port', 'an integer port');
   if (settings.nodeId !== undefined && !isInt(settings.nodeId, 0, 2 ** 31 - 1))
     throw bad('nodeId', 'a non-negative integer');
-  for (const key of ['slowRequestMs', 'metricsPartitionSeriesMax']) {
+  for (const key of ['slowRequestMs', 'metricsPartitionSeriesMax', 'sessionTimeoutMs']) {
     if (settings[key] !== undefined && !isInt(settings[key], 0, 2 ** 31 - 1))
       throw bad(key, 'a non-negative integer');
   }
-  for (const key of ['host', 'dataDir', 'logLevel', 'logFormat']) {
+  for (const key of [
+    'host',
+    'dataDir',
+    'logLevel',
+    'logFormat',
+    'controllerQuorum',
+    'advertise',
+    'rack',
+    'clusterSecret',
+    'clusterSecretFile',
+  ]) {
     if (settings[key] !== undefined && (typeof settings[key] !== 'string' || settings[key] === ''))
       throw bad(key, 'a non-empty string');
   }
