@@ -2,13 +2,13 @@ import type { Clock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import type { Logger } from '../common/logger.js';
-import type { ClusterResponse, MetadataResponse, TopicDescription } from '../protocol/api.js';
+import type { ClusterResponse, MetadataResponse, PartitionInfo, TopicDescription } from '../protocol/api.js';
 import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
-import type { PartitionReplica } from '../replication/replica.js';
 import type { AdminApi, CreateTopicRequest, TopicSummary } from './api.js';
-import type { FetchWaiters } from './fetch-waiters.js';
 import type { BrokerMetrics } from './metrics.js';
+import type { PartitionReconciler } from './reconciler.js';
+import type { RemotePartitions } from './remote-partitions.js';
 import type { TopicRecord } from './topic-registry.js';
 import type { Topics } from './topics.js';
 
@@ -31,7 +31,8 @@ export interface AdminOptions {
 export class AdminService implements AdminApi {
   readonly #options: AdminOptions;
   readonly #topics: Topics;
-  readonly #waiters: FetchWaiters;
+  readonly #reconciler: PartitionReconciler;
+  readonly #remote: RemotePartitions | undefined;
   readonly #clock: Clock;
   readonly #metrics: BrokerMetrics;
   readonly #logger: Logger;
@@ -39,32 +40,31 @@ export class AdminService implements AdminApi {
 
   constructor(
     options: AdminOptions,
-    deps: { topics: Topics; waiters: FetchWaiters; clock: Clock; metrics: BrokerMetrics; logger: Logger },
+    deps: {
+      topics: Topics;
+      reconciler: PartitionReconciler;
+      remote?: RemotePartitions;
+      clock: Clock;
+      metrics: BrokerMetrics;
+      logger: Logger;
+    },
   ) {
     this.#options = options;
     this.#topics = deps.topics;
-    this.#waiters = deps.waiters;
+    this.#reconciler = deps.reconciler;
+    this.#remote = deps.remote;
     this.#clock = deps.clock;
     this.#metrics = deps.metrics;
     this.#logger = deps.logger;
   }
 
   /**
-   * Opens the logs of every known topic (at start). Partition directories that no topic owns (a
-   * crash between deleting a topic's definition and its data, or between creating a topic's logs
-   * and its definition) are removed, so that a topic created later under the same name starts
-   * empty instead of resurrecting old records.
+   * Opens the logs of every partition placed on this node (at start). Partition directories that no
+   * topic owns here (a crash between deleting a topic's definition and its data, a topic created
+   * again under its name) are removed, so that a topic never shows another one's records.
    */
   async start(): Promise<void> {
-    const replicas = this.#topics.replicas;
-    for (const { topic, partition } of replicas.listLogs()) {
-      const owner = this.#topics.find(topic);
-      if (!owner || partition >= owner.partitions) await replicas.delete(topic, partition);
-    }
-    for (const topic of this.#topics.list()) {
-      const { log } = this.#topics.config(topic);
-      for (let p = 0; p < topic.partitions; p++) await replicas.getOrCreate(topic.name, p, log);
-    }
+    await this.#reconciler.start();
   }
 
   cluster(): ClusterResponse {
@@ -94,8 +94,14 @@ export class AdminService implements AdminApi {
         name,
         topicId: this.#topics.topicId(name),
         partitions: Array.from({ length: topic.partitions }, (_, p) => {
-          const { partition, leader, leaderEpoch, replicas, isr } = this.#topics.replica(topic, p).describe();
-          return { partition, leader, leaderEpoch, replicas, isr };
+          const role = this.#topics.role(name, p) ?? this.#topics.replica(topic, p).describe();
+          return {
+            partition: p,
+            leader: role.leader,
+            leaderEpoch: role.leaderEpoch,
+            replicas: [...role.replicas],
+            isr: [...role.isr],
+          };
         }),
       });
     }
@@ -140,10 +146,12 @@ export class AdminService implements AdminApi {
     }
     const replicationFactor = request.replicationFactor ?? 1;
     if (replicationFactor !== 1) {
+      // The controller places replicas over the live brokers, but partition data is not copied
+      // between nodes yet: a second replica would be an empty log that could become leader.
       throw new SluiceError(
         'INVALID_REPLICATION_FACTOR',
-        `replication factor ${replicationFactor} is larger than the 1 available node`,
-        { details: { availableNodes: 1 } },
+        `replication factor ${replicationFactor} is not supported yet: partitions are not replicated between nodes, so it must be 1`,
+        { details: { replicationFactorMax: 1 } },
       );
     }
     const configs = request.configs ?? {};
@@ -154,21 +162,16 @@ export class AdminService implements AdminApi {
       replicationFactor,
       configs,
     };
-    const replicas = this.#topics.replicas;
-    for (let p = 0; p < partitions; p++) {
-      // Leftovers of an interrupted delete must not become the new topic's records.
-      if (replicas.hasLog(topic.name, p)) await replicas.delete(topic.name, p);
-      await replicas.getOrCreate(topic.name, p, config.log);
-    }
     await this.#topics.put(topic, config);
+    await this.#reconciler.sync();
     this.#logger.info({ topic: topic.name, partitions, configs: Object.keys(configs) }, 'topic created');
     return this.describeTopic(topic.name);
   }
 
-  describeTopic(name: string): TopicDescription {
-    const topic = this.#topics.get(name);
-    const partitions = Array.from({ length: topic.partitions }, (_, p) =>
-      this.#topics.replica(topic, p).describe(),
+  async describeTopic(name: string): Promise<TopicDescription> {
+    const topic = await this.#topics.resolve(name);
+    const partitions = await Promise.all(
+      Array.from({ length: topic.partitions }, (_, p) => this.#describePartition(topic, p)),
     );
     return {
       name: topic.name,
@@ -178,24 +181,49 @@ export class AdminService implements AdminApi {
     };
   }
 
+  /** A partition this node leads describes itself; another's offsets come from its leader. */
+  async #describePartition(topic: TopicRecord, p: number): Promise<PartitionInfo> {
+    const target = this.#remote?.forwardTarget(topic.name, p);
+    const local = this.#topics.replicas.get(topic.name, p);
+    if (!target && local) return local.describe();
+    const role = this.#topics.role(topic.name, p);
+    const info: PartitionInfo = {
+      partition: p,
+      leader: role?.leader ?? -1,
+      leaderEpoch: role?.leaderEpoch ?? 0,
+      replicas: [...(role?.replicas ?? [])],
+      isr: [...(role?.isr ?? [])],
+      logStartOffset: -1,
+      logEndOffset: -1,
+      highWatermark: -1,
+    };
+    if (!target || !this.#remote) return info;
+    try {
+      const offsets = await this.#remote.offsets(target, topic.name, p);
+      return {
+        ...info,
+        logStartOffset: offsets.earliest,
+        logEndOffset: offsets.latest,
+        highWatermark: offsets.highWatermark,
+      };
+    } catch (error) {
+      this.#logger.warn(
+        { err: error, topic: topic.name, partition: p },
+        'the leader did not say its offsets',
+      );
+      return info;
+    }
+  }
+
   deleteTopic(name: string): Promise<{ name: string; deleted: true }> {
     return this.#serially(() => this.#deleteTopic(name));
   }
 
   async #deleteTopic(name: string): Promise<{ name: string; deleted: true }> {
-    const topic = this.#topics.get(name);
-    const replicas = this.#topics.replicas;
-    const open = new Set<PartitionReplica>();
-    for (let p = 0; p < topic.partitions; p++) {
-      const replica = replicas.get(name, p);
-      if (replica) open.add(replica);
-    }
+    const topic = await this.#topics.resolve(name);
     await this.#topics.remove(name);
-    // Fetches waiting on these partitions answer now (with UNKNOWN_TOPIC_OR_PARTITION) instead of
-    // at their deadline.
-    this.#waiters.wake(open);
-    for (let p = 0; p < topic.partitions; p++) await replicas.delete(name, p);
-    this.#metrics.forgetTopic(name);
+    // Deletes this node's logs of the topic and answers the fetches waiting on them.
+    await this.#reconciler.sync();
     this.#logger.info({ topic: name, partitions: topic.partitions }, 'topic deleted');
     return { name, deleted: true };
   }
@@ -205,16 +233,15 @@ export class AdminService implements AdminApi {
   }
 
   async #alterConfigs(name: string, changes: Record<string, ConfigValue | null>): Promise<TopicDescription> {
-    const topic = this.#topics.get(name);
+    const topic = await this.#topics.resolve(name);
     const configs = { ...topic.configs };
     for (const [key, value] of Object.entries(changes)) {
       if (value === null) delete configs[key];
       else configs[key] = value;
     }
     const config = this.#topics.parse(configs);
-    const updated = { ...topic, configs };
-    await this.#topics.put(updated, config);
-    for (let p = 0; p < topic.partitions; p++) this.#topics.replica(updated, p).log.updateConfig(config.log);
+    await this.#topics.put({ ...topic, configs }, config);
+    await this.#reconciler.sync();
     // The names only: a config value may be anything a client sent.
     this.#logger.info({ topic: name, configs: Object.keys(changes) }, 'topic configs changed');
     return this.describeTopic(name);
@@ -225,7 +252,7 @@ export class AdminService implements AdminApi {
   }
 
   async #addPartitions(name: string, partitions: number): Promise<TopicDescription> {
-    const topic = this.#topics.get(name);
+    const topic = await this.#topics.resolve(name);
     if (
       !Number.isInteger(partitions) ||
       partitions <= topic.partitions ||
@@ -237,11 +264,8 @@ export class AdminService implements AdminApi {
         { details: { current: topic.partitions } },
       );
     }
-    const updated = { ...topic, partitions };
-    const config = this.#topics.config(topic);
-    for (let p = topic.partitions; p < partitions; p++)
-      await this.#topics.replicas.getOrCreate(name, p, config.log);
-    await this.#topics.put(updated, config);
+    await this.#topics.put({ ...topic, partitions }, this.#topics.config(topic));
+    await this.#reconciler.sync();
     this.#logger.info({ topic: name, from: topic.partitions, partitions }, 'topic partitions added');
     return this.describeTopic(name);
   }

@@ -91,7 +91,7 @@ export interface AdminApi {
   cluster(): ClusterResponse;
   listTopics(): TopicSummary[];
   createTopic(request: CreateTopicRequest): Promise<TopicDescription>;
-  describeTopic(name: string): TopicDescription;
+  describeTopic(name: string): Promise<TopicDescription>;
   deleteTopic(name: string): Promise<{ name: string; deleted: true }>;
   /** Sets configs; a null value resets that config to the default. */
   alterConfigs(name: string, changes: Record<string, ConfigValue | null>): Promise<TopicDescription>;

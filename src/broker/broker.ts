@@ -5,11 +5,13 @@ import type { ConfigValue } from '../protocol/topic-config.js';
 import { ReplicaManager } from '../replication/replica-manager.js';
 import type { LogManager } from '../storage/log-manager.js';
 import { type AdminOptions, AdminService } from './admin.js';
-import type { BrokerApi, NodeApi } from './api.js';
+import type { BrokerApi, NodeApi, RoutingApi } from './api.js';
 import { FetchService } from './fetch.js';
 import { FetchWaiters } from './fetch-waiters.js';
 import { BrokerMetrics } from './metrics.js';
 import { ProduceService } from './produce.js';
+import { PartitionReconciler } from './reconciler.js';
+import type { RemotePartitions } from './remote-partitions.js';
 import type { TopicRegistry } from './topic-registry.js';
 import { Topics } from './topics.js';
 
@@ -33,6 +35,10 @@ export interface BrokerDeps {
   clock: Clock;
   metrics?: Metrics;
   logger?: Logger;
+  /** In a cluster: the partitions other nodes lead, reached through them. */
+  remote?: RemotePartitions;
+  /** In a cluster: waits until this node's metadata holds what the controller has decided. */
+  catchUp?: () => Promise<void>;
 }
 
 /**
@@ -44,7 +50,9 @@ export class Broker implements BrokerApi {
   readonly admin: AdminService;
   readonly produce: ProduceService;
   readonly fetch: FetchService;
+  readonly routing: RoutingApi | undefined;
   readonly #waiters: FetchWaiters;
+  readonly #reconciler: PartitionReconciler;
   #shuttingDown = false;
   #started = false;
 
@@ -52,7 +60,7 @@ export class Broker implements BrokerApi {
     const replicas = new ReplicaManager({ nodeId: options.nodeId }, { logs: deps.logs });
     const topics = new Topics(
       { defaultConfigs: options.defaultConfigs ?? {} },
-      { registry: deps.registry, replicas },
+      { registry: deps.registry, replicas, ...(deps.catchUp ? { catchUp: deps.catchUp } : {}) },
     );
     this.#waiters = new FetchWaiters(
       { waitersMax: options.fetchWaitersMax ?? 10_000 },
@@ -66,6 +74,18 @@ export class Broker implements BrokerApi {
       },
       { metrics: deps.metrics ?? noopMetrics, topics, waiters: this.#waiters },
     );
+    this.#reconciler = new PartitionReconciler(
+      { nodeId: options.nodeId },
+      {
+        registry: deps.registry,
+        topics,
+        ids: deps.logs,
+        waiters: this.#waiters,
+        metrics,
+        logger: deps.logger ?? noopLogger,
+      },
+    );
+    topics.settleWith(() => this.#reconciler.sync());
     this.admin = new AdminService(
       {
         nodeId: options.nodeId,
@@ -73,9 +93,22 @@ export class Broker implements BrokerApi {
         address: options.address,
         ...(options.clusterView ? { clusterView: options.clusterView } : {}),
       },
-      { topics, waiters: this.#waiters, clock: deps.clock, metrics, logger: deps.logger ?? noopLogger },
+      {
+        topics,
+        reconciler: this.#reconciler,
+        ...(deps.remote ? { remote: deps.remote } : {}),
+        clock: deps.clock,
+        metrics,
+        logger: deps.logger ?? noopLogger,
+      },
     );
-    this.produce = new ProduceService({ topics, clock: deps.clock, metrics });
+    this.routing = deps.remote;
+    this.produce = new ProduceService({
+      topics,
+      clock: deps.clock,
+      metrics,
+      ...(deps.remote ? { remote: deps.remote } : {}),
+    });
     this.fetch = new FetchService({ topics, waiters: this.#waiters, metrics });
     const broker = this;
     this.node = {
@@ -102,6 +135,7 @@ export class Broker implements BrokerApi {
    */
   beginShutdown(): void {
     this.#shuttingDown = true;
+    this.#reconciler.close();
     this.#waiters.close();
   }
 

@@ -29,7 +29,7 @@ export class FetchService implements FetchApi {
   }
 
   async read(topicName: string, partition: number, options: FetchOptions): Promise<FetchResult> {
-    const replica = this.#topics.replica(this.#topics.get(topicName), partition);
+    const { replica } = await this.#topics.localReplica(topicName, partition);
     const offset =
       options.offset === 'earliest'
         ? replica.logStartOffset
@@ -69,7 +69,7 @@ export class FetchService implements FetchApi {
   }
 
   async offsets(topicName: string, partition: number, timestamp?: number): Promise<OffsetsResponse> {
-    const replica = this.#topics.replica(this.#topics.get(topicName), partition);
+    const { replica } = await this.#topics.localReplica(topicName, partition);
     const response: OffsetsResponse = {
       partition,
       earliest: replica.logStartOffset,

@@ -1,10 +1,10 @@
 import { SluiceError } from '../common/errors.js';
-import type { Controller } from '../metadata/controller.js';
 import type { TopicImage } from '../metadata/image.js';
 import type { MetadataLog } from '../metadata/metadata-log.js';
-import type { MetadataRecord } from '../metadata/records.js';
+import type { ControllerCommand } from '../protocol/internal-api.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
-import type { TopicRecord, TopicRegistry } from './topic-registry.js';
+import type { ReplicaRole } from '../replication/replica.js';
+import type { LocalPartition, TopicRecord, TopicRegistry } from './topic-registry.js';
 
 /**
  * The broker's topic definitions kept in the metadata log instead of a file: reads come from the
@@ -14,9 +14,9 @@ import type { TopicRecord, TopicRegistry } from './topic-registry.js';
  */
 export class MetadataTopicRegistry implements TopicRegistry {
   readonly #log: MetadataLog;
-  readonly #controller: Controller;
+  readonly #controller: ControllerChannel;
 
-  constructor(deps: { log: MetadataLog; controller: Controller }) {
+  constructor(deps: { log: MetadataLog; controller: ControllerChannel }) {
     this.#log = deps.log;
     this.#controller = deps.controller;
   }
@@ -38,44 +38,76 @@ export class MetadataTopicRegistry implements TopicRegistry {
     return topic ? topicRecordOf(topic) : undefined;
   }
 
-  /** Creates the topic, or carries out the difference: more partitions, configs set or removed. */
-  async put(topic: TopicRecord): Promise<void> {
-    const image = this.#log.image;
-    const existing = image.topic(topic.name);
-    const records: MetadataRecord[] = [];
-    if (!existing) {
-      records.push(
-        ...this.#controller.createTopic(image, {
-          name: topic.name,
-          partitions: topic.partitions,
-          replicationFactor: topic.replicationFactor,
-          configs: Object.fromEntries(Object.entries(topic.configs).map(([k, v]) => [k, JSON.stringify(v)])),
-        }),
-      );
-    } else {
-      if (topic.partitions > existing.partitions.size)
-        records.push(...this.#controller.addPartitions(image, topic.name, topic.partitions));
-      const changes: Record<string, string | null> = {};
-      for (const [name, value] of Object.entries(topic.configs)) {
-        const text = JSON.stringify(value);
-        if (existing.configs.get(name) !== text) changes[name] = text;
-      }
-      for (const name of existing.configs.keys()) if (!(name in topic.configs)) changes[name] = null;
-      if (Object.keys(changes).length > 0) {
-        // A config record does not depend on the partition records before it in the entry.
-        records.push(...this.#controller.alterConfigs(image, topic.name, changes));
-      }
-    }
-    await this.#log.propose(records);
-  }
-
   topicId(name: string): string | undefined {
     return this.#log.image.topic(name)?.topicId;
   }
 
-  async remove(name: string): Promise<void> {
-    await this.#log.propose(this.#controller.deleteTopic(this.#log.image, name));
+  localPartitions(nodeId: number): LocalPartition[] {
+    const out: LocalPartition[] = [];
+    const image = this.#log.image;
+    for (const name of [...image.topicIdsByName.keys()].sort()) {
+      const topic = image.topic(name)!;
+      for (const p of [...topic.partitions.values()].sort((a, b) => a.partition - b.partition)) {
+        if (!p.replicas.includes(nodeId)) continue;
+        out.push({
+          topic: name,
+          topicId: topic.topicId,
+          partition: p.partition,
+          role: { leader: p.leader, leaderEpoch: p.leaderEpoch, replicas: p.replicas, isr: p.isr },
+        });
+      }
+    }
+    return out;
   }
+
+  partitionRole(topic: string, partition: number): ReplicaRole | undefined {
+    const p = this.#log.image.topic(topic)?.partitions.get(partition);
+    return p ? { leader: p.leader, leaderEpoch: p.leaderEpoch, replicas: p.replicas, isr: p.isr } : undefined;
+  }
+
+  onChange(listener: () => void): () => void {
+    return this.#log.onChange(() => listener());
+  }
+
+  /**
+   * Creates the topic, or carries out the difference: more partitions, configs set or removed. The
+   * active controller decides (wherever it runs); this resolves once this node's image shows it.
+   */
+  async put(topic: TopicRecord): Promise<void> {
+    const existing = this.#log.image.topic(topic.name);
+    const configs = Object.fromEntries(Object.entries(topic.configs).map(([k, v]) => [k, JSON.stringify(v)]));
+    if (!existing) {
+      await this.#controller.submit({
+        type: 'createTopic',
+        name: topic.name,
+        partitions: topic.partitions,
+        replicationFactor: topic.replicationFactor,
+        configs,
+      });
+      return;
+    }
+    if (topic.partitions > existing.partitions.size)
+      await this.#controller.submit({
+        type: 'addPartitions',
+        name: topic.name,
+        partitions: topic.partitions,
+      });
+    const changes: Record<string, string | null> = {};
+    for (const [name, text] of Object.entries(configs))
+      if (existing.configs.get(name) !== text) changes[name] = text;
+    for (const name of existing.configs.keys()) if (!(name in configs)) changes[name] = null;
+    if (Object.keys(changes).length > 0)
+      await this.#controller.submit({ type: 'alterConfigs', name: topic.name, changes });
+  }
+
+  async remove(name: string): Promise<void> {
+    await this.#controller.submit({ type: 'deleteTopic', name });
+  }
+}
+
+/** Where the registry's changes are decided: the active controller (`ControllerService.submit`). */
+export interface ControllerChannel {
+  submit(command: ControllerCommand): Promise<void>;
 }
 
 function topicRecordOf(topic: TopicImage): TopicRecord {

@@ -8,6 +8,7 @@ import { type ProduceRecordSource, recordArraySource } from '../protocol/produce
 import type { PartitionReplica } from '../replication/replica.js';
 import type { AppendedBatches, ProduceApi, ProducedOffsets, ProduceInput } from './api.js';
 import type { BrokerMetrics } from './metrics.js';
+import type { RemotePartitions } from './remote-partitions.js';
 import type { TopicRecord } from './topic-registry.js';
 import type { Topics } from './topics.js';
 
@@ -21,8 +22,11 @@ export class ProduceService implements ProduceApi {
   readonly #metrics: BrokerMetrics;
   #stickyPartition = 0;
 
-  constructor(deps: { topics: Topics; clock: Clock; metrics: BrokerMetrics }) {
+  readonly #remote: RemotePartitions | undefined;
+
+  constructor(deps: { topics: Topics; clock: Clock; metrics: BrokerMetrics; remote?: RemotePartitions }) {
     this.#topics = deps.topics;
+    this.#remote = deps.remote;
     this.#clock = deps.clock;
     this.#metrics = deps.metrics;
   }
@@ -45,7 +49,7 @@ export class ProduceService implements ProduceApi {
    * batch and appends it. With acks=0 the result holds no record.
    */
   async from(topicName: string, records: ProduceRecordSource, acks: Acks): Promise<ProducedOffsets> {
-    const topic = this.#topics.get(topicName);
+    const topic = await this.#topics.resolve(topicName);
     if (records.count === 0)
       throw new SluiceError('INVALID_REQUEST', 'records must hold at least one record');
     if (records.count > LIMITS.requestRecordsMax) {
@@ -57,9 +61,25 @@ export class ProduceService implements ProduceApi {
     const partitions = this.#partitionsOf(topic, records);
     const byPartition = groupByPartition(partitions);
     const batches = new Map<PartitionReplica, Buffer>();
+    // The shares of partitions another node leads go there as pre-built batches.
+    const forwarded: { target: { nodeId: number; url: string }; partition: number; batch: Buffer }[] = [];
     for (const [partition, indexes] of byPartition) {
+      const target = this.#remote?.forwardTarget(topicName, partition);
+      const now = this.#clock.nowMs();
+      if (target) {
+        const batchBytesMax = this.#topics.config(topic).log.batchBytesMax;
+        forwarded.push({
+          target,
+          partition,
+          batch: encodePartitionBatch(records, indexes, partition, batchBytesMax, now),
+        });
+        continue;
+      }
       const replica = this.#topics.replica(topic, partition);
-      batches.set(replica, encodePartitionBatch(records, indexes, partition, replica, this.#clock.nowMs()));
+      batches.set(
+        replica,
+        encodePartitionBatch(records, indexes, partition, replica.log.config.batchBytesMax, now),
+      );
     }
     for (const replica of batches.keys()) this.#checkAcks(topic, replica, acks);
     const offsets = new Float64Array(records.count);
@@ -69,6 +89,16 @@ export class ProduceService implements ProduceApi {
       this.#countIn(replica, indexes.length, batch.length);
       for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
     });
+    for (const { target, partition, batch } of forwarded) {
+      appends.push(
+        (async () => {
+          const result = await this.#remote!.append(target, topicName, partition, batch, acks);
+          if (!result) return;
+          const indexes = byPartition.get(partition)!;
+          for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
+        })(),
+      );
+    }
     if (acks === 0) {
       // Fire and forget, as Kafka's acks=0: the producer is answered before the append completes.
       for (const a of appends) a.catch(() => {});
@@ -88,8 +118,7 @@ export class ProduceService implements ProduceApi {
     data: Buffer,
     acks: Acks,
   ): Promise<AppendedBatches | undefined> {
-    const topic = this.#topics.get(topicName);
-    const replica = this.#topics.replica(topic, partition);
+    const { topic, replica } = await this.#topics.localReplica(topicName, partition);
     // Every header field of a client's batch is checked against its records before anything is
     // appended (the log itself checks only what a stored batch must hold), and with acks=0 a bad
     // batch is still refused to the producer, since the answer goes before the append completes.
@@ -156,11 +185,9 @@ function encodePartitionBatch(
   records: ProduceRecordSource,
   indexes: number[],
   partition: number,
-  replica: PartitionReplica,
+  recordBytesMax: number,
   nowMs: number,
 ): Buffer {
-  // The log holds its parsed config; parsing the topic's configs again per request is waste.
-  const recordBytesMax = replica.log.config.batchBytesMax;
   for (const i of indexes) {
     const size = records.payloadBytesAt(i);
     if (size > recordBytesMax) {

@@ -6,7 +6,7 @@ import {
   type TopicConfig,
   type TopicConfigDefaults,
 } from '../protocol/topic-config.js';
-import type { PartitionReplica } from '../replication/replica.js';
+import type { PartitionReplica, ReplicaRole } from '../replication/replica.js';
 import type { ReplicaManager } from '../replication/replica-manager.js';
 import type { TopicRecord, TopicRegistry } from './topic-registry.js';
 
@@ -18,18 +18,20 @@ import type { TopicRecord, TopicRegistry } from './topic-registry.js';
 export class Topics {
   readonly #registry: TopicRegistry;
   readonly #replicas: ReplicaManager;
+  readonly #catchUp: (() => Promise<void>) | undefined;
+  #settle: (() => Promise<void>) | undefined;
   readonly defaults: TopicConfigDefaults;
-  readonly #configs = new Map<string, TopicConfig>();
+  /** Each topic's parsed configs with the text they were parsed from (another node may change them). */
+  readonly #configs = new Map<string, { text: string; config: TopicConfig }>();
 
   constructor(
     options: { defaultConfigs: Record<string, ConfigValue> },
-    deps: { registry: TopicRegistry; replicas: ReplicaManager },
+    deps: { registry: TopicRegistry; replicas: ReplicaManager; catchUp?: () => Promise<void> },
   ) {
+    this.#catchUp = deps.catchUp;
     this.defaults = parseTopicConfigDefaults(options.defaultConfigs);
     this.#registry = deps.registry;
     this.#replicas = deps.replicas;
-    for (const topic of this.#registry.list())
-      this.#configs.set(topic.name, parseTopicConfig(topic.configs, this.defaults));
   }
 
   get clusterId(): string {
@@ -45,12 +47,60 @@ export class Topics {
     return this.#registry.topicId?.(name) ?? 'AAAAAAAAAAAAAAAAAAAAAA';
   }
 
+  /** A partition's leadership as the metadata records it (undefined on a node alone or when unknown). */
+  role(topic: string, partition: number): ReplicaRole | undefined {
+    return this.#registry.partitionRole(topic, partition);
+  }
+
   list(): TopicRecord[] {
     return this.#registry.list();
   }
 
   find(name: string): TopicRecord | undefined {
     return this.#registry.get(name);
+  }
+
+  /**
+   * The topic, after catching up with the cluster's metadata when this node does not know it (it
+   * may have been created through another node a moment ago); else UNKNOWN_TOPIC_OR_PARTITION.
+   */
+  async resolve(name: string, partition?: number): Promise<TopicRecord> {
+    const known = this.#registry.get(name);
+    if (known && (partition === undefined || partition < known.partitions)) return known;
+    if (this.#catchUp) await this.#catchUp();
+    return this.get(name);
+  }
+
+  /**
+   * The topic and this node's replica of the partition, for a produce or fetch: after catching up
+   * with the metadata when the topic or partition is not known here, and after the partition's log
+   * is opened when it was placed here a moment ago. A partition another node holds is
+   * NOT_LEADER_OR_FOLLOWER (naming the leader), so that a client goes there.
+   */
+  async localReplica(
+    name: string,
+    partition: number,
+  ): Promise<{ topic: TopicRecord; replica: PartitionReplica }> {
+    const topic = await this.resolve(name, partition);
+    const local = Number.isInteger(partition) ? this.#replicas.get(topic.name, partition) : undefined;
+    if (local) return { topic, replica: local };
+    const role = Number.isInteger(partition) ? this.#registry.partitionRole(name, partition) : undefined;
+    if (role && !role.replicas.includes(this.#replicas.nodeId)) {
+      throw new SluiceError(
+        'NOT_LEADER_OR_FOLLOWER',
+        role.leader < 0
+          ? `partition ${name}/${partition} has no leader right now`
+          : `node ${this.#replicas.nodeId} does not hold ${name}/${partition}; node ${role.leader} leads it`,
+        { details: { topic: name, partition, leader: role.leader } },
+      );
+    }
+    if (role && this.#settle) await this.#settle();
+    return { topic, replica: this.replica(topic, partition) };
+  }
+
+  /** Called once by the broker: waits until the partitions placed here are open. */
+  settleWith(settle: () => Promise<void>): void {
+    this.#settle = settle;
   }
 
   /** The topic, or UNKNOWN_TOPIC_OR_PARTITION. */
@@ -65,11 +115,11 @@ export class Topics {
 
   /** The topic's parsed configs over the broker's defaults. */
   config(topic: TopicRecord): TopicConfig {
-    let config = this.#configs.get(topic.name);
-    if (!config) {
-      config = parseTopicConfig(topic.configs, this.defaults);
-      this.#configs.set(topic.name, config);
-    }
+    const text = JSON.stringify(topic.configs);
+    const cached = this.#configs.get(topic.name);
+    if (cached?.text === text) return cached.config;
+    const config = parseTopicConfig(topic.configs, this.defaults);
+    this.#configs.set(topic.name, { text, config });
     return config;
   }
 
@@ -81,7 +131,7 @@ export class Topics {
   /** Stores the topic durably with its already parsed configs. */
   async put(topic: TopicRecord, config: TopicConfig): Promise<void> {
     await this.#registry.put(topic);
-    this.#configs.set(topic.name, config);
+    this.#configs.set(topic.name, { text: JSON.stringify(topic.configs), config });
   }
 
   async remove(name: string): Promise<void> {

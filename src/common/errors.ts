@@ -101,6 +101,11 @@ export const ERROR_CODES = {
   },
   SHUTTING_DOWN: { status: 503, retriable: true, title: 'The node is shutting down' },
   REQUEST_TIMED_OUT: { status: 504, retriable: true, title: 'The request did not complete in time' },
+  NETWORK_EXCEPTION: {
+    status: 503,
+    retriable: true,
+    title: 'Another node of the cluster could not be reached',
+  },
 } as const satisfies Record<string, { status: number; retriable: boolean; title: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

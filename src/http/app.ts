@@ -136,7 +136,20 @@ function addRequestHooks(app: FastifyInstance, broker: BrokerApi, metrics: HttpM
   app.addHook('onRequest', (request, reply, done) => {
     metrics.inFlight.inc();
     reply.raw.on('close', answered);
-    if (!broker.node.shuttingDown || request.url === ENDPOINTS.livez.path) return done();
+    if (broker.node.ready) return done();
+    const url = request.url;
+    if (!broker.node.shuttingDown) {
+      // Starting: the node has not caught up with the cluster metadata. Health checks and the
+      // cluster-internal routes (which the start needs) answer; the public API waits.
+      if (!url.startsWith('/v1/')) return done();
+      return done(
+        new SluiceError(
+          'LEADER_NOT_AVAILABLE',
+          'the node is starting: it has not caught up with the cluster metadata yet',
+        ),
+      );
+    }
+    if (url === ENDPOINTS.livez.path || url.startsWith('/internal/')) return done();
     closeIfShuttingDown(request, reply);
     done(new SluiceError('SHUTTING_DOWN', 'the node is shutting down; retry on another node or later'));
   });

@@ -219,6 +219,37 @@ export class Controller {
     return checked(image, records);
   }
 
+  /**
+   * Leaders for partitions that have none (their last in-sync replica was fenced) once an in-sync
+   * replica is live again: a broker that returns leads what it held alone, at a new leader epoch.
+   */
+  electLeaderless(image: MetadataImage): MetadataRecord[] {
+    const records: MetadataRecord[] = [];
+    for (const topic of image.topicsById.values()) {
+      for (const p of topic.partitions.values()) {
+        if (p.leader !== -1) continue;
+        const leader = electLeader(image, p, -1);
+        if (leader === -1) continue;
+        records.push({
+          type: 'partitionChange',
+          version: 0,
+          topicId: p.topicId,
+          partition: p.partition,
+          leader,
+        });
+      }
+    }
+    return checked(image, records);
+  }
+
+  /**
+   * Forgets every session: a controller that gains the leadership starts each broker's session
+   * afresh (it may have missed heartbeats sent to the controller before it).
+   */
+  resetSessions(): void {
+    this.#lastHeartbeatMs.clear();
+  }
+
   /** Partition changes that take `brokerId` out of every in-sync set and leadership it holds. */
   #moveAway(image: MetadataImage, brokerId: number): PartitionChangeRecord[] {
     const changes: PartitionChangeRecord[] = [];

@@ -572,6 +572,11 @@ export interface MetadataDelta {
   readonly clusterIdChanged: boolean;
   readonly metadataVersionChanged: boolean;
   readonly ignored: readonly IgnoredRecord[];
+  /**
+   * Set when the image was replaced by a snapshot from the leader: the lists above are empty, and a
+   * listener compares `before` and `after` itself.
+   */
+  readonly restored?: boolean;
 }
 
 const byKey =

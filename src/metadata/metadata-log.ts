@@ -66,7 +66,14 @@ export class MetadataLog {
     this.#raft.onSnapshot({
       take: () => encodeImage(this.#image),
       restore: (data) => {
+        const before = this.#image;
         this.#image = decodeImage(data);
+        const delta: MetadataDelta = {
+          ...new MetadataDeltaBuilder(this.#image).build(),
+          before,
+          restored: true,
+        };
+        for (const listener of this.#listeners) listener(delta);
       },
     });
   }
@@ -89,6 +96,26 @@ export class MetadataLog {
   async propose(records: readonly MetadataRecord[]): Promise<void> {
     if (records.length === 0) return;
     await this.#raft.propose(encodeEntry(records));
+  }
+
+  /**
+   * Resolves once every entry committed before it is applied here: a leader calls it after it is
+   * elected, so that its decisions read an image with every earlier leader's committed records.
+   */
+  async barrier(): Promise<void> {
+    await this.#raft.propose(new Uint8Array(0));
+  }
+
+  /** Resolves once the image has applied the record at `offset` (at once when it has). */
+  waitFor(offset: number): Promise<void> {
+    if (this.#image.lastOffset >= offset) return Promise.resolve();
+    return new Promise((resolve) => {
+      const off = this.onChange((delta) => {
+        if (delta.after.lastOffset < offset) return;
+        off();
+        resolve();
+      });
+    });
   }
 
   #apply(entry: Entry): void {

@@ -1,18 +1,24 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import { ControllerService } from '../broker/controller-service.js';
 import { MetadataTopicRegistry } from '../broker/metadata-registry.js';
+import { PeerClient } from '../broker/peer-client.js';
+import { electionTimeoutMs, Http2RaftTransport } from '../broker/raft-transport.js';
+import type { ClusterDirectory } from '../broker/remote-partitions.js';
 import { FileTopicRegistry } from '../broker/topic-registry.js';
-import type { Clock } from '../common/clock.js';
+import type { Clock, TimerHandle } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
 import { SeededRandom } from '../common/random.js';
 import { Controller } from '../metadata/controller.js';
 import { MetadataLog } from '../metadata/metadata-log.js';
 import { METADATA_VERSION_FEATURE, type MetadataRecord } from '../metadata/records.js';
 import type { ClusterResponse } from '../protocol/api.js';
-import { RaftDriver, type RaftTransport } from '../raft/driver.js';
+import { RaftDriver, type RaftDriverOptions, type RaftTransport } from '../raft/driver.js';
 import { LevelRaftStorage } from '../raft/storage.js';
 import type { Message } from '../raft/types.js';
 import { type FileSystem, mkdirDurable } from '../storage/fs.js';
+import type { QuorumVoter } from './cluster-config.js';
 
 /** Where the metadata quorum keeps its Raft log (LevelDB) in a data directory. */
 export const METADATA_DIR = '__cluster_metadata';
@@ -21,20 +27,49 @@ const IDENTITY_FILE = join('__cluster', 'node.json');
 /** The single-node release's topic file; imported into the metadata log at the first start. */
 const LEGACY_TOPICS = join('__cluster', 'topics.json');
 /** A one-voter quorum ticks fast: it elects itself in one election timeout (10 × 10 ms). */
-const SINGLE_VOTER_TICK_MS = 10;
-const LEADER_WAIT_MS = 15_000;
-/** How long a broker may go unheard before the controller fences it. */
-const SESSION_TIMEOUT_MS = 9_000;
+const SINGLE_VOTER_TIMING = { tickMs: 10, electionTicks: 10, heartbeatTicks: 1 };
+/** Several voters: a one-second election timeout, heartbeats every 100 ms. */
+const QUORUM_TIMING = { tickMs: 50, electionTicks: 20, heartbeatTicks: 2 };
+/** How long a start waits for the cluster (a leader, the cluster id, its own registration). */
+const JOIN_WAIT_MS = 60_000;
 /** The metadata.version this release writes. */
 const METADATA_VERSION = 1;
 
+export interface MetadataOptions {
+  nodeId: number;
+  dataDir: string;
+  /** The voters of the metadata quorum; absent: this node alone. */
+  voters?: readonly QuorumVoter[];
+  clusterSecret?: string;
+  /** How long a broker may go unheard before the controller fences it. */
+  sessionTimeoutMs: number;
+  rack: string | null;
+}
+
 export interface NodeMetadata {
   log: MetadataLog;
-  controller: Controller;
+  controller: ControllerService;
   registry: MetadataTopicRegistry;
   driver: RaftDriver;
+  /** Present with more than one voter: the Raft transport the internal routes deliver to. */
+  transport: Http2RaftTransport | undefined;
+  /** Present in a cluster: requests to other nodes. */
+  peers: PeerClient | undefined;
+  directory: ClusterDirectory;
   /** The cluster as this node's image and Raft status show it, for `/v1/cluster`. */
   clusterView(): Pick<ClusterResponse, 'controllerId' | 'nodes' | 'metadata'>;
+  /**
+   * Joins the quorum: starts Raft, waits until the cluster id is committed (the first leader
+   * commits it), checks it against the data directory, and records the node's identity there.
+   */
+  start(): Promise<void>;
+  /**
+   * Registers this broker at `endpoint` (a new incarnation and broker epoch), waits until the
+   * controller unfences it, then heartbeats until close.
+   */
+  startBroker(endpoint: { host: string; port: number }): Promise<void>;
+  /** Imports the single-node release's topic file, if there is one (a one-voter quorum only). */
+  importLegacyTopics(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -51,157 +86,233 @@ class NoPeersTransport implements RaftTransport {
 }
 
 /**
- * Opens this node's metadata quorum, a single voter for now: the Raft log in `__cluster_metadata`,
- * replayed into the image, and the controller over it. At the first start it commits the cluster
- * id and metadata.version (taking the cluster id and topics of a single-node release's
- * `__cluster/topics.json` when there is one, so that its topics and records stay); at every start
- * it registers this broker, which the controller then unfences.
+ * Opens this node's part of the metadata quorum without starting it: the Raft log in
+ * `__cluster_metadata` (replayed into the image when started), its transport to the other voters,
+ * the controller service and the topic registry over the log. The node starts it once its HTTP
+ * server listens, since the other voters reach it there.
  */
 export async function openMetadata(
-  options: { nodeId: number; dataDir: string; host: string; port: number },
-  deps: { fs: FileSystem; clock: Clock },
+  options: MetadataOptions,
+  deps: { fs: FileSystem; clock: Clock; logger: Logger },
 ): Promise<NodeMetadata> {
+  const { nodeId, dataDir } = options;
+  const voters = options.voters ?? [];
+  const clustered = voters.length > 0;
+  if (clustered && !voters.some((v) => v.id === nodeId)) {
+    throw new SluiceError(
+      'INVALID_CONFIG',
+      `node ${nodeId} is not a voter of the controller quorum (${voters.map((v) => v.id).join(', ')}); broker-only nodes are not supported yet`,
+    );
+  }
+  if (clustered && options.clusterSecret === undefined)
+    throw new SluiceError('INVALID_CONFIG', 'a controller quorum needs a cluster secret (--cluster-secret)');
   // A node that has taken part in a cluster says so in its data directory. Its metadata log lost
   // then must not start afresh: a new cluster id and an empty image would make the broker delete
   // every partition directory as unowned.
-  const identityPath = join(options.dataDir, IDENTITY_FILE);
+  const identityPath = join(dataDir, IDENTITY_FILE);
   const identity = await readIdentity(identityPath, deps.fs);
-  if (identity && identity.nodeId !== options.nodeId) {
+  if (identity && identity.nodeId !== nodeId) {
     throw new SluiceError(
       'INVALID_CONFIG',
-      `${options.dataDir} belongs to node ${identity.nodeId} of cluster ${identity.clusterId}, not node ${options.nodeId}`,
+      `${dataDir} belongs to node ${identity.nodeId} of cluster ${identity.clusterId}, not node ${nodeId}`,
     );
   }
-  const storage = await LevelRaftStorage.open(join(options.dataDir, METADATA_DIR));
-  const driver = new RaftDriver(
-    {
-      id: options.nodeId,
-      membership: { voters: [options.nodeId], learners: [] },
-      tickMs: SINGLE_VOTER_TICK_MS,
-      electionTicks: 10,
-      heartbeatTicks: 1,
-      snapshotEntries: 10_000,
-      storedStateRequired: identity !== undefined,
-    },
-    {
-      storage,
-      transport: new NoPeersTransport(),
-      clock: deps.clock,
-      random: new SeededRandom(randomInt(2 ** 31)),
-    },
-  );
+  const voterUrls = new Map<number, string>(voters.map((v) => [v.id, urlOf(v.host, v.port)]));
+  const timing = clustered ? QUORUM_TIMING : SINGLE_VOTER_TIMING;
+  const driverOptions: RaftDriverOptions = {
+    id: nodeId,
+    membership: { voters: clustered ? voters.map((v) => v.id) : [nodeId], learners: [] },
+    ...timing,
+    snapshotEntries: 10_000,
+    storedStateRequired: identity !== undefined,
+  };
+  const transport = clustered
+    ? new Http2RaftTransport(
+        {
+          id: nodeId,
+          peers: Object.fromEntries(voterUrls),
+          clusterSecret: options.clusterSecret!,
+          electionTimeoutMs: electionTimeoutMs(timing),
+        },
+        { clock: deps.clock, random: new SeededRandom(randomInt(2 ** 31)) },
+      )
+    : undefined;
+  const peers = clustered ? new PeerClient({ clusterSecret: options.clusterSecret! }) : undefined;
+  const storage = await LevelRaftStorage.open(join(dataDir, METADATA_DIR));
+  const driver = new RaftDriver(driverOptions, {
+    storage,
+    transport: transport ?? new NoPeersTransport(),
+    clock: deps.clock,
+    random: new SeededRandom(randomInt(2 ** 31)),
+  });
   const log = new MetadataLog({ raft: driver });
-  const controller = new Controller(
-    { sessionTimeoutMs: SESSION_TIMEOUT_MS },
-    { clock: deps.clock, random: new SeededRandom(randomInt(2 ** 31)) },
+  const legacyPath = join(dataDir, LEGACY_TOPICS);
+  const legacy =
+    !clustered && (await deps.fs.readFile(legacyPath)) !== undefined
+      ? await FileTopicRegistry.open(dataDir, deps.fs)
+      : undefined;
+  const controller = new ControllerService(
+    {
+      nodeId,
+      voterUrls,
+      tickMs: clustered ? 250 : 100,
+      submitTimeoutMs: 15_000,
+      bootstrapRecords: (): MetadataRecord[] => [
+        { type: 'clusterId', version: 0, clusterId: legacy?.clusterId ?? randomUUID() },
+        { type: 'featureLevel', version: 0, name: METADATA_VERSION_FEATURE, level: METADATA_VERSION },
+      ],
+    },
+    {
+      log,
+      controller: new Controller(
+        { sessionTimeoutMs: options.sessionTimeoutMs },
+        { clock: deps.clock, random: new SeededRandom(randomInt(2 ** 31)) },
+      ),
+      quorum: driver,
+      ...(peers ? { peers } : {}),
+      clock: deps.clock,
+      logger: deps.logger,
+    },
   );
   const registry = new MetadataTopicRegistry({ log, controller });
-  const close = async () => {
-    await driver.close();
+  let heartbeat: TimerHandle | undefined;
+  let closed = false;
+
+  const waitUntil = async (what: string, done: () => boolean) => {
+    const deadline = deps.clock.monotonicMs() + JOIN_WAIT_MS;
+    while (!done()) {
+      if (closed) throw new SluiceError('SHUTTING_DOWN', 'the node is stopping');
+      if (deps.clock.monotonicMs() > deadline)
+        throw new SluiceError('LEADER_NOT_AVAILABLE', `${what} did not happen within ${JOIN_WAIT_MS} ms`);
+      await new Promise<void>((resolve) => deps.clock.setTimeout(resolve, timing.tickMs));
+    }
   };
-  try {
+
+  const start = async () => {
     await driver.start();
-    await waitForLeadership(driver, deps.clock);
-    await bootstrap(log, controller, options, deps.fs);
+    controller.start();
+    await waitUntil('the metadata quorum committing the cluster id', () => log.image.clusterId !== null);
     const clusterId = log.image.clusterId!;
     if (identity && identity.clusterId !== clusterId) {
       throw new SluiceError(
         'INVALID_CONFIG',
-        `${options.dataDir} holds data of cluster ${identity.clusterId}, but its metadata log is of cluster ${clusterId}`,
+        `${dataDir} holds data of cluster ${identity.clusterId}, but its metadata log is of cluster ${clusterId}`,
       );
     }
     if (!identity) {
-      await mkdirDurable(deps.fs, join(options.dataDir, '__cluster'));
-      await deps.fs.writeFileAtomic(
-        identityPath,
-        Buffer.from(`${JSON.stringify({ clusterId, nodeId: options.nodeId })}\n`),
-      );
+      await mkdirDurable(deps.fs, join(dataDir, '__cluster'));
+      await deps.fs.writeFileAtomic(identityPath, Buffer.from(`${JSON.stringify({ clusterId, nodeId })}\n`));
     }
-    const clusterView = () => {
-      const status = driver.status();
-      const image = log.image;
-      return {
-        controllerId: status.leaderId,
-        nodes: [...image.brokers.values()]
-          .sort((a, b) => a.brokerId - b.brokerId)
-          .map((b) => ({
-            id: b.brokerId,
-            host: b.endpoints[0]?.host ?? '',
-            port: b.endpoints[0]?.port ?? 0,
-            rack: b.rack,
-            fenced: b.fenced,
-            brokerEpoch: b.brokerEpoch,
-          })),
-        metadata: {
-          role: status.role,
-          term: status.term,
-          commitIndex: status.commitIndex,
-          appliedIndex: status.appliedIndex,
-          voters: [...status.membership.voters],
-          lastOffset: image.lastOffset,
-        },
-      };
+  };
+
+  const startBroker = async (endpoint: { host: string; port: number }) => {
+    const incarnationId = randomUUID();
+    const register = () =>
+      controller.submit({
+        type: 'registerBroker',
+        brokerId: nodeId,
+        incarnationId,
+        endpoints: [{ name: 'public', host: endpoint.host, port: endpoint.port }],
+        rack: options.rack,
+      });
+    await register();
+    const beat = async () => {
+      const broker = log.image.broker(nodeId);
+      if (!broker || broker.incarnationId !== incarnationId) {
+        await register();
+        return;
+      }
+      await controller.submit({
+        type: 'heartbeat',
+        brokerId: nodeId,
+        brokerEpoch: broker.brokerEpoch,
+        caughtUp: true,
+      });
     };
-    return { log, controller, registry, driver, clusterView, close };
-  } catch (error) {
-    await close().catch(() => {});
-    throw error;
-  }
-}
+    await beat();
+    await waitUntil('the controller unfencing this broker', () => log.image.broker(nodeId)?.fenced === false);
+    let beating = false;
+    const interval = Math.max(100, Math.min(1000, Math.floor(options.sessionTimeoutMs / 4)));
+    heartbeat = deps.clock.setInterval(() => {
+      if (beating || closed) return;
+      beating = true;
+      beat()
+        .catch((error) => deps.logger.warn({ err: error }, 'the broker heartbeat failed'))
+        .finally(() => {
+          beating = false;
+        });
+    }, interval);
+  };
 
-async function waitForLeadership(driver: RaftDriver, clock: Clock): Promise<void> {
-  const deadline = clock.monotonicMs() + LEADER_WAIT_MS;
-  while (driver.status().role !== 'leader') {
-    if (clock.monotonicMs() > deadline)
-      throw new SluiceError(
-        'LEADER_NOT_AVAILABLE',
-        `the metadata quorum elected no leader in ${LEADER_WAIT_MS} ms`,
-      );
-    await new Promise<void>((resolve) => clock.setTimeout(resolve, SINGLE_VOTER_TICK_MS));
-  }
-  // A new leader commits an entry of its own term first; proposals and the image wait for it.
-  while (driver.status().appliedIndex < driver.status().commitIndex)
-    await new Promise<void>((resolve) => clock.setTimeout(resolve, SINGLE_VOTER_TICK_MS));
-}
-
-async function bootstrap(
-  log: MetadataLog,
-  controller: Controller,
-  options: { nodeId: number; dataDir: string; host: string; port: number },
-  fs: FileSystem,
-): Promise<void> {
-  const legacyPath = join(options.dataDir, LEGACY_TOPICS);
-  const legacy =
-    log.image.clusterId === null && (await fs.readFile(legacyPath)) !== undefined
-      ? await FileTopicRegistry.open(options.dataDir, fs)
-      : undefined;
-  if (log.image.clusterId === null) {
-    const first: MetadataRecord[] = [
-      { type: 'clusterId', version: 0, clusterId: legacy?.clusterId ?? randomUUID() },
-      { type: 'featureLevel', version: 0, name: METADATA_VERSION_FEATURE, level: METADATA_VERSION },
-    ];
-    await log.propose(first);
-  }
-  await log.propose(
-    controller.registerBroker(log.image, {
-      brokerId: options.nodeId,
-      incarnationId: randomUUID(),
-      // A port chosen at bind time (0) is not known yet; nothing reads a one-node cluster's endpoints.
-      endpoints: options.port > 0 ? [{ name: 'public', host: options.host, port: options.port }] : [],
-      rack: null,
-    }),
-  );
-  const brokerEpoch = log.image.broker(options.nodeId)!.brokerEpoch;
-  await log.propose(
-    controller.heartbeat(log.image, { brokerId: options.nodeId, brokerEpoch, caughtUp: true }),
-  );
-  if (legacy) {
+  const importLegacyTopics = async () => {
+    if (!legacy) return;
     // Every topic of the file, before the broker opens its logs: a partition directory no topic
     // owns is deleted at start, so nothing may start before the import has committed.
-    const registry = new MetadataTopicRegistry({ log, controller });
     for (const topic of legacy.list()) if (!log.image.topic(topic.name)) await registry.put(topic);
-    await fs.rename(legacyPath, `${legacyPath}.imported`);
-  }
+    await deps.fs.rename(legacyPath, `${legacyPath}.imported`);
+  };
+
+  const directory: ClusterDirectory = {
+    leaderOf: (topic, partition) => log.image.topic(topic)?.partitions.get(partition)?.leader,
+    urlOf: (id) => {
+      const endpoint = log.image.broker(id)?.endpoints[0];
+      return endpoint ? urlOf(endpoint.host, endpoint.port) : undefined;
+    },
+  };
+
+  const clusterView = () => {
+    const status = driver.status();
+    const image = log.image;
+    return {
+      controllerId: status.leaderId,
+      nodes: [...image.brokers.values()]
+        .sort((a, b) => a.brokerId - b.brokerId)
+        .map((b) => ({
+          id: b.brokerId,
+          host: b.endpoints[0]?.host ?? '',
+          port: b.endpoints[0]?.port ?? 0,
+          rack: b.rack,
+          fenced: b.fenced,
+          brokerEpoch: b.brokerEpoch,
+        })),
+      metadata: {
+        role: status.role,
+        term: status.term,
+        commitIndex: status.commitIndex,
+        appliedIndex: status.appliedIndex,
+        voters: [...status.membership.voters],
+        lastOffset: image.lastOffset,
+      },
+    };
+  };
+
+  const close = async () => {
+    closed = true;
+    heartbeat?.cancel();
+    controller.close();
+    await driver.close();
+    await transport?.close();
+    peers?.close();
+  };
+
+  return {
+    log,
+    controller,
+    registry,
+    driver,
+    transport,
+    peers,
+    directory,
+    clusterView,
+    start,
+    startBroker,
+    importLegacyTopics,
+    close,
+  };
+}
+
+function urlOf(host: string, port: number): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 async function readIdentity(

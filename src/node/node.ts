@@ -1,15 +1,18 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Broker } from '../broker/broker.js';
+import { RemotePartitions } from '../broker/remote-partitions.js';
 import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { MetricsRegistry } from '../common/metrics.js';
 import { buildApp } from '../http/app.js';
+import { internalRaftRoutes } from '../http/routes/internal-raft.js';
 import { dualProtocolServerFactory } from '../http/server.js';
 import { type ConfigValue, parseTopicConfigDefaults } from '../protocol/topic-config.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { LogManager } from '../storage/log-manager.js';
+import { parseAdvertise, parseControllerQuorum, resolveClusterSecret } from './cluster-config.js';
 import { textLogStream } from './log-format.js';
 import { openMetadata } from './metadata.js';
 import { PromMetricsRegistry } from './metrics.js';
@@ -124,29 +127,59 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
   );
   const closers: (() => Promise<void>)[] = [() => logs.close()];
   try {
-    // Topics live in the metadata log (a one-voter Raft quorum on this node), replayed into the image.
+    const listenPort = options.port ?? 8092;
+    const voters =
+      options.controllerQuorum !== undefined ? parseControllerQuorum(options.controllerQuorum) : undefined;
+    const clusterSecret = resolveClusterSecret(options);
+    const advertised =
+      options.advertise !== undefined ? parseAdvertise(options.advertise, listenPort) : undefined;
+    // Topics live in the metadata log (a Raft quorum: this node alone, or the voters named),
+    // replayed into the image.
     const metadata = await openMetadata(
-      { nodeId, dataDir, host, port: options.port ?? 8092 },
-      { fs: nodeFileSystem, clock },
+      {
+        nodeId,
+        dataDir,
+        ...(voters ? { voters } : {}),
+        ...(clusterSecret !== undefined ? { clusterSecret } : {}),
+        sessionTimeoutMs: options.sessionTimeoutMs ?? 9000,
+        rack: options.rack ?? null,
+      },
+      { fs: nodeFileSystem, clock, logger },
     );
     closers.unshift(() => metadata.close());
-    const registry = metadata.registry;
     // The port is known once the server is bound; the cluster view asks for it when it answers.
-    let boundPort = options.port ?? 8092;
+    let boundPort = listenPort;
+    const advertisedAddress = () => ({
+      host: advertised?.host ?? host,
+      port: advertised && advertised.port !== 0 ? advertised.port : boundPort,
+    });
+    const remote =
+      metadata.peers && clusterSecret !== undefined
+        ? new RemotePartitions(
+            { nodeId, clusterSecret },
+            { directory: metadata.directory, peers: metadata.peers },
+          )
+        : undefined;
     const broker = new Broker(
       {
         nodeId,
         version: VERSION,
-        address: () => ({ host, port: boundPort }),
+        address: advertisedAddress,
         clusterView: () => metadata.clusterView(),
         defaultConfigs: options.configs ?? {},
         ...(options.metricsPartitionSeriesMax !== undefined
           ? { partitionSeriesMax: options.metricsPartitionSeriesMax }
           : {}),
       },
-      { registry, logs, clock, metrics, logger },
+      {
+        registry: metadata.registry,
+        logs,
+        clock,
+        metrics,
+        logger,
+        ...(remote ? { remote, catchUp: () => metadata.controller.catchUp() } : {}),
+      },
     );
-    await broker.start();
     const app = buildApp(
       {
         logger: logLevel === 'silent' ? false : { level: logLevel, ...logStreamOf(options) },
@@ -155,6 +188,16 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
       },
       { broker, metrics },
     );
+    if (metadata.transport && clusterSecret !== undefined) {
+      // The cluster-internal API shares the public port, behind the cluster secret.
+      const receiver = metadata.transport.receiver();
+      app.register(internalRaftRoutes, {
+        clusterSecret,
+        ...receiver,
+        driver: metadata.driver,
+        executeCommand: (command) => metadata.controller.execute(command),
+      });
+    }
     if (logLevel !== 'silent') target = app.log;
     logRecovery(logger, logs);
     closers.unshift(async () => {
@@ -165,12 +208,18 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     });
     await app.listen({
       host,
-      port: options.port ?? 8092,
+      port: listenPort,
       listenTextResolver: (address) => `listening on ${address} (HTTP/1.1 and HTTP/2)`,
     });
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : boundPort;
     boundPort = port;
+    // The public API answers once the node has joined: the cluster id committed, this broker
+    // registered and unfenced, the single-node release's topics imported, the logs open.
+    await metadata.start();
+    await metadata.startBroker(advertisedAddress());
+    await metadata.importLegacyTopics();
+    await broker.start();
     logger.info(
       { version: VERSION, nodeId, host, port, dataDir, partitions: logs.list().length },
       'node started',

@@ -368,3 +368,115 @@ export function checkSnapshotChunk(value: unknown): SnapshotChunk {
   if (data.byteLength === 0 && totalBytes > 0) c.fail('data', 'at least one byte');
   return value as unknown as SnapshotChunk;
 }
+
+/**
+ * `POST /internal/controller/commands`: a broker asks the active controller to decide something.
+ * The body is one msgpack command; the answer is `{ offset }`, the metadata offset at which the
+ * decision is applied on the controller (the caller waits until its own image reaches it), or
+ * problem+json with the controller's refusal (NOT_CONTROLLER when the node asked is not the
+ * active controller).
+ */
+export const CONTROLLER_COMMANDS_PATH = '/internal/controller/commands';
+export const CONTROLLER_COMMAND_BYTES_MAX = 4 * 1024 * 1024;
+
+export type ControllerCommand =
+  | {
+      type: 'createTopic';
+      name: string;
+      partitions: number;
+      replicationFactor: number;
+      /** Config values as their JSON text. */
+      configs: Record<string, string>;
+    }
+  | { type: 'deleteTopic'; name: string }
+  | { type: 'alterConfigs'; name: string; changes: Record<string, string | null> }
+  | { type: 'addPartitions'; name: string; partitions: number }
+  | {
+      type: 'registerBroker';
+      brokerId: number;
+      incarnationId: string;
+      endpoints: { name: string; host: string; port: number }[];
+      rack: string | null;
+    }
+  | { type: 'heartbeat'; brokerId: number; brokerEpoch: number; caughtUp: boolean }
+  /** Decides nothing: answers the controller's last offset, which the caller waits for (a read barrier). */
+  | { type: 'readIndex' };
+
+export interface ControllerCommandResult {
+  /** The metadata offset the decision is applied at (the log's last offset on the controller then). */
+  offset: number;
+}
+
+const STRING_MAX = 4096;
+
+/** Checks every field of a command before the controller sees it; throws FieldError. */
+export function checkControllerCommand(value: unknown): ControllerCommand {
+  if (!isObject(value)) throw new FieldError('/', 'a map');
+  const c = new Checker(value, '');
+  const string = (name: string) => {
+    const v = value[name];
+    if (typeof v !== 'string' || v.length === 0 || v.length > STRING_MAX)
+      throw new FieldError(name, `a string of 1 to ${STRING_MAX} characters`);
+    return v;
+  };
+  const textMap = (name: string, nullable: boolean) => {
+    const v = value[name];
+    if (!isObject(v)) throw new FieldError(name, 'a map of strings');
+    for (const [k, text] of Object.entries(v)) {
+      if (k.length === 0 || k.length > STRING_MAX) throw new FieldError(`${name}/${k}`, 'a config name');
+      if (!(typeof text === 'string' && text.length <= STRING_MAX) && !(nullable && text === null))
+        throw new FieldError(`${name}/${k}`, nullable ? 'a string or null' : 'a string');
+    }
+  };
+  switch (value.type) {
+    case 'createTopic':
+      c.only(['type', 'name', 'partitions', 'replicationFactor', 'configs']);
+      string('name');
+      c.uint('partitions');
+      c.uint('replicationFactor');
+      textMap('configs', false);
+      break;
+    case 'deleteTopic':
+      c.only(['type', 'name']);
+      string('name');
+      break;
+    case 'alterConfigs':
+      c.only(['type', 'name', 'changes']);
+      string('name');
+      textMap('changes', true);
+      break;
+    case 'addPartitions':
+      c.only(['type', 'name', 'partitions']);
+      string('name');
+      c.uint('partitions');
+      break;
+    case 'registerBroker': {
+      c.only(['type', 'brokerId', 'incarnationId', 'endpoints', 'rack']);
+      c.uint('brokerId');
+      string('incarnationId');
+      const endpoints = value.endpoints;
+      if (!Array.isArray(endpoints) || endpoints.length > 16)
+        throw new FieldError('endpoints', 'a list of at most 16');
+      endpoints.forEach((e, i) => {
+        if (!isObject(e) || typeof e.name !== 'string' || typeof e.host !== 'string' || e.host.length > 255)
+          throw new FieldError(`endpoints/${i}`, '{name, host, port}');
+        if (!Number.isSafeInteger(e.port) || (e.port as number) < 0 || (e.port as number) > 65535)
+          throw new FieldError(`endpoints/${i}/port`, 'a port');
+      });
+      if (value.rack !== null) string('rack');
+      break;
+    }
+    case 'heartbeat':
+      c.only(['type', 'brokerId', 'brokerEpoch', 'caughtUp']);
+      c.uint('brokerId');
+      c.uint('brokerEpoch');
+      c.boolean('caughtUp');
+      break;
+    case 'readIndex':
+      c.only(['type']);
+      break;
+    default:
+      throw new FieldError('type', 'a controller command');
+  }
+  return value as unknown as ControllerCommand;
+}

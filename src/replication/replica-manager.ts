@@ -1,6 +1,6 @@
 import type { LogConfig } from '../protocol/topic-config.js';
 import type { LogManager } from '../storage/log-manager.js';
-import { PartitionReplica } from './replica.js';
+import { PartitionReplica, type ReplicaRole } from './replica.js';
 
 /**
  * The partitions this node holds, each as a `PartitionReplica` over its log. A partition deleted and
@@ -8,22 +8,41 @@ import { PartitionReplica } from './replica.js';
  */
 export class ReplicaManager {
   readonly #logs: LogManager;
-  readonly #nodeId: number;
+  readonly nodeId: number;
   readonly #replicas = new Map<string, PartitionReplica>();
 
   constructor(options: { nodeId: number }, deps: { logs: LogManager }) {
-    this.#nodeId = options.nodeId;
+    this.nodeId = options.nodeId;
     this.#logs = deps.logs;
   }
 
-  /** Opens (or creates) the partition's log and returns its replica; an open one takes `config`. */
-  async getOrCreate(topic: string, partition: number, config: LogConfig): Promise<PartitionReplica> {
+  /**
+   * Opens (or creates) the partition's log and returns its replica; an open one takes `config`. The
+   * replica takes `role` (the leadership the metadata records); without it this node leads alone
+   * at epoch 0.
+   */
+  async getOrCreate(
+    topic: string,
+    partition: number,
+    config: LogConfig,
+    role?: ReplicaRole,
+  ): Promise<PartitionReplica> {
     const log = await this.#logs.getOrCreate(topic, partition, config);
     const key = keyOf(topic, partition);
     const existing = this.#replicas.get(key);
-    if (existing && existing.log === log) return existing;
+    if (existing && existing.log === log) {
+      if (role) existing.setRole(role);
+      return existing;
+    }
     const replica = new PartitionReplica(
-      { topic, partition, nodeId: this.#nodeId, replicas: [this.#nodeId], leaderEpoch: 0 },
+      {
+        topic,
+        partition,
+        nodeId: this.nodeId,
+        replicas: role?.replicas ?? [this.nodeId],
+        leaderEpoch: role?.leaderEpoch ?? 0,
+        ...(role ? { leader: role.leader, isr: role.isr } : {}),
+      },
       { log },
     );
     this.#replicas.set(key, replica);

@@ -12,6 +12,18 @@ export interface PartitionReplicaOptions {
   /** Every replica of the partition, this node first when it leads. */
   replicas: readonly number[];
   leaderEpoch: number;
+  /** The node that leads the partition (-1: none); this node when absent. */
+  leader?: number;
+  /** The in-sync set as the metadata log records it; `[leader]` when absent. */
+  isr?: readonly number[];
+}
+
+/** A partition's leadership as the metadata log records it. */
+export interface ReplicaRole {
+  leader: number;
+  leaderEpoch: number;
+  replicas: readonly number[];
+  isr: readonly number[];
 }
 
 /**
@@ -28,8 +40,10 @@ export class PartitionReplica {
   readonly partition: number;
   readonly log: PartitionLog;
   readonly #nodeId: number;
-  readonly #replicas: readonly number[];
-  readonly #leaderEpoch: number;
+  #replicas: readonly number[];
+  #leaderEpoch: number;
+  #leader: number;
+  #isr: readonly number[];
   #highWatermark: number;
 
   constructor(options: PartitionReplicaOptions, deps: { log: PartitionLog }) {
@@ -39,12 +53,44 @@ export class PartitionReplica {
     this.#nodeId = options.nodeId;
     this.#replicas = [...options.replicas];
     this.#leaderEpoch = options.leaderEpoch;
+    this.#leader = options.leader ?? options.nodeId;
+    this.#isr = [...(options.isr ?? [this.#leader])];
     this.log = deps.log;
     this.#highWatermark = highWatermarkOf(0, [deps.log.logEndOffset]);
   }
 
+  /** The node that leads the partition, -1 when none does. */
   get leaderId(): number {
-    return this.#nodeId;
+    return this.#leader;
+  }
+
+  /** Whether this node leads the partition: only then does it take appends and serve reads. */
+  get isLeader(): boolean {
+    return this.#leader === this.#nodeId;
+  }
+
+  /**
+   * Takes the leadership the metadata log now records. An older leader epoch than the one held is
+   * ignored (changes replayed again after a restart arrive in order, never backwards).
+   */
+  setRole(role: ReplicaRole): void {
+    if (role.leaderEpoch < this.#leaderEpoch) return;
+    this.#leader = role.leader;
+    this.#leaderEpoch = role.leaderEpoch;
+    this.#replicas = [...role.replicas];
+    this.#isr = [...role.isr];
+  }
+
+  /** NOT_LEADER_OR_FOLLOWER unless this node leads the partition. */
+  requireLeader(): void {
+    if (this.isLeader) return;
+    throw new SluiceError(
+      'NOT_LEADER_OR_FOLLOWER',
+      this.#leader < 0
+        ? `partition ${this.topic}/${this.partition} has no leader right now`
+        : `node ${this.#nodeId} does not lead ${this.topic}/${this.partition}; node ${this.#leader} does`,
+      { details: { topic: this.topic, partition: this.partition, leader: this.#leader } },
+    );
   }
 
   get leaderEpoch(): number {
@@ -55,9 +101,9 @@ export class PartitionReplica {
     return this.#replicas;
   }
 
-  /** The in-sync set; on a single node only the leader itself. */
+  /** The in-sync set the metadata log records; until replication lands, only the leader. */
   get inSyncReplicas(): readonly number[] {
-    return [this.#nodeId];
+    return this.#isr;
   }
 
   get logStartOffset(): number {
@@ -91,6 +137,7 @@ export class PartitionReplica {
 
   /** Appends as the leader: offsets assigned here, every batch stamped with the leader epoch. */
   appendAsLeader(data: Buffer, options: { crcChecked?: boolean } = {}): Promise<AppendResult> {
+    this.requireLeader();
     return this.log.append(data, {
       assignOffsets: true,
       leaderEpoch: this.#leaderEpoch,
@@ -108,6 +155,7 @@ export class PartitionReplica {
     offset: number,
     options: { maxBytes: number; reserve?: { before: number; after: number } },
   ): Promise<ReadResult> {
+    this.requireLeader();
     return this.log.read(offset, { ...options, maxOffset: this.highWatermark, verify: true });
   }
 

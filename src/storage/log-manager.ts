@@ -23,6 +23,9 @@ const RETENTION_CHECK_MS_DEFAULT = 5 * 60 * 1000;
  * Every partition log of one node, one directory each: `${dataDir}/${topic}-${partition}`.
  * Runs retention and compaction on a timer taken from the injected clock.
  */
+/** The file in a partition directory that names the topic id it belongs to. */
+export const TOPIC_ID_FILE = 'partition.metadata';
+
 export class LogManager {
   readonly #logs = new Map<string, PartitionLog>();
   readonly #opening = new Map<string, Promise<PartitionLog>>();
@@ -94,6 +97,29 @@ export class LogManager {
     } finally {
       this.#opening.delete(name);
     }
+  }
+
+  /**
+   * The id of the topic a partition directory was created for (`partition.metadata`), so that a
+   * topic deleted and created again under its name never adopts the old directory; undefined for
+   * a directory of the single-node release, which has none.
+   */
+  async readTopicId(topic: string, partition: number): Promise<string | undefined> {
+    const path = `${this.options.dataDir}/${LogManager.partitionDirName(topic, partition)}/${TOPIC_ID_FILE}`;
+    const data = await this.fs.readFile(path);
+    if (data === undefined) return undefined;
+    try {
+      const parsed = JSON.parse(data.toString('utf8')) as { topicId?: unknown };
+      return typeof parsed.topicId === 'string' ? parsed.topicId : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Records the topic id in the partition's directory (atomically: a crash leaves the old or the new). */
+  async writeTopicId(topic: string, partition: number, topicId: string): Promise<void> {
+    const path = `${this.options.dataDir}/${LogManager.partitionDirName(topic, partition)}/${TOPIC_ID_FILE}`;
+    await this.fs.writeFileAtomic(path, Buffer.from(`${JSON.stringify({ version: 0, topicId })}\n`));
   }
 
   get(topic: string, partition: number): PartitionLog | undefined {

@@ -92,7 +92,7 @@ describe('partitioning', () => {
       { partition: expected, offset: 0 },
       { partition: expected, offset: 1 },
     ]);
-    const description = broker.admin.describeTopic('keyed');
+    const description = await broker.admin.describeTopic('keyed');
     expect(description.partitions.map((p) => p.logEndOffset)).toEqual(
       Array.from({ length: 7 }, (_, p) => (p === expected ? 2 : 0)),
     );
@@ -113,7 +113,9 @@ describe('partitioning', () => {
       seen.push(offsets[0]!.partition);
     }
     // Round-robin: every partition gets two requests' worth.
-    expect(broker.admin.describeTopic('sticky').partitions.map((p) => p.logEndOffset)).toEqual([6, 6, 6]);
+    expect((await broker.admin.describeTopic('sticky')).partitions.map((p) => p.logEndOffset)).toEqual([
+      6, 6, 6,
+    ]);
     expect(new Set(seen).size).toBe(3);
   });
 
@@ -133,7 +135,9 @@ describe('partitioning', () => {
       ),
     );
     expect(code).toBe('UNKNOWN_TOPIC_OR_PARTITION');
-    expect(broker.admin.describeTopic('explicit').partitions.map((p) => p.logEndOffset)).toEqual([0, 1]);
+    expect((await broker.admin.describeTopic('explicit')).partitions.map((p) => p.logEndOffset)).toEqual([
+      0, 1,
+    ]);
   });
 });
 
@@ -149,7 +153,7 @@ describe('acks and validation', () => {
         broker.produce.batches('strict', 0, encodeBatch([{ value: bytes('x'), timestamp: 1 }]), -1),
       ),
     ).toBe('NOT_ENOUGH_REPLICAS');
-    expect(broker.admin.describeTopic('strict').partitions[0]!.logEndOffset).toBe(0);
+    expect((await broker.admin.describeTopic('strict')).partitions[0]!.logEndOffset).toBe(0);
     // acks=1 does not wait for replicas and is accepted.
     expect(await broker.produce.records('strict', [{ value: bytes('x') }], 1)).toEqual([
       { partition: 0, offset: 0 },
@@ -187,7 +191,7 @@ describe('acks and validation', () => {
     expect(
       await codeOf(broker.produce.batches('prebuilt', 0, Buffer.concat([many(5000), many(5001)]), 1)),
     ).toBe('TOO_MANY_RECORDS');
-    expect(broker.admin.describeTopic('prebuilt').partitions[0]!.logEndOffset).toBe(0);
+    expect((await broker.admin.describeTopic('prebuilt')).partitions[0]!.logEndOffset).toBe(0);
     // A good batch still lands at offset 0, and one that fills the limit exactly is accepted.
     expect(await broker.produce.batches('prebuilt', 0, one, 1)).toMatchObject({
       baseOffset: 0,
@@ -227,7 +231,7 @@ describe('acks and validation', () => {
     expect(await codeOf(broker.produce.batches('batches', 0, Buffer.concat([good, bad]), 1))).toBe(
       'CORRUPT_MESSAGE',
     );
-    expect(broker.admin.describeTopic('batches').partitions[0]!.logEndOffset).toBe(0);
+    expect((await broker.admin.describeTopic('batches')).partitions[0]!.logEndOffset).toBe(0);
     const result = await broker.produce.batches('batches', 0, Buffer.concat([good, good]), 1);
     expect(result).toEqual({ partition: 0, baseOffset: 0, lastOffset: 3, batchCount: 2 });
   });
@@ -242,7 +246,7 @@ describe('acks and validation', () => {
     );
     const many = Array.from({ length: 40 }, () => ({ value: Buffer.alloc(100) }));
     expect(await codeOf(broker.produce.records('small', many, 1))).toBe('MESSAGE_TOO_LARGE');
-    expect(broker.admin.describeTopic('small').partitions[0]!.logEndOffset).toBe(0);
+    expect((await broker.admin.describeTopic('small')).partitions[0]!.logEndOffset).toBe(0);
   });
 });
 
@@ -377,7 +381,7 @@ describe('topic admin and the registry', () => {
     await first.close();
     const second = await startBroker(fs, clock);
     expect(second.broker.admin.cluster().clusterId).toBe(clusterId);
-    const kept = second.broker.admin.describeTopic('kept');
+    const kept = await second.broker.admin.describeTopic('kept');
     expect(kept.configs).toEqual({ 'retention.ms': 60_000 });
     expect(kept.partitions.map((p) => p.logEndOffset)).toEqual([0, 1]);
     const stored = JSON.parse((await fs.readFile(`${DATA_DIR}/__cluster/topics.json`))!.toString());
@@ -392,7 +396,7 @@ describe('topic admin and the registry', () => {
     ]);
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected']);
     expect(((results[1] as PromiseRejectedResult).reason as SluiceError).code).toBe('TOPIC_ALREADY_EXISTS');
-    expect(broker.admin.describeTopic('twice').partitions).toHaveLength(2);
+    expect((await broker.admin.describeTopic('twice')).partitions).toHaveLength(2);
   });
 
   it('removes partition data no topic owns at start, so a re-created topic starts empty', async () => {
@@ -407,7 +411,7 @@ describe('topic admin and the registry', () => {
     const second = await startBroker(fs, clock);
     expect(second.logs.get('ghost', 0)).toBeUndefined();
     await second.broker.admin.createTopic({ name: 'ghost', partitions: 1 });
-    expect(second.broker.admin.describeTopic('ghost').partitions[0]!.logEndOffset).toBe(0);
+    expect((await second.broker.admin.describeTopic('ghost')).partitions[0]!.logEndOffset).toBe(0);
   });
 
   it('grows partitions, alters and resets configs, deletes topics with their data', async () => {

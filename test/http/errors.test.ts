@@ -497,7 +497,7 @@ const cases: {
 
 describe('bad input', () => {
   it.each(cases)('$name → $status $code, log unchanged', async (c) => {
-    const before = h.broker.admin.describeTopic('guarded').partitions.map((p) => p.logEndOffset);
+    const before = (await h.broker.admin.describeTopic('guarded')).partitions.map((p) => p.logEndOffset);
     const topicsBefore = h.broker.admin.listTopics();
     const response = await h.app.inject({
       method: c.method,
@@ -515,9 +515,11 @@ describe('bad input', () => {
     });
     expect(typeof problem.detail).toBe('string');
     if (c.field !== undefined) expect(problem.field).toBe(c.field);
-    expect(h.broker.admin.describeTopic('guarded').partitions.map((p) => p.logEndOffset)).toEqual(before);
+    expect((await h.broker.admin.describeTopic('guarded')).partitions.map((p) => p.logEndOffset)).toEqual(
+      before,
+    );
     expect(h.broker.admin.listTopics()).toEqual(topicsBefore);
-    expect(h.broker.admin.describeTopic('strict').partitions[0]!.logEndOffset).toBe(0);
+    expect((await h.broker.admin.describeTopic('strict')).partitions[0]!.logEndOffset).toBe(0);
   });
 });
 
@@ -537,7 +539,7 @@ describe('docs/errors.md', () => {
 describe('server-side failures', () => {
   it('answers an unexpected error with 500 UNKNOWN_SERVER_ERROR without leaking its message', async () => {
     const failing = {
-      node: { nodeId: 1, version: 'test', shuttingDown: false },
+      node: { nodeId: 1, version: 'test', shuttingDown: false, ready: true },
       admin: {
         listTopics() {
           throw new Error('ENOENT: /secret/path/topics.json');

@@ -495,11 +495,11 @@ const accepted: {
   },
 ];
 
-const endOffset = () => h.broker.admin.describeTopic('input').partitions[0]!.logEndOffset;
+const endOffset = async () => (await h.broker.admin.describeTopic('input')).partitions[0]!.logEndOffset;
 
 describe('refused produce input', () => {
   it.each(refused)('$name → $code', async (c) => {
-    const before = endOffset();
+    const before = await endOffset();
     const response = await h.app.inject({
       method: 'POST',
       url: URL,
@@ -514,13 +514,13 @@ describe('refused produce input', () => {
     expect(response.headers['content-type']).toContain('application/problem+json');
     if (c.field !== undefined) expect(problem.field).toBe(c.field);
     if (c.detail !== undefined) expect(problem.detail).toMatch(c.detail);
-    expect(endOffset()).toBe(before);
+    expect(await endOffset()).toBe(before);
   });
 });
 
 describe('accepted produce input', () => {
   it.each(accepted)('$name is stored as sent', async (c) => {
-    const before = endOffset();
+    const before = await endOffset();
     const response = await h.app.inject({
       method: 'POST',
       url: URL,

@@ -70,7 +70,7 @@ async function waitFor(condition: () => boolean): Promise<void> {
   }
 }
 
-const logEnd = () => h.broker.admin.describeTopic('wire').partitions[0]!.logEndOffset;
+const logEnd = async () => (await h.broker.admin.describeTopic('wire')).partitions[0]!.logEndOffset;
 const produceHead =
   'POST /v1/topics/wire/records?acks=1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n';
 const body = '{"records":[{"value":"x"}]}';
@@ -99,22 +99,22 @@ describe("Node's HTTP/1.1 parser refusals are problems, and close the connection
   });
 
   it('answers two different Content-Length headers with 400, appending nothing', async () => {
-    const before = logEnd();
+    const before = await logEnd();
     const answer = await exchange(
       `${produceHead}Content-Length: ${body.length}\r\nContent-Length: ${body.length + 1}\r\n\r\n${body}`,
     );
     expectProblem(answer, 400, 'INVALID_REQUEST');
-    expect(logEnd()).toBe(before);
+    expect(await logEnd()).toBe(before);
   });
 
   it('answers Content-Length with Transfer-Encoding with 400, appending nothing', async () => {
-    const before = logEnd();
+    const before = await logEnd();
     const chunked = `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`;
     const answer = await exchange(
       `${produceHead}Content-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}`,
     );
     expectProblem(answer, 400, 'INVALID_REQUEST');
-    expect(logEnd()).toBe(before);
+    expect(await logEnd()).toBe(before);
   });
 
   it('answers a malformed request after a served one on the same connection', async () => {
@@ -138,12 +138,12 @@ describe("Node's HTTP/1.1 parser refusals are problems, and close the connection
   });
 
   it('answers two Content-Type headers with 400, appending nothing (Node keeps only the first)', async () => {
-    const before = logEnd();
+    const before = await logEnd();
     const answer = await exchange(
       `${produceHead}Content-Type: application/vnd.msgpack\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
     );
     expectProblem(answer, 400, 'INVALID_REQUEST');
-    expect(logEnd()).toBe(before);
+    expect(await logEnd()).toBe(before);
   });
 });
 

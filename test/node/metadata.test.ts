@@ -59,7 +59,7 @@ describe('the metadata log of a node', () => {
       }),
     ]);
     expect(view.nodes[0]!.brokerEpoch).toBeGreaterThan(firstEpoch);
-    const topic = second.broker.admin.describeTopic('kept');
+    const topic = await second.broker.admin.describeTopic('kept');
     expect(topic.partitions.map((p) => p.logEndOffset)).toEqual([0, 0, 1]);
     // Config values keep their JSON type through the log.
     expect(topic.configs).toEqual({ 'retention.ms': 60_000, 'cleanup.policy': 'compact' });
@@ -102,7 +102,7 @@ describe('the metadata log of a node', () => {
     const node = await startNode({ dataDir, port: 0, logLevel: 'silent' });
     nodes.push(node);
     expect(node.broker.admin.cluster().clusterId).toBe('old-cluster-id');
-    const topic = node.broker.admin.describeTopic('legacy');
+    const topic = await node.broker.admin.describeTopic('legacy');
     expect(topic.configs).toEqual({ 'retention.ms': 1000 });
     expect(topic.partitions.map((p) => p.logEndOffset)).toEqual([0, 2]);
     const read = await node.broker.fetch.read('legacy', 1, {

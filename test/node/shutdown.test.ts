@@ -81,7 +81,7 @@ describe('clean shutdown', () => {
       expect(response.statusCode).toBe(503);
       expect(JSON.parse(response.body)).toMatchObject({ code: 'SHUTTING_DOWN', retriable: true });
       expect(response.headers.connection).toBe('close');
-      expect(h.broker.admin.describeTopic('late').partitions[0]!.logEndOffset).toBe(0);
+      expect((await h.broker.admin.describeTopic('late')).partitions[0]!.logEndOffset).toBe(0);
     } finally {
       await h.close();
     }

@@ -5,6 +5,11 @@ import { SluiceError } from '../../common/errors.js';
 import { MEDIA } from '../../protocol/api.js';
 import {
   CLUSTER_SECRET_HEADER,
+  CONTROLLER_COMMAND_BYTES_MAX,
+  CONTROLLER_COMMANDS_PATH,
+  type ControllerCommand,
+  type ControllerCommandResult,
+  checkControllerCommand,
   checkRaftMessage,
   checkSnapshotChunk,
   FieldError,
@@ -17,7 +22,7 @@ import {
   type SnapshotChunk,
   type SnapshotChunkOutcome,
 } from '../../protocol/internal-api.js';
-import { unpackr } from '../../protocol/msgpack.js';
+import { packr, unpackr } from '../../protocol/msgpack.js';
 import { sendProblem } from '../problem.js';
 
 export interface InternalRaftOptions {
@@ -36,6 +41,8 @@ export interface InternalRaftOptions {
   receiveSnapshotChunk?: (chunk: SnapshotChunk) => SnapshotChunkOutcome;
   /** The node's Raft driver, for `GET /internal/raft/status`. */
   driver?: { status(): RaftStatus };
+  /** Carries out a controller command (`POST /internal/controller/commands`); NOT_CONTROLLER when not active. */
+  executeCommand?: (command: ControllerCommand) => Promise<ControllerCommandResult>;
 }
 
 function invalid(detail: string, field?: string): SluiceError {
@@ -73,6 +80,8 @@ function checked<T>(check: () => T): T {
 export async function internalRaftRoutes(app: FastifyInstance, options: InternalRaftOptions): Promise<void> {
   const expected = Buffer.from(options.clusterSecret);
   app.setErrorHandler((error, request, reply) => sendProblem(reply, error, request.url));
+  // Internal bodies are checked field by field here, never decoded by the public parsers.
+  if (app.hasContentTypeParser(MEDIA.msgpack)) app.removeContentTypeParser(MEDIA.msgpack);
   app.addContentTypeParser(MEDIA.msgpack, { parseAs: 'buffer' }, (_r, body, done) => done(null, body));
   const checkSecret = (headers: Record<string, unknown>) => {
     const presented = Buffer.from(String(headers[CLUSTER_SECRET_HEADER] ?? ''));
@@ -108,6 +117,13 @@ export async function internalRaftRoutes(app: FastifyInstance, options: Internal
       options.deliver(messages as RaftMessage[]);
     }
     return reply.code(204).send();
+  });
+  app.post(CONTROLLER_COMMANDS_PATH, { bodyLimit: CONTROLLER_COMMAND_BYTES_MAX }, async (request, reply) => {
+    checkSecret(request.headers);
+    if (!options.executeCommand) throw new SluiceError('NOT_CONTROLLER', 'this node is not a controller');
+    const command = checked(() => checkControllerCommand(unpack(request.body, 'a controller command')));
+    const result = await options.executeCommand(command);
+    return reply.type(MEDIA.msgpack).send(packr.pack(result));
   });
   app.post(
     RAFT_SNAPSHOT_CHUNKS_PATH,

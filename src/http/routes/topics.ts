@@ -14,7 +14,7 @@ export async function topicRoutes(app: FastifyInstance, options: { admin: AdminA
     sendNegotiated(request, reply, 201, await admin.createTopic(request.body)),
   );
   addRoute(app, ENDPOINTS.describeTopic, async (request, reply) =>
-    sendNegotiated(request, reply, 200, admin.describeTopic(request.params.topic)),
+    sendNegotiated(request, reply, 200, await admin.describeTopic(request.params.topic)),
   );
   addRoute(app, ENDPOINTS.deleteTopic, async (request, reply) =>
     sendNegotiated(request, reply, 200, await admin.deleteTopic(request.params.topic)),

@@ -1,0 +1,269 @@
+import type { Clock, TimerHandle } from '../common/clock.js';
+import { SluiceError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { Controller } from '../metadata/controller.js';
+import type { MetadataLog } from '../metadata/metadata-log.js';
+import type { MetadataRecord } from '../metadata/records.js';
+import { MEDIA } from '../protocol/api.js';
+import {
+  CONTROLLER_COMMANDS_PATH,
+  type ControllerCommand,
+  type ControllerCommandResult,
+} from '../protocol/internal-api.js';
+import { packr, unpackr } from '../protocol/msgpack.js';
+import type { RaftStatus } from '../raft/driver.js';
+import { errorOf, type PeerClient } from './peer-client.js';
+
+export interface ControllerServiceOptions {
+  nodeId: number;
+  /** Base URLs of the metadata quorum's voters, by node id: where a command goes when another node leads. */
+  voterUrls: ReadonlyMap<number, string>;
+  /** How often the active controller fences expired sessions and elects leaders for leaderless partitions. */
+  tickMs: number;
+  /** How long `submit` keeps trying (no leader, a leader change, an unreachable leader). */
+  submitTimeoutMs: number;
+  /** The records that start a cluster (cluster id, metadata.version), committed by its first leader. */
+  bootstrapRecords: () => MetadataRecord[];
+}
+
+/** Errors after which a command is sent again: no controller yet, or one that just lost the role. */
+const RETRIED = new Set(['NOT_CONTROLLER', 'NOT_LEADER', 'NETWORK_EXCEPTION', 'LEADER_NOT_AVAILABLE']);
+
+/**
+ * The active controller's service on every node of the metadata quorum. On the node that leads the
+ * quorum it carries out commands one at a time (each reads the image the one before it left, so
+ * that two creates of one name cannot both pass), commits the cluster's first records, fences
+ * brokers whose sessions expired and elects leaders for leaderless partitions. On any node,
+ * `submit` takes a command to wherever the controller is and resolves once this node's image shows
+ * the decision.
+ */
+export class ControllerService {
+  readonly #options: ControllerServiceOptions;
+  readonly #log: MetadataLog;
+  readonly #controller: Controller;
+  readonly #quorum: { status(): RaftStatus };
+  readonly #peers: PeerClient | undefined;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  #serial: Promise<unknown> = Promise.resolve();
+  #timer: TimerHandle | undefined;
+  /** The term this node last became the active controller in, once its barrier committed. */
+  #activeTerm = -1;
+  #ticking = false;
+  #closed = false;
+
+  constructor(
+    options: ControllerServiceOptions,
+    deps: {
+      log: MetadataLog;
+      controller: Controller;
+      quorum: { status(): RaftStatus };
+      peers?: PeerClient;
+      clock: Clock;
+      logger: Logger;
+    },
+  ) {
+    this.#options = options;
+    this.#log = deps.log;
+    this.#controller = deps.controller;
+    this.#quorum = deps.quorum;
+    this.#peers = deps.peers;
+    this.#clock = deps.clock;
+    this.#logger = deps.logger;
+  }
+
+  /** Whether this node is the active controller (it leads the metadata quorum). */
+  get active(): boolean {
+    return this.#quorum.status().role === 'leader';
+  }
+
+  start(): void {
+    this.#timer = this.#clock.setInterval(() => void this.#tick(), this.#options.tickMs);
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#timer?.cancel();
+  }
+
+  /**
+   * Runs the command on the active controller, here or on the node that leads, and resolves once
+   * this node's image has applied the decision; rejects with the controller's refusal.
+   */
+  async submit(command: ControllerCommand): Promise<void> {
+    const deadline = this.#clock.monotonicMs() + this.#options.submitTimeoutMs;
+    let wait = 20;
+    for (;;) {
+      try {
+        const { offset } = await this.#route(command);
+        await this.#log.waitFor(offset);
+        return;
+      } catch (error) {
+        const code = error instanceof SluiceError ? error.code : undefined;
+        if (this.#closed || code === undefined || !RETRIED.has(code)) throw error;
+        if (this.#clock.monotonicMs() + wait > deadline) {
+          throw new SluiceError(
+            'NOT_CONTROLLER',
+            `no active controller took the ${command.type} within ${this.#options.submitTimeoutMs} ms: ${(error as Error).message}`,
+            { cause: error },
+          );
+        }
+      }
+      await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, wait));
+      wait = Math.min(wait * 2, 500);
+    }
+  }
+
+  /**
+   * Waits until this node's image holds everything the active controller had decided when asked:
+   * a topic created through any node is then known here. Gives up quietly after `timeoutMs` (the
+   * caller answers from the image it has).
+   */
+  async catchUp(timeoutMs = 2000): Promise<void> {
+    if (this.active) return;
+    let timer: TimerHandle | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = this.#clock.setTimeout(resolve, timeoutMs);
+    });
+    try {
+      await Promise.race([this.submit({ type: 'readIndex' }).catch(() => {}), timeout]);
+    } finally {
+      timer?.cancel();
+    }
+  }
+
+  async #route(command: ControllerCommand): Promise<ControllerCommandResult> {
+    const status = this.#quorum.status();
+    if (status.role === 'leader') return this.execute(command);
+    const leader = status.leaderId;
+    const url = leader === null ? undefined : this.#options.voterUrls.get(leader);
+    if (leader === null || url === undefined || !this.#peers) {
+      throw new SluiceError('NOT_CONTROLLER', 'the metadata quorum has no leader right now');
+    }
+    const response = await this.#peers.request(url, {
+      method: 'POST',
+      path: CONTROLLER_COMMANDS_PATH,
+      headers: { 'content-type': MEDIA.msgpack, accept: MEDIA.json },
+      body: packr.pack(command),
+      timeoutMs: this.#options.submitTimeoutMs,
+    });
+    if (response.status !== 200) throw errorOf(response, `controller ${leader}`);
+    const result = unpackr.unpack(response.body) as ControllerCommandResult;
+    if (!Number.isSafeInteger(result?.offset))
+      throw new SluiceError('UNKNOWN_SERVER_ERROR', `controller ${leader} answered without an offset`);
+    return result;
+  }
+
+  /** Carries out the command as the active controller; NOT_CONTROLLER on any other node. */
+  execute(command: ControllerCommand): Promise<ControllerCommandResult> {
+    return this.#serially(async () => {
+      this.#requireActive();
+      await this.#ensureBarrier();
+      const image = this.#log.image;
+      const records = this.#decide(command);
+      await this.#log.propose(records);
+      return { offset: records.length === 0 ? image.lastOffset : this.#log.image.lastOffset };
+    });
+  }
+
+  #decide(command: ControllerCommand): MetadataRecord[] {
+    const image = this.#log.image;
+    const c = this.#controller;
+    switch (command.type) {
+      case 'createTopic':
+        return c.createTopic(image, {
+          name: command.name,
+          partitions: command.partitions,
+          replicationFactor: command.replicationFactor,
+          configs: command.configs,
+        });
+      case 'deleteTopic':
+        return c.deleteTopic(image, command.name);
+      case 'alterConfigs':
+        return c.alterConfigs(image, command.name, command.changes);
+      case 'addPartitions':
+        return c.addPartitions(image, command.name, command.partitions);
+      case 'registerBroker':
+        return c.registerBroker(image, {
+          brokerId: command.brokerId,
+          incarnationId: command.incarnationId,
+          endpoints: command.endpoints,
+          rack: command.rack,
+        });
+      case 'readIndex':
+        return [];
+      case 'heartbeat':
+        return c.heartbeat(image, {
+          brokerId: command.brokerId,
+          brokerEpoch: command.brokerEpoch,
+          caughtUp: command.caughtUp,
+        });
+    }
+  }
+
+  #requireActive(): void {
+    const status = this.#quorum.status();
+    if (status.role !== 'leader') {
+      throw new SluiceError(
+        'NOT_CONTROLLER',
+        `node ${this.#options.nodeId} is not the active controller${status.leaderId === null ? '' : `; node ${status.leaderId} is`}`,
+        { details: { controllerId: status.leaderId } },
+      );
+    }
+  }
+
+  /**
+   * A node that has just become the active controller first commits a barrier, so that it decides
+   * on an image holding every record an earlier controller committed, and starts every broker's
+   * session afresh; a new cluster gets its first records here.
+   */
+  async #ensureBarrier(): Promise<void> {
+    const term = this.#quorum.status().term;
+    if (this.#activeTerm === term) return;
+    await this.#log.barrier();
+    this.#controller.resetSessions();
+    this.#activeTerm = term;
+    if (this.#log.image.clusterId === null) {
+      await this.#log.propose(this.#options.bootstrapRecords());
+      this.#logger.info({ clusterId: this.#log.image.clusterId }, 'cluster bootstrapped');
+    }
+    this.#logger.info({ nodeId: this.#options.nodeId, term }, 'active controller');
+  }
+
+  /** The active controller's periodic work: fencing and leaderless elections. */
+  async #tick(): Promise<void> {
+    if (this.#ticking || this.#closed || !this.active) return;
+    this.#ticking = true;
+    try {
+      await this.#serially(async () => {
+        this.#requireActive();
+        await this.#ensureBarrier();
+        const fence = this.#controller.fenceExpired(this.#log.image);
+        if (fence.length > 0) {
+          await this.#log.propose(fence);
+          const fenced = fence
+            .filter((r) => r.type === 'fenceBroker')
+            .map((r) => (r as { brokerId: number }).brokerId);
+          this.#logger.info({ brokers: fenced, records: fence.length }, 'brokers fenced: sessions expired');
+        }
+        const elect = this.#controller.electLeaderless(this.#log.image);
+        if (elect.length > 0) {
+          await this.#log.propose(elect);
+          this.#logger.info({ partitions: elect.length }, 'leaders elected for leaderless partitions');
+        }
+      });
+    } catch (error) {
+      const code = error instanceof SluiceError ? error.code : undefined;
+      if (code !== 'NOT_CONTROLLER' && code !== 'NOT_LEADER' && !this.#closed)
+        this.#logger.warn({ err: error }, 'the controller tick failed');
+    } finally {
+      this.#ticking = false;
+    }
+  }
+
+  #serially<T>(operation: () => Promise<T>): Promise<T> {
+    const result = this.#serial.then(operation);
+    this.#serial = result.catch(() => {});
+    return result;
+  }
+}

@@ -1,0 +1,93 @@
+import { SluiceError } from '../common/errors.js';
+import { type Acks, ENDPOINTS, endpointUrl, MEDIA, type OffsetsResponse } from '../protocol/api.js';
+import type { AppendedBatches } from './api.js';
+import { errorOf, type PeerClient } from './peer-client.js';
+
+/** Who leads what and where each node is, as this node's metadata image says. */
+export interface ClusterDirectory {
+  /** The partition's leader (-1: none); undefined when the topic or partition does not exist. */
+  leaderOf(topic: string, partition: number): number | undefined;
+  /** A node's base URL (`http://host:port`) from its registration; undefined when unknown. */
+  urlOf(nodeId: number): string | undefined;
+}
+
+/** The header that marks a request one node sent on to another, naming the sender. */
+export const FORWARDED_BY_HEADER = 'sluice-forwarded-by';
+
+const REMOTE_TIMEOUT_MS = 30_000;
+
+/**
+ * Partitions this node does not lead, reached through the nodes that do: the share of a topic
+ * produce that belongs to another node's partition goes there as a pre-built batch, and a describe
+ * asks the leader for offsets.
+ */
+export class RemotePartitions {
+  readonly #nodeId: number;
+  readonly #directory: ClusterDirectory;
+  readonly #peers: PeerClient;
+  readonly clusterSecret: string;
+
+  constructor(
+    options: { nodeId: number; clusterSecret: string },
+    deps: { directory: ClusterDirectory; peers: PeerClient },
+  ) {
+    this.#nodeId = options.nodeId;
+    this.clusterSecret = options.clusterSecret;
+    this.#directory = deps.directory;
+    this.#peers = deps.peers;
+  }
+
+  /** The other node that leads the partition, with its URL; undefined when this node answers itself. */
+  forwardTarget(topic: string, partition: number): { nodeId: number; url: string } | undefined {
+    const leader = this.#directory.leaderOf(topic, partition);
+    if (leader === undefined || leader < 0 || leader === this.#nodeId) return undefined;
+    const url = this.#directory.urlOf(leader);
+    return url === undefined ? undefined : { nodeId: leader, url };
+  }
+
+  /** Appends one pre-built batch on the leader; undefined with acks=0 (sent, not awaited). */
+  async append(
+    target: { nodeId: number; url: string },
+    topic: string,
+    partition: number,
+    batch: Buffer,
+    acks: Acks,
+  ): Promise<AppendedBatches | undefined> {
+    const path = endpointUrl(ENDPOINTS.producePartition, { topic, partition }, { acks: String(acks) });
+    const response = await this.#peers.request(target.url, {
+      method: 'POST',
+      path,
+      headers: {
+        'content-type': MEDIA.batches,
+        accept: MEDIA.json,
+        [FORWARDED_BY_HEADER]: String(this.#nodeId),
+      },
+      body: batch,
+      timeoutMs: REMOTE_TIMEOUT_MS,
+    });
+    if (response.status !== 200) throw errorOf(response, `node ${target.nodeId}`);
+    if (acks === 0) return undefined;
+    const answer = JSON.parse(response.body.toString('utf8')) as AppendedBatches;
+    if (!Number.isSafeInteger(answer.baseOffset))
+      throw new SluiceError(
+        'UNKNOWN_SERVER_ERROR',
+        `node ${target.nodeId} answered a produce without offsets`,
+      );
+    return answer;
+  }
+
+  async offsets(
+    target: { nodeId: number; url: string },
+    topic: string,
+    partition: number,
+  ): Promise<OffsetsResponse> {
+    const response = await this.#peers.request(target.url, {
+      method: 'GET',
+      path: endpointUrl(ENDPOINTS.offsets, { topic, partition }),
+      headers: { accept: MEDIA.json, [FORWARDED_BY_HEADER]: String(this.#nodeId) },
+      timeoutMs: REMOTE_TIMEOUT_MS,
+    });
+    if (response.status !== 200) throw errorOf(response, `node ${target.nodeId}`);
+    return JSON.parse(response.body.toString('utf8')) as OffsetsResponse;
+  }
+}
