@@ -1,0 +1,179 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const SECRET = 'cluster-tests-secret-0123456789';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Answer {
+  status: number;
+  servedBy: string | null;
+  body: any;
+}
+
+/**
+ * A cluster of node processes on loopback, every node a voter and a broker, each with its own data
+ * directory and port. Nodes are killed (SIGKILL), stopped (SIGTERM) and started again by id.
+ */
+export class TestCluster {
+  readonly ports = new Map<number, number>();
+  readonly #children = new Map<number, ChildProcess>();
+  readonly #logs = new Map<number, string>();
+  readonly dir: string;
+
+  private constructor(
+    readonly size: number,
+    readonly options: Record<string, unknown>,
+  ) {
+    this.dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
+  }
+
+  static async start(size: number, options: Record<string, unknown> = {}): Promise<TestCluster> {
+    const cluster = new TestCluster(size, options);
+    for (let id = 1; id <= size; id++) cluster.ports.set(id, await freePort());
+    try {
+      await Promise.all([...cluster.ports.keys()].map((id) => cluster.startNode(id)));
+    } catch (error) {
+      await cluster.close();
+      throw error;
+    }
+    return cluster;
+  }
+
+  get quorum(): string {
+    return [...this.ports].map(([id, port]) => `${id}@127.0.0.1:${port}`).join(',');
+  }
+
+  get ids(): number[] {
+    return [...this.ports.keys()];
+  }
+
+  url(id: number): string {
+    return `http://127.0.0.1:${this.ports.get(id)}`;
+  }
+
+  isRunning(id: number): boolean {
+    return this.#children.has(id);
+  }
+
+  /** Starts node `id` (again) and resolves once it serves. */
+  async startNode(id: number, timeoutMs = 30_000): Promise<void> {
+    const options = {
+      nodeId: id,
+      port: this.ports.get(id),
+      dataDir: join(this.dir, `node-${id}`),
+      controllerQuorum: this.quorum,
+      clusterSecret: SECRET,
+      ...this.options,
+    };
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'test/cluster/node-child.ts'), JSON.stringify(options)], {
+      cwd: ROOT,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.#children.set(id, child);
+    let log = '';
+    child.stderr!.on('data', (d) => {
+      log += d;
+    });
+    child.stdout!.on('data', (d) => {
+      log += d;
+    });
+    this.#logs.set(id, '');
+    child.once('exit', () => {
+      this.#logs.set(id, log);
+      if (this.#children.get(id) === child) this.#children.delete(id);
+    });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`node ${id} did not start in ${timeoutMs} ms:\n${log}`)), timeoutMs);
+      const check = () => {
+        if (/ready \d+/.test(log)) {
+          clearTimeout(timer);
+          child.stdout!.off('data', check);
+          resolve();
+        }
+      };
+      child.stdout!.on('data', check);
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`node ${id} exited (${code ?? signal}) while starting:\n${log}`));
+      });
+    });
+  }
+
+  /** The output of a node that has exited, for a failing test's message. */
+  logOf(id: number): string {
+    return this.#logs.get(id) ?? '';
+  }
+
+  async kill(id: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const child = this.#children.get(id);
+    if (!child) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill(signal);
+    await exited;
+  }
+
+  async request(id: number, method: string, path: string, body?: unknown): Promise<Answer> {
+    const response = await fetch(`${this.url(id)}${path}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {}
+    return { status: response.status, servedBy: response.headers.get('sluice-node-id'), body: parsed };
+  }
+
+  get(id: number, path: string): Promise<Answer> {
+    return this.request(id, 'GET', path);
+  }
+
+  post(id: number, path: string, body: unknown): Promise<Answer> {
+    return this.request(id, 'POST', path, body);
+  }
+
+  /** The active controller as a running node sees it. */
+  async controllerId(): Promise<number | null> {
+    for (const id of this.#children.keys()) {
+      const answer = await this.get(id, '/v1/cluster').catch(() => undefined);
+      if (answer?.status === 200 && answer.body.controllerId !== null) return answer.body.controllerId;
+    }
+    return null;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#children.keys()].map((id) => this.kill(id)));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Polls `check` until it returns a value other than undefined; fails with `what` after `timeoutMs`. */
+export async function eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not happen in ${timeoutMs} ms${last ? `: ${last}` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
