@@ -12,6 +12,7 @@ import {
 } from '../protocol/internal-api.js';
 import { packr, unpackr } from '../protocol/msgpack.js';
 import type { RaftStatus } from '../raft/driver.js';
+import type { ClusterMetrics } from './cluster-metrics.js';
 import { errorOf, type PeerClient } from './peer-client.js';
 
 export interface ControllerServiceOptions {
@@ -51,6 +52,7 @@ export class ControllerService {
   #activeTerm = -1;
   #ticking = false;
   #closed = false;
+  #metrics: ClusterMetrics | undefined;
 
   constructor(
     options: ControllerServiceOptions,
@@ -160,10 +162,25 @@ export class ControllerService {
       this.#requireActive();
       await this.#ensureBarrier();
       const image = this.#log.image;
-      const records = this.#decide(command);
+      let records: MetadataRecord[];
+      try {
+        records = this.#decide(command);
+      } catch (error) {
+        this.#metrics?.command(
+          command.type,
+          error instanceof SluiceError ? error.code : 'UNKNOWN_SERVER_ERROR',
+        );
+        throw error;
+      }
       await this.#log.propose(records);
+      this.#metrics?.command(command.type, 'ok');
       return { offset: records.length === 0 ? image.lastOffset : this.#log.image.lastOffset };
     });
+  }
+
+  /** Counts the commands carried out here (set once by the node). */
+  countWith(metrics: ClusterMetrics): void {
+    this.#metrics = metrics;
   }
 
   #decide(command: ControllerCommand): MetadataRecord[] {
@@ -192,6 +209,8 @@ export class ControllerService {
         });
       case 'readIndex':
         return [];
+      case 'shutdownBroker':
+        return c.controlledShutdown(image, command.brokerId, command.brokerEpoch);
       case 'heartbeat':
         return c.heartbeat(image, {
           brokerId: command.brokerId,

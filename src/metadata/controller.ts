@@ -198,10 +198,29 @@ export class Controller {
       if (last === undefined) this.#lastHeartbeatMs.set(broker.brokerId, now);
       else if (now - last > this.#options.sessionTimeoutMs) expired.push(broker.brokerId);
     }
-    if (expired.length === 0) return [];
+    return this.#fence(
+      image,
+      expired.sort((a, b) => a - b),
+    );
+  }
+
+  /**
+   * A broker that is shutting down (controlled shutdown, SIGTERM) leaves now instead of at the end
+   * of its session: it is fenced, and its leaderships and in-sync places move as for an expired
+   * session. A stale epoch (an older incarnation) or a broker fenced already changes nothing.
+   */
+  controlledShutdown(image: MetadataImage, brokerId: number, brokerEpoch: number): MetadataRecord[] {
+    const broker = image.broker(brokerId);
+    if (!broker || broker.brokerEpoch !== brokerEpoch || broker.fenced) return [];
+    this.#lastHeartbeatMs.delete(brokerId);
+    return this.#fence(image, [brokerId]);
+  }
+
+  #fence(image: MetadataImage, brokerIds: readonly number[]): MetadataRecord[] {
+    if (brokerIds.length === 0) return [];
     const records: MetadataRecord[] = [];
     let next = image;
-    for (const brokerId of expired.sort((a, b) => a - b)) {
+    for (const brokerId of brokerIds) {
       const broker = next.broker(brokerId)!;
       const fence: MetadataRecord = {
         type: 'fenceBroker',

@@ -70,6 +70,11 @@ export interface NodeMetadata {
   startBroker(endpoint: { host: string; port: number }): Promise<void>;
   /** Imports the single-node release's topic file, if there is one (a one-voter quorum only). */
   importLegacyTopics(): Promise<void>;
+  /**
+   * Controlled shutdown: asks the controller to fence this broker now and move its leaderships
+   * (up to 5 s), instead of letting its session expire; heartbeats stop.
+   */
+  shutdownBroker(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -282,8 +287,27 @@ export async function openMetadata(
         appliedIndex: status.appliedIndex,
         voters: [...status.membership.voters],
         lastOffset: image.lastOffset,
+        lastIndex: status.lastIndex,
+        followers: status.followers.map((f) => ({ ...f, lag: Math.max(0, status.lastIndex - f.matchIndex) })),
       },
     };
+  };
+
+  const shutdownBroker = async () => {
+    heartbeat?.cancel();
+    const broker = log.image.broker(nodeId);
+    if (!clustered || !broker || broker.fenced) return;
+    // Bounded: a node whose controller is gone still stops.
+    let timer: TimerHandle | undefined;
+    await Promise.race([
+      controller
+        .submit({ type: 'shutdownBroker', brokerId: nodeId, brokerEpoch: broker.brokerEpoch })
+        .catch((error) => deps.logger.warn({ err: error }, 'the controlled shutdown was not acknowledged')),
+      new Promise<void>((resolve) => {
+        timer = deps.clock.setTimeout(resolve, 5000);
+      }),
+    ]);
+    timer?.cancel();
   };
 
   const close = async () => {
@@ -307,6 +331,7 @@ export async function openMetadata(
     start,
     startBroker,
     importLegacyTopics,
+    shutdownBroker,
     close,
   };
 }

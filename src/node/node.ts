@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Broker } from '../broker/broker.js';
+import { ClusterMetrics } from '../broker/cluster-metrics.js';
 import { RemotePartitions } from '../broker/remote-partitions.js';
 import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
@@ -102,10 +103,6 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
   const clock = systemClock;
   const defaults = parseTopicConfigDefaults(options.configs ?? {});
   const metrics = new PromMetricsRegistry();
-  // Cluster metrics (Raft role, term and commit index; each partition's ISR size, under-replicated
-  // and offline-leader counts) join this registry with the cluster step: the metadata and
-  // replication components take `metrics` as a dependency, as storage and the broker do here.
-  //
   // Everything logs through the app's logger once it exists; before that (while the logs open)
   // errors go to stderr, so that a partition taken offline at start is never silent.
   let target: Logger = {
@@ -147,6 +144,14 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
       { fs: nodeFileSystem, clock, logger },
     );
     closers.unshift(() => metadata.close());
+    metadata.controller.countWith(
+      new ClusterMetrics({
+        metrics,
+        status: () => metadata.driver.status(),
+        image: () => metadata.log.image,
+        controllerActive: () => metadata.controller.active,
+      }),
+    );
     // The port is known once the server is bound; the cluster view asks for it when it answers.
     let boundPort = listenPort;
     const advertisedAddress = () => ({
@@ -202,6 +207,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     logRecovery(logger, logs);
     closers.unshift(async () => {
       logger.info({ nodeId }, 'node stopping');
+      await metadata.shutdownBroker();
       // Answer waiting fetches and end follow streams first, so that the server can drain.
       broker.beginShutdown();
       await app.close();

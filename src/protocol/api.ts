@@ -142,6 +142,13 @@ export interface ClusterResponse {
     voters: number[];
     /** The offset of the last metadata record this node has applied. */
     lastOffset: number;
+    /** This node's last Raft log index. */
+    lastIndex: number;
+    /**
+     * On the active controller: each other voter's match index and how many entries it is behind
+     * (`lastIndex - matchIndex`); empty on the other nodes.
+     */
+    followers: { id: number; matchIndex: number; lag: number }[];
   };
 }
 
@@ -351,6 +358,11 @@ export const ENDPOINTS = {
           appliedIndex: int,
           voters: { type: 'array', items: nodeIdSchema },
           lastOffset: int,
+          lastIndex: int,
+          followers: {
+            type: 'array',
+            items: closed({ id: nodeIdSchema, matchIndex: int, lag: int }),
+          },
         }),
       },
       ['metadata'],

@@ -399,6 +399,8 @@ export type ControllerCommand =
       rack: string | null;
     }
   | { type: 'heartbeat'; brokerId: number; brokerEpoch: number; caughtUp: boolean }
+  /** A broker that is stopping: fenced now, its leaderships moved (controlled shutdown). */
+  | { type: 'shutdownBroker'; brokerId: number; brokerEpoch: number }
   /** Decides nothing: answers the controller's last offset, which the caller waits for (a read barrier). */
   | { type: 'readIndex' };
 
@@ -471,6 +473,11 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       c.uint('brokerId');
       c.uint('brokerEpoch');
       c.boolean('caughtUp');
+      break;
+    case 'shutdownBroker':
+      c.only(['type', 'brokerId', 'brokerEpoch']);
+      c.uint('brokerId');
+      c.uint('brokerEpoch');
       break;
     case 'readIndex':
       c.only(['type']);

@@ -156,6 +156,15 @@ export class RaftCore {
   get leaderId(): NodeId | null {
     return this.#leader;
   }
+  /** On a leader, how far each other member's log is known to match this one's; empty elsewhere. */
+  replicationProgress(): { id: NodeId; matchIndex: number }[] {
+    if (this.role !== 'leader') return [];
+    return [...this.#progress]
+      .filter(([id]) => id !== this.id)
+      .map(([id, p]) => ({ id, matchIndex: p.match }))
+      .sort((a, b) => a.id - b.id);
+  }
+
   get commitIndex(): number {
     return this.#commit;
   }

@@ -63,6 +63,10 @@ export interface RaftStatus {
   commitIndex: number;
   appliedIndex: number;
   membership: Membership;
+  /** This node's last log index. */
+  lastIndex: number;
+  /** On the leader: each other member's match index (how far its log is known to agree). */
+  followers: { id: NodeId; matchIndex: number }[];
 }
 
 interface Waiter {
@@ -161,7 +165,17 @@ export class RaftDriver {
     const c = this.#core;
     if (!c) {
       const { id, membership } = this.options;
-      return { id, term: 0, role: 'follower', leaderId: null, commitIndex: 0, appliedIndex: 0, membership };
+      return {
+        id,
+        term: 0,
+        role: 'follower',
+        leaderId: null,
+        commitIndex: 0,
+        appliedIndex: 0,
+        membership,
+        lastIndex: 0,
+        followers: [],
+      };
     }
     return {
       id: c.id,
@@ -171,6 +185,8 @@ export class RaftDriver {
       commitIndex: c.commitIndex,
       appliedIndex: c.appliedIndex,
       membership: c.membership,
+      lastIndex: c.lastIndex(),
+      followers: c.replicationProgress(),
     };
   }
 

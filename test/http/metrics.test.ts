@@ -1,8 +1,10 @@
-import { closeSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { dualProtocolServerFactory } from '../../src/http/server.js';
 import { PromMetricsRegistry } from '../../src/node/metrics.js';
+import { startNode } from '../../src/node/node.js';
 import { encodeBatch } from '../../src/protocol/batch.js';
 import { SimulatedFileSystem } from '../../src/storage/fs.js';
 import { type Harness, makeHarness, packr } from './harness.js';
@@ -243,11 +245,18 @@ describe('/metrics', () => {
 
 describe('docs/observability.md and docs/grafana/sluice.json', () => {
   it('list exactly the metrics a node exports, and the dashboard queries only those', async () => {
-    const metrics = new PromMetricsRegistry();
-    h = await makeHarness({}, {}, { metrics });
-    // The connections gauge is the server's, which app.inject() does not use.
-    dualProtocolServerFactory({ metrics });
-    const exported = [...(await scrape()).keys()].sort();
+    // A real node: its storage, broker, HTTP server and metadata quorum all export theirs.
+    const dataDir = mkdtempSync(join(tmpdir(), 'sluice-metrics-'));
+    const node = await startNode({ dataDir, port: 0, logLevel: 'silent' });
+    let exported: string[];
+    try {
+      const response = await fetch(`http://127.0.0.1:${node.address.port}/metrics`);
+      expect(response.status).toBe(200);
+      exported = [...parsePrometheusText(await response.text()).keys()].sort();
+    } finally {
+      await node.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
     const root = join(import.meta.dirname, '..', '..');
     const doc = readFileSync(join(root, 'docs', 'observability.md'), 'utf8');
     // The first column of the metric tables.

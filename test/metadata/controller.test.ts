@@ -191,6 +191,76 @@ describe('controller: broker sessions', () => {
     expect(after.isr).toEqual([leader]);
   });
 
+  it('gives a leaderless partition back to its last in-sync replica once that broker is unfenced', () => {
+    const c = setup([1, 2]);
+    c.apply(
+      c.controller.createTopic(c.image(), { name: 't', partitions: 2, replicationFactor: 1, configs: {} }),
+    );
+    const topic = c.image().topic('t')!;
+    const owner = topic.partitions.get(0)!.replicas[0]!;
+    const other = owner === 1 ? 2 : 1;
+    const before = topic.partitions.get(0)!;
+    // The owner's session expires while the other broker keeps beating.
+    c.clock.advance(SESSION_MS / 2);
+    const beat = (id: number) =>
+      c.controller.heartbeat(c.image(), {
+        brokerId: id,
+        brokerEpoch: c.image().broker(id)!.brokerEpoch,
+        caughtUp: true,
+      });
+    c.apply(beat(other));
+    c.clock.advance(SESSION_MS / 2 + 1);
+    c.apply(c.controller.fenceExpired(c.image()));
+    expect(c.image().partition(before.topicId, 0)!.leader).toBe(-1);
+    // Nothing to elect while the only in-sync replica is fenced.
+    expect(c.controller.electLeaderless(c.image())).toEqual([]);
+    // It registers again (a restart) and is unfenced by its heartbeat: it leads again, at a new epoch.
+    c.apply(
+      c.controller.registerBroker(c.image(), {
+        brokerId: owner,
+        incarnationId: 'second',
+        endpoints: [],
+        rack: null,
+      }),
+    );
+    c.apply(beat(owner));
+    c.apply(c.controller.electLeaderless(c.image()));
+    const after = c.image().partition(before.topicId, 0)!;
+    expect(after.leader).toBe(owner);
+    expect(after.leaderEpoch).toBeGreaterThan(before.leaderEpoch);
+    expect(c.controller.electLeaderless(c.image())).toEqual([]);
+  });
+
+  it('fences a broker in controlled shutdown at once, and ignores a stale epoch or a second request', () => {
+    const c = setup([1, 2, 3]);
+    c.apply(
+      c.controller.createTopic(c.image(), { name: 't', partitions: 3, replicationFactor: 2, configs: {} }),
+    );
+    const epoch = c.image().broker(2)!.brokerEpoch;
+    expect(c.controller.controlledShutdown(c.image(), 2, epoch - 1)).toEqual([]);
+    c.apply(c.controller.controlledShutdown(c.image(), 2, epoch));
+    expect(c.image().broker(2)!.fenced).toBe(true);
+    for (const p of c.image().topic('t')!.partitions.values()) {
+      expect(p.leader).not.toBe(2);
+      expect(p.isr).not.toContain(2);
+      expect(p.leader === -1 || p.isr.includes(p.leader)).toBe(true);
+    }
+    expect(c.controller.controlledShutdown(c.image(), 2, epoch)).toEqual([]);
+  });
+
+  it('starts every session afresh after resetSessions (a new active controller)', () => {
+    const c = setup([1, 2]);
+    c.clock.advance(SESSION_MS + 1);
+    c.controller.resetSessions();
+    // Unheard since the reset: each broker gets a full session from the first check.
+    expect(c.controller.fenceExpired(c.image())).toEqual([]);
+    c.clock.advance(SESSION_MS - 1);
+    expect(c.controller.fenceExpired(c.image())).toEqual([]);
+    c.clock.advance(2);
+    const fenced = c.controller.fenceExpired(c.image()).filter((r) => r.type === 'fenceBroker');
+    expect(fenced.map((r) => (r as { brokerId: number }).brokerId)).toEqual([1, 2]);
+  });
+
   it('refuses a heartbeat at a stale broker epoch; a restart registers anew, fenced until caught up', () => {
     const c = setup([1]);
     const oldEpoch = c.image().broker(1)!.brokerEpoch;
