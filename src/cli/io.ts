@@ -18,12 +18,16 @@ export function print(io: Io, line: string): void {
   io.stdout.write(`${line}\n`);
 }
 
-/** A commander argument parser for an integer of at least `min`. */
-export function integer(name: string, min = 0) {
+/** A commander argument parser for an integer of at least `min` (and at most `max`, when given). */
+export function integer(name: string, min = 0, max?: number) {
   return (value: string): number => {
     const n = Number(value);
-    if (!/^-?\d+$/.test(value) || n < min)
-      throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    if (!/^-?\d+$/.test(value) || n < min || (max !== undefined && n > max))
+      throw new InvalidArgumentError(
+        max === undefined
+          ? `${name} must be an integer >= ${min}`
+          : `${name} must be an integer in ${min}..${max}`,
+      );
     return n;
   };
 }

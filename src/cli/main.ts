@@ -8,11 +8,13 @@ import { startNode } from '../node/node.js';
 import { VERSION } from '../node/version.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { type LogVerifyReport, verifyLogDirectory } from '../storage/log-verify.js';
+import { addDevClusterCommand, type ClusterDependencies } from './cluster.js';
+import { spawnSluice } from './dev-cluster.js';
 import { BOOTSTRAP_OPTION, collectConfig, type Io, integer, print, withAdmin } from './io.js';
 import { addStartCommand, type StartDependencies } from './start.js';
 
 /** What the commands use besides their arguments and `Io`; the real ones unless a test passes others. */
-export type CliDependencies = StartDependencies;
+export type CliDependencies = StartDependencies & ClusterDependencies;
 
 /** Records `sluice produce` lets wait for an answer before it reads more of standard input. */
 const PRODUCE_PENDING_MAX = 10_000;
@@ -29,6 +31,7 @@ function buildProgram(io: Io, dependencies: CliDependencies, done: (code: number
       outputError: (s, write) => write(`sluice: ${s.replace(/^error: /, '').trimEnd()} (see --help)\n`),
     });
   addStartCommand(program, io, dependencies);
+  addDevClusterCommand(program, io, dependencies);
   addTopicCommand(program, io);
   addProduceCommand(program, io);
   addConsumeCommand(program, io);
@@ -352,9 +355,13 @@ export async function main(
   dependencies: Partial<CliDependencies> = {},
 ): Promise<number> {
   let code = 0;
-  const program = buildProgram(io, { startNode, signals: process, ...dependencies }, (c) => {
-    code = c;
-  });
+  const program = buildProgram(
+    io,
+    { startNode, spawnNode: spawnSluice, signals: process, ...dependencies },
+    (c) => {
+      code = c;
+    },
+  );
   try {
     await program.parseAsync(argv, { from: 'user' });
     return code;
