@@ -1,12 +1,73 @@
 import type { ChildProcess } from 'node:child_process';
 import type { Command } from 'commander';
+import type { ClusterResponse } from '../protocol/api.js';
 import { DEV_CLUSTER_NODES_MAX, runDevCluster } from './dev-cluster.js';
-import { type Io, integer } from './io.js';
+import { BOOTSTRAP_OPTION, type Io, integer, outputFormat, print, withAdmin } from './io.js';
 
 export interface ClusterDependencies {
   /** Starts `sluice <args>` as a child process (dev-cluster's nodes). */
   spawnNode: (args: readonly string[], env: NodeJS.ProcessEnv) => ChildProcess;
   signals: Pick<NodeJS.EventEmitter, 'on' | 'off'>;
+}
+
+export function addClusterCommand(program: Command, io: Io): void {
+  const cluster = program.command('cluster').description('the nodes of a cluster and its metadata quorum');
+  cluster
+    .command('describe')
+    .description('every node (address, rack, fenced, broker epoch), the controller and the metadata quorum')
+    .option(...BOOTSTRAP_OPTION)
+    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
+    .action(async (opts: { bootstrap: string; output: 'text' | 'json' }) => {
+      const answer = await withAdmin(opts.bootstrap, (admin) => admin.cluster());
+      if (opts.output === 'json') print(io, JSON.stringify(answer, null, 2));
+      else for (const line of describeCluster(answer)) print(io, line);
+    });
+}
+
+function address(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Rows padded into columns two spaces apart. */
+function table(rows: readonly (readonly string[])[]): string[] {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  return rows.map((row) =>
+    row
+      .map((cell, column) => cell.padEnd(widths[column]!))
+      .join('  ')
+      .trimEnd(),
+  );
+}
+
+/** `GET /v1/cluster` for people: the answering node, one row per node, then the metadata quorum. */
+export function describeCluster(cluster: ClusterResponse): string[] {
+  const lines = [
+    `cluster ${cluster.clusterId}  answered by node ${cluster.nodeId} (sluice ${cluster.version})`,
+  ];
+  const nodes = [...cluster.nodes].sort((a, b) => a.id - b.id);
+  lines.push(
+    ...table([
+      ['NODE', 'ADDRESS', 'RACK', 'FENCED', 'BROKER EPOCH', 'CONTROLLER'],
+      ...nodes.map((node) => [
+        String(node.id),
+        address(node.host, node.port),
+        node.rack ?? '-',
+        node.fenced === undefined ? '-' : node.fenced ? 'yes' : 'no',
+        node.brokerEpoch === undefined ? '-' : String(node.brokerEpoch),
+        node.id === cluster.controllerId ? 'yes' : '',
+      ]),
+    ]),
+  );
+  if (cluster.controllerId === null) lines.push('no controller: the metadata quorum has no leader');
+  else if (!nodes.some((node) => node.id === cluster.controllerId))
+    lines.push(`controller: node ${cluster.controllerId} (not a registered broker)`);
+  const m = cluster.metadata;
+  lines.push(
+    m
+      ? `metadata quorum (as node ${cluster.nodeId} sees it)  role=${m.role}  term=${m.term}  commitIndex=${m.commitIndex}  appliedIndex=${m.appliedIndex}  voters=${m.voters.join(',')}`
+      : `metadata quorum: node ${cluster.nodeId} does not report it`,
+  );
+  return lines;
 }
 
 interface DevClusterFlags {

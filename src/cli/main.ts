@@ -8,7 +8,7 @@ import { startNode } from '../node/node.js';
 import { VERSION } from '../node/version.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { type LogVerifyReport, verifyLogDirectory } from '../storage/log-verify.js';
-import { addDevClusterCommand, type ClusterDependencies } from './cluster.js';
+import { addClusterCommand, addDevClusterCommand, type ClusterDependencies } from './cluster.js';
 import { spawnSluice } from './dev-cluster.js';
 import { BOOTSTRAP_OPTION, collectConfig, type Io, integer, print, withAdmin } from './io.js';
 import { addStartCommand, type StartDependencies } from './start.js';
@@ -32,6 +32,7 @@ function buildProgram(io: Io, dependencies: CliDependencies, done: (code: number
     });
   addStartCommand(program, io, dependencies);
   addDevClusterCommand(program, io, dependencies);
+  addClusterCommand(program, io);
   addTopicCommand(program, io);
   addProduceCommand(program, io);
   addConsumeCommand(program, io);
