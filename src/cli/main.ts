@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { type ConsumedRecord, PartitionConsumer } from '../client/consumer.js';
 import { Producer } from '../client/producer.js';
 import { SluiceError } from '../common/errors.js';
@@ -10,7 +10,7 @@ import { nodeFileSystem } from '../storage/fs.js';
 import { type LogVerifyReport, verifyLogDirectory } from '../storage/log-verify.js';
 import { addClusterCommand, addDevClusterCommand, type ClusterDependencies } from './cluster.js';
 import { spawnSluice } from './dev-cluster.js';
-import { BOOTSTRAP_OPTION, collectConfig, type Io, integer, print, withAdmin } from './io.js';
+import { BOOTSTRAP_OPTION, collectConfig, type Io, integer, outputFormat, print, withAdmin } from './io.js';
 import { addStartCommand, type StartDependencies } from './start.js';
 
 /** What the commands use besides their arguments and `Io`; the real ones unless a test passes others. */
@@ -309,10 +309,8 @@ function addLogCommand(program: Command, io: Io): void {
     .description(
       "check every segment of a stopped broker's data directory: batch CRCs and framing, gaps and overlaps between segments, indexes; exits 1 on any problem",
     )
-    .option('-o, --output <format>', 'text or json', 'text')
-    .action(async (dataDir: string, opts: { output: string }) => {
-      if (opts.output !== 'text' && opts.output !== 'json')
-        throw new InvalidArgumentError(`--output must be text or json, got ${opts.output}`);
+    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
+    .action(async (dataDir: string, opts: { output: 'text' | 'json' }) => {
       const report = await verifyLogDirectory(resolve(dataDir), nodeFileSystem);
       if (opts.output === 'json') print(io, JSON.stringify(report, null, 2));
       else for (const line of describeLogReport(report)) print(io, line);

@@ -44,6 +44,7 @@ describe('sluice arguments', () => {
       ['topic', 'create', 't', '--partitions', '0'],
       ['topic', 'create', 't', '-c', 'novalue'],
       ['cluster', 'describe', '-o', 'yaml'],
+      ['log', 'verify', '.', '-o', 'yaml'],
     ]) {
       const result = await run(argv);
       expect(result.code, argv.join(' ')).not.toBe(0);
