@@ -13,9 +13,9 @@ import { createInterface } from 'node:readline';
  */
 
 export const DEV_CLUSTER_NODES_MAX = 9;
-export const DEV_CLUSTER_HOST = '127.0.0.1';
+const DEV_CLUSTER_HOST = '127.0.0.1';
 /** How long a node has to stop after SIGTERM before it is killed. */
-export const DEV_CLUSTER_STOP_TIMEOUT_MS = 10_000;
+const DEV_CLUSTER_STOP_TIMEOUT_MS = 10_000;
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 export interface DevClusterOptions {
@@ -43,7 +43,7 @@ export interface DevClusterDependencies {
   signals: Pick<NodeJS.EventEmitter, 'on' | 'off'>;
 }
 
-export interface DevClusterNode {
+interface DevClusterNode {
   nodeId: number;
   port: number;
   dataDir: string;
@@ -52,11 +52,7 @@ export interface DevClusterNode {
 }
 
 /** The nodes of a dev cluster: ids 1..N, one port and data directory each, all of them voters. */
-export function planDevCluster(
-  ports: readonly number[],
-  dataDir: string,
-  logLevel?: string,
-): DevClusterNode[] {
+function planDevCluster(ports: readonly number[], dataDir: string, logLevel?: string): DevClusterNode[] {
   const quorum = ports.map((port, i) => `${i + 1}@${DEV_CLUSTER_HOST}:${port}`).join(',');
   return ports.map((port, i) => {
     const nodeId = i + 1;
@@ -82,7 +78,7 @@ export function planDevCluster(
  * for some other node must not reach these), plus the cluster secret, which goes here rather than
  * in the arguments so that `ps` does not show it.
  */
-export function devClusterEnv(
+function devClusterEnv(
   env: Readonly<Record<string, string | undefined>>,
   clusterSecret: string,
 ): NodeJS.ProcessEnv {
@@ -108,7 +104,7 @@ export function spawnSluice(args: readonly string[], env: NodeJS.ProcessEnv): Ch
 }
 
 /** `count` ports that were free a moment ago: each bound to port 0 at once, then all closed. */
-export async function freePorts(count: number): Promise<number[]> {
+async function freePorts(count: number): Promise<number[]> {
   const servers = Array.from({ length: count }, () => createServer());
   try {
     return await Promise.all(

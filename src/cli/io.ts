@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from 'commander';
 import { Admin } from '../client/admin.js';
 
-export const DEFAULT_BOOTSTRAP = 'http://127.0.0.1:8092';
+const DEFAULT_BOOTSTRAP = 'http://127.0.0.1:8092';
 
 export const BOOTSTRAP_OPTION = ['--bootstrap <url>', 'a Sluice node', DEFAULT_BOOTSTRAP] as const;
 

@@ -115,7 +115,7 @@ function envOf(key: SettingKey): string {
 }
 
 /** The config file's path is a setting of its own, read before the others: `--config`, then this. */
-export const CONFIG_ENV = 'SLUICE_CONFIG';
+const CONFIG_ENV = 'SLUICE_CONFIG';
 
 type SourceKind = 'flag' | 'env' | 'file';
 const PRECEDENCE: readonly SourceKind[] = ['flag', 'env', 'file'];
