@@ -1,48 +1,25 @@
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { Admin } from '../client/admin.js';
+import { Command, CommanderError } from 'commander';
 import { type ConsumedRecord, PartitionConsumer } from '../client/consumer.js';
 import { Producer } from '../client/producer.js';
 import { SluiceError } from '../common/errors.js';
-import { loadConfigFile, logsLifecycle, type NodeOptions, startNode } from '../node/node.js';
+import { startNode } from '../node/node.js';
 import { VERSION } from '../node/version.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { type LogVerifyReport, verifyLogDirectory } from '../storage/log-verify.js';
+import { addClusterCommand, addDevClusterCommand, type ClusterDependencies } from './cluster.js';
+import { spawnSluice } from './dev-cluster.js';
+import { BOOTSTRAP_OPTION, collectConfig, type Io, integer, outputFormat, print, withAdmin } from './io.js';
+import { addStartCommand, type StartDependencies } from './start.js';
 
-const DEFAULT_BOOTSTRAP = 'http://127.0.0.1:8092';
+/** What the commands use besides their arguments and `Io`; the real ones unless a test passes others. */
+export type CliDependencies = StartDependencies & ClusterDependencies;
+
 /** Records `sluice produce` lets wait for an answer before it reads more of standard input. */
 const PRODUCE_PENDING_MAX = 10_000;
 
-function integer(name: string, min = 0) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^-?\d+$/.test(value) || n < min)
-      throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-    return n;
-  };
-}
-
-/** `name=value`, repeatable. */
-function collectConfig(value: string, previous: Record<string, string> = {}): Record<string, string> {
-  const at = value.indexOf('=');
-  if (at <= 0) throw new InvalidArgumentError(`--config takes name=value, got ${value}`);
-  return { ...previous, [value.slice(0, at)]: value.slice(at + 1) };
-}
-
-interface Io {
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-  stdin: NodeJS.ReadableStream;
-}
-
-function print(io: Io, line: string): void {
-  io.stdout.write(`${line}\n`);
-}
-
-const BOOTSTRAP_OPTION = ['--bootstrap <url>', 'a Sluice node', DEFAULT_BOOTSTRAP] as const;
-
-function buildProgram(io: Io, done: (code: number) => void): Command {
+function buildProgram(io: Io, dependencies: CliDependencies, done: (code: number) => void): Command {
   const program = new Command('sluice')
     .description('Sluice: a replicated log broker spoken over HTTP/2 and HTTP/1.1')
     .version(VERSION, '-V, --version')
@@ -53,74 +30,15 @@ function buildProgram(io: Io, done: (code: number) => void): Command {
       // Usage errors are one line in the same shape as the others, with a pointer to --help.
       outputError: (s, write) => write(`sluice: ${s.replace(/^error: /, '').trimEnd()} (see --help)\n`),
     });
-  addStartCommand(program, io);
+  addStartCommand(program, io, dependencies);
+  addDevClusterCommand(program, io, dependencies);
+  addClusterCommand(program, io);
   addTopicCommand(program, io);
   addProduceCommand(program, io);
   addConsumeCommand(program, io);
   addLogCommand(program, io);
   program.hook('postAction', () => done(0));
   return program;
-}
-
-interface StartFlags {
-  port?: number;
-  host?: string;
-  dataDir?: string;
-  nodeId?: number;
-  config?: string;
-  logLevel?: string;
-  logFormat?: string;
-  topicConfig?: Record<string, string>;
-}
-
-function addStartCommand(program: Command, io: Io): void {
-  program
-    .command('start')
-    .description('run a single-node broker (data in ./sluice-data, port 8092)')
-    .option('--port <port>', 'port for HTTP/1.1 and HTTP/2', integer('port'))
-    .option('--host <host>', 'address to listen on')
-    .option('--data-dir <dir>', 'where the logs live')
-    .option('--node-id <id>', 'this node’s id', integer('node id', 1))
-    .option('--config <file>', 'a JSON config file')
-    .option('--log-level <level>', 'fatal, error, warn, info (the default), debug or silent')
-    .option('--log-format <format>', 'json, or text for a person (the default on a terminal)')
-    .option(
-      '-c, --topic-config <name=value>',
-      'default topic config, repeatable (e.g. flush.policy=sync)',
-      collectConfig,
-    )
-    .action(async (opts: StartFlags) => {
-      const fromFile = opts.config ? await loadConfigFile(opts.config) : {};
-      const options: NodeOptions = {
-        ...fromFile,
-        dataDir: opts.dataDir ?? fromFile.dataDir ?? './sluice-data',
-        ...(opts.port !== undefined ? { port: opts.port } : {}),
-        ...(opts.host !== undefined ? { host: opts.host } : {}),
-        ...(opts.nodeId !== undefined ? { nodeId: opts.nodeId } : {}),
-        ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
-        ...(opts.logFormat !== undefined ? { logFormat: opts.logFormat as 'json' | 'text' } : {}),
-        configs: { ...fromFile.configs, ...opts.topicConfig },
-      };
-      const node = await startNode(options);
-      // At info and below the node logs its own start and stop lines, in the log's stream.
-      const quiet = !logsLifecycle(options.logLevel);
-      if (quiet)
-        print(
-          io,
-          `sluice ${VERSION} node ${node.nodeId} listening on http://${node.address.host}:${node.address.port} (HTTP/1.1 and HTTP/2), data in ${options.dataDir}`,
-        );
-      await new Promise<void>((resolve) => {
-        const stop = () => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          resolve();
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
-      await node.close();
-      if (quiet) print(io, 'sluice stopped');
-    });
 }
 
 function addTopicCommand(program: Command, io: Io): void {
@@ -391,10 +309,8 @@ function addLogCommand(program: Command, io: Io): void {
     .description(
       "check every segment of a stopped broker's data directory: batch CRCs and framing, gaps and overlaps between segments, indexes; exits 1 on any problem",
     )
-    .option('-o, --output <format>', 'text or json', 'text')
-    .action(async (dataDir: string, opts: { output: string }) => {
-      if (opts.output !== 'text' && opts.output !== 'json')
-        throw new InvalidArgumentError(`--output must be text or json, got ${opts.output}`);
+    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
+    .action(async (dataDir: string, opts: { output: 'text' | 'json' }) => {
       const report = await verifyLogDirectory(resolve(dataDir), nodeFileSystem);
       if (opts.output === 'json') print(io, JSON.stringify(report, null, 2));
       else for (const line of describeLogReport(report)) print(io, line);
@@ -435,11 +351,16 @@ function describeLogReport(report: LogVerifyReport): string[] {
 export async function main(
   argv: string[],
   io: Io = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin },
+  dependencies: Partial<CliDependencies> = {},
 ): Promise<number> {
   let code = 0;
-  const program = buildProgram(io, (c) => {
-    code = c;
-  });
+  const program = buildProgram(
+    io,
+    { startNode, spawnNode: spawnSluice, signals: process, ...dependencies },
+    (c) => {
+      code = c;
+    },
+  );
   try {
     await program.parseAsync(argv, { from: 'user' });
     return code;
@@ -456,14 +377,4 @@ function describeError(error: unknown): string {
   if (e?.code === 'ECONNREFUSED') return `cannot connect: ${e.message}`;
   if (e?.code === 'EADDRINUSE') return `the port is already in use (${e.message})`;
   return error instanceof Error ? error.message : String(error);
-}
-
-/** Runs `work` with an Admin client for `bootstrap`, closed afterwards whatever happens. */
-async function withAdmin<T>(bootstrap: string, work: (admin: Admin) => Promise<T>): Promise<T> {
-  const admin = new Admin({ bootstrap });
-  try {
-    return await work(admin);
-  } finally {
-    admin.close();
-  }
 }

@@ -43,6 +43,8 @@ describe('sluice arguments', () => {
       ['consume', 't', '--partition', 'one'],
       ['topic', 'create', 't', '--partitions', '0'],
       ['topic', 'create', 't', '-c', 'novalue'],
+      ['cluster', 'describe', '-o', 'yaml'],
+      ['log', 'verify', '.', '-o', 'yaml'],
     ]) {
       const result = await run(argv);
       expect(result.code, argv.join(' ')).not.toBe(0);
@@ -65,7 +67,8 @@ describe('sluice arguments', () => {
   it('lists every command in the help', async () => {
     const help = await run(['--help']);
     expect(help.code).toBe(0);
-    for (const command of ['start', 'topic', 'produce', 'consume']) expect(help.stdout).toContain(command);
+    for (const command of ['start', 'dev-cluster', 'cluster', 'topic', 'produce', 'consume', 'log'])
+      expect(help.stdout).toContain(command);
     const topicHelp = await run(['topic', '--help']);
     for (const sub of ['create', 'list', 'describe', 'alter', 'delete'])
       expect(topicHelp.stdout).toContain(sub);

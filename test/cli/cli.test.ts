@@ -127,8 +127,42 @@ describe('sluice CLI', () => {
     expect(values.sort()).toEqual(lines.map((l) => l.slice(l.indexOf(':') + 1)).sort());
   });
 
+  it('describes the cluster: the node, the controller and the metadata quorum, in text and as JSON', async () => {
+    const port = new URL(bootstrap).port;
+    const text = await sluice(['cluster', 'describe', '--bootstrap', bootstrap]);
+    expect(text.code, text.stderr).toBe(0);
+    const lines = text.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^cluster \S+ {2}answered by node 1 \(sluice \d+\.\d+\.\d+\)$/);
+    expect(lines[1]).toMatch(/^NODE +ADDRESS +RACK +FENCED +BROKER EPOCH +CONTROLLER$/);
+    expect(lines[2]).toMatch(new RegExp(`^1 +127\\.0\\.0\\.1:${port} +- +no +\\d+ +yes$`));
+    expect(lines[3]).toMatch(
+      /^metadata quorum \(as node 1 sees it\) {2}role=leader {2}term=\d+ {2}commitIndex=\d+ {2}appliedIndex=\d+ {2}voters=1$/,
+    );
+    expect(lines).toHaveLength(4);
+    const json = await sluice(['cluster', 'describe', '-o', 'json', '--bootstrap', bootstrap]);
+    expect(json.code, json.stderr).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      nodeId: 1,
+      controllerId: 1,
+      nodes: [{ id: 1, host: '127.0.0.1', port: Number(port), fenced: false }],
+      metadata: { role: 'leader', voters: [1] },
+    });
+    const refused = await sluice(['cluster', 'describe', '--bootstrap', 'http://127.0.0.1:1']);
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sluice: cannot connect to /) });
+  });
+
   it('gives --help on every command and one-line errors with a code, never a stack trace', async () => {
-    for (const command of [[], ['start'], ['topic'], ['topic', 'create'], ['produce'], ['consume']]) {
+    for (const command of [
+      [],
+      ['start'],
+      ['dev-cluster'],
+      ['cluster'],
+      ['cluster', 'describe'],
+      ['topic'],
+      ['topic', 'create'],
+      ['produce'],
+      ['consume'],
+    ]) {
       const help = await sluice([...command, '--help']);
       expect(help.code, command.join(' ')).toBe(0);
       expect(help.stdout).toContain('Usage: sluice');

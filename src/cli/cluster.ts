@@ -1,0 +1,121 @@
+import type { ChildProcess } from 'node:child_process';
+import type { Command } from 'commander';
+import type { ClusterResponse } from '../protocol/api.js';
+import { DEV_CLUSTER_NODES_MAX, runDevCluster } from './dev-cluster.js';
+import { BOOTSTRAP_OPTION, type Io, integer, outputFormat, print, withAdmin } from './io.js';
+
+export interface ClusterDependencies {
+  /** Starts `sluice <args>` as a child process (dev-cluster's nodes). */
+  spawnNode: (args: readonly string[], env: NodeJS.ProcessEnv) => ChildProcess;
+  signals: Pick<NodeJS.EventEmitter, 'on' | 'off'>;
+}
+
+export function addClusterCommand(program: Command, io: Io): void {
+  const cluster = program.command('cluster').description('the nodes of a cluster and its metadata quorum');
+  cluster
+    .command('describe')
+    .description('every node (address, rack, fenced, broker epoch), the controller and the metadata quorum')
+    .option(...BOOTSTRAP_OPTION)
+    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
+    .action(async (opts: { bootstrap: string; output: 'text' | 'json' }) => {
+      const answer = await withAdmin(opts.bootstrap, (admin) => admin.cluster());
+      if (opts.output === 'json') print(io, JSON.stringify(answer, null, 2));
+      else for (const line of describeCluster(answer)) print(io, line);
+    });
+}
+
+function address(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Rows padded into columns two spaces apart. */
+function table(rows: readonly (readonly string[])[]): string[] {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  return rows.map((row) =>
+    row
+      .map((cell, column) => cell.padEnd(widths[column]!))
+      .join('  ')
+      .trimEnd(),
+  );
+}
+
+/** `GET /v1/cluster` for people: the answering node, one row per node, then the metadata quorum. */
+export function describeCluster(cluster: ClusterResponse): string[] {
+  const lines = [
+    `cluster ${cluster.clusterId}  answered by node ${cluster.nodeId} (sluice ${cluster.version})`,
+  ];
+  const nodes = [...cluster.nodes].sort((a, b) => a.id - b.id);
+  lines.push(
+    ...table([
+      ['NODE', 'ADDRESS', 'RACK', 'FENCED', 'BROKER EPOCH', 'CONTROLLER'],
+      ...nodes.map((node) => [
+        String(node.id),
+        address(node.host, node.port),
+        node.rack ?? '-',
+        node.fenced === undefined ? '-' : node.fenced ? 'yes' : 'no',
+        node.brokerEpoch === undefined ? '-' : String(node.brokerEpoch),
+        node.id === cluster.controllerId ? 'yes' : '',
+      ]),
+    ]),
+  );
+  if (cluster.controllerId === null) lines.push('no controller: the metadata quorum has no leader');
+  else if (!nodes.some((node) => node.id === cluster.controllerId))
+    lines.push(`controller: node ${cluster.controllerId} (not a registered broker)`);
+  const m = cluster.metadata;
+  lines.push(
+    m
+      ? `metadata quorum (as node ${cluster.nodeId} sees it)  role=${m.role}  term=${m.term}  commitIndex=${m.commitIndex}  appliedIndex=${m.appliedIndex}  voters=${m.voters.join(',')}`
+      : `metadata quorum: node ${cluster.nodeId} does not report it`,
+  );
+  return lines;
+}
+
+interface DevClusterFlags {
+  nodes: number;
+  basePort: number;
+  dataDir?: string;
+  keep?: boolean;
+  logLevel?: string;
+}
+
+export function addDevClusterCommand(program: Command, io: Io, dependencies: ClusterDependencies): void {
+  const command = program
+    .command('dev-cluster')
+    .description(
+      'run a cluster of N nodes on 127.0.0.1 for development, each a child process and a voter of the metadata quorum; Ctrl-C stops them all',
+    )
+    .option(
+      '-n, --nodes <n>',
+      `how many nodes, 1 to ${DEV_CLUSTER_NODES_MAX}`,
+      integer('nodes', 1, DEV_CLUSTER_NODES_MAX),
+      3,
+    )
+    .option(
+      '--base-port <port>',
+      'node N listens on base port + N - 1; 0 picks free ports',
+      integer('base port', 0, 65535),
+      8092,
+    )
+    .option('--data-dir <dir>', 'node N keeps its data in DIR/node-N (default: a temporary directory)')
+    .option('--keep', 'keep the temporary data directory on exit')
+    .option('--log-level <level>', 'the nodes’ log level (default info)');
+  command.action(async (flags: DevClusterFlags) => {
+    if (flags.basePort !== 0 && flags.basePort + flags.nodes - 1 > 65535)
+      command.error(`--base-port ${flags.basePort} leaves no room for ${flags.nodes} nodes below 65536`);
+    await runDevCluster(
+      {
+        nodes: flags.nodes,
+        basePort: flags.basePort,
+        keep: flags.keep === true,
+        ...(flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {}),
+        ...(flags.logLevel !== undefined ? { logLevel: flags.logLevel } : {}),
+      },
+      {
+        spawnNode: dependencies.spawnNode,
+        stdout: io.stdout,
+        env: io.env ?? process.env,
+        signals: dependencies.signals,
+      },
+    );
+  });
+}

@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { describeCluster } from '../../src/cli/cluster.js';
+import type { ClusterResponse } from '../../src/protocol/api.js';
+
+/** `sluice cluster describe` in text: one row per node in id order, the controller marked, the quorum last. */
+
+const THREE_NODES: ClusterResponse = {
+  clusterId: 'c-1',
+  nodeId: 3,
+  version: '0.1.0',
+  controllerId: 2,
+  nodes: [
+    { id: 3, host: '::1', port: 8094, rack: null, fenced: true, brokerEpoch: 4096 },
+    { id: 1, host: '10.0.0.1', port: 8092, rack: 'eu-1a', fenced: false, brokerEpoch: 196608 },
+    { id: 2, host: 'broker-2.example', port: 8093, rack: 'eu-1b', fenced: false, brokerEpoch: 200000 },
+  ],
+  metadata: {
+    role: 'follower',
+    term: 7,
+    commitIndex: 40,
+    appliedIndex: 39,
+    voters: [1, 2, 3],
+    lastOffset: 1,
+  },
+};
+
+describe('sluice cluster describe', () => {
+  it('prints every node with its address, rack, fencing, broker epoch and the controller, then the quorum', () => {
+    expect(describeCluster(THREE_NODES)).toEqual([
+      'cluster c-1  answered by node 3 (sluice 0.1.0)',
+      'NODE  ADDRESS                RACK   FENCED  BROKER EPOCH  CONTROLLER',
+      '1     10.0.0.1:8092          eu-1a  no      196608',
+      '2     broker-2.example:8093  eu-1b  no      200000        yes',
+      '3     [::1]:8094             -      yes     4096',
+      'metadata quorum (as node 3 sees it)  role=follower  term=7  commitIndex=40  appliedIndex=39  voters=1,2,3',
+    ]);
+  });
+
+  it('says when there is no controller, when the controller is no registered broker, and when the quorum is not reported', () => {
+    const leaderless = describeCluster({ ...THREE_NODES, controllerId: null, metadata: undefined });
+    expect(leaderless).toContain('no controller: the metadata quorum has no leader');
+    expect(leaderless.at(-1)).toBe('metadata quorum: node 3 does not report it');
+    expect(leaderless.join('\n')).not.toContain('yes        ');
+    expect(describeCluster({ ...THREE_NODES, controllerId: 9 })).toContain(
+      'controller: node 9 (not a registered broker)',
+    );
+    const bare = describeCluster({
+      ...THREE_NODES,
+      nodes: [{ id: 1, host: '127.0.0.1', port: 8092 }],
+      controllerId: 1,
+    });
+    expect(bare[2]).toBe('1     127.0.0.1:8092  -     -       -             yes');
+  });
+});
