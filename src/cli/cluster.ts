@@ -67,6 +67,7 @@ export function describeCluster(cluster: ClusterResponse): string[] {
       ? `metadata quorum (as node ${cluster.nodeId} sees it)  role=${m.role}  term=${m.term}  commitIndex=${m.commitIndex}  appliedIndex=${m.appliedIndex}  voters=${m.voters.join(',')}`
       : `metadata quorum: node ${cluster.nodeId} does not report it`,
   );
+  for (const f of m?.followers ?? []) lines.push(`  voter ${f.id}  matchIndex=${f.matchIndex}  lag=${f.lag}`);
   return lines;
 }
 

@@ -21,6 +21,8 @@ const THREE_NODES: ClusterResponse = {
     appliedIndex: 39,
     voters: [1, 2, 3],
     lastOffset: 1,
+    lastIndex: 40,
+    followers: [{ id: 1, matchIndex: 38, lag: 2 }],
   },
 };
 
@@ -33,6 +35,7 @@ describe('sluice cluster describe', () => {
       '2     broker-2.example:8093  eu-1b  no      200000        yes',
       '3     [::1]:8094             -      yes     4096',
       'metadata quorum (as node 3 sees it)  role=follower  term=7  commitIndex=40  appliedIndex=39  voters=1,2,3',
+      '  voter 1  matchIndex=38  lag=2',
     ]);
   });
 
