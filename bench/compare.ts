@@ -12,12 +12,13 @@
  * The base commit is built in a temporary git worktree (node_modules shared with this tree), and
  * both brokers run as `sluice start` processes on loopback. Appends a dated row to bench/RESULTS.md.
  */
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, existsSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packr } from '../src/protocol/msgpack.js';
+import { ensureH2load, type Figure, h2load } from './h2load.js';
 import { freePort, waitForPort } from './ports.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -33,17 +34,6 @@ const cleanups: (() => Promise<void> | void)[] = [];
 
 function git(...args: string[]): string {
   return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
-}
-
-function ensureH2load(): void {
-  if (spawnSync('h2load', ['--version'], { stdio: 'ignore' }).status === 0) return;
-  if (process.getuid?.() !== 0) throw new Error('h2load is missing: sudo apt-get install -y nghttp2-client');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'nghttp2-client'], {
-    stdio: 'inherit',
-    env,
-  });
 }
 
 /** Builds `commit` in a temporary worktree (removed at the end) and returns its directory. */
@@ -104,44 +94,6 @@ interface Step {
   clients: number;
   /** Records per request, to turn requests into records. */
   records: number;
-}
-
-interface Figure {
-  requestsPerSecond: number;
-  meanMs: number;
-  failed: number;
-}
-
-/** One timed h2load run; the figures h2load prints for it. */
-function h2load(url: string, step: Step): Figure {
-  const args = [
-    '-D',
-    String(STEP_SECONDS),
-    '--warm-up-time=1',
-    '-c',
-    String(step.clients),
-    '-m',
-    '1',
-    '-H',
-    'content-type: application/vnd.msgpack',
-    '-H',
-    'accept: application/vnd.msgpack',
-  ];
-  if (step.h1) args.push('--h1');
-  if (step.body) args.push('-d', step.body);
-  args.push(url + step.path);
-  const out = execFileSync('h2load', args, { encoding: 'utf8', maxBuffer: 16 << 20 });
-  const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
-  const failed = /requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed/.exec(out);
-  const mean = /time for request:\s+\S+\s+\S+\s+(\S+)/.exec(out);
-  if (!rps || !failed || !mean) throw new Error(`unexpected h2load output:\n${out}`);
-  const meanText = mean[1]!;
-  const meanMs = meanText.endsWith('us')
-    ? Number.parseFloat(meanText) / 1000
-    : meanText.endsWith('ms')
-      ? Number.parseFloat(meanText)
-      : Number.parseFloat(meanText) * 1000;
-  return { requestsPerSecond: Number(rps[1]), meanMs, failed: Number(failed[1]) };
 }
 
 function median(values: number[]): number {
@@ -230,7 +182,8 @@ async function main(): Promise<void> {
     for (const step of steps) {
       // Alternate which build goes first, so that neither always runs on a warmer machine.
       const order: ('head' | 'base')[] = round % 2 === 0 ? ['head', 'base'] : ['base', 'head'];
-      for (const which of order) results.get(step.name)![which].push(h2load(urls[which], step));
+      for (const which of order)
+        results.get(step.name)![which].push(h2load(urls[which], { ...step, seconds: STEP_SECONDS }));
     }
     process.stdout.write(`round ${round + 1}/${ROUNDS} done\n`);
   }

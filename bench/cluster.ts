@@ -1,0 +1,253 @@
+/**
+ * The cluster benchmark: a 3-node cluster of `sluice start` processes on loopback (every node a
+ * voter and a broker), and what an operator waits for.
+ *
+ *   npm run bench:cluster
+ *   TOPICS=1000 PARTITIONS=1,100,1000 SESSION_MS=3000 ROUNDS=5 STEP_SECONDS=3 npm run bench:cluster
+ *
+ * - creating TOPICS topics (one partition each) through a node that is not the controller;
+ * - from kill -9 of a broker holding 1, 100 and 1,000 partitions to the controller fencing it and
+ *   every one of its partitions marked leaderless (replication factor 1: no replica takes over;
+ *   the figure is the detection, compared with the session timeout), then from its restart to it
+ *   leading them all again;
+ * - controller failover: from kill -9 of the active controller to a topic created through a
+ *   survivor;
+ * - produce through a node that does not lead the partition (forwarded over HTTP/2) against one
+ *   sent to the leader, interleaved rounds of h2load in the same run: the ratio is forwarded/direct.
+ *
+ * Prints the figures and appends a dated row to bench/RESULTS.md.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { appendFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { packr } from '../src/protocol/msgpack.js';
+import { ensureH2load, type Figure, h2load } from './h2load.js';
+import { freePort } from './ports.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const TOPICS = Number(process.env.TOPICS ?? 1000);
+const PARTITION_COUNTS = (process.env.PARTITIONS ?? '1,100,1000').split(',').map(Number);
+const SESSION_MS = Number(process.env.SESSION_MS ?? 3000);
+const ROUNDS = Number(process.env.ROUNDS ?? 5);
+const STEP_SECONDS = Number(process.env.STEP_SECONDS ?? 3);
+const SECRET = 'bench-cluster-secret-0123456789';
+const NODES = 3;
+
+const children = new Map<number, ChildProcess>();
+const ports = new Map<number, number>();
+let dataRoot = '';
+
+function quorum(): string {
+  return [...ports].map(([id, port]) => `${id}@127.0.0.1:${port}`).join(',');
+}
+
+const url = (id: number) => `http://127.0.0.1:${ports.get(id)}`;
+
+async function call(id: number, method: string, path: string, body?: unknown): Promise<any> {
+  const response = await fetch(url(id) + path, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  if (response.status >= 300) throw new Error(`${method} ${path} on node ${id}: ${response.status} ${text}`);
+  return text === '' ? undefined : JSON.parse(text);
+}
+
+async function until<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+  pollMs = 20,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+async function startNode(id: number): Promise<void> {
+  const child = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'bin', 'sluice.js'),
+      'start',
+      '--node-id',
+      String(id),
+      '--port',
+      String(ports.get(id)),
+      '--data-dir',
+      join(dataRoot, `node-${id}`),
+      '--controller-quorum',
+      quorum(),
+      '--session-timeout-ms',
+      String(SESSION_MS),
+      '--log-level',
+      'warn',
+    ],
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, SLUICE_CLUSTER_SECRET: SECRET } },
+  );
+  children.set(id, child);
+  await until(`node ${id} ready`, async () =>
+    (await fetch(`${url(id)}/readyz`)).status === 200 ? true : undefined,
+  );
+}
+
+async function kill(id: number): Promise<void> {
+  const child = children.get(id)!;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+  children.delete(id);
+}
+
+async function controllerId(): Promise<number> {
+  return until('a controller', async () => {
+    for (const id of children.keys()) {
+      const view = await call(id, 'GET', '/v1/cluster').catch(() => undefined);
+      if (view?.controllerId != null && children.has(view.controllerId)) return view.controllerId as number;
+    }
+    return undefined;
+  });
+}
+
+async function leaders(via: number, topic: string): Promise<number[]> {
+  const meta = await call(via, 'GET', `/v1/metadata?topics=${topic}`).catch(async () => {
+    // A node without /v1/metadata: the topic description has the leaders too (and offsets).
+    const d = await call(via, 'GET', `/v1/topics/${topic}`);
+    return { topics: [d] };
+  });
+  return meta.topics[0].partitions.map((p: { leader: number }) => p.leader);
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+async function main(): Promise<void> {
+  ensureH2load();
+  execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+  const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  }).trim();
+  dataRoot = await mkdtemp(join(tmpdir(), 'sluice-bench-cluster-'));
+  for (let id = 1; id <= NODES; id++) ports.set(id, await freePort());
+  await Promise.all([...ports.keys()].map((id) => startNode(id)));
+  const lines: string[] = [];
+  const say = (line: string) => {
+    process.stdout.write(`${line}\n`);
+    lines.push(line);
+  };
+
+  // Topic creation through a node that is not the controller (each create goes to it and back).
+  let controller = await controllerId();
+  const via = [...ports.keys()].find((id) => id !== controller)!;
+  let started = performance.now();
+  for (let i = 0; i < TOPICS; i++) await call(via, 'POST', '/v1/topics', { name: `t${i}`, partitions: 1 });
+  let ms = performance.now() - started;
+  say(
+    `create ${TOPICS} topics (serially, via a non-controller): ${(ms / 1000).toFixed(2)} s, ${Math.round((TOPICS / ms) * 1000)} topics/s`,
+  );
+
+  // Fencing of a killed broker, by the number of partitions it holds.
+  for (const count of PARTITION_COUNTS) {
+    controller = await controllerId();
+    const victim = [...ports.keys()].find((id) => id !== controller)!;
+    const topic = `fence-${count}`;
+    // Partitions are spread evenly: three times the count puts about `count` on the victim.
+    await call(controller, 'POST', '/v1/topics', { name: topic, partitions: count * NODES });
+    const before = await leaders(controller, topic);
+    const held = before.map((l, p) => (l === victim ? p : -1)).filter((p) => p >= 0);
+    started = performance.now();
+    await kill(victim);
+    await until(
+      'the victim fenced and its partitions leaderless',
+      async () => {
+        const now = await leaders(controller, topic);
+        return held.every((p) => now[p] === -1) ? true : undefined;
+      },
+      SESSION_MS + 30_000,
+    );
+    const fencedMs = performance.now() - started;
+    started = performance.now();
+    await startNode(victim);
+    await until('the victim leading again', async () => {
+      const now = await leaders(controller, topic);
+      return held.every((p) => now[p] === victim) ? true : undefined;
+    });
+    const backMs = performance.now() - started;
+    say(
+      `kill -9 of a broker with ${held.length} partitions: fenced, all leaderless after ${(fencedMs / 1000).toFixed(2)} s (session timeout ${SESSION_MS / 1000} s, target ${(SESSION_MS + 2000) / 1000} s); restarted, leading all again after ${(backMs / 1000).toFixed(2)} s`,
+    );
+  }
+
+  // Controller failover.
+  controller = await controllerId();
+  started = performance.now();
+  await kill(controller);
+  const survivor = [...ports.keys()].find((id) => id !== controller)!;
+  await until('a topic created after the controller died', async () => {
+    await call(survivor, 'POST', '/v1/topics', { name: `after-failover-${Date.now()}`, partitions: 1 });
+    return true;
+  });
+  ms = performance.now() - started;
+  say(
+    `controller failover (kill -9 to a topic created through a survivor): ${(ms / 1000).toFixed(2)} s (election timeout 1 s)`,
+  );
+  await startNode(controller);
+
+  // Forwarded produce against direct.
+  await call(1, 'POST', '/v1/topics', { name: 'forward', partitions: 1 });
+  const leader = (await leaders(1, 'forward'))[0]!;
+  const other = [...ports.keys()].find((id) => id !== leader)!;
+  const work = await mkdtemp(join(tmpdir(), 'sluice-bench-bodies-'));
+  const body = join(work, 'batched.msgpack');
+  const value = Buffer.alloc(100, 0x61);
+  writeFileSync(body, packr.pack({ records: Array.from({ length: 100 }, () => ({ value })) }));
+  const step = {
+    path: '/v1/topics/forward/partitions/0/records?acks=1',
+    body,
+    h1: false,
+    clients: 16,
+    seconds: STEP_SECONDS,
+  };
+  const direct: Figure[] = [];
+  const forwarded: Figure[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? ['direct', 'forwarded'] : ['forwarded', 'direct'];
+    for (const which of order)
+      (which === 'direct' ? direct : forwarded).push(h2load(url(which === 'direct' ? leader : other), step));
+  }
+  await rm(work, { recursive: true, force: true });
+  const d = median(direct.map((f) => f.requestsPerSecond)) * 100;
+  const f = median(forwarded.map((x) => x.requestsPerSecond)) * 100;
+  const failed = [...direct, ...forwarded].reduce((n, x) => n + x.failed, 0);
+  say(
+    `produce 100x100B (h2c, 16 clients, ${ROUNDS}x${STEP_SECONDS}s): forwarded ${Math.round(f).toLocaleString('en-US')} rec/s = ${(f / d).toFixed(2)}x direct ${Math.round(d).toLocaleString('en-US')} rec/s (target 0.7x); mean latency ${median(forwarded.map((x) => x.meanMs)).toFixed(2)} ms vs ${median(direct.map((x) => x.meanMs)).toFixed(2)} ms${failed ? `; ${failed} failed requests` : ''}`,
+  );
+
+  const row = `| cluster (3 nodes, loopback) | ${new Date().toISOString().slice(0, 10)} | ${commit} | ${lines.join('; ')} |\n`;
+  appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), row);
+}
+
+async function shutdown(): Promise<void> {
+  for (const child of children.values()) child.kill('SIGKILL');
+  await new Promise((r) => setTimeout(r, 300));
+  if (dataRoot) await rm(dataRoot, { recursive: true, force: true });
+}
+
+main()
+  .then(shutdown)
+  .catch(async (error) => {
+    process.stderr.write(`${error instanceof Error ? error.stack : String(error)}\n`);
+    await shutdown();
+    process.exit(1);
+  });

@@ -1,0 +1,62 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+
+/** h2load, the native load generator of every HTTP benchmark here (Debian's nghttp2-client). */
+
+/** Installs nghttp2-client when h2load is missing and this runs as root; else says what to run. */
+export function ensureH2load(): void {
+  if (spawnSync('h2load', ['--version'], { stdio: 'ignore' }).status === 0) return;
+  if (process.getuid?.() !== 0) throw new Error('h2load is missing: sudo apt-get install -y nghttp2-client');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'nghttp2-client'], {
+    stdio: 'inherit',
+    env,
+  });
+}
+
+export interface H2loadStep {
+  path: string;
+  /** A file whose bytes are each request's body (POST); GET when absent. */
+  body?: string;
+  h1: boolean;
+  clients: number;
+  seconds: number;
+}
+
+export interface Figure {
+  requestsPerSecond: number;
+  meanMs: number;
+  failed: number;
+}
+
+/** One timed h2load run against `url` + `step.path`, msgpack in and out; the figures h2load prints. */
+export function h2load(url: string, step: H2loadStep): Figure {
+  const args = [
+    '-D',
+    String(step.seconds),
+    '--warm-up-time=1',
+    '-c',
+    String(step.clients),
+    '-m',
+    '1',
+    '-H',
+    'content-type: application/vnd.msgpack',
+    '-H',
+    'accept: application/vnd.msgpack',
+  ];
+  if (step.h1) args.push('--h1');
+  if (step.body) args.push('-d', step.body);
+  args.push(url + step.path);
+  const out = execFileSync('h2load', args, { encoding: 'utf8', maxBuffer: 16 << 20 });
+  const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
+  const failed = /requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed/.exec(out);
+  const mean = /time for request:\s+\S+\s+\S+\s+(\S+)/.exec(out);
+  if (!rps || !failed || !mean) throw new Error(`unexpected h2load output:\n${out}`);
+  const meanText = mean[1]!;
+  const meanMs = meanText.endsWith('us')
+    ? Number.parseFloat(meanText) / 1000
+    : meanText.endsWith('ms')
+      ? Number.parseFloat(meanText)
+      : Number.parseFloat(meanText) * 1000;
+  return { requestsPerSecond: Number(rps[1]), meanMs, failed: Number(failed[1]) };
+}
