@@ -19,6 +19,7 @@ import { HttpMetrics } from './metrics.js';
 import { problemFor, sendProblem } from './problem.js';
 import { clusterRoutes } from './routes/cluster.js';
 import { fetchRoutes } from './routes/fetch.js';
+import { metadataRoutes } from './routes/metadata.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { produceRoutes } from './routes/produce.js';
 import { topicRoutes } from './routes/topics.js';
@@ -113,6 +114,7 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
 
   app.register(clusterRoutes, { node: broker.node, admin: broker.admin });
   app.register(topicRoutes, { admin: broker.admin });
+  app.register(metadataRoutes, { admin: broker.admin });
   app.register(produceRoutes, { produce: broker.produce });
   app.register(fetchRoutes, { fetch: broker.fetch, node: broker.node });
   if (deps.metrics) app.register(metricsRoutes, { registry: deps.metrics });
