@@ -13,7 +13,7 @@ import type { BrokerApi } from '../broker/api.js';
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import { type MetricsRegistry, noopMetrics } from '../common/metrics.js';
-import { ENDPOINTS, type Endpoint } from '../protocol/api.js';
+import { ENDPOINTS, type Endpoint, NODE_ID_HEADER } from '../protocol/api.js';
 import { addBodyParsers } from './body.js';
 import { HttpMetrics } from './metrics.js';
 import { problemFor, sendProblem } from './problem.js';
@@ -123,15 +123,16 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
 
 /**
  * Every request is counted in flight until its response closes (answered or abandoned), and its
- * answer carries its id. During a shutdown, requests are refused with SHUTTING_DOWN (except
- * /livez: the process is alive while it drains), and HTTP/1.1 answers close their connection so
- * that keep-alive sockets do not hold the node open (HTTP/2 sessions get a GOAWAY from the server
- * instead).
+ * answer carries its id and this node's id (`sluice-node-id`; a follow stream writes both
+ * itself). During a shutdown, requests are refused with SHUTTING_DOWN (except /livez: the process
+ * is alive while it drains), and HTTP/1.1 answers close their connection so that keep-alive
+ * sockets do not hold the node open (HTTP/2 sessions get a GOAWAY from the server instead).
  */
 function addRequestHooks(app: FastifyInstance, broker: BrokerApi, metrics: HttpMetrics): void {
   const closeIfShuttingDown = (request: FastifyRequest, reply: FastifyReply) => {
     if (broker.node.shuttingDown && request.raw.httpVersionMajor === 1) reply.header('connection', 'close');
   };
+  const nodeId = String(broker.node.nodeId);
   // One listener for every response: no closure per request.
   const answered = () => metrics.inFlight.dec();
   // Callback-style hooks: they run on every request, and an async hook costs a promise each time.
@@ -144,6 +145,7 @@ function addRequestHooks(app: FastifyInstance, broker: BrokerApi, metrics: HttpM
   });
   app.addHook('onSend', (request, reply, payload, done) => {
     reply.header(REQUEST_ID_HEADER, request.id);
+    reply.header(NODE_ID_HEADER, nodeId);
     closeIfShuttingDown(request, reply);
     done(null, payload);
   });

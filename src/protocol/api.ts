@@ -28,6 +28,12 @@ export const MEDIA = {
   batches: 'application/vnd.sluice.batches',
 } as const;
 
+/**
+ * The response header that names the node that served a request (`sluice-node-id: 2`). Every
+ * answer carries it.
+ */
+export const NODE_ID_HEADER = 'sluice-node-id';
+
 export type Acks = 0 | 1 | -1;
 
 /** `acks=all` is -1, as in Kafka. */

@@ -324,6 +324,18 @@ describe('API forms beyond JSON and msgpack', () => {
     expect(empty).toMatchObject({ records: [], nextOffset: 7 });
   });
 
+  it('names the node that served it in every answer: routes, problems, unknown paths and follow streams', async () => {
+    for (const url of ['/healthz', '/v1/topics/forms', '/v1/topics/nope', '/nowhere'])
+      expect((await h.app.inject({ url })).headers['sluice-node-id']).toBe('1');
+    const address = await h.app.listen({ host: '127.0.0.1', port: 0 });
+    const controller = new AbortController();
+    const stream = await fetch(`${address}/v1/topics/forms/partitions/0/records?follow=true`, {
+      signal: controller.signal,
+    });
+    expect(stream.headers.get('sluice-node-id')).toBe('1');
+    controller.abort();
+  });
+
   it('covers every endpoint of the table', () => {
     expect(Object.keys(ENDPOINTS).sort()).toEqual([...tested].sort());
   });
