@@ -15,6 +15,7 @@ import { LIMITS } from '../common/limits.js';
 import { type MetricsRegistry, noopMetrics } from '../common/metrics.js';
 import { ENDPOINTS, type Endpoint, NODE_ID_HEADER } from '../protocol/api.js';
 import { addBodyParsers } from './body.js';
+import { addForwarding } from './forward.js';
 import { HttpMetrics } from './metrics.js';
 import { problemFor, sendProblem } from './problem.js';
 import { clusterRoutes } from './routes/cluster.js';
@@ -33,6 +34,8 @@ export interface AppOptions {
   slowRequestMs?: number;
   /** Starts the request ids this app makes; random when absent, so that two runs do not share ids. */
   requestIdPrefix?: string;
+  /** How long connecting to a partition's leader may take when forwarding to it (forward.ts). */
+  forwardConnectTimeoutMs?: number;
 }
 
 export interface AppDeps {
@@ -111,6 +114,13 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     return sendProblem(reply, error, request.url);
   });
   setNotFoundHandler(app, deps.metrics !== undefined);
+  addForwarding(
+    app,
+    options.forwardConnectTimeoutMs !== undefined
+      ? { connectTimeoutMs: options.forwardConnectTimeoutMs }
+      : {},
+    { node: broker.node, routing: broker.routing, metrics: httpMetrics },
+  );
 
   app.register(clusterRoutes, { node: broker.node, admin: broker.admin });
   app.register(topicRoutes, { admin: broker.admin });
@@ -123,10 +133,11 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
 
 /**
  * Every request is counted in flight until its response closes (answered or abandoned), and its
- * answer carries its id and this node's id (`sluice-node-id`; a follow stream writes both
- * itself). During a shutdown, requests are refused with SHUTTING_DOWN (except /livez: the process
- * is alive while it drains), and HTTP/1.1 answers close their connection so that keep-alive
- * sockets do not hold the node open (HTTP/2 sessions get a GOAWAY from the server instead).
+ * answer carries its id and this node's id (`sluice-node-id`; a forwarded answer carries the
+ * leader's, which `forward.ts` passes on; a follow stream writes both itself). During a shutdown,
+ * requests are refused with SHUTTING_DOWN (except /livez: the process is alive while it drains),
+ * and HTTP/1.1 answers close their connection so that keep-alive sockets do not hold the node open
+ * (HTTP/2 sessions get a GOAWAY from the server instead).
  */
 function addRequestHooks(app: FastifyInstance, broker: BrokerApi, metrics: HttpMetrics): void {
   const closeIfShuttingDown = (request: FastifyRequest, reply: FastifyReply) => {

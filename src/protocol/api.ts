@@ -30,7 +30,8 @@ export const MEDIA = {
 
 /**
  * The response header that names the node that served a request (`sluice-node-id: 2`). Every
- * answer carries it.
+ * answer carries it; a forwarded answer carries the leader's, passed through by the node that
+ * forwarded it.
  */
 export const NODE_ID_HEADER = 'sluice-node-id';
 
