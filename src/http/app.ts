@@ -13,12 +13,14 @@ import type { BrokerApi } from '../broker/api.js';
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import { type MetricsRegistry, noopMetrics } from '../common/metrics.js';
-import { ENDPOINTS, type Endpoint } from '../protocol/api.js';
+import { ENDPOINTS, type Endpoint, NODE_ID_HEADER } from '../protocol/api.js';
 import { addBodyParsers } from './body.js';
+import { addForwarding } from './forward.js';
 import { HttpMetrics } from './metrics.js';
 import { problemFor, sendProblem } from './problem.js';
 import { clusterRoutes } from './routes/cluster.js';
 import { fetchRoutes } from './routes/fetch.js';
+import { metadataRoutes } from './routes/metadata.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { produceRoutes } from './routes/produce.js';
 import { topicRoutes } from './routes/topics.js';
@@ -32,6 +34,8 @@ export interface AppOptions {
   slowRequestMs?: number;
   /** Starts the request ids this app makes; random when absent, so that two runs do not share ids. */
   requestIdPrefix?: string;
+  /** How long connecting to a partition's leader may take when forwarding to it (forward.ts). */
+  forwardConnectTimeoutMs?: number;
 }
 
 export interface AppDeps {
@@ -110,9 +114,17 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     return sendProblem(reply, error, request.url);
   });
   setNotFoundHandler(app, deps.metrics !== undefined);
+  addForwarding(
+    app,
+    options.forwardConnectTimeoutMs !== undefined
+      ? { connectTimeoutMs: options.forwardConnectTimeoutMs }
+      : {},
+    { node: broker.node, routing: broker.routing, metrics: httpMetrics },
+  );
 
   app.register(clusterRoutes, { node: broker.node, admin: broker.admin });
   app.register(topicRoutes, { admin: broker.admin });
+  app.register(metadataRoutes, { admin: broker.admin });
   app.register(produceRoutes, { produce: broker.produce });
   app.register(fetchRoutes, { fetch: broker.fetch, node: broker.node });
   if (deps.metrics) app.register(metricsRoutes, { registry: deps.metrics });
@@ -121,15 +133,17 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
 
 /**
  * Every request is counted in flight until its response closes (answered or abandoned), and its
- * answer carries its id. During a shutdown, requests are refused with SHUTTING_DOWN (except
- * /livez: the process is alive while it drains), and HTTP/1.1 answers close their connection so
- * that keep-alive sockets do not hold the node open (HTTP/2 sessions get a GOAWAY from the server
- * instead).
+ * answer carries its id and this node's id (`sluice-node-id`; a forwarded answer carries the
+ * leader's, which `forward.ts` passes on; a follow stream writes both itself). During a shutdown,
+ * requests are refused with SHUTTING_DOWN (except /livez: the process is alive while it drains),
+ * and HTTP/1.1 answers close their connection so that keep-alive sockets do not hold the node open
+ * (HTTP/2 sessions get a GOAWAY from the server instead).
  */
 function addRequestHooks(app: FastifyInstance, broker: BrokerApi, metrics: HttpMetrics): void {
   const closeIfShuttingDown = (request: FastifyRequest, reply: FastifyReply) => {
     if (broker.node.shuttingDown && request.raw.httpVersionMajor === 1) reply.header('connection', 'close');
   };
+  const nodeId = String(broker.node.nodeId);
   // One listener for every response: no closure per request.
   const answered = () => metrics.inFlight.dec();
   // Callback-style hooks: they run on every request, and an async hook costs a promise each time.
@@ -155,6 +169,7 @@ function addRequestHooks(app: FastifyInstance, broker: BrokerApi, metrics: HttpM
   });
   app.addHook('onSend', (request, reply, payload, done) => {
     reply.header(REQUEST_ID_HEADER, request.id);
+    reply.header(NODE_ID_HEADER, nodeId);
     closeIfShuttingDown(request, reply);
     done(null, payload);
   });

@@ -10,6 +10,16 @@ import {
 } from '../common/metrics.js';
 import type { Endpoint } from '../protocol/api.js';
 
+/** The routes a node forwards to a partition's leader (`forward.ts`). */
+const FORWARDED_ROUTES = ['producePartition', 'fetch', 'offsets'] as const;
+/**
+ * How a forwarded request ended: `answered` (the leader's answer passed on), `unreachable` (no
+ * answer from the leader: LEADER_NOT_AVAILABLE), `refused` (not sent: the forwarding limit or a
+ * shutdown), `abandoned` (the client went away before the leader answered).
+ */
+const FORWARD_OUTCOMES = ['answered', 'unreachable', 'refused', 'abandoned'] as const;
+export type ForwardOutcome = (typeof FORWARD_OUTCOMES)[number];
+
 /** A request slower than this (past the wait a long-poll asked for) is logged at info. */
 export const SLOW_REQUEST_MS_DEFAULT = 1000;
 
@@ -27,6 +37,7 @@ export class HttpMetrics {
   readonly #produce: Family<Histogram>;
   readonly #fetch: Family<Histogram>;
   readonly #admin: Family<Histogram>;
+  readonly #forwarded: Record<string, Record<ForwardOutcome, Counter>>;
   readonly #slowRequestMs: number;
   /** Follow streams, whose duration is the stream's, not a request's latency. */
   readonly #streams = new WeakSet<FastifyRequest>();
@@ -57,6 +68,22 @@ export class HttpMetrics {
       .gauge({ name: 'sluice_follow_streams', help: 'Follow streams open now' })
       .labels();
     this.corruptDecoded = metrics.counter(CORRUPT_BATCHES).labels('decode');
+    const forwarded = metrics.counter({
+      name: 'sluice_forwarded_requests_total',
+      help: 'Requests for a partition another node leads, passed to that leader, by route and outcome',
+      labelNames: ['route', 'outcome'],
+    });
+    this.#forwarded = Object.fromEntries(
+      FORWARDED_ROUTES.map((route) => [
+        route,
+        Object.fromEntries(FORWARD_OUTCOMES.map((outcome) => [outcome, forwarded.labels(route, outcome)])),
+      ]),
+    ) as Record<string, Record<ForwardOutcome, Counter>>;
+  }
+
+  /** Counts one forwarded request once its outcome is known. */
+  forwarded(route: (typeof FORWARDED_ROUTES)[number], outcome: ForwardOutcome): void {
+    this.#forwarded[route]![outcome].inc();
   }
 
   /** Marks a request as a follow stream: counted as one while it is open, not as a latency. */

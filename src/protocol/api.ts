@@ -28,6 +28,13 @@ export const MEDIA = {
   batches: 'application/vnd.sluice.batches',
 } as const;
 
+/**
+ * The response header that names the node that served a request (`sluice-node-id: 2`). Every
+ * answer carries it; a forwarded answer carries the leader's, passed through by the node that
+ * forwarded it.
+ */
+export const NODE_ID_HEADER = 'sluice-node-id';
+
 export type Acks = 0 | 1 | -1;
 
 /** `acks=all` is -1, as in Kafka. */
@@ -42,6 +49,9 @@ export function parseAcks(value: string | number | undefined): Acks | undefined 
 
 /** Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`; the same limit for create and for every path. */
 export const TOPIC_NAME_PATTERN = `^[a-zA-Z0-9._-]{1,${LIMITS.topicNameLengthMax}}$`;
+
+/** `topics=` of `GET /v1/metadata`: topic names, comma-separated; empty for none. */
+const METADATA_TOPICS_PATTERN = '^([a-zA-Z0-9._-]+(,[a-zA-Z0-9._-]+)*)?$';
 
 // ---- request and response shapes (JSON view; msgpack carries the same fields) ----
 
@@ -367,6 +377,55 @@ export const ENDPOINTS = {
       },
       ['metadata'],
     ),
+  },
+  metadata: {
+    id: 'metadata',
+    produces: ANSWERS,
+    method: 'GET',
+    path: '/v1/metadata',
+    summary:
+      'Where each partition is led and how to reach every node: the topics named by topics=a,b (all when absent)',
+    querystring: {
+      type: 'object',
+      properties: {
+        // Comma-separated topic names, none when empty; more than a request line can hold (the
+        // server refuses headers over 16 KiB) is refused here too.
+        topics: { type: 'string', pattern: METADATA_TOPICS_PATTERN, maxLength: 16384 },
+      },
+    },
+    successStatus: 200,
+    response: closed({
+      clusterId: { type: 'string' },
+      controllerId: { type: ['integer', 'null'] },
+      nodes: {
+        type: 'array',
+        items: closed({
+          id: nodeIdSchema,
+          host: { type: 'string' },
+          port: int,
+          rack: { type: ['string', 'null'] },
+          fenced: { type: 'boolean' },
+        }),
+      },
+      topics: {
+        type: 'array',
+        items: closed({
+          name: { type: 'string' },
+          topicId: { type: 'string' },
+          partitions: {
+            type: 'array',
+            items: closed({
+              partition: int,
+              leader: { type: 'integer', minimum: -1 },
+              leaderEpoch: int,
+              replicas: { type: 'array', items: nodeIdSchema },
+              isr: { type: 'array', items: nodeIdSchema },
+            }),
+          },
+        }),
+      },
+      unknownTopics: { type: 'array', items: { type: 'string' } },
+    }),
   },
   listTopics: {
     id: 'listTopics',

@@ -164,6 +164,42 @@ describe.each(formats)('API in %s', (format) => {
     expect(one.body.offsets).toEqual([{ partition: 1, offset: expect.any(Number) }]);
   });
 
+  it('answers metadata: leaders, epochs, replicas and nodes of the topics asked for, unknown names listed', async () => {
+    tested.add('metadata');
+    await call(h.app, format, 'POST', '/v1/topics', { name: 'meta-a', partitions: 2 });
+    await call(h.app, format, 'POST', '/v1/topics', { name: 'meta-b', partitions: 1 });
+    const asked = await call(h.app, format, 'GET', '/v1/metadata?topics=meta-b,nope,meta-a,meta-b');
+    expect(asked.status).toBe(200);
+    expect(asked.body).toMatchObject({
+      controllerId: expect.toBeOneOf([1, null]),
+      nodes: [{ id: 1, host: '127.0.0.1', rack: null, fenced: false }],
+      unknownTopics: ['nope'],
+    });
+    expect(asked.body.clusterId).toMatch(/^[0-9a-f-]{36}$/);
+    // In the order asked, each once.
+    expect(asked.body.topics.map((t: { name: string }) => t.name)).toEqual(['meta-b', 'meta-a']);
+    expect(asked.body.topics[1].partitions).toEqual(
+      [0, 1].map((partition) => ({
+        partition,
+        leader: 1,
+        leaderEpoch: 0,
+        replicas: [1],
+        isr: [1],
+      })),
+    );
+    expect(asked.body.topics[1].topicId).toEqual(expect.any(String));
+    const all = await call(h.app, format, 'GET', '/v1/metadata');
+    expect(all.body.topics.map((t: { name: string }) => t.name)).toEqual(
+      expect.arrayContaining(['meta-a', 'meta-b']),
+    );
+    const none = await call(h.app, format, 'GET', '/v1/metadata?topics=');
+    expect(none.body).toMatchObject({ topics: [], unknownTopics: [], nodes: [{ id: 1 }] });
+    const bad = await call(h.app, format, 'GET', '/v1/metadata?topics=a,,b');
+    expect(bad.body).toMatchObject({ code: 'INVALID_REQUEST', field: 'querystring/topics' });
+    const long = await call(h.app, format, 'GET', `/v1/metadata?topics=${'x'.repeat(250)}`);
+    expect(long.body).toMatchObject({ code: 'INVALID_TOPIC_EXCEPTION', field: 'querystring/topics' });
+  });
+
   it('answers acks=0 at once with 202', async () => {
     await call(h.app, format, 'POST', '/v1/topics', { name: 'fire', partitions: 1 });
     const response = await call(h.app, format, 'POST', '/v1/topics/fire/records?acks=0', {
@@ -286,6 +322,18 @@ describe('API forms beyond JSON and msgpack', () => {
       (await h.app.inject({ url: '/v1/topics/forms/partitions/0/records?offset=7&maxWaitMs=50' })).body,
     );
     expect(empty).toMatchObject({ records: [], nextOffset: 7 });
+  });
+
+  it('names the node that served it in every answer: routes, problems, unknown paths and follow streams', async () => {
+    for (const url of ['/healthz', '/v1/topics/forms', '/v1/topics/nope', '/nowhere'])
+      expect((await h.app.inject({ url })).headers['sluice-node-id']).toBe('1');
+    const address = await h.app.listen({ host: '127.0.0.1', port: 0 });
+    const controller = new AbortController();
+    const stream = await fetch(`${address}/v1/topics/forms/partitions/0/records?follow=true`, {
+      signal: controller.signal,
+    });
+    expect(stream.headers.get('sluice-node-id')).toBe('1');
+    controller.abort();
   });
 
   it('covers every endpoint of the table', () => {

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FetchApi, FetchOffset, NodeApi } from '../../broker/api.js';
-import { MEDIA } from '../../protocol/api.js';
+import { MEDIA, NODE_ID_HEADER } from '../../protocol/api.js';
 import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../../protocol/fetch-response.js';
 import { recordToJson } from '../../protocol/json-record.js';
 import { packr } from '../../protocol/msgpack.js';
@@ -50,6 +50,7 @@ export async function streamPartition(
     'content-type': contentType,
     'cache-control': 'no-cache',
     'x-request-id': request.id,
+    [NODE_ID_HEADER]: String(broker.node.nodeId),
   });
   const controller = new AbortController();
   const stop = () => controller.abort();
