@@ -75,7 +75,7 @@ export class ProduceService implements ProduceApi {
         });
         continue;
       }
-      const replica = this.#topics.replica(topic, partition);
+      const replica = this.#topics.replicaHere(topic, partition);
       batches.set(
         replica,
         encodePartitionBatch(records, indexes, partition, replica.log.config.batchBytesMax, now),

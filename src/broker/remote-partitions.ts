@@ -1,5 +1,6 @@
 import { SluiceError } from '../common/errors.js';
 import { type Acks, ENDPOINTS, endpointUrl, MEDIA, type OffsetsResponse } from '../protocol/api.js';
+import { FORWARDED_BY_HEADER } from '../protocol/internal-api.js';
 import type { AppendedBatches } from './api.js';
 import { errorOf, type PeerClient } from './peer-client.js';
 
@@ -10,9 +11,6 @@ export interface ClusterDirectory {
   /** A node's base URL (`http://host:port`) from its registration; undefined when unknown. */
   urlOf(nodeId: number): string | undefined;
 }
-
-/** The header that marks a request one node sent on to another, naming the sender. */
-export const FORWARDED_BY_HEADER = 'sluice-forwarded-by';
 
 const REMOTE_TIMEOUT_MS = 30_000;
 

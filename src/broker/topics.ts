@@ -85,17 +85,39 @@ export class Topics {
     const local = Number.isInteger(partition) ? this.#replicas.get(topic.name, partition) : undefined;
     if (local) return { topic, replica: local };
     const role = Number.isInteger(partition) ? this.#registry.partitionRole(name, partition) : undefined;
-    if (role && !role.replicas.includes(this.#replicas.nodeId)) {
-      throw new SluiceError(
-        'NOT_LEADER_OR_FOLLOWER',
-        role.leader < 0
-          ? `partition ${name}/${partition} has no leader right now`
-          : `node ${this.#replicas.nodeId} does not hold ${name}/${partition}; node ${role.leader} leads it`,
-        { details: { topic: name, partition, leader: role.leader } },
-      );
-    }
+    if (role && !role.replicas.includes(this.#replicas.nodeId)) this.#refuseElsewhere(name, partition, role);
     if (role && this.#settle) await this.#settle();
     return { topic, replica: this.replica(topic, partition) };
+  }
+
+  /**
+   * This node's replica of a partition of a known topic, for the share of a topic produce that
+   * stays here; a partition placed on other nodes is refused as `localReplica` refuses it.
+   */
+  replicaHere(topic: TopicRecord, partition: number): PartitionReplica {
+    const local = this.#replicas.get(topic.name, partition);
+    if (local) return local;
+    const role = this.#registry.partitionRole(topic.name, partition);
+    if (role && !role.replicas.includes(this.#replicas.nodeId))
+      this.#refuseElsewhere(topic.name, partition, role);
+    return this.replica(topic, partition);
+  }
+
+  #refuseElsewhere(name: string, partition: number, role: ReplicaRole): never {
+    if (role.leader < 0) {
+      throw new SluiceError(
+        'LEADER_NOT_AVAILABLE',
+        `partition ${name}/${partition} has no leader right now`,
+        {
+          details: { topic: name, partition, leader: -1 },
+        },
+      );
+    }
+    throw new SluiceError(
+      'NOT_LEADER_OR_FOLLOWER',
+      `node ${this.#replicas.nodeId} does not hold ${name}/${partition}; node ${role.leader} leads it`,
+      { details: { topic: name, partition, leader: role.leader } },
+    );
   }
 
   /** Called once by the broker: waits until the partitions placed here are open. */

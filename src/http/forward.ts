@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunc
 import type { NodeApi, RoutingApi } from '../broker/api.js';
 import { SluiceError } from '../common/errors.js';
 import { ENDPOINTS, MEDIA, NODE_ID_HEADER } from '../protocol/api.js';
-import { CLUSTER_SECRET_HEADER } from '../protocol/internal-api.js';
+import { CLUSTER_SECRET_HEADER, FORWARDED_BY_HEADER } from '../protocol/internal-api.js';
 import type { ForwardOutcome, HttpMetrics } from './metrics.js';
 import { problemFor } from './problem.js';
 
@@ -29,7 +29,7 @@ import { problemFor } from './problem.js';
  */
 
 /** The request header a forwarding node names itself in. */
-export const FORWARDED_BY_HEADER = 'sluice-forwarded-by';
+export { FORWARDED_BY_HEADER };
 
 /** The routes that name one partition: they are answered by that partition's leader. */
 const FORWARDED_ENDPOINTS = [ENDPOINTS.producePartition, ENDPOINTS.fetch, ENDPOINTS.offsets] as const;

@@ -11,6 +11,8 @@
  */
 
 export const CLUSTER_SECRET_HEADER = 'sluice-cluster-secret';
+/** Marks a request one node sent on to another (it is answered there, never sent on again), naming the sender. */
+export const FORWARDED_BY_HEADER = 'sluice-forwarded-by';
 export const RAFT_MESSAGES_PATH = '/internal/raft/messages';
 export const RAFT_SNAPSHOT_CHUNKS_PATH = '/internal/raft/snapshot-chunks';
 export const RAFT_STATUS_PATH = '/internal/raft/status';

@@ -81,15 +81,21 @@ export class PartitionReplica {
     this.#isr = [...role.isr];
   }
 
-  /** NOT_LEADER_OR_FOLLOWER unless this node leads the partition. */
+  /** NOT_LEADER_OR_FOLLOWER unless this node leads the partition; LEADER_NOT_AVAILABLE when none does. */
   requireLeader(): void {
     if (this.isLeader) return;
+    const details = { topic: this.topic, partition: this.partition, leader: this.#leader };
+    if (this.#leader < 0) {
+      throw new SluiceError(
+        'LEADER_NOT_AVAILABLE',
+        `partition ${this.topic}/${this.partition} has no leader right now`,
+        { details },
+      );
+    }
     throw new SluiceError(
       'NOT_LEADER_OR_FOLLOWER',
-      this.#leader < 0
-        ? `partition ${this.topic}/${this.partition} has no leader right now`
-        : `node ${this.#nodeId} does not lead ${this.topic}/${this.partition}; node ${this.#leader} does`,
-      { details: { topic: this.topic, partition: this.partition, leader: this.#leader } },
+      `node ${this.#nodeId} does not lead ${this.topic}/${this.partition}; node ${this.#leader} does`,
+      { details },
     );
   }
 

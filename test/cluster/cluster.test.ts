@@ -145,7 +145,11 @@ describe('a three-node cluster', () => {
   it('fences a killed broker within the session timeout plus 2 s, and it leads its partitions again when it returns', async () => {
     const controller = (await cluster.controllerId())!;
     const victim = cluster.ids.find((id) => id !== controller)!;
-    const parts = await partitionsOf(cluster, controller, 'spread');
+    // The node restarted by the test before leads its partitions again first.
+    const parts = await eventually('every partition led', async () => {
+      const now = await partitionsOf(cluster, controller, 'spread');
+      return now.every((p) => p.leader !== -1) ? now : undefined;
+    });
     const held = parts.filter((p) => p.leader === victim);
     expect(held.length).toBeGreaterThan(0);
     const recordsBefore = await Promise.all(held.map((p) => readAll(cluster, victim, 'spread', p.partition)));
