@@ -30,6 +30,11 @@ export interface ProducedOffsets {
   offsets: Float64Array;
 }
 
+export interface ProduceOptions {
+  /** The leader epoch the client knows of the partition it names (KIP-320); checked where it is led. */
+  leaderEpoch?: number;
+}
+
 export interface AppendedBatches {
   partition: number;
   baseOffset: number;
@@ -62,6 +67,8 @@ export interface FetchOptions {
   reserve?: { before: number; after: number };
   /** A check whose data is not sent to the consumer: not counted in the records and bytes out. */
   probe?: boolean;
+  /** The leader epoch the client knows (KIP-320): a stale or unknown one is refused. */
+  leaderEpoch?: number;
 }
 
 export interface FetchResult {
@@ -123,15 +130,31 @@ export interface ProduceApi {
     acks: Acks,
   ): Promise<{ partition: number; offset: number }[]>;
   /** Partitions and appends the records of a request body; with acks=0 the result holds none. */
-  from(topic: string, records: ProduceRecordSource, acks: Acks): Promise<ProducedOffsets>;
+  from(
+    topic: string,
+    records: ProduceRecordSource,
+    acks: Acks,
+    options?: ProduceOptions,
+  ): Promise<ProducedOffsets>;
   /** Appends pre-built batches to one partition; undefined with acks=0. */
-  batches(topic: string, partition: number, data: Buffer, acks: Acks): Promise<AppendedBatches | undefined>;
+  batches(
+    topic: string,
+    partition: number,
+    data: Buffer,
+    acks: Acks,
+    options?: ProduceOptions,
+  ): Promise<AppendedBatches | undefined>;
 }
 
 export interface FetchApi {
   /** Reads whole batches; waits up to maxWaitMs for at least minBytes (at least one batch). */
   read(topic: string, partition: number, options: FetchOptions): Promise<FetchResult>;
-  offsets(topic: string, partition: number, timestamp?: number): Promise<OffsetsResponse>;
+  offsets(
+    topic: string,
+    partition: number,
+    timestamp?: number,
+    leaderEpoch?: number,
+  ): Promise<OffsetsResponse>;
   /** Long-poll fetches and follow streams waiting for records now. */
   readonly waiting: number;
   /** The most waiting fetches the broker holds at once; more are refused with LIMIT_EXCEEDED. */

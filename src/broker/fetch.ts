@@ -30,6 +30,7 @@ export class FetchService implements FetchApi {
 
   async read(topicName: string, partition: number, options: FetchOptions): Promise<FetchResult> {
     const { replica } = await this.#topics.localReplica(topicName, partition);
+    replica.checkLeaderEpoch(options.leaderEpoch);
     const offset =
       options.offset === 'earliest'
         ? replica.logStartOffset
@@ -68,8 +69,14 @@ export class FetchService implements FetchApi {
     };
   }
 
-  async offsets(topicName: string, partition: number, timestamp?: number): Promise<OffsetsResponse> {
+  async offsets(
+    topicName: string,
+    partition: number,
+    timestamp?: number,
+    leaderEpoch?: number,
+  ): Promise<OffsetsResponse> {
     const { replica } = await this.#topics.localReplica(topicName, partition);
+    replica.checkLeaderEpoch(leaderEpoch);
     const response: OffsetsResponse = {
       partition,
       earliest: replica.logStartOffset,

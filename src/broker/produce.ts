@@ -6,7 +6,7 @@ import type { Acks } from '../protocol/api.js';
 import { splitProducedBatches } from '../protocol/batch.js';
 import { type ProduceRecordSource, recordArraySource } from '../protocol/produce-body.js';
 import type { PartitionReplica } from '../replication/replica.js';
-import type { AppendedBatches, ProduceApi, ProducedOffsets, ProduceInput } from './api.js';
+import type { AppendedBatches, ProduceApi, ProducedOffsets, ProduceInput, ProduceOptions } from './api.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { RemotePartitions } from './remote-partitions.js';
 import type { TopicRecord } from './topic-registry.js';
@@ -48,7 +48,12 @@ export class ProduceService implements ProduceApi {
    * partitioner, else one sticky partition per request), turns each partition's share into one
    * batch and appends it. With acks=0 the result holds no record.
    */
-  async from(topicName: string, records: ProduceRecordSource, acks: Acks): Promise<ProducedOffsets> {
+  async from(
+    topicName: string,
+    records: ProduceRecordSource,
+    acks: Acks,
+    options: ProduceOptions = {},
+  ): Promise<ProducedOffsets> {
     const topic = await this.#topics.resolve(topicName);
     if (records.count === 0)
       throw new SluiceError('INVALID_REQUEST', 'records must hold at least one record');
@@ -81,7 +86,10 @@ export class ProduceService implements ProduceApi {
         encodePartitionBatch(records, indexes, partition, replica.log.config.batchBytesMax, now),
       );
     }
-    for (const replica of batches.keys()) this.#checkAcks(topic, replica, acks);
+    for (const replica of batches.keys()) {
+      replica.checkLeaderEpoch(options.leaderEpoch);
+      this.#checkAcks(topic, replica, acks);
+    }
     const offsets = new Float64Array(records.count);
     const appends = [...batches].map(async ([replica, batch]) => {
       const result = await replica.appendAsLeader(batch, { crcChecked: true });
@@ -117,6 +125,7 @@ export class ProduceService implements ProduceApi {
     partition: number,
     data: Buffer,
     acks: Acks,
+    options: ProduceOptions = {},
   ): Promise<AppendedBatches | undefined> {
     const { topic, replica } = await this.#topics.localReplica(topicName, partition);
     // Every header field of a client's batch is checked against its records before anything is
@@ -126,6 +135,7 @@ export class ProduceService implements ProduceApi {
       batchBytesMax: replica.log.config.batchBytesMax,
       recordsMax: LIMITS.requestRecordsMax,
     });
+    replica.checkLeaderEpoch(options.leaderEpoch);
     this.#checkAcks(topic, replica, acks);
     const appending = replica.appendAsLeader(data, { crcChecked: true }).then((result) => {
       this.#countIn(replica, result.lastOffset - result.baseOffset + 1, data.length);

@@ -101,6 +101,16 @@ export const ERROR_CODES = {
   },
   SHUTTING_DOWN: { status: 503, retriable: true, title: 'The node is shutting down' },
   REQUEST_TIMED_OUT: { status: 504, retriable: true, title: 'The request did not complete in time' },
+  FENCED_LEADER_EPOCH: {
+    status: 412,
+    retriable: true,
+    title: 'The leader epoch given is older than the partition leader’s: refresh the metadata',
+  },
+  UNKNOWN_LEADER_EPOCH: {
+    status: 412,
+    retriable: true,
+    title: 'The leader epoch given is newer than this node knows: retry',
+  },
   NETWORK_EXCEPTION: {
     status: 503,
     retriable: true,

@@ -247,6 +247,12 @@ const produceQuery = {
     timeoutMs: { type: 'integer', minimum: 0, maximum: 300000 },
   },
 } as const;
+/** The leader epoch a client knows of the partition it names (KIP-320); see FENCED_LEADER_EPOCH. */
+const leaderEpochQuery = { type: 'integer', minimum: 0, maximum: 2147483647 } as const;
+const partitionProduceQuery = {
+  type: 'object',
+  properties: { ...produceQuery.properties, leaderEpoch: leaderEpochQuery },
+} as const;
 const configValue = { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }] } as const;
 const configsSchema = { type: 'object', additionalProperties: configValue, maxProperties: 100 } as const;
 
@@ -535,7 +541,7 @@ export const ENDPOINTS = {
     path: '/v1/topics/:topic/partitions/:partition/records',
     summary: 'Append records (or pre-built batches) to one partition',
     params: partitionParams,
-    querystring: produceQuery,
+    querystring: partitionProduceQuery,
     successStatus: 200,
     // Records: their offsets; pre-built batches: the appended range; acks=0 with batches: {}.
     response: { anyOf: [offsetsListSchema, batchesAppendedSchema, closed({})] },
@@ -556,6 +562,7 @@ export const ENDPOINTS = {
         minBytes: { type: 'integer', minimum: 0, maximum: 8388608, default: 1 },
         follow: { type: 'boolean' },
         valueEncoding: { type: 'string', enum: ['utf8', 'base64'] },
+        leaderEpoch: leaderEpochQuery,
       },
     },
     successStatus: 200,
@@ -574,7 +581,10 @@ export const ENDPOINTS = {
     summary: 'Earliest and latest offsets, or the first offset at or after a timestamp',
     params: partitionParams,
     // -1 asks for the latest offset and -2 for the earliest, as Kafka's ListOffsets.
-    querystring: { type: 'object', properties: { timestamp: { type: 'integer', minimum: -2 } } },
+    querystring: {
+      type: 'object',
+      properties: { timestamp: { type: 'integer', minimum: -2 }, leaderEpoch: leaderEpochQuery },
+    },
     successStatus: 200,
     response: closed(
       {

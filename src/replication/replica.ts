@@ -81,6 +81,27 @@ export class PartitionReplica {
     this.#isr = [...role.isr];
   }
 
+  /**
+   * The leader epoch a client knows, checked as Kafka's KIP-320 does: an older one is
+   * FENCED_LEADER_EPOCH (the client's metadata is stale), a newer one UNKNOWN_LEADER_EPOCH (this
+   * node has not caught up with the metadata yet). Absent: no check.
+   */
+  checkLeaderEpoch(epoch: number | undefined): void {
+    if (epoch === undefined || epoch === this.#leaderEpoch) return;
+    const details = { topic: this.topic, partition: this.partition, leaderEpoch: this.#leaderEpoch };
+    if (epoch < this.#leaderEpoch)
+      throw new SluiceError(
+        'FENCED_LEADER_EPOCH',
+        `leader epoch ${epoch} of ${this.topic}/${this.partition} is fenced; the current one is ${this.#leaderEpoch}`,
+        { details },
+      );
+    throw new SluiceError(
+      'UNKNOWN_LEADER_EPOCH',
+      `leader epoch ${epoch} of ${this.topic}/${this.partition} is newer than ${this.#leaderEpoch}, the latest this node knows`,
+      { details },
+    );
+  }
+
   /** NOT_LEADER_OR_FOLLOWER unless this node leads the partition; LEADER_NOT_AVAILABLE when none does. */
   requireLeader(): void {
     if (this.isLeader) return;

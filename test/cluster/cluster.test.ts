@@ -182,6 +182,27 @@ describe('a three-node cluster', () => {
       return held.every((h) => now[h.partition]!.leader === victim) ? now : undefined;
     });
     for (const h of held) expect(back[h.partition]!.leaderEpoch).toBeGreaterThan(h.leaderEpoch);
+    // A client that names the leader epoch it knows (KIP-320): the old one is fenced, a newer
+    // one unknown, the current one taken; through any node.
+    const p = held[0]!.partition;
+    const epoch = back[p]!.leaderEpoch;
+    const produceAt = (leaderEpoch: number) =>
+      cluster.post(controller, `/v1/topics/spread/partitions/${p}/records?leaderEpoch=${leaderEpoch}`, {
+        records: [{ value: `epoch ${leaderEpoch}` }],
+      });
+    // The victim applies its new leadership a moment after the controller decided it.
+    await eventually('the victim leading at the new epoch', async () =>
+      (await produceAt(epoch)).status === 200 ? true : undefined,
+    );
+    expect((await produceAt(held[0]!.leaderEpoch)).body.code).toBe('FENCED_LEADER_EPOCH');
+    expect((await produceAt(epoch + 1)).body.code).toBe('UNKNOWN_LEADER_EPOCH');
+    const stale = await cluster.get(
+      victim,
+      `/v1/topics/spread/partitions/${p}/records?leaderEpoch=${epoch - 1}`,
+    );
+    expect(stale.status).toBe(412);
+    expect(stale.body.code).toBe('FENCED_LEADER_EPOCH');
+    recordsBefore[0]!.push(`epoch ${epoch}`);
     const recordsAfter = await Promise.all(
       held.map((p) => readAll(cluster, controller, 'spread', p.partition)),
     );

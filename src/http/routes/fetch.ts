@@ -28,7 +28,14 @@ export async function fetchRoutes(
     const maxBytes = query.maxBytes ?? 1024 * 1024;
     if (query.follow || format === MEDIA.eventStream) {
       // Validate the partition and offset before the response is committed to a stream.
-      await fetch.read(topic, partition, { offset, maxBytes: 1, maxWaitMs: 0, minBytes: 0, probe: true });
+      await fetch.read(topic, partition, {
+        offset,
+        maxBytes: 1,
+        maxWaitMs: 0,
+        minBytes: 0,
+        probe: true,
+        ...(query.leaderEpoch !== undefined ? { leaderEpoch: query.leaderEpoch } : {}),
+      });
       if (fetch.waiting >= fetch.waitingMax) {
         throw new SluiceError(
           'LIMIT_EXCEEDED',
@@ -52,7 +59,7 @@ export async function fetchRoutes(
       request,
       reply,
       200,
-      await fetch.offsets(topic, partition, request.query.timestamp),
+      await fetch.offsets(topic, partition, request.query.timestamp, request.query.leaderEpoch),
     );
   });
 }
@@ -89,6 +96,7 @@ async function readOnce(
       maxBytes: query.maxBytes ?? 1024 * 1024,
       maxWaitMs,
       minBytes: query.minBytes ?? 1,
+      ...(query.leaderEpoch !== undefined ? { leaderEpoch: query.leaderEpoch } : {}),
       ...(controller ? { signal: controller.signal } : {}),
       ...(format === 'msgpack' ? { reserve: FETCH_FRAME_RESERVE } : {}),
     });

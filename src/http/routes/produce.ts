@@ -27,18 +27,20 @@ export async function produceRoutes(app: FastifyInstance, options: { produce: Pr
     topic: string,
     partition: number | undefined,
     acksParameter: string | undefined,
+    leaderEpoch?: number,
   ) => {
+    const options = leaderEpoch === undefined ? {} : { leaderEpoch };
     const acks = parseAcks(acksParameter) ?? -1;
     const status = acks === 0 ? 202 : 200;
     const mediaType = mediaTypeOf(request.headers['content-type']);
     if (mediaType === MEDIA.batches) {
       // The topic route does not list pre-built batches among its content types (415 before here).
       assert(partition !== undefined, 'pre-built batches reach only the partition route');
-      const result = await produce.batches(topic, partition, request.body as Buffer, acks);
+      const result = await produce.batches(topic, partition, request.body as Buffer, acks, options);
       return sendNegotiated(request, reply, status, result ?? {});
     }
     const records = recordsFromBody(request, mediaType);
-    const produced = await produce.from(topic, withPartition(records, partition), acks);
+    const produced = await produce.from(topic, withPartition(records, partition), acks, options);
     if (negotiate(request.headers.accept) === 'msgpack')
       return reply.code(status).type(MEDIA.msgpack).send(encodeOffsetsResponse(produced));
     const offsets = Array.from({ length: produced.count }, (_, i) => ({
@@ -51,7 +53,14 @@ export async function produceRoutes(app: FastifyInstance, options: { produce: Pr
     handle(request, reply, request.params.topic, undefined, request.query.acks),
   );
   addRoute(app, ENDPOINTS.producePartition, (request, reply) =>
-    handle(request, reply, request.params.topic, request.params.partition, request.query.acks),
+    handle(
+      request,
+      reply,
+      request.params.topic,
+      request.params.partition,
+      request.query.acks,
+      request.query.leaderEpoch,
+    ),
   );
 }
 
