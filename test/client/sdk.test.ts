@@ -126,6 +126,30 @@ describe('SDK', () => {
     consumer.close();
   });
 
+  it('Admin.metadata names each partition of the topics asked for with its leader, and the nodes', async () => {
+    const admin = new Admin({ bootstrap });
+    try {
+      await admin.createTopic({ name: 'sdk-meta', partitions: 2 });
+      const metadata = await admin.metadata(['sdk-meta', 'sdk-none']);
+      expect(metadata.nodes).toEqual([
+        { id: 1, host: node.address.host, port: node.address.port, rack: null, fenced: false },
+      ]);
+      expect(metadata.topics).toMatchObject([
+        {
+          name: 'sdk-meta',
+          partitions: [
+            { partition: 0, leader: 1 },
+            { partition: 1, leader: 1 },
+          ],
+        },
+      ]);
+      expect(metadata.unknownTopics).toEqual(['sdk-none']);
+      expect((await admin.metadata()).topics.map((t) => t.name)).toContain('sdk-meta');
+    } finally {
+      admin.close();
+    }
+  });
+
   it('rejects a send to a partition that does not exist and a topic that does not exist', async () => {
     const producer = new Producer({ bootstrap });
     expect(
