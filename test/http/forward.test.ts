@@ -430,6 +430,30 @@ describe.each<Client>(['HTTP/1.1', 'HTTP/2'])('forwarding, the client speaking %
   });
 });
 
+describe('forwarding over HTTP/1.1 keep-alive', () => {
+  it('keeps the client connection for the next request after a forwarded answer', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    const get = (path: string) =>
+      new Promise<number>((resolve, reject) => {
+        const request = http.get(`${a.url}${path}`, { agent }, (response) => {
+          sockets.add(response.socket);
+          response.resume();
+          response.on('end', () => resolve(response.statusCode ?? 0));
+        });
+        request.on('error', reject);
+      });
+    try {
+      expect(await get(`/v1/topics/${TOPIC}/partitions/0/offsets`)).toBe(200);
+      expect(await get(`/v1/topics/${TOPIC}/partitions/0/records`)).toBe(200);
+      expect(await get(`/v1/topics/${TOPIC}/partitions/1/offsets`)).toBe(200);
+      expect(sockets.size).toBe(1);
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
 describe('forwarding refusals', () => {
   it('answers 503 LEADER_NOT_AVAILABLE when the leader cannot be reached, for a produce and a fetch', async () => {
     a.forwards.set(5, { nodeId: 3, url: `http://127.0.0.1:${await closedPort()}` });
