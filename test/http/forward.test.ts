@@ -487,6 +487,40 @@ describe('forwarding refusals', () => {
     expect(count('fetch', 'answered')).toBeGreaterThan(0);
   });
 
+  it('answers 503 when the leader breaks the exchange before its answer: a fetch is tried once more, a produce never', async () => {
+    // A "leader" that resets every stream it is sent, after taking what it is sent.
+    const broken = http2.createServer();
+    const brokenSessions = new Set<http2.ServerHttp2Session>();
+    broken.on('session', (session) => brokenSessions.add(session));
+    const streams: string[] = [];
+    broken.on('stream', (stream, headers) => {
+      streams.push(String(headers[':method']));
+      stream.on('error', () => {});
+      stream.resume();
+      setTimeout(() => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR), 20);
+    });
+    await new Promise<void>((resolve) => broken.listen(0, '127.0.0.1', resolve));
+    a.forwards.set(6, { nodeId: 4, url: `http://127.0.0.1:${(broken.address() as net.AddressInfo).port}` });
+    try {
+      const fetched = await h1(a.url, 'GET', `/v1/topics/${TOPIC}/partitions/6/offsets`);
+      expect(fetched.status).toBe(503);
+      expect(json(fetched)).toMatchObject({ code: 'LEADER_NOT_AVAILABLE', leader: 4 });
+      expect(streams).toEqual(['GET', 'GET']);
+      streams.length = 0;
+      const produced = await h1(a.url, 'POST', `/v1/topics/${TOPIC}/partitions/6/records`, {
+        headers: JSON_BODY,
+        body: produceJson(['maybe appended']),
+      });
+      expect(produced.status).toBe(503);
+      expect(json(produced).code).toBe('LEADER_NOT_AVAILABLE');
+      expect(streams).toEqual(['POST']);
+    } finally {
+      a.forwards.delete(6);
+      for (const session of brokenSessions) session.destroy();
+      await new Promise((resolve) => broken.close(resolve));
+    }
+  });
+
   it('refuses the forwarded marker without the right cluster secret with 401', async () => {
     for (const secret of [undefined, 'wrong', `${SECRET}x`]) {
       const answer = await h1(b.url, 'GET', `/v1/topics/${TOPIC}/partitions/0/offsets`, {
