@@ -1,5 +1,6 @@
 import type {
   ClusterResponse,
+  MetadataResponse,
   OffsetsResponse,
   TopicCreateRequest,
   TopicDescription,
@@ -36,6 +37,11 @@ export class Admin {
 
   cluster(): Promise<ClusterResponse> {
     return this.#call(ENDPOINTS.cluster);
+  }
+
+  /** Each partition's leader and every node's endpoint, of the topics named (all when absent). */
+  metadata(topics?: readonly string[]): Promise<MetadataResponse> {
+    return this.#call(ENDPOINTS.metadata, {}, undefined, { topics: topics?.join(',') });
   }
 
   createTopic(request: TopicCreateRequest): Promise<TopicDescription> {

@@ -1,10 +1,11 @@
 import { Backoff } from '../common/backoff.js';
-import { SluiceError } from '../common/errors.js';
+import { isSluiceError, SluiceError } from '../common/errors.js';
 import { SeededRandom } from '../common/random.js';
 import { CONSUMER_FETCH_WAIT_MS, ENDPOINTS, endpointUrl, queryDefault } from '../protocol/api.js';
 import type { Header } from '../protocol/batch.js';
 import { decodeFetchResponse, type FetchPage } from '../protocol/fetch-response.js';
-import { Connection, errorFromResponse } from './connection.js';
+import { Connection, errorFromResponse, type Response } from './connection.js';
+import { ClusterMetadata, STALE_METADATA_CODES } from './metadata.js';
 
 export interface PartitionConsumerOptions {
   bootstrap: string;
@@ -20,6 +21,8 @@ export interface PartitionConsumerOptions {
   /** Fetches retried in a row after retriable errors (lost connection, no leader) before the iterator throws. */
   retries?: number;
   retryBackoffMs?: number;
+  /** How old the partition's leader may be known before a fetch looks it up again (default 30 s). */
+  metadataMaxAgeMs?: number;
 }
 
 export interface ConsumedRecord {
@@ -32,15 +35,32 @@ export interface ConsumedRecord {
   headers: Header[];
 }
 
-/** Reads one partition from an offset as an async iterator, long-polling for new records. */
+/**
+ * Reads one partition from an offset as an async iterator, long-polling for new records. Fetches go
+ * to the partition's leader, found in the topic's metadata (`GET /v1/metadata`, asked of the
+ * bootstrap node), and the leader is looked up again when a fetch is answered that it moved
+ * (NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION) or could not reach it.
+ * A node without metadata (an older release) is fetched from directly, as before.
+ */
 export class PartitionConsumer implements AsyncIterable<ConsumedRecord> {
-  readonly #connection: Connection;
+  readonly #metadata: ClusterMetadata;
   #offset: number | 'earliest' | 'latest';
   #closed = false;
   readonly #abort = new AbortController();
 
   constructor(readonly options: PartitionConsumerOptions) {
-    this.#connection = new Connection(options.bootstrap);
+    this.#metadata = new ClusterMetadata(
+      new Connection(options.bootstrap),
+      {
+        maxAgeMs: options.metadataMaxAgeMs ?? 30_000,
+        requestTimeoutMs: 30_000,
+        // The iterator retries a failed poll, lookup included.
+        retries: 0,
+        retryBackoffMs: options.retryBackoffMs ?? 100,
+        describeTopics: false,
+      },
+      new SeededRandom(options.partition + 7),
+    );
     this.#offset = options.offset ?? 'earliest';
   }
 
@@ -63,11 +83,18 @@ export class PartitionConsumer implements AsyncIterable<ConsumedRecord> {
         maxBytes: this.options.maxBytes ?? queryDefault(endpoint, 'maxBytes'),
       },
     );
-    const response = await this.#connection.request(endpoint.method, url, {
-      signal: this.#abort.signal,
-      timeoutMs: maxWaitMs + 30_000,
-    });
-    if (response.status >= 400) throw errorFromResponse(response);
+    const leader = this.#metadata.leader(await this.#metadata.route(topic), partition);
+    let response: Response;
+    try {
+      response = await leader.request(endpoint.method, url, {
+        signal: this.#abort.signal,
+        timeoutMs: maxWaitMs + 30_000,
+      });
+      if (response.status >= 400) throw errorFromResponse(response);
+    } catch (error) {
+      if (isSluiceError(error) && STALE_METADATA_CODES.has(error.code)) this.#metadata.invalidate(topic);
+      throw error;
+    }
     const from = typeof this.#offset === 'number' ? this.#offset : 0;
     const page = decodeFetchResponse(response.body, from);
     if (typeof this.#offset !== 'number' && page.records.length === 0) {
@@ -115,6 +142,6 @@ export class PartitionConsumer implements AsyncIterable<ConsumedRecord> {
   close(): void {
     this.#closed = true;
     this.#abort.abort();
-    this.#connection.close();
+    this.#metadata.close();
   }
 }

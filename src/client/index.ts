@@ -2,6 +2,7 @@ export { type ErrorCode, isSluiceError, SluiceError } from '../common/errors.js'
 export type {
   ClusterResponse,
   FetchedRecord,
+  MetadataResponse,
   OffsetsResponse,
   PartitionInfo,
   ProduceRecord,

@@ -1,10 +1,12 @@
+import { assert } from '../common/assert.js';
 import { Backoff } from '../common/backoff.js';
-import { SluiceError } from '../common/errors.js';
+import { isSluiceError, SluiceError } from '../common/errors.js';
 import { partitionForKey } from '../common/murmur2.js';
 import { SeededRandom } from '../common/random.js';
-import { type Acks, ENDPOINTS, endpointPath, endpointUrl, MEDIA } from '../protocol/api.js';
+import { type Acks, ENDPOINTS, endpointUrl, MEDIA } from '../protocol/api.js';
 import { encodeBatch, type Header, type RecordInput } from '../protocol/batch.js';
 import { Connection, decodeResponse } from './connection.js';
+import { ClusterMetadata, STALE_METADATA_CODES, type TopicRoute } from './metadata.js';
 
 export interface ProducerOptions {
   bootstrap: string;
@@ -24,6 +26,11 @@ export interface ProducerOptions {
   /** How long send() waits for room in the buffer before it rejects with LIMIT_EXCEEDED (0: at once). */
   maxBlockMs?: number;
   requestTimeoutMs?: number;
+  /**
+   * How old a topic's metadata (partition count, leaders) may get before the next send looks it up
+   * again, so that added partitions and moved leaders are seen (default 30 s).
+   */
+  metadataMaxAgeMs?: number;
 }
 
 export interface ProducerRecord {
@@ -59,19 +66,29 @@ interface PartitionQueue {
 const toBytes = (v: Uint8Array | string | null | undefined): Uint8Array | null =>
   v === null || v === undefined ? null : typeof v === 'string' ? Buffer.from(v) : v;
 
+/** The partition count of a producer's route, which always asks for it. */
+function partitionsOf(route: TopicRoute): number {
+  assert(route.partitions !== undefined, 'a producer looks up partition counts');
+  return route.partitions;
+}
+
 /**
  * Batches records per partition and sends each batch in the stored layout
  * (`application/vnd.sluice.batches`), so the broker appends it without decoding a record.
  * The partition of a record: the given one, else murmur2(key) as Kafka's default partitioner,
- * else a sticky partition that changes with each new batch.
+ * else a sticky partition that changes with each new batch. Each batch goes to its partition's
+ * leader, found in the topic's metadata (`GET /v1/metadata`, asked of the bootstrap node): one
+ * connection per node. An answer that says the leader moved (NOT_LEADER_OR_FOLLOWER,
+ * LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION) looks the topic up again before the retry,
+ * and metadata older than `metadataMaxAgeMs` is looked up again by the next send, so that
+ * partitions added to a topic get their share of keys. A node without metadata (an older
+ * release) gets everything, as before.
  */
 export class Producer {
-  readonly #connection: Connection;
   readonly #options: Required<Omit<ProducerOptions, 'bootstrap'>>;
+  readonly #metadata: ClusterMetadata;
   /** Per topic, the queue of each partition that has had records. */
   readonly #queues = new Map<string, PartitionQueue[]>();
-  readonly #partitionCounts = new Map<string, Promise<number>>();
-  readonly #knownCounts = new Map<string, number>();
   readonly #sticky = new Map<string, number>();
   readonly #random = new SeededRandom(Date.now() >>> 0);
   #bufferedBytes = 0;
@@ -81,7 +98,6 @@ export class Producer {
   #closed = false;
 
   constructor(options: ProducerOptions) {
-    this.#connection = new Connection(options.bootstrap);
     this.#options = {
       acks: options.acks ?? 'all',
       lingerMs: options.lingerMs ?? 5,
@@ -92,7 +108,19 @@ export class Producer {
       bufferBytesMax: options.bufferBytesMax ?? 32 * 1024 * 1024,
       maxBlockMs: options.maxBlockMs ?? 30_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+      metadataMaxAgeMs: options.metadataMaxAgeMs ?? 30_000,
     };
+    this.#metadata = new ClusterMetadata(
+      new Connection(options.bootstrap),
+      {
+        maxAgeMs: this.#options.metadataMaxAgeMs,
+        requestTimeoutMs: this.#options.requestTimeoutMs,
+        retries: this.#options.retries,
+        retryBackoffMs: this.#options.retryBackoffMs,
+        describeTopics: true,
+      },
+      this.#random.fork(),
+    );
   }
 
   /**
@@ -125,17 +153,36 @@ export class Producer {
     return this.#place(record, input, bytes);
   }
 
-  /** Finds the partition (reading the topic's partition count once) and queues the record. */
+  /** Finds the partition (from the topic's metadata, looked up when unknown or old) and queues the record. */
   #place(record: ProducerRecord, input: RecordInput, bytes: number): Promise<RecordMetadata> {
-    // Known counts are read synchronously: an await per record costs more than the rest of send().
-    const known = this.#knownCounts.get(record.topic);
-    if (known !== undefined) return this.#queue(record, input, bytes, known);
-    return this.#partitionCount(record.topic).then(
-      (partitions) => this.#queue(record, input, bytes, partitions),
+    // Fresh metadata is read synchronously: an await per record costs more than the rest of send().
+    const nowMs = Date.now();
+    const fresh = this.#metadata.fresh(record.topic, nowMs);
+    let lookup: Promise<TopicRoute>;
+    if (!fresh) lookup = this.#metadata.route(record.topic);
+    else if (!this.#partitionAddedSince(fresh, record.partition, nowMs))
+      return this.#queue(record, input, bytes, partitionsOf(fresh));
+    // A partition beyond the known count may have been added since: look once more before refusing.
+    else lookup = this.#metadata.refresh(record.topic).catch(() => fresh);
+    return lookup.then(
+      (route) => this.#queue(record, input, bytes, partitionsOf(route)),
       (error) => {
         this.#release(bytes);
         throw error;
       },
+    );
+  }
+
+  /**
+   * Whether a record names a partition the metadata does not have, and the metadata is old enough
+   * (over `retryBackoffMs`) that a lookup may find it: sends to a partition that does not exist
+   * look up at most once per backoff.
+   */
+  #partitionAddedSince(route: TopicRoute, partition: number | undefined, nowMs: number): boolean {
+    return (
+      partition !== undefined &&
+      partition >= partitionsOf(route) &&
+      nowMs - route.fetchedAtMs >= this.#options.retryBackoffMs
     );
   }
 
@@ -186,7 +233,7 @@ export class Producer {
   async close(): Promise<void> {
     await this.flush();
     this.#closed = true;
-    this.#connection.close();
+    this.#metadata.close();
   }
 
   /** Waits until `bytes` more fit in the buffer, at most maxBlockMs. */
@@ -237,28 +284,6 @@ export class Producer {
     }
   }
 
-  #partitionCount(topic: string): Promise<number> {
-    let count = this.#partitionCounts.get(topic);
-    if (!count) {
-      count = this.#connection
-        .call<{ partitions: unknown[] }>(
-          ENDPOINTS.describeTopic.method,
-          endpointPath(ENDPOINTS.describeTopic, { topic }),
-          undefined,
-          {
-            timeoutMs: this.#options.requestTimeoutMs,
-          },
-        )
-        .then((d) => {
-          this.#knownCounts.set(topic, d.partitions.length);
-          return d.partitions.length;
-        });
-      count.catch(() => this.#partitionCounts.delete(topic));
-      this.#partitionCounts.set(topic, count);
-    }
-    return count;
-  }
-
   #drain(topic: string, partition: number, queue: PartitionQueue): void {
     if (queue.timer) clearTimeout(queue.timer);
     queue.timer = undefined;
@@ -289,8 +314,11 @@ export class Producer {
         this.#random,
       );
       for (let attempt = 0; ; attempt++) {
+        const route = this.#metadata.known(topic);
+        const leader = route ? this.#metadata.leader(route, partition) : undefined;
         try {
-          const response = await this.#connection.request(endpoint.method, path, {
+          assert(leader !== undefined, 'a batch is queued only after its topic was looked up');
+          const response = await leader.request(endpoint.method, path, {
             body,
             contentType: MEDIA.batches,
             timeoutMs: this.#options.requestTimeoutMs,
@@ -302,7 +330,7 @@ export class Producer {
           });
           return;
         } catch (error) {
-          const retriable = error instanceof SluiceError && error.retriable;
+          const retriable = await this.#retriable(error, topic, partition);
           if (!retriable || attempt >= this.#options.retries) throw error;
           await new Promise((r) => setTimeout(r, backoff.next()));
         }
@@ -314,5 +342,18 @@ export class Producer {
       queue.inFlight--;
       queue.waiting.shift()?.();
     }
+  }
+
+  /**
+   * Whether a failed batch is sent again. An answer that says the partition's leader moved looks
+   * the topic up first; then UNKNOWN_TOPIC_OR_PARTITION, which the table calls final, is retried
+   * when the metadata still has the partition (a new leader that has not opened it yet).
+   */
+  async #retriable(error: unknown, topic: string, partition: number): Promise<boolean> {
+    if (!isSluiceError(error)) return false;
+    if (!STALE_METADATA_CODES.has(error.code)) return error.retriable;
+    const route = await this.#metadata.refresh(topic).catch(() => undefined);
+    if (error.code !== 'UNKNOWN_TOPIC_OR_PARTITION') return error.retriable;
+    return route !== undefined && route.leaders.length > 0 && partition < partitionsOf(route);
   }
 }

@@ -277,9 +277,17 @@ class Forward {
     this.#responded = true;
     this.#parts.count('answered');
     const raw = this.#raw;
-    raw.writeHead(Number(headers[':status']), downstreamHeaders(headers));
+    try {
+      raw.writeHead(Number(headers[':status']), downstreamHeaders(headers));
+    } catch (error) {
+      // A header the client's protocol cannot carry: nothing can be answered in good faith.
+      this.#request.log.error({ err: error, leader: this.#parts.target.nodeId }, 'request forwarding failed');
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      raw.destroy();
+      return;
+    }
     stream.on('data', (chunk: Buffer) => {
-      if (raw.write(chunk)) return;
+      if (this.#clientGone || raw.write(chunk)) return;
       stream.pause();
       raw.once('drain', () => stream.resume());
     });

@@ -10,7 +10,8 @@ import { encodeBatch, setBaseOffset } from '../../src/protocol/batch.js';
 /**
  * The PartitionConsumer against a scripted HTTP/2 server (no broker) that answers fetches the way
  * the broker does in msgpack: the stored batches as stored, then nextOffset, highWatermark and
- * logStartOffset.
+ * logStartOffset. It serves no metadata (404, as a node of an older release), so every fetch goes
+ * to it; test/client/metadata.test.ts has consumers that follow the leader.
  */
 const packr = new Packr({ useRecords: false });
 
@@ -66,6 +67,12 @@ beforeAll(async () => {
   server.on('stream', (stream, headers) => {
     stream.on('error', () => {});
     const url = new URL(String(headers[':path']), 'http://x');
+    if (url.pathname === '/v1/metadata') {
+      // A node of a release before metadata: the consumer fetches from it directly.
+      stream.respond({ ':status': 404, 'content-type': 'application/problem+json' });
+      stream.end(JSON.stringify({ code: 'NOT_FOUND', detail: 'no route', retriable: false }));
+      return;
+    }
     fetches.push(url.searchParams.get('offset') ?? '');
     requests.push({
       method: String(headers[':method']),

@@ -3,6 +3,7 @@ import {
   type ErrorCode,
   type Header,
   isSluiceError,
+  type MetadataResponse,
   SluiceError,
   type TopicDescription,
 } from '../../src/client/index.js';
@@ -22,6 +23,7 @@ describe('the SDK entry point', () => {
     // Types only: these compile against the exported names.
     const header: Header = ['h', new Uint8Array([1])];
     const description: Pick<TopicDescription, 'name'> = { name: 't' };
-    expect([header[0], description.name]).toEqual(['h', 't']);
+    const metadata: Pick<MetadataResponse, 'unknownTopics'> = { unknownTopics: ['u'] };
+    expect([header[0], description.name, metadata.unknownTopics[0]]).toEqual(['h', 't', 'u']);
   });
 });

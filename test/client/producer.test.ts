@@ -9,7 +9,10 @@ import { decodeRecords, splitBatches } from '../../src/protocol/batch.js';
 
 /**
  * The Producer against a scripted HTTP/2 server (no broker): batching, the partitioner, retries
- * of retriable problems, the buffer bound, and reconnecting after GOAWAY.
+ * of retriable problems, the buffer bound, and reconnecting after GOAWAY. The server serves no
+ * metadata (404, as a node of an older release), so the producer reads the partition count from the
+ * topic's description and sends everything to it; test/client/metadata.test.ts has producers that
+ * send to each partition's leader.
  */
 const packr = new Packr({ useRecords: false });
 const PARTITIONS = 4;
@@ -30,6 +33,7 @@ let received: Received[] = [];
 let script: Script[] = [];
 let nextOffsets = new Map<number, number>();
 let sessions = 0;
+let lookups: string[] = [];
 const hanging: http2.ServerHttp2Stream[] = [];
 const open = new Set<http2.ServerHttp2Session>();
 
@@ -44,6 +48,14 @@ beforeAll(async () => {
     // Refused and reset streams end in an error on this side too; the client's view is what is tested.
     stream.on('error', () => {});
     const path = String(headers[':path']);
+    if (headers[':method'] === 'GET') lookups.push(path);
+    if (path.startsWith('/v1/metadata')) {
+      stream.respond({ ':status': 404, 'content-type': 'application/problem+json' });
+      stream.end(
+        JSON.stringify({ code: 'NOT_FOUND', detail: 'no route GET /v1/metadata', retriable: false }),
+      );
+      return;
+    }
     if (headers[':method'] === 'GET' && path === '/v1/topics/t') {
       stream.respond({ ':status': 200, 'content-type': 'application/vnd.msgpack' });
       stream.end(
@@ -104,6 +116,7 @@ beforeAll(async () => {
 });
 
 afterEach(() => {
+  lookups = [];
   received = [];
   script = [];
   nextOffsets = new Map();
@@ -136,6 +149,25 @@ describe('Producer', () => {
         records.filter((_, i) => results[i]!.partition === r.partition).map((x) => x.value),
       );
     }
+  });
+
+  it('falls back to the topic description on a node without metadata, and asks for metadata again only after metadataMaxAgeMs', async () => {
+    const producer = new Producer({ bootstrap, lingerMs: 0, metadataMaxAgeMs: 50 });
+    await producer.send({ topic: 't', value: 'a', key: 'k' });
+    await producer.send({ topic: 't', value: 'b', key: 'k' });
+    expect(lookups).toEqual(['/v1/metadata?topics=t', '/v1/topics/t']);
+    await new Promise((r) => setTimeout(r, 80));
+    await producer.send({ topic: 't', value: 'c', key: 'k' });
+    await producer.close();
+    expect(lookups).toEqual([
+      '/v1/metadata?topics=t',
+      '/v1/topics/t',
+      '/v1/metadata?topics=t',
+      '/v1/topics/t',
+    ]);
+    expect(received.map((r) => r.partition)).toEqual(
+      [0, 0, 0].map(() => partitionForKey(Buffer.from('k'), PARTITIONS)),
+    );
   });
 
   it('sends a batch as soon as it reaches batchBytes, without waiting for the linger', async () => {

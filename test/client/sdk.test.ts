@@ -126,6 +126,54 @@ describe('SDK', () => {
     consumer.close();
   });
 
+  it('a producer sees partitions added to a topic once its metadata is refreshed: keyed records reach them', async () => {
+    const admin = new Admin({ bootstrap });
+    await admin.createTopic({ name: 'sdk-grow', partitions: 2 });
+    const keys = Array.from({ length: 40 }, (_, i) => `grow-${i}`);
+    const producer = new Producer({ bootstrap, lingerMs: 1, metadataMaxAgeMs: 100 });
+    const before = await producer.send(keys.map((key) => ({ topic: 'sdk-grow', key, value: 'before' })));
+    expect(before.map((r) => r.partition)).toEqual(keys.map((k) => partitionForKey(Buffer.from(k), 2)));
+    await admin.addPartitions('sdk-grow', 8);
+    // Until its metadata is 100 ms old the producer keeps the count it has.
+    await new Promise((r) => setTimeout(r, 150));
+    const after = await producer.send(keys.map((key) => ({ topic: 'sdk-grow', key, value: 'after' })));
+    await producer.close();
+    expect(after.map((r) => r.partition)).toEqual(keys.map((k) => partitionForKey(Buffer.from(k), 8)));
+    expect(Math.max(...after.map((r) => r.partition))).toBeGreaterThanOrEqual(2);
+    // The records are where the producer said: each new partition holds the keys that hash to it.
+    const description = await admin.describeTopic('sdk-grow');
+    admin.close();
+    for (const p of description.partitions)
+      expect(p.logEndOffset).toBe(
+        before.filter((r) => r.partition === p.partition).length +
+          after.filter((r) => r.partition === p.partition).length,
+      );
+  });
+
+  it('Admin.metadata names each partition of the topics asked for with its leader, and the nodes', async () => {
+    const admin = new Admin({ bootstrap });
+    try {
+      await admin.createTopic({ name: 'sdk-meta', partitions: 2 });
+      const metadata = await admin.metadata(['sdk-meta', 'sdk-none']);
+      expect(metadata.nodes).toEqual([
+        { id: 1, host: node.address.host, port: node.address.port, rack: null, fenced: false },
+      ]);
+      expect(metadata.topics).toMatchObject([
+        {
+          name: 'sdk-meta',
+          partitions: [
+            { partition: 0, leader: 1 },
+            { partition: 1, leader: 1 },
+          ],
+        },
+      ]);
+      expect(metadata.unknownTopics).toEqual(['sdk-none']);
+      expect((await admin.metadata()).topics.map((t) => t.name)).toContain('sdk-meta');
+    } finally {
+      admin.close();
+    }
+  });
+
   it('rejects a send to a partition that does not exist and a topic that does not exist', async () => {
     const producer = new Producer({ bootstrap });
     expect(

@@ -430,6 +430,30 @@ describe.each<Client>(['HTTP/1.1', 'HTTP/2'])('forwarding, the client speaking %
   });
 });
 
+describe('forwarding over HTTP/1.1 keep-alive', () => {
+  it('keeps the client connection for the next request after a forwarded answer', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    const get = (path: string) =>
+      new Promise<number>((resolve, reject) => {
+        const request = http.get(`${a.url}${path}`, { agent }, (response) => {
+          sockets.add(response.socket);
+          response.resume();
+          response.on('end', () => resolve(response.statusCode ?? 0));
+        });
+        request.on('error', reject);
+      });
+    try {
+      expect(await get(`/v1/topics/${TOPIC}/partitions/0/offsets`)).toBe(200);
+      expect(await get(`/v1/topics/${TOPIC}/partitions/0/records`)).toBe(200);
+      expect(await get(`/v1/topics/${TOPIC}/partitions/1/offsets`)).toBe(200);
+      expect(sockets.size).toBe(1);
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
 describe('forwarding refusals', () => {
   it('answers 503 LEADER_NOT_AVAILABLE when the leader cannot be reached, for a produce and a fetch', async () => {
     a.forwards.set(5, { nodeId: 3, url: `http://127.0.0.1:${await closedPort()}` });
@@ -461,6 +485,40 @@ describe('forwarding refusals', () => {
     expect(count('producePartition', 'unreachable')).toBe(2);
     expect(count('fetch', 'unreachable')).toBe(2);
     expect(count('fetch', 'answered')).toBeGreaterThan(0);
+  });
+
+  it('answers 503 when the leader breaks the exchange before its answer: a fetch is tried once more, a produce never', async () => {
+    // A "leader" that resets every stream it is sent, after taking what it is sent.
+    const broken = http2.createServer();
+    const brokenSessions = new Set<http2.ServerHttp2Session>();
+    broken.on('session', (session) => brokenSessions.add(session));
+    const streams: string[] = [];
+    broken.on('stream', (stream, headers) => {
+      streams.push(String(headers[':method']));
+      stream.on('error', () => {});
+      stream.resume();
+      setTimeout(() => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR), 20);
+    });
+    await new Promise<void>((resolve) => broken.listen(0, '127.0.0.1', resolve));
+    a.forwards.set(6, { nodeId: 4, url: `http://127.0.0.1:${(broken.address() as net.AddressInfo).port}` });
+    try {
+      const fetched = await h1(a.url, 'GET', `/v1/topics/${TOPIC}/partitions/6/offsets`);
+      expect(fetched.status).toBe(503);
+      expect(json(fetched)).toMatchObject({ code: 'LEADER_NOT_AVAILABLE', leader: 4 });
+      expect(streams).toEqual(['GET', 'GET']);
+      streams.length = 0;
+      const produced = await h1(a.url, 'POST', `/v1/topics/${TOPIC}/partitions/6/records`, {
+        headers: JSON_BODY,
+        body: produceJson(['maybe appended']),
+      });
+      expect(produced.status).toBe(503);
+      expect(json(produced).code).toBe('LEADER_NOT_AVAILABLE');
+      expect(streams).toEqual(['POST']);
+    } finally {
+      a.forwards.delete(6);
+      for (const session of brokenSessions) session.destroy();
+      await new Promise((resolve) => broken.close(resolve));
+    }
   });
 
   it('refuses the forwarded marker without the right cluster secret with 401', async () => {
