@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Admin, PartitionConsumer, Producer } from '../../src/client/index.js';
 import { eventually, TestCluster } from './cluster.js';
 
 /**
@@ -29,6 +30,19 @@ async function readAll(cluster: TestCluster, via: number, topic: string, partiti
   );
   expect(answer.status, JSON.stringify(answer.body)).toBe(200);
   return (answer.body.records as { key: string; value: string }[]).map((r) => r.value);
+}
+
+/** Requests each node has forwarded to another (sluice_forwarded_requests_total, every route and outcome). */
+async function forwardedCounts(cluster: TestCluster): Promise<number[]> {
+  return Promise.all(
+    cluster.ids.map(async (id) => {
+      const text = await (await fetch(`${cluster.url(id)}/metrics`)).text();
+      return [...text.matchAll(/^sluice_forwarded_requests_total\{[^}]*\} (\d+)/gm)].reduce(
+        (sum, m) => sum + Number(m[1]),
+        0,
+      );
+    }),
+  );
 }
 
 describe('a three-node cluster', () => {
@@ -113,6 +127,37 @@ describe('a three-node cluster', () => {
     ).toBe(200);
     const all = (await Promise.all([0, 1, 2].map((p) => readAll(cluster, 2, 'again', p)))).flat();
     expect(all).toEqual(['new']);
+  });
+
+  it('serves the SDK: a producer given one node sends to each partition’s leader, and consumers read them back', async () => {
+    const admin = new Admin({ bootstrap: cluster.url(3) });
+    await admin.createTopic({ name: 'sdk', partitions: 6 });
+    const forwardedBefore = await forwardedCounts(cluster);
+    const producer = new Producer({ bootstrap: cluster.url(3), lingerMs: 1 });
+    const sent = Array.from({ length: 120 }, (_, i) => ({ topic: 'sdk', key: `k${i}`, value: `v${i}` }));
+    const acks = await producer.send(sent);
+    await producer.close();
+    const byPartition = new Map<number, string[]>();
+    acks.forEach((a, i) =>
+      byPartition.set(a.partition, [...(byPartition.get(a.partition) ?? []), sent[i]!.value]),
+    );
+    expect(byPartition.size).toBe(6);
+    for (const [partition, values] of byPartition) {
+      const consumer = new PartitionConsumer({
+        bootstrap: cluster.url(1),
+        topic: 'sdk',
+        partition,
+        offset: 'earliest',
+        stopAtEnd: true,
+      });
+      const got: string[] = [];
+      for await (const r of consumer) got.push(Buffer.from(r.value!).toString());
+      consumer.close();
+      expect(got).toEqual(values);
+    }
+    admin.close();
+    // Every request went to a leader directly: no node forwarded one.
+    expect(await forwardedCounts(cluster)).toEqual(forwardedBefore);
   });
 
   it('elects another controller when the active one is killed, and loses no metadata', async () => {
