@@ -5,7 +5,7 @@ import type { Logger } from '../common/logger.js';
 import type { ClusterResponse, MetadataResponse, PartitionInfo, TopicDescription } from '../protocol/api.js';
 import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
-import type { AdminApi, CreateTopicRequest, TopicSummary } from './api.js';
+import type { AdminApi, CreateTopicRequest, QuorumMembers, TopicSummary } from './api.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { PartitionReconciler } from './reconciler.js';
 import type { RemotePartitions } from './remote-partitions.js';
@@ -22,6 +22,11 @@ export interface AdminOptions {
    * without it, this node alone.
    */
   clusterView?: () => Pick<ClusterResponse, 'controllerId' | 'nodes' | 'metadata'>;
+  /** Changes the metadata quorum's voters (through the active controller); absent on a node alone. */
+  quorum?: {
+    addVoter(nodeId: number): Promise<QuorumMembers>;
+    removeVoter(nodeId: number): Promise<QuorumMembers>;
+  };
 }
 
 /**
@@ -118,6 +123,24 @@ export class AdminService implements AdminApi {
       topics,
       unknownTopics,
     };
+  }
+
+  addVoter(nodeId: number): Promise<QuorumMembers> {
+    return this.#quorum().addVoter(nodeId);
+  }
+
+  removeVoter(nodeId: number): Promise<QuorumMembers> {
+    return this.#quorum().removeVoter(nodeId);
+  }
+
+  #quorum(): NonNullable<AdminOptions['quorum']> {
+    const quorum = this.#options.quorum;
+    if (!quorum)
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        'this node runs alone: start the nodes with --controller-quorum',
+      );
+    return quorum;
   }
 
   listTopics(): TopicSummary[] {

@@ -35,6 +35,11 @@ export interface ProduceOptions {
   leaderEpoch?: number;
 }
 
+export interface QuorumMembers {
+  voters: number[];
+  learners: number[];
+}
+
 export interface AppendedBatches {
   partition: number;
   baseOffset: number;
@@ -103,6 +108,10 @@ export interface AdminApi {
   /** Sets configs; a null value resets that config to the default. */
   alterConfigs(name: string, changes: Record<string, ConfigValue | null>): Promise<TopicDescription>;
   addPartitions(name: string, partitions: number): Promise<TopicDescription>;
+  /** Makes a learner of the metadata quorum a voter; resolves with the members. */
+  addVoter(nodeId: number): Promise<QuorumMembers>;
+  /** Takes a voter out of the metadata quorum (it stays a learner); resolves with the members. */
+  removeVoter(nodeId: number): Promise<QuorumMembers>;
   /** Leaders, epochs, replicas and node endpoints of the topics named (all when absent). */
   metadata(topics?: readonly string[]): MetadataResponse;
 }

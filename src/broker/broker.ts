@@ -22,6 +22,8 @@ export interface BrokerOptions {
   address: () => { host: string; port: number };
   /** The cluster as the metadata quorum sees it; without it, this node alone. */
   clusterView?: AdminOptions['clusterView'];
+  /** Voter changes of the metadata quorum; absent on a node alone. */
+  quorum?: AdminOptions['quorum'];
   /** Defaults for topics, in Kafka config names (e.g. `flush.policy`, `num.partitions`). */
   defaultConfigs?: Record<string, ConfigValue>;
   fetchWaitersMax?: number;
@@ -92,6 +94,7 @@ export class Broker implements BrokerApi {
         version: options.version,
         address: options.address,
         ...(options.clusterView ? { clusterView: options.clusterView } : {}),
+        ...(options.quorum ? { quorum: options.quorum } : {}),
       },
       {
         topics,

@@ -15,10 +15,23 @@ import type { RaftStatus } from '../raft/driver.js';
 import type { ClusterMetrics } from './cluster-metrics.js';
 import { errorOf, type PeerClient } from './peer-client.js';
 
+/** What the controller service needs of the metadata quorum's Raft driver (`RaftDriver`). */
+export interface MetadataQuorum {
+  status(): RaftStatus;
+  addVoter(node: number): Promise<unknown>;
+  removeVoter(node: number): Promise<unknown>;
+  addLearner(node: number): Promise<unknown>;
+}
+
 export interface ControllerServiceOptions {
   nodeId: number;
-  /** Base URLs of the metadata quorum's voters, by node id: where a command goes when another node leads. */
-  voterUrls: ReadonlyMap<number, string>;
+  /** A node's base URL: where a command goes when that node leads the metadata quorum. */
+  urlOf: (nodeId: number) => string | undefined;
+  /**
+   * The voters' URLs as the node was started with (`--controller-quorum`): asked in turn while this
+   * node knows no leader (a broker-only node before it is a learner).
+   */
+  seeds?: readonly string[];
   /** How often the active controller fences expired sessions and elects leaders for leaderless partitions. */
   tickMs: number;
   /** How long `submit` keeps trying (no leader, a leader change, an unreachable leader). */
@@ -42,7 +55,7 @@ export class ControllerService {
   readonly #options: ControllerServiceOptions;
   readonly #log: MetadataLog;
   readonly #controller: Controller;
-  readonly #quorum: { status(): RaftStatus };
+  readonly #quorum: MetadataQuorum;
   readonly #peers: PeerClient | undefined;
   readonly #clock: Clock;
   readonly #logger: Logger;
@@ -53,13 +66,14 @@ export class ControllerService {
   #ticking = false;
   #closed = false;
   #metrics: ClusterMetrics | undefined;
+  #seed = 0;
 
   constructor(
     options: ControllerServiceOptions,
     deps: {
       log: MetadataLog;
       controller: Controller;
-      quorum: { status(): RaftStatus };
+      quorum: MetadataQuorum;
       peers?: PeerClient;
       clock: Clock;
       logger: Logger;
@@ -138,8 +152,14 @@ export class ControllerService {
     const status = this.#quorum.status();
     if (status.role === 'leader') return this.execute(command);
     const leader = status.leaderId;
-    const url = leader === null ? undefined : this.#options.voterUrls.get(leader);
-    if (leader === null || url === undefined || !this.#peers) {
+    const seeds = this.#options.seeds ?? [];
+    const url =
+      leader !== null
+        ? this.#options.urlOf(leader)
+        : seeds.length > 0
+          ? seeds[this.#seed++ % seeds.length]
+          : undefined;
+    if (url === undefined || !this.#peers) {
       throw new SluiceError('NOT_CONTROLLER', 'the metadata quorum has no leader right now');
     }
     const response = await this.#peers.request(url, {
@@ -149,10 +169,10 @@ export class ControllerService {
       body: packr.pack(command),
       timeoutMs: this.#options.submitTimeoutMs,
     });
-    if (response.status !== 200) throw errorOf(response, `controller ${leader}`);
+    if (response.status !== 200) throw errorOf(response, `controller ${leader ?? url}`);
     const result = unpackr.unpack(response.body) as ControllerCommandResult;
     if (!Number.isSafeInteger(result?.offset))
-      throw new SluiceError('UNKNOWN_SERVER_ERROR', `controller ${leader} answered without an offset`);
+      throw new SluiceError('UNKNOWN_SERVER_ERROR', `controller ${leader ?? url} answered without an offset`);
     return result;
   }
 
@@ -162,6 +182,19 @@ export class ControllerService {
       this.#requireActive();
       await this.#ensureBarrier();
       const image = this.#log.image;
+      if (command.type === 'addVoter' || command.type === 'removeVoter') {
+        try {
+          await this.#changeVoters(command);
+        } catch (error) {
+          this.#metrics?.command(
+            command.type,
+            error instanceof SluiceError ? error.code : 'UNKNOWN_SERVER_ERROR',
+          );
+          throw error;
+        }
+        this.#metrics?.command(command.type, 'ok');
+        return { offset: this.#log.image.lastOffset };
+      }
       let records: MetadataRecord[];
       try {
         records = this.#decide(command);
@@ -181,6 +214,40 @@ export class ControllerService {
   /** Counts the commands carried out here (set once by the node). */
   countWith(metrics: ClusterMetrics): void {
     this.#metrics = metrics;
+  }
+
+  /** Membership changes: carried out on the Raft log itself, not as metadata records. */
+  async #changeVoters(command: { type: 'addVoter' | 'removeVoter'; nodeId: number }): Promise<void> {
+    const status = this.#quorum.status();
+    const { voters, learners } = status.membership;
+    const id = command.nodeId;
+    if (command.type === 'addVoter') {
+      if (voters.includes(id)) return;
+      if (!learners.includes(id)) {
+        throw new SluiceError(
+          'INVALID_REQUEST',
+          `node ${id} is not a learner of the metadata quorum: start it with --controller-quorum naming the voters, and let it register first`,
+          { details: { nodeId: id } },
+        );
+      }
+      const match = status.followers.find((f) => f.id === id)?.matchIndex ?? 0;
+      if (match < status.commitIndex) {
+        throw new SluiceError(
+          'NOT_ENOUGH_REPLICAS',
+          `node ${id} has not caught up with the metadata log yet (at ${match} of ${status.commitIndex}); try again`,
+          { details: { nodeId: id, matchIndex: match, commitIndex: status.commitIndex } },
+        );
+      }
+      await this.#quorum.addVoter(id);
+      this.#logger.info({ nodeId: id }, 'voter added to the metadata quorum');
+      return;
+    }
+    if (!voters.includes(id))
+      throw new SluiceError('INVALID_REQUEST', `node ${id} is not a voter`, { details: { nodeId: id } });
+    if (voters.length === 1)
+      throw new SluiceError('INVALID_REQUEST', 'the last voter of the metadata quorum cannot be removed');
+    await this.#quorum.removeVoter(id);
+    this.#logger.info({ nodeId: id }, 'voter removed from the metadata quorum');
   }
 
   #decide(command: ControllerCommand): MetadataRecord[] {
@@ -208,6 +275,9 @@ export class ControllerService {
           rack: command.rack,
         });
       case 'readIndex':
+        return [];
+      case 'addVoter':
+      case 'removeVoter':
         return [];
       case 'shutdownBroker':
         return c.controlledShutdown(image, command.brokerId, command.brokerEpoch);
@@ -270,6 +340,7 @@ export class ControllerService {
           await this.#log.propose(elect);
           this.#logger.info({ partitions: elect.length }, 'leaders elected for leaderless partitions');
         }
+        await this.#addLearners();
       });
     } catch (error) {
       const code = error instanceof SluiceError ? error.code : undefined;
@@ -277,6 +348,23 @@ export class ControllerService {
         this.#logger.warn({ err: error }, 'the controller tick failed');
     } finally {
       this.#ticking = false;
+    }
+  }
+
+  /**
+   * A registered broker that is not a member of the metadata quorum (a broker-only node) becomes a
+   * learner: it then receives the log and follows the image without voting. One at a time, as
+   * Raft's single-server changes require.
+   */
+  async #addLearners(): Promise<void> {
+    const { voters, learners } = this.#quorum.status().membership;
+    for (const broker of this.#log.image.brokers.values()) {
+      const id = broker.brokerId;
+      if (id === this.#options.nodeId || voters.includes(id) || learners.includes(id)) continue;
+      if (this.#options.urlOf(id) === undefined) continue;
+      await this.#quorum.addLearner(id);
+      this.#logger.info({ nodeId: id }, 'learner added to the metadata quorum');
+      return;
     }
   }
 

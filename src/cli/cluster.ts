@@ -22,6 +22,20 @@ export function addClusterCommand(program: Command, io: Io): void {
       if (opts.output === 'json') print(io, JSON.stringify(answer, null, 2));
       else for (const line of describeCluster(answer)) print(io, line);
     });
+  for (const [name, description, change] of [
+    ['add-voter', 'make a broker-only node (a learner of the metadata log) a voter', 'addVoter'],
+    ['remove-voter', 'take a voter out of the metadata quorum (it stays a learner)', 'removeVoter'],
+  ] as const) {
+    cluster
+      .command(`${name} <nodeId>`)
+      .description(description)
+      .option(...BOOTSTRAP_OPTION)
+      .action(async (nodeId: string, opts: { bootstrap: string }) => {
+        const id = integer('nodeId')(nodeId);
+        const members = await withAdmin(opts.bootstrap, (admin) => admin[change](id));
+        print(io, `voters ${members.voters.join(',')}  learners ${members.learners.join(',') || '-'}`);
+      });
+  }
 }
 
 function address(host: string, port: number): string {

@@ -39,6 +39,16 @@ export class Admin {
     return this.#call(ENDPOINTS.cluster);
   }
 
+  /** Makes a broker-only node (a learner of the metadata log) a voter of the metadata quorum. */
+  addVoter(nodeId: number): Promise<{ voters: number[]; learners: number[] }> {
+    return this.#call(ENDPOINTS.addVoter, {}, { nodeId });
+  }
+
+  /** Takes a voter out of the metadata quorum; it follows the log as a learner. */
+  removeVoter(nodeId: number): Promise<{ voters: number[]; learners: number[] }> {
+    return this.#call(ENDPOINTS.removeVoter, { nodeId });
+  }
+
   /** Each partition's leader and every node's endpoint, of the topics named (all when absent). */
   metadata(topics?: readonly string[]): Promise<MetadataResponse> {
     return this.#call(ENDPOINTS.metadata, {}, undefined, { topics: topics?.join(',') });

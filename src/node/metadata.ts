@@ -68,6 +68,11 @@ export interface NodeMetadata {
    * controller unfences it, then heartbeats until close.
    */
   startBroker(endpoint: { host: string; port: number }): Promise<void>;
+  /** Voter changes through the active controller; each resolves with the members as applied here. */
+  quorumAdmin: {
+    addVoter(nodeId: number): Promise<{ voters: number[]; learners: number[] }>;
+    removeVoter(nodeId: number): Promise<{ voters: number[]; learners: number[] }>;
+  };
   /** Imports the single-node release's topic file, if there is one (a one-voter quorum only). */
   importLegacyTopics(): Promise<void>;
   /**
@@ -103,12 +108,9 @@ export async function openMetadata(
   const { nodeId, dataDir } = options;
   const voters = options.voters ?? [];
   const clustered = voters.length > 0;
-  if (clustered && !voters.some((v) => v.id === nodeId)) {
-    throw new SluiceError(
-      'INVALID_CONFIG',
-      `node ${nodeId} is not a voter of the controller quorum (${voters.map((v) => v.id).join(', ')}); broker-only nodes are not supported yet`,
-    );
-  }
+  // A node the quorum does not name is broker only: it registers with the controller, which adds it
+  // as a learner of the metadata log, and follows the log without voting.
+  const voter = !clustered || voters.some((v) => v.id === nodeId);
   if (clustered && options.clusterSecret === undefined)
     throw new SluiceError('INVALID_CONFIG', 'a controller quorum needs a cluster secret (--cluster-secret)');
   // A node that has taken part in a cluster says so in its data directory. Its metadata log lost
@@ -159,7 +161,8 @@ export async function openMetadata(
   const controller = new ControllerService(
     {
       nodeId,
-      voterUrls,
+      urlOf: (id) => voterUrls.get(id) ?? directory.urlOf(id),
+      seeds: [...voterUrls.values()],
       tickMs: clustered ? 250 : 100,
       submitTimeoutMs: 15_000,
       bootstrapRecords: (): MetadataRecord[] => [
@@ -193,9 +196,27 @@ export async function openMetadata(
     }
   };
 
+  // Every registered broker is in the transport's address book, so that a leader can send the log
+  // to a learner and any node can hear a voter added after it started.
+  const known = new Map<number, string>(voterUrls);
+  log.onChange(() => {
+    if (!transport) return;
+    for (const broker of log.image.brokers.values()) {
+      const url = directory.urlOf(broker.brokerId);
+      if (broker.brokerId === nodeId || url === undefined || known.get(broker.brokerId) === url) continue;
+      known.set(broker.brokerId, url);
+      transport.setPeer(broker.brokerId, url);
+    }
+  });
+
   const start = async () => {
     await driver.start();
     controller.start();
+    // A broker-only node learns the cluster id once it is a learner, after it registered.
+    if (voter) await joined();
+  };
+
+  const joined = async () => {
     await waitUntil('the metadata quorum committing the cluster id', () => log.image.clusterId !== null);
     const clusterId = log.image.clusterId!;
     if (identity && identity.clusterId !== clusterId) {
@@ -221,6 +242,7 @@ export async function openMetadata(
         rack: options.rack,
       });
     await register();
+    if (!voter) await joined();
     const beat = async () => {
       const broker = log.image.broker(nodeId);
       if (!broker || broker.incarnationId !== incarnationId) {
@@ -319,8 +341,33 @@ export async function openMetadata(
     peers?.close();
   };
 
+  const members = () => {
+    const { voters: v, learners } = driver.status().membership;
+    return { voters: [...v], learners: [...learners] };
+  };
+  const quorumAdmin = {
+    addVoter: async (id: number) => {
+      await controller.submit({ type: 'addVoter', nodeId: id });
+      // The change commits on the controller; this node applies it a moment later.
+      await waitUntil(`node ${id} counted as a voter here`, () =>
+        driver.status().membership.voters.includes(id),
+      );
+      return members();
+    },
+    removeVoter: async (id: number) => {
+      await controller.submit({ type: 'removeVoter', nodeId: id });
+      if (id !== nodeId)
+        await waitUntil(
+          `node ${id} no longer a voter here`,
+          () => !driver.status().membership.voters.includes(id),
+        );
+      return members();
+    },
+  };
+
   return {
     log,
+    quorumAdmin,
     controller,
     registry,
     driver,

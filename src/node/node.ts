@@ -171,6 +171,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         version: VERSION,
         address: advertisedAddress,
         clusterView: () => metadata.clusterView(),
+        ...(voters ? { quorum: metadata.quorumAdmin } : {}),
         defaultConfigs: options.configs ?? {},
         ...(options.metricsPartitionSeriesMax !== undefined
           ? { partitionSeriesMax: options.metricsPartitionSeriesMax }

@@ -253,6 +253,17 @@ const partitionProduceQuery = {
   type: 'object',
   properties: { ...produceQuery.properties, leaderEpoch: leaderEpochQuery },
 } as const;
+/** The metadata quorum's members after a voter change, as the node that answered applied them. */
+const nodeIdParam = { type: 'integer', minimum: 0, maximum: 2147483647 } as const;
+const votersSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['voters', 'learners'],
+  properties: {
+    voters: { type: 'array', items: { type: 'integer', minimum: 0 } },
+    learners: { type: 'array', items: { type: 'integer', minimum: 0 } },
+  },
+} as const;
 const configValue = { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }] } as const;
 const configsSchema = { type: 'object', additionalProperties: configValue, maxProperties: 100 } as const;
 
@@ -432,6 +443,36 @@ export const ENDPOINTS = {
       },
       unknownTopics: { type: 'array', items: { type: 'string' } },
     }),
+  },
+  addVoter: {
+    id: 'addVoter',
+    produces: ANSWERS,
+    consumes: DOCUMENT_BODIES,
+    method: 'POST',
+    path: '/v1/cluster/voters',
+    summary: 'Make a broker-only node (a learner of the metadata log) a voter of the metadata quorum',
+    body: {
+      type: 'object',
+      required: ['nodeId'],
+      additionalProperties: false,
+      properties: { nodeId: nodeIdParam },
+    },
+    successStatus: 200,
+    response: votersSchema,
+  },
+  removeVoter: {
+    id: 'removeVoter',
+    produces: ANSWERS,
+    method: 'DELETE',
+    path: '/v1/cluster/voters/:nodeId',
+    summary: 'Take a voter out of the metadata quorum; it follows the log as a learner',
+    params: {
+      type: 'object',
+      required: ['nodeId'],
+      properties: { nodeId: nodeIdParam },
+    },
+    successStatus: 200,
+    response: votersSchema,
   },
   listTopics: {
     id: 'listTopics',

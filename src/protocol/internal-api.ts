@@ -401,6 +401,10 @@ export type ControllerCommand =
       rack: string | null;
     }
   | { type: 'heartbeat'; brokerId: number; brokerEpoch: number; caughtUp: boolean }
+  /** Makes a registered broker (a learner of the metadata quorum) a voter. */
+  | { type: 'addVoter'; nodeId: number }
+  /** Takes a voter out of the metadata quorum; it follows the log as a learner from then on. */
+  | { type: 'removeVoter'; nodeId: number }
   /** A broker that is stopping: fenced now, its leaderships moved (controlled shutdown). */
   | { type: 'shutdownBroker'; brokerId: number; brokerEpoch: number }
   /** Decides nothing: answers the controller's last offset, which the caller waits for (a read barrier). */
@@ -475,6 +479,11 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       c.uint('brokerId');
       c.uint('brokerEpoch');
       c.boolean('caughtUp');
+      break;
+    case 'addVoter':
+    case 'removeVoter':
+      c.only(['type', 'nodeId']);
+      c.uint('nodeId');
       break;
     case 'shutdownBroker':
       c.only(['type', 'brokerId', 'brokerEpoch']);

@@ -302,3 +302,53 @@ describe('a five-node cluster', () => {
     }
   }, 90_000);
 });
+
+describe('the metadata quorum’s membership', () => {
+  it('takes a broker-only node as a learner, makes it a voter, and keeps working after a founding voter is removed and stopped', async () => {
+    const cluster = await TestCluster.start(3, { sessionTimeoutMs: SESSION_TIMEOUT_MS });
+    try {
+      // Node 4 is named by no quorum: it registers, becomes a learner and a broker like the others.
+      await cluster.addNode(4);
+      const view = await eventually('node 4 an unfenced broker and a learner', async () => {
+        const v = (await cluster.get(1, '/v1/cluster')).body;
+        const four = v.nodes.find((n: { id: number }) => n.id === 4);
+        return four && !four.fenced ? v : undefined;
+      });
+      expect(view.metadata.voters).toEqual([1, 2, 3]);
+      const created = await cluster.post(4, '/v1/topics', { name: 'members', partitions: 8 });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      expect(new Set(created.body.partitions.map((p: { leader: number }) => p.leader))).toEqual(
+        new Set([1, 2, 3, 4]),
+      );
+      // A voter that is not a learner yet is refused, as is removing a node that is not a voter.
+      expect((await cluster.post(1, '/v1/cluster/voters', { nodeId: 9 })).body.code).toBe('INVALID_REQUEST');
+      expect((await cluster.request(1, 'DELETE', '/v1/cluster/voters/4')).body.code).toBe('INVALID_REQUEST');
+      const added = await eventually('node 4 a voter', async () => {
+        const a = await cluster.post(2, '/v1/cluster/voters', { nodeId: 4 });
+        return a.status === 200 ? a.body : undefined;
+      });
+      expect(added.voters).toEqual([1, 2, 3, 4]);
+      const removed = await cluster.request(4, 'DELETE', '/v1/cluster/voters/1');
+      expect(removed.status, JSON.stringify(removed.body)).toBe(200);
+      expect(removed.body.voters).toEqual([2, 3, 4]);
+      // With voters 2, 3, 4, losing node 1 and then one more voter still leaves a majority.
+      await cluster.kill(1);
+      const controller = await eventually('a controller among 2, 3, 4', async () => {
+        const id = await cluster.controllerId();
+        return id !== null && id !== 1 ? id : undefined;
+      });
+      await cluster.kill([2, 3, 4].find((id) => id !== controller)!);
+      const after = await eventually(
+        'a topic created with two of three voters',
+        async () => {
+          const a = await cluster.post(controller, '/v1/topics', { name: 'after-change', partitions: 1 });
+          return a.status === 201 ? a : undefined;
+        },
+        20_000,
+      );
+      expect(after.body.name).toBe('after-change');
+    } finally {
+      await cluster.close();
+    }
+  }, 120_000);
+});

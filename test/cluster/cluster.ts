@@ -52,8 +52,18 @@ export class TestCluster {
     return cluster;
   }
 
+  /** The voters every node is started with: the founding nodes (1..size). */
   get quorum(): string {
-    return [...this.ports].map(([id, port]) => `${id}@127.0.0.1:${port}`).join(',');
+    return [...this.ports]
+      .filter(([id]) => id <= this.size)
+      .map(([id, port]) => `${id}@127.0.0.1:${port}`)
+      .join(',');
+  }
+
+  /** Starts a node the quorum does not name (a broker-only node) on a new port. */
+  async addNode(id: number): Promise<void> {
+    this.ports.set(id, await freePort());
+    await this.startNode(id);
   }
 
   get ids(): number[] {

@@ -32,6 +32,18 @@ describe.each(formats)('API in %s', (format) => {
     });
   });
 
+  it('refuses voter changes on a node alone, and a malformed node id by its schema', async () => {
+    tested.add('addVoter').add('removeVoter');
+    const add = await call(h.app, format, 'POST', '/v1/cluster/voters', { nodeId: 2 });
+    expect(add.status).toBe(400);
+    expect(add.body.code).toBe('INVALID_REQUEST');
+    expect(add.body.detail).toMatch(/runs alone/);
+    const remove = await call(h.app, format, 'DELETE', '/v1/cluster/voters/1');
+    expect(remove.body.code).toBe('INVALID_REQUEST');
+    expect((await call(h.app, format, 'POST', '/v1/cluster/voters', { nodeId: 'two' })).status).toBe(400);
+    expect((await call(h.app, format, 'DELETE', '/v1/cluster/voters/x')).status).toBe(400);
+  });
+
   it('health, cluster and openapi', async () => {
     tested.add('health').add('cluster');
     expect((await call(h.app, format, 'GET', '/healthz')).body).toMatchObject({ status: 'ok', nodeId: 1 });

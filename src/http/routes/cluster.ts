@@ -30,6 +30,12 @@ export async function clusterRoutes(
   addRoute(app, ENDPOINTS.cluster, async (request, reply) =>
     sendNegotiated(request, reply, 200, admin.cluster()),
   );
+  addRoute(app, ENDPOINTS.addVoter, async (request, reply) =>
+    sendNegotiated(request, reply, 200, await admin.addVoter(request.body.nodeId)),
+  );
+  addRoute(app, ENDPOINTS.removeVoter, async (request, reply) =>
+    sendNegotiated(request, reply, 200, await admin.removeVoter(request.params.nodeId)),
+  );
   app.get('/openapi.json', async (_request, reply) =>
     reply.type(MEDIA.json).send(JSON.stringify(openApiDocument(node.version))),
   );
