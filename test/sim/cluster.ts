@@ -95,6 +95,8 @@ export interface SimNode {
   state: NodeState;
   life: Incarnation;
   paused: boolean;
+  /** Pauses so far: a pause's resume timer ends that pause only, not a later one. */
+  pauseCount: number;
   /** Work that arrived while paused, run in order on resume; ticks are coalesced into one. */
   deferred: (() => void)[];
   tickDeferred: (() => void) | undefined;
@@ -282,6 +284,7 @@ export class SimCluster {
         rate: 0.5 + r.next() * 1.5,
         state: 'down',
         paused: false,
+        pauseCount: 0,
         deferred: [],
         tickDeferred: undefined,
         failNextSave: false,
@@ -501,8 +504,9 @@ export class SimCluster {
     this.stats.pauses++;
     this.trace(`pause ${node.id} ${ms}`);
     const life = node.life;
+    const pause = ++node.pauseCount;
     this.schedule(ms, () => {
-      if (life.dead || !node.paused) return;
+      if (life.dead || !node.paused || node.pauseCount !== pause) return;
       this.#resume(node);
     });
   }
