@@ -14,11 +14,19 @@ const keyed = (n: number, prefix: string) =>
 async function partitionsOf(cluster: TestCluster, id: number, topic: string) {
   const answer = await cluster.get(id, `/v1/topics/${topic}`);
   expect(answer.status, JSON.stringify(answer.body)).toBe(200);
-  return answer.body.partitions as { partition: number; leader: number; leaderEpoch: number; logEndOffset: number }[];
+  return answer.body.partitions as {
+    partition: number;
+    leader: number;
+    leaderEpoch: number;
+    logEndOffset: number;
+  }[];
 }
 
 async function readAll(cluster: TestCluster, via: number, topic: string, partition: number) {
-  const answer = await cluster.get(via, `/v1/topics/${topic}/partitions/${partition}/records?offset=earliest&maxBytes=1048576`);
+  const answer = await cluster.get(
+    via,
+    `/v1/topics/${topic}/partitions/${partition}/records?offset=earliest&maxBytes=1048576`,
+  );
   expect(answer.status, JSON.stringify(answer.body)).toBe(200);
   return (answer.body.records as { key: string; value: string }[]).map((r) => r.value);
 }
@@ -36,7 +44,10 @@ describe('a three-node cluster', () => {
     const views = await eventually('every node to see three unfenced brokers', async () => {
       const answers = await Promise.all(cluster.ids.map((id) => cluster.get(id, '/v1/cluster')));
       const ok = answers.every(
-        (a) => a.status === 200 && a.body.nodes.length === 3 && a.body.nodes.every((n: { fenced: boolean }) => !n.fenced),
+        (a) =>
+          a.status === 200 &&
+          a.body.nodes.length === 3 &&
+          a.body.nodes.every((n: { fenced: boolean }) => !n.fenced),
       );
       return ok ? answers.map((a) => a.body) : undefined;
     });
@@ -66,12 +77,15 @@ describe('a three-node cluster', () => {
     }
     // Every partition read through every node gives the same records, in the order they were sent.
     for (let p = 0; p < 6; p++) {
-      for (const via of cluster.ids) expect(await readAll(cluster, via, 'spread', p)).toEqual(sent.get(p) ?? []);
+      for (const via of cluster.ids)
+        expect(await readAll(cluster, via, 'spread', p)).toEqual(sent.get(p) ?? []);
     }
     // The topic is described alike everywhere, offsets included (asked of each partition's leader).
     const described = await Promise.all(cluster.ids.map((id) => partitionsOf(cluster, id, 'spread')));
     for (const d of described) expect(d).toEqual(described[0]);
-    expect(described[0]!.map((p) => p.logEndOffset)).toEqual([0, 1, 2, 3, 4, 5].map((p) => sent.get(p)?.length ?? 0));
+    expect(described[0]!.map((p) => p.logEndOffset)).toEqual(
+      [0, 1, 2, 3, 4, 5].map((p) => sent.get(p)?.length ?? 0),
+    );
   });
 
   it('answers a produce to one partition through a node that does not lead it', async () => {
@@ -87,11 +101,16 @@ describe('a three-node cluster', () => {
 
   it('never shows a deleted topic’s records in a topic created again under its name', async () => {
     expect((await cluster.post(1, '/v1/topics', { name: 'again', partitions: 3 })).status).toBe(201);
-    expect((await cluster.post(2, '/v1/topics/again/records', { records: keyed(20, 'old') })).status).toBe(200);
+    expect((await cluster.post(2, '/v1/topics/again/records', { records: keyed(20, 'old') })).status).toBe(
+      200,
+    );
     expect((await cluster.request(3, 'DELETE', '/v1/topics/again')).status).toBe(200);
     expect((await cluster.post(3, '/v1/topics', { name: 'again', partitions: 3 })).status).toBe(201);
-    for (let p = 0; p < 3; p++) for (const via of cluster.ids) expect(await readAll(cluster, via, 'again', p)).toEqual([]);
-    expect((await cluster.post(1, '/v1/topics/again/records', { records: [{ key: 'k', value: 'new' }] })).status).toBe(200);
+    for (let p = 0; p < 3; p++)
+      for (const via of cluster.ids) expect(await readAll(cluster, via, 'again', p)).toEqual([]);
+    expect(
+      (await cluster.post(1, '/v1/topics/again/records', { records: [{ key: 'k', value: 'new' }] })).status,
+    ).toBe(200);
     const all = (await Promise.all([0, 1, 2].map((p) => readAll(cluster, 2, 'again', p)))).flat();
     expect(all).toEqual(['new']);
   });
@@ -118,9 +137,9 @@ describe('a three-node cluster', () => {
       return view.nodes.every((n: { fenced: boolean }) => !n.fenced) ? view : undefined;
     });
     expect(rejoined.controllerId).not.toBeNull();
-    expect((await cluster.get(before!, '/v1/topics')).body.topics.map((t: { name: string }) => t.name)).toContain(
-      'after-failover',
-    );
+    expect(
+      (await cluster.get(before!, '/v1/topics')).body.topics.map((t: { name: string }) => t.name),
+    ).toContain('after-failover');
   }, 60_000);
 
   it('fences a killed broker within the session timeout plus 2 s, and it leads its partitions again when it returns', async () => {
@@ -144,9 +163,13 @@ describe('a three-node cluster', () => {
     );
     expect(Date.now() - killedAt).toBeLessThan(SESSION_TIMEOUT_MS + 2000 + 1000);
     // A leaderless partition is refused as retriable, through any node.
-    const refused = await cluster.post(controller, `/v1/topics/spread/partitions/${held[0]!.partition}/records`, {
-      records: [{ value: 'x' }],
-    });
+    const refused = await cluster.post(
+      controller,
+      `/v1/topics/spread/partitions/${held[0]!.partition}/records`,
+      {
+        records: [{ value: 'x' }],
+      },
+    );
     expect(refused.status).toBeGreaterThanOrEqual(400);
     expect(refused.body.retriable, JSON.stringify(refused.body)).toBe(true);
     await cluster.startNode(victim);
@@ -155,7 +178,9 @@ describe('a three-node cluster', () => {
       return held.every((h) => now[h.partition]!.leader === victim) ? now : undefined;
     });
     for (const h of held) expect(back[h.partition]!.leaderEpoch).toBeGreaterThan(h.leaderEpoch);
-    const recordsAfter = await Promise.all(held.map((p) => readAll(cluster, controller, 'spread', p.partition)));
+    const recordsAfter = await Promise.all(
+      held.map((p) => readAll(cluster, controller, 'spread', p.partition)),
+    );
     expect(recordsAfter).toEqual(recordsBefore);
   }, 60_000);
 });
@@ -164,8 +189,13 @@ describe('a five-node cluster', () => {
   it('keeps working with two nodes down', async () => {
     const cluster = await TestCluster.start(5, { sessionTimeoutMs: SESSION_TIMEOUT_MS });
     try {
-      const controller = (await eventually('a controller', () => cluster.controllerId().then((id) => id ?? undefined)))!;
-      const down = cluster.ids.filter((id) => id !== controller).slice(0, 1).concat([controller]);
+      const controller = (await eventually('a controller', () =>
+        cluster.controllerId().then((id) => id ?? undefined),
+      ))!;
+      const down = cluster.ids
+        .filter((id) => id !== controller)
+        .slice(0, 1)
+        .concat([controller]);
       for (const id of down) await cluster.kill(id);
       const up = cluster.ids.filter((id) => !down.includes(id));
       await eventually('a new controller among the three left', async () => {
@@ -173,18 +203,30 @@ describe('a five-node cluster', () => {
         return id !== null && up.includes(id) ? id : undefined;
       });
       // Fenced brokers get no new partitions: a topic created now lives on the three left.
-      await eventually('the two down fenced', async () => {
-        const view = (await cluster.get(up[0]!, '/v1/cluster')).body;
-        const fenced = view.nodes.filter((n: { fenced: boolean }) => n.fenced).map((n: { id: number }) => n.id);
-        return fenced.length === 2 ? fenced : undefined;
-      }, SESSION_TIMEOUT_MS + 5000);
+      await eventually(
+        'the two down fenced',
+        async () => {
+          const view = (await cluster.get(up[0]!, '/v1/cluster')).body;
+          const fenced = view.nodes
+            .filter((n: { fenced: boolean }) => n.fenced)
+            .map((n: { id: number }) => n.id);
+          return fenced.length === 2 ? fenced : undefined;
+        },
+        SESSION_TIMEOUT_MS + 5000,
+      );
       const created = await cluster.post(up[0]!, '/v1/topics', { name: 'five', partitions: 6 });
       expect(created.status, JSON.stringify(created.body)).toBe(201);
       expect(new Set(created.body.partitions.map((p: { leader: number }) => p.leader))).toEqual(new Set(up));
       const answer = await cluster.post(up[1]!, '/v1/topics/five/records', { records: keyed(50, 'five') });
       expect(answer.status, JSON.stringify(answer.body)).toBe(200);
-      const total = (await Promise.all([0, 1, 2, 3, 4, 5].map((p) => readAll(cluster, up[2]!, 'five', p)))).flat();
-      expect(total.sort()).toEqual(keyed(50, 'five').map((r) => r.value).sort());
+      const total = (
+        await Promise.all([0, 1, 2, 3, 4, 5].map((p) => readAll(cluster, up[2]!, 'five', p)))
+      ).flat();
+      expect(total.sort()).toEqual(
+        keyed(50, 'five')
+          .map((r) => r.value)
+          .sort(),
+      );
     } finally {
       await cluster.close();
     }

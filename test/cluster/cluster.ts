@@ -78,10 +78,14 @@ export class TestCluster {
       clusterSecret: SECRET,
       ...this.options,
     };
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'test/cluster/node-child.ts'), JSON.stringify(options)], {
-      cwd: ROOT,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'test/cluster/node-child.ts'), JSON.stringify(options)],
+      {
+        cwd: ROOT,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
     this.#children.set(id, child);
     let log = '';
     child.stderr!.on('data', (d) => {
@@ -96,7 +100,10 @@ export class TestCluster {
       if (this.#children.get(id) === child) this.#children.delete(id);
     });
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`node ${id} did not start in ${timeoutMs} ms:\n${log}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`node ${id} did not start in ${timeoutMs} ms:\n${log}`)),
+        timeoutMs,
+      );
       const check = () => {
         if (/ready \d+/.test(log)) {
           clearTimeout(timer);
@@ -163,7 +170,11 @@ export class TestCluster {
 }
 
 /** Polls `check` until it returns a value other than undefined; fails with `what` after `timeoutMs`. */
-export async function eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 20_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -173,7 +184,8 @@ export async function eventually<T>(what: string, check: () => Promise<T | undef
     } catch (error) {
       last = error;
     }
-    if (Date.now() > deadline) throw new Error(`${what} did not happen in ${timeoutMs} ms${last ? `: ${last}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`${what} did not happen in ${timeoutMs} ms${last ? `: ${last}` : ''}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
