@@ -151,9 +151,18 @@ export class Controller {
   /**
    * A broker (re)registers: a new incarnation gets a new broker epoch (the offset of this record)
    * and starts fenced; its heartbeats unfence it. The session clock starts now.
+   *
+   * A registration that replaces an unfenced one (the broker restarted before its session expired)
+   * also takes it out of the leaderships and in-sync sets it held, in the same entry, as a fence
+   * does: the registration fences it, a fenced broker leads nothing, and the new process may lack
+   * what the old one had not synced.
    */
   registerBroker(image: MetadataImage, registration: BrokerRegistration): MetadataRecord[] {
-    const records = checked(image, [{ type: 'registerBroker', version: 0, ...registration }]);
+    const registered: MetadataRecord = { type: 'registerBroker', version: 0, ...registration };
+    const records: MetadataRecord[] = [registered];
+    if (image.broker(registration.brokerId)?.fenced === false)
+      records.push(...this.#moveAway(replay(image, registered, image.lastOffset + 1), registration.brokerId));
+    checked(image, records);
     this.#lastHeartbeatMs.set(registration.brokerId, this.#clock.monotonicMs());
     return records;
   }

@@ -284,6 +284,64 @@ describe('controller: broker sessions', () => {
     c.apply(c.controller.heartbeat(c.image(), { brokerId: 1, brokerEpoch: newEpoch, caughtUp: true }));
     expect(c.image().broker(1)!.fenced).toBe(false);
   });
+
+  it('moves the leaderships of a broker that registers again before its session expired: fenced, it leads nothing', () => {
+    // Found by the metadata simulation (test/sim/metadata-sim.ts): a broker restarted within its
+    // session registered a new incarnation, fenced, and went on leading its partitions.
+    const c = setup([1, 2, 3]);
+    c.apply(
+      c.controller.createTopic(c.image(), { name: 'all', partitions: 6, replicationFactor: 3, configs: {} }),
+    );
+    c.apply(
+      c.controller.createTopic(c.image(), { name: 'solo', partitions: 3, replicationFactor: 1, configs: {} }),
+    );
+    const before = [...c.image().topicsById.values()].flatMap((t) => [...t.partitions.values()]);
+    expect(before.some((p) => p.leader === 3 && p.replicas.length === 3)).toBe(true);
+    expect(before.some((p) => p.leader === 3 && p.replicas.length === 1)).toBe(true);
+    const delta = c.apply(
+      c.controller.registerBroker(c.image(), {
+        brokerId: 3,
+        incarnationId: 'incarnation-3b',
+        endpoints: [{ name: 'public', host: '127.0.0.1', port: 9003 }],
+        rack: null,
+      }),
+    );
+    expect(delta.brokersRegistered.map((b) => b.brokerId)).toEqual([3]);
+    expect(c.image().broker(3)!.fenced).toBe(true);
+    for (const old of before) {
+      const p = c.image().partition(old.topicId, old.partition)!;
+      expect(p.leader).not.toBe(3);
+      if (old.replicas.length === 3) {
+        expect(p.isr).not.toContain(3);
+        expect(p.leaderEpoch).toBe(old.leader === 3 ? old.leaderEpoch + 1 : old.leaderEpoch);
+      } else if (old.leader === 3) {
+        // Its only replica: leaderless, and it keeps its ISR place to lead again once unfenced.
+        expect(p).toMatchObject({ leader: -1, isr: [3], leaderEpoch: old.leaderEpoch + 1 });
+      }
+    }
+    const epoch = c.image().broker(3)!.brokerEpoch;
+    c.apply(c.controller.heartbeat(c.image(), { brokerId: 3, brokerEpoch: epoch, caughtUp: true }));
+    c.apply(c.controller.electLeaderless(c.image()));
+    for (const old of before.filter((p) => p.replicas.length === 1 && p.leader === 3))
+      expect(c.image().partition(old.topicId, old.partition)!.leader).toBe(3);
+    // Registering again while unfenced moves everything away again; while fenced, nothing is left to move.
+    const live = c.controller.registerBroker(c.image(), {
+      brokerId: 3,
+      incarnationId: 'incarnation-3c',
+      endpoints: [],
+      rack: null,
+    });
+    expect(live.filter((r) => r.type === 'partitionChange').length).toBeGreaterThan(0);
+    c.apply(live);
+    expect(
+      c.controller.registerBroker(c.image(), {
+        brokerId: 3,
+        incarnationId: 'incarnation-3d',
+        endpoints: [],
+        rack: null,
+      }),
+    ).toHaveLength(1);
+  });
 });
 
 describe('listener', () => {

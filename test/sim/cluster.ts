@@ -44,6 +44,20 @@ export interface SimOptions {
    * fsync); `wipeRejoins` restarts a node that lost its storage as if it were a new member.
    */
   unsafe?: 'lyingDisk' | 'wipeRejoins';
+  /** The scheduled stale-tail pattern; default: on five nodes, two profiles of five. */
+  staleTail?: boolean;
+  /**
+   * What runs over each node's driver instead of the simulation's own state machine, for the
+   * simulations built on this one (metadata-sim.ts). The Raft checks stay on; entries are traced by a
+   * digest of their bytes, which need not be text.
+   */
+  application?: SimApplication;
+}
+
+/** A state machine for each process lifetime, built over its driver, clock and timers. */
+export interface SimApplication {
+  /** Called as `life` starts, before its driver loads its storage (a stored snapshot restores into it). */
+  start(sim: SimCluster, node: SimNode, life: Incarnation): StateMachine;
 }
 
 const TICK_MS = 10;
@@ -59,7 +73,7 @@ export class SimulationFailure extends Error {
 type NodeState = 'up' | 'down' | 'refused';
 
 /** One process lifetime of a node: its driver, state machine and views of clock, disk and network. */
-interface Incarnation {
+export interface Incarnation {
   number: number;
   dead: boolean;
   driver: RaftDriver;
@@ -68,17 +82,21 @@ interface Incarnation {
   handler: ((m: Message) => void) | undefined;
   /** A save of this incarnation failed: from then on it must send nothing. */
   saveFailed: boolean;
-  /** The driver's timers, cancelled when the process dies. */
+  /** The timers of everything in this process (the driver's, the application's), cancelled when it dies. */
   timers: TimerHandle[];
+  /** The node's view of time, which every timer of this process is started on. */
+  clock: Clock;
 }
 
-interface SimNode {
+export interface SimNode {
   id: NodeId;
   /** Clock rate: timers of this node run `rate` times as fast as simulated time. */
   rate: number;
   state: NodeState;
   life: Incarnation;
   paused: boolean;
+  /** Pauses so far: a pause's resume timer ends that pause only, not a later one. */
+  pauseCount: number;
   /** Work that arrived while paused, run in order on resume; ticks are coalesced into one. */
   deferred: (() => void)[];
   tickDeferred: (() => void) | undefined;
@@ -96,9 +114,14 @@ interface SimNode {
   lostDisk: MemoryRaftStorage['durable'] | undefined;
 }
 
-/** What each node's state machine applied: index → data, and the list itself as its snapshot. */
+/**
+ * What each node's state machine applied: index → data, and the list itself as its snapshot (with
+ * the application's beside it when one runs).
+ */
 class SimMachine implements StateMachine {
   applied: [number, string][] = [];
+  /** The application's state machine, when one runs here: it gets every entry after the checks. */
+  app: StateMachine | undefined;
   constructor(
     private readonly sim: SimCluster,
     private readonly node: SimNode,
@@ -106,25 +129,46 @@ class SimMachine implements StateMachine {
   get lastIndex(): number {
     return this.applied.at(-1)?.[0] ?? 0;
   }
-  apply(entry: Entry): void {
-    const data = Buffer.from(entry.data).toString();
+  apply(entry: Entry): void | Promise<void> {
+    const data = this.app ? digest(entry.data) : Buffer.from(entry.data).toString();
     if (entry.index <= this.lastIndex)
       this.sim.fail(`node ${this.node.id} applies ${entry.index} after ${this.lastIndex}`);
     this.sim.recordApply(this.node, entry.index, `${entry.term}:${data}`);
     this.sim.committed(this.node, entry.index, entry.term);
     this.applied.push([entry.index, `${entry.term}:${data}`]);
+    if (!this.app) return;
+    try {
+      return this.app.apply(entry);
+    } catch (error) {
+      this.sim.fail(
+        `node ${this.node.id} failed to apply ${entry.index}: ${(error as Error).stack ?? error}`,
+      );
+      throw error;
+    }
   }
   snapshot(): Uint8Array {
-    return Buffer.from(JSON.stringify(this.applied));
+    if (!this.app) return Buffer.from(JSON.stringify(this.applied));
+    return Buffer.from(JSON.stringify([this.applied, Buffer.from(this.app.snapshot()).toString('base64')]));
   }
-  restore(data: Uint8Array, index: number): void {
-    const applied = JSON.parse(Buffer.from(data).toString()) as [number, string][];
+  restore(data: Uint8Array, index: number): void | Promise<void> {
+    const parsed = JSON.parse(Buffer.from(data).toString()) as unknown;
+    const [applied, app] = this.app
+      ? (parsed as [[number, string][], string])
+      : [parsed as [number, string][], undefined];
     for (const [i, shape] of applied) this.sim.recordApply(this.node, i, shape);
     if ((applied.at(-1)?.[0] ?? 0) > index)
       this.sim.fail(`node ${this.node.id} restores a snapshot at ${index} holding later entries`);
     this.applied = applied;
     this.sim.trace(`restore ${this.node.id} ${index}`);
+    if (app !== undefined) return this.app!.restore(Buffer.from(app, 'base64'), index);
   }
+}
+
+/** A short, stable name for an entry's bytes (FNV-1a and the length). */
+function digest(data: Uint8Array): string {
+  let hash = 0x811c9dc5;
+  for (const byte of data) hash = Math.imul(hash ^ byte, 0x01000193);
+  return `${(hash >>> 0).toString(16).padStart(8, '0')}/${data.length}`;
 }
 
 /**
@@ -204,7 +248,8 @@ export class SimCluster {
   readonly #bootstrap: NodeId[];
   readonly #admin: boolean;
   readonly #snapshotEntries: number;
-  readonly #profile: number;
+  /** Which mix of faults this seed runs (0: a calm run), drawn from the seed. */
+  readonly profile: number;
   readonly #staleTailPattern: boolean;
   #proposals = 0;
   #readsPending = 0;
@@ -226,9 +271,10 @@ export class SimCluster {
     const r = this.random;
     this.#bootstrap = Array.from({ length: options.nodes }, (_, i) => i + 1);
     this.#admin = options.admin ?? r.int(4) !== 0;
-    this.#profile = r.int(5);
+    this.profile = r.int(5);
     // The stale-tail pattern needs a new leader that compacted right at its commit index.
-    this.#staleTailPattern = options.nodes === 5 && (this.#profile === 1 || this.#profile === 2);
+    this.#staleTailPattern =
+      options.staleTail ?? (options.nodes === 5 && (this.profile === 1 || this.profile === 2));
     this.#snapshotEntries = this.#staleTailPattern ? 1 : r.pick([3, 8, 25]);
     // The spare node starts outside the configuration: it must not campaign until added.
     const ids = this.#admin ? [...this.#bootstrap, options.nodes + 1] : this.#bootstrap;
@@ -238,6 +284,7 @@ export class SimCluster {
         rate: 0.5 + r.next() * 1.5,
         state: 'down',
         paused: false,
+        pauseCount: 0,
         deferred: [],
         tickDeferred: undefined,
         failNextSave: false,
@@ -302,7 +349,8 @@ export class SimCluster {
     };
   }
 
-  async #step(): Promise<void> {
+  /** One simulated millisecond; throws the first invariant broken so far. */
+  async step(): Promise<void> {
     this.clock.advance(1);
     this.steps++;
     if (this.#fired) {
@@ -358,6 +406,7 @@ export class SimCluster {
       close: async () => {},
     };
     const timers: TimerHandle[] = [];
+    const clock = this.#clockFor(node, current, timers);
     const driver = new RaftDriver(
       {
         id: node.id,
@@ -375,7 +424,7 @@ export class SimCluster {
       {
         storage,
         transport,
-        clock: this.#clockFor(node, current, timers),
+        clock,
         random: this.random.fork(),
         stateMachine: machine,
       },
@@ -389,11 +438,13 @@ export class SimCluster {
       handler: undefined,
       saveFailed: false,
       timers,
+      clock,
     };
     node.life = life;
     node.state = 'up';
     node.checkedCommit = 0;
     node.configsSince = [];
+    if (this.options.application) machine.app = this.options.application.start(this, node, life);
     driver.start().then(
       () => this.trace(`start ${node.id}#${life.number}`),
       (error: Error) => {
@@ -453,8 +504,9 @@ export class SimCluster {
     this.stats.pauses++;
     this.trace(`pause ${node.id} ${ms}`);
     const life = node.life;
+    const pause = ++node.pauseCount;
     this.schedule(ms, () => {
-      if (life.dead || !node.paused) return;
+      if (life.dead || !node.paused || node.pauseCount !== pause) return;
       this.#resume(node);
     });
   }
@@ -705,9 +757,9 @@ export class SimCluster {
     const faultMs = this.options.faultMs ?? 2500;
     const healMs = this.options.healMs ?? 6000;
     const r = this.random;
-    const profile = this.#profile;
+    const profile = this.profile;
     this.longTailRate = profile === 0 ? 0 : LONG_TAIL_RATE;
-    for (let t = 50; t < faultMs; t += 30 + r.int(150)) this.schedule(t, () => this.#randomFault(profile));
+    for (let t = 50; t < faultMs; t += 30 + r.int(150)) this.schedule(t, () => this.randomFault(profile));
     const unlessPattern = (fn: () => void) => () => {
       if (!this.#patternRunning) fn();
     };
@@ -729,9 +781,9 @@ export class SimCluster {
         );
     }
     if (this.#staleTailPattern) this.schedule(300 + r.int(faultMs - 1500), () => this.#staleTail());
-    for (let t = 0; t < faultMs; t++) await this.#step();
+    for (let t = 0; t < faultMs; t++) await this.step();
 
-    this.#heal();
+    this.heal();
     const deadline = this.now + healMs;
     let final: number | undefined;
     let proposing = false;
@@ -741,7 +793,7 @@ export class SimCluster {
         this.fail(
           `liveness: the live members did not all apply the same sequence within ${healMs} ms of healing (${this.#lagReport()})`,
         );
-        await this.#step();
+        await this.step();
       }
       if (this.now % 20 === 0) {
         // A save already failing as the heal began stops its node: the operator restarts it.
@@ -756,7 +808,7 @@ export class SimCluster {
         }
         if (final !== undefined) done = this.#caughtUp(final);
       }
-      await this.#step();
+      await this.step();
     }
     this.trace('caught up');
     for (const [index, shape] of this.#acked)
@@ -770,7 +822,8 @@ export class SimCluster {
     };
   }
 
-  #heal(): void {
+  /** Ends every fault: links, loss, pauses, failed saves; every node that can start is started. */
+  heal(): void {
     this.faultsOn = false;
     this.blocked.clear();
     this.dropRate = 0;
@@ -1004,7 +1057,8 @@ export class SimCluster {
     );
   }
 
-  #randomFault(profile: number): void {
+  /** One fault drawn from the seed for `profile` (most are no-ops in the calm profile 0). */
+  randomFault(profile = this.profile): void {
     if (!this.faultsOn) return;
     const r = this.random;
     const choice = r.int(20);
