@@ -134,6 +134,10 @@ const ALLOWED_ERRORS: Readonly<Record<ControllerCommand['type'], readonly string
   heartbeat: ['INVALID_REQUEST'],
   registerBroker: [],
   readIndex: [],
+  // Not sent by this simulation.
+  addVoter: [],
+  removeVoter: [],
+  shutdownBroker: [],
 };
 
 type Outcome = { offset: number } | { error: unknown };
@@ -240,7 +244,8 @@ export class MetadataSim {
     const service = new ControllerService(
       {
         nodeId: node.id,
-        voterUrls: new Map(),
+        // Commands are routed by the simulation itself (`execute` on the node believed to lead).
+        urlOf: () => undefined,
         tickMs: CONTROLLER_TICK_MS,
         submitTimeoutMs: REQUEST_TIMEOUT_MS,
         bootstrapRecords: () => [
