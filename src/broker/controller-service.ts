@@ -104,15 +104,18 @@ export class ControllerService {
 
   /**
    * Runs the command on the active controller, here or on the node that leads, and resolves once
-   * this node's image has applied the decision; rejects with the controller's refusal.
+   * this node's image has applied the decision; rejects with the controller's refusal. Gives up
+   * after `timeoutMs` (the service's submit timeout when absent): a heartbeat must give up well
+   * within the session it refreshes, so that the next one is sent.
    */
-  async submit(command: ControllerCommand): Promise<void> {
-    const deadline = this.#clock.monotonicMs() + this.#options.submitTimeoutMs;
+  async submit(command: ControllerCommand, options: { timeoutMs?: number } = {}): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? this.#options.submitTimeoutMs;
+    const deadline = this.#clock.monotonicMs() + timeoutMs;
     let wait = 20;
     for (;;) {
       try {
-        const { offset } = await this.#route(command);
-        await this.#log.waitFor(offset);
+        const { offset } = await this.#route(command, Math.max(1, deadline - this.#clock.monotonicMs()));
+        await this.#applied(offset, deadline, command.type);
         return;
       } catch (error) {
         const code = error instanceof SluiceError ? error.code : undefined;
@@ -120,13 +123,30 @@ export class ControllerService {
         if (this.#clock.monotonicMs() + wait > deadline) {
           throw new SluiceError(
             'NOT_CONTROLLER',
-            `no active controller took the ${command.type} within ${this.#options.submitTimeoutMs} ms: ${(error as Error).message}`,
+            `no active controller took the ${command.type} within ${timeoutMs} ms: ${(error as Error).message}`,
             { cause: error },
           );
         }
       }
       await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, wait));
       wait = Math.min(wait * 2, 500);
+    }
+  }
+
+  /** Waits for this node's image to reach `offset`; REQUEST_TIMED_OUT (the decision stands) past `deadline`. */
+  async #applied(offset: number, deadline: number, what: string): Promise<void> {
+    const abort = new AbortController();
+    const timer = this.#clock.setTimeout(
+      () => abort.abort(),
+      Math.max(0, deadline - this.#clock.monotonicMs()),
+    );
+    const applied = await this.#log.waitFor(offset, abort.signal);
+    timer.cancel();
+    if (!applied) {
+      throw new SluiceError(
+        'REQUEST_TIMED_OUT',
+        `the ${what} was decided, but this node had not applied it in time (metadata offset ${offset})`,
+      );
     }
   }
 
@@ -148,7 +168,7 @@ export class ControllerService {
     }
   }
 
-  async #route(command: ControllerCommand): Promise<ControllerCommandResult> {
+  async #route(command: ControllerCommand, timeoutMs: number): Promise<ControllerCommandResult> {
     const status = this.#quorum.status();
     if (status.role === 'leader') return this.execute(command);
     const leader = status.leaderId;
@@ -167,7 +187,7 @@ export class ControllerService {
       path: CONTROLLER_COMMANDS_PATH,
       headers: { 'content-type': MEDIA.msgpack, accept: MEDIA.json },
       body: packr.pack(command),
-      timeoutMs: this.#options.submitTimeoutMs,
+      timeoutMs,
     });
     if (response.status !== 200) throw errorOf(response, `controller ${leader ?? url}`);
     const result = unpackr.unpack(response.body) as ControllerCommandResult;

@@ -106,15 +106,25 @@ export class MetadataLog {
     await this.#raft.propose(new Uint8Array(0));
   }
 
-  /** Resolves once the image has applied the record at `offset` (at once when it has). */
-  waitFor(offset: number): Promise<void> {
-    if (this.#image.lastOffset >= offset) return Promise.resolve();
+  /**
+   * Resolves once the image has applied the record at `offset` (at once when it has); resolves
+   * false, and stops listening, when `signal` aborts first.
+   */
+  waitFor(offset: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.#image.lastOffset >= offset) return Promise.resolve(true);
+    if (signal?.aborted) return Promise.resolve(false);
     return new Promise((resolve) => {
+      const abort = () => {
+        off();
+        resolve(false);
+      };
       const off = this.onChange((delta) => {
         if (delta.after.lastOffset < offset) return;
         off();
-        resolve();
+        signal?.removeEventListener('abort', abort);
+        resolve(true);
       });
+      signal?.addEventListener('abort', abort, { once: true });
     });
   }
 

@@ -249,12 +249,11 @@ export async function openMetadata(
         await register();
         return;
       }
-      await controller.submit({
-        type: 'heartbeat',
-        brokerId: nodeId,
-        brokerEpoch: broker.brokerEpoch,
-        caughtUp: true,
-      });
+      await controller.submit(
+        { type: 'heartbeat', brokerId: nodeId, brokerEpoch: broker.brokerEpoch, caughtUp: true },
+        // Given up within half a session, so that a stuck one never keeps the next from going.
+        { timeoutMs: Math.max(100, Math.floor(options.sessionTimeoutMs / 2)) },
+      );
     };
     await beat();
     await waitUntil('the controller unfencing this broker', () => log.image.broker(nodeId)?.fenced === false);
