@@ -188,13 +188,65 @@ export class AdminService implements AdminApi {
     await this.#topics.put(topic, config);
     await this.#reconciler.sync();
     this.#logger.info({ topic: topic.name, partitions, configs: Object.keys(configs) }, 'topic created');
-    return this.describeTopic(topic.name);
+    return this.#describe(this.#topics.get(topic.name), { askLeaders: false });
   }
 
   async describeTopic(name: string): Promise<TopicDescription> {
-    const topic = await this.#topics.resolve(name);
-    const partitions = await Promise.all(
-      Array.from({ length: topic.partitions }, (_, p) => this.#describePartition(topic, p)),
+    return this.#describe(await this.#topics.resolve(name), { askLeaders: true });
+  }
+
+  /**
+   * Partitions this node leads describe themselves. Another node's offsets come from it, one
+   * request per leader (`askLeaders`); a topic just created skips that, its logs being empty.
+   */
+  async #describe(topic: TopicRecord, options: { askLeaders: boolean }): Promise<TopicDescription> {
+    const partitions: PartitionInfo[] = [];
+    const remote = new Map<number, { target: { nodeId: number; url: string }; infos: PartitionInfo[] }>();
+    for (let p = 0; p < topic.partitions; p++) {
+      const target = this.#remote?.forwardTarget(topic.name, p);
+      const local = this.#topics.replicas.get(topic.name, p);
+      if (!target && local) {
+        partitions.push(local.describe());
+        continue;
+      }
+      const role = this.#topics.role(topic.name, p);
+      const created = !options.askLeaders;
+      const info: PartitionInfo = {
+        partition: p,
+        leader: role?.leader ?? -1,
+        leaderEpoch: role?.leaderEpoch ?? 0,
+        replicas: [...(role?.replicas ?? [])],
+        isr: [...(role?.isr ?? [])],
+        // -1: not known here (the leader is unreachable or there is none).
+        logStartOffset: created ? 0 : -1,
+        logEndOffset: created ? 0 : -1,
+        highWatermark: created ? 0 : -1,
+      };
+      partitions.push(info);
+      if (target && options.askLeaders) {
+        let group = remote.get(target.nodeId);
+        if (!group) remote.set(target.nodeId, (group = { target, infos: [] }));
+        group.infos.push(info);
+      }
+    }
+    await Promise.all(
+      [...remote.values()].map(async ({ target, infos }) => {
+        try {
+          const offsets = await this.#remote!.topicOffsets(target, topic.name);
+          for (const info of infos) {
+            const o = offsets.get(info.partition);
+            if (!o) continue;
+            info.logStartOffset = o.logStartOffset;
+            info.logEndOffset = o.logEndOffset;
+            info.highWatermark = o.highWatermark;
+          }
+        } catch (error) {
+          this.#logger.warn(
+            { err: error, topic: topic.name, leader: target.nodeId },
+            'a leader did not say its offsets',
+          );
+        }
+      }),
     );
     return {
       name: topic.name,
@@ -204,38 +256,24 @@ export class AdminService implements AdminApi {
     };
   }
 
-  /** A partition this node leads describes itself; another's offsets come from its leader. */
-  async #describePartition(topic: TopicRecord, p: number): Promise<PartitionInfo> {
-    const target = this.#remote?.forwardTarget(topic.name, p);
-    const local = this.#topics.replicas.get(topic.name, p);
-    if (!target && local) return local.describe();
-    const role = this.#topics.role(topic.name, p);
-    const info: PartitionInfo = {
-      partition: p,
-      leader: role?.leader ?? -1,
-      leaderEpoch: role?.leaderEpoch ?? 0,
-      replicas: [...(role?.replicas ?? [])],
-      isr: [...(role?.isr ?? [])],
-      logStartOffset: -1,
-      logEndOffset: -1,
-      highWatermark: -1,
-    };
-    if (!target || !this.#remote) return info;
-    try {
-      const offsets = await this.#remote.offsets(target, topic.name, p);
-      return {
-        ...info,
-        logStartOffset: offsets.earliest,
-        logEndOffset: offsets.latest,
-        highWatermark: offsets.highWatermark,
-      };
-    } catch (error) {
-      this.#logger.warn(
-        { err: error, topic: topic.name, partition: p },
-        'the leader did not say its offsets',
-      );
-      return info;
+  /** The offsets of the topic's partitions this node leads (what another node's describe asks for). */
+  leaderOffsets(
+    name: string,
+  ): { partition: number; logStartOffset: number; logEndOffset: number; highWatermark: number }[] {
+    const topic = this.#topics.find(name);
+    if (!topic) return [];
+    const out = [];
+    for (let p = 0; p < topic.partitions; p++) {
+      const replica = this.#topics.replicas.get(name, p);
+      if (!replica?.isLeader) continue;
+      out.push({
+        partition: p,
+        logStartOffset: replica.logStartOffset,
+        logEndOffset: replica.logEndOffset,
+        highWatermark: replica.highWatermark,
+      });
     }
+    return out;
   }
 
   deleteTopic(name: string): Promise<{ name: string; deleted: true }> {

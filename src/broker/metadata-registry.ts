@@ -110,7 +110,16 @@ export interface ControllerChannel {
   submit(command: ControllerCommand): Promise<void>;
 }
 
+/** Each image's topics are converted once (a produce or fetch looks its topic up every time). */
+const records = new WeakMap<TopicImage, TopicRecord>();
+
 function topicRecordOf(topic: TopicImage): TopicRecord {
+  let record = records.get(topic);
+  if (!record) records.set(topic, (record = convert(topic)));
+  return record;
+}
+
+function convert(topic: TopicImage): TopicRecord {
   const configs: Record<string, ConfigValue> = {};
   for (const [name, text] of topic.configs.entries()) configs[name] = JSON.parse(text) as ConfigValue;
   return {

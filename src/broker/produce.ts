@@ -80,7 +80,10 @@ export class ProduceService implements ProduceApi {
         });
         continue;
       }
-      const replica = this.#topics.replicaHere(topic, partition);
+      // A partition placed here a moment ago may not be open yet: that (rare) case waits for it.
+      const replica =
+        this.#topics.replicas.get(topicName, partition) ??
+        (await this.#topics.localReplica(topicName, partition)).replica;
       batches.set(
         replica,
         encodePartitionBatch(records, indexes, partition, replica.log.config.batchBytesMax, now),

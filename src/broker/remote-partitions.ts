@@ -1,6 +1,6 @@
 import { SluiceError } from '../common/errors.js';
 import { type Acks, ENDPOINTS, endpointUrl, MEDIA, type OffsetsResponse } from '../protocol/api.js';
-import { FORWARDED_BY_HEADER } from '../protocol/internal-api.js';
+import { FORWARDED_BY_HEADER, LEADER_OFFSETS_PATH } from '../protocol/internal-api.js';
 import type { AppendedBatches } from './api.js';
 import { errorOf, type PeerClient } from './peer-client.js';
 
@@ -72,6 +72,29 @@ export class RemotePartitions {
         `node ${target.nodeId} answered a produce without offsets`,
       );
     return answer;
+  }
+
+  /** The offsets of every partition of `topic` the target leads, by partition. */
+  async topicOffsets(
+    target: { nodeId: number; url: string },
+    topic: string,
+  ): Promise<Map<number, { logStartOffset: number; logEndOffset: number; highWatermark: number }>> {
+    const response = await this.#peers.request(target.url, {
+      method: 'GET',
+      path: `${LEADER_OFFSETS_PATH}?topic=${encodeURIComponent(topic)}`,
+      headers: { accept: MEDIA.json },
+      timeoutMs: REMOTE_TIMEOUT_MS,
+    });
+    if (response.status !== 200) throw errorOf(response, `node ${target.nodeId}`);
+    const answer = JSON.parse(response.body.toString('utf8')) as {
+      partitions: {
+        partition: number;
+        logStartOffset: number;
+        logEndOffset: number;
+        highWatermark: number;
+      }[];
+    };
+    return new Map(answer.partitions.map((p) => [p.partition, p]));
   }
 
   async offsets(

@@ -82,25 +82,20 @@ export class Topics {
     partition: number,
   ): Promise<{ topic: TopicRecord; replica: PartitionReplica }> {
     const topic = await this.resolve(name, partition);
-    const local = Number.isInteger(partition) ? this.#replicas.get(topic.name, partition) : undefined;
+    let local = Number.isInteger(partition) ? this.#replicas.get(topic.name, partition) : undefined;
+    if (local?.isLeader) return { topic, replica: local };
+    if (local && this.#catchUp && this.#settle) {
+      // Not the leader as this node knows it: the controller may have made it the leader a moment
+      // ago. Catch up before refusing (only this path pays for it).
+      await this.#catchUp();
+      await this.#settle();
+      local = this.#replicas.get(topic.name, partition) ?? local;
+    }
     if (local) return { topic, replica: local };
     const role = Number.isInteger(partition) ? this.#registry.partitionRole(name, partition) : undefined;
     if (role && !role.replicas.includes(this.#replicas.nodeId)) this.#refuseElsewhere(name, partition, role);
     if (role && this.#settle) await this.#settle();
     return { topic, replica: this.replica(topic, partition) };
-  }
-
-  /**
-   * This node's replica of a partition of a known topic, for the share of a topic produce that
-   * stays here; a partition placed on other nodes is refused as `localReplica` refuses it.
-   */
-  replicaHere(topic: TopicRecord, partition: number): PartitionReplica {
-    const local = this.#replicas.get(topic.name, partition);
-    if (local) return local;
-    const role = this.#registry.partitionRole(topic.name, partition);
-    if (role && !role.replicas.includes(this.#replicas.nodeId))
-      this.#refuseElsewhere(topic.name, partition, role);
-    return this.replica(topic, partition);
   }
 
   #refuseElsewhere(name: string, partition: number, role: ReplicaRole): never {

@@ -202,6 +202,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         ...receiver,
         driver: metadata.driver,
         executeCommand: (command) => metadata.controller.execute(command),
+        leaderOffsets: (topic) => broker.admin.leaderOffsets(topic),
       });
     }
     if (logLevel !== 'silent') target = app.log;

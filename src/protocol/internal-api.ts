@@ -16,6 +16,8 @@ export const FORWARDED_BY_HEADER = 'sluice-forwarded-by';
 export const RAFT_MESSAGES_PATH = '/internal/raft/messages';
 export const RAFT_SNAPSHOT_CHUNKS_PATH = '/internal/raft/snapshot-chunks';
 export const RAFT_STATUS_PATH = '/internal/raft/status';
+/** `GET ?topic=`: `{partitions: [{partition, logStartOffset, logEndOffset, highWatermark}]}` of those the node leads. */
+export const LEADER_OFFSETS_PATH = '/internal/leader-offsets';
 /** The most messages one request carries; a sender splits longer queues. */
 export const RAFT_MESSAGES_MAX = 4096;
 /**

@@ -13,6 +13,7 @@ import {
   checkRaftMessage,
   checkSnapshotChunk,
   FieldError,
+  LEADER_OFFSETS_PATH,
   RAFT_MESSAGES_BYTES_MAX,
   RAFT_MESSAGES_MAX,
   RAFT_MESSAGES_PATH,
@@ -41,6 +42,8 @@ export interface InternalRaftOptions {
   receiveSnapshotChunk?: (chunk: SnapshotChunk) => SnapshotChunkOutcome;
   /** The node's Raft driver, for `GET /internal/raft/status`. */
   driver?: { status(): RaftStatus };
+  /** The offsets of a topic's partitions this node leads (`GET /internal/leader-offsets?topic=`). */
+  leaderOffsets?: (topic: string) => unknown[];
   /** Carries out a controller command (`POST /internal/controller/commands`); NOT_CONTROLLER when not active. */
   executeCommand?: (command: ControllerCommand) => Promise<ControllerCommandResult>;
 }
@@ -117,6 +120,13 @@ export async function internalRaftRoutes(app: FastifyInstance, options: Internal
       options.deliver(messages as RaftMessage[]);
     }
     return reply.code(204).send();
+  });
+  app.get(LEADER_OFFSETS_PATH, async (request) => {
+    checkSecret(request.headers);
+    const topic = (request.query as { topic?: unknown }).topic;
+    if (typeof topic !== 'string' || topic === '') throw invalid('topic is required', 'topic');
+    if (!options.leaderOffsets) throw new SluiceError('NOT_FOUND', 'this node holds no partitions');
+    return { partitions: options.leaderOffsets(topic) };
   });
   app.post(CONTROLLER_COMMANDS_PATH, { bodyLimit: CONTROLLER_COMMAND_BYTES_MAX }, async (request, reply) => {
     checkSecret(request.headers);
