@@ -186,9 +186,15 @@ export class Controller {
     }
     this.#lastHeartbeatMs.set(beat.brokerId, this.#clock.monotonicMs());
     if (!broker.fenced || !beat.caughtUp) return [];
-    return checked(image, [
-      { type: 'unfenceBroker', version: 0, brokerId: broker.brokerId, brokerEpoch: broker.brokerEpoch },
-    ]);
+    const unfence: MetadataRecord = {
+      type: 'unfenceBroker',
+      version: 0,
+      brokerId: broker.brokerId,
+      brokerEpoch: broker.brokerEpoch,
+    };
+    // In the same entry, the partitions it was the last in-sync replica of get it back as leader:
+    // a broker that restarts serves its partitions as soon as it is unfenced.
+    return checked(image, [unfence, ...this.electLeaderless(replay(image, unfence, image.lastOffset + 1))]);
   }
 
   /**
