@@ -168,13 +168,12 @@ export class AdminService implements AdminApi {
       );
     }
     const replicationFactor = request.replicationFactor ?? 1;
-    if (replicationFactor !== 1) {
-      // The controller places replicas over the live brokers, but partition data is not copied
-      // between nodes yet: a second replica would be an empty log that could become leader.
+    // A node alone has one broker; in a cluster the controller refuses more than the live brokers.
+    if (replicationFactor !== 1 && !this.#remote) {
       throw new SluiceError(
         'INVALID_REPLICATION_FACTOR',
-        `replication factor ${replicationFactor} is not supported yet: partitions are not replicated between nodes, so it must be 1`,
-        { details: { replicationFactorMax: 1 } },
+        `replication factor ${replicationFactor} is larger than the 1 available node`,
+        { details: { availableNodes: 1 } },
       );
     }
     const configs = request.configs ?? {};

@@ -33,6 +33,8 @@ export interface ProducedOffsets {
 export interface ProduceOptions {
   /** The leader epoch the client knows of the partition it names (KIP-320); checked where it is led. */
   leaderEpoch?: number;
+  /** How long an acks=all produce waits for the in-sync set (REQUEST_TIMED_OUT after); 30 s when absent. */
+  timeoutMs?: number;
 }
 
 export interface QuorumMembers {

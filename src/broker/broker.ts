@@ -9,9 +9,11 @@ import type { BrokerApi, NodeApi, RoutingApi } from './api.js';
 import { FetchService } from './fetch.js';
 import { FetchWaiters } from './fetch-waiters.js';
 import { BrokerMetrics } from './metrics.js';
+import type { PeerClient } from './peer-client.js';
 import { ProduceService } from './produce.js';
 import { PartitionReconciler } from './reconciler.js';
 import type { RemotePartitions } from './remote-partitions.js';
+import { type ReplicationCluster, type ReplicationOptions, ReplicationService } from './replication.js';
 import type { TopicRegistry } from './topic-registry.js';
 import { Topics } from './topics.js';
 
@@ -41,6 +43,12 @@ export interface BrokerDeps {
   remote?: RemotePartitions;
   /** In a cluster: waits until this node's metadata holds what the controller has decided. */
   catchUp?: () => Promise<void>;
+  /** In a cluster: partition replication between the nodes. */
+  replication?: {
+    cluster: ReplicationCluster;
+    peers: PeerClient;
+    options: Omit<ReplicationOptions, 'nodeId'>;
+  };
 }
 
 /**
@@ -53,6 +61,8 @@ export class Broker implements BrokerApi {
   readonly produce: ProduceService;
   readonly fetch: FetchService;
   readonly routing: RoutingApi | undefined;
+  /** In a cluster: partition replication; absent on a node alone. */
+  readonly replication: ReplicationService | undefined;
   readonly #waiters: FetchWaiters;
   readonly #reconciler: PartitionReconciler;
   #shuttingDown = false;
@@ -76,6 +86,18 @@ export class Broker implements BrokerApi {
       },
       { metrics: deps.metrics ?? noopMetrics, topics, waiters: this.#waiters },
     );
+    this.replication = deps.replication
+      ? new ReplicationService(
+          { nodeId: options.nodeId, ...deps.replication.options },
+          {
+            topics,
+            cluster: deps.replication.cluster,
+            peers: deps.replication.peers,
+            clock: deps.clock,
+            logger: deps.logger ?? noopLogger,
+          },
+        )
+      : undefined;
     this.#reconciler = new PartitionReconciler(
       { nodeId: options.nodeId },
       {
@@ -85,6 +107,8 @@ export class Broker implements BrokerApi {
         waiters: this.#waiters,
         metrics,
         logger: deps.logger ?? noopLogger,
+        clock: deps.clock,
+        ...(this.replication ? { onPartitions: (held) => this.replication!.follow(held) } : {}),
       },
     );
     topics.settleWith(() => this.#reconciler.sync());
@@ -128,6 +152,7 @@ export class Broker implements BrokerApi {
 
   /** Opens every known topic's partitions; the node is ready once they are open. */
   async start(): Promise<void> {
+    this.replication?.start();
     await this.admin.start();
     this.#started = true;
   }
@@ -139,6 +164,7 @@ export class Broker implements BrokerApi {
   beginShutdown(): void {
     this.#shuttingDown = true;
     this.#reconciler.close();
+    this.replication?.close();
     this.#waiters.close();
   }
 

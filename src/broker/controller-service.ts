@@ -301,6 +301,8 @@ export class ControllerService {
         return [];
       case 'shutdownBroker':
         return c.controlledShutdown(image, command.brokerId, command.brokerEpoch);
+      case 'alterPartition':
+        return c.alterPartition(image, command);
       case 'heartbeat':
         return c.heartbeat(image, {
           brokerId: command.brokerId,

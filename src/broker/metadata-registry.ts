@@ -53,7 +53,13 @@ export class MetadataTopicRegistry implements TopicRegistry {
           topic: name,
           topicId: topic.topicId,
           partition: p.partition,
-          role: { leader: p.leader, leaderEpoch: p.leaderEpoch, replicas: p.replicas, isr: p.isr },
+          role: {
+            leader: p.leader,
+            leaderEpoch: p.leaderEpoch,
+            partitionEpoch: p.partitionEpoch,
+            replicas: p.replicas,
+            isr: p.isr,
+          },
         });
       }
     }

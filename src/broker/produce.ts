@@ -16,6 +16,9 @@ import type { Topics } from './topics.js';
  * Produce on one node: chooses each record's partition, turns each partition's share into one
  * batch, and appends it on the partition's replica as leader.
  */
+/** How long an acks=all produce waits for replication when the request does not say. */
+const DEFAULT_PRODUCE_TIMEOUT_MS = 30_000;
+
 export class ProduceService implements ProduceApi {
   readonly #topics: Topics;
   readonly #clock: Clock;
@@ -99,6 +102,7 @@ export class ProduceService implements ProduceApi {
       const indexes = byPartition.get(replica.partition)!;
       this.#countIn(replica, indexes.length, batch.length);
       for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
+      if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
     });
     for (const { target, partition, batch } of forwarded) {
       appends.push(
@@ -140,8 +144,9 @@ export class ProduceService implements ProduceApi {
     });
     replica.checkLeaderEpoch(options.leaderEpoch);
     this.#checkAcks(topic, replica, acks);
-    const appending = replica.appendAsLeader(data, { crcChecked: true }).then((result) => {
+    const appending = replica.appendAsLeader(data, { crcChecked: true }).then(async (result) => {
       this.#countIn(replica, result.lastOffset - result.baseOffset + 1, data.length);
+      if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
       return result;
     });
     if (acks === 0) {
@@ -155,6 +160,14 @@ export class ProduceService implements ProduceApi {
       lastOffset: result.lastOffset,
       batchCount: result.batchCount,
     };
+  }
+
+  /** acks=all: waits until the in-sync set holds the append (the high watermark reaches its end). */
+  #replicated(replica: PartitionReplica, end: number, timeoutMs = DEFAULT_PRODUCE_TIMEOUT_MS): Promise<void> {
+    return replica.waitForHighWatermark(end, {
+      timeoutMs,
+      setTimeout: (fn, ms) => this.#clock.setTimeout(fn, ms),
+    });
   }
 
   #countIn(replica: PartitionReplica, records: number, bytes: number): void {

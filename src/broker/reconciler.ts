@@ -1,3 +1,4 @@
+import type { Clock } from '../common/clock.js';
 import type { Logger } from '../common/logger.js';
 import type { PartitionReplica } from '../replication/replica.js';
 import type { FetchWaiters } from './fetch-waiters.js';
@@ -28,6 +29,10 @@ export class PartitionReconciler {
   readonly #waiters: FetchWaiters;
   readonly #metrics: BrokerMetrics;
   readonly #logger: Logger;
+  readonly #clock: Clock;
+  readonly #onPartitions:
+    | ((held: { replica: PartitionReplica; topicId: string; leader: number }[]) => void)
+    | undefined;
   /** The topic id of each open replica, by partition key. */
   readonly #topicIds = new Map<string, string>();
   /** The config text each open replica's log last took, by partition key. */
@@ -45,8 +50,13 @@ export class PartitionReconciler {
       waiters: FetchWaiters;
       metrics: BrokerMetrics;
       logger: Logger;
+      clock: Clock;
+      /** Told after every pass which partitions this node holds and who leads each (replication). */
+      onPartitions?: (held: { replica: PartitionReplica; topicId: string; leader: number }[]) => void;
     },
   ) {
+    this.#clock = deps.clock;
+    this.#onPartitions = deps.onPartitions;
     this.#nodeId = options.nodeId;
     this.#registry = deps.registry;
     this.#topics = deps.topics;
@@ -116,13 +126,17 @@ export class PartitionReconciler {
       await replicas.delete(topic, partition);
     }
     for (const name of goneTopics) this.#metrics.forgetTopic(name);
+    const held: { replica: PartitionReplica; topicId: string; leader: number }[] = [];
+    const now = this.#clock.monotonicMs();
     for (const [key, want] of desired) {
       const topic = this.#topics.find(want.topic);
       if (!topic) continue;
       const config = this.#topics.config(topic);
       const configText = JSON.stringify(topic.configs);
       const isNew = !this.#topicIds.has(key);
-      const replica = await replicas.getOrCreate(want.topic, want.partition, config.log, want.role);
+      const replica = await replicas.getOrCreate(want.topic, want.partition, config.log, want.role, now);
+      replica.setMinInsync(config.minInsyncReplicas);
+      held.push({ replica, topicId: want.topicId, leader: want.role.leader });
       if (isNew) {
         await this.#ids.writeTopicId(want.topic, want.partition, want.topicId);
         this.#topicIds.set(key, want.topicId);
@@ -131,6 +145,7 @@ export class PartitionReconciler {
       }
       this.#configOf.set(key, configText);
     }
+    this.#onPartitions?.(held);
   }
 }
 

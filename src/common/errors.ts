@@ -111,6 +111,11 @@ export const ERROR_CODES = {
     retriable: true,
     title: 'The leader epoch given is newer than this node knows: retry',
   },
+  INVALID_UPDATE_VERSION: {
+    status: 409,
+    retriable: true,
+    title: 'The change was computed from a partition state that has changed since',
+  },
   NETWORK_EXCEPTION: {
     status: 503,
     retriable: true,

@@ -277,6 +277,61 @@ export class Controller {
   }
 
   /**
+   * A leader's new in-sync set for one of its partitions. Refused unless the asker is the current
+   * incarnation of the partition's leader, at the current leader epoch and partition epoch (a
+   * request computed from older state is stale), and the set holds the leader, only replicas, and
+   * only unfenced brokers among those it adds.
+   */
+  alterPartition(
+    image: MetadataImage,
+    request: {
+      brokerId: number;
+      brokerEpoch: number;
+      topicId: string;
+      partition: number;
+      leaderEpoch: number;
+      partitionEpoch: number;
+      isr: readonly number[];
+    },
+  ): MetadataRecord[] {
+    const p = image.partition(request.topicId, request.partition);
+    if (!p)
+      throw new SluiceError(
+        'UNKNOWN_TOPIC_OR_PARTITION',
+        `no partition ${request.topicId}/${request.partition}`,
+      );
+    const broker = image.broker(request.brokerId);
+    if (!broker || broker.brokerEpoch !== request.brokerEpoch || broker.fenced)
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        `broker ${request.brokerId} at epoch ${request.brokerEpoch} is not a current, unfenced broker`,
+      );
+    if (p.leader !== request.brokerId || p.leaderEpoch !== request.leaderEpoch)
+      throw new SluiceError(
+        'FENCED_LEADER_EPOCH',
+        `broker ${request.brokerId} at leader epoch ${request.leaderEpoch} does not lead the partition (leader ${p.leader}, epoch ${p.leaderEpoch})`,
+      );
+    if (p.partitionEpoch !== request.partitionEpoch)
+      throw new SluiceError(
+        'INVALID_UPDATE_VERSION',
+        `partition epoch ${request.partitionEpoch} is stale; the partition is at ${p.partitionEpoch}`,
+      );
+    const isr = [...new Set(request.isr)];
+    if (!isr.includes(p.leader) || isr.some((id) => !p.replicas.includes(id)))
+      throw new SluiceError('INVALID_REQUEST', 'the in-sync set must hold the leader and only replicas');
+    for (const id of isr) {
+      if (p.isr.includes(id)) continue;
+      const b = image.broker(id);
+      if (!b || b.fenced)
+        throw new SluiceError('INVALID_REQUEST', `broker ${id} is fenced: it cannot join the in-sync set`);
+    }
+    const ordered = p.replicas.filter((id) => isr.includes(id));
+    return checked(image, [
+      { type: 'partitionChange', version: 0, topicId: p.topicId, partition: p.partition, isr: ordered },
+    ]);
+  }
+
+  /**
    * Forgets every session: a controller that gains the leadership starts each broker's session
    * afresh (it may have missed heartbeats sent to the controller before it).
    */

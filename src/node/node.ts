@@ -10,6 +10,7 @@ import type { MetricsRegistry } from '../common/metrics.js';
 import { buildApp } from '../http/app.js';
 import { internalRaftRoutes } from '../http/routes/internal-raft.js';
 import { dualProtocolServerFactory } from '../http/server.js';
+import type { ControllerCommand } from '../protocol/internal-api.js';
 import { type ConfigValue, parseTopicConfigDefaults } from '../protocol/topic-config.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { LogManager } from '../storage/log-manager.js';
@@ -59,6 +60,8 @@ export interface NodeOptions {
   clusterSecretFile?: string;
   /** How long a broker may go unheard before the controller fences it; 9000 when absent. */
   sessionTimeoutMs?: number;
+  /** A follower not caught up with its leader for this long leaves the in-sync set; 30000 when absent. */
+  replicaLagTimeMaxMs?: number;
 }
 
 export interface SluiceNode {
@@ -184,6 +187,27 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         metrics,
         logger,
         ...(remote ? { remote, catchUp: () => metadata.controller.catchUp() } : {}),
+        ...(metadata.peers
+          ? {
+              replication: {
+                peers: metadata.peers,
+                cluster: {
+                  brokerEpoch: () => {
+                    const b = metadata.log.image.broker(nodeId);
+                    return b && !b.fenced ? b.brokerEpoch : undefined;
+                  },
+                  isLive: (id: number) => metadata.log.image.broker(id)?.fenced === false,
+                  urlOf: (id: number) => metadata.directory.urlOf(id),
+                  submit: (command: ControllerCommand) => metadata.controller.submit(command),
+                },
+                options: {
+                  replicaLagTimeMaxMs: options.replicaLagTimeMaxMs ?? 30_000,
+                  fetchMaxWaitMs: 500,
+                  fetchMaxBytes: 8 * 1024 * 1024,
+                },
+              },
+            }
+          : {}),
       },
     );
     const app = buildApp(
@@ -203,6 +227,9 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         driver: metadata.driver,
         executeCommand: (command) => metadata.controller.execute(command),
         leaderOffsets: (topic) => broker.admin.leaderOffsets(topic),
+        ...(broker.replication
+          ? { answerReplicaFetch: (request, signal) => broker.replication!.answerFetch(request, signal) }
+          : {}),
       });
     }
     if (logLevel !== 'silent') target = app.log;
@@ -316,6 +343,7 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
     'clusterSecret',
     'clusterSecretFile',
     'sessionTimeoutMs',
+    'replicaLagTimeMaxMs',
   ]);
   for (const key of Object.keys(parsed)) {
     if (!allowed.has(key))
@@ -331,7 +359,12 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
   if (settings.port !== undefined && !isInt(settings.port, 0, 65535)) throw bad('port', 'an integer port');
   if (settings.nodeId !== undefined && !isInt(settings.nodeId, 0, 2 ** 31 - 1))
     throw bad('nodeId', 'a non-negative integer');
-  for (const key of ['slowRequestMs', 'metricsPartitionSeriesMax', 'sessionTimeoutMs']) {
+  for (const key of [
+    'slowRequestMs',
+    'metricsPartitionSeriesMax',
+    'sessionTimeoutMs',
+    'replicaLagTimeMaxMs',
+  ]) {
     if (settings[key] !== undefined && !isInt(settings[key], 0, 2 ** 31 - 1))
       throw bad(key, 'a non-negative integer');
   }

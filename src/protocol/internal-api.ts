@@ -407,6 +407,20 @@ export type ControllerCommand =
   | { type: 'addVoter'; nodeId: number }
   /** Takes a voter out of the metadata quorum; it follows the log as a learner from then on. */
   | { type: 'removeVoter'; nodeId: number }
+  /**
+   * A partition's leader asks for a new in-sync set (followers that fell behind leave, caught-up
+   * ones join), fenced by its broker epoch, leader epoch and the partition epoch it last saw.
+   */
+  | {
+      type: 'alterPartition';
+      brokerId: number;
+      brokerEpoch: number;
+      topicId: string;
+      partition: number;
+      leaderEpoch: number;
+      partitionEpoch: number;
+      isr: number[];
+    }
   /** A broker that is stopping: fenced now, its leaderships moved (controlled shutdown). */
   | { type: 'shutdownBroker'; brokerId: number; brokerEpoch: number }
   /** Decides nothing: answers the controller's last offset, which the caller waits for (a read barrier). */
@@ -487,6 +501,29 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       c.only(['type', 'nodeId']);
       c.uint('nodeId');
       break;
+    case 'alterPartition': {
+      c.only([
+        'type',
+        'brokerId',
+        'brokerEpoch',
+        'topicId',
+        'partition',
+        'leaderEpoch',
+        'partitionEpoch',
+        'isr',
+      ]);
+      c.uint('brokerId');
+      c.uint('brokerEpoch');
+      string('topicId');
+      c.uint('partition');
+      c.uint('leaderEpoch');
+      c.uint('partitionEpoch');
+      const isr = c.array('isr', 64);
+      isr.forEach((id, i) => {
+        if (!uint(id)) throw new FieldError(`isr/${i}`, 'a node id');
+      });
+      break;
+    }
     case 'shutdownBroker':
       c.only(['type', 'brokerId', 'brokerEpoch']);
       c.uint('brokerId');
@@ -499,4 +536,72 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       throw new FieldError('type', 'a controller command');
   }
   return value as unknown as ControllerCommand;
+}
+
+/**
+ * `POST /internal/replica/fetch`: a follower pulls the batches of every partition it follows from
+ * one leader, in one long-polling request (msgpack both ways). The leader answers per partition:
+ * the batches from `fetchOffset` as stored (up to its log end, past the high watermark), its high
+ * watermark and log start, or the epoch where the follower's log diverges from its own
+ * (`divergingEpoch`: the follower truncates there), or an error code.
+ */
+export const REPLICA_FETCH_PATH = '/internal/replica/fetch';
+export const REPLICA_FETCH_PARTITIONS_MAX = 10_000;
+
+export interface ReplicaFetchPartition {
+  topicId: string;
+  topic: string;
+  partition: number;
+  /** The follower's log end: where its next batch starts. */
+  fetchOffset: number;
+  /** The epoch of the follower's last batch, -1 when its log is empty (KIP-595's divergence check). */
+  lastFetchedEpoch: number;
+  /** The leader epoch the follower follows; a stale or unknown one is refused (KIP-320). */
+  leaderEpoch: number;
+}
+
+export interface ReplicaFetchRequest {
+  replicaId: number;
+  /** The follower's broker epoch: a leader answers only a registered, current incarnation. */
+  brokerEpoch: number;
+  maxWaitMs: number;
+  maxBytes: number;
+  partitions: ReplicaFetchPartition[];
+}
+
+export interface ReplicaFetchPartitionAnswer {
+  topic: string;
+  partition: number;
+  /** An error code (NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, OFFSET_OUT_OF_RANGE, ...). */
+  error?: string;
+  highWatermark: number;
+  logStartOffset: number;
+  logEndOffset: number;
+  divergingEpoch?: { epoch: number; endOffset: number };
+  /** Stored batches back to back, as the leader holds them. */
+  records: Uint8Array;
+}
+
+export function checkReplicaFetchRequest(value: unknown): ReplicaFetchRequest {
+  if (!isObject(value)) throw new FieldError('/', 'a map');
+  const c = new Checker(value, '');
+  c.only(['replicaId', 'brokerEpoch', 'maxWaitMs', 'maxBytes', 'partitions']);
+  c.uint('replicaId');
+  c.uint('brokerEpoch');
+  if (c.uint('maxWaitMs') > 30_000) c.fail('maxWaitMs', 'at most 30000');
+  if (c.uint('maxBytes') > 64 * 1024 * 1024) c.fail('maxBytes', 'at most 64 MiB');
+  c.array('partitions', REPLICA_FETCH_PARTITIONS_MAX).forEach((p, i) => {
+    if (!isObject(p)) throw new FieldError(`partitions/${i}`, 'a map');
+    const pc = new Checker(p, `partitions/${i}/`);
+    pc.only(['topicId', 'topic', 'partition', 'fetchOffset', 'lastFetchedEpoch', 'leaderEpoch']);
+    for (const name of ['topicId', 'topic'] as const)
+      if (typeof p[name] !== 'string' || (p[name] as string).length === 0 || (p[name] as string).length > 255)
+        pc.fail(name, 'a string of 1 to 255 characters');
+    pc.uint('partition');
+    pc.uint('fetchOffset');
+    if (!(p.lastFetchedEpoch === -1 || uint(p.lastFetchedEpoch)))
+      pc.fail('lastFetchedEpoch', '-1 or an epoch');
+    pc.uint('leaderEpoch');
+  });
+  return value as unknown as ReplicaFetchRequest;
 }

@@ -26,12 +26,13 @@ export class ReplicaManager {
     partition: number,
     config: LogConfig,
     role?: ReplicaRole,
+    nowMs = 0,
   ): Promise<PartitionReplica> {
     const log = await this.#logs.getOrCreate(topic, partition, config);
     const key = keyOf(topic, partition);
     const existing = this.#replicas.get(key);
     if (existing && existing.log === log) {
-      if (role) existing.setRole(role);
+      if (role) existing.setRole(role, nowMs);
       return existing;
     }
     const replica = new PartitionReplica(
@@ -42,6 +43,7 @@ export class ReplicaManager {
         replicas: role?.replicas ?? [this.nodeId],
         leaderEpoch: role?.leaderEpoch ?? 0,
         ...(role ? { leader: role.leader, isr: role.isr } : {}),
+        nowMs,
       },
       { log },
     );
@@ -53,6 +55,12 @@ export class ReplicaManager {
     const replica = this.#replicas.get(keyOf(topic, partition));
     // The log may have been dropped under the replica (a delete of its directory).
     return replica && this.#logs.get(topic, partition) === replica.log ? replica : undefined;
+  }
+
+  /** Every open replica of this node. */
+  *all(): IterableIterator<{ replica: PartitionReplica }> {
+    for (const replica of this.#replicas.values())
+      if (this.#logs.get(replica.topic, replica.partition) === replica.log) yield { replica };
   }
 
   /** Partition logs on disk, whether or not a topic owns them. */

@@ -352,3 +352,82 @@ describe('the metadata quorum’s membership', () => {
     }
   }, 120_000);
 });
+
+describe('replicated partitions', () => {
+  it('replicates acks=all records to every in-sync replica, and a new leader has them all after the old one is killed', async () => {
+    const cluster = await TestCluster.start(3, {
+      sessionTimeoutMs: SESSION_TIMEOUT_MS,
+      replicaLagTimeMaxMs: 2000,
+    });
+    try {
+      const created = await cluster.post(1, '/v1/topics', {
+        name: 'replicated',
+        partitions: 3,
+        replicationFactor: 3,
+        configs: { 'min.insync.replicas': 2 },
+      });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      for (const p of created.body.partitions) {
+        expect(p.replicas).toHaveLength(3);
+        expect(p.isr).toHaveLength(3);
+      }
+      const acked: string[][] = [[], [], []];
+      for (let round = 0; round < 5; round++) {
+        for (let p = 0; p < 3; p++) {
+          const values = Array.from({ length: 20 }, (_, i) => `p${p} r${round} #${i}`);
+          const answer = await cluster.post(1, `/v1/topics/replicated/partitions/${p}/records?acks=all`, {
+            records: values.map((value) => ({ value })),
+          });
+          expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+          acked[p]!.push(...values);
+        }
+      }
+      const before = await partitionsOf(cluster, 2, 'replicated');
+      for (const p of before) expect(p.logEndOffset).toBe(100);
+      // Kill the leader of partition 0: another in-sync replica takes over with every acked record.
+      const victim = before[0]!.leader;
+      await cluster.kill(victim);
+      const survivor = cluster.ids.find((id) => id !== victim)!;
+      const after = await eventually(
+        'partition 0 led by another replica',
+        async () => {
+          const now = await partitionsOf(cluster, survivor, 'replicated');
+          return now[0]!.leader !== victim && now[0]!.leader !== -1 ? now : undefined;
+        },
+        SESSION_TIMEOUT_MS + 5000,
+      );
+      expect(after[0]!.leaderEpoch).toBeGreaterThan(before[0]!.leaderEpoch);
+      expect(after[0]!.isr).not.toContain(victim);
+      for (let p = 0; p < 3; p++) {
+        const values = await eventually(`partition ${p} readable`, async () => {
+          const a = await cluster.get(
+            survivor,
+            `/v1/topics/replicated/partitions/${p}/records?offset=earliest&maxBytes=1048576`,
+          );
+          return a.status === 200 && a.body.records.length === 100
+            ? a.body.records.map((r: { value: string }) => r.value)
+            : undefined;
+        });
+        expect(values).toEqual(acked[p]);
+      }
+      // Still writable with acks=all: two in-sync replicas remain.
+      const more = await cluster.post(survivor, '/v1/topics/replicated/partitions/0/records?acks=all', {
+        records: [{ value: 'after failover' }],
+      });
+      expect(more.status, JSON.stringify(more.body)).toBe(200);
+      expect(more.body.offsets[0].offset).toBe(100);
+      // The old leader returns, truncates nothing acknowledged, catches up and rejoins the in-sync set.
+      await cluster.startNode(victim);
+      await eventually(
+        'the old leader back in the in-sync set of partition 0',
+        async () => {
+          const now = await partitionsOf(cluster, survivor, 'replicated');
+          return now[0]!.isr.includes(victim) ? true : undefined;
+        },
+        20_000,
+      );
+    } finally {
+      await cluster.close();
+    }
+  }, 120_000);
+});

@@ -138,6 +138,7 @@ const ALLOWED_ERRORS: Readonly<Record<ControllerCommand['type'], readonly string
   addVoter: [],
   removeVoter: [],
   shutdownBroker: [],
+  alterPartition: [],
 };
 
 type Outcome = { offset: number } | { error: unknown };

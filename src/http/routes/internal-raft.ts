@@ -11,6 +11,7 @@ import {
   type ControllerCommandResult,
   checkControllerCommand,
   checkRaftMessage,
+  checkReplicaFetchRequest,
   checkSnapshotChunk,
   FieldError,
   LEADER_OFFSETS_PATH,
@@ -19,6 +20,8 @@ import {
   RAFT_MESSAGES_PATH,
   RAFT_SNAPSHOT_CHUNKS_PATH,
   RAFT_STATUS_PATH,
+  REPLICA_FETCH_PATH,
+  type ReplicaFetchRequest,
   SNAPSHOT_CHUNK_REQUEST_BYTES_MAX,
   type SnapshotChunk,
   type SnapshotChunkOutcome,
@@ -42,6 +45,8 @@ export interface InternalRaftOptions {
   receiveSnapshotChunk?: (chunk: SnapshotChunk) => SnapshotChunkOutcome;
   /** The node's Raft driver, for `GET /internal/raft/status`. */
   driver?: { status(): RaftStatus };
+  /** Answers a follower's fetch (`POST /internal/replica/fetch`), long-polling; aborted when the follower goes. */
+  answerReplicaFetch?: (request: ReplicaFetchRequest, signal: AbortSignal) => Promise<unknown[]>;
   /** The offsets of a topic's partitions this node leads (`GET /internal/leader-offsets?topic=`). */
   leaderOffsets?: (topic: string) => unknown[];
   /** Carries out a controller command (`POST /internal/controller/commands`); NOT_CONTROLLER when not active. */
@@ -120,6 +125,20 @@ export async function internalRaftRoutes(app: FastifyInstance, options: Internal
       options.deliver(messages as RaftMessage[]);
     }
     return reply.code(204).send();
+  });
+  app.post(REPLICA_FETCH_PATH, { bodyLimit: RAFT_MESSAGES_BYTES_MAX }, async (request, reply) => {
+    checkSecret(request.headers);
+    if (!options.answerReplicaFetch) throw new SluiceError('NOT_FOUND', 'this node replicates no partitions');
+    const fetch = checked(() => checkReplicaFetchRequest(unpack(request.body, 'a replica fetch')));
+    const abort = new AbortController();
+    const onClose = () => abort.abort();
+    request.raw.once('close', onClose);
+    try {
+      const partitions = await options.answerReplicaFetch(fetch, abort.signal);
+      return reply.type(MEDIA.msgpack).send(packr.pack({ partitions }));
+    } finally {
+      request.raw.off('close', onClose);
+    }
   });
   app.get(LEADER_OFFSETS_PATH, async (request) => {
     checkSecret(request.headers);

@@ -29,7 +29,11 @@ export async function produceRoutes(app: FastifyInstance, options: { produce: Pr
     acksParameter: string | undefined,
     leaderEpoch?: number,
   ) => {
-    const options = leaderEpoch === undefined ? {} : { leaderEpoch };
+    const timeoutMs = (request.query as { timeoutMs?: number }).timeoutMs;
+    const options = {
+      ...(leaderEpoch === undefined ? {} : { leaderEpoch }),
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    };
     const acks = parseAcks(acksParameter) ?? -1;
     const status = acks === 0 ? 202 : 200;
     const mediaType = mediaTypeOf(request.headers['content-type']);
