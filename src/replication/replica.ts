@@ -315,7 +315,8 @@ export class PartitionReplica {
       if (!state || nowMs - state.lastCaughtUpMs > lagMaxMs) next.delete(id);
     }
     for (const id of this.#replicas) {
-      if (id === this.#nodeId || next.has(id) || !live(id)) continue;
+      // Only replicas outside the committed set join (one just dropped above stays out).
+      if (id === this.#nodeId || this.#isr.includes(id) || !live(id)) continue;
       const state = this.#followers.get(id);
       if (state && state.logEndOffset >= this.#highWatermark && state.logEndOffset >= this.#epochStartOffset)
         next.add(id);
