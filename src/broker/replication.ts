@@ -10,6 +10,7 @@ import {
   type ReplicaFetchRequest,
 } from '../protocol/internal-api.js';
 import { packr, unpackr } from '../protocol/msgpack.js';
+import { divergingEpoch, truncationOffset } from '../replication/divergence.js';
 import type { PartitionReplica } from '../replication/replica.js';
 import { errorOf, type PeerClient } from './peer-client.js';
 import type { Topics } from './topics.js';
@@ -181,14 +182,12 @@ export class ReplicationService {
     });
     // The follower's last batch is of `lastFetchedEpoch`: where does that epoch end here? Where
     // the follower's log goes past it, or the epoch is not ours, the logs diverge there.
-    if (p.lastFetchedEpoch >= 0 && p.fetchOffset > 0) {
-      const end = log.leaderEpochs.endOffsetFor(p.lastFetchedEpoch, log.logEndOffset) ?? {
-        epoch: -1,
-        endOffset: -1,
-      };
-      if (end.epoch < p.lastFetchedEpoch || end.endOffset < p.fetchOffset)
-        return answer({ divergingEpoch: end });
-    }
+    const diverging = divergingEpoch(
+      (epoch) => log.leaderEpochs.endOffsetFor(epoch, log.logEndOffset),
+      p.lastFetchedEpoch,
+      p.fetchOffset,
+    );
+    if (diverging) return answer({ divergingEpoch: diverging });
     if (p.fetchOffset < log.logStartOffset || p.fetchOffset > log.logEndOffset)
       return fail('OFFSET_OUT_OF_RANGE');
     replica.followerFetched(follower, p.fetchOffset, now);
@@ -253,15 +252,16 @@ export class ReplicationService {
   async #apply(replica: PartitionReplica, answer: ReplicaFetchPartitionAnswer): Promise<boolean> {
     const log = replica.log;
     if (answer.divergingEpoch) {
-      const { epoch, endOffset } = answer.divergingEpoch;
-      // Truncate to where the leader's epoch ends, or where ours does if that is sooner; the
-      // leader knowing no such epoch leaves the follower its own high watermark (all committed).
-      const own = epoch >= 0 ? log.leaderEpochs.endOffsetFor(epoch, log.logEndOffset) : undefined;
-      const to =
-        epoch < 0
-          ? replica.highWatermark
-          : Math.min(endOffset, own && own.epoch === epoch ? own.endOffset : endOffset);
-      const target = Math.max(log.logStartOffset, Math.min(to, log.logEndOffset));
+      const epoch = answer.divergingEpoch.epoch;
+      const target = truncationOffset(
+        answer.divergingEpoch,
+        (e) => log.leaderEpochs.endOffsetFor(e, log.logEndOffset),
+        {
+          logStartOffset: log.logStartOffset,
+          logEndOffset: log.logEndOffset,
+          highWatermark: replica.highWatermark,
+        },
+      );
       if (target < log.logEndOffset) {
         await log.truncateTo(target);
         replica.truncatedTo(target);
