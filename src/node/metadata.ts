@@ -243,7 +243,7 @@ export async function openMetadata(
       });
     await register();
     if (!voter) await joined();
-    const beat = async () => {
+    const beat = async (timeoutMs: number) => {
       const broker = log.image.broker(nodeId);
       if (!broker || broker.incarnationId !== incarnationId) {
         await register();
@@ -251,18 +251,20 @@ export async function openMetadata(
       }
       await controller.submit(
         { type: 'heartbeat', brokerId: nodeId, brokerEpoch: broker.brokerEpoch, caughtUp: true },
-        // Given up within half a session, so that a stuck one never keeps the next from going.
-        { timeoutMs: Math.max(100, Math.floor(options.sessionTimeoutMs / 2)) },
+        { timeoutMs },
       );
     };
-    await beat();
+    // The first one may wait while this node catches up with the log; later ones give up within
+    // half a session, so that a stuck one never keeps the next from going.
+    await beat(JOIN_WAIT_MS);
+    const beatTimeoutMs = Math.max(100, Math.floor(options.sessionTimeoutMs / 2));
     await waitUntil('the controller unfencing this broker', () => log.image.broker(nodeId)?.fenced === false);
     let beating = false;
     const interval = Math.max(100, Math.min(1000, Math.floor(options.sessionTimeoutMs / 4)));
     heartbeat = deps.clock.setInterval(() => {
       if (beating || closed) return;
       beating = true;
-      beat()
+      beat(beatTimeoutMs)
         .catch((error) => deps.logger.warn({ err: error }, 'the broker heartbeat failed'))
         .finally(() => {
           beating = false;
