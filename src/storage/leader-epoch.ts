@@ -110,6 +110,16 @@ export class LeaderEpochCache {
     if (changed) this.#persist();
   }
 
+  /**
+   * Forgets every epoch: the log was emptied and starts over at an offset none of them covers
+   * (`PartitionLog.truncateFullyAndStartAt`), so none of their start offsets means anything now.
+   */
+  clear(): void {
+    if (this.#entries.length === 0) return;
+    this.#entries = [];
+    this.#persist();
+  }
+
   /** Resolves when every change so far is on disk; rejects once any checkpoint write has failed. */
   async flush(): Promise<void> {
     await this.#writing;

@@ -197,6 +197,12 @@ export interface PendingAppend {
 const RECOVERY_POINT_FILE = 'recovery-point-checkpoint';
 export const LOG_START_FILE = 'log-start-offset-checkpoint';
 const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
+/**
+ * The durable intent of `truncateFullyAndStartAt`, in the checkpoint form: the offset the new,
+ * empty log starts at. Once it is on disk the old log is gone whatever happens next: an open that
+ * finds it finishes the work (`finishTruncateFully`) before it reads any segment.
+ */
+export const TRUNCATE_FULLY_FILE = 'truncate-fully-intent';
 
 /**
  * The log of one partition: a directory of segments. Appends are serialized and each is one
@@ -276,9 +282,21 @@ export class PartitionLog {
     const config = { ...DEFAULT_LOG_CONFIG, ...options.config };
     const dir = options.dir;
     await mkdirDurable(fs, dir);
-    const names = await fs.readdir(dir);
+    let names = await fs.readdir(dir);
     for (const name of names) {
       if (name.endsWith('.tmp') || name.endsWith('.cleaned')) await fs.unlink(`${dir}/${name}`);
+    }
+    if (names.includes(TRUNCATE_FULLY_FILE)) {
+      const startAt = await readIntent(fs, `${dir}/${TRUNCATE_FULLY_FILE}`);
+      await finishTruncateFully(fs, dir, startAt, {
+        writeCheckpoint: (name, value) => writeCheckpointFile(fs, `${dir}/${name}`, value),
+        clearLeaderEpochs: async () => {
+          const cache = await LeaderEpochCache.load(`${dir}/${LEADER_EPOCH_FILE}`, fs);
+          cache.clear();
+          await cache.flush();
+        },
+      });
+      names = await fs.readdir(dir);
     }
     const clean = names.includes(CLEAN_SHUTDOWN_FILE);
     const recoveryPoint = clean
@@ -635,6 +653,51 @@ export class PartitionLog {
       await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
       this.leaderEpochs.truncateFromEnd(this.logEndOffset);
       await this.leaderEpochs.flush();
+      this.#checkInvariants();
+      this.#notify();
+    });
+  }
+
+  /**
+   * Deletes every segment and starts an empty log at `offset`: its log start and log end offsets
+   * are both `offset`, and a follower's next append must begin there. For a follower whose leader's
+   * log starts past this log's end, or whose log has nothing in common with its leader's. Every
+   * leader epoch is forgotten (none covers an offset of the new log).
+   *
+   * A power loss at any step reopens as the old log or as the new empty one, never a mix: the
+   * intent (`TRUNCATE_FULLY_FILE`) is written durably first and is the point of no return. Before
+   * it, nothing of the old log has changed; after it, the old segments are deleted (a directory
+   * sync), the new segment is created, the log-start, recovery-point and leader-epoch checkpoints
+   * name the new log, and the intent is deleted last. An open that finds the intent finishes
+   * those steps itself. (Creating the new segment before deleting the old ones cannot work in
+   * general: `offset` may name an old segment's file, or lie inside or below the old log.)
+   */
+  truncateFullyAndStartAt(offset: number): Promise<void> {
+    this.#checkOpen();
+    if (!Number.isSafeInteger(offset) || offset < 0)
+      return Promise.reject(new SluiceError('INVALID_REQUEST', `offset ${offset} is not a valid offset`));
+    return this.#serialize(async () => {
+      this.#truncations++;
+      // Lowering the recovery point is always safe; a flush meanwhile writes no offset of the old log.
+      this.#recoveryPoint = Math.min(this.#recoveryPoint, offset);
+      await this.#writeCheckpoint(TRUNCATE_FULLY_FILE, offset);
+      await finishTruncateFully(this.#fs, this.dir, offset, {
+        writeCheckpoint: (name, value) => this.#writeCheckpoint(name, value),
+        clearLeaderEpochs: () => {
+          this.leaderEpochs.clear();
+          return this.leaderEpochs.flush();
+        },
+        // The old files are unlinked, not yet closed: reads and a timer's flush in flight still
+        // use their descriptors, and the log never has a closed active segment.
+        afterOldDeleted: async () => {
+          const old = this.#segments;
+          this.#segments = [await Segment.create(this.dir, offset, this.#fs, this.#clock.nowMs())];
+          this.#logStartOffset = offset;
+          this.#recoveryPoint = offset;
+          // Waits for the reads already in them (`Segment.close`).
+          for (const segment of old) await segment.close();
+        },
+      });
       this.#checkInvariants();
       this.#notify();
     });
@@ -1030,11 +1093,7 @@ export class PartitionLog {
 
   /** Checkpoint writes are serialized: a timer's flush and a close must not interleave them. */
   #writeCheckpoint(name: string, value: number): Promise<void> {
-    const body = Buffer.from(`${value}\n`);
-    const crc = crc32c(body).toString(16);
-    const write = this.#checkpoints.then(() =>
-      this.#fs.writeFileAtomic(`${this.dir}/${name}`, Buffer.from(`${value}\n${crc}\n`)),
-    );
+    const write = this.#checkpoints.then(() => writeCheckpointFile(this.#fs, `${this.dir}/${name}`, value));
     this.#checkpoints = write.catch(() => {});
     return write;
   }
@@ -1220,7 +1279,7 @@ async function recoverSegments(
   const { clean, recoveryPoint, config } = options;
   const { fs, clock } = deps;
   const bases = names
-    .filter((n) => /^\d{20}\.log$/.test(n))
+    .filter((n) => SEGMENT_LOG_FILE.test(n))
     .map((n) => Number(n.slice(0, 20)))
     .sort((a, b) => a - b);
   const out: RecoveredSegments = {
@@ -1273,6 +1332,60 @@ async function recoverSegments(
   }
   return out;
 }
+
+/** Replaces the checkpoint at `path` atomically: `<value>\n<crc32c of "<value>\n" in hex>\n`. */
+function writeCheckpointFile(fs: FileSystem, path: string, value: number): Promise<void> {
+  const body = Buffer.from(`${value}\n`);
+  const crc = crc32c(body).toString(16);
+  return fs.writeFileAtomic(path, Buffer.from(`${value}\n${crc}\n`));
+}
+
+/**
+ * The offset of a `truncateFullyAndStartAt` intent. It was written atomically, so a damaged one is
+ * damage on disk, and which log to open is then unknown: the open is refused.
+ */
+async function readIntent(fs: FileSystem, path: string): Promise<number> {
+  const data = await fs.readFile(path);
+  const [value, crc] = (data ?? Buffer.alloc(0)).toString('utf8').split('\n');
+  if (value === undefined || crc !== crc32c(Buffer.from(`${value}\n`)).toString(16) || !/^\d+$/.test(value))
+    throw new SluiceError('KAFKA_STORAGE_ERROR', `the truncation intent ${path} is damaged`, {
+      retriable: false,
+    });
+  return Number(value);
+}
+
+/**
+ * The steps of `truncateFullyAndStartAt` after its intent is durable, shared by the live call and
+ * by an open that finds the intent (a crash came between): each step may run twice. The old
+ * segments' files go first (a directory sync makes their deletion durable, so that none comes back
+ * beside the new log), then the checkpoints name the new log, then the intent goes. A new segment created before the
+ * intent is gone is empty (appends wait for the truncation), so deleting it again loses nothing.
+ */
+async function finishTruncateFully(
+  fs: FileSystem,
+  dir: string,
+  offset: number,
+  steps: {
+    writeCheckpoint: (name: string, value: number) => Promise<void>;
+    clearLeaderEpochs: () => Promise<void>;
+    /** The live call creates its new active segment here; an open creates it from the log start. */
+    afterOldDeleted?: () => Promise<void>;
+  },
+): Promise<void> {
+  const bases = (await fs.readdir(dir))
+    .filter((n) => SEGMENT_LOG_FILE.test(n))
+    .map((n) => Number(n.slice(0, 20)));
+  // Deletes newest first and syncs the directory.
+  await deleteSegmentFiles(fs, dir, bases);
+  await steps.afterOldDeleted?.();
+  await steps.writeCheckpoint(LOG_START_FILE, offset);
+  await steps.writeCheckpoint(RECOVERY_POINT_FILE, offset);
+  await steps.clearLeaderEpochs();
+  await fs.unlink(`${dir}/${TRUNCATE_FULLY_FILE}`);
+  await fs.syncDir(dir);
+}
+
+const SEGMENT_LOG_FILE = /^\d{20}\.log$/;
 
 /** A checkpoint file's offset; 0 when the file is missing or its CRC is wrong. */
 export async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
