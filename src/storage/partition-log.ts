@@ -195,6 +195,7 @@ export interface PendingAppend {
   reject: (error: unknown) => void;
 }
 const RECOVERY_POINT_FILE = 'recovery-point-checkpoint';
+export const HIGH_WATERMARK_FILE = 'high-watermark-checkpoint';
 export const LOG_START_FILE = 'log-start-offset-checkpoint';
 const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
 /**
@@ -212,7 +213,8 @@ export const TRUNCATE_FULLY_FILE = 'truncate-fully-intent';
  * Invariants, asserted by `#checkInvariants` after every append, truncation and move of the log
  * start (asserts stay on in production): segments are sorted by base offset and contiguous in
  * offsets, each ending where the next begins; the active segment is the last;
- * firstBase <= logStartOffset <= logEndOffset; recoveryPoint <= logEndOffset.
+ * firstBase <= logStartOffset <= logEndOffset; recoveryPoint <= logEndOffset;
+ * logStartOffset <= highWatermarkCheckpoint <= logEndOffset.
  */
 export class PartitionLog {
   readonly dir: string;
@@ -222,6 +224,8 @@ export class PartitionLog {
   #segments: Segment[] = [];
   #logStartOffset = 0;
   #recoveryPoint = 0;
+  /** The last high watermark the caller checkpointed, lowered by truncation, raised to the log start. */
+  #highWatermark = 0;
   #writeChain: Promise<unknown> = Promise.resolve();
   #checkpoints: Promise<void> = Promise.resolve();
   #appendQueue: PendingAppend[] = [];
@@ -321,7 +325,15 @@ export class PartitionLog {
     log.#logStartOffset = Math.max(segments[0]!.baseOffset, storedStart, 0);
     if (log.#logStartOffset > log.logEndOffset) log.#logStartOffset = log.logEndOffset;
     log.#recoveryPoint = log.logEndOffset;
+    // What recovery kept may end below the checkpoint (unflushed batches lost); records below the
+    // log start are gone, so nothing below it is waited for either.
+    const storedHighWatermark = await readCheckpoint(fs, `${dir}/${HIGH_WATERMARK_FILE}`);
+    log.#highWatermark = Math.min(Math.max(storedHighWatermark, log.#logStartOffset), log.logEndOffset);
     log.#checkInvariants();
+    // A checkpoint past the recovered end is lowered on disk before anything is appended: the
+    // offsets past the end will hold new records, which it would otherwise claim were committed.
+    if (storedHighWatermark > log.#highWatermark)
+      await log.#writeCheckpoint(HIGH_WATERMARK_FILE, log.#highWatermark);
     leaderEpochs.truncateFromEnd(log.logEndOffset);
     if (recovered.scannedFrom !== undefined) {
       // Epochs below the scan are in the checkpoint (a flush lands it before the recovery point
@@ -368,6 +380,47 @@ export class PartitionLog {
   /** Offsets below this are known to be on disk. */
   get recoveryPoint(): number {
     return this.#recoveryPoint;
+  }
+
+  /**
+   * The high watermark last written by `checkpointHighWatermark`, as read at open (0 when the file
+   * is absent), kept within [logStartOffset, logEndOffset]: lowered by a truncation below it
+   * (`truncateTo`, `truncateFullyAndStartAt`), raised when the log start passes it.
+   */
+  get highWatermarkCheckpoint(): number {
+    return this.#highWatermark;
+  }
+
+  /**
+   * Writes `highWatermark` to `high-watermark-checkpoint` atomically (file, fsync, rename, directory
+   * fsync) and resolves once it is durable. Never written by appends: the replication layer writes
+   * it when it chooses (periodically and at close). Monotonic: a value below the current one is
+   * ignored, since the records below the higher one were committed and still are (a follower can
+   * learn a lower high watermark from a new leader that has not caught up); only a truncation
+   * lowers it. A value past the log end is refused (OFFSET_OUT_OF_RANGE): the high watermark is
+   * never above the log end offset. A failed write takes the log offline (`#serialize`).
+   */
+  checkpointHighWatermark(highWatermark: number): Promise<void> {
+    this.#checkOpen();
+    if (!Number.isSafeInteger(highWatermark) || highWatermark < 0) {
+      return Promise.reject(
+        new SluiceError('INVALID_REQUEST', `high watermark ${highWatermark} is not an offset`),
+      );
+    }
+    // Serialized with appends and truncations, so that the log end it is checked against is the
+    // one it lands beside: a truncation queued before it has lowered both already.
+    return this.#serialize(async () => {
+      if (highWatermark > this.logEndOffset) {
+        throw new SluiceError(
+          'OFFSET_OUT_OF_RANGE',
+          `high watermark ${highWatermark} is beyond the log end ${this.logEndOffset}`,
+          { details: { logStartOffset: this.#logStartOffset, logEndOffset: this.logEndOffset } },
+        );
+      }
+      if (highWatermark <= this.#highWatermark) return;
+      this.#highWatermark = highWatermark;
+      await this.#writeCheckpoint(HIGH_WATERMARK_FILE, highWatermark);
+    });
   }
 
   /** Total bytes of all segments. */
@@ -631,6 +684,9 @@ export class PartitionLog {
     return this.#serialize(async () => {
       if (offset >= this.logEndOffset) return;
       this.#truncations++;
+      // Lowered durably before any record goes: offsets at and past the cut will hold records
+      // nobody has committed, and a checkpoint that still covered them would say they were.
+      await this.#lowerHighWatermark(offset);
       if (this.#recoveryPoint > offset) {
         this.#recoveryPoint = offset;
         await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
@@ -651,6 +707,12 @@ export class PartitionLog {
       }
       this.#recoveryPoint = Math.min(this.#recoveryPoint, this.logEndOffset);
       await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+      // The cut rounds down to a batch start, or the log restarts at its start.
+      const highWatermark = Math.max(Math.min(this.#highWatermark, this.logEndOffset), this.#logStartOffset);
+      if (highWatermark !== this.#highWatermark) {
+        this.#highWatermark = highWatermark;
+        await this.#writeCheckpoint(HIGH_WATERMARK_FILE, highWatermark);
+      }
       this.leaderEpochs.truncateFromEnd(this.logEndOffset);
       await this.leaderEpochs.flush();
       this.#checkInvariants();
@@ -680,6 +742,9 @@ export class PartitionLog {
       this.#truncations++;
       // Lowering the recovery point is always safe; a flush meanwhile writes no offset of the old log.
       this.#recoveryPoint = Math.min(this.#recoveryPoint, offset);
+      // Lowered before the point of no return: should the old log survive a crash, its records
+      // past `offset` were not all committed for this log any more.
+      await this.#lowerHighWatermark(offset);
       await this.#writeCheckpoint(TRUNCATE_FULLY_FILE, offset);
       await finishTruncateFully(this.#fs, this.dir, offset, {
         writeCheckpoint: (name, value) => this.#writeCheckpoint(name, value),
@@ -694,6 +759,7 @@ export class PartitionLog {
           this.#segments = [await Segment.create(this.dir, offset, this.#fs, this.#clock.nowMs())];
           this.#logStartOffset = offset;
           this.#recoveryPoint = offset;
+          this.#highWatermark = offset;
           // Waits for the reads already in them (`Segment.close`).
           for (const segment of old) await segment.close();
         },
@@ -701,6 +767,13 @@ export class PartitionLog {
       this.#checkInvariants();
       this.#notify();
     });
+  }
+
+  /** Lowers the high-watermark checkpoint to `offset` durably, when it is above it. */
+  async #lowerHighWatermark(offset: number): Promise<void> {
+    if (this.#highWatermark <= offset) return;
+    this.#highWatermark = offset;
+    await this.#writeCheckpoint(HIGH_WATERMARK_FILE, offset);
   }
 
   /** Deletes the newest segment durably (its files, then a directory sync). */
@@ -1019,6 +1092,8 @@ export class PartitionLog {
   async #advanceStart(offset: number): Promise<void> {
     if (offset <= this.#logStartOffset) return;
     this.#logStartOffset = offset;
+    // Records below the log start are gone: none is waited for (an open raises it the same way).
+    this.#highWatermark = Math.max(this.#highWatermark, offset);
     await this.#writeCheckpoint(LOG_START_FILE, offset);
     while (this.#segments.length > 1 && this.#segments[0]!.nextOffset <= offset) {
       await this.#segments.shift()!.delete();
@@ -1047,6 +1122,10 @@ export class PartitionLog {
     assert(
       this.#recoveryPoint <= end,
       `${this.dir}: recovery point ${this.#recoveryPoint} beyond log end ${end}`,
+    );
+    assert(
+      this.#logStartOffset <= this.#highWatermark && this.#highWatermark <= end,
+      `${this.dir}: high watermark ${this.#highWatermark} outside [${this.#logStartOffset}, ${end}]`,
     );
   }
 
@@ -1380,6 +1459,7 @@ async function finishTruncateFully(
   await steps.afterOldDeleted?.();
   await steps.writeCheckpoint(LOG_START_FILE, offset);
   await steps.writeCheckpoint(RECOVERY_POINT_FILE, offset);
+  await steps.writeCheckpoint(HIGH_WATERMARK_FILE, offset);
   await steps.clearLeaderEpochs();
   await fs.unlink(`${dir}/${TRUNCATE_FULLY_FILE}`);
   await fs.syncDir(dir);
