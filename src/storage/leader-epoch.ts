@@ -3,6 +3,10 @@ import { crc32c } from '../common/crc32c.js';
 import { SluiceError } from '../common/errors.js';
 import type { FileSystem } from './fs.js';
 
+/** Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET: no epoch, and so no end offset, answers. */
+export const UNDEFINED_EPOCH = -1;
+export const UNDEFINED_EPOCH_OFFSET = -1;
+
 export interface EpochEntry {
   epoch: number;
   startOffset: number;

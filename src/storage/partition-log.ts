@@ -27,7 +27,7 @@ import {
 } from '../protocol/batch.js';
 import { DEFAULT_LOG_CONFIG, type LogConfig } from '../protocol/topic-config.js';
 import { type FileSystem, mkdirDurable } from './fs.js';
-import { LeaderEpochCache } from './leader-epoch.js';
+import { LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET } from './leader-epoch.js';
 import { type BatchLocation, type EpochStart, Segment, segmentName } from './segment.js';
 
 export interface AppendResult {
@@ -421,6 +421,36 @@ export class PartitionLog {
       this.#highWatermark = highWatermark;
       await this.#writeCheckpoint(HIGH_WATERMARK_FILE, highWatermark);
     });
+  }
+
+  /** The latest leader epoch of the log's batches; undefined when none carries one. */
+  get latestEpoch(): number | undefined {
+    return this.leaderEpochs.latestEpoch();
+  }
+
+  /**
+   * Where the log's leader epoch `epoch` ends, as Kafka's OffsetsForLeaderEpoch answers (KIP-101,
+   * with KIP-279's rule that the answer names the largest epoch not above the one asked for), and
+   * as Kafka's `LeaderEpochFileCache.endOffsetFor` computes it:
+   * - `epoch` at or above the latest epoch: (latest epoch, log end offset). Kafka answers
+   *   UNDEFINED above the latest, a case it never reaches because a new leader records its epoch
+   *   at once; Sluice's rule holds as well when it has not yet (the log's records end there).
+   * - between known epochs: (largest epoch <= `epoch`, start offset of the next epoch).
+   * - below the first known epoch: (`epoch`, start offset of the first known epoch): the log's
+   *   older epochs were deleted with their records, and a follower must not keep anything past
+   *   where what is left begins (Kafka since KIP-279; before it, UNDEFINED).
+   * - no epoch known (an empty cache, after `truncateFullyAndStartAt` too), or `epoch` negative
+   *   (UNDEFINED_EPOCH): (-1, -1).
+   */
+  endOffsetForEpoch(epoch: number): { epoch: number; endOffset: number } {
+    this.#checkOpen();
+    if (!Number.isSafeInteger(epoch) || epoch < 0)
+      return { epoch: UNDEFINED_EPOCH, endOffset: UNDEFINED_EPOCH_OFFSET };
+    const found = this.leaderEpochs.endOffsetFor(epoch, this.logEndOffset);
+    if (found) return found;
+    const first = this.leaderEpochs.entries()[0];
+    if (first === undefined) return { epoch: UNDEFINED_EPOCH, endOffset: UNDEFINED_EPOCH_OFFSET };
+    return { epoch, endOffset: first.startOffset };
   }
 
   /** Total bytes of all segments. */
