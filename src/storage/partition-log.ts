@@ -226,6 +226,8 @@ export class PartitionLog {
   #recoveryPoint = 0;
   /** The last high watermark the caller checkpointed, lowered by truncation, raised to the log start. */
   #highWatermark = 0;
+  /** Retention and compaction stay below what it returns (`setRetentionLimit`); none when unset. */
+  #retentionLimit: (() => number) | undefined;
   #writeChain: Promise<unknown> = Promise.resolve();
   #checkpoints: Promise<void> = Promise.resolve();
   #appendQueue: PendingAppend[] = [];
@@ -813,6 +815,25 @@ export class PartitionLog {
     await this.#fs.syncDir(this.dir);
   }
 
+  /**
+   * Sets the offset that retention and compaction never reach: no record at or above what `limit`
+   * returns is deleted or cleaned, and `deleteRecordsBefore` refuses an offset above it. The
+   * replication layer passes the high watermark, so that a record no replica may yet have is
+   * never deleted, and a record past it (which may still be truncated away) never makes an older
+   * one of its key go. Asked at every retention pass, compaction and deletion; undefined removes
+   * the limit (the default: everything may go). A value that is not a number counts as 0.
+   */
+  setRetentionLimit(limit: (() => number) | undefined): void {
+    this.#retentionLimit = limit;
+  }
+
+  /** Where retention must stop now: +Infinity without a limit. */
+  #retentionLimitOffset(): number {
+    if (this.#retentionLimit === undefined) return Number.POSITIVE_INFINITY;
+    const limit = this.#retentionLimit();
+    return Number.isNaN(limit) || typeof limit !== 'number' ? 0 : Math.max(0, limit);
+  }
+
   /** Advances the log start offset; whole segments below it are deleted, never the active one. */
   deleteRecordsBefore(offset: number): Promise<void> {
     this.#checkOpen();
@@ -821,6 +842,14 @@ export class PartitionLog {
         throw new SluiceError(
           'OFFSET_OUT_OF_RANGE',
           `offset ${offset} is beyond the log end ${this.logEndOffset}`,
+        );
+      }
+      const limit = this.#retentionLimitOffset();
+      if (offset > limit) {
+        throw new SluiceError(
+          'OFFSET_OUT_OF_RANGE',
+          `offset ${offset} is beyond the retention limit ${limit} (the high watermark)`,
+          { details: { retentionLimit: limit, logEndOffset: this.logEndOffset } },
         );
       }
       await this.#advanceStart(offset);
@@ -837,7 +866,10 @@ export class PartitionLog {
     return this.#serialize(() => this.#applyRetention({ bytes: true, time: true }));
   }
 
-  /** Deletes the oldest closed segments that retention (by size, by time, or both) lets go. */
+  /**
+   * Deletes the oldest closed segments that retention (by size, by time, or both) lets go, and
+   * none whose last offset is at or past the retention limit (`setRetentionLimit`).
+   */
   async #applyRetention(by: { bytes: boolean; time: boolean }): Promise<{ segmentsDeleted: number }> {
     if (this.#config.cleanupPolicy === 'compact') return { segmentsDeleted: 0 };
     const { retentionMs, retentionBytes } = this.#config;
@@ -845,7 +877,10 @@ export class PartitionLog {
     let total = this.sizeBytes;
     let deleteBefore = this.#logStartOffset;
     let count = 0;
+    const limit = this.#retentionLimitOffset();
     for (const segment of this.#segments.slice(0, -1)) {
+      // Its last offset is below the limit, or it stays (and every later one with it).
+      if (segment.nextOffset > limit) break;
       const expired =
         by.time && retentionMs >= 0 && segment.maxTimestamp >= 0 && segment.maxTimestamp < now - retentionMs;
       const oversized = by.bytes && retentionBytes >= 0 && total - segment.size >= retentionBytes;
@@ -864,18 +899,23 @@ export class PartitionLog {
    * keys written there still supersede older records. The last batch of a segment always keeps at
    * least its last record, so that the segment still ends where the next one begins after a reopen
    * (its end is read from its last batch): a missing segment file is then told apart from a gap
-   * left by compaction.
+   * left by compaction. Nothing at or past the retention limit (`setRetentionLimit`) is cleaned
+   * or counts as a newer record of its key.
    */
   compact(): Promise<{ segmentsCleaned: number; recordsRemoved: number }> {
     this.#checkOpen();
     return this.#serialize(async () => {
       if (!this.#config.cleanupPolicy.includes('compact') || this.#segments.length < 2)
         return { segmentsCleaned: 0, recordsRemoved: 0 };
+      // Records at or past the limit neither are cleaned nor supersede older ones: they may
+      // still be truncated away, and the older record would then be the latest.
+      const limit = this.#retentionLimitOffset();
       const latest = new Map<string, number>();
       for (const segment of this.#segments) {
+        if (segment.baseOffset >= limit) break;
         await this.#forEachBatch(segment, (batch) => {
           for (const record of decodeRecords(batch))
-            if (record.key !== null) latest.set(keyOf(record.key), record.offset);
+            if (record.key !== null && record.offset < limit) latest.set(keyOf(record.key), record.offset);
         });
       }
       const horizon = this.#clock.nowMs() - this.#config.deleteRetentionMs;
@@ -883,6 +923,7 @@ export class PartitionLog {
       let segmentsCleaned = 0;
       for (let i = 0; i < this.#segments.length - 1; i++) {
         const segment = this.#segments[i]!;
+        if (segment.nextOffset > limit) break;
         const dropTombstones = segment.maxTimestamp < horizon;
         const keeps = (r: BatchRecord) =>
           r.key === null || (latest.get(keyOf(r.key)) === r.offset && !(r.value === null && dropTombstones));
