@@ -761,8 +761,8 @@ export class PartitionLog {
    * A power loss at any step reopens as the old log or as the new empty one, never a mix: the
    * intent (`TRUNCATE_FULLY_FILE`) is written durably first and is the point of no return. Before
    * it, nothing of the old log has changed; after it, the old segments are deleted (a directory
-   * sync), the new segment is created, the log-start, recovery-point and leader-epoch checkpoints
-   * name the new log, and the intent is deleted last. An open that finds the intent finishes
+   * sync), the new segment is created, the log-start, recovery-point, high-watermark and
+   * leader-epoch checkpoints name the new log, and the intent is deleted last. An open that finds the intent finishes
    * those steps itself. (Creating the new segment before deleting the old ones cannot work in
    * general: `offset` may name an old segment's file, or lie inside or below the old log.)
    */
@@ -848,7 +848,7 @@ export class PartitionLog {
       if (offset > limit) {
         throw new SluiceError(
           'OFFSET_OUT_OF_RANGE',
-          `offset ${offset} is beyond the retention limit ${limit} (the high watermark)`,
+          `offset ${offset} is beyond the retention limit ${limit}`,
           { details: { retentionLimit: limit, logEndOffset: this.logEndOffset } },
         );
       }
