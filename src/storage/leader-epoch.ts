@@ -3,6 +3,10 @@ import { crc32c } from '../common/crc32c.js';
 import { SluiceError } from '../common/errors.js';
 import type { FileSystem } from './fs.js';
 
+/** Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET: no epoch, and so no end offset, answers. */
+export const UNDEFINED_EPOCH = -1;
+export const UNDEFINED_EPOCH_OFFSET = -1;
+
 export interface EpochEntry {
   epoch: number;
   startOffset: number;
@@ -108,6 +112,16 @@ export class LeaderEpochCache {
       changed = true;
     }
     if (changed) this.#persist();
+  }
+
+  /**
+   * Forgets every epoch: the log was emptied and starts over at an offset none of them covers
+   * (`PartitionLog.truncateFullyAndStartAt`), so none of their start offsets means anything now.
+   */
+  clear(): void {
+    if (this.#entries.length === 0) return;
+    this.#entries = [];
+    this.#persist();
   }
 
   /** Resolves when every change so far is on disk; rejects once any checkpoint write has failed. */

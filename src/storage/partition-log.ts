@@ -27,7 +27,7 @@ import {
 } from '../protocol/batch.js';
 import { DEFAULT_LOG_CONFIG, type LogConfig } from '../protocol/topic-config.js';
 import { type FileSystem, mkdirDurable } from './fs.js';
-import { LeaderEpochCache } from './leader-epoch.js';
+import { LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET } from './leader-epoch.js';
 import { type BatchLocation, type EpochStart, Segment, segmentName } from './segment.js';
 
 export interface AppendResult {
@@ -195,8 +195,15 @@ export interface PendingAppend {
   reject: (error: unknown) => void;
 }
 const RECOVERY_POINT_FILE = 'recovery-point-checkpoint';
+export const HIGH_WATERMARK_FILE = 'high-watermark-checkpoint';
 export const LOG_START_FILE = 'log-start-offset-checkpoint';
 const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
+/**
+ * The durable intent of `truncateFullyAndStartAt`, in the checkpoint form: the offset the new,
+ * empty log starts at. Once it is on disk the old log is gone whatever happens next: an open that
+ * finds it finishes the work (`finishTruncateFully`) before it reads any segment.
+ */
+export const TRUNCATE_FULLY_FILE = 'truncate-fully-intent';
 
 /**
  * The log of one partition: a directory of segments. Appends are serialized and each is one
@@ -206,7 +213,8 @@ const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
  * Invariants, asserted by `#checkInvariants` after every append, truncation and move of the log
  * start (asserts stay on in production): segments are sorted by base offset and contiguous in
  * offsets, each ending where the next begins; the active segment is the last;
- * firstBase <= logStartOffset <= logEndOffset; recoveryPoint <= logEndOffset.
+ * firstBase <= logStartOffset <= logEndOffset; recoveryPoint <= logEndOffset;
+ * logStartOffset <= highWatermarkCheckpoint <= logEndOffset.
  */
 export class PartitionLog {
   readonly dir: string;
@@ -216,6 +224,10 @@ export class PartitionLog {
   #segments: Segment[] = [];
   #logStartOffset = 0;
   #recoveryPoint = 0;
+  /** The last high watermark the caller checkpointed, lowered by truncation, raised to the log start. */
+  #highWatermark = 0;
+  /** Retention and compaction stay below what it returns (`setRetentionLimit`); none when unset. */
+  #retentionLimit: (() => number) | undefined;
   #writeChain: Promise<unknown> = Promise.resolve();
   #checkpoints: Promise<void> = Promise.resolve();
   #appendQueue: PendingAppend[] = [];
@@ -276,9 +288,21 @@ export class PartitionLog {
     const config = { ...DEFAULT_LOG_CONFIG, ...options.config };
     const dir = options.dir;
     await mkdirDurable(fs, dir);
-    const names = await fs.readdir(dir);
+    let names = await fs.readdir(dir);
     for (const name of names) {
       if (name.endsWith('.tmp') || name.endsWith('.cleaned')) await fs.unlink(`${dir}/${name}`);
+    }
+    if (names.includes(TRUNCATE_FULLY_FILE)) {
+      const startAt = await readIntent(fs, `${dir}/${TRUNCATE_FULLY_FILE}`);
+      await finishTruncateFully(fs, dir, startAt, {
+        writeCheckpoint: (name, value) => writeCheckpointFile(fs, `${dir}/${name}`, value),
+        clearLeaderEpochs: async () => {
+          const cache = await LeaderEpochCache.load(`${dir}/${LEADER_EPOCH_FILE}`, fs);
+          cache.clear();
+          await cache.flush();
+        },
+      });
+      names = await fs.readdir(dir);
     }
     const clean = names.includes(CLEAN_SHUTDOWN_FILE);
     const recoveryPoint = clean
@@ -303,7 +327,15 @@ export class PartitionLog {
     log.#logStartOffset = Math.max(segments[0]!.baseOffset, storedStart, 0);
     if (log.#logStartOffset > log.logEndOffset) log.#logStartOffset = log.logEndOffset;
     log.#recoveryPoint = log.logEndOffset;
+    // What recovery kept may end below the checkpoint (unflushed batches lost); records below the
+    // log start are gone, so nothing below it is waited for either.
+    const storedHighWatermark = await readCheckpoint(fs, `${dir}/${HIGH_WATERMARK_FILE}`);
+    log.#highWatermark = Math.min(Math.max(storedHighWatermark, log.#logStartOffset), log.logEndOffset);
     log.#checkInvariants();
+    // A checkpoint past the recovered end is lowered on disk before anything is appended: the
+    // offsets past the end will hold new records, which it would otherwise claim were committed.
+    if (storedHighWatermark > log.#highWatermark)
+      await log.#writeCheckpoint(HIGH_WATERMARK_FILE, log.#highWatermark);
     leaderEpochs.truncateFromEnd(log.logEndOffset);
     if (recovered.scannedFrom !== undefined) {
       // Epochs below the scan are in the checkpoint (a flush lands it before the recovery point
@@ -350,6 +382,77 @@ export class PartitionLog {
   /** Offsets below this are known to be on disk. */
   get recoveryPoint(): number {
     return this.#recoveryPoint;
+  }
+
+  /**
+   * The high watermark last written by `checkpointHighWatermark`, as read at open (0 when the file
+   * is absent), kept within [logStartOffset, logEndOffset]: lowered by a truncation below it
+   * (`truncateTo`, `truncateFullyAndStartAt`), raised when the log start passes it.
+   */
+  get highWatermarkCheckpoint(): number {
+    return this.#highWatermark;
+  }
+
+  /**
+   * Writes `highWatermark` to `high-watermark-checkpoint` atomically (file, fsync, rename, directory
+   * fsync) and resolves once it is durable. Never written by appends: the replication layer writes
+   * it when it chooses (periodically and at close). Monotonic: a value below the current one is
+   * ignored, since the records below the higher one were committed and still are (a follower can
+   * learn a lower high watermark from a new leader that has not caught up); only a truncation
+   * lowers it. A value past the log end is refused (OFFSET_OUT_OF_RANGE): the high watermark is
+   * never above the log end offset. A failed write takes the log offline (`#serialize`).
+   */
+  checkpointHighWatermark(highWatermark: number): Promise<void> {
+    this.#checkOpen();
+    if (!Number.isSafeInteger(highWatermark) || highWatermark < 0) {
+      return Promise.reject(
+        new SluiceError('INVALID_REQUEST', `high watermark ${highWatermark} is not an offset`),
+      );
+    }
+    // Serialized with appends and truncations, so that the log end it is checked against is the
+    // one it lands beside: a truncation queued before it has lowered both already.
+    return this.#serialize(async () => {
+      if (highWatermark > this.logEndOffset) {
+        throw new SluiceError(
+          'OFFSET_OUT_OF_RANGE',
+          `high watermark ${highWatermark} is beyond the log end ${this.logEndOffset}`,
+          { details: { logStartOffset: this.#logStartOffset, logEndOffset: this.logEndOffset } },
+        );
+      }
+      if (highWatermark <= this.#highWatermark) return;
+      this.#highWatermark = highWatermark;
+      await this.#writeCheckpoint(HIGH_WATERMARK_FILE, highWatermark);
+    });
+  }
+
+  /** The latest leader epoch of the log's batches; undefined when none carries one. */
+  get latestEpoch(): number | undefined {
+    return this.leaderEpochs.latestEpoch();
+  }
+
+  /**
+   * Where the log's leader epoch `epoch` ends, as Kafka's OffsetsForLeaderEpoch answers (KIP-101,
+   * with KIP-279's rule that the answer names the largest epoch not above the one asked for), and
+   * as Kafka's `LeaderEpochFileCache.endOffsetFor` computes it:
+   * - `epoch` at or above the latest epoch: (latest epoch, log end offset). Kafka answers
+   *   UNDEFINED above the latest, a case it never reaches because a new leader records its epoch
+   *   at once; Sluice's rule holds as well when it has not yet (the log's records end there).
+   * - between known epochs: (largest epoch <= `epoch`, start offset of the next epoch).
+   * - below the first known epoch: (`epoch`, start offset of the first known epoch): the log's
+   *   older epochs were deleted with their records, and a follower must not keep anything past
+   *   where what is left begins (Kafka since KIP-279; before it, UNDEFINED).
+   * - no epoch known (an empty cache, after `truncateFullyAndStartAt` too), or `epoch` negative
+   *   (UNDEFINED_EPOCH): (-1, -1).
+   */
+  endOffsetForEpoch(epoch: number): { epoch: number; endOffset: number } {
+    this.#checkOpen();
+    if (!Number.isSafeInteger(epoch) || epoch < 0)
+      return { epoch: UNDEFINED_EPOCH, endOffset: UNDEFINED_EPOCH_OFFSET };
+    const found = this.leaderEpochs.endOffsetFor(epoch, this.logEndOffset);
+    if (found) return found;
+    const first = this.leaderEpochs.entries()[0];
+    if (first === undefined) return { epoch: UNDEFINED_EPOCH, endOffset: UNDEFINED_EPOCH_OFFSET };
+    return { epoch, endOffset: first.startOffset };
   }
 
   /** Total bytes of all segments. */
@@ -613,6 +716,9 @@ export class PartitionLog {
     return this.#serialize(async () => {
       if (offset >= this.logEndOffset) return;
       this.#truncations++;
+      // Lowered durably before any record goes: offsets at and past the cut will hold records
+      // nobody has committed, and a checkpoint that still covered them would say they were.
+      await this.#lowerHighWatermark(offset);
       if (this.#recoveryPoint > offset) {
         this.#recoveryPoint = offset;
         await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
@@ -633,6 +739,12 @@ export class PartitionLog {
       }
       this.#recoveryPoint = Math.min(this.#recoveryPoint, this.logEndOffset);
       await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+      // The cut rounds down to a batch start, or the log restarts at its start.
+      const highWatermark = Math.max(Math.min(this.#highWatermark, this.logEndOffset), this.#logStartOffset);
+      if (highWatermark !== this.#highWatermark) {
+        this.#highWatermark = highWatermark;
+        await this.#writeCheckpoint(HIGH_WATERMARK_FILE, highWatermark);
+      }
       this.leaderEpochs.truncateFromEnd(this.logEndOffset);
       await this.leaderEpochs.flush();
       this.#checkInvariants();
@@ -640,11 +752,86 @@ export class PartitionLog {
     });
   }
 
+  /**
+   * Deletes every segment and starts an empty log at `offset`: its log start and log end offsets
+   * are both `offset`, and a follower's next append must begin there. For a follower whose leader's
+   * log starts past this log's end, or whose log has nothing in common with its leader's. Every
+   * leader epoch is forgotten (none covers an offset of the new log).
+   *
+   * A power loss at any step reopens as the old log or as the new empty one, never a mix: the
+   * intent (`TRUNCATE_FULLY_FILE`) is written durably first and is the point of no return. Before
+   * it, nothing of the old log has changed; after it, the old segments are deleted (a directory
+   * sync), the new segment is created, the log-start, recovery-point, high-watermark and
+   * leader-epoch checkpoints name the new log, and the intent is deleted last. An open that finds the intent finishes
+   * those steps itself. (Creating the new segment before deleting the old ones cannot work in
+   * general: `offset` may name an old segment's file, or lie inside or below the old log.)
+   */
+  truncateFullyAndStartAt(offset: number): Promise<void> {
+    this.#checkOpen();
+    if (!Number.isSafeInteger(offset) || offset < 0)
+      return Promise.reject(new SluiceError('INVALID_REQUEST', `offset ${offset} is not a valid offset`));
+    return this.#serialize(async () => {
+      this.#truncations++;
+      // Lowering the recovery point is always safe; a flush meanwhile writes no offset of the old log.
+      this.#recoveryPoint = Math.min(this.#recoveryPoint, offset);
+      // Lowered before the point of no return: should the old log survive a crash, its records
+      // past `offset` were not all committed for this log any more.
+      await this.#lowerHighWatermark(offset);
+      await this.#writeCheckpoint(TRUNCATE_FULLY_FILE, offset);
+      await finishTruncateFully(this.#fs, this.dir, offset, {
+        writeCheckpoint: (name, value) => this.#writeCheckpoint(name, value),
+        clearLeaderEpochs: () => {
+          this.leaderEpochs.clear();
+          return this.leaderEpochs.flush();
+        },
+        // The old files are unlinked, not yet closed: reads and a timer's flush in flight still
+        // use their descriptors, and the log never has a closed active segment.
+        afterOldDeleted: async () => {
+          const old = this.#segments;
+          this.#segments = [await Segment.create(this.dir, offset, this.#fs, this.#clock.nowMs())];
+          this.#logStartOffset = offset;
+          this.#recoveryPoint = offset;
+          this.#highWatermark = offset;
+          // Waits for the reads already in them (`Segment.close`).
+          for (const segment of old) await segment.close();
+        },
+      });
+      this.#checkInvariants();
+      this.#notify();
+    });
+  }
+
+  /** Lowers the high-watermark checkpoint to `offset` durably, when it is above it. */
+  async #lowerHighWatermark(offset: number): Promise<void> {
+    if (this.#highWatermark <= offset) return;
+    this.#highWatermark = offset;
+    await this.#writeCheckpoint(HIGH_WATERMARK_FILE, offset);
+  }
+
   /** Deletes the newest segment durably (its files, then a directory sync). */
   async #deleteNewest(): Promise<void> {
     assert(this.#segments.length > 1, 'the last segment is never deleted alone');
     await this.#segments.pop()!.delete();
     await this.#fs.syncDir(this.dir);
+  }
+
+  /**
+   * Sets the offset that retention and compaction never reach: no record at or above what `limit`
+   * returns is deleted or cleaned, and `deleteRecordsBefore` refuses an offset above it. The
+   * replication layer passes the high watermark, so that a record no replica may yet have is
+   * never deleted, and a record past it (which may still be truncated away) never makes an older
+   * one of its key go. Asked at every retention pass, compaction and deletion; undefined removes
+   * the limit (the default: everything may go). A value that is not a number counts as 0.
+   */
+  setRetentionLimit(limit: (() => number) | undefined): void {
+    this.#retentionLimit = limit;
+  }
+
+  /** Where retention must stop now: +Infinity without a limit. */
+  #retentionLimitOffset(): number {
+    if (this.#retentionLimit === undefined) return Number.POSITIVE_INFINITY;
+    const limit = this.#retentionLimit();
+    return Number.isNaN(limit) || typeof limit !== 'number' ? 0 : Math.max(0, limit);
   }
 
   /** Advances the log start offset; whole segments below it are deleted, never the active one. */
@@ -655,6 +842,14 @@ export class PartitionLog {
         throw new SluiceError(
           'OFFSET_OUT_OF_RANGE',
           `offset ${offset} is beyond the log end ${this.logEndOffset}`,
+        );
+      }
+      const limit = this.#retentionLimitOffset();
+      if (offset > limit) {
+        throw new SluiceError(
+          'OFFSET_OUT_OF_RANGE',
+          `offset ${offset} is beyond the retention limit ${limit}`,
+          { details: { retentionLimit: limit, logEndOffset: this.logEndOffset } },
         );
       }
       await this.#advanceStart(offset);
@@ -671,7 +866,10 @@ export class PartitionLog {
     return this.#serialize(() => this.#applyRetention({ bytes: true, time: true }));
   }
 
-  /** Deletes the oldest closed segments that retention (by size, by time, or both) lets go. */
+  /**
+   * Deletes the oldest closed segments that retention (by size, by time, or both) lets go, and
+   * none whose last offset is at or past the retention limit (`setRetentionLimit`).
+   */
   async #applyRetention(by: { bytes: boolean; time: boolean }): Promise<{ segmentsDeleted: number }> {
     if (this.#config.cleanupPolicy === 'compact') return { segmentsDeleted: 0 };
     const { retentionMs, retentionBytes } = this.#config;
@@ -679,7 +877,10 @@ export class PartitionLog {
     let total = this.sizeBytes;
     let deleteBefore = this.#logStartOffset;
     let count = 0;
+    const limit = this.#retentionLimitOffset();
     for (const segment of this.#segments.slice(0, -1)) {
+      // Its last offset is below the limit, or it stays (and every later one with it).
+      if (segment.nextOffset > limit) break;
       const expired =
         by.time && retentionMs >= 0 && segment.maxTimestamp >= 0 && segment.maxTimestamp < now - retentionMs;
       const oversized = by.bytes && retentionBytes >= 0 && total - segment.size >= retentionBytes;
@@ -698,18 +899,23 @@ export class PartitionLog {
    * keys written there still supersede older records. The last batch of a segment always keeps at
    * least its last record, so that the segment still ends where the next one begins after a reopen
    * (its end is read from its last batch): a missing segment file is then told apart from a gap
-   * left by compaction.
+   * left by compaction. Nothing at or past the retention limit (`setRetentionLimit`) is cleaned
+   * or counts as a newer record of its key.
    */
   compact(): Promise<{ segmentsCleaned: number; recordsRemoved: number }> {
     this.#checkOpen();
     return this.#serialize(async () => {
       if (!this.#config.cleanupPolicy.includes('compact') || this.#segments.length < 2)
         return { segmentsCleaned: 0, recordsRemoved: 0 };
+      // Records at or past the limit neither are cleaned nor supersede older ones: they may
+      // still be truncated away, and the older record would then be the latest.
+      const limit = this.#retentionLimitOffset();
       const latest = new Map<string, number>();
       for (const segment of this.#segments) {
+        if (segment.baseOffset >= limit) break;
         await this.#forEachBatch(segment, (batch) => {
           for (const record of decodeRecords(batch))
-            if (record.key !== null) latest.set(keyOf(record.key), record.offset);
+            if (record.key !== null && record.offset < limit) latest.set(keyOf(record.key), record.offset);
         });
       }
       const horizon = this.#clock.nowMs() - this.#config.deleteRetentionMs;
@@ -717,6 +923,7 @@ export class PartitionLog {
       let segmentsCleaned = 0;
       for (let i = 0; i < this.#segments.length - 1; i++) {
         const segment = this.#segments[i]!;
+        if (segment.nextOffset > limit) break;
         const dropTombstones = segment.maxTimestamp < horizon;
         const keeps = (r: BatchRecord) =>
           r.key === null || (latest.get(keyOf(r.key)) === r.offset && !(r.value === null && dropTombstones));
@@ -956,6 +1163,8 @@ export class PartitionLog {
   async #advanceStart(offset: number): Promise<void> {
     if (offset <= this.#logStartOffset) return;
     this.#logStartOffset = offset;
+    // Records below the log start are gone: none is waited for (an open raises it the same way).
+    this.#highWatermark = Math.max(this.#highWatermark, offset);
     await this.#writeCheckpoint(LOG_START_FILE, offset);
     while (this.#segments.length > 1 && this.#segments[0]!.nextOffset <= offset) {
       await this.#segments.shift()!.delete();
@@ -984,6 +1193,10 @@ export class PartitionLog {
     assert(
       this.#recoveryPoint <= end,
       `${this.dir}: recovery point ${this.#recoveryPoint} beyond log end ${end}`,
+    );
+    assert(
+      this.#logStartOffset <= this.#highWatermark && this.#highWatermark <= end,
+      `${this.dir}: high watermark ${this.#highWatermark} outside [${this.#logStartOffset}, ${end}]`,
     );
   }
 
@@ -1030,11 +1243,7 @@ export class PartitionLog {
 
   /** Checkpoint writes are serialized: a timer's flush and a close must not interleave them. */
   #writeCheckpoint(name: string, value: number): Promise<void> {
-    const body = Buffer.from(`${value}\n`);
-    const crc = crc32c(body).toString(16);
-    const write = this.#checkpoints.then(() =>
-      this.#fs.writeFileAtomic(`${this.dir}/${name}`, Buffer.from(`${value}\n${crc}\n`)),
-    );
+    const write = this.#checkpoints.then(() => writeCheckpointFile(this.#fs, `${this.dir}/${name}`, value));
     this.#checkpoints = write.catch(() => {});
     return write;
   }
@@ -1220,7 +1429,7 @@ async function recoverSegments(
   const { clean, recoveryPoint, config } = options;
   const { fs, clock } = deps;
   const bases = names
-    .filter((n) => /^\d{20}\.log$/.test(n))
+    .filter((n) => SEGMENT_LOG_FILE.test(n))
     .map((n) => Number(n.slice(0, 20)))
     .sort((a, b) => a - b);
   const out: RecoveredSegments = {
@@ -1273,6 +1482,61 @@ async function recoverSegments(
   }
   return out;
 }
+
+/** Replaces the checkpoint at `path` atomically: `<value>\n<crc32c of "<value>\n" in hex>\n`. */
+function writeCheckpointFile(fs: FileSystem, path: string, value: number): Promise<void> {
+  const body = Buffer.from(`${value}\n`);
+  const crc = crc32c(body).toString(16);
+  return fs.writeFileAtomic(path, Buffer.from(`${value}\n${crc}\n`));
+}
+
+/**
+ * The offset of a `truncateFullyAndStartAt` intent. It was written atomically, so a damaged one is
+ * damage on disk, and which log to open is then unknown: the open is refused.
+ */
+async function readIntent(fs: FileSystem, path: string): Promise<number> {
+  const data = await fs.readFile(path);
+  const [value, crc] = (data ?? Buffer.alloc(0)).toString('utf8').split('\n');
+  if (value === undefined || crc !== crc32c(Buffer.from(`${value}\n`)).toString(16) || !/^\d+$/.test(value))
+    throw new SluiceError('KAFKA_STORAGE_ERROR', `the truncation intent ${path} is damaged`, {
+      retriable: false,
+    });
+  return Number(value);
+}
+
+/**
+ * The steps of `truncateFullyAndStartAt` after its intent is durable, shared by the live call and
+ * by an open that finds the intent (a crash came between): each step may run twice. The old
+ * segments' files go first (a directory sync makes their deletion durable, so that none comes back
+ * beside the new log), then the checkpoints name the new log, then the intent goes. A new segment created before the
+ * intent is gone is empty (appends wait for the truncation), so deleting it again loses nothing.
+ */
+async function finishTruncateFully(
+  fs: FileSystem,
+  dir: string,
+  offset: number,
+  steps: {
+    writeCheckpoint: (name: string, value: number) => Promise<void>;
+    clearLeaderEpochs: () => Promise<void>;
+    /** The live call creates its new active segment here; an open creates it from the log start. */
+    afterOldDeleted?: () => Promise<void>;
+  },
+): Promise<void> {
+  const bases = (await fs.readdir(dir))
+    .filter((n) => SEGMENT_LOG_FILE.test(n))
+    .map((n) => Number(n.slice(0, 20)));
+  // Deletes newest first and syncs the directory.
+  await deleteSegmentFiles(fs, dir, bases);
+  await steps.afterOldDeleted?.();
+  await steps.writeCheckpoint(LOG_START_FILE, offset);
+  await steps.writeCheckpoint(RECOVERY_POINT_FILE, offset);
+  await steps.writeCheckpoint(HIGH_WATERMARK_FILE, offset);
+  await steps.clearLeaderEpochs();
+  await fs.unlink(`${dir}/${TRUNCATE_FULLY_FILE}`);
+  await fs.syncDir(dir);
+}
+
+const SEGMENT_LOG_FILE = /^\d{20}\.log$/;
 
 /** A checkpoint file's offset; 0 when the file is missing or its CRC is wrong. */
 export async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {
