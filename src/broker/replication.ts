@@ -183,7 +183,7 @@ export class ReplicationService {
     // The follower's last batch is of `lastFetchedEpoch`: where does that epoch end here? Where
     // the follower's log goes past it, or the epoch is not ours, the logs diverge there.
     const diverging = divergingEpoch(
-      (epoch) => log.leaderEpochs.endOffsetFor(epoch, log.logEndOffset),
+      (epoch) => log.endOffsetForEpoch(epoch),
       p.lastFetchedEpoch,
       p.fetchOffset,
     );
@@ -279,13 +279,10 @@ export class ReplicationService {
         return true;
       }
       if (log.logEndOffset < answer.logStartOffset) {
-        const reset = (log as unknown as { truncateFullyAndStartAt?: (o: number) => Promise<void> })
-          .truncateFullyAndStartAt;
-        if (reset) {
-          await reset.call(log, answer.logStartOffset);
-          replica.truncatedTo(answer.logStartOffset);
-          return true;
-        }
+        // The leader's log starts past this follower's end: start afresh where the leader's starts.
+        await log.truncateFullyAndStartAt(answer.logStartOffset);
+        replica.truncatedTo(answer.logStartOffset);
+        return true;
       }
       return false;
     }
@@ -300,8 +297,23 @@ export class ReplicationService {
 
   // ---- the in-sync set ----
 
+  /** Writes each replicated partition's high watermark where it moved (periodically and at shutdown). */
+  async checkpoint(): Promise<void> {
+    for (const { replica } of this.#topics.replicas.all()) {
+      if (replica.replicas.length < 2 || replica.log.offlineReason !== undefined) continue;
+      if (replica.highWatermark <= replica.log.highWatermarkCheckpoint) continue;
+      await replica.log.checkpointHighWatermark(replica.highWatermark).catch((error) => {
+        this.#logger.warn(
+          { err: error, topic: replica.topic, partition: replica.partition },
+          'the high watermark checkpoint failed',
+        );
+      });
+    }
+  }
+
   async #maintainIsr(): Promise<void> {
     if (this.#closed) return;
+    void this.checkpoint();
     const brokerEpoch = this.#cluster.brokerEpoch();
     if (brokerEpoch === undefined) return;
     const now = this.#clock.monotonicMs();

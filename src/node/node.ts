@@ -240,6 +240,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
       // Answer waiting fetches and end follow streams first, so that the server can drain.
       broker.beginShutdown();
       await app.close();
+      await broker.replication?.checkpoint();
     });
     await app.listen({
       host,

@@ -43,6 +43,8 @@ export class ReplicaManager {
         replicas: role?.replicas ?? [this.nodeId],
         leaderEpoch: role?.leaderEpoch ?? 0,
         ...(role ? { leader: role.leader, isr: role.isr } : {}),
+        // A replicated partition knows only what its checkpoint says was committed.
+        ...(role && role.replicas.length > 1 ? { highWatermark: log.highWatermarkCheckpoint } : {}),
         nowMs,
       },
       { log },

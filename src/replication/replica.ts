@@ -92,6 +92,8 @@ export class PartitionReplica {
     }
     // Appends move the high watermark of a leader alone; followers' fetches move it otherwise.
     deps.log.onAppend(() => this.#advance());
+    // Retention and compaction never touch what a consumer may not see yet.
+    deps.log.setRetentionLimit(() => this.#highWatermark);
   }
 
   /** The node that leads the partition, -1 when none does. */

@@ -140,9 +140,9 @@ describe('a three-node cluster', () => {
     const acks = await producer.send(sent);
     await producer.close();
     const byPartition = new Map<number, string[]>();
-    acks.forEach((a, i) =>
-      byPartition.set(a.partition, [...(byPartition.get(a.partition) ?? []), sent[i]!.value]),
-    );
+    acks.forEach((a, i) => {
+      byPartition.set(a.partition, [...(byPartition.get(a.partition) ?? []), sent[i]!.value]);
+    });
     expect(byPartition.size).toBe(6);
     for (const [partition, values] of byPartition) {
       const consumer = new PartitionConsumer({
