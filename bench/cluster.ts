@@ -13,7 +13,8 @@
  * - controller failover: from kill -9 of the active controller to a topic created through a
  *   survivor;
  * - produce through a node that does not lead the partition (forwarded over HTTP/2) against one
- *   sent to the leader, interleaved rounds of h2load in the same run: the ratio is forwarded/direct.
+ *   sent to the leader, interleaved rounds of h2load in the same run: the ratio is forwarded/direct;
+ * - a partition with three in-sync replicas: acks=all against acks=1, interleaved rounds.
  *
  * Prints the figures and appends a dated row to bench/RESULTS.md.
  */
@@ -232,6 +233,49 @@ async function main(): Promise<void> {
   const failed = [...direct, ...forwarded].reduce((n, x) => n + x.failed, 0);
   say(
     `produce 100x100B (h2c, 16 clients, ${ROUNDS}x${STEP_SECONDS}s): forwarded ${Math.round(f).toLocaleString('en-US')} rec/s = ${(f / d).toFixed(2)}x direct ${Math.round(d).toLocaleString('en-US')} rec/s (target 0.7x); mean latency ${median(forwarded.map((x) => x.meanMs)).toFixed(2)} ms vs ${median(direct.map((x) => x.meanMs)).toFixed(2)} ms${failed ? `; ${failed} failed requests` : ''}`,
+  );
+
+  // Replicated produce: acks=1 against acks=all on a partition with three in-sync replicas.
+  await call(1, 'POST', '/v1/topics', {
+    name: 'replicated',
+    partitions: 1,
+    replicationFactor: 3,
+    configs: { 'min.insync.replicas': 2 },
+  });
+  const replicatedLeader = (await leaders(1, 'replicated'))[0]!;
+  const work2 = await mkdtemp(join(tmpdir(), 'sluice-bench-bodies-'));
+  const batch1000 = join(work2, 'batch1000.msgpack');
+  writeFileSync(batch1000, packr.pack({ records: Array.from({ length: 1000 }, () => ({ value })) }));
+  const byAcks: Record<string, Figure[]> = { '1': [], all: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? ['1', 'all'] : ['all', '1'];
+    for (const acks of order) {
+      // Each step starts with the followers caught up, so that one step's backlog is not the next one's.
+      await until('the followers caught up', async () => {
+        const p = (await call(replicatedLeader, 'GET', '/v1/topics/replicated')).partitions[0];
+        return p.highWatermark === p.logEndOffset ? true : undefined;
+      });
+      byAcks[acks]!.push(
+        h2load(url(replicatedLeader), {
+          path: `/v1/topics/replicated/partitions/0/records?acks=${acks}`,
+          body: batch1000,
+          h1: false,
+          clients: 8,
+          seconds: STEP_SECONDS,
+        }),
+      );
+    }
+  }
+  await rm(work2, { recursive: true, force: true });
+  const one = median(byAcks['1']!.map((x) => x.requestsPerSecond)) * 1000;
+  const all = median(byAcks.all!.map((x) => x.requestsPerSecond)) * 1000;
+  const replicatedFailed = [...byAcks['1']!, ...byAcks.all!].reduce((n, x) => n + x.failed, 0);
+  say(
+    `replication factor 3, 1000x100B batches (h2c, 8 clients, ${ROUNDS}x${STEP_SECONDS}s): acks=all ${Math.round(all).toLocaleString('en-US')} rec/s = ${(all / one).toFixed(2)}x acks=1 ${Math.round(one).toLocaleString('en-US')} rec/s (target 0.8x); mean latency ${median(byAcks.all!.map((x) => x.meanMs)).toFixed(2)} ms vs ${median(byAcks['1']!.map((x) => x.meanMs)).toFixed(2)} ms${replicatedFailed ? `; ${replicatedFailed} failed requests` : ''}`,
+  );
+  const replicatedEnds = (await call(1, 'GET', '/v1/topics/replicated')).partitions[0];
+  say(
+    `after it: leader log end ${replicatedEnds.logEndOffset}, high watermark ${replicatedEnds.highWatermark}, in-sync ${replicatedEnds.isr.join(',')}`,
   );
 
   const row = `| cluster (3 nodes, loopback) | ${new Date().toISOString().slice(0, 10)} | ${commit} | ${lines.join('; ')} |\n`;
