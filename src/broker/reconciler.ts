@@ -128,9 +128,9 @@ export class PartitionReconciler {
     for (const name of goneTopics) this.#metrics.forgetTopic(name);
     const held: { replica: PartitionReplica; topicId: string; leader: number }[] = [];
     const now = this.#clock.monotonicMs();
-    for (const [key, want] of desired) {
+    const apply = async ([key, want]: [string, LocalPartition]) => {
       const topic = this.#topics.find(want.topic);
-      if (!topic) continue;
+      if (!topic) return;
       const config = this.#topics.config(topic);
       const configText = JSON.stringify(topic.configs);
       const isNew = !this.#topicIds.has(key);
@@ -144,10 +144,21 @@ export class PartitionReconciler {
         replica.log.updateConfig(config.log);
       }
       this.#configOf.set(key, configText);
-    }
+    };
+    // Partitions are independent: a topic of many partitions opens its logs (each a few fsyncs)
+    // several at a time.
+    const work = [...desired];
+    let next = 0;
+    const worker = async () => {
+      while (next < work.length) await apply(work[next++]!);
+    };
+    await Promise.all(Array.from({ length: Math.min(OPEN_CONCURRENCY, work.length) }, worker));
     this.#onPartitions?.(held);
   }
 }
+
+/** Partition logs opened or created at once by one pass. */
+const OPEN_CONCURRENCY = 16;
 
 function keyOf(topic: string, partition: number): string {
   return `${topic}\u0000${partition}`;
