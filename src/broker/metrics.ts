@@ -88,6 +88,48 @@ export class BrokerMetrics {
         sample([], offline);
       },
     );
+    metrics.collectedGauge(
+      {
+        name: 'sluice_partitions_led',
+        help: 'Partitions this node leads, by replication state',
+        labelNames: ['state'],
+      },
+      (sample) => {
+        let inSync = 0;
+        let under = 0;
+        let belowMin = 0;
+        for (const replica of this.#replicas(topics)) {
+          if (!replica.isLeader) continue;
+          const isr = replica.inSyncReplicas.length;
+          if (isr < replica.replicas.length) under++;
+          else inSync++;
+          if (isr < topics.config(topics.get(replica.topic)).minInsyncReplicas && replica.replicas.length > 1)
+            belowMin++;
+        }
+        sample(['fully_replicated'], inSync);
+        sample(['under_replicated'], under);
+        sample(['under_min_isr'], belowMin);
+      },
+    );
+    metrics.collectedGauge(
+      {
+        name: 'sluice_replica_lag_records',
+        help: 'Records the followers of this node’s partitions are behind, summed per follower',
+        labelNames: ['follower'],
+      },
+      (sample) => {
+        const lag = new Map<number, number>();
+        for (const replica of this.#replicas(topics)) {
+          if (!replica.isLeader) continue;
+          for (const f of replica.followerEnds()) {
+            const behind =
+              f.logEndOffset < 0 ? replica.logEndOffset : Math.max(0, replica.logEndOffset - f.logEndOffset);
+            lag.set(f.id, (lag.get(f.id) ?? 0) + behind);
+          }
+        }
+        for (const [id, records] of [...lag].sort((a, b) => a[0] - b[0])) sample([String(id)], records);
+      },
+    );
     metrics.collectedGauge({ name: 'sluice_partitions', help: 'Partitions this node holds' }, (sample) => {
       let count = 0;
       for (const _ of this.#replicas(topics)) count++;

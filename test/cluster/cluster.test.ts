@@ -400,6 +400,10 @@ describe('replicated partitions', () => {
       );
       expect(after[0]!.leaderEpoch).toBeGreaterThan(before[0]!.leaderEpoch);
       expect(after[0]!.isr).not.toContain(victim);
+      // The new leader counts partition 0 among its under-replicated ones.
+      const text = await (await fetch(`${cluster.url(after[0]!.leader)}/metrics`)).text();
+      const under = /^sluice_partitions_led\{state="under_replicated"\} (\d+)/m.exec(text);
+      expect(Number(under?.[1])).toBeGreaterThanOrEqual(1);
       for (let p = 0; p < 3; p++) {
         const values = await eventually(`partition ${p} readable`, async () => {
           const a = await cluster.get(
