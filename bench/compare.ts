@@ -18,7 +18,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packr } from '../src/protocol/msgpack.js';
-import { ensureH2load, type Figure, h2load } from './h2load.js';
+import { ensureH2load, type Figure, h2load, median } from './h2load.js';
 import { freePort, waitForPort } from './ports.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -94,12 +94,6 @@ interface Step {
   clients: number;
   /** Records per request, to turn requests into records. */
   records: number;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 async function main(): Promise<void> {

@@ -60,3 +60,10 @@ export function h2load(url: string, step: H2loadStep): Figure {
       : Number.parseFloat(meanText) * 1000;
   return { requestsPerSecond: Number(rps[1]), meanMs, failed: Number(failed[1]) };
 }
+
+/** The median of the rounds' figures: the interleaved rounds' middle, robust to one noisy round. */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
