@@ -6,10 +6,11 @@
  *   TOPICS=1000 PARTITIONS=1,100,1000 SESSION_MS=3000 ROUNDS=5 STEP_SECONDS=3 npm run bench:cluster
  *
  * - creating TOPICS topics (one partition each) through a node that is not the controller;
- * - from kill -9 of a broker holding 1, 100 and 1,000 partitions to the controller fencing it and
- *   every one of its partitions marked leaderless (replication factor 1: no replica takes over;
- *   the figure is the detection, compared with the session timeout), then from its restart to it
- *   leading them all again;
+ * - from kill -9 of a broker to the controller fencing it and every partition it led marked
+ *   leaderless (replication factor 1: no replica takes over; the figure is the detection, compared
+ *   with the session timeout), then from its restart to it leading them all again. Before each
+ *   kill a topic of 3 × PARTITIONS partitions is added, so the broker leads its third of those plus
+ *   its share of the TOPICS topics (every partition it leads is counted and waited for);
  * - controller failover: from kill -9 of the active controller to a topic created through a
  *   survivor;
  * - produce through a node that does not lead the partition (forwarded over HTTP/2) against one
@@ -117,6 +118,18 @@ async function controllerId(): Promise<number> {
   });
 }
 
+/** Every partition's leader, as `topic/partition` → node. */
+async function leadersOfAll(via: number): Promise<Map<string, number>> {
+  const meta = await call(via, 'GET', '/v1/metadata');
+  const out = new Map<string, number>();
+  for (const t of meta.topics) for (const p of t.partitions) out.set(`${t.name}/${p.partition}`, p.leader);
+  return out;
+}
+
+async function ledBy(via: number, node: number): Promise<string[]> {
+  return [...(await leadersOfAll(via))].filter(([, leader]) => leader === node).map(([key]) => key);
+}
+
 async function leaders(via: number, topic: string): Promise<number[]> {
   const meta = await call(via, 'GET', `/v1/metadata?topics=${topic}`).catch(async () => {
     // A node without /v1/metadata: the topic description has the leaders too (and offsets).
@@ -159,15 +172,15 @@ async function main(): Promise<void> {
     const topic = `fence-${count}`;
     // Partitions are spread evenly: three times the count puts about `count` on the victim.
     await call(controller, 'POST', '/v1/topics', { name: topic, partitions: count * NODES });
-    const before = await leaders(controller, topic);
-    const held = before.map((l, p) => (l === victim ? p : -1)).filter((p) => p >= 0);
+    // Every partition the victim leads, of every topic (the topics created above included).
+    const held = await ledBy(controller, victim);
     started = performance.now();
     await kill(victim);
     await until(
       'the victim fenced and its partitions leaderless',
       async () => {
-        const now = await leaders(controller, topic);
-        return held.every((p) => now[p] === -1) ? true : undefined;
+        const now = await leadersOfAll(controller);
+        return held.every((key) => now.get(key) === -1) ? true : undefined;
       },
       SESSION_MS + 30_000,
     );
@@ -175,8 +188,8 @@ async function main(): Promise<void> {
     started = performance.now();
     await startNode(victim);
     await until('the victim leading again', async () => {
-      const now = await leaders(controller, topic);
-      return held.every((p) => now[p] === victim) ? true : undefined;
+      const now = await leadersOfAll(controller);
+      return held.every((key) => now.get(key) === victim) ? true : undefined;
     });
     const backMs = performance.now() - started;
     say(
