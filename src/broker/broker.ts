@@ -43,6 +43,8 @@ export interface BrokerDeps {
   remote?: RemotePartitions;
   /** In a cluster: waits until this node's metadata holds what the controller has decided. */
   catchUp?: () => Promise<void>;
+  /** In a cluster: whether this node may lead now (false once cut off from the controller past its session). */
+  canLead?: () => boolean;
   /** In a cluster: partition replication between the nodes. */
   replication?: {
     cluster: ReplicationCluster;
@@ -69,7 +71,10 @@ export class Broker implements BrokerApi {
   #started = false;
 
   constructor(options: BrokerOptions, deps: BrokerDeps) {
-    const replicas = new ReplicaManager({ nodeId: options.nodeId }, { logs: deps.logs });
+    const replicas = new ReplicaManager(
+      { nodeId: options.nodeId, ...(deps.canLead ? { canLead: deps.canLead } : {}) },
+      { logs: deps.logs },
+    );
     const topics = new Topics(
       { defaultConfigs: options.defaultConfigs ?? {} },
       { registry: deps.registry, replicas, ...(deps.catchUp ? { catchUp: deps.catchUp } : {}) },

@@ -73,6 +73,12 @@ export interface NodeMetadata {
     addVoter(nodeId: number): Promise<{ voters: number[]; learners: number[] }>;
     removeVoter(nodeId: number): Promise<{ voters: number[]; learners: number[] }>;
   };
+  /**
+   * Whether this broker may act as a partition leader: in a cluster, only while the controller has
+   * answered one of its heartbeats within the session timeout (a leader cut off longer has been, or
+   * is about to be, replaced, and must not take writes that would be lost).
+   */
+  canLead(): boolean;
   /** Imports the single-node release's topic file, if there is one (a one-voter quorum only). */
   importLegacyTopics(): Promise<void>;
   /**
@@ -184,6 +190,8 @@ export async function openMetadata(
   );
   const registry = new MetadataTopicRegistry({ log, controller });
   let heartbeat: TimerHandle | undefined;
+  /** When the controller last answered this broker's heartbeat (monotonic ms). */
+  let lastBeatMs = deps.clock.monotonicMs();
   let closed = false;
 
   const waitUntil = async (what: string, done: () => boolean) => {
@@ -249,10 +257,14 @@ export async function openMetadata(
         await register();
         return;
       }
+      // The lease counts from the send: the controller heard the beat after it, so this node's
+      // lease ends no later than the session the controller keeps for it.
+      const sentMs = deps.clock.monotonicMs();
       await controller.submit(
         { type: 'heartbeat', brokerId: nodeId, brokerEpoch: broker.brokerEpoch, caughtUp: true },
         { timeoutMs },
       );
+      lastBeatMs = Math.max(lastBeatMs, sentMs);
     };
     // The first one may wait while this node catches up with the log; later ones give up within
     // half a session, so that a stuck one never keeps the next from going.
@@ -380,6 +392,7 @@ export async function openMetadata(
     startBroker,
     importLegacyTopics,
     shutdownBroker,
+    canLead: () => !clustered || deps.clock.monotonicMs() - lastBeatMs <= options.sessionTimeoutMs,
     close,
   };
 }

@@ -186,7 +186,9 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         clock,
         metrics,
         logger,
-        ...(remote ? { remote, catchUp: () => metadata.controller.catchUp() } : {}),
+        ...(remote
+          ? { remote, catchUp: () => metadata.controller.catchUp(), canLead: () => metadata.canLead() }
+          : {}),
         ...(metadata.peers
           ? {
               replication: {

@@ -11,7 +11,10 @@ export class ReplicaManager {
   readonly nodeId: number;
   readonly #replicas = new Map<string, PartitionReplica>();
 
-  constructor(options: { nodeId: number }, deps: { logs: LogManager }) {
+  readonly #canLead: (() => boolean) | undefined;
+
+  constructor(options: { nodeId: number; canLead?: () => boolean }, deps: { logs: LogManager }) {
+    this.#canLead = options.canLead;
     this.nodeId = options.nodeId;
     this.#logs = deps.logs;
   }
@@ -46,6 +49,7 @@ export class ReplicaManager {
         // A replicated partition knows only what its checkpoint says was committed.
         ...(role && role.replicas.length > 1 ? { highWatermark: log.highWatermarkCheckpoint } : {}),
         nowMs,
+        ...(this.#canLead ? { canLead: this.#canLead } : {}),
       },
       { log },
     );

@@ -24,6 +24,11 @@ export interface PartitionReplicaOptions {
   highWatermark?: number;
   /** Now, on the clock the lag rules use: a new leader gives each follower a full lag window from here. */
   nowMs?: number;
+  /**
+   * Whether this node may act as a leader now: false once it has been cut off from the controller
+   * for longer than its session (it has been, or is about to be, replaced). Always when absent.
+   */
+  canLead?: () => boolean;
 }
 
 /** A partition's leadership as the metadata log records it. */
@@ -63,6 +68,7 @@ export class PartitionReplica {
   #epochStartOffset = 0;
   #minInsync = 1;
   #partitionEpoch = 0;
+  readonly #canLead: () => boolean;
   readonly #hwListeners = new Set<(logEndOffset: number) => void>();
   #waiters: HighWatermarkWaiter[] = [];
 
@@ -76,6 +82,7 @@ export class PartitionReplica {
     this.#leader = options.leader ?? options.nodeId;
     this.#isr = [...(options.isr ?? [this.#leader])];
     this.log = deps.log;
+    this.#canLead = options.canLead ?? (() => true);
     const known = options.highWatermark ?? (this.#replicas.length > 1 ? 0 : deps.log.logEndOffset);
     this.#highWatermark = Math.min(deps.log.logEndOffset, known);
     this.#epochStartOffset = deps.log.logEndOffset;
@@ -179,8 +186,15 @@ export class PartitionReplica {
 
   /** NOT_LEADER_OR_FOLLOWER unless this node leads the partition; LEADER_NOT_AVAILABLE when none does. */
   requireLeader(): void {
-    if (this.isLeader) return;
     const details = { topic: this.topic, partition: this.partition, leader: this.#leader };
+    if (this.isLeader) {
+      if (this.#canLead()) return;
+      throw new SluiceError(
+        'NOT_LEADER_OR_FOLLOWER',
+        `node ${this.#nodeId} has not reached the controller for longer than its session: another node may lead ${this.topic}/${this.partition} now`,
+        { details },
+      );
+    }
     if (this.#leader < 0) {
       throw new SluiceError(
         'LEADER_NOT_AVAILABLE',

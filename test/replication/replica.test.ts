@@ -155,3 +155,30 @@ describe('a replicated partition on its leader', () => {
     expect(replica.isrChange(5 * 400, LAG_MS, () => true)).toBeUndefined();
   });
 });
+
+describe('a leader cut off from the controller', () => {
+  it('refuses appends and reads once it may have been replaced, and takes them again when it may lead', async () => {
+    const clock = new ManualClock();
+    const log = await PartitionLog.open(
+      { dir: '/d/t-0', config: {} },
+      { fs: new SimulatedFileSystem(), clock },
+    );
+    let lease = true;
+    const replica = new PartitionReplica(
+      { topic: 't', partition: 0, nodeId: 1, replicas: [1], leaderEpoch: 0, canLead: () => lease },
+      { log },
+    );
+    await replica.appendAsLeader(batchOf(['kept']));
+    lease = false;
+    expect(await outcome(Promise.resolve().then(() => replica.appendAsLeader(batchOf(['lost']))))).toBe(
+      'NOT_LEADER_OR_FOLLOWER',
+    );
+    expect(await outcome(Promise.resolve().then(() => replica.read(0, { maxBytes: 1024 })))).toBe(
+      'NOT_LEADER_OR_FOLLOWER',
+    );
+    expect(log.logEndOffset).toBe(1);
+    lease = true;
+    await replica.appendAsLeader(batchOf(['again']));
+    expect(log.logEndOffset).toBe(2);
+  });
+});
