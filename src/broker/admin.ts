@@ -238,6 +238,7 @@ export class AdminService implements AdminApi {
             info.logStartOffset = o.logStartOffset;
             info.logEndOffset = o.logEndOffset;
             info.highWatermark = o.highWatermark;
+            if (o.replicaStates) info.replicaStates = o.replicaStates;
           }
         } catch (error) {
           this.#logger.warn(
@@ -258,18 +259,23 @@ export class AdminService implements AdminApi {
   /** The offsets of the topic's partitions this node leads (what another node's describe asks for). */
   leaderOffsets(
     name: string,
-  ): { partition: number; logStartOffset: number; logEndOffset: number; highWatermark: number }[] {
+  ): Pick<
+    PartitionInfo,
+    'partition' | 'logStartOffset' | 'logEndOffset' | 'highWatermark' | 'replicaStates'
+  >[] {
     const topic = this.#topics.find(name);
     if (!topic) return [];
     const out = [];
     for (let p = 0; p < topic.partitions; p++) {
       const replica = this.#topics.replicas.get(name, p);
       if (!replica?.isLeader) continue;
+      const { logStartOffset, logEndOffset, highWatermark, replicaStates } = replica.describe();
       out.push({
         partition: p,
-        logStartOffset: replica.logStartOffset,
-        logEndOffset: replica.logEndOffset,
-        highWatermark: replica.highWatermark,
+        logStartOffset,
+        logEndOffset,
+        highWatermark,
+        ...(replicaStates ? { replicaStates } : {}),
       });
     }
     return out;

@@ -78,7 +78,17 @@ export class RemotePartitions {
   async topicOffsets(
     target: { nodeId: number; url: string },
     topic: string,
-  ): Promise<Map<number, { logStartOffset: number; logEndOffset: number; highWatermark: number }>> {
+  ): Promise<
+    Map<
+      number,
+      {
+        logStartOffset: number;
+        logEndOffset: number;
+        highWatermark: number;
+        replicaStates?: { id: number; logEndOffset: number; lag: number }[];
+      }
+    >
+  > {
     const response = await this.#peers.request(target.url, {
       method: 'GET',
       path: `${LEADER_OFFSETS_PATH}?topic=${encodeURIComponent(topic)}`,

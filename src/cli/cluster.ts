@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import type { Command } from 'commander';
-import type { ClusterResponse } from '../protocol/api.js';
+import type { ClusterResponse, MetadataResponse } from '../protocol/api.js';
 import { DEV_CLUSTER_NODES_MAX, runDevCluster } from './dev-cluster.js';
 import { BOOTSTRAP_OPTION, type Io, integer, outputFormat, print, withAdmin } from './io.js';
 
@@ -21,6 +21,16 @@ export function addClusterCommand(program: Command, io: Io): void {
       const answer = await withAdmin(opts.bootstrap, (admin) => admin.cluster());
       if (opts.output === 'json') print(io, JSON.stringify(answer, null, 2));
       else for (const line of describeCluster(answer)) print(io, line);
+    });
+  cluster
+    .command('health')
+    .description('partitions without a leader, under-replicated, or fenced brokers; exit code 1 when any')
+    .option(...BOOTSTRAP_OPTION)
+    .action(async (opts: { bootstrap: string }) => {
+      const metadata = await withAdmin(opts.bootstrap, (admin) => admin.metadata());
+      const lines = clusterHealth(metadata);
+      for (const line of lines) print(io, line);
+      if (lines.length > 1) process.exitCode = 1;
     });
   for (const [name, description, change] of [
     ['add-voter', 'make a broker-only node (a learner of the metadata log) a voter', 'addVoter'],
@@ -54,6 +64,38 @@ function table(rows: readonly (readonly string[])[]): string[] {
 }
 
 /** `GET /v1/cluster` for people: the answering node, one row per node, then the metadata quorum. */
+/** The first line sums the cluster up; each further one names a problem (none: healthy). */
+export function clusterHealth(metadata: MetadataResponse): string[] {
+  const problems: string[] = [];
+  for (const node of metadata.nodes) if (node.fenced) problems.push(`broker ${node.id} is fenced`);
+  let partitions = 0;
+  let under = 0;
+  let offline = 0;
+  for (const topic of metadata.topics) {
+    for (const p of topic.partitions) {
+      partitions++;
+      if (p.leader === -1) {
+        offline++;
+        problems.push(
+          `${topic.name}/${p.partition} has no leader (replicas ${p.replicas.join(',')}, in sync ${p.isr.join(',')})`,
+        );
+      } else if (p.isr.length < p.replicas.length) {
+        under++;
+        const out = p.replicas.filter((id) => !p.isr.includes(id));
+        problems.push(
+          `${topic.name}/${p.partition} is under-replicated: ${out.join(',')} not in sync (leader ${p.leader})`,
+        );
+      }
+    }
+  }
+  const controller = metadata.controllerId === null ? 'no controller' : `controller ${metadata.controllerId}`;
+  if (metadata.controllerId === null) problems.push('the metadata quorum has no leader');
+  return [
+    `${problems.length === 0 ? 'healthy' : 'unhealthy'}: ${metadata.nodes.length} brokers, ${controller}, ${partitions} partitions, ${under} under-replicated, ${offline} without a leader`,
+    ...problems,
+  ];
+}
+
 export function describeCluster(cluster: ClusterResponse): string[] {
   const lines = [
     `cluster ${cluster.clusterId}  answered by node ${cluster.nodeId} (sluice ${cluster.version})`,

@@ -71,6 +71,11 @@ export interface PartitionInfo {
   logStartOffset: number;
   logEndOffset: number;
   highWatermark: number;
+  /**
+   * On a replicated partition, as its leader sees them: each follower's log end (-1 before its
+   * first fetch in this leadership) and how many records it is behind the leader's log end.
+   */
+  replicaStates?: { id: number; logEndOffset: number; lag: number }[];
 }
 
 export interface TopicDescription {
@@ -282,16 +287,24 @@ const topicDescriptionSchema = closed({
   name: { type: 'string' },
   partitions: {
     type: 'array',
-    items: closed({
-      partition: int,
-      leader: nodeIdSchema,
-      leaderEpoch: int,
-      replicas: { type: 'array', items: nodeIdSchema },
-      isr: { type: 'array', items: nodeIdSchema },
-      logStartOffset: offsetSchema,
-      logEndOffset: offsetSchema,
-      highWatermark: offsetSchema,
-    }),
+    items: closed(
+      {
+        partition: int,
+        // -1: no leader; offsets -1: the leader did not answer.
+        leader: { type: 'integer', minimum: -1 },
+        leaderEpoch: int,
+        replicas: { type: 'array', items: nodeIdSchema },
+        isr: { type: 'array', items: nodeIdSchema },
+        logStartOffset: { type: 'integer', minimum: -1 },
+        logEndOffset: { type: 'integer', minimum: -1 },
+        highWatermark: { type: 'integer', minimum: -1 },
+        replicaStates: {
+          type: 'array',
+          items: closed({ id: nodeIdSchema, logEndOffset: { type: 'integer', minimum: -1 }, lag: int }),
+        },
+      },
+      ['replicaStates'],
+    ),
   },
   replicationFactor: int,
   configs: configsSchema,

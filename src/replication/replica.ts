@@ -465,7 +465,19 @@ export class PartitionReplica {
       logStartOffset: this.logStartOffset,
       logEndOffset: this.logEndOffset,
       highWatermark: this.highWatermark,
+      ...(this.isLeader && this.#replicas.length > 1 ? { replicaStates: this.#replicaStates() } : {}),
     };
+  }
+
+  #replicaStates(): { id: number; logEndOffset: number; lag: number }[] {
+    const end = this.log.logEndOffset;
+    return [...this.#followers]
+      .sort((a, b) => a[0] - b[0])
+      .map(([id, f]) => ({
+        id,
+        logEndOffset: f.logEndOffset,
+        lag: f.logEndOffset < 0 ? end : Math.max(0, end - f.logEndOffset),
+      }));
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { describeCluster } from '../../src/cli/cluster.js';
+import { clusterHealth, describeCluster } from '../../src/cli/cluster.js';
 import type { ClusterResponse } from '../../src/protocol/api.js';
 
 /** `sluice cluster describe` in text: one row per node in id order, the controller marked, the quorum last. */
@@ -53,5 +53,55 @@ describe('sluice cluster describe', () => {
       controllerId: 1,
     });
     expect(bare[2]).toBe('1     127.0.0.1:8092  -     -       -             yes');
+  });
+});
+
+describe('sluice cluster health', () => {
+  const base = {
+    clusterId: 'c-1',
+    controllerId: 1 as number | null,
+    nodes: [
+      { id: 1, host: 'a', port: 1, rack: null, fenced: false },
+      { id: 2, host: 'b', port: 2, rack: null, fenced: false },
+    ],
+    topics: [
+      {
+        name: 't',
+        topicId: 'x',
+        partitions: [{ partition: 0, leader: 1, leaderEpoch: 0, replicas: [1, 2], isr: [1, 2] }],
+      },
+    ],
+    unknownTopics: [],
+  };
+
+  it('says healthy with one line when every partition is led and fully in sync', () => {
+    expect(clusterHealth(base)).toEqual([
+      'healthy: 2 brokers, controller 1, 1 partitions, 0 under-replicated, 0 without a leader',
+    ]);
+  });
+
+  it('names each fenced broker, under-replicated and leaderless partition, and a missing controller', () => {
+    const lines = clusterHealth({
+      ...base,
+      controllerId: null,
+      nodes: [base.nodes[0]!, { ...base.nodes[1]!, fenced: true }],
+      topics: [
+        {
+          name: 't',
+          topicId: 'x',
+          partitions: [
+            { partition: 0, leader: 1, leaderEpoch: 1, replicas: [1, 2], isr: [1] },
+            { partition: 1, leader: -1, leaderEpoch: 2, replicas: [2], isr: [2] },
+          ],
+        },
+      ],
+    });
+    expect(lines).toEqual([
+      'unhealthy: 2 brokers, no controller, 2 partitions, 1 under-replicated, 1 without a leader',
+      'broker 2 is fenced',
+      't/0 is under-replicated: 2 not in sync (leader 1)',
+      't/1 has no leader (replicas 2, in sync 2)',
+      'the metadata quorum has no leader',
+    ]);
   });
 });

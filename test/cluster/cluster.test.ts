@@ -400,6 +400,11 @@ describe('replicated partitions', () => {
       );
       expect(after[0]!.leaderEpoch).toBeGreaterThan(before[0]!.leaderEpoch);
       expect(after[0]!.isr).not.toContain(victim);
+      // Its description shows each follower's log end and lag, the killed one far behind.
+      const described = (await cluster.get(survivor, '/v1/topics/replicated')).body.partitions[0];
+      expect(described.replicaStates.map((r: { id: number }) => r.id).sort()).toEqual(
+        cluster.ids.filter((id) => id !== after[0]!.leader),
+      );
       // The new leader counts partition 0 among its under-replicated ones.
       const text = await (await fetch(`${cluster.url(after[0]!.leader)}/metrics`)).text();
       const under = /^sluice_partitions_led\{state="under_replicated"\} (\d+)/m.exec(text);
