@@ -38,6 +38,8 @@ export interface ControllerServiceOptions {
   submitTimeoutMs: number;
   /** The records that start a cluster (cluster id, metadata.version), committed by its first leader. */
   bootstrapRecords: () => MetadataRecord[];
+  /** How often leadership goes back to preferred replicas (0: never); 60 s when absent. */
+  preferredLeaderCheckMs?: number;
 }
 
 /** Errors after which a command is sent again: no controller yet, or one that just lost the role. */
@@ -67,6 +69,7 @@ export class ControllerService {
   #closed = false;
   #metrics: ClusterMetrics | undefined;
   #seed = 0;
+  #preferredCheckedMs = 0;
 
   constructor(
     options: ControllerServiceOptions,
@@ -363,6 +366,16 @@ export class ControllerService {
           this.#logger.info({ partitions: elect.length }, 'leaders elected for leaderless partitions');
         }
         await this.#addLearners();
+        const every = this.#options.preferredLeaderCheckMs ?? 60_000;
+        const now = this.#clock.monotonicMs();
+        if (every > 0 && now - this.#preferredCheckedMs >= every) {
+          this.#preferredCheckedMs = now;
+          const moves = this.#controller.preferredLeaders(this.#log.image);
+          if (moves.length > 0) {
+            await this.#log.propose(moves);
+            this.#logger.info({ partitions: moves.length }, 'leadership restored to preferred replicas');
+          }
+        }
       });
     } catch (error) {
       const code = error instanceof SluiceError ? error.code : undefined;

@@ -277,6 +277,32 @@ export class Controller {
   }
 
   /**
+   * Leadership back to each partition's preferred replica (the first), where that replica is in
+   * sync and unfenced and another leads now: after a failover and the return of the broker, leaders
+   * spread as placed again. At most `max` changes, so that one pass moves a bounded number.
+   */
+  preferredLeaders(image: MetadataImage, max = 100): MetadataRecord[] {
+    const records: MetadataRecord[] = [];
+    for (const topic of image.topicsById.values()) {
+      for (const p of topic.partitions.values()) {
+        if (records.length >= max) return checked(image, records);
+        const preferred = p.replicas[0]!;
+        if (p.leader === preferred || p.leader === -1 || !p.isr.includes(preferred)) continue;
+        const broker = image.broker(preferred);
+        if (!broker || broker.fenced) continue;
+        records.push({
+          type: 'partitionChange',
+          version: 0,
+          topicId: p.topicId,
+          partition: p.partition,
+          leader: preferred,
+        });
+      }
+    }
+    return checked(image, records);
+  }
+
+  /**
    * A leader's new in-sync set for one of its partitions. Refused unless the asker is the current
    * incarnation of the partition's leader, at the current leader epoch and partition epoch (a
    * request computed from older state is stale), and the set holds the leader, only replicas, and

@@ -248,6 +248,39 @@ describe('controller: broker sessions', () => {
     expect(c.controller.controlledShutdown(c.image(), 2, epoch)).toEqual([]);
   });
 
+  it('gives leadership back to the preferred replica once it is in sync and unfenced', () => {
+    const c = setup([1, 2, 3]);
+    c.apply(
+      c.controller.createTopic(c.image(), { name: 't', partitions: 3, replicationFactor: 3, configs: {} }),
+    );
+    expect(c.controller.preferredLeaders(c.image())).toEqual([]);
+    const p = c.image().topic('t')!.partitions.get(0)!;
+    const preferred = p.replicas[0]!;
+    const other = p.replicas[1]!;
+    // A failover moved it; while the preferred replica is out of sync nothing moves back.
+    c.apply([
+      {
+        type: 'partitionChange',
+        version: 0,
+        topicId: p.topicId,
+        partition: 0,
+        leader: other,
+        isr: p.replicas.filter((id) => id !== preferred),
+      },
+    ]);
+    expect(c.controller.preferredLeaders(c.image())).toEqual([]);
+    c.apply([
+      { type: 'partitionChange', version: 0, topicId: p.topicId, partition: 0, isr: [...p.replicas] },
+    ]);
+    const moves = c.controller.preferredLeaders(c.image());
+    expect(moves).toHaveLength(1);
+    c.apply(moves);
+    const back = c.image().partition(p.topicId, 0)!;
+    expect(back.leader).toBe(preferred);
+    expect(back.leaderEpoch).toBeGreaterThan(p.leaderEpoch);
+    expect(c.controller.preferredLeaders(c.image(), 0)).toEqual([]);
+  });
+
   it('starts every session afresh after resetSessions (a new active controller)', () => {
     const c = setup([1, 2]);
     c.clock.advance(SESSION_MS + 1);
