@@ -77,6 +77,7 @@ export class FetchService implements FetchApi {
   ): Promise<OffsetsResponse> {
     const { replica } = await this.#topics.localReplica(topicName, partition);
     replica.checkLeaderEpoch(leaderEpoch);
+    replica.requireReadable();
     const response: OffsetsResponse = {
       partition,
       earliest: replica.logStartOffset,

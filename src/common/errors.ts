@@ -116,6 +116,11 @@ export const ERROR_CODES = {
     retriable: true,
     title: 'The change was computed from a partition state that has changed since',
   },
+  OFFSET_NOT_AVAILABLE: {
+    status: 503,
+    retriable: true,
+    title: 'A new leader has not yet confirmed what its followers hold; retry',
+  },
   NETWORK_EXCEPTION: {
     status: 503,
     retriable: true,

@@ -184,6 +184,23 @@ export class PartitionReplica {
     );
   }
 
+  /**
+   * What a consumer read needs: this node leads, and, when it has just become leader of a
+   * replicated partition, its high watermark has reached the start of its epoch. Until then it may
+   * know less than the old leader exposed, and answering would move the high watermark readers see
+   * backwards: OFFSET_NOT_AVAILABLE (retriable), as Kafka answers.
+   */
+  requireReadable(): void {
+    this.requireLeader();
+    if (this.#replicas.length > 1 && this.#highWatermark < this.#epochStartOffset) {
+      throw new SluiceError(
+        'OFFSET_NOT_AVAILABLE',
+        `${this.topic}/${this.partition} has a new leader whose high watermark (${this.#highWatermark}) has not reached its epoch start (${this.#epochStartOffset}) yet`,
+        { details: { topic: this.topic, partition: this.partition } },
+      );
+    }
+  }
+
   /** NOT_LEADER_OR_FOLLOWER unless this node leads the partition; LEADER_NOT_AVAILABLE when none does. */
   requireLeader(): void {
     const details = { topic: this.topic, partition: this.partition, leader: this.#leader };
@@ -442,7 +459,7 @@ export class PartitionReplica {
     offset: number,
     options: { maxBytes: number; reserve?: { before: number; after: number } },
   ): Promise<ReadResult> {
-    this.requireLeader();
+    this.requireReadable();
     return this.log.read(offset, { ...options, maxOffset: this.highWatermark, verify: true });
   }
 

@@ -182,3 +182,37 @@ describe('a leader cut off from the controller', () => {
     expect(log.logEndOffset).toBe(2);
   });
 });
+
+describe('a new leader of a replicated partition', () => {
+  it('answers OFFSET_NOT_AVAILABLE until its high watermark reaches its epoch start', async () => {
+    const clock = new ManualClock();
+    const log = await PartitionLog.open(
+      { dir: '/d/t-0', config: {} },
+      { fs: new SimulatedFileSystem(), clock },
+    );
+    for (let i = 0; i < 5; i++) await log.append(batchOf([`v${i}`]), { assignOffsets: true, leaderEpoch: 0 });
+    // It followed at epoch 0 with a high watermark of 3, and now leads at epoch 1.
+    const replica = new PartitionReplica(
+      {
+        topic: 't',
+        partition: 0,
+        nodeId: 2,
+        replicas: [1, 2, 3],
+        isr: [1, 2, 3],
+        leader: 1,
+        leaderEpoch: 0,
+        highWatermark: 3,
+      },
+      { log },
+    );
+    replica.setRole({ leader: 2, leaderEpoch: 1, partitionEpoch: 1, replicas: [1, 2, 3], isr: [2, 3] }, 0);
+    expect(replica.epochStartOffset).toBe(5);
+    expect(await outcome(Promise.resolve().then(() => replica.read(0, { maxBytes: 1024 })))).toBe(
+      'OFFSET_NOT_AVAILABLE',
+    );
+    replica.followerFetched(3, 5, 1);
+    expect(replica.highWatermark).toBe(5);
+    const read = await replica.read(0, { maxBytes: 1 << 20 });
+    expect(read.nextOffset).toBe(5);
+  });
+});
