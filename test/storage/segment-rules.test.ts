@@ -105,6 +105,7 @@ describe('Segment rules', () => {
       'last position at the end',
       'time back',
       'odd size, bad CRC',
+      'time index odd size',
     ] as const) {
       const fs = await newFs();
       const segment = await Segment.create(dir, 10, fs, 0);
@@ -121,6 +122,7 @@ describe('Segment rules', () => {
       if (damaged === 'last position at the end')
         index.current.writeUInt32BE(8 * n, index.current.length - 4);
       if (damaged === 'time back') time.current.writeBigInt64BE(0n, time.current.length - 12);
+      if (damaged === 'time index odd size') time.current = time.current.subarray(0, time.current.length - 5);
       if (damaged === 'odd size, bad CRC') {
         index.current = index.current.subarray(0, index.current.length - 3);
         log.current[4 * n - 2] = log.current[4 * n - 2]! ^ 0xff;
@@ -309,6 +311,50 @@ describe('Segment rules', () => {
     expect([segment.size, segment.nextOffset]).toEqual([0, 0]);
     fs.fault = undefined;
     await segment.close();
+  });
+
+  it('a segment without records reopens with max timestamp -1, loaded or recovered; one of timestamp 0 with 0', async () => {
+    for (const recover of [false, true]) {
+      const fs = await newFs();
+      const empty = await Segment.create(dir, 0, fs, 0);
+      await empty.close();
+      const reopened = await Segment.open(dir, 0, fs, { ...openOptions, recover });
+      expect(reopened.segment.maxTimestamp, `recover ${recover}`).toBe(-1);
+      await reopened.segment.close();
+      const fs2 = await newFs();
+      const zero = await segmentWith(
+        fs2,
+        batches(1, 0, () => 0),
+      );
+      await zero.syncIndexes();
+      await zero.close();
+      const reopenedZero = await Segment.open(dir, 0, fs2, { ...openOptions, recover });
+      expect(reopenedZero.segment.maxTimestamp, `recover ${recover}`).toBe(0);
+      await reopenedZero.segment.close();
+    }
+  });
+
+  it('recovery that cuts batches off leaves index files of the entries kept only', async () => {
+    const fs = await newFs();
+    const segment = await segmentWith(fs, batches(3));
+    await segment.syncIndexes();
+    await segment.close();
+    const file = fs.files.get(logPath)!;
+    file.current = file.current.subarray(0, file.current.length - 4);
+    const opened = await Segment.open(dir, 0, fs, { ...openOptions, recover: true });
+    expect(opened.segment.nextOffset).toBe(2);
+    expect(fs.files.get(`${dir}/${segmentName(0)}.index`)!.current.length).toBe(8);
+    expect(fs.files.get(`${dir}/${segmentName(0)}.timeindex`)!.current.length).toBe(12);
+    await opened.segment.close();
+  });
+
+  it('close closes the files, and an append to a closed segment fails naming the rule', async () => {
+    const fs = await newFs();
+    const segment = await segmentWith(fs, batches(1));
+    await segment.close();
+    await expect(segment.log.read(Buffer.alloc(1), 0, 1, 0)).rejects.toThrow('EBADF');
+    const [data] = batches(1, 1);
+    await expect(segment.append(data!, [locationOf(data!)], 1)).rejects.toThrow('append to a closed segment');
   });
 
   it('a reader of a closed segment fails, naming the segment', async () => {
