@@ -391,6 +391,19 @@ describe('Segment rules', () => {
     }
   });
 
+  it('a second close while a reader is in waits as the first does, and both resolve when it leaves', async () => {
+    const fs = await newFs();
+    const segment = await segmentWith(fs, batches(1));
+    let release: () => void = () => {};
+    const reading = segment.withReader(() => new Promise<void>((resolve) => (release = resolve)));
+    const first = segment.close();
+    const second = segment.close();
+    expect(await settles(first)).toBe(false);
+    release();
+    await reading;
+    expect([await settles(first), await settles(second)]).toEqual([true, true]);
+  });
+
   it('reads serve nothing past size: bytes written but not yet appended are neither read nor taken for damage', async () => {
     // The first read window, from an indexed position.
     const fs = await newFs();
