@@ -996,10 +996,11 @@ export class PartitionLog {
   /** Closes and removes the whole partition directory (topic deletion). */
   async deleteAll(): Promise<void> {
     if (!this.#closed) {
-      await this.#serialize(async () => {});
+      // Work queued before goes first; a log that went offline refuses it, and is deleted all the same.
+      await this.#serialize(async () => {}).catch(() => {});
       this.#closed = true;
       this.#flushTimer?.cancel();
-      for (const segment of this.#segments) await segment.close();
+      for (const segment of this.#segments) await segment.close().catch(() => {});
     }
     await this.leaderEpochs.flush();
     await this.#fs.removeDir(this.dir);
@@ -1609,21 +1610,25 @@ async function firstOffsetAtTime(
   from: number,
   timestampMs: number,
 ): Promise<number | null> {
-  const candidates: BatchLocation[] = [];
-  await segment.locate(from, (location) => {
-    if (nextOffsetOf(location.header) > from && location.header.maxTimestamp >= timestampMs) {
-      candidates.push(location);
-      return false;
-    }
-    return true;
-  });
-  for (const location of candidates) {
-    const batch = await segment.readBatch(location);
+  // The first batch whose max timestamp reaches the time may hold its matching records only before
+  // `from` (the log start inside it): then the search goes on after that batch.
+  let start = from;
+  for (;;) {
+    let candidate: BatchLocation | undefined;
+    await segment.locate(start, (location) => {
+      if (nextOffsetOf(location.header) > start && location.header.maxTimestamp >= timestampMs) {
+        candidate = location;
+        return false;
+      }
+      return true;
+    });
+    if (!candidate) return null;
+    const batch = await segment.readBatch(candidate);
     for (const record of decodeRecords(batch)) {
       if (record.offset >= from && record.timestamp >= timestampMs) return record.offset;
     }
+    start = nextOffsetOf(candidate.header);
   }
-  return null;
 }
 
 function messageOf(error: unknown): string {

@@ -38,6 +38,19 @@ async function expectOffline(log: PartitionLog): Promise<void> {
 }
 
 describe('fail-stop on a storage error', () => {
+  it('deletes a log that went offline, directory and all, without closing it first', async () => {
+    const { fs, open } = setup({ flushPolicy: 'sync' });
+    const log = await open();
+    await log.append(batchOf(['a']), { assignOffsets: true });
+    fs.fault = (operation) => (operation === 'sync' ? eio() : undefined);
+    await refusal(log.append(batchOf(['b']), { assignOffsets: true }));
+    fs.fault = undefined;
+    expect(log.offlineReason).toBeDefined();
+    // A topic deleted while its partition is offline: its data must still go.
+    await log.deleteAll();
+    expect(await fs.exists('/d/t-0')).toBe(false);
+  });
+
   it('an fsync error refuses the append, takes the log offline, and a reopen from disk recovers', async () => {
     const { fs, logged, open } = setup({ flushPolicy: 'sync' });
     const log = await open();

@@ -385,6 +385,17 @@ describe('edges', () => {
     await log.close();
   });
 
+  it('offsetForTimestamp looks past a first matching batch whose matching records are all below the log start', async () => {
+    const { open } = setup();
+    const log = await open();
+    await log.append(record([2000, 1000, 1000]), { assignOffsets: true });
+    await log.append(record([1500]), { assignOffsets: true });
+    await log.deleteRecordsBefore(1);
+    // Batch [0-2] has max timestamp 2000, but its record at 2000 is offset 0, below the log start.
+    expect(await log.offsetForTimestamp(1500)).toBe(3);
+    await log.close();
+  });
+
   it('a tombstone stays while its segment is exactly delete.retention.ms old', async () => {
     const { clock, open } = setup({ cleanupPolicy: 'compact', deleteRetentionMs: 1000 });
     const log = await open();
