@@ -285,7 +285,7 @@ async function main(): Promise<void> {
     `after it: leader log end ${replicatedEnds.logEndOffset}, high watermark ${replicatedEnds.highWatermark}, in-sync ${replicatedEnds.isr.join(',')}`,
   );
 
-  const row = `| cluster (3 nodes, loopback) | ${new Date().toISOString().slice(0, 10)} | ${commit} | ${lines.join('; ')} |\n`;
+  const row = `| cluster (3 nodes, loopback; h2load for produce, baselines direct produce and acks=1 in the same run; admin and kill timings by the Node script) | ${new Date().toISOString().slice(0, 10)} | ${commit} | ${lines.join('; ')} |\n`;
   appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), row);
 }
 

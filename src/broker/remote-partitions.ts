@@ -107,18 +107,4 @@ export class RemotePartitions {
     return new Map(answer.partitions.map((p) => [p.partition, p]));
   }
 
-  async offsets(
-    target: { nodeId: number; url: string },
-    topic: string,
-    partition: number,
-  ): Promise<OffsetsResponse> {
-    const response = await this.#peers.request(target.url, {
-      method: 'GET',
-      path: endpointUrl(ENDPOINTS.offsets, { topic, partition }),
-      headers: { accept: MEDIA.json, [FORWARDED_BY_HEADER]: String(this.#nodeId) },
-      timeoutMs: REMOTE_TIMEOUT_MS,
-    });
-    if (response.status !== 200) throw errorOf(response, `node ${target.nodeId}`);
-    return JSON.parse(response.body.toString('utf8')) as OffsetsResponse;
-  }
 }

@@ -23,6 +23,7 @@ export class Topics {
   readonly defaults: TopicConfigDefaults;
   /** Each topic's parsed configs with the text they were parsed from (another node may change them). */
   readonly #configs = new Map<string, { text: string; config: TopicConfig }>();
+  readonly #byRecord = new WeakMap<TopicRecord, TopicConfig>();
 
   constructor(
     options: { defaultConfigs: Record<string, ConfigValue> },
@@ -132,11 +133,14 @@ export class Topics {
 
   /** The topic's parsed configs over the broker's defaults. */
   config(topic: TopicRecord): TopicConfig {
+    // Registries hand out the same record while a topic is unchanged: no text to compare per request.
+    const known = this.#byRecord.get(topic);
+    if (known) return known;
     const text = JSON.stringify(topic.configs);
     const cached = this.#configs.get(topic.name);
-    if (cached?.text === text) return cached.config;
-    const config = parseTopicConfig(topic.configs, this.defaults);
+    const config = cached?.text === text ? cached.config : parseTopicConfig(topic.configs, this.defaults);
     this.#configs.set(topic.name, { text, config });
+    this.#byRecord.set(topic, config);
     return config;
   }
 

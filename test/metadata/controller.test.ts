@@ -281,6 +281,70 @@ describe('controller: broker sessions', () => {
     expect(c.controller.preferredLeaders(c.image(), 0)).toEqual([]);
   });
 
+  it('changes an in-sync set only for the current leader at the current epochs, with the leader in and only live replicas added', () => {
+    const c = setup([1, 2, 3]);
+    c.apply(
+      c.controller.createTopic(c.image(), { name: 't', partitions: 1, replicationFactor: 3, configs: {} }),
+    );
+    const p = c.image().topic('t')!.partitions.get(0)!;
+    const leader = p.leader;
+    const [a, b] = p.replicas.filter((id) => id !== leader) as [number, number];
+    const ask = (over: Partial<Parameters<Controller['alterPartition']>[1]> = {}) => {
+      const now = c.image().partition(p.topicId, 0)!;
+      return c.controller.alterPartition(c.image(), {
+        brokerId: leader,
+        brokerEpoch: c.image().broker(leader)!.brokerEpoch,
+        topicId: p.topicId,
+        partition: 0,
+        leaderEpoch: now.leaderEpoch,
+        partitionEpoch: now.partitionEpoch,
+        isr: [leader, a],
+        ...over,
+      });
+    };
+    const code = (f: () => unknown) => {
+      try {
+        f();
+        return 'accepted';
+      } catch (error) {
+        return (error as { code: string }).code;
+      }
+    };
+    expect(code(() => ask({ brokerId: a, brokerEpoch: c.image().broker(a)!.brokerEpoch }))).toBe(
+      'FENCED_LEADER_EPOCH',
+    );
+    expect(code(() => ask({ leaderEpoch: p.leaderEpoch + 1 }))).toBe('FENCED_LEADER_EPOCH');
+    expect(code(() => ask({ partitionEpoch: p.partitionEpoch + 1 }))).toBe('INVALID_UPDATE_VERSION');
+    expect(code(() => ask({ brokerEpoch: 1 }))).toBe('INVALID_REQUEST');
+    expect(code(() => ask({ isr: [a, b] }))).toBe('INVALID_REQUEST');
+    expect(code(() => ask({ isr: [leader, 99] }))).toBe('INVALID_REQUEST');
+    expect(code(() => ask({ topicId: 'AAAAAAAAAAAAAAAAAAAAAB' }))).toBe('UNKNOWN_TOPIC_OR_PARTITION');
+    // Shrink: one partitionChange, replica order kept, a new partition epoch.
+    c.apply(ask({ isr: [a, leader] }));
+    const shrunk = c.image().partition(p.topicId, 0)!;
+    expect(shrunk.isr).toEqual(p.replicas.filter((id) => id !== b));
+    expect(shrunk.partitionEpoch).toBe(p.partitionEpoch + 1);
+    expect(shrunk.leaderEpoch).toBe(p.leaderEpoch);
+    // The request computed before the shrink is stale now.
+    expect(code(() => ask({ partitionEpoch: p.partitionEpoch, isr: [leader, a, b] }))).toBe(
+      'INVALID_UPDATE_VERSION',
+    );
+    // A fenced broker cannot join; once unfenced it can.
+    c.clock.advance(SESSION_MS / 2);
+    for (const id of [leader, a])
+      c.apply(
+        c.controller.heartbeat(c.image(), {
+          brokerId: id,
+          brokerEpoch: c.image().broker(id)!.brokerEpoch,
+          caughtUp: true,
+        }),
+      );
+    c.clock.advance(SESSION_MS / 2 + 1);
+    c.apply(c.controller.fenceExpired(c.image()));
+    expect(c.image().broker(b)!.fenced).toBe(true);
+    expect(code(() => ask({ isr: [leader, a, b] }))).toBe('INVALID_REQUEST');
+  });
+
   it('starts every session afresh after resetSessions (a new active controller)', () => {
     const c = setup([1, 2]);
     c.clock.advance(SESSION_MS + 1);

@@ -13,12 +13,14 @@ import { batchOf } from '../storage/helpers.js';
  */
 const LAG_MS = 1000;
 
+/** An empty partition log on a simulated disk. */
+function emptyLog(clock: ManualClock): Promise<PartitionLog> {
+  return PartitionLog.open({ dir: '/d/t-0', config: {} }, { fs: new SimulatedFileSystem(), clock });
+}
+
 async function leaderOf3(options: { minInsync?: number } = {}) {
   const clock = new ManualClock();
-  const log = await PartitionLog.open(
-    { dir: '/d/t-0', config: {} },
-    { fs: new SimulatedFileSystem(), clock },
-  );
+  const log = await emptyLog(clock);
   const replica = new PartitionReplica(
     {
       topic: 't',
@@ -158,11 +160,7 @@ describe('a replicated partition on its leader', () => {
 
 describe('a leader cut off from the controller', () => {
   it('refuses appends and reads once it may have been replaced, and takes them again when it may lead', async () => {
-    const clock = new ManualClock();
-    const log = await PartitionLog.open(
-      { dir: '/d/t-0', config: {} },
-      { fs: new SimulatedFileSystem(), clock },
-    );
+    const log = await emptyLog(new ManualClock());
     let lease = true;
     const replica = new PartitionReplica(
       { topic: 't', partition: 0, nodeId: 1, replicas: [1], leaderEpoch: 0, canLead: () => lease },
@@ -185,11 +183,7 @@ describe('a leader cut off from the controller', () => {
 
 describe('a new leader of a replicated partition', () => {
   it('answers OFFSET_NOT_AVAILABLE until its high watermark reaches its epoch start', async () => {
-    const clock = new ManualClock();
-    const log = await PartitionLog.open(
-      { dir: '/d/t-0', config: {} },
-      { fs: new SimulatedFileSystem(), clock },
-    );
+    const log = await emptyLog(new ManualClock());
     for (let i = 0; i < 5; i++) await log.append(batchOf([`v${i}`]), { assignOffsets: true, leaderEpoch: 0 });
     // It followed at epoch 0 with a high watermark of 3, and now leads at epoch 1.
     const replica = new PartitionReplica(
