@@ -1,5 +1,5 @@
 import { SluiceError } from '../common/errors.js';
-import { type Acks, ENDPOINTS, endpointUrl, MEDIA, type OffsetsResponse } from '../protocol/api.js';
+import { type Acks, ENDPOINTS, endpointUrl, MEDIA } from '../protocol/api.js';
 import { FORWARDED_BY_HEADER, LEADER_OFFSETS_PATH } from '../protocol/internal-api.js';
 import type { AppendedBatches } from './api.js';
 import { errorOf, type PeerClient } from './peer-client.js';
@@ -106,5 +106,4 @@ export class RemotePartitions {
     };
     return new Map(answer.partitions.map((p) => [p.partition, p]));
   }
-
 }
