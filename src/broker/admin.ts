@@ -84,7 +84,13 @@ export class AdminService implements AdminApi {
     return { ...base, ...view, nodes };
   }
 
-  metadata(names?: readonly string[]): MetadataResponse {
+  /**
+   * Each topic's partitions and leaders. A name this node does not know makes it catch up with the
+   * controller first (the topic may have been created through another node a moment ago), so that
+   * a client is not told a topic it has just created does not exist.
+   */
+  async metadata(names?: readonly string[]): Promise<MetadataResponse> {
+    if (names) await this.#topics.catchUpUnless(names);
     const cluster = this.cluster();
     const wanted = names ?? this.#topics.list().map((t) => t.name);
     const topics: MetadataResponse['topics'] = [];

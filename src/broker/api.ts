@@ -115,7 +115,7 @@ export interface AdminApi {
   /** Takes a voter out of the metadata quorum (it stays a learner); resolves with the members. */
   removeVoter(nodeId: number): Promise<QuorumMembers>;
   /** Leaders, epochs, replicas and node endpoints of the topics named (all when absent). */
-  metadata(topics?: readonly string[]): MetadataResponse;
+  metadata(topics?: readonly string[]): Promise<MetadataResponse>;
 }
 
 /**

@@ -72,6 +72,11 @@ export class Topics {
     return this.get(name);
   }
 
+  /** Catches up with the cluster's metadata unless every one of the topics is known here. */
+  async catchUpUnless(names: readonly string[]): Promise<void> {
+    if (this.#catchUp && names.some((name) => !this.#registry.get(name))) await this.#catchUp();
+  }
+
   /**
    * The topic and this node's replica of the partition, for a produce or fetch: after catching up
    * with the metadata when the topic or partition is not known here, and after the partition's log

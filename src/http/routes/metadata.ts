@@ -15,7 +15,7 @@ import { addRoute } from './route.js';
 export async function metadataRoutes(app: FastifyInstance, options: { admin: AdminApi }): Promise<void> {
   const { admin } = options;
   addRoute(app, ENDPOINTS.metadata, async (request, reply) =>
-    sendNegotiated(request, reply, 200, admin.metadata(topicList(request.query.topics))),
+    sendNegotiated(request, reply, 200, await admin.metadata(topicList(request.query.topics))),
   );
 }
 
