@@ -9,11 +9,15 @@ import type { BrokerApi, NodeApi, RoutingApi } from './api.js';
 import { FetchService } from './fetch.js';
 import { FetchWaiters } from './fetch-waiters.js';
 import { BrokerMetrics } from './metrics.js';
-import type { PeerClient } from './peer-client.js';
 import { ProduceService } from './produce.js';
 import { PartitionReconciler } from './reconciler.js';
 import type { RemotePartitions } from './remote-partitions.js';
-import { type ReplicationCluster, type ReplicationOptions, ReplicationService } from './replication.js';
+import {
+  type ReplicaFetchTransport,
+  type ReplicationCluster,
+  type ReplicationOptions,
+  ReplicationService,
+} from './replication.js';
 import type { TopicRegistry } from './topic-registry.js';
 import { Topics } from './topics.js';
 
@@ -48,7 +52,8 @@ export interface BrokerDeps {
   /** In a cluster: partition replication between the nodes. */
   replication?: {
     cluster: ReplicationCluster;
-    peers: PeerClient;
+    /** How follower fetches reach the leaders (HTTP between nodes). */
+    transport: ReplicaFetchTransport;
     options: Omit<ReplicationOptions, 'nodeId'>;
   };
 }
@@ -97,7 +102,7 @@ export class Broker implements BrokerApi {
           {
             topics,
             cluster: deps.replication.cluster,
-            peers: deps.replication.peers,
+            transport: deps.replication.transport,
             clock: deps.clock,
             logger: deps.logger ?? noopLogger,
           },

@@ -15,13 +15,53 @@ import type { PartitionReplica } from '../replication/replica.js';
 import { errorOf, type PeerClient } from './peer-client.js';
 import type { Topics } from './topics.js';
 
-/** What replication needs of the cluster: this broker's epoch, who is live, where nodes are, the controller. */
+/** What replication needs of the cluster: this broker's epoch, who is live, the controller. */
 export interface ReplicationCluster {
   /** This broker's current broker epoch; undefined until it is registered. */
   brokerEpoch(): number | undefined;
   isLive(brokerId: number): boolean;
-  urlOf(brokerId: number): string | undefined;
   submit(command: ControllerCommand): Promise<void>;
+}
+
+/**
+ * How a follower's fetch reaches its leader and the answer comes back: HTTP/2 between nodes
+ * (`HttpReplicaFetchTransport`), or a simulated network in the cluster simulation.
+ */
+export interface ReplicaFetchTransport {
+  /**
+   * Sends `request` to node `leader`; resolves with its answer, rejects with the leader's error,
+   * or NETWORK_EXCEPTION when the node cannot be reached or does not answer within `timeoutMs`.
+   */
+  fetch(leader: number, request: ReplicaFetchRequest, timeoutMs: number): Promise<ReplicaFetchPartitionAnswer[]>;
+}
+
+/** Replica fetches over the internal HTTP API (msgpack bodies), one HTTP/2 session per node. */
+export class HttpReplicaFetchTransport implements ReplicaFetchTransport {
+  readonly #peers: PeerClient;
+  readonly #urlOf: (brokerId: number) => string | undefined;
+
+  constructor(deps: { peers: PeerClient; urlOf: (brokerId: number) => string | undefined }) {
+    this.#peers = deps.peers;
+    this.#urlOf = deps.urlOf;
+  }
+
+  async fetch(
+    leader: number,
+    request: ReplicaFetchRequest,
+    timeoutMs: number,
+  ): Promise<ReplicaFetchPartitionAnswer[]> {
+    const url = this.#urlOf(leader);
+    if (url === undefined) throw new SluiceError('NETWORK_EXCEPTION', `node ${leader} is not reachable yet`);
+    const response = await this.#peers.request(url, {
+      method: 'POST',
+      path: REPLICA_FETCH_PATH,
+      headers: { 'content-type': MEDIA.msgpack, accept: MEDIA.msgpack },
+      body: packr.pack(request),
+      timeoutMs,
+    });
+    if (response.status !== 200) throw errorOf(response, `leader ${leader}`);
+    return (unpackr.unpack(response.body) as { partitions: ReplicaFetchPartitionAnswer[] }).partitions;
+  }
 }
 
 export interface ReplicationOptions {
@@ -31,6 +71,8 @@ export interface ReplicationOptions {
   /** How long a follower's fetch waits at the leader for new batches. */
   fetchMaxWaitMs: number;
   fetchMaxBytes: number;
+  /** How long a follower waits for a fetch's answer before it tries again; `fetchMaxWaitMs` + 10 s when absent. */
+  fetchTimeoutMs?: number;
 }
 
 interface Followed {
@@ -50,7 +92,7 @@ export class ReplicationService {
   readonly #options: ReplicationOptions;
   readonly #topics: Topics;
   readonly #cluster: ReplicationCluster;
-  readonly #peers: PeerClient;
+  readonly #transport: ReplicaFetchTransport;
   readonly #clock: Clock;
   readonly #logger: Logger;
   /** Partitions this node follows, by `topic\0partition`. */
@@ -62,12 +104,18 @@ export class ReplicationService {
 
   constructor(
     options: ReplicationOptions,
-    deps: { topics: Topics; cluster: ReplicationCluster; peers: PeerClient; clock: Clock; logger: Logger },
+    deps: {
+      topics: Topics;
+      cluster: ReplicationCluster;
+      transport: ReplicaFetchTransport;
+      clock: Clock;
+      logger: Logger;
+    },
   ) {
     this.#options = options;
     this.#topics = deps.topics;
     this.#cluster = deps.cluster;
-    this.#peers = deps.peers;
+    this.#transport = deps.transport;
     this.#clock = deps.clock;
     this.#logger = deps.logger;
   }
@@ -202,11 +250,10 @@ export class ReplicationService {
     while (!this.#closed) {
       const partitions = [...this.#followed.values()].filter((f) => f.leader === leader);
       if (partitions.length === 0) return;
-      const url = this.#cluster.urlOf(leader);
       const brokerEpoch = this.#cluster.brokerEpoch();
       try {
-        if (url === undefined || brokerEpoch === undefined)
-          throw new SluiceError('NETWORK_EXCEPTION', `node ${leader} is not reachable yet`);
+        if (brokerEpoch === undefined)
+          throw new SluiceError('NETWORK_EXCEPTION', 'this node is not registered yet');
         const request: ReplicaFetchRequest = {
           replicaId: this.#options.nodeId,
           brokerEpoch,
@@ -221,24 +268,20 @@ export class ReplicationService {
             leaderEpoch: replica.leaderEpoch,
           })),
         };
-        const response = await this.#peers.request(url, {
-          method: 'POST',
-          path: REPLICA_FETCH_PATH,
-          headers: { 'content-type': MEDIA.msgpack, accept: MEDIA.msgpack },
-          body: packr.pack(request),
-          timeoutMs: this.#options.fetchMaxWaitMs + 10_000,
-        });
-        if (response.status !== 200) throw errorOf(response, `leader ${leader}`);
-        const answers = unpackr.unpack(response.body) as { partitions: ReplicaFetchPartitionAnswer[] };
+        const answers = await this.#transport.fetch(
+          leader,
+          request,
+          this.#options.fetchTimeoutMs ?? this.#options.fetchMaxWaitMs + 10_000,
+        );
         let progressed = false;
-        for (const answer of answers.partitions) {
+        for (const answer of answers) {
           const followed = this.#followed.get(`${answer.topic}\u0000${answer.partition}`);
           if (!followed || followed.leader !== leader) continue;
           progressed = (await this.#apply(followed.replica, answer)) || progressed;
         }
         backoff = 50;
         // Every partition refused (a leadership in flux): wait a little instead of spinning.
-        if (!progressed && answers.partitions.every((a) => a.error)) await this.#sleep(100);
+        if (!progressed && answers.every((a) => a.error)) await this.#sleep(100);
       } catch (error) {
         if (this.#closed) return;
         this.#logger.debug({ err: error, leader }, 'a replica fetch failed');

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { Broker } from '../broker/broker.js';
 import { ClusterMetrics } from '../broker/cluster-metrics.js';
 import { RemotePartitions } from '../broker/remote-partitions.js';
+import { HttpReplicaFetchTransport } from '../broker/replication.js';
 import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -192,14 +193,16 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         ...(metadata.peers
           ? {
               replication: {
-                peers: metadata.peers,
+                transport: new HttpReplicaFetchTransport({
+                  peers: metadata.peers,
+                  urlOf: (id: number) => metadata.directory.urlOf(id),
+                }),
                 cluster: {
                   brokerEpoch: () => {
                     const b = metadata.log.image.broker(nodeId);
                     return b && !b.fenced ? b.brokerEpoch : undefined;
                   },
                   isLive: (id: number) => metadata.log.image.broker(id)?.fenced === false,
-                  urlOf: (id: number) => metadata.directory.urlOf(id),
                   submit: (command: ControllerCommand) => metadata.controller.submit(command),
                 },
                 options: {
