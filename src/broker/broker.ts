@@ -70,6 +70,8 @@ export class Broker implements BrokerApi {
   readonly routing: RoutingApi | undefined;
   /** In a cluster: partition replication; absent on a node alone. */
   readonly replication: ReplicationService | undefined;
+  /** The partitions this node holds, each a replica over its log. */
+  readonly replicas: ReplicaManager;
   readonly #waiters: FetchWaiters;
   readonly #reconciler: PartitionReconciler;
   #shuttingDown = false;
@@ -80,6 +82,7 @@ export class Broker implements BrokerApi {
       { nodeId: options.nodeId, ...(deps.canLead ? { canLead: deps.canLead } : {}) },
       { logs: deps.logs },
     );
+    this.replicas = replicas;
     const topics = new Topics(
       { defaultConfigs: options.defaultConfigs ?? {} },
       { registry: deps.registry, replicas, ...(deps.catchUp ? { catchUp: deps.catchUp } : {}) },

@@ -32,7 +32,11 @@ export interface ReplicaFetchTransport {
    * Sends `request` to node `leader`; resolves with its answer, rejects with the leader's error,
    * or NETWORK_EXCEPTION when the node cannot be reached or does not answer within `timeoutMs`.
    */
-  fetch(leader: number, request: ReplicaFetchRequest, timeoutMs: number): Promise<ReplicaFetchPartitionAnswer[]>;
+  fetch(
+    leader: number,
+    request: ReplicaFetchRequest,
+    timeoutMs: number,
+  ): Promise<ReplicaFetchPartitionAnswer[]>;
 }
 
 /** Replica fetches over the internal HTTP API (msgpack bodies), one HTTP/2 session per node. */

@@ -52,6 +52,11 @@ export interface MetadataSimOptions {
    * restarted within its session register (fenced) and keep leading, the bug this simulation found.
    */
   unsafe?: 'fenceKeepsLeaders' | 'registerKeepsLeaders';
+  /**
+   * For simulations built on this one (cluster-sim.ts): called as each process lifetime starts,
+   * once its metadata log and controller service exist, to run more of the node over them.
+   */
+  onProcess?: (process: MetadataProcess) => void;
 }
 
 export interface MetadataSeedResult {
@@ -144,7 +149,7 @@ const ALLOWED_ERRORS: Readonly<Record<ControllerCommand['type'], readonly string
 type Outcome = { offset: number } | { error: unknown };
 
 /** One process lifetime of a node: its metadata log, controller service and broker. */
-interface MetadataProcess {
+export interface MetadataProcess {
   node: SimNode;
   life: Incarnation;
   log: MetadataLog;
@@ -155,6 +160,11 @@ interface MetadataProcess {
   /** `topicId/partition` → the highest [leaderEpoch, partitionEpoch] this process's images showed. */
   epochs: Map<string, [number, number]>;
   lastOffset: number;
+  /**
+   * When (on this process's clock) the last heartbeat the controller answered was sent: a leader
+   * silent for longer than its session must not take writes (`canLead`).
+   */
+  lastBeatMs: number;
 }
 
 /** Fences that leave leaderships in place: the checks must catch them. */
@@ -265,9 +275,11 @@ export class MetadataSim {
       beating: false,
       epochs: new Map(),
       lastOffset: 0,
+      lastBeatMs: Number.NEGATIVE_INFINITY,
     };
     log.onChange((delta) => this.#observe(sim, process, delta));
     this.#processes.set(node.id, process);
+    this.options.onProcess?.(process);
     // Both on the node's clock: they run at its rate, wait while it is paused, die with it.
     service.start();
     life.clock.setInterval(() => this.#beat(process), HEARTBEAT_MS);
@@ -318,13 +330,28 @@ export class MetadataSim {
           };
     process.beating = true;
     if (command.type === 'registerBroker') this.cluster.trace(`register ${process.incarnationId}`);
+    const sentMs = process.life.clock.monotonicMs();
     this.#submit(process, command, (outcome) => {
       process.beating = false;
+      if (command.type === 'heartbeat' && !('error' in outcome)) process.lastBeatMs = sentMs;
       this.#checkOutcome(command, outcome);
     });
   }
 
   // ---- requests to the controller ----
+
+  /**
+   * `command` from node `from`'s current process, routed as every request of this simulation is;
+   * resolves with its offset once `from`'s image shows it, rejects with the refusal or timeout.
+   */
+  submitFrom(from: MetadataProcess, command: ControllerCommand): Promise<number> {
+    return new Promise((resolve, reject) =>
+      this.#submit(from, command, (outcome) => {
+        if ('error' in outcome) reject(outcome.error);
+        else resolve(outcome.offset);
+      }),
+    );
+  }
 
   /**
    * `command` from `from` to the node it believes leads (itself when it leads), carried out there
