@@ -24,7 +24,7 @@ import { type MetadataProcess, MetadataSim } from './metadata-sim.js';
  * high watermark are clients outside the cluster whose requests and answers travel over it too.
  * Everything runs on the simulation's clock, each node at its own rate.
  *
- * Faults: crashes (power loss) and restarts, symmetric and one-way network partitions, message
+ * Faults: crashes (power loss; one in ten loses the whole disk) and restarts, symmetric and one-way network partitions, message
  * loss, delays with a long tail, pauses (as SIGSTOP). Topics flush every append (`sync`) or on a
  * timer (`async`); with async flush at most one node is down at once, since with no eligible-leader
  * bookkeeping (KIP-966) a power loss of every in-sync replica loses acknowledged records in any
@@ -50,6 +50,12 @@ export interface ClusterSimOptions {
   /** Simulated milliseconds allowed for convergence after the heal. */
   settleMs?: number;
   transcript?: boolean;
+  /**
+   * For the simulation's own tests, set-ups the checks must catch: `ackOnAppend` counts acks=1
+   * answers as acknowledged by the in-sync set (so records a failover loses are acknowledged
+   * ones).
+   */
+  unsafe?: 'ackOnAppend';
 }
 
 export interface ClusterSeedResult {
@@ -65,6 +71,8 @@ export interface ClusterSeedResult {
   unknown: number;
   consumed: number;
   crashes: number;
+  /** Crashes that lost the node's whole disk. */
+  wipes: number;
   truncations: number;
   leaderEpochs: number;
   finalRecords: number;
@@ -104,6 +112,8 @@ export class ClusterSim {
   #dropRate = 0;
   #longTailRate = 0;
   #producing = true;
+  /** Client requests not yet answered or timed out. */
+  #inflight = 0;
   readonly #sent: Sent[] = [];
   /** Per partition: offset → value read by a consumer. */
   readonly #reads: Map<number, string>[] = [];
@@ -115,7 +125,7 @@ export class ClusterSim {
   readonly #lastHw = new WeakMap<PartitionReplica, number>();
   readonly #checkedTo = new WeakMap<PartitionReplica, number>();
   readonly #consumers: { position: number; epoch: number; hw: number; inflight: boolean }[] = [];
-  readonly stats = { crashes: 0, truncations: 0, consumed: 0 };
+  readonly stats = { crashes: 0, wipes: 0, truncations: 0, consumed: 0 };
   #failure: string | undefined;
 
   constructor(readonly options: ClusterSimOptions) {
@@ -331,6 +341,13 @@ export class ClusterSim {
     c.crash(node);
     this.stats.crashes++;
     const disk = this.#disk(node.id);
+    if (c.random.chance(0.1)) {
+      // The disk is lost with the power: the node comes back with an empty data directory.
+      this.#disks.set(node.id, new SimulatedFileSystem());
+      this.stats.wipes++;
+      this.#trace(`disk of ${node.id} lost`);
+      return;
+    }
     if (c.random.chance(0.5)) disk.crash(c.random);
     else disk.crashLosingAllUnsynced();
   }
@@ -402,9 +419,11 @@ export class ClusterSim {
   ) {
     const c = this.meta.cluster;
     let settled = false;
+    this.#inflight++;
     const settle = (outcome: { ok: T } | { error: unknown }) => {
       if (settled) return;
       settled = true;
+      this.#inflight--;
       done(outcome);
     };
     c.schedule(CLIENT_TIMEOUT_MS, () => settle({ error: new SluiceError('REQUEST_TIMED_OUT', 'no answer') }));
@@ -651,13 +670,13 @@ export class ClusterSim {
   async run(): Promise<ClusterSeedResult> {
     const c = this.meta.cluster;
     const r = c.random;
-    const faultMs = this.options.faultMs ?? 2000;
+    const faultMs = this.options.faultMs ?? 800;
     const settleMs = this.options.settleMs ?? 6000;
     await this.#createTopic();
     const start = c.now;
     this.#trace(`topic created, flush ${this.#flush}`);
     for (let t = 50; t < faultMs; t += 40 + r.int(200)) c.schedule(t, () => this.#fault());
-    for (let t = 1; t < faultMs; t += 2 + r.int(12)) c.schedule(t, () => this.#produce());
+    for (let t = 1; t < faultMs; t += 3 + r.int(14)) c.schedule(t, () => this.#produce());
     for (let t = 5; t < faultMs + settleMs; t += 5 + r.int(25))
       c.schedule(t, () => this.#consume(r.int(PARTITIONS)));
     while (c.now < start + faultMs) await this.#step();
@@ -665,8 +684,8 @@ export class ClusterSim {
     this.#heal();
     this.#trace('heal');
     await this.#until('no convergence after the heal', settleMs, () => this.#converged());
-    // Let the clients' last answers arrive.
-    for (let i = 0; i < CLIENT_TIMEOUT_MS + 20; i++) await this.#step();
+    // Let the clients' last answers arrive (or time out).
+    await this.#until('client requests unsettled', CLIENT_TIMEOUT_MS + 50, () => this.#inflight === 0);
     const result = await this.#checkHistory();
     this.#trace('done');
     if (this.#failure) throw new Error(this.#failure);
@@ -709,7 +728,7 @@ export class ClusterSim {
         if (s.partition !== p || s.status !== 'ok') continue;
         const at = where.get(s.value);
         if (at === undefined) {
-          if (s.acks === -1)
+          if (s.acks === -1 || this.options.unsafe === 'ackOnAppend')
             this.#fail(`partition ${p}: acknowledged (acks=all) ${s.value} at ${s.offset} was lost`);
           else ackedOneLost++;
         } else if (at !== s.offset)
@@ -733,6 +752,7 @@ export class ClusterSim {
       unknown: count((s) => s.status !== 'ok' && s.status !== 'refused'),
       consumed: this.stats.consumed,
       crashes: this.stats.crashes,
+      wipes: this.stats.wipes,
       truncations: this.stats.truncations,
       leaderEpochs: this.#leaderOf.size,
       finalRecords,
