@@ -84,8 +84,11 @@ const NODES = 3;
 const MIN_INSYNC = 2;
 const REPLICA_LAG_MS = 300;
 const FETCH_WAIT_MS = 40;
-/** A follower's fetch unanswered this long is sent again (the network may have lost it). */
-const FETCH_TIMEOUT_MS = 150;
+/**
+ * A follower's fetch unanswered this long is sent again (the network may have lost it): above the
+ * leader's long-poll at half speed plus the network, on a follower's clock at twice speed.
+ */
+const FETCH_TIMEOUT_MS = 400;
 const PRODUCE_TIMEOUT_MS = 300;
 /** A client request unanswered this long is given up as unknown. */
 const CLIENT_TIMEOUT_MS = 500;
