@@ -12,7 +12,7 @@ import type { Logger } from '../common/logger.js';
 import { SeededRandom } from '../common/random.js';
 import { Controller } from '../metadata/controller.js';
 import { MetadataLog } from '../metadata/metadata-log.js';
-import { METADATA_VERSION_FEATURE, type MetadataRecord } from '../metadata/records.js';
+import { METADATA_VERSION_FEATURE, METADATA_VERSION_MAX, type MetadataRecord } from '../metadata/records.js';
 import type { ClusterResponse } from '../protocol/api.js';
 import { RaftDriver, type RaftDriverOptions, type RaftTransport } from '../raft/driver.js';
 import { LevelRaftStorage } from '../raft/storage.js';
@@ -33,7 +33,7 @@ const QUORUM_TIMING = { tickMs: 50, electionTicks: 20, heartbeatTicks: 2 };
 /** How long a start waits for the cluster (a leader, the cluster id, its own registration). */
 const JOIN_WAIT_MS = 60_000;
 /** The metadata.version this release writes. */
-const METADATA_VERSION = 1;
+const METADATA_VERSION = METADATA_VERSION_MAX;
 
 export interface MetadataOptions {
   nodeId: number;
