@@ -405,7 +405,9 @@ export class Controller {
         throw new SluiceError(
           'INVALID_UPDATE_VERSION',
           `partition epoch ${request.partitionEpoch} of ${request.topic}/${request.partition} is stale; it is at ${p.partitionEpoch}`,
-          { details: { topic: request.topic, partition: request.partition, partitionEpoch: p.partitionEpoch } },
+          {
+            details: { topic: request.topic, partition: request.partition, partitionEpoch: p.partitionEpoch },
+          },
         );
       if (request.replicas === null) {
         records.push(cancellation(image, p, request.topic));

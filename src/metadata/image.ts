@@ -251,7 +251,9 @@ export function reassigning(p: PartitionImage): boolean {
 
 /** The replicas a partition has once its reassignment completes (its replicas when none is in progress). */
 export function targetReplicas(p: PartitionImage): readonly number[] {
-  return p.removingReplicas.length === 0 ? p.replicas : p.replicas.filter((id) => !p.removingReplicas.includes(id));
+  return p.removingReplicas.length === 0
+    ? p.replicas
+    : p.replicas.filter((id) => !p.removingReplicas.includes(id));
 }
 
 export interface TopicImage {

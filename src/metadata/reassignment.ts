@@ -53,12 +53,15 @@ export function startReassignment(
     addingReplicas: adding,
     removingReplicas: removing,
   };
-  return completion(image, started) ?? change(p, {
-    replicas,
-    isr: started.isr,
-    addingReplicas: adding,
-    removingReplicas: removing,
-  });
+  return (
+    completion(image, started) ??
+    change(p, {
+      replicas,
+      isr: started.isr,
+      addingReplicas: adding,
+      removingReplicas: removing,
+    })
+  );
 }
 
 /**
@@ -117,7 +120,12 @@ export function cancellation(image: MetadataImage, p: PartitionImage, topic: str
 }
 
 /** Refuses a target that is empty, repeats a broker, names a broker not registered or is too long. */
-export function checkTarget(image: MetadataImage, topic: string, partition: number, target: readonly number[]) {
+export function checkTarget(
+  image: MetadataImage,
+  topic: string,
+  partition: number,
+  target: readonly number[],
+) {
   const where = `${topic}/${partition}`;
   const refuse = (message: string, details: Record<string, unknown> = {}) =>
     new SluiceError('INVALID_REPLICA_ASSIGNMENT', `${where}: ${message}`, {
@@ -186,9 +194,7 @@ export function decommissionTargets(image: MetadataImage, brokerId: number): Rea
           { details: { topic: topic.name, partition: p.partition, availableBrokers: live.length } },
         );
       const score = (id: number) => [usedRacks.has(rackOf(id)) ? 1 : 0, load.get(id) ?? 0, id];
-      const best = candidates
-        .map((b) => b.brokerId)
-        .reduce((a, b) => (lexLess(score(b), score(a)) ? b : a));
+      const best = candidates.map((b) => b.brokerId).reduce((a, b) => (lexLess(score(b), score(a)) ? b : a));
       load.set(best, (load.get(best) ?? 0) + 1);
       plans.push({
         topic: topic.name,
@@ -211,7 +217,13 @@ function change(
   fields: Omit<PartitionChangeRecord, 'type' | 'version' | 'topicId' | 'partition'>,
 ): PartitionChangeRecord {
   const v1 = fields.addingReplicas !== undefined || fields.removingReplicas !== undefined;
-  return { type: 'partitionChange', version: v1 ? 1 : 0, topicId: p.topicId, partition: p.partition, ...fields };
+  return {
+    type: 'partitionChange',
+    version: v1 ? 1 : 0,
+    topicId: p.topicId,
+    partition: p.partition,
+    ...fields,
+  };
 }
 
 /** `ids` in the order of `order` (ids not in it dropped). */

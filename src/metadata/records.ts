@@ -455,7 +455,11 @@ function checkFields(record: MetadataRecord): MetadataRecord {
       if (record.version === 0) noReassignmentFields(record);
       else {
         if (record.addingReplicas === undefined && record.removingReplicas === undefined)
-          throw fieldError('addingReplicas', undefined, 'set in a version 1 change (or the change is version 0)');
+          throw fieldError(
+            'addingReplicas',
+            undefined,
+            'set in a version 1 change (or the change is version 0)',
+          );
         if (record.addingReplicas !== undefined)
           out.addingReplicas = brokerList('addingReplicas', record.addingReplicas, 0);
         if (record.removingReplicas !== undefined)

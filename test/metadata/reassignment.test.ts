@@ -2,7 +2,13 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
 import { SeededRandom } from '../../src/common/random.js';
 import { Controller } from '../../src/metadata/controller.js';
-import { decodeImage, encodeImage, MetadataImage, type PartitionImage, replayAll } from '../../src/metadata/image.js';
+import {
+  decodeImage,
+  encodeImage,
+  MetadataImage,
+  type PartitionImage,
+  replayAll,
+} from '../../src/metadata/image.js';
 import { localChanges } from '../../src/metadata/listener.js';
 import { decodeRecord, encodeRecord, type MetadataRecord } from '../../src/metadata/records.js';
 
@@ -41,7 +47,13 @@ function setup(brokers: { id: number; rack?: string }[], metadataVersion = 2) {
         rack: rack ?? null,
       }),
     );
-    apply(controller.heartbeat(image, { brokerId: id, brokerEpoch: image.broker(id)!.brokerEpoch, caughtUp: true }));
+    apply(
+      controller.heartbeat(image, {
+        brokerId: id,
+        brokerEpoch: image.broker(id)!.brokerEpoch,
+        caughtUp: true,
+      }),
+    );
   }
   const part = (topic = 't', partition = 0): PartitionImage => image.topic(topic)!.partitions.get(partition)!;
   /** The leader's in-sync set change, as its replication would ask for it. */
@@ -129,7 +141,9 @@ describe('reassignment', () => {
     c.reassign([2, 3]);
     expect(c.part()).toMatchObject({ replicas: [2, 3], isr: [2, 3], leader: 3 });
     const before = c.part().partitionEpoch;
-    expect(c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas: [2, 3] }])).toEqual([]);
+    expect(
+      c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas: [2, 3] }]),
+    ).toEqual([]);
     expect(c.part().partitionEpoch).toBe(before);
   });
 
@@ -140,7 +154,13 @@ describe('reassignment', () => {
     c.reassign([3]);
     expect(c.part().replicas).toEqual([3, 1]);
     const cancelled = c.reassign(null);
-    expect(c.part()).toMatchObject({ replicas: [1], isr: [1], leader: 1, addingReplicas: [], removingReplicas: [] });
+    expect(c.part()).toMatchObject({
+      replicas: [1],
+      isr: [1],
+      leader: 1,
+      addingReplicas: [],
+      removingReplicas: [],
+    });
     expect(localChanges(cancelled, 3).stop.map((s) => s.deleteData)).toEqual([true]);
     expect(() => c.reassign(null)).toThrow(expect.objectContaining({ code: 'NO_REASSIGNMENT_IN_PROGRESS' }));
   });
@@ -150,7 +170,9 @@ describe('reassignment', () => {
     c.createTopic(2);
     placeAt(c, [1, 2]);
     const refuse = (requests: Parameters<Controller['reassignPartitions']>[1], code: string) =>
-      expect(() => c.controller.reassignPartitions(c.image(), requests)).toThrow(expect.objectContaining({ code }));
+      expect(() => c.controller.reassignPartitions(c.image(), requests)).toThrow(
+        expect.objectContaining({ code }),
+      );
     refuse([{ topic: 't', partition: 0, replicas: [] }], 'INVALID_REPLICA_ASSIGNMENT');
     refuse([{ topic: 't', partition: 0, replicas: [2, 2] }], 'INVALID_REPLICA_ASSIGNMENT');
     refuse([{ topic: 't', partition: 0, replicas: [2, 9] }], 'INVALID_REPLICA_ASSIGNMENT');
@@ -179,7 +201,9 @@ describe('reassignment', () => {
     c.reassign([2, 3], { partitionEpoch: c.part().partitionEpoch });
     refuse([{ topic: 't', partition: 0, replicas: [3, 1] }], 'REASSIGNMENT_IN_PROGRESS');
     // The same target again is no change.
-    expect(c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas: [2, 3] }])).toEqual([]);
+    expect(
+      c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas: [2, 3] }]),
+    ).toEqual([]);
 
     const old = setup([{ id: 1 }, { id: 2 }], 1);
     old.createTopic(1);
@@ -194,8 +218,20 @@ describe('reassignment', () => {
     c.alterIsr([1, 2]);
     // Broker 2 is fenced (leaving the ISR): 3 joins, but 2 has still to catch up.
     c.clock.advance(5000);
-    c.apply(c.controller.heartbeat(c.image(), { brokerId: 1, brokerEpoch: c.image().broker(1)!.brokerEpoch, caughtUp: true }));
-    c.apply(c.controller.heartbeat(c.image(), { brokerId: 3, brokerEpoch: c.image().broker(3)!.brokerEpoch, caughtUp: true }));
+    c.apply(
+      c.controller.heartbeat(c.image(), {
+        brokerId: 1,
+        brokerEpoch: c.image().broker(1)!.brokerEpoch,
+        caughtUp: true,
+      }),
+    );
+    c.apply(
+      c.controller.heartbeat(c.image(), {
+        brokerId: 3,
+        brokerEpoch: c.image().broker(3)!.brokerEpoch,
+        caughtUp: true,
+      }),
+    );
     c.clock.advance(5000);
     c.apply(c.controller.fenceExpired(c.image()));
     expect(c.image().broker(2)!.fenced).toBe(true);
@@ -244,7 +280,8 @@ describe('decommission', () => {
       }
     }
     // Every move completes once the new replicas are in sync; then broker 1 holds nothing.
-    for (const p of topic()) if (p.addingReplicas.length > 0) c.alterIsr([...p.isr, ...p.addingReplicas], 't', p.partition);
+    for (const p of topic())
+      if (p.addingReplicas.length > 0) c.alterIsr([...p.isr, ...p.addingReplicas], 't', p.partition);
     for (const p of topic()) expect(p.replicas).not.toContain(1);
     // A second decommission has nothing left to move.
     expect(c.controller.decommissionBroker(c.image(), 1)).toEqual([]);
