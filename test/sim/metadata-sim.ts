@@ -83,6 +83,10 @@ export interface MetadataSeedResult {
   leaderlessElected: number;
   /** Refusals the client got for asking more replicas than there were live brokers. */
   replicationRefused: number;
+  /** Reassignments the client asked for, and those completed and cancelled (entries replayed). */
+  reassignmentsAsked: number;
+  reassignmentsCompleted: number;
+  reassignmentsCancelled: number;
   /** The same counts up to the heal: what the faulty phase itself exercised. */
   underFaults: {
     topicsCreated: number;
