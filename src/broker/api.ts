@@ -1,8 +1,11 @@
 import type {
   Acks,
   ClusterResponse,
+  DecommissionResponse,
   MetadataResponse,
   OffsetsResponse,
+  ReassignmentsResponse,
+  ReassignRequest,
   TopicDescription,
 } from '../protocol/api.js';
 import type { RecordInput } from '../protocol/batch.js';
@@ -116,6 +119,12 @@ export interface AdminApi {
   removeVoter(nodeId: number): Promise<QuorumMembers>;
   /** Leaders, epochs, replicas and node endpoints of the topics named (all when absent). */
   metadata(topics?: readonly string[]): Promise<MetadataResponse>;
+  /** Reassignments in progress, with each adding replica's lag. */
+  listReassignments(): Promise<ReassignmentsResponse>;
+  /** Starts or cancels reassignments (all or none); resolves with those in progress after. */
+  reassignPartitions(request: ReassignRequest): Promise<ReassignmentsResponse>;
+  /** Moves every replica off the broker; resolves with what it still holds and the moves in progress. */
+  decommissionBroker(brokerId: number): Promise<DecommissionResponse>;
 }
 
 /**

@@ -30,6 +30,8 @@ export interface BrokerOptions {
   clusterView?: AdminOptions['clusterView'];
   /** Voter changes of the metadata quorum; absent on a node alone. */
   quorum?: AdminOptions['quorum'];
+  /** Partition reassignment through the controller. */
+  reassignment?: AdminOptions['reassignment'];
   /** Defaults for topics, in Kafka config names (e.g. `flush.policy`, `num.partitions`). */
   defaultConfigs?: Record<string, ConfigValue>;
   fetchWaitersMax?: number;
@@ -132,6 +134,7 @@ export class Broker implements BrokerApi {
         address: options.address,
         ...(options.clusterView ? { clusterView: options.clusterView } : {}),
         ...(options.quorum ? { quorum: options.quorum } : {}),
+        ...(options.reassignment ? { reassignment: options.reassignment } : {}),
       },
       {
         topics,

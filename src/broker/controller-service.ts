@@ -306,6 +306,10 @@ export class ControllerService {
         return c.controlledShutdown(image, command.brokerId, command.brokerEpoch);
       case 'alterPartition':
         return c.alterPartition(image, command);
+      case 'reassignPartitions':
+        return c.reassignPartitions(image, command.partitions);
+      case 'decommissionBroker':
+        return c.decommissionBroker(image, command.brokerId);
       case 'heartbeat':
         return c.heartbeat(image, {
           brokerId: command.brokerId,
@@ -364,6 +368,11 @@ export class ControllerService {
         if (elect.length > 0) {
           await this.#log.propose(elect);
           this.#logger.info({ partitions: elect.length }, 'leaders elected for leaderless partitions');
+        }
+        const complete = this.#controller.completeReassignments(this.#log.image);
+        if (complete.length > 0) {
+          await this.#log.propose(complete);
+          this.#logger.info({ partitions: complete.length }, 'reassignments completed');
         }
         await this.#addLearners();
         const every = this.#options.preferredLeaderCheckMs ?? 60_000;

@@ -1,6 +1,7 @@
 import type { Clock, TimerHandle } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { TokenBucket } from '../common/token-bucket.js';
 import { MEDIA } from '../protocol/api.js';
 import {
   type ControllerCommand,
@@ -21,6 +22,8 @@ export interface ReplicationCluster {
   brokerEpoch(): number | undefined;
   isLive(brokerId: number): boolean;
   submit(command: ControllerCommand): Promise<void>;
+  /** Whether the broker is a replica a reassignment of the partition is adding (copy traffic, throttled). */
+  isReassignmentTarget?(topicId: string, partition: number, brokerId: number): boolean;
 }
 
 /**
@@ -77,6 +80,12 @@ export interface ReplicationOptions {
   fetchMaxBytes: number;
   /** How long a follower waits for a fetch's answer before it tries again; `fetchMaxWaitMs` + 10 s when absent. */
   fetchTimeoutMs?: number;
+  /**
+   * Bytes per second this leader sends, in all, to replicas that a reassignment is adding and that
+   * are not in sync yet (`replication.throttle.bytes.per.second`); in-sync followers are never
+   * throttled. Absent or 0: no throttle.
+   */
+  throttleBytesPerSecond?: number;
 }
 
 interface Followed {
@@ -105,6 +114,8 @@ export class ReplicationService {
   readonly #loops = new Map<number, Promise<void>>();
   #isrTimer: TimerHandle | undefined;
   #closed = false;
+  /** The reassignment copy throttle (see `throttleBytesPerSecond`). */
+  readonly #throttle: TokenBucket | undefined;
 
   constructor(
     options: ReplicationOptions,
@@ -122,6 +133,9 @@ export class ReplicationService {
     this.#transport = deps.transport;
     this.#clock = deps.clock;
     this.#logger = deps.logger;
+    const rate = options.throttleBytesPerSecond ?? 0;
+    this.#throttle =
+      rate > 0 ? new TokenBucket({ ratePerSecond: rate }, deps.clock.monotonicMs()) : undefined;
   }
 
   start(): void {
@@ -166,13 +180,20 @@ export class ReplicationService {
         'INVALID_REQUEST',
         `broker ${request.replicaId} is not a live, registered broker`,
       );
-    let answers = await this.#answerOnce(request);
+    const throttled = new Set<string>();
+    let answers = await this.#answerOnce(request, throttled);
     if (request.maxWaitMs === 0 || answers.some((a) => a.records.length > 0 || a.error || a.divergingEpoch))
       return answers;
     // Nothing yet: wait for an append or a high watermark move on any of them, or the deadline.
+    // A throttled partition's appends do not wake the wait: it waits for the bucket instead.
     const replicas = request.partitions
+      .filter((p) => !throttled.has(`${p.topicId}\u0000${p.partition}`))
       .map((p) => this.#topics.replicas.get(p.topic, p.partition))
       .filter((r): r is PartitionReplica => r !== undefined);
+    const waitMs =
+      throttled.size > 0 && this.#throttle
+        ? Math.min(request.maxWaitMs, Math.max(1, this.#throttle.waitMs(this.#clock.monotonicMs())))
+        : request.maxWaitMs;
     await new Promise<void>((resolve) => {
       const offs: (() => void)[] = [];
       const done = () => {
@@ -181,25 +202,30 @@ export class ReplicationService {
         signal?.removeEventListener('abort', done);
         resolve();
       };
-      const timer = this.#clock.setTimeout(done, request.maxWaitMs);
+      const timer = this.#clock.setTimeout(done, waitMs);
       for (const r of replicas) {
         offs.push(r.log.onAppend(done));
         offs.push(r.onHighWatermarkAdvance(done));
       }
       signal?.addEventListener('abort', done, { once: true });
     });
-    answers = await this.#answerOnce(request);
+    answers = await this.#answerOnce(request, throttled);
     return answers;
   }
 
-  async #answerOnce(request: ReplicaFetchRequest): Promise<ReplicaFetchPartitionAnswer[]> {
+  async #answerOnce(
+    request: ReplicaFetchRequest,
+    throttled: Set<string>,
+  ): Promise<ReplicaFetchPartitionAnswer[]> {
     const now = this.#clock.monotonicMs();
     const perPartitionBytes = Math.max(
       64 * 1024,
       Math.floor(request.maxBytes / Math.max(1, request.partitions.length)),
     );
     return Promise.all(
-      request.partitions.map((p) => this.#answerPartition(request.replicaId, p, now, perPartitionBytes)),
+      request.partitions.map((p) =>
+        this.#answerPartition(request.replicaId, p, now, perPartitionBytes, throttled),
+      ),
     );
   }
 
@@ -208,6 +234,7 @@ export class ReplicationService {
     p: ReplicaFetchPartition,
     now: number,
     maxBytes: number,
+    throttled: Set<string>,
   ): Promise<ReplicaFetchPartitionAnswer> {
     const replica = this.#topics.replicas.get(p.topic, p.partition);
     const base = { topic: p.topic, partition: p.partition, records: new Uint8Array(0) };
@@ -243,8 +270,27 @@ export class ReplicationService {
     if (p.fetchOffset < log.logStartOffset || p.fetchOffset > log.logEndOffset)
       return fail('OFFSET_OUT_OF_RANGE');
     replica.followerFetched(follower, p.fetchOffset, now);
+    const throttle = this.#throttleOf(replica, p.topicId, follower);
+    if (throttle) {
+      // Copy traffic to a replica being added: within the bucket, whole batches, paying off any debt.
+      const available = throttle.available(now);
+      if (available < 1) {
+        throttled.add(`${p.topicId}\u0000${p.partition}`);
+        return answer({});
+      }
+      maxBytes = Math.min(maxBytes, Math.floor(available));
+    }
     const read = await log.read(p.fetchOffset, { maxBytes });
+    throttle?.take(read.data.length, now);
     return answer({ records: read.data });
+  }
+
+  /** The bucket a follower's fetch of the partition draws on: only a reassignment's replica not in sync yet. */
+  #throttleOf(replica: PartitionReplica, topicId: string, follower: number): TokenBucket | undefined {
+    if (!this.#throttle || replica.inSyncReplicas.includes(follower)) return undefined;
+    return this.#cluster.isReassignmentTarget?.(topicId, replica.partition, follower)
+      ? this.#throttle
+      : undefined;
   }
 
   // ---- follower side ----

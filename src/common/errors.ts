@@ -126,6 +126,26 @@ export const ERROR_CODES = {
     retriable: true,
     title: 'Another node of the cluster could not be reached',
   },
+  INVALID_REPLICA_ASSIGNMENT: {
+    status: 400,
+    retriable: false,
+    title: 'The replicas asked for are not valid: empty, repeated or unknown brokers',
+  },
+  UNSUPPORTED_VERSION: {
+    status: 400,
+    retriable: false,
+    title: "The cluster's metadata.version does not support this request yet",
+  },
+  REASSIGNMENT_IN_PROGRESS: {
+    status: 409,
+    retriable: false,
+    title: 'A reassignment of the partition is in progress: let it finish or cancel it first',
+  },
+  NO_REASSIGNMENT_IN_PROGRESS: {
+    status: 409,
+    retriable: false,
+    title: 'No reassignment of the partition is in progress',
+  },
 } as const satisfies Record<string, { status: number; retriable: boolean; title: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

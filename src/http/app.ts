@@ -23,6 +23,7 @@ import { fetchRoutes } from './routes/fetch.js';
 import { metadataRoutes } from './routes/metadata.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { produceRoutes } from './routes/produce.js';
+import { reassignmentRoutes } from './routes/reassignments.js';
 import { topicRoutes } from './routes/topics.js';
 
 export interface AppOptions {
@@ -123,6 +124,7 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   );
 
   app.register(clusterRoutes, { node: broker.node, admin: broker.admin });
+  app.register(reassignmentRoutes, { admin: broker.admin });
   app.register(topicRoutes, { admin: broker.admin });
   app.register(metadataRoutes, { admin: broker.admin });
   app.register(produceRoutes, { produce: broker.produce });

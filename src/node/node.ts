@@ -63,6 +63,12 @@ export interface NodeOptions {
   sessionTimeoutMs?: number;
   /** A follower not caught up with its leader for this long leaves the in-sync set; 30000 when absent. */
   replicaLagTimeMaxMs?: number;
+  /**
+   * Bytes per second a leader sends to the replicas reassignments are adding, until they are in
+   * sync (`--replication-throttle-bytes-per-second`); in-sync followers are never throttled. 0 or
+   * absent: no throttle.
+   */
+  replicationThrottleBytesPerSecond?: number;
 }
 
 export interface SluiceNode {
@@ -176,6 +182,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         address: advertisedAddress,
         clusterView: () => metadata.clusterView(),
         ...(voters ? { quorum: metadata.quorumAdmin } : {}),
+        reassignment: metadata.reassignment,
         defaultConfigs: options.configs ?? {},
         ...(options.metricsPartitionSeriesMax !== undefined
           ? { partitionSeriesMax: options.metricsPartitionSeriesMax }
@@ -204,11 +211,14 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
                   },
                   isLive: (id: number) => metadata.log.image.broker(id)?.fenced === false,
                   submit: (command: ControllerCommand) => metadata.controller.submit(command),
+                  isReassignmentTarget: (topicId: string, partition: number, id: number) =>
+                    metadata.log.image.partition(topicId, partition)?.addingReplicas.includes(id) === true,
                 },
                 options: {
                   replicaLagTimeMaxMs: options.replicaLagTimeMaxMs ?? 30_000,
                   fetchMaxWaitMs: 500,
                   fetchMaxBytes: 8 * 1024 * 1024,
+                  throttleBytesPerSecond: options.replicationThrottleBytesPerSecond ?? 0,
                 },
               },
             }
@@ -350,6 +360,7 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
     'clusterSecretFile',
     'sessionTimeoutMs',
     'replicaLagTimeMaxMs',
+    'replicationThrottleBytesPerSecond',
   ]);
   for (const key of Object.keys(parsed)) {
     if (!allowed.has(key))
@@ -372,6 +383,10 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
     'replicaLagTimeMaxMs',
   ]) {
     if (settings[key] !== undefined && !isInt(settings[key], 0, 2 ** 31 - 1))
+      throw bad(key, 'a non-negative integer');
+  }
+  for (const key of ['replicationThrottleBytesPerSecond']) {
+    if (settings[key] !== undefined && !isInt(settings[key], 0, Number.MAX_SAFE_INTEGER))
       throw bad(key, 'a non-negative integer');
   }
   for (const key of [

@@ -44,6 +44,26 @@ describe.each(formats)('API in %s', (format) => {
     expect((await call(h.app, format, 'DELETE', '/v1/cluster/voters/x')).status).toBe(400);
   });
 
+  it('refuses reassignments on a node without a controller, and malformed ones by their schema', async () => {
+    tested.add('listReassignments').add('reassignPartitions').add('decommissionBroker');
+    const list = await call(h.app, format, 'GET', '/v1/reassignments');
+    expect([list.status, list.body.code]).toEqual([400, 'INVALID_REQUEST']);
+    const start = await call(h.app, format, 'POST', '/v1/reassignments', {
+      partitions: [{ topic: 't', partition: 0, replicas: [1] }],
+    });
+    expect([start.status, start.body.code]).toEqual([400, 'INVALID_REQUEST']);
+    const decommission = await call(h.app, format, 'POST', '/v1/brokers/1/decommission');
+    expect([decommission.status, decommission.body.code]).toEqual([400, 'INVALID_REQUEST']);
+    for (const body of [
+      { partitions: [] },
+      { partitions: [{ topic: 't', partition: 0, replicas: 'one' }] },
+      { partitions: [{ topic: 't', partition: -1, replicas: [1] }] },
+      { partitions: [{ topic: 't', partition: 0 }] },
+    ])
+      expect((await call(h.app, format, 'POST', '/v1/reassignments', body)).status).toBe(400);
+    expect((await call(h.app, format, 'POST', '/v1/brokers/x/decommission')).status).toBe(400);
+  });
+
   it('health, cluster and openapi', async () => {
     tested.add('health').add('cluster');
     expect((await call(h.app, format, 'GET', '/healthz')).body).toMatchObject({ status: 'ok', nodeId: 1 });

@@ -2,9 +2,19 @@ import { ControllerService } from '../../src/broker/controller-service.js';
 import { type ErrorCode, isSluiceError, SluiceError } from '../../src/common/errors.js';
 import type { Logger } from '../../src/common/logger.js';
 import { type BrokerRegistration, Controller } from '../../src/metadata/controller.js';
-import { encodeImage, type MetadataDelta, type MetadataImage } from '../../src/metadata/image.js';
+import {
+  encodeImage,
+  type MetadataDelta,
+  type MetadataImage,
+  reassigning,
+  targetReplicas,
+} from '../../src/metadata/image.js';
 import { MetadataLog, type MetadataRaft } from '../../src/metadata/metadata-log.js';
-import { METADATA_VERSION_FEATURE, type MetadataRecord } from '../../src/metadata/records.js';
+import {
+  METADATA_VERSION_FEATURE,
+  METADATA_VERSION_MAX,
+  type MetadataRecord,
+} from '../../src/metadata/records.js';
 import type { ControllerCommand } from '../../src/protocol/internal-api.js';
 import type { SnapshotHooks, StateMachine } from '../../src/raft/driver.js';
 import type { Entry, NodeId } from '../../src/raft/types.js';
@@ -78,6 +88,10 @@ export interface MetadataSeedResult {
   leaderlessElected: number;
   /** Refusals the client got for asking more replicas than there were live brokers. */
   replicationRefused: number;
+  /** Reassignments the client asked for, and those completed and cancelled (entries replayed). */
+  reassignmentsAsked: number;
+  reassignmentsCompleted: number;
+  reassignmentsCancelled: number;
   /** The same counts up to the heal: what the faulty phase itself exercised. */
   underFaults: {
     topicsCreated: number;
@@ -143,7 +157,29 @@ const ALLOWED_ERRORS: Readonly<Record<ControllerCommand['type'], readonly string
   addVoter: [],
   removeVoter: [],
   shutdownBroker: [],
-  alterPartition: [],
+  // The simulated leader's catch-up report, computed from an image that may be stale by the time
+  // it arrives, from a broker fenced meanwhile, or for a topic deleted meanwhile.
+  alterPartition: [
+    'FENCED_LEADER_EPOCH',
+    'INVALID_UPDATE_VERSION',
+    'INVALID_REQUEST',
+    'UNKNOWN_TOPIC_OR_PARTITION',
+  ],
+  // Targets drawn from a stale image: a partition or topic gone, one already moving, nothing to cancel.
+  reassignPartitions: [
+    'UNKNOWN_TOPIC_OR_PARTITION',
+    'REASSIGNMENT_IN_PROGRESS',
+    'NO_REASSIGNMENT_IN_PROGRESS',
+    'INVALID_REPLICA_ASSIGNMENT',
+    'INVALID_UPDATE_VERSION',
+    // A cancel whose original replicas all fell out of sync.
+    'INVALID_REQUEST',
+  ],
+  decommissionBroker: [
+    'INVALID_REPLICATION_FACTOR',
+    'REASSIGNMENT_IN_PROGRESS',
+    'INVALID_REPLICA_ASSIGNMENT',
+  ],
 };
 
 type Outcome = { offset: number } | { error: unknown };
@@ -212,6 +248,9 @@ export class MetadataSim {
     leadersLost: 0,
     leaderlessElected: 0,
     replicationRefused: 0,
+    reassignmentsAsked: 0,
+    reassignmentsCompleted: 0,
+    reassignmentsCancelled: 0,
   };
 
   constructor(readonly options: MetadataSimOptions) {
@@ -261,7 +300,7 @@ export class MetadataSim {
         submitTimeoutMs: REQUEST_TIMEOUT_MS,
         bootstrapRecords: () => [
           { type: 'clusterId', version: 0, clusterId: `sim-${this.options.seed}` },
-          { type: 'featureLevel', version: 0, name: METADATA_VERSION_FEATURE, level: 1 },
+          { type: 'featureLevel', version: 0, name: METADATA_VERSION_FEATURE, level: METADATA_VERSION_MAX },
         ],
       },
       { log, controller, quorum: life.driver, clock: life.clock, logger: this.#logger(sim, node) },
@@ -442,9 +481,11 @@ export class MetadataSim {
     const via = r.pick(up);
     const image = via.log.image;
     const topics = [...image.topicIdsByName.keys()].sort();
-    const choice = r.int(10);
+    const choice = r.int(14);
     let command: ControllerCommand;
-    if (choice < 5 || topics.length === 0) {
+    if (choice >= 10 && topics.length > 0) {
+      command = this.#reassignmentCommand(image, r.pick(topics), choice - 10);
+    } else if (choice < 5 || topics.length === 0) {
       command = {
         type: 'createTopic',
         name: r.pick(TOPIC_NAMES),
@@ -482,6 +523,45 @@ export class MetadataSim {
     this.cluster.schedule(4 * REQUEST_TIMEOUT_MS, () => {
       if (life.dead) finish();
     });
+  }
+
+  /**
+   * A reassignment (0), its cancellation (1), a decommission (2), or the report a partition's leader
+   * sends once the replicas being added have caught up (3): the ISR change that completes a
+   * reassignment, computed from the image of the node the command goes through.
+   */
+  #reassignmentCommand(image: MetadataImage, name: string, kind: number): ControllerCommand {
+    const r = this.cluster.random;
+    const topic = image.topic(name)!;
+    const p = topic.partitions.get(r.int(topic.partitions.size))!;
+    const brokers = [...image.brokers.keys()].sort((a, b) => a - b);
+    if (kind === 0) {
+      const target = brokers.filter(() => r.int(2) === 0).slice(0, 3);
+      if (target.length === 0) target.push(r.pick(brokers));
+      this.stats.reassignmentsAsked++;
+      return {
+        type: 'reassignPartitions',
+        partitions: [{ topic: name, partition: p.partition, replicas: target }],
+      };
+    }
+    if (kind === 1)
+      return {
+        type: 'reassignPartitions',
+        partitions: [{ topic: name, partition: p.partition, replicas: null }],
+      };
+    if (kind === 2) return { type: 'decommissionBroker', brokerId: r.pick(brokers) };
+    const live = p.addingReplicas.filter((id) => image.broker(id)?.fenced === false);
+    const leader = image.broker(p.leader);
+    return {
+      type: 'alterPartition',
+      brokerId: p.leader < 0 ? 0 : p.leader,
+      brokerEpoch: leader?.brokerEpoch ?? 0,
+      topicId: p.topicId,
+      partition: p.partition,
+      leaderEpoch: p.leaderEpoch,
+      partitionEpoch: p.partitionEpoch,
+      isr: p.replicas.filter((id) => p.isr.includes(id) || live.includes(id)),
+    };
   }
 
   #transfer(): void {
@@ -528,6 +608,14 @@ export class MetadataSim {
         if (new Set(p.replicas).size !== p.replicas.length) fail(`${at} lists a replica twice`);
         if (!p.isr.every((id) => p.replicas.includes(id)))
           fail(`${at}: ISR ${p.isr} is not within replicas ${p.replicas}`);
+        if (![...p.addingReplicas, ...p.removingReplicas].every((id) => p.replicas.includes(id)))
+          fail(
+            `${at}: adding ${p.addingReplicas} or removing ${p.removingReplicas} not within replicas ${p.replicas}`,
+          );
+        if (p.addingReplicas.some((id) => p.removingReplicas.includes(id)))
+          fail(`${at}: a replica both adding and removing`);
+        if (p.removingReplicas.length >= p.replicas.length)
+          fail(`${at}: the reassignment removes every replica`);
         if (p.leader !== -1) {
           if (!p.isr.includes(p.leader) || !p.replicas.includes(p.leader))
             fail(`${at}: leader ${p.leader} is not in ISR ${p.isr} and replicas ${p.replicas}`);
@@ -569,6 +657,20 @@ export class MetadataSim {
     s.unfences += delta.brokersUnfenced.length;
     for (const change of delta.partitionsChanged) {
       const { before, after } = change;
+      if (before && after && reassigning(before) && !reassigning(after)) {
+        const target = targetReplicas(before);
+        const completed =
+          after.replicas.length === target.length && after.replicas.every((id, i) => target[i] === id);
+        if (completed) {
+          s.reassignmentsCompleted++;
+          // The safety rule: a reassignment completes only once every replica it adds is in sync.
+          const missing = before.addingReplicas.filter((id) => !after.isr.includes(id));
+          if (missing.length > 0)
+            sim.fail(
+              `${change.topicName}/${change.partition} completed with ${missing} not in sync (offset ${offset})`,
+            );
+        } else s.reassignmentsCancelled++;
+      }
       if (!before && after && delta.before.topicById(change.topicId)) s.partitionsAdded++;
       if (!before || !after || before.leader === after.leader) continue;
       if (after.leader === -1) s.leadersLost++;
