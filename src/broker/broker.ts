@@ -11,6 +11,7 @@ import { FetchWaiters } from './fetch-waiters.js';
 import { BrokerMetrics } from './metrics.js';
 import type { PeerClient } from './peer-client.js';
 import { ProduceService } from './produce.js';
+import { type ProducerIdBlock, ProducerIds } from './producer-ids.js';
 import { PartitionReconciler } from './reconciler.js';
 import type { RemotePartitions } from './remote-partitions.js';
 import { type ReplicationCluster, type ReplicationOptions, ReplicationService } from './replication.js';
@@ -45,6 +46,8 @@ export interface BrokerDeps {
   catchUp?: () => Promise<void>;
   /** In a cluster: whether this node may lead now (false once cut off from the controller past its session). */
   canLead?: () => boolean;
+  /** Asks the controller for a block of producer ids (idempotent producers). */
+  allocateProducerIds?: () => Promise<ProducerIdBlock>;
   /** In a cluster: partition replication between the nodes. */
   replication?: {
     cluster: ReplicationCluster;
@@ -140,6 +143,9 @@ export class Broker implements BrokerApi {
       clock: deps.clock,
       metrics,
       ...(deps.remote ? { remote: deps.remote } : {}),
+      ...(deps.allocateProducerIds
+        ? { producerIds: new ProducerIds({ allocate: deps.allocateProducerIds }) }
+        : {}),
     });
     this.fetch = new FetchService({ topics, waiters: this.#waiters, metrics });
     const broker = this;

@@ -21,7 +21,7 @@ export interface ReplicationCluster {
   brokerEpoch(): number | undefined;
   isLive(brokerId: number): boolean;
   urlOf(brokerId: number): string | undefined;
-  submit(command: ControllerCommand): Promise<void>;
+  submit(command: ControllerCommand): Promise<unknown>;
 }
 
 export interface ReplicationOptions {

@@ -136,6 +136,13 @@ export interface BatchHeader {
   recordCount: number;
 }
 
+/** The idempotent producer fields of a batch. */
+export interface ProducerFields {
+  producerId: number;
+  producerEpoch: number;
+  baseSequence: number;
+}
+
 export interface EncodeBatchOptions {
   baseOffset?: number;
   partitionLeaderEpoch?: number;

@@ -232,9 +232,9 @@ describe('pre-built batches from clients', () => {
         /producer|sequence/,
       );
     }
-    expect(splitProducedBatches(withFields({ producerId: 9, producerEpoch: 2, baseSequence: 40 })).recordCount).toBe(
-      2,
-    );
+    expect(
+      splitProducedBatches(withFields({ producerId: 9, producerEpoch: 2, baseSequence: 40 })).recordCount,
+    ).toBe(2);
     expect(
       splitProducedBatches(
         encodeBatch([{ value: null, timestamp: 1 }], { producerId: 9, producerEpoch: 0, baseSequence: 0 }),

@@ -55,6 +55,7 @@ describe('metadata simulation: controllers and brokers on the simulated Raft clu
         expect(sum(results, 'leadersMoved')).toBeGreaterThan(0);
         expect(sum(results, 'leadersLost')).toBeGreaterThan(0);
         expect(sum(results, 'replicationRefused')).toBeGreaterThan(0);
+        expect(sum(results, 'producerIdBlocks')).toBeGreaterThan(seeds);
         if (seeds >= 40) expect(new Set(results.map((r) => r.finalCut)).size).toBe(4);
       },
       CHUNK_TIMEOUT_MS,

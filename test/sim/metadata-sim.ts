@@ -73,6 +73,8 @@ export interface MetadataSeedResult {
   leaderlessElected: number;
   /** Refusals the client got for asking more replicas than there were live brokers. */
   replicationRefused: number;
+  /** Producer id blocks handed out (each checked against every other for overlap). */
+  producerIdBlocks: number;
   /** The same counts up to the heal: what the faulty phase itself exercised. */
   underFaults: {
     topicsCreated: number;
@@ -139,9 +141,13 @@ const ALLOWED_ERRORS: Readonly<Record<ControllerCommand['type'], readonly string
   removeVoter: [],
   shutdownBroker: [],
   alterPartition: [],
+  // Asked at an epoch a newer registration replaced.
+  allocateProducerIds: ['INVALID_REQUEST'],
 };
 
-type Outcome = { offset: number } | { error: unknown };
+type Outcome =
+  | { offset: number; producerIds?: { firstProducerId: number; size: number } }
+  | { error: unknown };
 
 /** One process lifetime of a node: its metadata log, controller service and broker. */
 interface MetadataProcess {
@@ -190,6 +196,8 @@ export class MetadataSim {
   /** broker id → when the leader of the moment was last handed a heartbeat of it. */
   readonly #lastHeartbeatAt = new Map<NodeId, number>();
   #clientInflight = 0;
+  /** [first, size] of every producer id block handed out. */
+  readonly #producerBlocks: [number, number][] = [];
   readonly stats = {
     topicsCreated: 0,
     topicsDeleted: 0,
@@ -202,6 +210,7 @@ export class MetadataSim {
     leadersLost: 0,
     leaderlessElected: 0,
     replicationRefused: 0,
+    producerIdBlocks: 0,
   };
 
   constructor(readonly options: MetadataSimOptions) {
@@ -368,7 +377,7 @@ export class MetadataSim {
       if (command.type === 'heartbeat' && this.cluster.leader()?.id === to.node.id)
         this.#lastHeartbeatAt.set(command.brokerId, this.cluster.now);
       return to.service.execute(command).then(
-        ({ offset }) => reply({ offset }),
+        (result) => reply(result),
         (error: unknown) => reply({ error }),
       );
     };
@@ -391,6 +400,24 @@ export class MetadataSim {
     c.at(to.node, 1 + c.random.int(15), () => {
       if (!to.life.dead && !c.blocked.has(link)) deliver();
     });
+  }
+
+  /** Producer id blocks handed out never overlap, whichever controller gave them. */
+  #checkProducerIds(outcome: { producerIds?: { firstProducerId: number; size: number } }): void {
+    const block = outcome.producerIds;
+    if (!block) {
+      this.cluster.fail('allocateProducerIds answered without a block');
+      return;
+    }
+    const end = block.firstProducerId + block.size;
+    for (const [first, size] of this.#producerBlocks) {
+      if (block.firstProducerId < first + size && first < end)
+        this.cluster.fail(
+          `producer id block [${block.firstProducerId}, ${end}) overlaps [${first}, ${first + size})`,
+        );
+    }
+    this.#producerBlocks.push([block.firstProducerId, block.size]);
+    this.stats.producerIdBlocks++;
   }
 
   #checkOutcome(command: ControllerCommand, outcome: Outcome): void {
@@ -427,6 +454,12 @@ export class MetadataSim {
       };
     } else if (choice < 7) {
       command = { type: 'deleteTopic', name: r.pick(topics) };
+    } else if (choice === 9 && image.broker(via.node.id)) {
+      command = {
+        type: 'allocateProducerIds',
+        brokerId: via.node.id,
+        brokerEpoch: image.broker(via.node.id)!.brokerEpoch,
+      };
     } else {
       const name = r.pick(topics);
       command = {
@@ -449,6 +482,7 @@ export class MetadataSim {
         `client ${command.type} ${'error' in outcome ? ((outcome.error as SluiceError).code ?? 'error') : `at ${outcome.offset}`}`,
       );
       this.#checkOutcome(command, outcome);
+      if (command.type === 'allocateProducerIds' && !('error' in outcome)) this.#checkProducerIds(outcome);
     });
     // A request whose sender died is never answered: it stops counting against the limit.
     const life = via.life;
