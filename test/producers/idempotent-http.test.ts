@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type SluiceNode, startNode } from '../../src/node/node.js';
 import { encodeBatch } from '../../src/protocol/batch.js';
@@ -194,5 +196,14 @@ describe('idempotent produce over HTTP', () => {
     const after = (await call(url, 'POST', '/v1/producers')).body.producerId;
     expect(after).toBeGreaterThan(producerId);
     expect(await valuesOf(url, 't')).toEqual(['a']);
+  });
+
+  it('docs/examples/safe_retry.py: each request sent twice lands once', async () => {
+    const url = await start();
+    await call(url, 'POST', '/v1/topics', { body: { name: 'events', partitions: 1 } });
+    const script = join(import.meta.dirname, '..', '..', 'docs', 'examples', 'safe_retry.py');
+    const { stdout } = await promisify(execFile)('/usr/bin/python3', [script, url, 'events', '0']);
+    expect(stdout.trim().split('\n')).toEqual(['0 0 True', '2 2 True']);
+    expect(await valuesOf(url, 'events')).toEqual(['a', 'b', 'c']);
   });
 });
