@@ -10,6 +10,7 @@ import { FetchService } from './fetch.js';
 import { FetchWaiters } from './fetch-waiters.js';
 import { BrokerMetrics } from './metrics.js';
 import { ProduceService } from './produce.js';
+import { type ProducerIdBlock, ProducerIds } from './producer-ids.js';
 import { PartitionReconciler } from './reconciler.js';
 import type { RemotePartitions } from './remote-partitions.js';
 import {
@@ -51,6 +52,8 @@ export interface BrokerDeps {
   catchUp?: () => Promise<void>;
   /** In a cluster: whether this node may lead now (false once cut off from the controller past its session). */
   canLead?: () => boolean;
+  /** Asks the controller for a block of producer ids (idempotent producers). */
+  allocateProducerIds?: () => Promise<ProducerIdBlock>;
   /** In a cluster: partition replication between the nodes. */
   replication?: {
     cluster: ReplicationCluster;
@@ -151,6 +154,9 @@ export class Broker implements BrokerApi {
       clock: deps.clock,
       metrics,
       ...(deps.remote ? { remote: deps.remote } : {}),
+      ...(deps.allocateProducerIds
+        ? { producerIds: new ProducerIds({ allocate: deps.allocateProducerIds }) }
+        : {}),
     });
     this.fetch = new FetchService({ topics, waiters: this.#waiters, metrics });
     const broker = this;

@@ -113,7 +113,8 @@ export class MetadataTopicRegistry implements TopicRegistry {
 
 /** Where the registry's changes are decided: the active controller (`ControllerService.submit`). */
 export interface ControllerChannel {
-  submit(command: ControllerCommand): Promise<void>;
+  /** Resolves once this node's image has applied the decision (with what the controller answered). */
+  submit(command: ControllerCommand): Promise<unknown>;
 }
 
 /** Each image's topics are converted once (a produce or fetch looks its topic up every time). */

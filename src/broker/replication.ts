@@ -21,7 +21,7 @@ export interface ReplicationCluster {
   /** This broker's current broker epoch; undefined until it is registered. */
   brokerEpoch(): number | undefined;
   isLive(brokerId: number): boolean;
-  submit(command: ControllerCommand): Promise<void>;
+  submit(command: ControllerCommand): Promise<unknown>;
   /** Whether the broker is a replica a reassignment of the partition is adding (copy traffic, throttled). */
   isReassignmentTarget?(topicId: string, partition: number, brokerId: number): boolean;
 }

@@ -52,12 +52,17 @@ export const ERROR_CODES = {
   OUT_OF_ORDER_SEQUENCE_NUMBER: {
     status: 409,
     retriable: false,
-    title: 'A producer sequence number skipped ahead',
+    title: 'A producer batch is not the next in its sequence (a gap, or an old batch no longer retained)',
   },
-  INVALID_PRODUCER_EPOCH: {
+  PRODUCER_FENCED: {
     status: 409,
     retriable: false,
-    title: 'The producer epoch is older than the current one',
+    title: 'A newer epoch of this producer id has written: this one is fenced',
+  },
+  UNKNOWN_PRODUCER_ID: {
+    status: 409,
+    retriable: false,
+    title: 'The partition has no state of the producer (expired) and its batch does not start at sequence 0',
   },
   RECORD_TOO_LARGE: {
     status: 413,

@@ -52,6 +52,9 @@ export interface BrokerRegistration {
   rack: string | null;
 }
 
+/** How many producer ids a broker gets at a time. */
+export const PRODUCER_ID_BLOCK_SIZE = 1000;
+
 export class Controller {
   readonly #options: ControllerOptions;
   readonly #clock: Clock;
@@ -181,6 +184,30 @@ export class Controller {
    * broker that has caught up with the log (`caughtUp`) is unfenced. A stale epoch is refused, so a
    * broker that restarted must register again.
    */
+  /**
+   * The next block of producer ids for a registered broker (blocks never overlap: the image moves
+   * its next producer id past each one).
+   */
+  allocateProducerIds(image: MetadataImage, brokerId: number, brokerEpoch: number): MetadataRecord[] {
+    const broker = image.broker(brokerId);
+    if (!broker || broker.brokerEpoch !== brokerEpoch) {
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        `broker ${brokerId} at epoch ${brokerEpoch} is not registered (register again)`,
+        { details: { brokerId, brokerEpoch } },
+      );
+    }
+    return checked(image, [
+      {
+        type: 'producerIdBlock',
+        version: 0,
+        brokerId,
+        firstProducerId: image.nextProducerId,
+        size: PRODUCER_ID_BLOCK_SIZE,
+      },
+    ]);
+  }
+
   heartbeat(
     image: MetadataImage,
     beat: { brokerId: number; brokerEpoch: number; caughtUp: boolean },

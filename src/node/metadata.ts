@@ -383,8 +383,12 @@ export async function openMetadata(
   };
 
   const reassignment: ReassignmentControl = {
-    reassign: (partitions) => controller.submit({ type: 'reassignPartitions', partitions }),
-    decommission: (brokerId) => controller.submit({ type: 'decommissionBroker', brokerId }),
+    reassign: async (partitions) => {
+      await controller.submit({ type: 'reassignPartitions', partitions });
+    },
+    decommission: async (brokerId) => {
+      await controller.submit({ type: 'decommissionBroker', brokerId });
+    },
     inProgress: () => {
       const image = log.image;
       const out: ReturnType<ReassignmentControl['inProgress']> = [];

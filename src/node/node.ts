@@ -194,6 +194,22 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         clock,
         metrics,
         logger,
+        allocateProducerIds: async () => {
+          const brokerEpoch = metadata.log.image.broker(nodeId)?.brokerEpoch;
+          if (brokerEpoch === undefined)
+            throw new SluiceError(
+              'LEADER_NOT_AVAILABLE',
+              'this broker has not registered with the controller yet',
+            );
+          const result = await metadata.controller.submit({
+            type: 'allocateProducerIds',
+            brokerId: nodeId,
+            brokerEpoch,
+          });
+          if (!result.producerIds)
+            throw new SluiceError('UNKNOWN_SERVER_ERROR', 'the controller answered no producer id block');
+          return result.producerIds;
+        },
         ...(remote
           ? { remote, catchUp: () => metadata.controller.catchUp(), canLead: () => metadata.canLead() }
           : {}),

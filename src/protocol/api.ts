@@ -396,15 +396,21 @@ const offsetsListSchema = closed(
   {
     offsets: { type: 'array', items: closed({ partition: int, offset: offsetSchema }) },
     servedBy: nodeIdSchema,
+    // An idempotent producer's retry: the offsets are those of the first try, nothing was appended.
+    duplicate: { type: 'boolean' },
   },
-  ['servedBy'],
+  ['servedBy', 'duplicate'],
 );
-const batchesAppendedSchema = closed({
-  partition: int,
-  baseOffset: offsetSchema,
-  lastOffset: offsetSchema,
-  batchCount: int,
-});
+const batchesAppendedSchema = closed(
+  {
+    partition: int,
+    baseOffset: offsetSchema,
+    lastOffset: offsetSchema,
+    batchCount: int,
+    duplicate: { type: 'boolean' },
+  },
+  ['duplicate'],
+);
 const textOrNull = { type: ['string', 'null'] };
 const fetchedRecordSchema = closed(
   {
@@ -756,6 +762,19 @@ export const ENDPOINTS = {
     successStatus: 200,
     // Records: their offsets; pre-built batches: the appended range; acks=0 with batches: {}.
     response: { anyOf: [offsetsListSchema, batchesAppendedSchema, closed({})] },
+  },
+  initProducer: {
+    id: 'initProducer',
+    produces: ANSWERS,
+    method: 'POST',
+    path: '/v1/producers',
+    summary:
+      'A new idempotent producer: its id and epoch, sent with per-partition sequence numbers as Sluice-Producer-Id, Sluice-Producer-Epoch and Sluice-Sequence',
+    successStatus: 201,
+    response: closed({
+      producerId: { type: 'integer', minimum: 0 },
+      producerEpoch: { type: 'integer', minimum: 0, maximum: 32767 },
+    }),
   },
   fetch: {
     id: 'fetch',

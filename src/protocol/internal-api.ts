@@ -434,11 +434,15 @@ export type ControllerCommand =
   /** Reassigns every partition replica the broker holds to other brokers. */
   | { type: 'decommissionBroker'; brokerId: number }
   /** Decides nothing: answers the controller's last offset, which the caller waits for (a read barrier). */
-  | { type: 'readIndex' };
+  | { type: 'readIndex' }
+  /** A block of producer ids for a broker to hand out to idempotent producers. */
+  | { type: 'allocateProducerIds'; brokerId: number; brokerEpoch: number };
 
 export interface ControllerCommandResult {
   /** The metadata offset the decision is applied at (the log's last offset on the controller then). */
   offset: number;
+  /** allocateProducerIds: the block given to the broker. */
+  producerIds?: { firstProducerId: number; size: number };
 }
 
 const STRING_MAX = 4096;
@@ -539,6 +543,7 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       break;
     }
     case 'shutdownBroker':
+    case 'allocateProducerIds':
       c.only(['type', 'brokerId', 'brokerEpoch']);
       c.uint('brokerId');
       c.uint('brokerEpoch');

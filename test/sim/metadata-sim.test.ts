@@ -59,6 +59,7 @@ describe('metadata simulation: controllers and brokers on the simulated Raft clu
         expect(sum(results, 'reassignmentsAsked')).toBeGreaterThan(seeds);
         expect(sum(results, 'reassignmentsCompleted')).toBeGreaterThan(0);
         expect(sum(results, 'reassignmentsCancelled')).toBeGreaterThan(0);
+        expect(sum(results, 'producerIdBlocks')).toBeGreaterThan(seeds);
         if (seeds >= 40) expect(new Set(results.map((r) => r.finalCut)).size).toBe(4);
       },
       CHUNK_TIMEOUT_MS,

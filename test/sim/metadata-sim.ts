@@ -92,6 +92,8 @@ export interface MetadataSeedResult {
   reassignmentsAsked: number;
   reassignmentsCompleted: number;
   reassignmentsCancelled: number;
+  /** Producer id blocks handed out (each checked against every other for overlap). */
+  producerIdBlocks: number;
   /** The same counts up to the heal: what the faulty phase itself exercised. */
   underFaults: {
     topicsCreated: number;
@@ -180,9 +182,13 @@ const ALLOWED_ERRORS: Readonly<Record<ControllerCommand['type'], readonly string
     'REASSIGNMENT_IN_PROGRESS',
     'INVALID_REPLICA_ASSIGNMENT',
   ],
+  // Asked at an epoch a newer registration replaced.
+  allocateProducerIds: ['INVALID_REQUEST'],
 };
 
-type Outcome = { offset: number } | { error: unknown };
+type Outcome =
+  | { offset: number; producerIds?: { firstProducerId: number; size: number } }
+  | { error: unknown };
 
 /** One process lifetime of a node: its metadata log, controller service and broker. */
 export interface MetadataProcess {
@@ -236,6 +242,8 @@ export class MetadataSim {
   /** broker id → when the leader of the moment was last handed a heartbeat of it. */
   readonly #lastHeartbeatAt = new Map<NodeId, number>();
   #clientInflight = 0;
+  /** [first, size] of every producer id block handed out. */
+  readonly #producerBlocks: [number, number][] = [];
   readonly stats = {
     topicsCreated: 0,
     topicsDeleted: 0,
@@ -251,6 +259,7 @@ export class MetadataSim {
     reassignmentsAsked: 0,
     reassignmentsCompleted: 0,
     reassignmentsCancelled: 0,
+    producerIdBlocks: 0,
   };
 
   constructor(readonly options: MetadataSimOptions) {
@@ -434,7 +443,7 @@ export class MetadataSim {
       if (command.type === 'heartbeat' && this.cluster.leader()?.id === to.node.id)
         this.#lastHeartbeatAt.set(command.brokerId, this.cluster.now);
       return to.service.execute(command).then(
-        ({ offset }) => reply({ offset }),
+        (result) => reply(result),
         (error: unknown) => reply({ error }),
       );
     };
@@ -457,6 +466,24 @@ export class MetadataSim {
     c.at(to.node, 1 + c.random.int(15), () => {
       if (!to.life.dead && !c.blocked.has(link)) deliver();
     });
+  }
+
+  /** Producer id blocks handed out never overlap, whichever controller gave them. */
+  #checkProducerIds(outcome: { producerIds?: { firstProducerId: number; size: number } }): void {
+    const block = outcome.producerIds;
+    if (!block) {
+      this.cluster.fail('allocateProducerIds answered without a block');
+      return;
+    }
+    const end = block.firstProducerId + block.size;
+    for (const [first, size] of this.#producerBlocks) {
+      if (block.firstProducerId < first + size && first < end)
+        this.cluster.fail(
+          `producer id block [${block.firstProducerId}, ${end}) overlaps [${first}, ${first + size})`,
+        );
+    }
+    this.#producerBlocks.push([block.firstProducerId, block.size]);
+    this.stats.producerIdBlocks++;
   }
 
   #checkOutcome(command: ControllerCommand, outcome: Outcome): void {
@@ -495,6 +522,12 @@ export class MetadataSim {
       };
     } else if (choice < 7) {
       command = { type: 'deleteTopic', name: r.pick(topics) };
+    } else if (choice === 9 && image.broker(via.node.id)) {
+      command = {
+        type: 'allocateProducerIds',
+        brokerId: via.node.id,
+        brokerEpoch: image.broker(via.node.id)!.brokerEpoch,
+      };
     } else {
       const name = r.pick(topics);
       command = {
@@ -517,6 +550,7 @@ export class MetadataSim {
         `client ${command.type} ${'error' in outcome ? ((outcome.error as SluiceError).code ?? 'error') : `at ${outcome.offset}`}`,
       );
       this.#checkOutcome(command, outcome);
+      if (command.type === 'allocateProducerIds' && !('error' in outcome)) this.#checkProducerIds(outcome);
     });
     // A request whose sender died is never answered: it stops counting against the limit.
     const life = via.life;
