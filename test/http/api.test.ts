@@ -64,6 +64,13 @@ describe.each(formats)('API in %s', (format) => {
     expect((await call(h.app, format, 'POST', '/v1/brokers/x/decommission')).status).toBe(400);
   });
 
+  it('refuses producer ids on a node without a controller (test/producers covers a real node)', async () => {
+    tested.add('initProducer');
+    const init = await call(h.app, format, 'POST', '/v1/producers');
+    expect([init.status, init.body.code]).toEqual([400, 'INVALID_REQUEST']);
+    expect(init.body.detail).toMatch(/producer ids/);
+  });
+
   it('health, cluster and openapi', async () => {
     tested.add('health').add('cluster');
     expect((await call(h.app, format, 'GET', '/healthz')).body).toMatchObject({ status: 'ok', nodeId: 1 });
