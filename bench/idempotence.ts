@@ -36,12 +36,24 @@ async function main(): Promise<void> {
   const base = `http://127.0.0.1:${port}`;
   const child: ChildProcess = spawn(
     process.execPath,
-    [join(ROOT, 'bin', 'sluice.js'), 'start', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warn'],
+    [
+      join(ROOT, 'bin', 'sluice.js'),
+      'start',
+      '--port',
+      String(port),
+      '--data-dir',
+      dataDir,
+      '--log-level',
+      'warn',
+    ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   try {
     for (let i = 0; ; i++) {
-      const ready = await fetch(`${base}/readyz`).then((r) => r.status === 200, () => false);
+      const ready = await fetch(`${base}/readyz`).then(
+        (r) => r.status === 200,
+        () => false,
+      );
       if (ready) break;
       if (i > 300) throw new Error('the node did not start');
       await new Promise((r) => setTimeout(r, 100));
