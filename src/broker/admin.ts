@@ -3,6 +3,7 @@ import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import type { Logger } from '../common/logger.js';
 import type { ClusterResponse, MetadataResponse, PartitionInfo, TopicDescription } from '../protocol/api.js';
+import type { PartitionReplica } from '../replication/replica.js';
 import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
 import type { AdminApi, CreateTopicRequest, QuorumMembers, TopicSummary } from './api.js';
@@ -211,7 +212,7 @@ export class AdminService implements AdminApi {
       const target = this.#remote?.forwardTarget(topic.name, p);
       const local = this.#topics.replicas.get(topic.name, p);
       if (!target && local) {
-        partitions.push(local.describe());
+        partitions.push(this.#withStats(local));
         continue;
       }
       const role = this.#topics.role(topic.name, p);
@@ -245,6 +246,7 @@ export class AdminService implements AdminApi {
             info.logEndOffset = o.logEndOffset;
             info.highWatermark = o.highWatermark;
             if (o.replicaStates) info.replicaStates = o.replicaStates;
+            if (o.stats) info.stats = o.stats;
           }
         } catch (error) {
           this.#logger.warn(
@@ -267,7 +269,7 @@ export class AdminService implements AdminApi {
     name: string,
   ): Pick<
     PartitionInfo,
-    'partition' | 'logStartOffset' | 'logEndOffset' | 'highWatermark' | 'replicaStates'
+    'partition' | 'logStartOffset' | 'logEndOffset' | 'highWatermark' | 'replicaStates' | 'stats'
   >[] {
     const topic = this.#topics.find(name);
     if (!topic) return [];
@@ -275,16 +277,26 @@ export class AdminService implements AdminApi {
     for (let p = 0; p < topic.partitions; p++) {
       const replica = this.#topics.replicas.get(name, p);
       if (!replica?.isLeader) continue;
-      const { logStartOffset, logEndOffset, highWatermark, replicaStates } = replica.describe();
+      const { logStartOffset, logEndOffset, highWatermark, replicaStates, stats } = this.#withStats(replica);
       out.push({
         partition: p,
         logStartOffset,
         logEndOffset,
         highWatermark,
         ...(replicaStates ? { replicaStates } : {}),
+        ...(stats ? { stats } : {}),
       });
     }
     return out;
+  }
+
+  /** A partition this node holds, with its figures when this node leads it. */
+  #withStats(replica: PartitionReplica): PartitionInfo {
+    const info = replica.describe();
+    if (!replica.isLeader) return info;
+    const { log } = replica;
+    info.stats = { segments: log.segmentCount, sizeBytes: log.sizeBytes, ...this.#metrics.totals(replica) };
+    return info;
   }
 
   deleteTopic(name: string): Promise<{ name: string; deleted: true }> {
