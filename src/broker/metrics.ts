@@ -191,9 +191,7 @@ export class BrokerMetrics {
   /** What the partition counted on this node so far (all zero before its first request). */
   totals(replica: PartitionReplica): PartitionTotals {
     const totals = this.#totals.get(replica);
-    return totals
-      ? { ...totals }
-      : { recordsIn: 0, bytesIn: 0, recordsOut: 0, bytesOut: 0 };
+    return totals ? { ...totals } : { recordsIn: 0, bytesIn: 0, recordsOut: 0, bytesOut: 0 };
   }
 
   /** Drops a deleted topic's series (its counters start again from 0 if it is created again). */

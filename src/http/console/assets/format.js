@@ -175,12 +175,9 @@ export function nodeRoles(node, cluster) {
   return roles;
 }
 
-/** `http://host:port/console` of another node, or undefined when its address is not a plain host. */
+/** `http://host:port/console` of another node, or undefined when its address is not a plain host and port. */
 export function nodeConsoleUrl(node) {
-  try {
-    const url = new URL(`http://${node.host}:${node.port}/console`);
-    return url.protocol === 'http:' && url.hostname !== '' ? url.href : undefined;
-  } catch {
-    return undefined;
-  }
+  const plainHost = /^([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])$/.test(node.host);
+  const port = Number.isInteger(node.port) && node.port > 0 && node.port < 65536;
+  return plainHost && port ? `http://${node.host}:${node.port}/console` : undefined;
 }
