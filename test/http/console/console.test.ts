@@ -26,6 +26,7 @@ import { parsePrometheusText, sampleValue } from '../prometheus-text.js';
 interface FormatModule {
   topicTotals(description: unknown): Record<string, number>;
   ratesBetween(before: object, after: object): Record<string, number | undefined>;
+  addSample(history: object[], sample: object, max?: number): Record<string, number | undefined>[];
   partitionHealth(metadata: unknown): {
     topics: number;
     partitions: number;
@@ -231,6 +232,29 @@ describe('the figures the console shows come from the API', () => {
     });
     // A new leader counts from 0: no negative rate.
     expect(format.ratesBetween(after, { ...before, timeMs: 5000 }).recordsIn).toBeUndefined();
+  });
+
+  it('keeps a bounded history per topic and charts the rates between its samples', () => {
+    const history: object[] = [];
+    const at = (timeMs: number, recordsIn: number, followerLag: number) => ({
+      timeMs,
+      recordsIn,
+      bytesIn: 0,
+      recordsOut: 0,
+      bytesOut: 0,
+      followerLag,
+    });
+    expect(format.addSample(history, at(0, 0, 0), 3)).toEqual([]);
+    expect(format.addSample(history, at(5000, 50, 7), 3).map((r) => [r.recordsIn, r.followerLag])).toEqual([
+      [10, 7],
+    ]);
+    // A sample within 400 ms of the last is not kept: the series is unchanged.
+    expect(format.addSample(history, at(5300, 90, 9), 3)).toHaveLength(1);
+    format.addSample(history, at(10_000, 60, 0), 3);
+    const series = format.addSample(history, at(15_000, 160, 2), 3);
+    // At most 3 samples kept: the two rates between the last three.
+    expect(history).toHaveLength(3);
+    expect(series.map((r) => r.recordsIn)).toEqual([2, 20]);
   });
 
   it('counts leaderless and under-replicated partitions from /v1/metadata', async () => {

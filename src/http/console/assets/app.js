@@ -19,8 +19,14 @@ const ROUTES = [
   { pattern: /^#\/topics\/([^/]+)\/partitions\/([0-9]{1,4})\/?$/, nav: 'topics', mount: mountRecords },
 ];
 
-/** What views keep across navigation (the topics view's last samples, for its rates). */
+/** What views keep across navigation (each topic's samples, for its rates and charts). */
 const store = {};
+/** How often the views refresh: `?refresh=MS` on the page's address, 500 ms to 60 s; 5 s by default. */
+const REFRESH_MS_DEFAULT = 5000;
+const refreshMs = (() => {
+  const asked = Number(new URLSearchParams(location.search).get('refresh'));
+  return Number.isInteger(asked) && asked >= 500 && asked <= 60000 ? asked : REFRESH_MS_DEFAULT;
+})();
 let current;
 
 function route() {
@@ -54,6 +60,7 @@ function context() {
   return {
     signal: controller.signal,
     store,
+    refreshMs,
     /** Runs `task` now and then every `ms` after each run ends, until the view is left. */
     every(ms, task) {
       const run = async () => {

@@ -85,3 +85,45 @@ export function replace(element, ...children) {
   element.replaceChildren();
   append(element, children);
 }
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+/**
+ * A small line chart of `values` (undefined: not measured, drawn as a gap), scaled to the
+ * largest; presentation attributes only (the page's policy allows no inline style).
+ */
+export function sparkline(values, { width = 120, height = 24, label = '' } = {}) {
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('width', String(width));
+  svg.setAttribute('height', String(height));
+  svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  svg.setAttribute('class', 'sparkline');
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', label);
+  const defined = values.filter((v) => v !== undefined && Number.isFinite(v));
+  const max = Math.max(1e-9, ...defined);
+  const step = values.length > 1 ? width / (values.length - 1) : width;
+  const segments = [];
+  let points = [];
+  values.forEach((v, i) => {
+    if (v === undefined || !Number.isFinite(v)) {
+      if (points.length > 0) segments.push(points);
+      points = [];
+      return;
+    }
+    points.push(`${(i * step).toFixed(1)},${(height - 1 - (v / max) * (height - 2)).toFixed(1)}`);
+  });
+  if (points.length > 0) segments.push(points);
+  for (const segment of segments) {
+    const line = document.createElementNS(SVG, 'polyline');
+    line.setAttribute('points', segment.length === 1 ? `${segment[0]} ${segment[0]}` : segment.join(' '));
+    line.setAttribute('fill', 'none');
+    line.setAttribute('stroke', '#1f6feb');
+    line.setAttribute('stroke-width', '1.5');
+    svg.appendChild(line);
+  }
+  const title = document.createElementNS(SVG, 'title');
+  title.textContent = label;
+  svg.appendChild(title);
+  return svg;
+}

@@ -103,8 +103,9 @@ const COUNTERS = ['recordsIn', 'bytesIn', 'recordsOut', 'bytesOut'];
 
 /**
  * A topic's figures summed over its partitions, from `GET /v1/topics/{topic}`: records held (high
- * watermark less log start), bytes on the leaders' disks, the leaders' counters, and how many
- * partitions have no leader, are under-replicated, or did not say (no `stats`).
+ * watermark less log start), bytes on the leaders' disks, the leaders' counters, the followers'
+ * lag in records, and how many partitions have no leader, are under-replicated, or did not say
+ * (no `stats`).
  */
 export function topicTotals(description) {
   const totals = {
@@ -119,9 +120,11 @@ export function topicTotals(description) {
     leaderless: 0,
     underReplicated: 0,
     unknown: 0,
+    followerLag: 0,
   };
   for (const p of description.partitions) {
     if (p.leader < 0) totals.leaderless++;
+    for (const f of p.replicaStates ?? []) totals.followerLag += f.lag;
     if (p.isr.length < p.replicas.length) totals.underReplicated++;
     if (p.highWatermark >= 0 && p.logStartOffset >= 0)
       totals.records += Math.max(0, p.highWatermark - p.logStartOffset);
@@ -148,6 +151,26 @@ export function ratesBetween(before, after) {
     rates[name] = seconds > 0 && delta >= 0 ? delta / seconds : undefined;
   }
   return rates;
+}
+
+/** Samples kept per topic for the charts: five minutes at one refresh every 5 s. */
+export const HISTORY_SAMPLES_MAX = 60;
+/** Samples closer than this to the last one are not kept (two views sampling at once; a rate over a moment is noise). */
+const SAMPLE_SPACING_MS_MIN = 400;
+
+/**
+ * Adds a sample `{timeMs, ...topicTotals}` to a topic's history (the oldest leave past `max`) and
+ * returns the rates between consecutive samples, oldest first, each with the follower lag at its
+ * end. A sample too close to the last one is not added.
+ */
+export function addSample(history, sample, max = HISTORY_SAMPLES_MAX) {
+  const last = history[history.length - 1];
+  if (!last || sample.timeMs - last.timeMs >= SAMPLE_SPACING_MS_MIN) history.push(sample);
+  if (history.length > max) history.splice(0, history.length - max);
+  const series = [];
+  for (let i = 1; i < history.length; i++)
+    series.push({ ...ratesBetween(history[i - 1], history[i]), followerLag: history[i].followerLag });
+  return series;
 }
 
 /** Partition health of the whole cluster from `GET /v1/metadata`. */

@@ -19,7 +19,7 @@ export function mountCluster(root, _params, ctx) {
       if (!ctx.signal.aborted) replace(root, h('h1', {}, 'Cluster'), errorBox(error));
     }
   };
-  ctx.every(5000, refresh);
+  ctx.every(ctx.refreshMs, refresh);
 }
 
 function render(cluster, metadata) {

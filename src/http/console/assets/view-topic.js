@@ -1,11 +1,13 @@
 import { getJson, sendJson, topicPath } from './api.js';
-import { card, errorBox, h, replace, table, viewLink } from './dom.js';
-import { formatBytes, formatCount, topicTotals } from './format.js';
+import { card, errorBox, h, replace, sparkline, table, viewLink } from './dom.js';
+import { addSample, formatBytes, formatCount, formatRate, topicTotals } from './format.js';
+import { historyOf, topicHistories } from './view-topics.js';
 
 /**
  * One topic: per partition its leader and leader epoch, replicas and in-sync set, log start and
- * end, high watermark, each follower's lag as the leader sees it, segments and bytes; its configs
- * (set or reset one), and delete.
+ * end, high watermark, each follower's lag as the leader sees it, segments and bytes; charts of
+ * its throughput and follower lag over the last samples; its configs (set or reset one), and
+ * delete.
  */
 export function mountTopic(root, params, ctx) {
   const name = params[0];
@@ -13,16 +15,21 @@ export function mountTopic(root, params, ctx) {
   const body = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
   const refresh = async () => {
     try {
-      replace(body, render(await getJson(topicPath(name), ctx.signal), ctx, status, refresh));
+      const topic = await getJson(topicPath(name), ctx.signal);
+      const series = addSample(historyOf(topicHistories(ctx), name), {
+        timeMs: performance.now(),
+        ...topicTotals(topic),
+      });
+      replace(body, render(topic, series, ctx, status, refresh));
     } catch (error) {
       if (!ctx.signal.aborted) replace(body, errorBox(error));
     }
   };
   replace(root, h('h1', {}, 'Topic ', h('span', { id: 'topic-name' }, name)), status, body);
-  ctx.every(5000, refresh);
+  ctx.every(ctx.refreshMs, refresh);
 }
 
-function render(topic, ctx, status, refresh) {
+function render(topic, series, ctx, status, refresh) {
   const totals = topicTotals(topic);
   return [
     h(
@@ -34,6 +41,7 @@ function render(topic, ctx, status, refresh) {
       card('Size', formatBytes(totals.sizeBytes)),
       card('Segments', formatCount(totals.segments)),
     ),
+    charts(topic, series, ctx.refreshMs),
     h('h2', {}, 'Partitions'),
     table(
       [
@@ -82,6 +90,38 @@ function render(topic, ctx, status, refresh) {
     configForm(topic, ctx, status, refresh),
     h('h2', {}, 'Delete'),
     deleteButton(topic, ctx, status),
+  ];
+}
+
+/** Throughput in and out and the followers' lag, one point per refresh. */
+function charts(topic, series, refreshMs) {
+  const last = series[series.length - 1];
+  const chart = (label, field, value) =>
+    h(
+      'div',
+      { class: 'card chart', 'data-chart': field },
+      h('div', { class: 'label' }, label),
+      h('div', { class: 'value' }, value),
+      sparkline(
+        series.map((r) => r[field]),
+        { width: 220, height: 48, label: `${topic.name}: ${label}` },
+      ),
+    );
+  return [
+    h(
+      'h2',
+      {},
+      'Throughput and lag ',
+      h('span', { class: 'muted' }, `one point per refresh, every ${refreshMs / 1000} s`),
+    ),
+    h(
+      'div',
+      { class: 'cards', id: 'charts' },
+      chart('Records in', 'recordsIn', formatRate(last?.recordsIn)),
+      chart('Bytes in', 'bytesIn', formatRate(last?.bytesIn, true)),
+      chart('Records out', 'recordsOut', formatRate(last?.recordsOut)),
+      chart('Follower lag (records)', 'followerLag', formatCount(topicTotals(topic).followerLag)),
+    ),
   ];
 }
 

@@ -1,6 +1,6 @@
 import { getJson, mapLimited, sendJson, topicPath } from './api.js';
-import { errorBox, h, replace, table, viewLink } from './dom.js';
-import { formatBytes, formatCount, formatRate, ratesBetween, topicTotals } from './format.js';
+import { errorBox, h, replace, sparkline, table, viewLink } from './dom.js';
+import { addSample, formatBytes, formatCount, formatRate, topicTotals } from './format.js';
 
 /** Topics described per refresh (the first by name); more are listed without their figures. */
 export const TOPICS_DESCRIBED_MAX = 200;
@@ -9,11 +9,12 @@ const DESCRIBE_CONCURRENCY = 6;
 /**
  * Every topic with its partitions, replication factor, records, bytes and throughput in and out.
  * The figures come from each topic's description (`GET /v1/topics/{topic}`, whose `stats` the
- * partition leaders count); a rate is the difference between this refresh and the one before,
- * kept in `ctx.store` so that coming back to the page shows rates at once.
+ * partition leaders count); a rate is the difference between this refresh and the one before.
+ * The samples are kept in `ctx.store` (shared with the topic view), so that coming back to the
+ * page shows rates and trends at once.
  */
 export function mountTopics(root, _params, ctx) {
-  const samples = ctx.store.topicSamples ?? (ctx.store.topicSamples = new Map());
+  const histories = topicHistories(ctx);
   const status = h('div');
   const list = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
   const refresh = async () => {
@@ -29,21 +30,19 @@ export function mountTopics(root, _params, ctx) {
         const description = descriptions[i];
         if (!description || description.error) return { topic, error: description?.error };
         const totals = topicTotals(description);
-        const sample = { timeMs, ...totals };
-        const before = samples.get(topic.name);
-        samples.set(topic.name, sample);
-        return { topic, totals, rates: before ? ratesBetween(before, sample) : undefined };
+        const series = addSample(historyOf(histories, topic.name), { timeMs, ...totals });
+        return { topic, totals, series, rates: series[series.length - 1] };
       });
-      replace(list, renderTable(rows, topics.length));
+      replace(list, renderTable(rows, topics.length, ctx.refreshMs));
     } catch (error) {
       if (!ctx.signal.aborted) replace(list, errorBox(error));
     }
   };
   replace(root, h('h1', {}, 'Topics'), createForm(ctx, status, refresh), status, list);
-  ctx.every(5000, refresh);
+  ctx.every(ctx.refreshMs, refresh);
 }
 
-function renderTable(rows, count) {
+function renderTable(rows, count, refreshMs) {
   if (rows.length === 0) return h('p', { class: 'muted', id: 'no-topics' }, 'No topics yet.');
   const dash = '—';
   return [
@@ -58,9 +57,10 @@ function renderTable(rows, count) {
         { label: 'In (bytes)', num: true },
         { label: 'Out (records)', num: true },
         { label: 'Out (bytes)', num: true },
+        { label: 'In, trend' },
         { label: 'Health' },
       ],
-      rows.map(({ topic, totals, rates, error }) => ({
+      rows.map(({ topic, totals, series, rates, error }) => ({
         attributes: { 'data-topic': topic.name },
         cells: [
           viewLink(['topics', topic.name], topic.name),
@@ -72,6 +72,12 @@ function renderTable(rows, count) {
           formatRate(rates?.bytesIn, true),
           formatRate(rates?.recordsOut),
           formatRate(rates?.bytesOut, true),
+          series && series.length > 1
+            ? sparkline(
+                series.map((r) => r.recordsIn),
+                { label: `${topic.name}: records in per second` },
+              )
+            : '',
           error ? h('span', { class: 'bad' }, error.problem?.code ?? 'unavailable') : health(totals),
         ],
       })),
@@ -83,9 +89,20 @@ function renderTable(rows, count) {
     h(
       'p',
       { class: 'muted' },
-      'Rates over the last refresh (every 5 s), from the partition leaders’ counters.',
+      `Rates over the last refresh (every ${refreshMs / 1000} s), from the partition leaders’ counters.`,
     ),
   ];
+}
+
+/** Each topic's samples, kept across views and refreshes (see `addSample`). */
+export function topicHistories(ctx) {
+  return ctx.store.topicHistories ?? (ctx.store.topicHistories = new Map());
+}
+
+export function historyOf(histories, topic) {
+  let history = histories.get(topic);
+  if (!history) histories.set(topic, (history = []));
+  return history;
 }
 
 function health(totals) {
