@@ -14,6 +14,7 @@ import type {
 } from '../protocol/api.js';
 import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
+import type { PartitionReplica } from '../replication/replica.js';
 import type { AdminApi, CreateTopicRequest, QuorumMembers, TopicSummary } from './api.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { PartitionReconciler } from './reconciler.js';
@@ -293,7 +294,7 @@ export class AdminService implements AdminApi {
       const target = this.#remote?.forwardTarget(topic.name, p);
       const local = this.#topics.replicas.get(topic.name, p);
       if (!target && local) {
-        partitions.push(local.describe());
+        partitions.push(this.#withStats(local));
         continue;
       }
       const role = this.#topics.role(topic.name, p);
@@ -327,6 +328,7 @@ export class AdminService implements AdminApi {
             info.logEndOffset = o.logEndOffset;
             info.highWatermark = o.highWatermark;
             if (o.replicaStates) info.replicaStates = o.replicaStates;
+            if (o.stats) info.stats = o.stats;
           }
         } catch (error) {
           this.#logger.warn(
@@ -349,7 +351,7 @@ export class AdminService implements AdminApi {
     name: string,
   ): Pick<
     PartitionInfo,
-    'partition' | 'logStartOffset' | 'logEndOffset' | 'highWatermark' | 'replicaStates'
+    'partition' | 'logStartOffset' | 'logEndOffset' | 'highWatermark' | 'replicaStates' | 'stats'
   >[] {
     const topic = this.#topics.find(name);
     if (!topic) return [];
@@ -357,16 +359,26 @@ export class AdminService implements AdminApi {
     for (let p = 0; p < topic.partitions; p++) {
       const replica = this.#topics.replicas.get(name, p);
       if (!replica?.isLeader) continue;
-      const { logStartOffset, logEndOffset, highWatermark, replicaStates } = replica.describe();
+      const { logStartOffset, logEndOffset, highWatermark, replicaStates, stats } = this.#withStats(replica);
       out.push({
         partition: p,
         logStartOffset,
         logEndOffset,
         highWatermark,
         ...(replicaStates ? { replicaStates } : {}),
+        ...(stats ? { stats } : {}),
       });
     }
     return out;
+  }
+
+  /** A partition this node holds, with its figures when this node leads it. */
+  #withStats(replica: PartitionReplica): PartitionInfo {
+    const info = replica.describe();
+    if (!replica.isLeader) return info;
+    const { log } = replica;
+    info.stats = { segments: log.segmentCount, sizeBytes: log.sizeBytes, ...this.#metrics.totals(replica) };
+    return info;
   }
 
   deleteTopic(name: string): Promise<{ name: string; deleted: true }> {

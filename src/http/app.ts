@@ -15,6 +15,7 @@ import { LIMITS } from '../common/limits.js';
 import { type MetricsRegistry, noopMetrics } from '../common/metrics.js';
 import { ENDPOINTS, type Endpoint, NODE_ID_HEADER } from '../protocol/api.js';
 import { addBodyParsers } from './body.js';
+import { type ConsoleAsset, consoleRoutes } from './console/console.js';
 import { addForwarding } from './forward.js';
 import { HttpMetrics } from './metrics.js';
 import { problemFor, sendProblem } from './problem.js';
@@ -43,6 +44,8 @@ export interface AppDeps {
   broker: BrokerApi;
   /** The node's metrics, served at /metrics; nothing is counted and /metrics is 404 without it. */
   metrics?: MetricsRegistry;
+  /** The web console's files; read from `console/assets/` when absent. */
+  consoleAssets?: Map<string, ConsoleAsset>;
 }
 
 declare module 'fastify' {
@@ -130,6 +133,7 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   app.register(produceRoutes, { produce: broker.produce });
   app.register(fetchRoutes, { fetch: broker.fetch, node: broker.node });
   if (deps.metrics) app.register(metricsRoutes, { registry: deps.metrics });
+  app.register(consoleRoutes, deps.consoleAssets ? { assets: deps.consoleAssets } : {});
   return app;
 }
 
@@ -285,6 +289,7 @@ function setNotFoundHandler(app: FastifyInstance, servesMetrics: boolean): void 
       method: e.method as string,
     })),
     { regex: /^\/openapi\.json$/, method: 'GET' },
+    { regex: /^\/(console(\/|\/assets\/[^/]+)?)?$/, method: 'GET' },
     ...(servesMetrics ? [{ regex: /^\/metrics$/, method: 'GET' }] : []),
   ];
   app.setNotFoundHandler((request, reply) => {

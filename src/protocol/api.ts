@@ -76,6 +76,22 @@ export interface PartitionInfo {
    * first fetch in this leadership) and how many records it is behind the leader's log end.
    */
   replicaStates?: { id: number; logEndOffset: number; lag: number }[];
+  /** The leader's figures for the partition; absent when the leader did not answer or there is none. */
+  stats?: PartitionStats;
+}
+
+/**
+ * A partition as its leader holds and counts it: segments and bytes on its disk, and the records
+ * and bytes appended (in) and read by consumers (out) since the leader's node started. The counts
+ * start again from 0 on a new leader or a restart; a rate is the difference of two samples.
+ */
+export interface PartitionStats {
+  segments: number;
+  sizeBytes: number;
+  recordsIn: number;
+  bytesIn: number;
+  recordsOut: number;
+  bytesOut: number;
 }
 
 export interface TopicDescription {
@@ -360,6 +376,7 @@ const configsSchema = { type: 'object', additionalProperties: configValue, maxPr
 const int = { type: 'integer' };
 const offsetSchema = { type: 'integer', minimum: 0 };
 const nodeIdSchema = { type: 'integer', minimum: 0 };
+const count = { type: 'integer', minimum: 0 };
 const closed = (properties: Record<string, object>, optional: string[] = []) => ({
   type: 'object',
   additionalProperties: false,
@@ -385,8 +402,16 @@ const topicDescriptionSchema = closed({
           type: 'array',
           items: closed({ id: nodeIdSchema, logEndOffset: { type: 'integer', minimum: -1 }, lag: int }),
         },
+        stats: closed({
+          segments: count,
+          sizeBytes: count,
+          recordsIn: count,
+          bytesIn: count,
+          recordsOut: count,
+          bytesOut: count,
+        }),
       },
-      ['replicaStates'],
+      ['replicaStates', 'stats'],
     ),
   },
   replicationFactor: int,
