@@ -163,7 +163,7 @@ export class ReplicationService {
     }
     for (const leader of new Set([...this.#followed.values()].map((f) => f.leader))) {
       if (this.#loops.has(leader)) continue;
-      const loop = this.#fetchLoop(leader).finally(() => this.#loops.delete(leader));
+      const loop = this.#fetchLoop(leader);
       this.#loops.set(leader, loop);
     }
   }
@@ -299,7 +299,13 @@ export class ReplicationService {
     let backoff = 50;
     while (!this.#closed) {
       const partitions = [...this.#followed.values()].filter((f) => f.leader === leader);
-      if (partitions.length === 0) return;
+      if (partitions.length === 0) {
+        // Leaves the map in the same turn as it finds nothing to fetch: a `follow` after it starts
+        // a new loop (removed a turn later, the loop was still listed and the new partitions of
+        // this leader had no loop at all).
+        this.#loops.delete(leader);
+        return;
+      }
       const brokerEpoch = this.#cluster.brokerEpoch();
       try {
         if (brokerEpoch === undefined)

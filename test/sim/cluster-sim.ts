@@ -689,6 +689,9 @@ export class ClusterSim {
     await this.#until('no convergence after the heal', settleMs, () => this.#converged());
     // Let the clients' last answers arrive (or time out).
     await this.#until('client requests unsettled', CLIENT_TIMEOUT_MS + 50, () => this.#inflight === 0);
+    // A produce still in flight at the first convergence may have landed since: replicas then
+    // hold records past the high watermark until the followers' next fetches.
+    await this.#until('no convergence after the last requests', settleMs, () => this.#converged());
     const result = await this.#checkHistory();
     this.#trace('done');
     if (this.#failure) throw new Error(this.#failure);
@@ -724,8 +727,16 @@ export class ClusterSim {
       for (const { id, replica } of replicas) {
         if (replica === leader) continue;
         const other = await readRecords(replica, replica.logStartOffset, replica.logEndOffset);
-        if (JSON.stringify(other) !== JSON.stringify(log))
-          this.#fail(`partition ${p}: node ${id}'s log differs from the leader's after convergence`);
+        if (JSON.stringify(other) !== JSON.stringify(log)) {
+          const at = other.findIndex((r, i) => JSON.stringify(r) !== JSON.stringify(log[i]));
+          const first = at < 0 ? Math.min(other.length, log.length) : at;
+          this.#fail(
+            `partition ${p}: node ${id}'s log differs from the leader's after convergence: ` +
+              `${other.length} records [${replica.logStartOffset}, ${replica.logEndOffset}) against the leader's ` +
+              `${log.length} [${leader.logStartOffset}, ${leader.highWatermark}) (log end ${leader.logEndOffset}, epoch ${leader.leaderEpoch}, isr ${leader.inSyncReplicas.join(',')}); first difference at index ${first}: ` +
+              `${JSON.stringify(other[first])} against ${JSON.stringify(log[first])}`,
+          );
+        }
       }
       for (const s of this.#sent) {
         if (s.partition !== p || s.status !== 'ok') continue;
