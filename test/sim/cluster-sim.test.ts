@@ -46,6 +46,9 @@ describe('cluster simulation: replicated partitions on the simulated Raft cluste
         totals.wipes += sum(results, 'wipes');
         totals.truncations += sum(results, 'truncations');
         expect(sum(results, 'unknown')).toBeGreaterThan(0);
+        // Idempotent producers acknowledged records, and retried unknown outcomes along the way.
+        expect(sum(results, 'idempotentAcked')).toBeGreaterThan(seeds);
+        expect(sum(results, 'idempotentTries')).toBeGreaterThan(sum(results, 'idempotentAcked'));
         expect(sum(results, 'refused')).toBeGreaterThan(0);
         // Leaderships moved under faults (two partitions start at one epoch each).
         expect(sum(results, 'leaderEpochs')).toBeGreaterThan(2 * seeds);
@@ -68,6 +71,20 @@ describe('cluster simulation: replicated partitions on the simulated Raft cluste
       expect(second.traceHash, `seed ${seed}`).toBe(first.traceHash);
     }
   }, 60_000);
+
+  it('has teeth: the same retries without a producer id show as duplicates', async () => {
+    const caught: string[] = [];
+    for (let seed = 1; seed <= 60 && caught.length === 0; seed++) {
+      try {
+        await new ClusterSim({ seed, unsafe: 'retryWithoutProducerId' }).run();
+      } catch (error) {
+        caught.push((error as Error).message);
+      }
+    }
+    expect(caught.join('\n')).toMatch(
+      /i\d-\d+ is at offsets \d+ and \d+|idempotent producer's record \d+ is i\d-\d+/,
+    );
+  }, 120_000);
 
   it('has teeth: acks=1 answers taken for acks=all show as acknowledged records lost', async () => {
     const caught: string[] = [];
