@@ -24,7 +24,7 @@ import { type MetadataProcess, MetadataSim } from './metadata-sim.js';
  * high watermark are clients outside the cluster whose requests and answers travel over it too.
  * Everything runs on the simulation's clock, each node at its own rate.
  *
- * Faults: crashes (power loss; one in ten loses the whole disk) and restarts, symmetric and one-way network partitions, message
+ * Faults: crashes (power loss; with `loseDisks`, one in ten loses the whole disk) and restarts, symmetric and one-way network partitions, message
  * loss, delays with a long tail, pauses (as SIGSTOP). Topics flush every append (`sync`) or on a
  * timer (`async`); with async flush at most one node is down at once, since with no eligible-leader
  * bookkeeping (KIP-966) a power loss of every in-sync replica loses acknowledged records in any
