@@ -62,6 +62,12 @@ export interface NodeOptions {
   sessionTimeoutMs?: number;
   /** A follower not caught up with its leader for this long leaves the in-sync set; 30000 when absent. */
   replicaLagTimeMaxMs?: number;
+  /**
+   * Test and advanced use only, not a CLI flag nor a config file setting: node id to the address
+   * this node reaches that node at, instead of its quorum or registered address (the fault tests
+   * put a proxy on every link).
+   */
+  peerAddressOverrides?: Readonly<Record<number, { host: string; port: number }>>;
 }
 
 export interface SluiceNode {
@@ -143,6 +149,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         ...(clusterSecret !== undefined ? { clusterSecret } : {}),
         sessionTimeoutMs: options.sessionTimeoutMs ?? 9000,
         rack: options.rack ?? null,
+        ...(options.peerAddressOverrides ? { peerAddressOverrides: options.peerAddressOverrides } : {}),
       },
       { fs: nodeFileSystem, clock, logger },
     );

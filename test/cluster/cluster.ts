@@ -36,20 +36,40 @@ export class TestCluster {
   private constructor(
     readonly size: number,
     readonly options: Record<string, unknown>,
+    /** Options of one node on top of `options` (the fault tests' proxy addresses). */
+    readonly nodeOptions: (id: number) => Record<string, unknown> = () => ({}),
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
   }
 
-  static async start(size: number, options: Record<string, unknown> = {}): Promise<TestCluster> {
-    const cluster = new TestCluster(size, options);
+  static async start(
+    size: number,
+    options: Record<string, unknown> = {},
+    nodeOptions?: (id: number) => Record<string, unknown>,
+  ): Promise<TestCluster> {
+    const cluster = await TestCluster.create(size, options, nodeOptions);
+    await cluster.startAll();
+    return cluster;
+  }
+
+  /** A cluster whose ports are chosen but whose nodes are not started yet (`startAll`). */
+  static async create(
+    size: number,
+    options: Record<string, unknown> = {},
+    nodeOptions?: (id: number) => Record<string, unknown>,
+  ): Promise<TestCluster> {
+    const cluster = new TestCluster(size, options, nodeOptions);
     for (let id = 1; id <= size; id++) cluster.ports.set(id, await freePort());
+    return cluster;
+  }
+
+  async startAll(): Promise<void> {
     try {
-      await Promise.all([...cluster.ports.keys()].map((id) => cluster.startNode(id)));
+      await Promise.all([...this.ports.keys()].map((id) => this.startNode(id)));
     } catch (error) {
-      await cluster.close();
+      await this.close();
       throw error;
     }
-    return cluster;
   }
 
   /** The voters every node is started with: the founding nodes (1..size). */
@@ -87,6 +107,7 @@ export class TestCluster {
       controllerQuorum: this.quorum,
       clusterSecret: SECRET,
       ...this.options,
+      ...this.nodeOptions(id),
     };
     const child = spawn(
       process.execPath,
@@ -132,6 +153,11 @@ export class TestCluster {
   /** The output of a node that has exited, for a failing test's message. */
   logOf(id: number): string {
     return this.#logs.get(id) ?? '';
+  }
+
+  /** Sends a signal and returns at once (SIGSTOP, SIGCONT: the process lives on). */
+  signal(id: number, signal: NodeJS.Signals): void {
+    this.#children.get(id)?.kill(signal);
   }
 
   async kill(id: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
