@@ -195,33 +195,65 @@ async function leaderOf(cluster: TestCluster, partition: number): Promise<number
   return undefined;
 }
 
-/** Node faults, one at a time: kill -9 then restart, or SIGSTOP then SIGCONT; the leader half the time. */
+/**
+ * Node faults: kill -9 then a restart, or SIGSTOP then SIGCONT, of a partition's leader, the active
+ * controller or any node; a quarter of the time a second node at once (then neither a majority of
+ * the quorum nor min.insync.replicas is left until one returns).
+ */
 async function nodeFaults(s: FaultState, random: Random, until: number): Promise<void> {
   while (Date.now() < until) {
     await sleep(random.between(300, 1500));
-    const onLeader = random.chance(0.5);
-    const partition = random.int(PARTITIONS);
-    const kind = random.chance(0.5) ? 'kill' : 'stop';
-    const downMs = random.between(500, 3500);
-    const fallback = random.pick(NODES);
-    const victim = (onLeader ? await leaderOf(s.cluster, partition) : undefined) ?? fallback;
-    if (kind === 'kill') {
-      s.log.push(
-        `${stamp(s)} kill -9 node ${victim}${onLeader ? ` (leader of ${partition})` : ''} for ${downMs} ms`,
-      );
-      await s.cluster.kill(victim);
-      await sleep(downMs);
-      await s.cluster.startNode(victim, 60_000);
-      s.log.push(`${stamp(s)} node ${victim} restarted`);
-    } else {
-      s.log.push(
-        `${stamp(s)} SIGSTOP node ${victim}${onLeader ? ` (leader of ${partition})` : ''} for ${downMs} ms`,
-      );
-      s.cluster.signal(victim, 'SIGSTOP');
-      await sleep(downMs);
-      s.cluster.signal(victim, 'SIGCONT');
-    }
+    const first = await pickVictim(s, random, []);
+    const second = random.chance(0.25) ? await pickVictim(s, random.fork(), [first]) : undefined;
+    const plans = [first, second]
+      .filter((v) => v !== undefined)
+      .map((victim) => ({ victim, kill: random.chance(0.5), downMs: random.between(500, 3500) }));
+    await Promise.all(plans.map((plan) => nodeFault(s, plan)));
   }
+}
+
+async function pickVictim(s: FaultState, random: Random, not: number[]): Promise<number> {
+  const roll = random.next();
+  const partition = random.int(PARTITIONS);
+  const fallback = random.pick(NODES.filter((id) => !not.includes(id)));
+  const chosen =
+    roll < 0.4
+      ? await leaderOf(s.cluster, partition)
+      : roll < 0.6
+        ? await controllerOf(s.cluster)
+        : undefined;
+  return chosen !== undefined && !not.includes(chosen) ? chosen : fallback;
+}
+
+async function nodeFault(
+  s: FaultState,
+  plan: { victim: number; kill: boolean; downMs: number },
+): Promise<void> {
+  const { victim, downMs } = plan;
+  if (plan.kill) {
+    s.log.push(`${stamp(s)} kill -9 node ${victim} for ${downMs} ms`);
+    await s.cluster.kill(victim);
+    await sleep(downMs);
+    await s.cluster.startNode(victim, 60_000);
+    s.log.push(`${stamp(s)} node ${victim} restarted`);
+  } else {
+    s.log.push(`${stamp(s)} SIGSTOP node ${victim} for ${downMs} ms`);
+    s.cluster.signal(victim, 'SIGSTOP');
+    await sleep(downMs);
+    s.cluster.signal(victim, 'SIGCONT');
+  }
+}
+
+/** The active controller as some running node sees it, or undefined. */
+async function controllerOf(cluster: TestCluster): Promise<number | undefined> {
+  for (const id of NODES) {
+    if (!cluster.isRunning(id)) continue;
+    try {
+      const answer = await call(`${cluster.url(id)}/v1/cluster`);
+      if (typeof answer.body?.controllerId === 'number') return answer.body.controllerId;
+    } catch {}
+  }
+  return undefined;
 }
 
 /** Link faults, overlapping the node faults: one link or both directions between two nodes. */
