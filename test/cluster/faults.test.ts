@@ -38,6 +38,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Answer {
   status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: JSON answers of many shapes, read field by field
   body: any;
 }
 
@@ -85,7 +86,12 @@ async function startCluster(): Promise<{ cluster: TestCluster; links: Map<string
   return { cluster, links };
 }
 
-/** Records the sends of one writer: one request in flight, each value sent once (never retried). */
+/**
+ * Records the sends of one writer: one request in flight, each value sent once (never retried).
+ * Writers 1 and 2 produce to one partition (`POST …/partitions/{p}/records`); writer 3 to the topic
+ * (`POST /v1/topics/{t}/records`) with records naming either partition, so that one request may
+ * span partitions that different nodes lead.
+ */
 async function writer(
   cluster: TestCluster,
   id: number,
@@ -94,23 +100,27 @@ async function writer(
   running: () => boolean,
 ): Promise<void> {
   let next = 0;
+  const spanning = id === 3;
   while (running()) {
     const partition = random.int(PARTITIONS);
     const count = random.between(1, 3);
-    const values = Array.from({ length: count }, () => `w${id}-${next++}`);
+    const records = Array.from({ length: count }, () => ({
+      value: `w${id}-${next++}`,
+      partition: spanning ? random.int(PARTITIONS) : partition,
+    }));
     const via = random.pick(NODES);
     let outcome: Send['outcome'] = 'unknown';
     let offsets: number[] = [];
     let error: string | undefined;
+    const path = spanning
+      ? `/v1/topics/${TOPIC}/records`
+      : `/v1/topics/${TOPIC}/partitions/${partition}/records`;
     try {
-      const answer = await call(
-        `${cluster.url(via)}/v1/topics/${TOPIC}/partitions/${partition}/records?acks=all&timeoutMs=3000`,
-        {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ records: values.map((value) => ({ value })) }),
-        },
-      );
+      const answer = await call(`${cluster.url(via)}${path}?acks=all&timeoutMs=3000`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ records: spanning ? records : records.map(({ value }) => ({ value })) }),
+      });
       if (answer.status === 200) {
         outcome = 'ok';
         offsets = (answer.body.offsets as { offset: number }[]).map((o) => o.offset);
@@ -121,7 +131,7 @@ async function writer(
     } catch (e) {
       error = (e as Error).name === 'TimeoutError' ? 'timeout' : `connection: ${(e as Error).message}`;
     }
-    values.forEach((value, i) => {
+    records.forEach(({ value, partition }, i) => {
       sends.push({
         writer: id,
         partition,
