@@ -199,9 +199,10 @@ export class TestCluster {
     return null;
   }
 
-  async close(): Promise<void> {
+  /** Kills every node and removes the data directories, unless `keepData` (a failing test's evidence). */
+  async close(options: { keepData?: boolean } = {}): Promise<void> {
     await Promise.all([...this.#children.keys()].map((id) => this.kill(id)));
-    rmSync(this.dir, { recursive: true, force: true });
+    if (!options.keepData) rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

@@ -98,6 +98,7 @@ async function writer(
   random: Random,
   sends: Send[],
   running: () => boolean,
+  startedAtMs: number,
 ): Promise<void> {
   let next = 0;
   const spanning = id === 3;
@@ -109,6 +110,7 @@ async function writer(
       partition: spanning ? random.int(PARTITIONS) : partition,
     }));
     const via = random.pick(NODES);
+    const sentAtMs = Date.now() - startedAtMs;
     let outcome: Send['outcome'] = 'unknown';
     let offsets: number[] = [];
     let error: string | undefined;
@@ -137,6 +139,8 @@ async function writer(
         partition,
         value,
         outcome,
+        via,
+        sentAtMs,
         ...(outcome === 'ok' ? { offset: offsets[i]! } : {}),
         ...(error !== undefined ? { error } : {}),
       });
@@ -401,7 +405,7 @@ async function runSeed(seed: number): Promise<void> {
     let writing = true;
     let reading = true;
     const workers = [
-      ...[1, 2, 3].map((id) => writer(cluster, id, random.fork(), sends, () => writing)),
+      ...[1, 2, 3].map((id) => writer(cluster, id, random.fork(), sends, () => writing, state.startedAt)),
       ...Array.from({ length: PARTITIONS }, (_, p) =>
         consumer(cluster, p + 1, p, random.fork(), polls, () => reading),
       ),
@@ -473,9 +477,15 @@ async function runSeed(seed: number): Promise<void> {
   } catch (error) {
     problem ??= (error as Error).message;
   } finally {
-    await cluster.close();
+    const failed = problem !== undefined || anomalies.length > 0;
+    await cluster.close({ keepData: failed });
     for (const proxy of links.values()) await proxy.close();
-    if (problem !== undefined || anomalies.length > 0) {
+    if (failed) {
+      const named = new Set(anomalies.flatMap((a) => a.message.match(/w\d+-\d+/g) ?? []));
+      const evidence = sends.filter((s) => named.has(s.value)).map((s) => `  ${JSON.stringify(s)}`);
+      console.error(
+        `sends named in the anomalies:\n${evidence.join('\n')}\ndata directories kept in ${cluster.dir}`,
+      );
       const logs = NODES.map((id) => `--- node ${id} (last output)\n${cluster.logOf(id).slice(-3000)}`).join(
         '\n',
       );

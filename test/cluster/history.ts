@@ -19,6 +19,9 @@ export interface Send {
   offset?: number;
   /** The error code or message, for the report. */
   error?: string;
+  /** The node the request went to and when it was sent (ms since the test began), for the report. */
+  via?: number;
+  sentAtMs?: number;
 }
 
 /** One successful poll of a consumer: what it asked for, what it got, and the answer's high watermark. */

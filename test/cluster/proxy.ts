@@ -15,7 +15,8 @@ export type LinkMode =
 /** One direction of one connection: bytes held while the link is cut, then written in order. */
 class Pipe {
   readonly #held: Buffer[] = [];
-  #nextAtMs = 0;
+  readonly #delayed: { atMs: number; chunk: Buffer }[] = [];
+  #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(
@@ -42,21 +43,39 @@ class Pipe {
   }
 
   #send(chunk: Buffer, mode: LinkMode): void {
-    if (mode.kind !== 'delay') {
+    const delayMs = mode.kind === 'delay' ? mode.delayMs : 0;
+    // Later chunks never overtake earlier ones: while delayed chunks are on their way, every chunk
+    // queues behind them, also when the link passes again meanwhile.
+    if (delayMs === 0 && this.#delayed.length === 0) {
       this.to.write(chunk);
       return;
     }
-    // Later chunks never overtake earlier ones: each leaves no sooner than the one before.
-    const now = Date.now();
-    this.#nextAtMs = Math.max(now + mode.delayMs, this.#nextAtMs);
-    setTimeout(() => {
-      if (!this.#closed && !this.to.destroyed) this.to.write(chunk);
-    }, this.#nextAtMs - now).unref();
+    const last = this.#delayed.at(-1)?.atMs ?? 0;
+    this.#delayed.push({ atMs: Math.max(Date.now() + delayMs, last), chunk });
+    this.#schedule();
+  }
+
+  /** One timer at a time, for the oldest delayed chunk: timers of different lengths may fire out of order. */
+  #schedule(): void {
+    if (this.#timer || this.#delayed.length === 0) return;
+    const waitMs = Math.max(0, this.#delayed[0]!.atMs - Date.now());
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      const now = Date.now();
+      while (this.#delayed.length > 0 && this.#delayed[0]!.atMs <= now) {
+        const { chunk } = this.#delayed.shift()!;
+        if (!this.#closed && !this.to.destroyed) this.to.write(chunk);
+      }
+      this.#schedule();
+    }, waitMs);
+    this.#timer.unref();
   }
 
   close(): void {
     this.#closed = true;
     this.#held.length = 0;
+    this.#delayed.length = 0;
+    if (this.#timer) clearTimeout(this.#timer);
   }
 }
 
