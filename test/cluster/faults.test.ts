@@ -357,7 +357,26 @@ async function readReplica(
     }
     // Compared byte for byte below the high watermark only: a batch's last bytes may lie past it.
     const bytes = Buffer.concat(chunks);
-    return { node, partition, records, bytes: prefixBelow(bytes, highWatermark), highWatermark, inSync };
+    const batches: NonNullable<ReplicaLog['batches']> = [];
+    for (let pos = 0; pos < bytes.length; ) {
+      const h = readBatchHeader(bytes, pos);
+      batches.push({
+        baseOffset: h.baseOffset,
+        lastOffset: h.baseOffset + h.lastOffsetDelta,
+        leaderEpoch: h.partitionLeaderEpoch,
+        maxTimestamp: h.maxTimestamp,
+      });
+      pos += 15 + h.batchLength;
+    }
+    return {
+      node,
+      partition,
+      records,
+      bytes: prefixBelow(bytes, highWatermark),
+      batches,
+      highWatermark,
+      inSync,
+    };
   } finally {
     await log.close();
   }
@@ -389,6 +408,7 @@ async function runSeed(seed: number): Promise<void> {
   const polls: Poll[] = [];
   let problem: string | undefined;
   let anomalies: ReturnType<typeof checkHistory> = [];
+  const replicas: ReplicaLog[] = [];
   try {
     const created = await call(`${cluster.url(1)}/v1/topics`, {
       method: 'POST',
@@ -451,7 +471,6 @@ async function runSeed(seed: number): Promise<void> {
         | PartitionView[]
         | undefined);
     await Promise.all(NODES.map((id) => cluster.kill(id, 'SIGTERM')));
-    const replicas: ReplicaLog[] = [];
     for (const id of NODES)
       for (let p = 0; p < PARTITIONS; p++) {
         const view = last?.find((v) => v.partition === p);

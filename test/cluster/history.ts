@@ -43,6 +43,8 @@ export interface ReplicaLog {
   records: { offset: number; value: string }[];
   /** The log's raw bytes (its stored batches), compared byte for byte between replicas. */
   bytes?: Buffer;
+  /** Its batches' headers, for a failing test's report. */
+  batches?: { baseOffset: number; lastOffset: number; leaderEpoch: number; maxTimestamp: number }[];
   highWatermark: number;
   inSync: boolean;
 }
