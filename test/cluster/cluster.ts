@@ -125,9 +125,10 @@ export class TestCluster {
     child.stdout!.on('data', (d) => {
       log += d;
     });
-    this.#logs.set(id, '');
-    child.once('exit', () => {
-      this.#logs.set(id, log);
+    const before = this.#logs.get(id) ?? '';
+    child.once('exit', (code, signal) => {
+      // Every incarnation's output, oldest first: a restarted node's earlier lives are evidence too.
+      this.#logs.set(id, `${before}${log}--- node ${id} exited (${code ?? signal})\n`);
       if (this.#children.get(id) === child) this.#children.delete(id);
     });
     await new Promise<void>((resolve, reject) => {
@@ -150,7 +151,7 @@ export class TestCluster {
     });
   }
 
-  /** The output of a node that has exited, for a failing test's message. */
+  /** The output of a node's processes that have exited, for a failing test's message. */
   logOf(id: number): string {
     return this.#logs.get(id) ?? '';
   }

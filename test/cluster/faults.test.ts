@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/common/clock.js';
@@ -73,7 +74,11 @@ async function startCluster(): Promise<{ cluster: TestCluster; links: Map<string
   });
   const cluster = await TestCluster.create(
     NODES.length,
-    { sessionTimeoutMs: SESSION_TIMEOUT_MS, replicaLagTimeMaxMs: 2000 },
+    {
+      sessionTimeoutMs: SESSION_TIMEOUT_MS,
+      replicaLagTimeMaxMs: 2000,
+      logLevel: process.env.FAULT_LOG_LEVEL ?? 'warn',
+    },
     overrides,
   );
   ports = cluster.ports;
@@ -502,6 +507,7 @@ async function runSeed(seed: number): Promise<void> {
     if (failed) {
       const named = new Set(anomalies.flatMap((a) => a.message.match(/w\d+-\d+/g) ?? []));
       const evidence = sends.filter((s) => named.has(s.value)).map((s) => `  ${JSON.stringify(s)}`);
+      for (const id of NODES) writeFileSync(join(cluster.dir, `node-${id}.log`), cluster.logOf(id));
       console.error(
         `sends named in the anomalies:\n${evidence.join('\n')}\ndata directories kept in ${cluster.dir}`,
       );
