@@ -331,7 +331,7 @@ async function converged(cluster: TestCluster): Promise<PartitionView[]> {
       }
       return undefined;
     },
-    45_000,
+    60_000,
   );
 }
 
@@ -537,7 +537,7 @@ describe('replicated partitions under faults', () => {
         await runSeed(seed);
         clean.push(seed);
       },
-      (FAULT_SECONDS + 90) * 1000,
+      (FAULT_SECONDS + 150) * 1000,
     );
   }
 });
