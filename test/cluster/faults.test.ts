@@ -527,7 +527,8 @@ async function runSeed(seed: number): Promise<void> {
 describe('replicated partitions under faults', () => {
   const clean: number[] = [];
   afterAll(() => {
-    if (process.env.FAULT_SEEDS !== undefined) console.log(`fault seeds that ran clean: ${clean.join(' ') || 'none'}`);
+    if (process.env.FAULT_SEEDS !== undefined)
+      console.log(`fault seeds that ran clean: ${clean.join(' ') || 'none'}`);
   });
   for (let i = 0; i < SEED_COUNT; i++) {
     const seed = FIRST_SEED + i;
