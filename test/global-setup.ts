@@ -1,13 +1,17 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 /**
- * What the tests need from the system: curl (HTTP/1.1 and HTTP/2 prior knowledge) and Debian's
- * Python with httpx, h2 and msgpack (a non-JavaScript client). Installed here when missing and running
+ * What the tests need from the system: curl (HTTP/1.1 and HTTP/2 prior knowledge), Debian's
+ * Python with httpx, h2 and msgpack (a non-JavaScript client) and Debian's chromium (the web
+ * console's browser test; about 35 s to install with its apt update, measured on the 2-core
+ * machine, nothing when present). Installed here when missing and running
  * as root, so that `npm test` does all set-up on a fresh machine (`SLUICE_TEST_INSTALL=0` opts
  * out). Without root the run stops with the command to run, rather than skipping the tests that
  * need them.
  */
 const PYTHON = '/usr/bin/python3';
+const CHROMIUM = '/usr/bin/chromium';
 
 function haveCurlWithHttp2(): boolean {
   const result = spawnSync('curl', ['--version'], { encoding: 'utf8' });
@@ -18,9 +22,13 @@ function havePython(): boolean {
   return spawnSync(PYTHON, ['-c', 'import httpx, h2, msgpack'], { stdio: 'ignore' }).status === 0;
 }
 
+function haveChromium(): boolean {
+  return existsSync(CHROMIUM);
+}
+
 export default function setup(): void {
-  if (haveCurlWithHttp2() && havePython()) return;
-  const packages = ['curl', 'python3', 'python3-httpx', 'python3-h2', 'python3-msgpack'];
+  if (haveCurlWithHttp2() && havePython() && haveChromium()) return;
+  const packages = ['curl', 'python3', 'python3-httpx', 'python3-h2', 'python3-msgpack', 'chromium'];
   const asked = process.env.SLUICE_TEST_INSTALL !== '0';
   if (process.getuid?.() !== 0 || !asked) {
     throw new Error(
@@ -35,6 +43,6 @@ export default function setup(): void {
     stdio: 'inherit',
     env,
   });
-  if (!haveCurlWithHttp2() || !havePython())
+  if (!haveCurlWithHttp2() || !havePython() || !haveChromium())
     throw new Error('installing the test tools did not make them available');
 }

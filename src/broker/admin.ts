@@ -2,9 +2,19 @@ import type { Clock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import type { Logger } from '../common/logger.js';
-import type { ClusterResponse, MetadataResponse, PartitionInfo, TopicDescription } from '../protocol/api.js';
+import type {
+  ClusterResponse,
+  DecommissionResponse,
+  MetadataResponse,
+  PartitionInfo,
+  ReassignmentInfo,
+  ReassignmentsResponse,
+  ReassignRequest,
+  TopicDescription,
+} from '../protocol/api.js';
 import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
+import type { PartitionReplica } from '../replication/replica.js';
 import type { AdminApi, CreateTopicRequest, QuorumMembers, TopicSummary } from './api.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { PartitionReconciler } from './reconciler.js';
@@ -27,6 +37,19 @@ export interface AdminOptions {
     addVoter(nodeId: number): Promise<QuorumMembers>;
     removeVoter(nodeId: number): Promise<QuorumMembers>;
   };
+  /** Partition reassignment and broker decommission; absent: refused. */
+  reassignment?: ReassignmentControl;
+}
+
+/** Reassignments through the active controller, and the state this node's image shows of them. */
+export interface ReassignmentControl {
+  /** Resolves once this node's image shows the decision; rejects with the controller's refusal. */
+  reassign(partitions: ReassignRequest['partitions']): Promise<void>;
+  decommission(brokerId: number): Promise<void>;
+  /** Partitions with a reassignment in progress, by topic and partition. */
+  inProgress(): Omit<ReassignmentInfo, 'progress'>[];
+  /** How many partitions have a replica on the broker. */
+  partitionsHeld(brokerId: number): number;
 }
 
 /**
@@ -149,6 +172,66 @@ export class AdminService implements AdminApi {
     return quorum;
   }
 
+  async listReassignments(): Promise<ReassignmentsResponse> {
+    const control = this.#reassignment();
+    return { reassignments: await this.#withProgress(control.inProgress()) };
+  }
+
+  async reassignPartitions(request: ReassignRequest): Promise<ReassignmentsResponse> {
+    const control = this.#reassignment();
+    await control.reassign(request.partitions);
+    // A removed replica's log goes with this node's next pass; answer once it has run.
+    await this.#reconciler.sync();
+    this.#logger.info(
+      { partitions: request.partitions.map((p) => `${p.topic}/${p.partition}`).slice(0, 20) },
+      'partition reassignments changed',
+    );
+    return this.listReassignments();
+  }
+
+  async decommissionBroker(brokerId: number): Promise<DecommissionResponse> {
+    const control = this.#reassignment();
+    await control.decommission(brokerId);
+    await this.#reconciler.sync();
+    this.#logger.info({ brokerId }, 'broker decommission started');
+    const moving = control.inProgress().filter((r) => r.removingReplicas.includes(brokerId));
+    return {
+      brokerId,
+      partitionsHeld: control.partitionsHeld(brokerId),
+      reassignments: await this.#withProgress(moving),
+    };
+  }
+
+  /** Each adding replica's position, from the partition's leader (through its describe). */
+  async #withProgress(list: Omit<ReassignmentInfo, 'progress'>[]): Promise<ReassignmentInfo[]> {
+    const described = new Map<string, TopicDescription | undefined>();
+    for (const topic of new Set(list.map((r) => r.topic))) {
+      described.set(topic, await this.describeTopic(topic).catch(() => undefined));
+    }
+    return list.map((r) => {
+      const states = described.get(r.topic)?.partitions[r.partition]?.replicaStates ?? [];
+      return {
+        ...r,
+        progress: r.addingReplicas.map((id) => {
+          const state = states.find((s) => s.id === id);
+          const known = state !== undefined && state.logEndOffset >= 0;
+          return {
+            id,
+            logEndOffset: known ? state.logEndOffset : -1,
+            lag: known ? state.lag : -1,
+            inSync: r.isr.includes(id),
+          };
+        }),
+      };
+    });
+  }
+
+  #reassignment(): ReassignmentControl {
+    const control = this.#options.reassignment;
+    if (!control) throw new SluiceError('INVALID_REQUEST', 'this node does not take reassignments');
+    return control;
+  }
+
   listTopics(): TopicSummary[] {
     return this.#topics
       .list()
@@ -211,7 +294,7 @@ export class AdminService implements AdminApi {
       const target = this.#remote?.forwardTarget(topic.name, p);
       const local = this.#topics.replicas.get(topic.name, p);
       if (!target && local) {
-        partitions.push(local.describe());
+        partitions.push(this.#withStats(local));
         continue;
       }
       const role = this.#topics.role(topic.name, p);
@@ -245,6 +328,7 @@ export class AdminService implements AdminApi {
             info.logEndOffset = o.logEndOffset;
             info.highWatermark = o.highWatermark;
             if (o.replicaStates) info.replicaStates = o.replicaStates;
+            if (o.stats) info.stats = o.stats;
           }
         } catch (error) {
           this.#logger.warn(
@@ -267,7 +351,7 @@ export class AdminService implements AdminApi {
     name: string,
   ): Pick<
     PartitionInfo,
-    'partition' | 'logStartOffset' | 'logEndOffset' | 'highWatermark' | 'replicaStates'
+    'partition' | 'logStartOffset' | 'logEndOffset' | 'highWatermark' | 'replicaStates' | 'stats'
   >[] {
     const topic = this.#topics.find(name);
     if (!topic) return [];
@@ -275,16 +359,26 @@ export class AdminService implements AdminApi {
     for (let p = 0; p < topic.partitions; p++) {
       const replica = this.#topics.replicas.get(name, p);
       if (!replica?.isLeader) continue;
-      const { logStartOffset, logEndOffset, highWatermark, replicaStates } = replica.describe();
+      const { logStartOffset, logEndOffset, highWatermark, replicaStates, stats } = this.#withStats(replica);
       out.push({
         partition: p,
         logStartOffset,
         logEndOffset,
         highWatermark,
         ...(replicaStates ? { replicaStates } : {}),
+        ...(stats ? { stats } : {}),
       });
     }
     return out;
+  }
+
+  /** A partition this node holds, with its figures when this node leads it. */
+  #withStats(replica: PartitionReplica): PartitionInfo {
+    const info = replica.describe();
+    if (!replica.isLeader) return info;
+    const { log } = replica;
+    info.stats = { segments: log.segmentCount, sizeBytes: log.sizeBytes, ...this.#metrics.totals(replica) };
+    return info;
   }
 
   deleteTopic(name: string): Promise<{ name: string; deleted: true }> {

@@ -1,11 +1,14 @@
 import type {
   Acks,
   ClusterResponse,
+  DecommissionResponse,
   MetadataResponse,
   OffsetsResponse,
+  ReassignmentsResponse,
+  ReassignRequest,
   TopicDescription,
 } from '../protocol/api.js';
-import type { RecordInput } from '../protocol/batch.js';
+import type { ProducerFields, RecordInput } from '../protocol/batch.js';
 import type { ProduceRecordSource } from '../protocol/produce-body.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
 
@@ -28,6 +31,8 @@ export interface ProducedOffsets {
   count: number;
   partitions: Int32Array;
   offsets: Float64Array;
+  /** The request was an idempotent producer's retry: the offsets are those of its first try. */
+  duplicate?: boolean;
 }
 
 export interface ProduceOptions {
@@ -35,6 +40,12 @@ export interface ProduceOptions {
   leaderEpoch?: number;
   /** How long an acks=all produce waits for the in-sync set (REQUEST_TIMED_OUT after); 30 s when absent. */
   timeoutMs?: number;
+  /**
+   * An idempotent producer's id, epoch and the sequence of the request's first record: the records
+   * become one batch with these fields, which the leader checks (a retry is answered with the
+   * offsets of its first try). Only for records sent to one partition.
+   */
+  producer?: ProducerFields;
 }
 
 export interface QuorumMembers {
@@ -47,6 +58,8 @@ export interface AppendedBatches {
   baseOffset: number;
   lastOffset: number;
   batchCount: number;
+  /** The batches were an idempotent producer's retry: nothing was appended, these are the first try's. */
+  duplicate?: boolean;
 }
 
 export interface CreateTopicRequest {
@@ -116,6 +129,12 @@ export interface AdminApi {
   removeVoter(nodeId: number): Promise<QuorumMembers>;
   /** Leaders, epochs, replicas and node endpoints of the topics named (all when absent). */
   metadata(topics?: readonly string[]): Promise<MetadataResponse>;
+  /** Reassignments in progress, with each adding replica's lag. */
+  listReassignments(): Promise<ReassignmentsResponse>;
+  /** Starts or cancels reassignments (all or none); resolves with those in progress after. */
+  reassignPartitions(request: ReassignRequest): Promise<ReassignmentsResponse>;
+  /** Moves every replica off the broker; resolves with what it still holds and the moves in progress. */
+  decommissionBroker(brokerId: number): Promise<DecommissionResponse>;
 }
 
 /**
@@ -147,6 +166,11 @@ export interface ProduceApi {
     acks: Acks,
     options?: ProduceOptions,
   ): Promise<ProducedOffsets>;
+  /**
+   * A new idempotent producer: a producer id no other producer of the cluster has, at epoch 0.
+   * Its batches carry the id, the epoch and per-partition sequence numbers from 0.
+   */
+  initProducer(): Promise<{ producerId: number; producerEpoch: number }>;
   /** Appends pre-built batches to one partition; undefined with acks=0. */
   batches(
     topic: string,

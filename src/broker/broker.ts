@@ -9,11 +9,16 @@ import type { BrokerApi, NodeApi, RoutingApi } from './api.js';
 import { FetchService } from './fetch.js';
 import { FetchWaiters } from './fetch-waiters.js';
 import { BrokerMetrics } from './metrics.js';
-import type { PeerClient } from './peer-client.js';
 import { ProduceService } from './produce.js';
+import { type ProducerIdBlock, ProducerIds } from './producer-ids.js';
 import { PartitionReconciler } from './reconciler.js';
 import type { RemotePartitions } from './remote-partitions.js';
-import { type ReplicationCluster, type ReplicationOptions, ReplicationService } from './replication.js';
+import {
+  type ReplicaFetchTransport,
+  type ReplicationCluster,
+  type ReplicationOptions,
+  ReplicationService,
+} from './replication.js';
 import type { TopicRegistry } from './topic-registry.js';
 import { Topics } from './topics.js';
 
@@ -26,6 +31,8 @@ export interface BrokerOptions {
   clusterView?: AdminOptions['clusterView'];
   /** Voter changes of the metadata quorum; absent on a node alone. */
   quorum?: AdminOptions['quorum'];
+  /** Partition reassignment through the controller. */
+  reassignment?: AdminOptions['reassignment'];
   /** Defaults for topics, in Kafka config names (e.g. `flush.policy`, `num.partitions`). */
   defaultConfigs?: Record<string, ConfigValue>;
   fetchWaitersMax?: number;
@@ -45,10 +52,13 @@ export interface BrokerDeps {
   catchUp?: () => Promise<void>;
   /** In a cluster: whether this node may lead now (false once cut off from the controller past its session). */
   canLead?: () => boolean;
+  /** Asks the controller for a block of producer ids (idempotent producers). */
+  allocateProducerIds?: () => Promise<ProducerIdBlock>;
   /** In a cluster: partition replication between the nodes. */
   replication?: {
     cluster: ReplicationCluster;
-    peers: PeerClient;
+    /** How follower fetches reach the leaders (HTTP between nodes). */
+    transport: ReplicaFetchTransport;
     options: Omit<ReplicationOptions, 'nodeId'>;
   };
 }
@@ -65,6 +75,8 @@ export class Broker implements BrokerApi {
   readonly routing: RoutingApi | undefined;
   /** In a cluster: partition replication; absent on a node alone. */
   readonly replication: ReplicationService | undefined;
+  /** The partitions this node holds, each a replica over its log. */
+  readonly replicas: ReplicaManager;
   readonly #waiters: FetchWaiters;
   readonly #reconciler: PartitionReconciler;
   #shuttingDown = false;
@@ -75,6 +87,7 @@ export class Broker implements BrokerApi {
       { nodeId: options.nodeId, ...(deps.canLead ? { canLead: deps.canLead } : {}) },
       { logs: deps.logs },
     );
+    this.replicas = replicas;
     const topics = new Topics(
       { defaultConfigs: options.defaultConfigs ?? {} },
       { registry: deps.registry, replicas, ...(deps.catchUp ? { catchUp: deps.catchUp } : {}) },
@@ -97,7 +110,7 @@ export class Broker implements BrokerApi {
           {
             topics,
             cluster: deps.replication.cluster,
-            peers: deps.replication.peers,
+            transport: deps.replication.transport,
             clock: deps.clock,
             logger: deps.logger ?? noopLogger,
           },
@@ -124,6 +137,7 @@ export class Broker implements BrokerApi {
         address: options.address,
         ...(options.clusterView ? { clusterView: options.clusterView } : {}),
         ...(options.quorum ? { quorum: options.quorum } : {}),
+        ...(options.reassignment ? { reassignment: options.reassignment } : {}),
       },
       {
         topics,
@@ -140,6 +154,9 @@ export class Broker implements BrokerApi {
       clock: deps.clock,
       metrics,
       ...(deps.remote ? { remote: deps.remote } : {}),
+      ...(deps.allocateProducerIds
+        ? { producerIds: new ProducerIds({ allocate: deps.allocateProducerIds }) }
+        : {}),
     });
     this.fetch = new FetchService({ topics, waiters: this.#waiters, metrics });
     const broker = this;

@@ -111,15 +111,18 @@ export class ControllerService {
    * after `timeoutMs` (the service's submit timeout when absent): a heartbeat must give up well
    * within the session it refreshes, so that the next one is sent.
    */
-  async submit(command: ControllerCommand, options: { timeoutMs?: number } = {}): Promise<void> {
+  async submit(
+    command: ControllerCommand,
+    options: { timeoutMs?: number } = {},
+  ): Promise<ControllerCommandResult> {
     const timeoutMs = options.timeoutMs ?? this.#options.submitTimeoutMs;
     const deadline = this.#clock.monotonicMs() + timeoutMs;
     let wait = 20;
     for (;;) {
       try {
-        const { offset } = await this.#route(command, Math.max(1, deadline - this.#clock.monotonicMs()));
-        await this.#applied(offset, deadline, command.type);
-        return;
+        const result = await this.#route(command, Math.max(1, deadline - this.#clock.monotonicMs()));
+        await this.#applied(result.offset, deadline, command.type);
+        return result;
       } catch (error) {
         const code = error instanceof SluiceError ? error.code : undefined;
         if (this.#closed || code === undefined || !RETRIED.has(code)) throw error;
@@ -230,7 +233,11 @@ export class ControllerService {
       }
       await this.#log.propose(records);
       this.#metrics?.command(command.type, 'ok');
-      return { offset: records.length === 0 ? image.lastOffset : this.#log.image.lastOffset };
+      const offset = records.length === 0 ? image.lastOffset : this.#log.image.lastOffset;
+      const block = records.find((r) => r.type === 'producerIdBlock');
+      return block
+        ? { offset, producerIds: { firstProducerId: block.firstProducerId, size: block.size } }
+        : { offset };
     });
   }
 
@@ -304,8 +311,14 @@ export class ControllerService {
         return [];
       case 'shutdownBroker':
         return c.controlledShutdown(image, command.brokerId, command.brokerEpoch);
+      case 'allocateProducerIds':
+        return c.allocateProducerIds(image, command.brokerId, command.brokerEpoch);
       case 'alterPartition':
         return c.alterPartition(image, command);
+      case 'reassignPartitions':
+        return c.reassignPartitions(image, command.partitions);
+      case 'decommissionBroker':
+        return c.decommissionBroker(image, command.brokerId);
       case 'heartbeat':
         return c.heartbeat(image, {
           brokerId: command.brokerId,
@@ -364,6 +377,11 @@ export class ControllerService {
         if (elect.length > 0) {
           await this.#log.propose(elect);
           this.#logger.info({ partitions: elect.length }, 'leaders elected for leaderless partitions');
+        }
+        const complete = this.#controller.completeReassignments(this.#log.image);
+        if (complete.length > 0) {
+          await this.#log.propose(complete);
+          this.#logger.info({ partitions: complete.length }, 'reassignments completed');
         }
         await this.#addLearners();
         const every = this.#options.preferredLeaderCheckMs ?? 60_000;

@@ -1,5 +1,5 @@
 import { SluiceError } from '../common/errors.js';
-import type { TopicImage } from '../metadata/image.js';
+import { type TopicImage, targetReplicas } from '../metadata/image.js';
 import type { MetadataLog } from '../metadata/metadata-log.js';
 import type { ControllerCommand } from '../protocol/internal-api.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
@@ -113,7 +113,8 @@ export class MetadataTopicRegistry implements TopicRegistry {
 
 /** Where the registry's changes are decided: the active controller (`ControllerService.submit`). */
 export interface ControllerChannel {
-  submit(command: ControllerCommand): Promise<void>;
+  /** Resolves once this node's image has applied the decision (with what the controller answered). */
+  submit(command: ControllerCommand): Promise<unknown>;
 }
 
 /** Each image's topics are converted once (a produce or fetch looks its topic up every time). */
@@ -131,7 +132,13 @@ function convert(topic: TopicImage): TopicRecord {
   return {
     name: topic.name,
     partitions: topic.partitions.size,
-    replicationFactor: topic.partitions.get(0)?.replicas.length ?? 1,
+    replicationFactor: replicationFactorOf(topic),
     configs,
   };
+}
+
+/** The replicas a partition keeps once any reassignment in progress completes (partition 0 speaks for the topic). */
+function replicationFactorOf(topic: TopicImage): number {
+  const p = topic.partitions.get(0);
+  return p ? targetReplicas(p).length : 1;
 }

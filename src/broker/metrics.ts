@@ -11,6 +11,30 @@ export interface PartitionCounters {
   bytesOut: Counter;
 }
 
+/**
+ * What one partition counted on this node since it started, readable (a prom-client cell is not,
+ * and a partition past the series limit shares its cell with the others): the describe answer's
+ * `stats`, from which the console computes throughput.
+ */
+export interface PartitionTotals {
+  recordsIn: number;
+  bytesIn: number;
+  recordsOut: number;
+  bytesOut: number;
+}
+
+type TotalName = keyof PartitionTotals;
+
+/** A counter that adds to its series and to the partition's own total. */
+function countingBoth(cell: Counter, totals: PartitionTotals, name: TotalName): Counter {
+  return {
+    inc(amount = 1) {
+      cell.inc(amount);
+      totals[name] += amount;
+    },
+  };
+}
+
 const PARTITION_LABELS = ['topic', 'partition'] as const;
 
 /** How many partitions get series of their own unless configured (`metrics.partition.series.max`). */
@@ -29,6 +53,7 @@ export class BrokerMetrics {
   readonly #series: PartitionSeries;
   readonly #families;
   readonly #byReplica = new WeakMap<PartitionReplica, PartitionCounters>();
+  readonly #totals = new WeakMap<PartitionReplica, PartitionTotals>();
 
   constructor(
     options: { partitionSeriesMax?: number },
@@ -150,15 +175,23 @@ export class BrokerMetrics {
     if (!counters) {
       const labels = this.#series.labelsOf(replica.topic, replica.partition);
       const f = this.#families;
+      const totals: PartitionTotals = { recordsIn: 0, bytesIn: 0, recordsOut: 0, bytesOut: 0 };
       counters = {
-        recordsIn: f.recordsIn.labels(...labels),
-        bytesIn: f.bytesIn.labels(...labels),
-        recordsOut: f.recordsOut.labels(...labels),
-        bytesOut: f.bytesOut.labels(...labels),
+        recordsIn: countingBoth(f.recordsIn.labels(...labels), totals, 'recordsIn'),
+        bytesIn: countingBoth(f.bytesIn.labels(...labels), totals, 'bytesIn'),
+        recordsOut: countingBoth(f.recordsOut.labels(...labels), totals, 'recordsOut'),
+        bytesOut: countingBoth(f.bytesOut.labels(...labels), totals, 'bytesOut'),
       };
       this.#byReplica.set(replica, counters);
+      this.#totals.set(replica, totals);
     }
     return counters;
+  }
+
+  /** What the partition counted on this node so far (all zero before its first request). */
+  totals(replica: PartitionReplica): PartitionTotals {
+    const totals = this.#totals.get(replica);
+    return totals ? { ...totals } : { recordsIn: 0, bytesIn: 0, recordsOut: 0, bytesOut: 0 };
   }
 
   /** Drops a deleted topic's series (its counters start again from 0 if it is created again). */

@@ -3,11 +3,12 @@ import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import { partitionForKey } from '../common/murmur2.js';
 import type { Acks } from '../protocol/api.js';
-import { splitProducedBatches } from '../protocol/batch.js';
+import { type ProducerFields, splitProducedBatches } from '../protocol/batch.js';
 import { type ProduceRecordSource, recordArraySource } from '../protocol/produce-body.js';
 import type { PartitionReplica } from '../replication/replica.js';
 import type { AppendedBatches, ProduceApi, ProducedOffsets, ProduceInput, ProduceOptions } from './api.js';
 import type { BrokerMetrics } from './metrics.js';
+import type { ProducerIds } from './producer-ids.js';
 import type { RemotePartitions } from './remote-partitions.js';
 import type { TopicRecord } from './topic-registry.js';
 import type { Topics } from './topics.js';
@@ -26,9 +27,17 @@ export class ProduceService implements ProduceApi {
   #stickyPartition = 0;
 
   readonly #remote: RemotePartitions | undefined;
+  readonly #producerIds: ProducerIds | undefined;
 
-  constructor(deps: { topics: Topics; clock: Clock; metrics: BrokerMetrics; remote?: RemotePartitions }) {
+  constructor(deps: {
+    topics: Topics;
+    clock: Clock;
+    metrics: BrokerMetrics;
+    remote?: RemotePartitions;
+    producerIds?: ProducerIds;
+  }) {
     this.#topics = deps.topics;
+    this.#producerIds = deps.producerIds;
     this.#remote = deps.remote;
     this.#clock = deps.clock;
     this.#metrics = deps.metrics;
@@ -68,6 +77,13 @@ export class ProduceService implements ProduceApi {
     }
     const partitions = this.#partitionsOf(topic, records);
     const byPartition = groupByPartition(partitions);
+    const producer = options.producer;
+    if (producer && byPartition.size > 1)
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        "an idempotent producer's records go to one partition per request (its sequence numbers are per partition)",
+      );
+    let duplicate = false;
     const batches = new Map<PartitionReplica, Buffer>();
     // The shares of partitions another node leads go there as pre-built batches.
     const forwarded: { target: { nodeId: number; url: string }; partition: number; batch: Buffer }[] = [];
@@ -79,7 +95,7 @@ export class ProduceService implements ProduceApi {
         forwarded.push({
           target,
           partition,
-          batch: encodePartitionBatch(records, indexes, partition, batchBytesMax, now),
+          batch: encodePartitionBatch(records, indexes, partition, batchBytesMax, now, producer),
         });
         continue;
       }
@@ -89,7 +105,7 @@ export class ProduceService implements ProduceApi {
         (await this.#topics.localReplica(topicName, partition)).replica;
       batches.set(
         replica,
-        encodePartitionBatch(records, indexes, partition, replica.log.config.batchBytesMax, now),
+        encodePartitionBatch(records, indexes, partition, replica.log.config.batchBytesMax, now, producer),
       );
     }
     for (const replica of batches.keys()) {
@@ -101,7 +117,8 @@ export class ProduceService implements ProduceApi {
     const appends = [...batches].map(async ([replica, batch]) => {
       const result = await replica.appendAsLeader(batch, { crcChecked: true });
       const indexes = byPartition.get(replica.partition)!;
-      this.#countIn(replica, indexes.length, batch.length);
+      if (result.duplicate) duplicate = true;
+      else this.#countIn(replica, indexes.length, batch.length);
       for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
       if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
     });
@@ -118,6 +135,7 @@ export class ProduceService implements ProduceApi {
             options.timeoutMs,
           );
           if (!result) return;
+          if (result.duplicate) duplicate = true;
           const indexes = byPartition.get(partition)!;
           for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
         })(),
@@ -129,7 +147,16 @@ export class ProduceService implements ProduceApi {
       return { count: 0, partitions: new Int32Array(0), offsets: new Float64Array(0) };
     }
     await this.#topics.unlessDeleted(topicName, everyPart(parts, appends));
-    return { count: records.count, partitions, offsets };
+    return { count: records.count, partitions, offsets, ...(duplicate ? { duplicate } : {}) };
+  }
+
+  async initProducer(): Promise<{ producerId: number; producerEpoch: number }> {
+    if (!this.#producerIds)
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        'this broker has no metadata quorum to allocate producer ids from',
+      );
+    return { producerId: await this.#producerIds.next(), producerEpoch: 0 };
   }
 
   /**
@@ -154,7 +181,7 @@ export class ProduceService implements ProduceApi {
     replica.checkLeaderEpoch(options.leaderEpoch);
     this.#checkAcks(topic, replica, acks);
     const appending = replica.appendAsLeader(data, { crcChecked: true }).then(async (result) => {
-      this.#countIn(replica, result.lastOffset - result.baseOffset + 1, data.length);
+      if (!result.duplicate) this.#countIn(replica, result.lastOffset - result.baseOffset + 1, data.length);
       if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
       return result;
     });
@@ -168,6 +195,7 @@ export class ProduceService implements ProduceApi {
       baseOffset: result.baseOffset,
       lastOffset: result.lastOffset,
       batchCount: result.batchCount,
+      ...(result.duplicate ? { duplicate: true } : {}),
     };
   }
 
@@ -246,6 +274,7 @@ function encodePartitionBatch(
   partition: number,
   recordBytesMax: number,
   nowMs: number,
+  producer: ProducerFields | undefined,
 ): Buffer {
   for (const i of indexes) {
     const size = records.payloadBytesAt(i);
@@ -259,7 +288,7 @@ function encodePartitionBatch(
       );
     }
   }
-  const batch = records.encodeBatch(indexes, nowMs);
+  const batch = records.encodeBatch(indexes, nowMs, producer);
   if (batch.length > recordBytesMax) {
     throw new SluiceError(
       'MESSAGE_TOO_LARGE',

@@ -1,5 +1,5 @@
 import { SluiceError } from '../common/errors.js';
-import { type Acks, ENDPOINTS, endpointUrl, MEDIA } from '../protocol/api.js';
+import { type Acks, ENDPOINTS, endpointUrl, MEDIA, type PartitionStats } from '../protocol/api.js';
 import { FORWARDED_BY_HEADER, LEADER_OFFSETS_PATH } from '../protocol/internal-api.js';
 import type { AppendedBatches } from './api.js';
 import { errorOf, type PeerClient } from './peer-client.js';
@@ -92,6 +92,7 @@ export class RemotePartitions {
         logEndOffset: number;
         highWatermark: number;
         replicaStates?: { id: number; logEndOffset: number; lag: number }[];
+        stats?: PartitionStats;
       }
     >
   > {
@@ -108,6 +109,8 @@ export class RemotePartitions {
         logStartOffset: number;
         logEndOffset: number;
         highWatermark: number;
+        replicaStates?: { id: number; logEndOffset: number; lag: number }[];
+        stats?: PartitionStats;
       }[];
     };
     return new Map(answer.partitions.map((p) => [p.partition, p]));

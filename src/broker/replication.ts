@@ -1,6 +1,7 @@
 import type { Clock, TimerHandle } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { TokenBucket } from '../common/token-bucket.js';
 import { MEDIA } from '../protocol/api.js';
 import {
   type ControllerCommand,
@@ -15,13 +16,59 @@ import type { PartitionReplica } from '../replication/replica.js';
 import { errorOf, type PeerClient } from './peer-client.js';
 import type { Topics } from './topics.js';
 
-/** What replication needs of the cluster: this broker's epoch, who is live, where nodes are, the controller. */
+/** What replication needs of the cluster: this broker's epoch, who is live, the controller. */
 export interface ReplicationCluster {
   /** This broker's current broker epoch; undefined until it is registered. */
   brokerEpoch(): number | undefined;
   isLive(brokerId: number): boolean;
-  urlOf(brokerId: number): string | undefined;
-  submit(command: ControllerCommand): Promise<void>;
+  submit(command: ControllerCommand): Promise<unknown>;
+  /** Whether the broker is a replica a reassignment of the partition is adding (copy traffic, throttled). */
+  isReassignmentTarget?(topicId: string, partition: number, brokerId: number): boolean;
+}
+
+/**
+ * How a follower's fetch reaches its leader and the answer comes back: HTTP/2 between nodes
+ * (`HttpReplicaFetchTransport`), or a simulated network in the cluster simulation.
+ */
+export interface ReplicaFetchTransport {
+  /**
+   * Sends `request` to node `leader`; resolves with its answer, rejects with the leader's error,
+   * or NETWORK_EXCEPTION when the node cannot be reached or does not answer within `timeoutMs`.
+   */
+  fetch(
+    leader: number,
+    request: ReplicaFetchRequest,
+    timeoutMs: number,
+  ): Promise<ReplicaFetchPartitionAnswer[]>;
+}
+
+/** Replica fetches over the internal HTTP API (msgpack bodies), one HTTP/2 session per node. */
+export class HttpReplicaFetchTransport implements ReplicaFetchTransport {
+  readonly #peers: PeerClient;
+  readonly #urlOf: (brokerId: number) => string | undefined;
+
+  constructor(deps: { peers: PeerClient; urlOf: (brokerId: number) => string | undefined }) {
+    this.#peers = deps.peers;
+    this.#urlOf = deps.urlOf;
+  }
+
+  async fetch(
+    leader: number,
+    request: ReplicaFetchRequest,
+    timeoutMs: number,
+  ): Promise<ReplicaFetchPartitionAnswer[]> {
+    const url = this.#urlOf(leader);
+    if (url === undefined) throw new SluiceError('NETWORK_EXCEPTION', `node ${leader} is not reachable yet`);
+    const response = await this.#peers.request(url, {
+      method: 'POST',
+      path: REPLICA_FETCH_PATH,
+      headers: { 'content-type': MEDIA.msgpack, accept: MEDIA.msgpack },
+      body: packr.pack(request),
+      timeoutMs,
+    });
+    if (response.status !== 200) throw errorOf(response, `leader ${leader}`);
+    return (unpackr.unpack(response.body) as { partitions: ReplicaFetchPartitionAnswer[] }).partitions;
+  }
 }
 
 export interface ReplicationOptions {
@@ -31,6 +78,14 @@ export interface ReplicationOptions {
   /** How long a follower's fetch waits at the leader for new batches. */
   fetchMaxWaitMs: number;
   fetchMaxBytes: number;
+  /** How long a follower waits for a fetch's answer before it tries again; `fetchMaxWaitMs` + 10 s when absent. */
+  fetchTimeoutMs?: number;
+  /**
+   * Bytes per second this leader sends, in all, to replicas that a reassignment is adding and that
+   * are not in sync yet (`replication.throttle.bytes.per.second`); in-sync followers are never
+   * throttled. Absent or 0: no throttle.
+   */
+  throttleBytesPerSecond?: number;
 }
 
 interface Followed {
@@ -50,7 +105,7 @@ export class ReplicationService {
   readonly #options: ReplicationOptions;
   readonly #topics: Topics;
   readonly #cluster: ReplicationCluster;
-  readonly #peers: PeerClient;
+  readonly #transport: ReplicaFetchTransport;
   readonly #clock: Clock;
   readonly #logger: Logger;
   /** Partitions this node follows, by `topic\0partition`. */
@@ -59,17 +114,28 @@ export class ReplicationService {
   readonly #loops = new Map<number, Promise<void>>();
   #isrTimer: TimerHandle | undefined;
   #closed = false;
+  /** The reassignment copy throttle (see `throttleBytesPerSecond`). */
+  readonly #throttle: TokenBucket | undefined;
 
   constructor(
     options: ReplicationOptions,
-    deps: { topics: Topics; cluster: ReplicationCluster; peers: PeerClient; clock: Clock; logger: Logger },
+    deps: {
+      topics: Topics;
+      cluster: ReplicationCluster;
+      transport: ReplicaFetchTransport;
+      clock: Clock;
+      logger: Logger;
+    },
   ) {
     this.#options = options;
     this.#topics = deps.topics;
     this.#cluster = deps.cluster;
-    this.#peers = deps.peers;
+    this.#transport = deps.transport;
     this.#clock = deps.clock;
     this.#logger = deps.logger;
+    const rate = options.throttleBytesPerSecond ?? 0;
+    this.#throttle =
+      rate > 0 ? new TokenBucket({ ratePerSecond: rate }, deps.clock.monotonicMs()) : undefined;
   }
 
   start(): void {
@@ -97,7 +163,7 @@ export class ReplicationService {
     }
     for (const leader of new Set([...this.#followed.values()].map((f) => f.leader))) {
       if (this.#loops.has(leader)) continue;
-      const loop = this.#fetchLoop(leader).finally(() => this.#loops.delete(leader));
+      const loop = this.#fetchLoop(leader);
       this.#loops.set(leader, loop);
     }
   }
@@ -114,13 +180,20 @@ export class ReplicationService {
         'INVALID_REQUEST',
         `broker ${request.replicaId} is not a live, registered broker`,
       );
-    let answers = await this.#answerOnce(request);
+    const throttled = new Set<string>();
+    let answers = await this.#answerOnce(request, throttled);
     if (request.maxWaitMs === 0 || answers.some((a) => a.records.length > 0 || a.error || a.divergingEpoch))
       return answers;
     // Nothing yet: wait for an append or a high watermark move on any of them, or the deadline.
+    // A throttled partition's appends do not wake the wait: it waits for the bucket instead.
     const replicas = request.partitions
+      .filter((p) => !throttled.has(`${p.topicId}\u0000${p.partition}`))
       .map((p) => this.#topics.replicas.get(p.topic, p.partition))
       .filter((r): r is PartitionReplica => r !== undefined);
+    const waitMs =
+      throttled.size > 0 && this.#throttle
+        ? Math.min(request.maxWaitMs, Math.max(1, this.#throttle.waitMs(this.#clock.monotonicMs())))
+        : request.maxWaitMs;
     await new Promise<void>((resolve) => {
       const offs: (() => void)[] = [];
       const done = () => {
@@ -129,25 +202,30 @@ export class ReplicationService {
         signal?.removeEventListener('abort', done);
         resolve();
       };
-      const timer = this.#clock.setTimeout(done, request.maxWaitMs);
+      const timer = this.#clock.setTimeout(done, waitMs);
       for (const r of replicas) {
         offs.push(r.log.onAppend(done));
         offs.push(r.onHighWatermarkAdvance(done));
       }
       signal?.addEventListener('abort', done, { once: true });
     });
-    answers = await this.#answerOnce(request);
+    answers = await this.#answerOnce(request, throttled);
     return answers;
   }
 
-  async #answerOnce(request: ReplicaFetchRequest): Promise<ReplicaFetchPartitionAnswer[]> {
+  async #answerOnce(
+    request: ReplicaFetchRequest,
+    throttled: Set<string>,
+  ): Promise<ReplicaFetchPartitionAnswer[]> {
     const now = this.#clock.monotonicMs();
     const perPartitionBytes = Math.max(
       64 * 1024,
       Math.floor(request.maxBytes / Math.max(1, request.partitions.length)),
     );
     return Promise.all(
-      request.partitions.map((p) => this.#answerPartition(request.replicaId, p, now, perPartitionBytes)),
+      request.partitions.map((p) =>
+        this.#answerPartition(request.replicaId, p, now, perPartitionBytes, throttled),
+      ),
     );
   }
 
@@ -156,6 +234,7 @@ export class ReplicationService {
     p: ReplicaFetchPartition,
     now: number,
     maxBytes: number,
+    throttled: Set<string>,
   ): Promise<ReplicaFetchPartitionAnswer> {
     const replica = this.#topics.replicas.get(p.topic, p.partition);
     const base = { topic: p.topic, partition: p.partition, records: new Uint8Array(0) };
@@ -191,8 +270,27 @@ export class ReplicationService {
     if (p.fetchOffset < log.logStartOffset || p.fetchOffset > log.logEndOffset)
       return fail('OFFSET_OUT_OF_RANGE');
     replica.followerFetched(follower, p.fetchOffset, now);
+    const throttle = this.#throttleOf(replica, p.topicId, follower);
+    if (throttle) {
+      // Copy traffic to a replica being added: within the bucket, whole batches, paying off any debt.
+      const available = throttle.available(now);
+      if (available < 1) {
+        throttled.add(`${p.topicId}\u0000${p.partition}`);
+        return answer({});
+      }
+      maxBytes = Math.min(maxBytes, Math.floor(available));
+    }
     const read = await log.read(p.fetchOffset, { maxBytes });
+    throttle?.take(read.data.length, now);
     return answer({ records: read.data });
+  }
+
+  /** The bucket a follower's fetch of the partition draws on: only a reassignment's replica not in sync yet. */
+  #throttleOf(replica: PartitionReplica, topicId: string, follower: number): TokenBucket | undefined {
+    if (!this.#throttle || replica.inSyncReplicas.includes(follower)) return undefined;
+    return this.#cluster.isReassignmentTarget?.(topicId, replica.partition, follower)
+      ? this.#throttle
+      : undefined;
   }
 
   // ---- follower side ----
@@ -201,12 +299,17 @@ export class ReplicationService {
     let backoff = 50;
     while (!this.#closed) {
       const partitions = [...this.#followed.values()].filter((f) => f.leader === leader);
-      if (partitions.length === 0) return;
-      const url = this.#cluster.urlOf(leader);
+      if (partitions.length === 0) {
+        // Leaves the map in the same turn as it finds nothing to fetch: a `follow` after it starts
+        // a new loop (removed a turn later, the loop was still listed and the new partitions of
+        // this leader had no loop at all).
+        this.#loops.delete(leader);
+        return;
+      }
       const brokerEpoch = this.#cluster.brokerEpoch();
       try {
-        if (url === undefined || brokerEpoch === undefined)
-          throw new SluiceError('NETWORK_EXCEPTION', `node ${leader} is not reachable yet`);
+        if (brokerEpoch === undefined)
+          throw new SluiceError('NETWORK_EXCEPTION', 'this node is not registered yet');
         const request: ReplicaFetchRequest = {
           replicaId: this.#options.nodeId,
           brokerEpoch,
@@ -221,24 +324,20 @@ export class ReplicationService {
             leaderEpoch: replica.leaderEpoch,
           })),
         };
-        const response = await this.#peers.request(url, {
-          method: 'POST',
-          path: REPLICA_FETCH_PATH,
-          headers: { 'content-type': MEDIA.msgpack, accept: MEDIA.msgpack },
-          body: packr.pack(request),
-          timeoutMs: this.#options.fetchMaxWaitMs + 10_000,
-        });
-        if (response.status !== 200) throw errorOf(response, `leader ${leader}`);
-        const answers = unpackr.unpack(response.body) as { partitions: ReplicaFetchPartitionAnswer[] };
+        const answers = await this.#transport.fetch(
+          leader,
+          request,
+          this.#options.fetchTimeoutMs ?? this.#options.fetchMaxWaitMs + 10_000,
+        );
         let progressed = false;
-        for (const answer of answers.partitions) {
+        for (const answer of answers) {
           const followed = this.#followed.get(`${answer.topic}\u0000${answer.partition}`);
           if (!followed || followed.leader !== leader) continue;
           progressed = (await this.#apply(followed.replica, answer)) || progressed;
         }
         backoff = 50;
         // Every partition refused (a leadership in flux): wait a little instead of spinning.
-        if (!progressed && answers.partitions.every((a) => a.error)) await this.#sleep(100);
+        if (!progressed && answers.every((a) => a.error)) await this.#sleep(100);
       } catch (error) {
         if (this.#closed) return;
         this.#logger.debug({ err: error, leader }, 'a replica fetch failed');

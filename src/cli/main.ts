@@ -11,6 +11,7 @@ import { type LogVerifyReport, verifyLogDirectory } from '../storage/log-verify.
 import { addClusterCommand, addDevClusterCommand, type ClusterDependencies } from './cluster.js';
 import { spawnSluice } from './dev-cluster.js';
 import { BOOTSTRAP_OPTION, collectConfig, type Io, integer, outputFormat, print, withAdmin } from './io.js';
+import { addBrokerCommand, addPartitionCommand } from './reassign.js';
 import { addStartCommand, type StartDependencies } from './start.js';
 
 /** What the commands use besides their arguments and `Io`; the real ones unless a test passes others. */
@@ -34,6 +35,8 @@ function buildProgram(io: Io, dependencies: CliDependencies, done: (code: number
   addDevClusterCommand(program, io, dependencies);
   addClusterCommand(program, io);
   addTopicCommand(program, io);
+  addPartitionCommand(program, io);
+  addBrokerCommand(program, io);
   addProduceCommand(program, io);
   addConsumeCommand(program, io);
   addLogCommand(program, io);

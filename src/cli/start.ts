@@ -31,6 +31,7 @@ export interface StartFlags {
   clusterSecret?: string;
   clusterSecretFile?: string;
   sessionTimeoutMs?: string;
+  replicationThrottleBytesPerSecond?: string;
   topicConfig?: Record<string, string>;
 }
 
@@ -70,7 +71,8 @@ type SettingKey =
   | 'rack'
   | 'clusterSecret'
   | 'clusterSecretFile'
-  | 'sessionTimeoutMs';
+  | 'sessionTimeoutMs'
+  | 'replicationThrottleBytesPerSecond';
 
 /**
  * A setting that a flag, an environment variable and the config file can all give. `parse` reads
@@ -106,6 +108,12 @@ const SETTINGS: readonly Setting[] = [
     flag: '--session-timeout-ms',
     env: 'SLUICE_SESSION_TIMEOUT_MS',
     parse: integerIn(1, 2 ** 31 - 1),
+  },
+  {
+    key: 'replicationThrottleBytesPerSecond',
+    flag: '--replication-throttle-bytes-per-second',
+    env: 'SLUICE_REPLICATION_THROTTLE_BYTES_PER_SECOND',
+    parse: integerIn(0, Number.MAX_SAFE_INTEGER),
   },
 ];
 
@@ -253,6 +261,10 @@ export function addStartCommand(program: Command, io: Io, dependencies: StartDep
     .option(
       '--session-timeout-ms <ms>',
       `how long a broker may go unheard before it is fenced (default 9000) [${envOf('sessionTimeoutMs')}]`,
+    )
+    .option(
+      '--replication-throttle-bytes-per-second <bytes>',
+      `bytes per second a leader sends to replicas a reassignment adds, until in sync (default 0: unthrottled) [${envOf('replicationThrottleBytesPerSecond')}]`,
     )
     .option(
       '-c, --topic-config <name=value>',

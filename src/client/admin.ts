@@ -1,7 +1,10 @@
 import type {
   ClusterResponse,
+  DecommissionResponse,
   MetadataResponse,
   OffsetsResponse,
+  ReassignmentsResponse,
+  ReassignRequest,
   TopicCreateRequest,
   TopicDescription,
 } from '../protocol/api.js';
@@ -84,6 +87,21 @@ export class Admin {
 
   addPartitions(topic: string, partitions: number): Promise<TopicDescription> {
     return this.#call(ENDPOINTS.addPartitions, { topic }, { partitions });
+  }
+
+  /** Partition reassignments in progress, with each adding replica's lag. */
+  listReassignments(): Promise<ReassignmentsResponse> {
+    return this.#call(ENDPOINTS.listReassignments);
+  }
+
+  /** Starts (target replicas) or cancels (null) reassignments, all or none. */
+  reassignPartitions(partitions: ReassignRequest['partitions']): Promise<ReassignmentsResponse> {
+    return this.#call(ENDPOINTS.reassignPartitions, {}, { partitions });
+  }
+
+  /** Moves every replica off the broker. */
+  decommissionBroker(brokerId: number): Promise<DecommissionResponse> {
+    return this.#call(ENDPOINTS.decommissionBroker, { brokerId });
   }
 
   /** Earliest and latest offsets; with a timestamp, also the first offset at or after it. */

@@ -122,6 +122,11 @@ export class ClusterMetadata {
     return lookup;
   }
 
+  /** The connection to the node the client was given. */
+  get bootstrap(): Connection {
+    return this.#bootstrap;
+  }
+
   /** The topic's route as last looked up, however old; no request. */
   known(topic: string): TopicRoute | undefined {
     return this.#routes.get(topic);

@@ -19,8 +19,17 @@ export interface ProducerOptions {
   /** Tries after the first for a retriable error. */
   retries?: number;
   retryBackoffMs?: number;
-  /** Batches in flight per partition; 1 keeps order across retries. */
+  /**
+   * Batches in flight per partition (default 5 when idempotent, else 1). An idempotent producer
+   * keeps order with up to 5; without idempotence only 1 keeps order across retries.
+   */
   maxInFlight?: number;
+  /**
+   * Idempotent delivery (the default with acks 'all'): the producer takes a producer id from the
+   * cluster and numbers each partition's batches, so that a batch retried after a timeout or a
+   * leader change lands once, in order. Needs acks 'all'.
+   */
+  idempotent?: boolean;
   /** Bytes of records waiting to be sent or answered; past it, send() waits for room. */
   bufferBytesMax?: number;
   /** How long send() waits for room in the buffer before it rejects with LIMIT_EXCEEDED (0: at once). */
@@ -59,9 +68,29 @@ interface PartitionQueue {
   records: Pending[];
   bytes: number;
   timer: NodeJS.Timeout | undefined;
-  inFlight: number;
+  /**
+   * The batches sent and not yet retired, oldest first: a batch retires once it and every batch
+   * before it are answered, so that the batches in flight are always consecutive ones (the broker
+   * recognises a retry only among a producer's last 5 batches).
+   */
+  window: { answered: boolean }[];
   waiting: (() => void)[];
+  /** Idempotent: the base sequences of this partition's batches sent and not yet answered. */
+  unanswered: Set<number>;
 }
+
+/** An idempotent producer's identity; a new one (after UNKNOWN_PRODUCER_ID) numbers from 0 again. */
+interface ProducerSession {
+  producerId: number;
+  producerEpoch: number;
+  /** The next sequence number of each `topic\0partition`. */
+  sequences: Map<string, number>;
+}
+
+/** Sequence numbers are int32 and wrap to 0, as the broker's do. */
+const SEQUENCE_LIMIT = 2 ** 31;
+/** The broker keeps the last 5 batches of each producer: more in flight could not be told apart. */
+const IDEMPOTENT_IN_FLIGHT_MAX = 5;
 
 const toBytes = (v: Uint8Array | string | null | undefined): Uint8Array | null =>
   v === null || v === undefined ? null : typeof v === 'string' ? Buffer.from(v) : v;
@@ -86,6 +115,8 @@ function partitionsOf(route: TopicRoute): number {
  */
 export class Producer {
   readonly #options: Required<Omit<ProducerOptions, 'bootstrap'>>;
+  /** Idempotent: the producer id (asked for with the first batch), replaced after UNKNOWN_PRODUCER_ID. */
+  #session: Promise<ProducerSession> | undefined;
   readonly #metadata: ClusterMetadata;
   /** Per topic, the queue of each partition that has had records. */
   readonly #queues = new Map<string, PartitionQueue[]>();
@@ -98,13 +129,24 @@ export class Producer {
   #closed = false;
 
   constructor(options: ProducerOptions) {
+    const acks = options.acks ?? 'all';
+    const idempotent = options.idempotent ?? acks === 'all';
+    if (idempotent && acks !== 'all')
+      throw new SluiceError('INVALID_REQUEST', "an idempotent producer needs acks 'all'");
+    const maxInFlight = options.maxInFlight ?? (idempotent ? IDEMPOTENT_IN_FLIGHT_MAX : 1);
+    if (idempotent && maxInFlight > IDEMPOTENT_IN_FLIGHT_MAX)
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        `an idempotent producer keeps at most ${IDEMPOTENT_IN_FLIGHT_MAX} batches in flight per partition`,
+      );
     this.#options = {
-      acks: options.acks ?? 'all',
+      acks,
+      idempotent,
       lingerMs: options.lingerMs ?? 5,
       batchBytes: options.batchBytes ?? 64 * 1024,
       retries: options.retries ?? 5,
       retryBackoffMs: options.retryBackoffMs ?? 100,
-      maxInFlight: options.maxInFlight ?? 1,
+      maxInFlight,
       bufferBytesMax: options.bufferBytesMax ?? 32 * 1024 * 1024,
       maxBlockMs: options.maxBlockMs ?? 30_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
@@ -215,7 +257,14 @@ export class Producer {
       if (!queues) this.#queues.set(record.topic, (queues = []));
       let queue = queues[partition];
       if (!queue)
-        queues[partition] = queue = { records: [], bytes: 0, timer: undefined, inFlight: 0, waiting: [] };
+        queues[partition] = queue = {
+          records: [],
+          bytes: 0,
+          timer: undefined,
+          window: [],
+          waiting: [],
+          unanswered: new Set(),
+        };
       queue.records.push({ record: input, bytes, resolve, reject });
       queue.bytes += bytes;
       if (queue.bytes >= this.#options.batchBytes) this.#drain(record.topic, partition, queue);
@@ -300,12 +349,33 @@ export class Producer {
   }
 
   async #sendBatch(topic: string, partition: number, queue: PartitionQueue, batch: Pending[]): Promise<void> {
-    while (queue.inFlight >= this.#options.maxInFlight)
+    while (queue.window.length >= this.#options.maxInFlight)
       await new Promise<void>((resolve) => queue.waiting.push(resolve));
-    queue.inFlight++;
+    const slot = { answered: false };
+    queue.window.push(slot);
     const bytes = batch.reduce((sum, p) => sum + p.bytes, 0);
+    let numbered: { session: ProducerSession; baseSequence: number } | undefined;
     try {
-      const body = encodeBatch(batch.map((p) => p.record));
+      if (this.#options.idempotent) {
+        // Batches get their sequence numbers in the order they are sent: the session resolves its
+        // waiters in the order they asked.
+        const session = await this.#producerSession();
+        const key = `${topic}\u0000${partition}`;
+        const baseSequence = session.sequences.get(key) ?? 0;
+        session.sequences.set(key, (baseSequence + batch.length) % SEQUENCE_LIMIT);
+        numbered = { session, baseSequence };
+        queue.unanswered.add(baseSequence);
+      }
+      const body = encodeBatch(
+        batch.map((p) => p.record),
+        numbered
+          ? {
+              producerId: numbered.session.producerId,
+              producerEpoch: numbered.session.producerEpoch,
+              baseSequence: numbered.baseSequence,
+            }
+          : {},
+      );
       const acks: Acks = this.#options.acks === 'all' ? -1 : this.#options.acks;
       const endpoint = ENDPOINTS.producePartition;
       const path = endpointUrl(endpoint, { topic, partition }, { acks: acks === -1 ? 'all' : acks });
@@ -330,18 +400,83 @@ export class Producer {
           });
           return;
         } catch (error) {
-          const retriable = await this.#retriable(error, topic, partition);
+          const retriable =
+            (await this.#retriable(error, topic, partition)) || this.#waitsForEarlier(error, queue, numbered);
           if (!retriable || attempt >= this.#options.retries) throw error;
           await new Promise((r) => setTimeout(r, backoff.next()));
         }
       }
     } catch (error) {
+      // A batch that fails leaves a gap in its partition's sequence numbers (and UNKNOWN_PRODUCER_ID
+      // means the cluster forgot this producer): the next batches start over with a new producer id.
+      if (numbered) this.#resetSession(numbered.session);
       for (const p of batch) p.reject(error);
     } finally {
+      if (numbered) queue.unanswered.delete(numbered.baseSequence);
       this.#release(bytes);
-      queue.inFlight--;
-      queue.waiting.shift()?.();
+      slot.answered = true;
+      while (queue.window[0]?.answered) queue.window.shift();
+      // As many waiting batches as there is room for (each takes its slot when it runs).
+      const room = this.#options.maxInFlight - queue.window.length;
+      for (const wake of queue.waiting.splice(0, Math.max(0, room))) wake();
     }
+  }
+
+  /**
+   * An idempotent batch refused as out of order (or as of an unknown producer) while a batch
+   * before it of the same partition is still unanswered (being retried or overtaken): it went
+   * ahead of that one, and is sent again after it.
+   */
+  #waitsForEarlier(
+    error: unknown,
+    queue: PartitionQueue,
+    numbered: { session: ProducerSession; baseSequence: number } | undefined,
+  ): boolean {
+    // Before its first batch of a partition lands, the partition has no state of the producer.
+    const overtook =
+      isSluiceError(error, 'OUT_OF_ORDER_SEQUENCE_NUMBER') || isSluiceError(error, 'UNKNOWN_PRODUCER_ID');
+    if (!numbered || !overtook) return false;
+    for (const sequence of queue.unanswered) if (precedes(sequence, numbered.baseSequence)) return true;
+    return false;
+  }
+
+  /** The producer id for this producer's batches, asked of the cluster once (and again after a reset). */
+  #producerSession(): Promise<ProducerSession> {
+    this.#session ??= this.#initProducer().catch((error: unknown) => {
+      this.#session = undefined;
+      throw error;
+    });
+    return this.#session;
+  }
+
+  async #initProducer(): Promise<ProducerSession> {
+    const initialMs = this.#options.retryBackoffMs;
+    const backoff = new Backoff({ initialMs, maxMs: initialMs * 32 }, this.#random);
+    const endpoint = ENDPOINTS.initProducer;
+    for (;;) {
+      try {
+        const answer = await this.#metadata.bootstrap.call<{ producerId: number; producerEpoch: number }>(
+          endpoint.method,
+          endpoint.path,
+          undefined,
+          { timeoutMs: this.#options.requestTimeoutMs },
+        );
+        return { producerId: answer.producerId, producerEpoch: answer.producerEpoch, sequences: new Map() };
+      } catch (error) {
+        const retriable = isSluiceError(error) && error.retriable;
+        if (!retriable || backoff.attempts >= this.#options.retries) throw error;
+        await new Promise((r) => setTimeout(r, backoff.next()));
+      }
+    }
+  }
+
+  #resetSession(stale: ProducerSession): void {
+    void this.#session?.then(
+      (current) => {
+        if (current === stale) this.#session = undefined;
+      },
+      () => {},
+    );
   }
 
   /**
@@ -356,4 +491,10 @@ export class Producer {
     if (error.code !== 'UNKNOWN_TOPIC_OR_PARTITION') return error.retriable;
     return route !== undefined && route.leaders.length > 0 && partition < partitionsOf(route);
   }
+}
+
+/** Whether sequence `a` comes before `b`, within the window of batches in flight (they wrap at 2^31). */
+function precedes(a: number, b: number): boolean {
+  const distance = (b - a + SEQUENCE_LIMIT) % SEQUENCE_LIMIT;
+  return distance > 0 && distance < SEQUENCE_LIMIT / 2;
 }

@@ -52,12 +52,17 @@ export const ERROR_CODES = {
   OUT_OF_ORDER_SEQUENCE_NUMBER: {
     status: 409,
     retriable: false,
-    title: 'A producer sequence number skipped ahead',
+    title: 'A producer batch is not the next in its sequence (a gap, or an old batch no longer retained)',
   },
-  INVALID_PRODUCER_EPOCH: {
+  PRODUCER_FENCED: {
     status: 409,
     retriable: false,
-    title: 'The producer epoch is older than the current one',
+    title: 'A newer epoch of this producer id has written: this one is fenced',
+  },
+  UNKNOWN_PRODUCER_ID: {
+    status: 409,
+    retriable: false,
+    title: 'The partition has no state of the producer (expired) and its batch does not start at sequence 0',
   },
   RECORD_TOO_LARGE: {
     status: 413,
@@ -127,6 +132,26 @@ export const ERROR_CODES = {
     status: 503,
     retriable: true,
     title: 'Another node of the cluster could not be reached',
+  },
+  INVALID_REPLICA_ASSIGNMENT: {
+    status: 400,
+    retriable: false,
+    title: 'The replicas asked for are not valid: empty, repeated or unknown brokers',
+  },
+  UNSUPPORTED_VERSION: {
+    status: 400,
+    retriable: false,
+    title: "The cluster's metadata.version does not support this request yet",
+  },
+  REASSIGNMENT_IN_PROGRESS: {
+    status: 409,
+    retriable: false,
+    title: 'A reassignment of the partition is in progress: let it finish or cancel it first',
+  },
+  NO_REASSIGNMENT_IN_PROGRESS: {
+    status: 409,
+    retriable: false,
+    title: 'No reassignment of the partition is in progress',
   },
 } as const satisfies Record<string, { status: number; retriable: boolean; title: string }>;
 

@@ -15,6 +15,7 @@ import { LIMITS } from '../common/limits.js';
 import { type MetricsRegistry, noopMetrics } from '../common/metrics.js';
 import { ENDPOINTS, type Endpoint, NODE_ID_HEADER } from '../protocol/api.js';
 import { addBodyParsers } from './body.js';
+import { type ConsoleAsset, consoleRoutes } from './console/console.js';
 import { addForwarding } from './forward.js';
 import { HttpMetrics } from './metrics.js';
 import { problemFor, sendProblem } from './problem.js';
@@ -23,6 +24,7 @@ import { fetchRoutes } from './routes/fetch.js';
 import { metadataRoutes } from './routes/metadata.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { produceRoutes } from './routes/produce.js';
+import { reassignmentRoutes } from './routes/reassignments.js';
 import { topicRoutes } from './routes/topics.js';
 
 export interface AppOptions {
@@ -42,6 +44,8 @@ export interface AppDeps {
   broker: BrokerApi;
   /** The node's metrics, served at /metrics; nothing is counted and /metrics is 404 without it. */
   metrics?: MetricsRegistry;
+  /** The web console's files; read from `console/assets/` when absent. */
+  consoleAssets?: Map<string, ConsoleAsset>;
 }
 
 declare module 'fastify' {
@@ -123,11 +127,13 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   );
 
   app.register(clusterRoutes, { node: broker.node, admin: broker.admin });
+  app.register(reassignmentRoutes, { admin: broker.admin });
   app.register(topicRoutes, { admin: broker.admin });
   app.register(metadataRoutes, { admin: broker.admin });
   app.register(produceRoutes, { produce: broker.produce });
   app.register(fetchRoutes, { fetch: broker.fetch, node: broker.node });
   if (deps.metrics) app.register(metricsRoutes, { registry: deps.metrics });
+  app.register(consoleRoutes, deps.consoleAssets ? { assets: deps.consoleAssets } : {});
   return app;
 }
 
@@ -283,6 +289,7 @@ function setNotFoundHandler(app: FastifyInstance, servesMetrics: boolean): void 
       method: e.method as string,
     })),
     { regex: /^\/openapi\.json$/, method: 'GET' },
+    { regex: /^\/(console(\/|\/assets\/[^/]+)?)?$/, method: 'GET' },
     ...(servesMetrics ? [{ regex: /^\/metrics$/, method: 'GET' }] : []),
   ];
   app.setNotFoundHandler((request, reply) => {

@@ -5,6 +5,15 @@ import type { Random } from '../common/random.js';
 import { type MetadataImage, type PartitionImage, rejectionOf, replay } from './image.js';
 import { placeReplicas } from './placement.js';
 import {
+  cancellation,
+  checkTarget,
+  completion,
+  decommissionTargets,
+  type ReassignmentRequest,
+  requireReassignmentVersion,
+  startReassignment,
+} from './reassignment.js';
+import {
   type ConfigResource,
   type Endpoint,
   type MetadataRecord,
@@ -42,6 +51,9 @@ export interface BrokerRegistration {
   endpoints: readonly Endpoint[];
   rack: string | null;
 }
+
+/** How many producer ids a broker gets at a time. */
+export const PRODUCER_ID_BLOCK_SIZE = 1000;
 
 export class Controller {
   readonly #options: ControllerOptions;
@@ -172,6 +184,30 @@ export class Controller {
    * broker that has caught up with the log (`caughtUp`) is unfenced. A stale epoch is refused, so a
    * broker that restarted must register again.
    */
+  /**
+   * The next block of producer ids for a registered broker (blocks never overlap: the image moves
+   * its next producer id past each one).
+   */
+  allocateProducerIds(image: MetadataImage, brokerId: number, brokerEpoch: number): MetadataRecord[] {
+    const broker = image.broker(brokerId);
+    if (!broker || broker.brokerEpoch !== brokerEpoch) {
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        `broker ${brokerId} at epoch ${brokerEpoch} is not registered (register again)`,
+        { details: { brokerId, brokerEpoch } },
+      );
+    }
+    return checked(image, [
+      {
+        type: 'producerIdBlock',
+        version: 0,
+        brokerId,
+        firstProducerId: image.nextProducerId,
+        size: PRODUCER_ID_BLOCK_SIZE,
+      },
+    ]);
+  }
+
   heartbeat(
     image: MetadataImage,
     beat: { brokerId: number; brokerEpoch: number; caughtUp: boolean },
@@ -352,9 +388,98 @@ export class Controller {
         throw new SluiceError('INVALID_REQUEST', `broker ${id} is fenced: it cannot join the in-sync set`);
     }
     const ordered = p.replicas.filter((id) => isr.includes(id));
-    return checked(image, [
-      { type: 'partitionChange', version: 0, topicId: p.topicId, partition: p.partition, isr: ordered },
-    ]);
+    const isrChange: MetadataRecord = {
+      type: 'partitionChange',
+      version: 0,
+      topicId: p.topicId,
+      partition: p.partition,
+      isr: ordered,
+    };
+    // The in-sync set that takes in the last adding replica completes a reassignment, in the same entry.
+    const after = replay(image, isrChange, image.lastOffset + 1).partition(p.topicId, p.partition)!;
+    const complete = completion(image, after);
+    return checked(image, complete ? [isrChange, complete] : [isrChange]);
+  }
+
+  /**
+   * Starts (a target) or cancels (null) the reassignment of each partition named, all or none: a
+   * request that names an unknown partition or broker, repeats a broker or a partition, asks for
+   * an empty target, or meets a reassignment in progress (unless it cancels it or asks for the
+   * same target) refuses the whole list. A target equal to the replicas changes nothing.
+   */
+  reassignPartitions(image: MetadataImage, requests: readonly ReassignmentRequest[]): MetadataRecord[] {
+    requireReassignmentVersion(image);
+    const records: MetadataRecord[] = [];
+    const seen = new Set<string>();
+    for (const request of requests) {
+      const key = `${request.topic}\u0000${request.partition}`;
+      if (seen.has(key))
+        throw new SluiceError(
+          'INVALID_REQUEST',
+          `${request.topic}/${request.partition} is named twice in one reassignment`,
+          { details: { topic: request.topic, partition: request.partition } },
+        );
+      seen.add(key);
+      const topic = requireTopic(image, request.topic);
+      const p = topic.partitions.get(request.partition);
+      if (!p)
+        throw new SluiceError(
+          'UNKNOWN_TOPIC_OR_PARTITION',
+          `topic ${request.topic} has no partition ${request.partition}`,
+          { details: { topic: request.topic, partition: request.partition } },
+        );
+      if (request.partitionEpoch !== undefined && request.partitionEpoch !== p.partitionEpoch)
+        throw new SluiceError(
+          'INVALID_UPDATE_VERSION',
+          `partition epoch ${request.partitionEpoch} of ${request.topic}/${request.partition} is stale; it is at ${p.partitionEpoch}`,
+          {
+            details: { topic: request.topic, partition: request.partition, partitionEpoch: p.partitionEpoch },
+          },
+        );
+      if (request.replicas === null) {
+        records.push(cancellation(image, p, request.topic));
+        continue;
+      }
+      checkTarget(image, request.topic, request.partition, request.replicas);
+      if (p.addingReplicas.length > 0 || p.removingReplicas.length > 0) {
+        const target = p.replicas.filter((id) => !p.removingReplicas.includes(id));
+        if (target.length === request.replicas.length && target.every((id, i) => request.replicas![i] === id))
+          continue;
+        throw new SluiceError(
+          'REASSIGNMENT_IN_PROGRESS',
+          `${request.topic}/${request.partition} is being reassigned to ${target.join(',')}: cancel that first`,
+          { details: { topic: request.topic, partition: request.partition } },
+        );
+      }
+      const start = startReassignment(image, p, request.replicas);
+      if (start) records.push(start);
+    }
+    return checked(image, records);
+  }
+
+  /**
+   * Moves every replica off `brokerId` (see `decommissionTargets`): one reassignment per partition
+   * it holds, all in one entry. The broker keeps serving until each completes.
+   */
+  decommissionBroker(image: MetadataImage, brokerId: number): MetadataRecord[] {
+    requireReassignmentVersion(image);
+    return this.reassignPartitions(image, decommissionTargets(image, brokerId));
+  }
+
+  /**
+   * Completes every reassignment that can complete on this image (the controller's timer): one
+   * whose last adding replica joined the ISR while its leader could not move yet, for instance.
+   */
+  completeReassignments(image: MetadataImage, max = 100): MetadataRecord[] {
+    const records: MetadataRecord[] = [];
+    for (const topic of image.topicsById.values()) {
+      for (const p of topic.partitions.values()) {
+        if (records.length >= max) return checked(image, records);
+        const complete = completion(image, p);
+        if (complete) records.push(complete);
+      }
+    }
+    return checked(image, records);
   }
 
   /**

@@ -5,6 +5,7 @@ import {
   type ConfigResource,
   checkRecord,
   type Endpoint,
+  METADATA_VERSION_REASSIGNMENT,
   type MetadataRecord,
   type PartitionRecord,
 } from './records.js';
@@ -232,6 +233,27 @@ export interface PartitionImage {
   readonly leader: number;
   readonly leaderEpoch: number;
   readonly partitionEpoch: number;
+  /**
+   * A reassignment in progress: the replicas it adds (within `replicas`, catching up) and those it
+   * takes away once every adding one is in sync; both empty when none is. The target is
+   * `replicas` without `removingReplicas`, in that order.
+   */
+  readonly addingReplicas: readonly number[];
+  readonly removingReplicas: readonly number[];
+}
+
+const NONE: readonly number[] = Object.freeze([]);
+
+/** Whether a reassignment of the partition is in progress. */
+export function reassigning(p: PartitionImage): boolean {
+  return p.addingReplicas.length > 0 || p.removingReplicas.length > 0;
+}
+
+/** The replicas a partition has once its reassignment completes (its replicas when none is in progress). */
+export function targetReplicas(p: PartitionImage): readonly number[] {
+  return p.removingReplicas.length === 0
+    ? p.replicas
+    : p.replicas.filter((id) => !p.removingReplicas.includes(id));
 }
 
 export interface TopicImage {
@@ -332,10 +354,20 @@ interface Rejection {
 const reject = (code: ErrorCode, message: string): Rejection => ({ code, message });
 
 /** The partition state rules every partition and partition change must keep. */
-function partitionStateProblem(replicas: readonly number[], isr: readonly number[], leader: number) {
+function partitionStateProblem(
+  replicas: readonly number[],
+  isr: readonly number[],
+  leader: number,
+  adding: readonly number[] = NONE,
+  removing: readonly number[] = NONE,
+) {
   const replicaSet = new Set(replicas);
   if (!isr.every((id) => replicaSet.has(id))) return 'the ISR holds a broker that is not a replica';
   if (leader !== -1 && !isr.includes(leader)) return `leader ${leader} is not in the ISR`;
+  if (!adding.every((id) => replicaSet.has(id))) return 'an adding replica is not a replica';
+  if (!removing.every((id) => replicaSet.has(id))) return 'a removing replica is not a replica';
+  if (adding.some((id) => removing.includes(id))) return 'a replica is both adding and removing';
+  if (removing.length === replicas.length) return 'a reassignment removes every replica';
   return undefined;
 }
 
@@ -356,6 +388,12 @@ function withTopic(image: MetadataImage, topic: TopicImage): MetadataImage {
 
 /** The image after one record, or why the record does not apply. `offset` is the record's. */
 function apply(image: MetadataImage, record: MetadataRecord, offset: number): MetadataImage | Rejection {
+  // A version some node of the cluster may not read is refused until metadata.version allows it.
+  if (record.version === 1 && image.metadataVersion < METADATA_VERSION_REASSIGNMENT)
+    return reject(
+      'UNSUPPORTED_VERSION',
+      `${record.type} v1 needs metadata.version ${METADATA_VERSION_REASSIGNMENT}; the cluster is at ${image.metadataVersion}`,
+    );
   switch (record.type) {
     case 'clusterId':
       if (image.clusterId !== null)
@@ -416,7 +454,13 @@ function apply(image: MetadataImage, record: MetadataRecord, offset: number): Me
           'INVALID_PARTITIONS',
           `topic ${topic.name} has ${topic.partitions.size} partitions: the next one is ${topic.partitions.size}, not ${record.partition}`,
         );
-      const problem = partitionStateProblem(record.replicas, record.isr, record.leader);
+      const problem = partitionStateProblem(
+        record.replicas,
+        record.isr,
+        record.leader,
+        record.addingReplicas,
+        record.removingReplicas,
+      );
       if (problem) return reject('INVALID_REQUEST', problem);
       return withTopic(image, {
         ...topic,
@@ -431,7 +475,9 @@ function apply(image: MetadataImage, record: MetadataRecord, offset: number): Me
       const replicas = record.replicas ?? current.replicas;
       const isr = record.isr ?? current.isr;
       const leader = record.leader ?? current.leader;
-      const problem = partitionStateProblem(replicas, isr, leader);
+      const addingReplicas = record.addingReplicas ?? current.addingReplicas;
+      const removingReplicas = record.removingReplicas ?? current.removingReplicas;
+      const problem = partitionStateProblem(replicas, isr, leader, addingReplicas, removingReplicas);
       if (problem) return reject('INVALID_REQUEST', problem);
       // Every change is a new partition epoch (what ISR change requests are fenced by); only a new
       // leader is a new leader epoch (what followers truncate by).
@@ -440,6 +486,8 @@ function apply(image: MetadataImage, record: MetadataRecord, offset: number): Me
         replicas,
         isr,
         leader,
+        addingReplicas,
+        removingReplicas,
         leaderEpoch: leader === current.leader ? current.leaderEpoch : current.leaderEpoch + 1,
         partitionEpoch: current.partitionEpoch + 1,
       });
@@ -485,6 +533,8 @@ function partitionOf(record: PartitionRecord): PartitionImage {
     leader: record.leader,
     leaderEpoch: record.leaderEpoch,
     partitionEpoch: record.partitionEpoch,
+    addingReplicas: record.addingReplicas ?? NONE,
+    removingReplicas: record.removingReplicas ?? NONE,
   });
 }
 
@@ -731,15 +781,25 @@ export function replayAll(
 //             [[configName, value]...] (sorted by name)]...]                    sorted by topicId
 //    brokerDefaultConfigs [[name, value]...]]                                   sorted by name
 //
+// Format version 1 (an image at metadata.version 2 or above) adds to each partition its
+// reassignment: [replicas, isr, leader, leaderEpoch, partitionEpoch, addingReplicas, removingReplicas].
+// An image below that level cannot hold a reassignment and is written as version 0, which a node of
+// the earlier release reads.
+//
 // Everything sorted, so that equal images give equal bytes (a test compares images that way).
 
-export const SNAPSHOT_FORMAT_VERSION = 0;
+export const SNAPSHOT_FORMAT_VERSION = 1;
 
 const sortedPairs = (map: PersistentMap<string, string>) => map.sorted();
 
 export function encodeImage(image: MetadataImage): Uint8Array {
+  const format = image.metadataVersion >= METADATA_VERSION_REASSIGNMENT ? SNAPSHOT_FORMAT_VERSION : 0;
+  const partitionOfImage = (p: PartitionImage) =>
+    format === 0
+      ? [p.replicas, p.isr, p.leader, p.leaderEpoch, p.partitionEpoch]
+      : [p.replicas, p.isr, p.leader, p.leaderEpoch, p.partitionEpoch, p.addingReplicas, p.removingReplicas];
   return packr.pack([
-    SNAPSHOT_FORMAT_VERSION,
+    format,
     image.lastOffset,
     image.clusterId,
     image.metadataVersion,
@@ -759,7 +819,7 @@ export function encodeImage(image: MetadataImage): Uint8Array {
       .map(([, t]) => [
         t.topicId,
         t.name,
-        t.partitions.sorted().map(([, p]) => [p.replicas, p.isr, p.leader, p.leaderEpoch, p.partitionEpoch]),
+        t.partitions.sorted().map(([, p]) => partitionOfImage(p)),
         sortedPairs(t.configs),
       ]),
     sortedPairs(image.brokerDefaultConfigs),
@@ -823,16 +883,21 @@ function decodeBroker(value: unknown): BrokerImage {
   });
 }
 
-function decodeTopic(value: unknown): TopicImage {
+function decodeTopic(value: unknown, format: number): TopicImage {
   const [topicId, name, partitions, configs] = tuple(value, 4, 'a topic');
   const topic = checkRecord({ type: 'topic', version: 0, name, topicId } as MetadataRecord);
   if (topic.type !== 'topic') throw corrupt('not a topic');
   let map = PersistentMap.empty<number, PartitionImage>();
   arrayOf(partitions, 'partitions').forEach((p, partition) => {
-    const [replicas, isr, leader, leaderEpoch, partitionEpoch] = tuple(p, 5, 'a partition');
+    const [replicas, isr, leader, leaderEpoch, partitionEpoch, addingReplicas, removingReplicas] = tuple(
+      p,
+      format === 0 ? 5 : 7,
+      'a partition',
+    );
     const record = checkRecord({
       type: 'partition',
-      version: 0,
+      version: format === 0 ? 0 : 1,
+      ...(format === 0 ? {} : { addingReplicas, removingReplicas }),
       topicId: topic.topicId,
       partition,
       replicas,
@@ -842,7 +907,13 @@ function decodeTopic(value: unknown): TopicImage {
       partitionEpoch,
     } as MetadataRecord);
     if (record.type !== 'partition') throw corrupt('not a partition');
-    const problem = partitionStateProblem(record.replicas, record.isr, record.leader);
+    const problem = partitionStateProblem(
+      record.replicas,
+      record.isr,
+      record.leader,
+      record.addingReplicas,
+      record.removingReplicas,
+    );
     if (problem) throw corrupt(`partition ${topic.name}/${partition}: ${problem}`);
     map = map.set(partition, partitionOf(record));
   });
@@ -869,7 +940,9 @@ export function decodeImage(bytes: Uint8Array): MetadataImage {
     throw corrupt('not one msgpack value', error);
   }
   const fields = arrayOf(value, 'the snapshot');
-  if (fields[0] !== SNAPSHOT_FORMAT_VERSION) throw corrupt(`unknown format version ${String(fields[0])}`);
+  const format = fields[0];
+  if (format !== 0 && format !== SNAPSHOT_FORMAT_VERSION)
+    throw corrupt(`unknown format version ${String(format)}`);
   const [, lastOffset, clusterId, metadataVersion, nextProducerId, brokers, topics, defaults] = tuple(
     fields,
     8,
@@ -886,13 +959,15 @@ export function decodeImage(bytes: Uint8Array): MetadataImage {
     let byId = PersistentMap.empty<string, TopicImage>();
     let byName = PersistentMap.empty<string, string>();
     for (const t of arrayOf(topics, 'topics')) {
-      const topic = decodeTopic(t);
+      const topic = decodeTopic(t, format);
       if (byId.has(topic.topicId) || byName.has(topic.name))
         throw corrupt(`topic ${topic.name} (${topic.topicId}) appears twice`);
       byId = byId.set(topic.topicId, topic);
       byName = byName.set(topic.name, topic.topicId);
     }
     const version = natural(metadataVersion, 'metadataVersion');
+    if ((format === 0) !== version < METADATA_VERSION_REASSIGNMENT)
+      throw corrupt(`format version ${format} does not go with metadata.version ${version}`);
     if (version !== 0)
       checkRecord({ type: 'featureLevel', version: 0, name: 'metadata.version', level: version });
     return MetadataImage.EMPTY.with({

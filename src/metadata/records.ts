@@ -28,8 +28,11 @@ import { packr, unpackr } from '../protocol/msgpack.js';
  *   7    topic            0  name str, topicId str (22 chars of base64url: 16 bytes)
  *   8    partition        0  topicId str, partition uint, replicas [uint...], isr [uint...], leader int
  *                            (-1: none), leaderEpoch uint, partitionEpoch uint
+ *                         1  v0's fields, then addingReplicas [uint...], removingReplicas [uint...]
  *   9    partitionChange  0  topicId str, partition uint, leader int|nil, isr [uint...]|nil,
  *                            replicas [uint...]|nil (nil: unchanged)
+ *                         1  v0's fields, then addingReplicas [uint...]|nil, removingReplicas
+ *                            [uint...]|nil (nil: unchanged, [] clears; at least one of them set)
  *   10   config           0  resourceType uint (1 topic, 2 broker defaults), resourceName str ("" for the
  *                            broker defaults), name str, value str|nil (nil: delete)
  *   11   producerIdBlock  0  brokerId uint, firstProducerId uint, size uint
@@ -43,8 +46,14 @@ import { packr, unpackr } from '../protocol/msgpack.js';
  * broker epoch) is replay's question, not the codec's.
  */
 
-/** The highest `metadata.version` this code reads and writes. */
-export const METADATA_VERSION_MAX = 1;
+/**
+ * The highest `metadata.version` this code reads and writes. Level 2 adds version 1 of `partition`
+ * and `partitionChange` (the replicas a reassignment adds and removes); replay refuses those
+ * records on an image below it, so that no node is handed a record it cannot read.
+ */
+export const METADATA_VERSION_MAX = 2;
+/** The first `metadata.version` whose partition records carry a reassignment. */
+export const METADATA_VERSION_REASSIGNMENT = 2;
 export const METADATA_VERSION_FEATURE = 'metadata.version';
 
 /** Named maxima for the fields of a record: a record past them is refused, never stored. */
@@ -124,7 +133,8 @@ export interface TopicRecord {
 }
 export interface PartitionRecord {
   readonly type: 'partition';
-  readonly version: 0;
+  /** 1: with the reassignment fields (both present); 0: without (both absent). */
+  readonly version: 0 | 1;
   readonly topicId: string;
   readonly partition: number;
   /** The first replica is the preferred leader. */
@@ -134,16 +144,25 @@ export interface PartitionRecord {
   readonly leader: number;
   readonly leaderEpoch: number;
   readonly partitionEpoch: number;
+  /** Replicas a reassignment in progress adds (catching up, not yet counted as its target's own). */
+  readonly addingReplicas?: readonly number[];
+  /** Replicas a reassignment in progress takes away once the adding ones are in sync. */
+  readonly removingReplicas?: readonly number[];
 }
-/** Absent fields are unchanged. Replay bumps partitionEpoch, and leaderEpoch when the leader changes. */
+/**
+ * Absent fields are unchanged. Replay bumps partitionEpoch, and leaderEpoch when the leader changes.
+ * Version 1 may set the reassignment fields (an empty list clears one); version 0 never carries them.
+ */
 export interface PartitionChangeRecord {
   readonly type: 'partitionChange';
-  readonly version: 0;
+  readonly version: 0 | 1;
   readonly topicId: string;
   readonly partition: number;
   readonly leader?: number;
   readonly isr?: readonly number[];
   readonly replicas?: readonly number[];
+  readonly addingReplicas?: readonly number[];
+  readonly removingReplicas?: readonly number[];
 }
 export interface ConfigRecord {
   readonly type: 'config';
@@ -334,6 +353,28 @@ function endpointList(value: unknown): readonly Endpoint[] {
   );
 }
 
+/** A version 0 partition record or change knows nothing of reassignments. */
+function noReassignmentFields(record: PartitionRecord | PartitionChangeRecord): void {
+  for (const field of ['addingReplicas', 'removingReplicas'] as const)
+    if (record[field] !== undefined) throw fieldError(field, record[field], 'absent in version 0');
+}
+
+/** The versions each record type has (a newer version adds fields at the end). */
+const VERSIONS: Readonly<Record<MetadataRecordType, readonly number[]>> = {
+  clusterId: [0],
+  featureLevel: [0],
+  registerBroker: [0],
+  unregisterBroker: [0],
+  fenceBroker: [0],
+  unfenceBroker: [0],
+  topic: [0],
+  partition: [0, 1],
+  partitionChange: [0, 1],
+  config: [0],
+  producerIdBlock: [0],
+  removeTopic: [0],
+};
+
 // ---------------------------------------------------------------------------------------------
 // One check per record: the object form, as the controller builds it and as decoding yields it.
 
@@ -377,10 +418,9 @@ function checkFields(record: MetadataRecord): MetadataRecord {
         name: topicName('name', record.name),
         topicId: topicIdOf('topicId', record.topicId),
       };
-    case 'partition':
-      return {
+    case 'partition': {
+      const base = {
         type: record.type,
-        version: 0,
         topicId: topicIdOf('topicId', record.topicId),
         partition: int('partition', record.partition, 0, LIMITS.partitionsMax - 1),
         replicas: brokerList('replicas', record.replicas, 1),
@@ -389,18 +429,42 @@ function checkFields(record: MetadataRecord): MetadataRecord {
         leaderEpoch: uintOf('leaderEpoch', record.leaderEpoch),
         partitionEpoch: uintOf('partitionEpoch', record.partitionEpoch),
       };
+      if (record.version === 0) {
+        noReassignmentFields(record);
+        return { ...base, version: 0 };
+      }
+      return {
+        ...base,
+        version: 1,
+        addingReplicas: brokerList('addingReplicas', record.addingReplicas, 0),
+        removingReplicas: brokerList('removingReplicas', record.removingReplicas, 0),
+      };
+    }
     case 'partitionChange': {
       const out: {
         -readonly [K in keyof PartitionChangeRecord]: PartitionChangeRecord[K];
       } = {
         type: record.type,
-        version: 0,
+        version: record.version,
         topicId: topicIdOf('topicId', record.topicId),
         partition: int('partition', record.partition, 0, LIMITS.partitionsMax - 1),
       };
       if (record.leader !== undefined) out.leader = int('leader', record.leader, -1, RECORD_LIMITS.int32Max);
       if (record.isr !== undefined) out.isr = brokerList('isr', record.isr, 0);
       if (record.replicas !== undefined) out.replicas = brokerList('replicas', record.replicas, 1);
+      if (record.version === 0) noReassignmentFields(record);
+      else {
+        if (record.addingReplicas === undefined && record.removingReplicas === undefined)
+          throw fieldError(
+            'addingReplicas',
+            undefined,
+            'set in a version 1 change (or the change is version 0)',
+          );
+        if (record.addingReplicas !== undefined)
+          out.addingReplicas = brokerList('addingReplicas', record.addingReplicas, 0);
+        if (record.removingReplicas !== undefined)
+          out.removingReplicas = brokerList('removingReplicas', record.removingReplicas, 0);
+      }
       return out;
     }
     case 'config': {
@@ -443,13 +507,19 @@ export function checkRecord(record: MetadataRecord): MetadataRecord {
   if (typeof record !== 'object' || record === null) throw invalid('shape', 'a record is an object');
   if (!Object.hasOwn(RECORD_TYPE_CODES, record.type))
     throw invalid('unknownType', `unknown record type ${describe(record.type)}`);
-  if (record.version !== 0)
+  if (!VERSIONS[record.type].includes(record.version as number))
     throw invalid('unknownVersion', `${record.type} has no version ${describe(record.version)}`, {
       recordType: record.type,
     });
   if (record.type === 'partitionChange') {
     // An empty change would still bump the partition epoch: never what a controller means.
-    if (record.leader === undefined && record.isr === undefined && record.replicas === undefined)
+    if (
+      record.leader === undefined &&
+      record.isr === undefined &&
+      record.replicas === undefined &&
+      record.addingReplicas === undefined &&
+      record.removingReplicas === undefined
+    )
       throw invalid('field', 'a partitionChange changes at least one of leader, isr, replicas', {
         field: 'leader',
       });
@@ -477,8 +547,8 @@ function fieldsOf(record: MetadataRecord): unknown[] {
       return [record.brokerId, record.brokerEpoch];
     case 'topic':
       return [record.name, record.topicId];
-    case 'partition':
-      return [
+    case 'partition': {
+      const fields: unknown[] = [
         record.topicId,
         record.partition,
         record.replicas,
@@ -487,14 +557,20 @@ function fieldsOf(record: MetadataRecord): unknown[] {
         record.leaderEpoch,
         record.partitionEpoch,
       ];
-    case 'partitionChange':
-      return [
+      if (record.version === 1) fields.push(record.addingReplicas, record.removingReplicas);
+      return fields;
+    }
+    case 'partitionChange': {
+      const fields: unknown[] = [
         record.topicId,
         record.partition,
         record.leader ?? null,
         record.isr ?? null,
         record.replicas ?? null,
       ];
+      if (record.version === 1) fields.push(record.addingReplicas ?? null, record.removingReplicas ?? null);
+      return fields;
+    }
     case 'config':
       return record.resource.type === 'topic'
         ? [RESOURCE_TOPIC, record.resource.name, record.name, record.value]
@@ -505,6 +581,12 @@ function fieldsOf(record: MetadataRecord): unknown[] {
       return [record.topicId];
   }
 }
+
+/** Fields a version adds to version 0, by type (types with one version add none). */
+const FIELDS_ADDED: Partial<Record<MetadataRecordType, readonly number[]>> = {
+  partition: [0, 2],
+  partitionChange: [0, 2],
+};
 
 /** Field count of each record at version 0, after `[code, version]`. */
 const FIELD_COUNTS: Readonly<Record<MetadataRecordType, number>> = {
@@ -523,7 +605,7 @@ const FIELD_COUNTS: Readonly<Record<MetadataRecordType, number>> = {
 };
 
 /** The object form of a record from its positional fields; types are checked afterwards. */
-function recordOf(type: MetadataRecordType, f: unknown[]): MetadataRecord {
+function recordOf(type: MetadataRecordType, version: number, f: unknown[]): MetadataRecord {
   const any = f as never[];
   switch (type) {
     case 'clusterId':
@@ -555,7 +637,7 @@ function recordOf(type: MetadataRecordType, f: unknown[]): MetadataRecord {
     case 'partition':
       return {
         type,
-        version: 0,
+        version: version as 0 | 1,
         topicId: any[0]!,
         partition: any[1]!,
         replicas: any[2]!,
@@ -563,11 +645,12 @@ function recordOf(type: MetadataRecordType, f: unknown[]): MetadataRecord {
         leader: any[4]!,
         leaderEpoch: any[5]!,
         partitionEpoch: any[6]!,
+        ...(version === 1 ? { addingReplicas: any[7]!, removingReplicas: any[8]! } : {}),
       };
     case 'partitionChange': {
       const out: { -readonly [K in keyof PartitionChangeRecord]: PartitionChangeRecord[K] } = {
         type,
-        version: 0,
+        version: version as 0 | 1,
         topicId: any[0]!,
         partition: any[1]!,
       };
@@ -575,6 +658,10 @@ function recordOf(type: MetadataRecordType, f: unknown[]): MetadataRecord {
       if (f[2] !== null) out.leader = any[2]!;
       if (f[3] !== null) out.isr = any[3]!;
       if (f[4] !== null) out.replicas = any[4]!;
+      if (version === 1) {
+        if (f[5] !== null) out.addingReplicas = any[5]!;
+        if (f[6] !== null) out.removingReplicas = any[6]!;
+      }
       return out;
     }
     case 'config': {
@@ -617,13 +704,14 @@ export function decodeRecord(bytes: Uint8Array): MetadataRecord {
   const [code, version, ...fields] = value as unknown[];
   const type = typeof code === 'number' ? TYPE_BY_CODE.get(code) : undefined;
   if (type === undefined) throw invalid('unknownType', `unknown record type code ${describe(code)}`);
-  if (version !== 0)
+  if (typeof version !== 'number' || !VERSIONS[type].includes(version))
     throw invalid('unknownVersion', `${type} has no version ${describe(version)}`, { recordType: type });
-  if (fields.length !== FIELD_COUNTS[type])
-    throw invalid('shape', `${type} v0 has ${FIELD_COUNTS[type]} fields, got ${fields.length}`, {
+  const count = FIELD_COUNTS[type] + (FIELDS_ADDED[type]?.[version] ?? 0);
+  if (fields.length !== count)
+    throw invalid('shape', `${type} v${version} has ${count} fields, got ${fields.length}`, {
       recordType: type,
     });
-  const record = checkRecord(recordOf(type, fields));
+  const record = checkRecord(recordOf(type, version, fields));
   // One spelling per record: msgpackr reads invalid UTF-8 as U+FFFD and accepts longer integer
   // forms, and a record that two nodes could read differently, or that re-encodes to other bytes,
   // has no place in a replicated log. The golden fixtures pin the canonical forms, so an encoder

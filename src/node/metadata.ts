@@ -1,5 +1,6 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import type { ReassignmentControl } from '../broker/admin.js';
 import { ControllerService } from '../broker/controller-service.js';
 import { MetadataTopicRegistry } from '../broker/metadata-registry.js';
 import { PeerClient } from '../broker/peer-client.js';
@@ -11,8 +12,9 @@ import { SluiceError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { SeededRandom } from '../common/random.js';
 import { Controller } from '../metadata/controller.js';
+import { reassigning, targetReplicas } from '../metadata/image.js';
 import { MetadataLog } from '../metadata/metadata-log.js';
-import { METADATA_VERSION_FEATURE, type MetadataRecord } from '../metadata/records.js';
+import { METADATA_VERSION_FEATURE, METADATA_VERSION_MAX, type MetadataRecord } from '../metadata/records.js';
 import type { ClusterResponse } from '../protocol/api.js';
 import { RaftDriver, type RaftDriverOptions, type RaftTransport } from '../raft/driver.js';
 import { LevelRaftStorage } from '../raft/storage.js';
@@ -33,7 +35,7 @@ const QUORUM_TIMING = { tickMs: 50, electionTicks: 20, heartbeatTicks: 2 };
 /** How long a start waits for the cluster (a leader, the cluster id, its own registration). */
 const JOIN_WAIT_MS = 60_000;
 /** The metadata.version this release writes. */
-const METADATA_VERSION = 1;
+const METADATA_VERSION = METADATA_VERSION_MAX;
 
 export interface MetadataOptions {
   nodeId: number;
@@ -79,6 +81,8 @@ export interface NodeMetadata {
     addVoter(nodeId: number): Promise<{ voters: number[]; learners: number[] }>;
     removeVoter(nodeId: number): Promise<{ voters: number[]; learners: number[] }>;
   };
+  /** Partition reassignment and broker decommission through the active controller. */
+  reassignment: ReassignmentControl;
   /**
    * Whether this broker may act as a partition leader: in a cluster, only while the controller has
    * answered one of its heartbeats within the session timeout (a leader cut off longer has been, or
@@ -390,8 +394,44 @@ export async function openMetadata(
     },
   };
 
+  const reassignment: ReassignmentControl = {
+    reassign: async (partitions) => {
+      await controller.submit({ type: 'reassignPartitions', partitions });
+    },
+    decommission: async (brokerId) => {
+      await controller.submit({ type: 'decommissionBroker', brokerId });
+    },
+    inProgress: () => {
+      const image = log.image;
+      const out: ReturnType<ReassignmentControl['inProgress']> = [];
+      for (const [name, id] of image.topicIdsByName.sorted()) {
+        for (const [, p] of image.topicById(id)!.partitions.sorted()) {
+          if (!reassigning(p)) continue;
+          out.push({
+            topic: name,
+            partition: p.partition,
+            replicas: [...p.replicas],
+            targetReplicas: [...targetReplicas(p)],
+            addingReplicas: [...p.addingReplicas],
+            removingReplicas: [...p.removingReplicas],
+            isr: [...p.isr],
+            leader: p.leader,
+          });
+        }
+      }
+      return out;
+    },
+    partitionsHeld: (brokerId) => {
+      let held = 0;
+      for (const topic of log.image.topicsById.values())
+        for (const p of topic.partitions.values()) if (p.replicas.includes(brokerId)) held++;
+      return held;
+    },
+  };
+
   return {
     log,
+    reassignment,
     quorumAdmin,
     controller,
     registry,

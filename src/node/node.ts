@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { Broker } from '../broker/broker.js';
 import { ClusterMetrics } from '../broker/cluster-metrics.js';
 import { RemotePartitions } from '../broker/remote-partitions.js';
+import { HttpReplicaFetchTransport } from '../broker/replication.js';
 import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -68,6 +69,12 @@ export interface NodeOptions {
    * put a proxy on every link).
    */
   peerAddressOverrides?: Readonly<Record<number, { host: string; port: number }>>;
+  /**
+   * Bytes per second a leader sends to the replicas reassignments are adding, until they are in
+   * sync (`--replication-throttle-bytes-per-second`); in-sync followers are never throttled. 0 or
+   * absent: no throttle.
+   */
+  replicationThrottleBytesPerSecond?: number;
 }
 
 export interface SluiceNode {
@@ -182,6 +189,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         address: advertisedAddress,
         clusterView: () => metadata.clusterView(),
         ...(voters ? { quorum: metadata.quorumAdmin } : {}),
+        reassignment: metadata.reassignment,
         defaultConfigs: options.configs ?? {},
         ...(options.metricsPartitionSeriesMax !== undefined
           ? { partitionSeriesMax: options.metricsPartitionSeriesMax }
@@ -193,26 +201,47 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         clock,
         metrics,
         logger,
+        allocateProducerIds: async () => {
+          const brokerEpoch = metadata.log.image.broker(nodeId)?.brokerEpoch;
+          if (brokerEpoch === undefined)
+            throw new SluiceError(
+              'LEADER_NOT_AVAILABLE',
+              'this broker has not registered with the controller yet',
+            );
+          const result = await metadata.controller.submit({
+            type: 'allocateProducerIds',
+            brokerId: nodeId,
+            brokerEpoch,
+          });
+          if (!result.producerIds)
+            throw new SluiceError('UNKNOWN_SERVER_ERROR', 'the controller answered no producer id block');
+          return result.producerIds;
+        },
         ...(remote
           ? { remote, catchUp: () => metadata.controller.catchUp(), canLead: () => metadata.canLead() }
           : {}),
         ...(metadata.peers
           ? {
               replication: {
-                peers: metadata.peers,
+                transport: new HttpReplicaFetchTransport({
+                  peers: metadata.peers,
+                  urlOf: (id: number) => metadata.directory.urlOf(id),
+                }),
                 cluster: {
                   brokerEpoch: () => {
                     const b = metadata.log.image.broker(nodeId);
                     return b && !b.fenced ? b.brokerEpoch : undefined;
                   },
                   isLive: (id: number) => metadata.log.image.broker(id)?.fenced === false,
-                  urlOf: (id: number) => metadata.directory.urlOf(id),
                   submit: (command: ControllerCommand) => metadata.controller.submit(command),
+                  isReassignmentTarget: (topicId: string, partition: number, id: number) =>
+                    metadata.log.image.partition(topicId, partition)?.addingReplicas.includes(id) === true,
                 },
                 options: {
                   replicaLagTimeMaxMs: options.replicaLagTimeMaxMs ?? 30_000,
                   fetchMaxWaitMs: 500,
                   fetchMaxBytes: 8 * 1024 * 1024,
+                  throttleBytesPerSecond: options.replicationThrottleBytesPerSecond ?? 0,
                 },
               },
             }
@@ -354,6 +383,7 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
     'clusterSecretFile',
     'sessionTimeoutMs',
     'replicaLagTimeMaxMs',
+    'replicationThrottleBytesPerSecond',
   ]);
   for (const key of Object.keys(parsed)) {
     if (!allowed.has(key))
@@ -376,6 +406,10 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
     'replicaLagTimeMaxMs',
   ]) {
     if (settings[key] !== undefined && !isInt(settings[key], 0, 2 ** 31 - 1))
+      throw bad(key, 'a non-negative integer');
+  }
+  for (const key of ['replicationThrottleBytesPerSecond']) {
+    if (settings[key] !== undefined && !isInt(settings[key], 0, Number.MAX_SAFE_INTEGER))
       throw bad(key, 'a non-negative integer');
   }
   for (const key of [

@@ -76,6 +76,22 @@ export interface PartitionInfo {
    * first fetch in this leadership) and how many records it is behind the leader's log end.
    */
   replicaStates?: { id: number; logEndOffset: number; lag: number }[];
+  /** The leader's figures for the partition; absent when the leader did not answer or there is none. */
+  stats?: PartitionStats;
+}
+
+/**
+ * A partition as its leader holds and counts it: segments and bytes on its disk, and the records
+ * and bytes appended (in) and read by consumers (out) since the leader's node started. The counts
+ * start again from 0 on a new leader or a restart; a rate is the difference of two samples.
+ */
+export interface PartitionStats {
+  segments: number;
+  sizeBytes: number;
+  recordsIn: number;
+  bytesIn: number;
+  recordsOut: number;
+  bytesOut: number;
 }
 
 export interface TopicDescription {
@@ -190,6 +206,42 @@ export interface MetadataResponse {
   unknownTopics: string[];
 }
 
+/** A partition's reassignment in progress, and how far each replica it adds has caught up. */
+export interface ReassignmentInfo {
+  topic: string;
+  partition: number;
+  /** Every replica while it runs: the target first, then those being removed. */
+  replicas: number[];
+  /** What the replicas are once it completes. */
+  targetReplicas: number[];
+  addingReplicas: number[];
+  removingReplicas: number[];
+  isr: number[];
+  leader: number;
+  /**
+   * Each adding replica's log end and lag behind the leader's log end as the leader sees them (-1:
+   * it has not fetched yet, or the leader did not answer).
+   */
+  progress: { id: number; logEndOffset: number; lag: number; inSync: boolean }[];
+}
+
+export interface ReassignmentsResponse {
+  reassignments: ReassignmentInfo[];
+}
+
+/** `POST /v1/reassignments`: a target per partition, or null to cancel its reassignment. */
+export interface ReassignRequest {
+  partitions: { topic: string; partition: number; replicas: number[] | null }[];
+}
+
+export interface DecommissionResponse {
+  brokerId: number;
+  /** The partitions that still have a replica on the broker (0: it holds none any more). */
+  partitionsHeld: number;
+  /** The reassignments moving replicas off it, in progress. */
+  reassignments: ReassignmentInfo[];
+}
+
 export interface ProblemDetails {
   type: string;
   title: string;
@@ -269,6 +321,53 @@ const votersSchema = {
     learners: { type: 'array', items: { type: 'integer', minimum: 0 } },
   },
 } as const;
+/** A reassignment, in the responses of the reassignment endpoints. */
+const brokerIds = { type: 'array', items: { type: 'integer', minimum: 0 } } as const;
+const reassignmentSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: [
+    'topic',
+    'partition',
+    'replicas',
+    'targetReplicas',
+    'addingReplicas',
+    'removingReplicas',
+    'isr',
+    'leader',
+    'progress',
+  ],
+  properties: {
+    topic: { type: 'string' },
+    partition: { type: 'integer' },
+    replicas: brokerIds,
+    targetReplicas: brokerIds,
+    addingReplicas: brokerIds,
+    removingReplicas: brokerIds,
+    isr: brokerIds,
+    leader: { type: 'integer', minimum: -1 },
+    progress: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'logEndOffset', 'lag', 'inSync'],
+        properties: {
+          id: { type: 'integer', minimum: 0 },
+          logEndOffset: { type: 'integer', minimum: -1 },
+          lag: { type: 'integer', minimum: -1 },
+          inSync: { type: 'boolean' },
+        },
+      },
+    },
+  },
+} as const;
+const reassignmentsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['reassignments'],
+  properties: { reassignments: { type: 'array', items: reassignmentSchema } },
+} as const;
 const configValue = { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }] } as const;
 const configsSchema = { type: 'object', additionalProperties: configValue, maxProperties: 100 } as const;
 
@@ -277,6 +376,7 @@ const configsSchema = { type: 'object', additionalProperties: configValue, maxPr
 const int = { type: 'integer' };
 const offsetSchema = { type: 'integer', minimum: 0 };
 const nodeIdSchema = { type: 'integer', minimum: 0 };
+const count = { type: 'integer', minimum: 0 };
 const closed = (properties: Record<string, object>, optional: string[] = []) => ({
   type: 'object',
   additionalProperties: false,
@@ -302,8 +402,16 @@ const topicDescriptionSchema = closed({
           type: 'array',
           items: closed({ id: nodeIdSchema, logEndOffset: { type: 'integer', minimum: -1 }, lag: int }),
         },
+        stats: closed({
+          segments: count,
+          sizeBytes: count,
+          recordsIn: count,
+          bytesIn: count,
+          recordsOut: count,
+          bytesOut: count,
+        }),
       },
-      ['replicaStates'],
+      ['replicaStates', 'stats'],
     ),
   },
   replicationFactor: int,
@@ -313,15 +421,21 @@ const offsetsListSchema = closed(
   {
     offsets: { type: 'array', items: closed({ partition: int, offset: offsetSchema }) },
     servedBy: nodeIdSchema,
+    // An idempotent producer's retry: the offsets are those of the first try, nothing was appended.
+    duplicate: { type: 'boolean' },
   },
-  ['servedBy'],
+  ['servedBy', 'duplicate'],
 );
-const batchesAppendedSchema = closed({
-  partition: int,
-  baseOffset: offsetSchema,
-  lastOffset: offsetSchema,
-  batchCount: int,
-});
+const batchesAppendedSchema = closed(
+  {
+    partition: int,
+    baseOffset: offsetSchema,
+    lastOffset: offsetSchema,
+    batchCount: int,
+    duplicate: { type: 'boolean' },
+  },
+  ['duplicate'],
+);
 const textOrNull = { type: ['string', 'null'] };
 const fetchedRecordSchema = closed(
   {
@@ -487,6 +601,80 @@ export const ENDPOINTS = {
     successStatus: 200,
     response: votersSchema,
   },
+  listReassignments: {
+    id: 'listReassignments',
+    produces: ANSWERS,
+    method: 'GET',
+    path: '/v1/reassignments',
+    summary: 'Partition reassignments in progress, with how far each replica being added has caught up',
+    successStatus: 200,
+    response: reassignmentsSchema,
+  },
+  reassignPartitions: {
+    id: 'reassignPartitions',
+    produces: ANSWERS,
+    consumes: DOCUMENT_BODIES,
+    method: 'POST',
+    path: '/v1/reassignments',
+    summary:
+      'Start (target replicas) or cancel (null) partition reassignments, all or none; answers those in progress',
+    body: {
+      type: 'object',
+      required: ['partitions'],
+      additionalProperties: false,
+      properties: {
+        partitions: {
+          type: 'array',
+          minItems: 1,
+          maxItems: 1000,
+          items: {
+            type: 'object',
+            required: ['topic', 'partition', 'replicas'],
+            additionalProperties: false,
+            properties: {
+              topic: topicParam,
+              partition: partitionParam,
+              replicas: {
+                anyOf: [
+                  { type: 'null' },
+                  {
+                    type: 'array',
+                    maxItems: 64,
+                    items: { type: 'integer', minimum: 0, maximum: 2147483647 },
+                  },
+                ],
+              },
+            },
+          },
+        },
+      },
+    },
+    successStatus: 200,
+    response: reassignmentsSchema,
+  },
+  decommissionBroker: {
+    id: 'decommissionBroker',
+    produces: ANSWERS,
+    method: 'POST',
+    path: '/v1/brokers/:brokerId/decommission',
+    summary: 'Reassign every partition replica the broker holds to other brokers',
+    params: {
+      type: 'object',
+      required: ['brokerId'],
+      properties: { brokerId: nodeIdParam },
+    },
+    successStatus: 200,
+    response: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['brokerId', 'partitionsHeld', 'reassignments'],
+      properties: {
+        brokerId: { type: 'integer', minimum: 0 },
+        partitionsHeld: { type: 'integer', minimum: 0 },
+        reassignments: { type: 'array', items: reassignmentSchema },
+      },
+    },
+  },
   listTopics: {
     id: 'listTopics',
     produces: ANSWERS,
@@ -599,6 +787,19 @@ export const ENDPOINTS = {
     successStatus: 200,
     // Records: their offsets; pre-built batches: the appended range; acks=0 with batches: {}.
     response: { anyOf: [offsetsListSchema, batchesAppendedSchema, closed({})] },
+  },
+  initProducer: {
+    id: 'initProducer',
+    produces: ANSWERS,
+    method: 'POST',
+    path: '/v1/producers',
+    summary:
+      'A new idempotent producer: its id and epoch, sent with per-partition sequence numbers as Sluice-Producer-Id, Sluice-Producer-Epoch and Sluice-Sequence',
+    successStatus: 201,
+    response: closed({
+      producerId: { type: 'integer', minimum: 0 },
+      producerEpoch: { type: 'integer', minimum: 0, maximum: 32767 },
+    }),
   },
   fetch: {
     id: 'fetch',

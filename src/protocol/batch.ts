@@ -136,6 +136,13 @@ export interface BatchHeader {
   recordCount: number;
 }
 
+/** The idempotent producer fields of a batch. */
+export interface ProducerFields {
+  producerId: number;
+  producerEpoch: number;
+  baseSequence: number;
+}
+
 export interface EncodeBatchOptions {
   baseOffset?: number;
   partitionLeaderEpoch?: number;
@@ -578,7 +585,8 @@ export function splitProducedBatches(
  * - lastOffsetDelta is recordCount - 1, and record i has offset delta i;
  * - baseTimestamp is the smallest record timestamp and maxTimestamp the largest (the timestamp
  *   type is always create time here), every one at least -1 (INVALID_TIMESTAMP);
- * - producerId, producerEpoch and baseSequence are -1 (no idempotent producer yet);
+ * - producerId, producerEpoch and baseSequence are all -1 (no idempotent producer), or a producer
+ *   id in [0, 2^53), an epoch in [0, 32767] and a base sequence in [0, 2^31) (`checkProducerFields`);
  * - every record is [offsetDelta int, timestampDelta int, key bin|nil, value bin|nil,
  *   headers [[name str, value bin|nil], ...]] with at most `LIMITS.headersPerRecordMax` headers
  *   and UTF-8 names, and the records end exactly where the batch does.
@@ -587,6 +595,24 @@ export function splitProducedBatches(
  * Walks the records without allocating for them. Throws CORRUPT_MESSAGE for bytes that are not
  * records, INVALID_RECORD for fields that disagree or that Sluice does not accept.
  */
+/**
+ * A batch's producer fields: all -1 (no idempotent producer), or a producer id, an epoch and a base
+ * sequence, none negative. INVALID_RECORD otherwise.
+ */
+export function checkProducerFields(
+  header: Pick<BatchHeader, 'producerId' | 'producerEpoch' | 'baseSequence'>,
+): void {
+  const { producerId, producerEpoch, baseSequence } = header;
+  if (producerId === -1 && producerEpoch === -1 && baseSequence === -1) return;
+  if (producerId >= 0 && producerEpoch >= 0 && baseSequence >= 0) return;
+  throw new SluiceError(
+    'INVALID_RECORD',
+    `producer id ${producerId}, epoch ${producerEpoch}, base sequence ${baseSequence}: ` +
+      'either all are -1 (no idempotent producer) or none is negative',
+    { details: { producerId, producerEpoch, baseSequence } },
+  );
+}
+
 export function checkProducedBatch(buf: Uint8Array, pos: number, header: BatchHeader): void {
   checkProducedAttributes(header.attributes);
   if (header.lastOffsetDelta !== header.recordCount - 1) {
@@ -595,13 +621,7 @@ export function checkProducedBatch(buf: Uint8Array, pos: number, header: BatchHe
       `lastOffsetDelta ${header.lastOffsetDelta} does not match ${header.recordCount} records`,
     );
   }
-  if (header.producerId !== -1 || header.producerEpoch !== -1 || header.baseSequence !== -1) {
-    throw new SluiceError(
-      'INVALID_RECORD',
-      `producer id ${header.producerId}, epoch ${header.producerEpoch}, base sequence ${header.baseSequence}: ` +
-        'Sluice has no idempotent producers yet, each must be -1',
-    );
-  }
+  checkProducerFields(header);
   const end = pos + batchSize(header);
   const reader = new Reader(asBuffer(buf), pos + BATCH_HEADER_BYTES, end);
   let timestampDeltaMin = Number.POSITIVE_INFINITY;

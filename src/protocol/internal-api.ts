@@ -423,15 +423,33 @@ export type ControllerCommand =
     }
   /** A broker that is stopping: fenced now, its leaderships moved (controlled shutdown). */
   | { type: 'shutdownBroker'; brokerId: number; brokerEpoch: number }
+  /**
+   * Starts (a target list of replicas) or cancels (null) the reassignment of each partition named,
+   * all or none; `partitionEpoch`, when given, fences a request computed from an older state.
+   */
+  | {
+      type: 'reassignPartitions';
+      partitions: { topic: string; partition: number; replicas: number[] | null; partitionEpoch?: number }[];
+    }
+  /** Reassigns every partition replica the broker holds to other brokers. */
+  | { type: 'decommissionBroker'; brokerId: number }
   /** Decides nothing: answers the controller's last offset, which the caller waits for (a read barrier). */
-  | { type: 'readIndex' };
+  | { type: 'readIndex' }
+  /** A block of producer ids for a broker to hand out to idempotent producers. */
+  | { type: 'allocateProducerIds'; brokerId: number; brokerEpoch: number };
 
 export interface ControllerCommandResult {
   /** The metadata offset the decision is applied at (the log's last offset on the controller then). */
   offset: number;
+  /** allocateProducerIds: the block given to the broker. */
+  producerIds?: { firstProducerId: number; size: number };
 }
 
 const STRING_MAX = 4096;
+/** Partitions one reassignment command names (a plan file's worth). */
+export const REASSIGN_PARTITIONS_MAX = 1000;
+/** Replicas of one partition, as the metadata records allow. */
+const REPLICAS_MAX = 64;
 
 /** Checks every field of a command before the controller sees it; throws FieldError. */
 export function checkControllerCommand(value: unknown): ControllerCommand {
@@ -525,9 +543,31 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       break;
     }
     case 'shutdownBroker':
+    case 'allocateProducerIds':
       c.only(['type', 'brokerId', 'brokerEpoch']);
       c.uint('brokerId');
       c.uint('brokerEpoch');
+      break;
+    case 'reassignPartitions':
+      c.only(['type', 'partitions']);
+      c.array('partitions', REASSIGN_PARTITIONS_MAX).forEach((p, i) => {
+        if (!isObject(p)) throw new FieldError(`partitions/${i}`, 'a map');
+        const pc = new Checker(p, `partitions/${i}/`);
+        pc.only(['topic', 'partition', 'replicas', 'partitionEpoch']);
+        if (typeof p.topic !== 'string' || p.topic.length === 0 || p.topic.length > 255)
+          pc.fail('topic', 'a string of 1 to 255 characters');
+        pc.uint('partition');
+        if (p.replicas !== null) {
+          pc.array('replicas', REPLICAS_MAX).forEach((id, j) => {
+            if (!uint(id)) throw new FieldError(`partitions/${i}/replicas/${j}`, 'a node id');
+          });
+        }
+        if (p.partitionEpoch !== undefined) pc.uint('partitionEpoch');
+      });
+      break;
+    case 'decommissionBroker':
+      c.only(['type', 'brokerId']);
+      c.uint('brokerId');
       break;
     case 'readIndex':
       c.only(['type']);

@@ -4,6 +4,7 @@ import { LIMITS } from '../common/limits.js';
 import {
   encodeBatch,
   encodeBatchWith,
+  type ProducerFields,
   type RecordInput,
   writeArrayHeader,
   writeBinHeader,
@@ -25,8 +26,11 @@ export interface ProduceRecordSource {
   keyAt(i: number): Uint8Array | null;
   /** Key plus value bytes, the figure `RECORD_TOO_LARGE` is about. */
   payloadBytesAt(i: number): number;
-  /** One batch of the records at `indexes`, in that order, offsets 0.. relative; `nowMs` for absent timestamps. */
-  encodeBatch(indexes: readonly number[], nowMs: number): Buffer;
+  /**
+   * One batch of the records at `indexes`, in that order, offsets 0.. relative; `nowMs` for absent
+   * timestamps; `producer` for an idempotent producer's batch.
+   */
+  encodeBatch(indexes: readonly number[], nowMs: number, producer?: ProducerFields): Buffer;
 }
 
 /** Records already decoded into objects (JSON, NDJSON, raw bodies, the unusual msgpack body). */
@@ -38,7 +42,7 @@ export function recordArraySource(
     partitionAt: (i) => records[i]!.partition ?? -1,
     keyAt: (i) => records[i]!.key ?? null,
     payloadBytesAt: (i) => (records[i]!.key?.length ?? 0) + (records[i]!.value?.length ?? 0),
-    encodeBatch(indexes, nowMs) {
+    encodeBatch(indexes, nowMs, producer) {
       const out: RecordInput[] = new Array(indexes.length);
       for (let n = 0; n < indexes.length; n++) {
         const r = records[indexes[n]!]!;
@@ -49,7 +53,7 @@ export function recordArraySource(
           timestamp: r.timestamp ?? nowMs,
         };
       }
-      return encodeBatch(out);
+      return encodeBatch(out, producer);
     },
   };
 }
@@ -138,7 +142,7 @@ export function scanMsgpackProduceBody(body: Buffer): ProduceRecordSource | unde
     keyAt: (i) =>
       keyStarts[i] === NIL ? null : body.subarray(keyStarts[i]!, keyStarts[i]! + keyLengths[i]!),
     payloadBytesAt: (i) => keyLengths[i]! + valueLengths[i]!,
-    encodeBatch(indexes, nowMs) {
+    encodeBatch(indexes, nowMs, producer) {
       let baseTimestamp = Number.POSITIVE_INFINITY;
       let maxTimestamp = Number.NEGATIVE_INFINITY;
       let size = 0;
@@ -163,7 +167,7 @@ export function scanMsgpackProduceBody(body: Buffer): ProduceRecordSource | unde
           pos = copier.bin(valueStarts[i]!, valueLengths[i]!, pos);
           return copier.headers(headerStarts[i]!, pos);
         },
-        { baseTimestamp, maxTimestamp },
+        { ...producer, baseTimestamp, maxTimestamp },
       );
     },
   };

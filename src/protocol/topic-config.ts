@@ -28,6 +28,8 @@ export interface LogConfig {
   cleanupPolicy: CleanupPolicy;
   deleteRetentionMs: number;
   batchBytesMax: number;
+  /** An idempotent producer not heard of for this long (by its batches' timestamps) is forgotten. */
+  producerIdExpirationMs: number;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -43,6 +45,7 @@ export const DEFAULT_LOG_CONFIG: LogConfig = Object.freeze({
   cleanupPolicy: 'delete',
   deleteRetentionMs: DAY_MS,
   batchBytesMax: LIMITS.batchBytesMax,
+  producerIdExpirationMs: DAY_MS,
 });
 
 type Parser = (value: ConfigValue, name: string) => Partial<LogConfig>;
@@ -99,6 +102,7 @@ export const LOG_CONFIG_NAMES: Record<string, Parser> = {
   }),
   'delete.retention.ms': (v, n) => ({ deleteRetentionMs: integer(0)(v, n) }),
   'max.message.bytes': (v, n) => ({ batchBytesMax: integer(128, LIMITS.requestBodyBytesMax)(v, n) }),
+  'producer.id.expiration.ms': (v, n) => ({ producerIdExpirationMs: integer(1, 2 ** 31 - 1)(v, n) }),
 };
 
 /**

@@ -1,7 +1,7 @@
 import { assert } from '../common/assert.js';
 import type { Clock, TimerHandle } from '../common/clock.js';
 import { crc32c } from '../common/crc32c.js';
-import { SluiceError } from '../common/errors.js';
+import { isSluiceError, SluiceError } from '../common/errors.js';
 import {
   CORRUPT_BATCHES,
   COUNT_BUCKETS,
@@ -28,6 +28,7 @@ import {
 import { DEFAULT_LOG_CONFIG, type LogConfig } from '../protocol/topic-config.js';
 import { type FileSystem, mkdirDurable } from './fs.js';
 import { LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET } from './leader-epoch.js';
+import { checkSequence, type ProducerEntry, ProducerState, withBatch } from './producer-state.js';
 import { type BatchLocation, type EpochStart, Segment, segmentName } from './segment.js';
 
 export interface AppendResult {
@@ -35,6 +36,8 @@ export interface AppendResult {
   lastOffset: number;
   logEndOffset: number;
   batchCount: number;
+  /** Set when the append was a producer's retry of batches the log holds: nothing was written. */
+  duplicate?: boolean;
 }
 
 export interface ReadResult {
@@ -246,6 +249,8 @@ export class PartitionLog {
   readonly #logger: StorageLogger | undefined;
   readonly #meters: StorageMeters;
   readonly leaderEpochs: LeaderEpochCache;
+  /** Each idempotent producer's last batches, rebuilt from the log (from a snapshot on) at open. */
+  readonly producers = new ProducerState();
   /** What recovery found at open: undefined when the log was shut down cleanly. */
   readonly recoveryReport:
     | { segmentsScanned: number; truncatedBytes: number; problem: string | undefined }
@@ -344,6 +349,7 @@ export class PartitionLog {
       for (const start of recovered.epochStarts) leaderEpochs.assign(start.epoch, start.startOffset);
     }
     leaderEpochs.truncateFromStart(log.#logStartOffset);
+    await log.#rebuildProducers(names);
     // A crash from here on must be detected: the marker goes before anything is appended.
     if (clean) {
       await fs.unlink(`${dir}/${CLEAN_SHUTDOWN_FILE}`);
@@ -519,11 +525,17 @@ export class PartitionLog {
       for (const pending of this.#appendQueue.splice(0)) pending.reject(unavailable);
       return;
     }
-    const plan = planGroup(this.#appendQueue, this.logEndOffset);
+    const plan = planGroup(this.#appendQueue, this.logEndOffset, APPEND_GROUP_BYTES_MAX, this.producers);
     this.#appendQueue.splice(0, plan.taken);
     if (this.#appendQueue.length > 0) this.#scheduleDrain();
     for (const { pending, error } of plan.rejected) pending.reject(error);
     if (plan.accepted.length > 0) await this.#writeGroup(plan.accepted);
+    // A retry of batches this group wrote is answered only once they are written.
+    for (const { pending, result } of plan.duplicates) {
+      const unavailable = this.#unavailable();
+      if (unavailable) pending.reject(unavailable);
+      else pending.resolve({ ...result, logEndOffset: this.logEndOffset });
+    }
   }
 
   /** Queues one drain of the append queue behind the work already serialized, unless one is queued. */
@@ -569,6 +581,7 @@ export class PartitionLog {
       for (const location of locations) {
         if (location.header.partitionLeaderEpoch >= 0)
           this.leaderEpochs.assign(location.header.partitionLeaderEpoch, location.header.baseOffset);
+        this.producers.apply(location.header);
       }
       this.#checkInvariants();
     } catch (error) {
@@ -747,6 +760,7 @@ export class PartitionLog {
       }
       this.leaderEpochs.truncateFromEnd(this.logEndOffset);
       await this.leaderEpochs.flush();
+      await this.#rebuildProducers(await this.#fs.readdir(this.dir));
       this.#checkInvariants();
       this.#notify();
     });
@@ -792,6 +806,8 @@ export class PartitionLog {
           this.#logStartOffset = offset;
           this.#recoveryPoint = offset;
           this.#highWatermark = offset;
+          // No batch of the old log is left, nor any producer state (its snapshots went with it).
+          this.producers.clear();
           // Waits for the reads already in them (`Segment.close`).
           for (const segment of old) await segment.close();
         },
@@ -863,7 +879,10 @@ export class PartitionLog {
    */
   enforceRetention(): Promise<{ segmentsDeleted: number }> {
     this.#checkOpen();
-    return this.#serialize(() => this.#applyRetention({ bytes: true, time: true }));
+    return this.#serialize(async () => {
+      this.producers.expire(this.#clock.nowMs(), this.#config.producerIdExpirationMs);
+      return this.#applyRetention({ bytes: true, time: true });
+    });
   }
 
   /**
@@ -930,7 +949,10 @@ export class PartitionLog {
         const kept: Buffer[] = [];
         let removedHere = 0;
         await this.#forEachBatch(segment, (batch) => {
-          const last = nextOffsetOf(readBatchHeader(batch)) === segment.nextOffset;
+          const header = readBatchHeader(batch);
+          // A segment keeps its end offset; a producer's newest batch keeps its sequence numbers,
+          // so that its state survives a rebuild from the log.
+          const last = nextOffsetOf(header) === segment.nextOffset || this.#isNewestOfProducer(header);
           const cleaned = compactBatch(batch, keeps, last);
           removedHere += cleaned.removed;
           if (cleaned.batch) kept.push(cleaned.batch);
@@ -988,6 +1010,7 @@ export class PartitionLog {
     for (const segment of this.#segments) await segment.syncIndexes();
     await this.leaderEpochs.flush();
     await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+    await this.#snapshotProducers(this.logEndOffset);
     for (const segment of this.#segments) await segment.close();
     await this.#fs.writeFileAtomic(`${this.dir}/${CLEAN_SHUTDOWN_FILE}`, Buffer.alloc(0));
     this.#listeners.clear();
@@ -1109,6 +1132,9 @@ export class PartitionLog {
     // recovery which starts at the new segment never misses unsynced bytes in the old one.
     await active.sync();
     await active.syncIndexes();
+    // Every batch below the new segment is durable now: the producers' state as of there is a
+    // snapshot recovery can start from.
+    await this.#snapshotProducers(active.nextOffset);
     this.#segments.push(await Segment.create(this.dir, active.nextOffset, this.#fs, this.#clock.nowMs()));
   }
 
@@ -1170,8 +1196,87 @@ export class PartitionLog {
     while (this.#segments.length > 1 && this.#segments[0]!.nextOffset <= offset) {
       await this.#segments.shift()!.delete();
     }
+    await this.#deleteProducerSnapshots((at) => at < this.#segments[0]!.baseOffset);
     this.leaderEpochs.truncateFromStart(offset);
     this.#checkInvariants();
+  }
+
+  #isNewestOfProducer(header: BatchHeader): boolean {
+    if (header.producerId < 0) return false;
+    const batches = this.producers.get(header.producerId)?.batches;
+    return batches !== undefined && batches[batches.length - 1]!.firstOffset === header.baseOffset;
+  }
+
+  /**
+   * Writes the producers' state as of `offset` (every batch below it is in the log and durable) to
+   * `<offset>.producer-snapshot`, so that recovery replays only the batches after it.
+   */
+  async #snapshotProducers(offset: number): Promise<void> {
+    // Written with no producer too: an open then knows that no batch before `offset` needs replaying.
+    await this.#fs.writeFileAtomic(
+      `${this.dir}/${segmentName(offset)}${PRODUCER_SNAPSHOT_SUFFIX}`,
+      this.producers.encode(offset),
+    );
+  }
+
+  async #deleteProducerSnapshots(drop: (offset: number) => boolean): Promise<void> {
+    let deleted = false;
+    for (const name of await this.#fs.readdir(this.dir)) {
+      if (!PRODUCER_SNAPSHOT_FILE.test(name) || !drop(Number(name.slice(0, 20)))) continue;
+      await this.#fs.unlink(`${this.dir}/${name}`);
+      deleted = true;
+    }
+    if (deleted) await this.#fs.syncDir(this.dir);
+  }
+
+  /**
+   * The producers' state from the log itself: the newest snapshot within the log (from its first
+   * segment to its end) and every batch after it. Snapshots past the end (the batches they cover
+   * were truncated, or lost in a crash) are deleted; a damaged one is passed over for an older one.
+   */
+  async #rebuildProducers(names: readonly string[]): Promise<void> {
+    const first = this.#segments[0]!.baseOffset;
+    const end = this.logEndOffset;
+    const offsets = names
+      .filter((n) => PRODUCER_SNAPSHOT_FILE.test(n))
+      .map((n) => Number(n.slice(0, 20)))
+      .sort((a, b) => b - a);
+    await this.#deleteProducerSnapshots((at) => at > end);
+    this.producers.clear();
+    let from = first;
+    for (const at of offsets) {
+      if (at > end || at < first) continue;
+      const bytes = await this.#fs.readFile(`${this.dir}/${segmentName(at)}${PRODUCER_SNAPSHOT_SUFFIX}`);
+      if (!bytes) continue;
+      try {
+        const { state } = ProducerState.decode(bytes);
+        for (const entry of state.entries()) this.producers.restore(entry);
+        from = at;
+        break;
+      } catch (error) {
+        this.#logger?.error(
+          { dir: this.dir, offset: at, err: error },
+          'a producer state snapshot is damaged: an older one or the log is used',
+        );
+      }
+    }
+    for (const segment of this.#segments) {
+      if (segment.nextOffset <= from) continue;
+      try {
+        await segment.locate(from, (location) => {
+          if (location.header.baseOffset >= from) this.producers.apply(location.header);
+          return true;
+        });
+      } catch (error) {
+        // Damage in an older segment (reads report it as CORRUPT_MESSAGE): the batches past it
+        // in that segment cannot be read by anyone, so the producer state goes on after it.
+        if (!isSluiceError(error, 'CORRUPT_MESSAGE')) throw error;
+        this.#logger?.error(
+          { dir: this.dir, segment: segment.baseOffset, err: error },
+          'a damaged segment was passed over while rebuilding the producer state',
+        );
+      }
+    }
   }
 
   /** The invariants in the class comment; a broken one is a bug that would serve wrong data. */
@@ -1263,6 +1368,8 @@ export interface GroupPlan {
   /** In queue order, with offsets contiguous from the log end. */
   accepted: PlannedAppend[];
   rejected: { pending: PendingAppend; error: SluiceError }[];
+  /** Producers' retries of batches the log holds (or this group writes): answered, not written. */
+  duplicates: { pending: PendingAppend; result: AppendResult }[];
 }
 
 /**
@@ -1275,6 +1382,7 @@ export function planGroup(
   queue: readonly PendingAppend[],
   logEnd: number,
   groupBytesMax: number = APPEND_GROUP_BYTES_MAX,
+  producers?: ProducerState,
 ): GroupPlan {
   let groupBytes = 0;
   let taken = 0;
@@ -1282,13 +1390,27 @@ export function planGroup(
     groupBytes += queue[taken]!.data.length;
     taken++;
   }
-  const plan: GroupPlan = { taken, accepted: [], rejected: [] };
+  const plan: GroupPlan = { taken, accepted: [], rejected: [], duplicates: [] };
+  // Producers as they will be after the appends accepted so far: a producer may have several
+  // batches in one group.
+  const planned = new Map<number, ProducerEntry>();
   let next = logEnd;
   for (const pending of queue.slice(0, taken)) {
     const end = plannedEnd(pending, next);
     if (typeof end !== 'number') {
       plan.rejected.push({ pending, error: end });
       continue;
+    }
+    if (producers) {
+      const verdict = planProducers(pending, next, producers, planned);
+      if (verdict instanceof SluiceError) {
+        plan.rejected.push({ pending, error: verdict });
+        continue;
+      }
+      if (verdict) {
+        plan.duplicates.push({ pending, result: verdict });
+        continue;
+      }
     }
     const batchCount = pending.batches.length;
     plan.accepted.push({
@@ -1299,6 +1421,70 @@ export function planGroup(
     next = end;
   }
   return plan;
+}
+
+/**
+ * The producer check of one append planned at `start`: a leader's batches from idempotent
+ * producers are checked against `producers` as `planned` updates it (and `planned` takes each
+ * accepted batch); a follower's are taken as they are. Undefined: append it. An AppendResult: every
+ * producer batch of it is a retry of one already in the log, answered with that batch's offsets. A
+ * SluiceError: refuse the whole append (nothing of it is written).
+ */
+function planProducers(
+  pending: PendingAppend,
+  start: number,
+  producers: ProducerState,
+  planned: Map<number, ProducerEntry>,
+): AppendResult | SluiceError | undefined {
+  const updates = new Map<number, ProducerEntry>();
+  let duplicateOf: { first: number; last: number } | undefined;
+  let fresh = 0;
+  let next = start;
+  for (const { header } of pending.batches) {
+    const baseOffset = next;
+    next += header.lastOffsetDelta + 1;
+    if (header.producerId < 0) {
+      fresh++;
+      continue;
+    }
+    const id = header.producerId;
+    const entry = updates.get(id) ?? planned.get(id) ?? producers.get(id);
+    if (pending.options.assignOffsets) {
+      let verdict: ReturnType<typeof checkSequence>;
+      try {
+        verdict = checkSequence(entry, header);
+      } catch (error) {
+        if (error instanceof SluiceError) return error;
+        throw error;
+      }
+      if (verdict.kind === 'duplicate') {
+        duplicateOf = {
+          first: Math.min(duplicateOf?.first ?? verdict.batch.firstOffset, verdict.batch.firstOffset),
+          last: Math.max(duplicateOf?.last ?? verdict.batch.lastOffset, verdict.batch.lastOffset),
+        };
+        continue;
+      }
+    }
+    fresh++;
+    updates.set(id, withBatch(entry, { ...header, baseOffset }));
+  }
+  if (duplicateOf) {
+    if (fresh > 0) {
+      return new SluiceError(
+        'INVALID_REQUEST',
+        'an append mixes retried producer batches with new ones; send a retry exactly as the first try',
+      );
+    }
+    return {
+      baseOffset: duplicateOf.first,
+      lastOffset: duplicateOf.last,
+      logEndOffset: start,
+      batchCount: pending.batches.length,
+      duplicate: true,
+    };
+  }
+  for (const [id, entry] of updates) planned.set(id, entry);
+  return undefined;
 }
 
 /** Where the log ends after `pending` when it starts at `start`, or why it cannot go there. */
@@ -1523,9 +1709,10 @@ async function finishTruncateFully(
     afterOldDeleted?: () => Promise<void>;
   },
 ): Promise<void> {
-  const bases = (await fs.readdir(dir))
-    .filter((n) => SEGMENT_LOG_FILE.test(n))
-    .map((n) => Number(n.slice(0, 20)));
+  const names = await fs.readdir(dir);
+  const bases = names.filter((n) => SEGMENT_LOG_FILE.test(n)).map((n) => Number(n.slice(0, 20)));
+  // The old log's producer snapshots go with it (the directory sync below makes it durable).
+  for (const name of names) if (PRODUCER_SNAPSHOT_FILE.test(name)) await fs.unlink(`${dir}/${name}`);
   // Deletes newest first and syncs the directory.
   await deleteSegmentFiles(fs, dir, bases);
   await steps.afterOldDeleted?.();
@@ -1538,6 +1725,9 @@ async function finishTruncateFully(
 }
 
 const SEGMENT_LOG_FILE = /^\d{20}\.log$/;
+/** `<offset>.producer-snapshot`: the producers' state as of that offset (every batch below it applied). */
+const PRODUCER_SNAPSHOT_FILE = /^\d{20}\.producer-snapshot$/;
+const PRODUCER_SNAPSHOT_SUFFIX = '.producer-snapshot';
 
 /** A checkpoint file's offset; 0 when the file is missing or its CRC is wrong. */
 export async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {

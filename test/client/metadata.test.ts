@@ -108,6 +108,12 @@ function serve(node: number, stream: http2.ServerHttp2Stream, headers: http2.Inc
   stream.on('error', () => {});
   const url = new URL(String(headers[':path']), 'http://x');
   const method = String(headers[':method']);
+  if (method === 'POST' && url.pathname === '/v1/producers') {
+    // The producer is idempotent by default: it takes a producer id before its first batch.
+    stream.respond({ ':status': 201, 'content-type': 'application/vnd.msgpack' });
+    stream.end(packr.pack({ producerId: 5, producerEpoch: 0 }));
+    return;
+  }
   seen.push({ node, method, path: url.pathname });
   if (url.pathname === '/v1/metadata') {
     if (view.shuttingDown.has(node)) {

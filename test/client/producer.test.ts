@@ -22,6 +22,8 @@ interface Received {
   acks: string | null;
   contentType: string;
   values: string[];
+  /** Each batch's producer id and base sequence. */
+  producer: { producerId: number; baseSequence: number }[];
 }
 
 /** What the server does with the next produce requests: an answer per request, in order. */
@@ -34,6 +36,7 @@ let script: Script[] = [];
 let nextOffsets = new Map<number, number>();
 let sessions = 0;
 let lookups: string[] = [];
+let producerIdsAsked = 0;
 const hanging: http2.ServerHttp2Stream[] = [];
 const open = new Set<http2.ServerHttp2Session>();
 
@@ -48,6 +51,13 @@ beforeAll(async () => {
     // Refused and reset streams end in an error on this side too; the client's view is what is tested.
     stream.on('error', () => {});
     const path = String(headers[':path']);
+    if (headers[':method'] === 'POST' && path === '/v1/producers') {
+      // The producer is idempotent by default: it takes a producer id before its first batch.
+      producerIdsAsked++;
+      stream.respond({ ':status': 201, 'content-type': 'application/vnd.msgpack' });
+      stream.end(packr.pack({ producerId: 9, producerEpoch: 0 }));
+      return;
+    }
     if (headers[':method'] === 'GET') lookups.push(path);
     if (path.startsWith('/v1/metadata')) {
       stream.respond({ ':status': 404, 'content-type': 'application/problem+json' });
@@ -80,13 +90,17 @@ beforeAll(async () => {
       const partition = Number(/partitions\/(\d+)\/records/.exec(url.pathname)?.[1]);
       const body = Buffer.concat(chunks);
       const values: string[] = [];
-      for (const { pos } of splitBatches(body))
+      const producer: Received['producer'] = [];
+      for (const { pos, header } of splitBatches(body)) {
+        producer.push({ producerId: header.producerId, baseSequence: header.baseSequence });
         for (const r of decodeRecords(body, pos)) values.push(Buffer.from(r.value!).toString());
+      }
       received.push({
         partition,
         acks: url.searchParams.get('acks'),
         contentType: String(headers['content-type']),
         values,
+        producer,
       });
       const step = script.shift() ?? { status: 200 };
       if (step === 'hang') {
@@ -116,6 +130,7 @@ beforeAll(async () => {
 });
 
 afterEach(() => {
+  producerIdsAsked = 0;
   lookups = [];
   received = [];
   script = [];
@@ -283,5 +298,50 @@ describe('Producer', () => {
     });
     await producer.close();
     expect(received).toHaveLength(1);
+  });
+});
+
+describe('Producer idempotence', () => {
+  it("takes one producer id and numbers each partition's batches from 0 by their record counts", async () => {
+    const producer = new Producer({ bootstrap, lingerMs: 1, batchBytes: 1 });
+    await producer.send([
+      { topic: 't', partition: 0, value: 'a' },
+      { topic: 't', partition: 1, value: 'b' },
+    ]);
+    await producer.send({ topic: 't', partition: 0, value: 'c' });
+    await producer.send({ topic: 't', partition: 0, value: 'd' });
+    await producer.close();
+    expect(producerIdsAsked).toBe(1);
+    const sequences = (partition: number) =>
+      received
+        .filter((r) => r.partition === partition)
+        .flatMap((r) => r.producer.map((p, i) => [p.producerId, p.baseSequence, r.values.length, i]));
+    expect(sequences(0)).toEqual([
+      [9, 0, 1, 0],
+      [9, 1, 1, 0],
+      [9, 2, 1, 0],
+    ]);
+    expect(sequences(1)).toEqual([[9, 0, 1, 0]]);
+  });
+
+  it('sends a retried batch with the same sequence numbers', async () => {
+    script = [{ status: 503, problem: { code: 'REQUEST_TIMED_OUT', detail: 'slow', retriable: true } }];
+    const producer = new Producer({ bootstrap, lingerMs: 1, retryBackoffMs: 1 });
+    await producer.send({ topic: 't', partition: 0, value: 'x' });
+    await producer.send({ topic: 't', partition: 0, value: 'y' });
+    await producer.close();
+    expect(received.map((r) => [r.values, r.producer[0]!.baseSequence])).toEqual([
+      [['x'], 0],
+      [['x'], 0],
+      [['y'], 1],
+    ]);
+  });
+
+  it('without idempotence asks for no producer id and sends batches without one', async () => {
+    const producer = new Producer({ bootstrap, lingerMs: 1, idempotent: false });
+    await producer.send({ topic: 't', partition: 0, value: 'x' });
+    await producer.close();
+    expect(producerIdsAsked).toBe(0);
+    expect(received[0]!.producer).toEqual([{ producerId: -1, baseSequence: -1 }]);
   });
 });

@@ -386,6 +386,11 @@ describe('replicated partitions', () => {
       }
       const before = await partitionsOf(cluster, 2, 'replicated');
       for (const p of before) expect(p.logEndOffset).toBe(100);
+      // Any node's description carries each leader's own figures (the console's sizes and rates).
+      for (const p of (await cluster.get(2, '/v1/topics/replicated')).body.partitions) {
+        expect(p.stats.recordsIn, `partition ${p.partition} led by ${p.leader}`).toBe(100);
+        expect(p.stats.sizeBytes).toBeGreaterThan(0);
+      }
       // Kill the leader of partition 0: another in-sync replica takes over with every acked record.
       const victim = before[0]!.leader;
       await cluster.kill(victim);

@@ -44,6 +44,33 @@ describe.each(formats)('API in %s', (format) => {
     expect((await call(h.app, format, 'DELETE', '/v1/cluster/voters/x')).status).toBe(400);
   });
 
+  it('refuses reassignments on a node without a controller, and malformed ones by their schema', async () => {
+    tested.add('listReassignments').add('reassignPartitions').add('decommissionBroker');
+    const list = await call(h.app, format, 'GET', '/v1/reassignments');
+    expect([list.status, list.body.code]).toEqual([400, 'INVALID_REQUEST']);
+    const start = await call(h.app, format, 'POST', '/v1/reassignments', {
+      partitions: [{ topic: 't', partition: 0, replicas: [1] }],
+    });
+    expect([start.status, start.body.code]).toEqual([400, 'INVALID_REQUEST']);
+    const decommission = await call(h.app, format, 'POST', '/v1/brokers/1/decommission');
+    expect([decommission.status, decommission.body.code]).toEqual([400, 'INVALID_REQUEST']);
+    for (const body of [
+      { partitions: [] },
+      { partitions: [{ topic: 't', partition: 0, replicas: 'one' }] },
+      { partitions: [{ topic: 't', partition: -1, replicas: [1] }] },
+      { partitions: [{ topic: 't', partition: 0 }] },
+    ])
+      expect((await call(h.app, format, 'POST', '/v1/reassignments', body)).status).toBe(400);
+    expect((await call(h.app, format, 'POST', '/v1/brokers/x/decommission')).status).toBe(400);
+  });
+
+  it('refuses producer ids on a node without a controller (test/producers covers a real node)', async () => {
+    tested.add('initProducer');
+    const init = await call(h.app, format, 'POST', '/v1/producers');
+    expect([init.status, init.body.code]).toEqual([400, 'INVALID_REQUEST']);
+    expect(init.body.detail).toMatch(/producer ids/);
+  });
+
   it('health, cluster and openapi', async () => {
     tested.add('health').add('cluster');
     expect((await call(h.app, format, 'GET', '/healthz')).body).toMatchObject({ status: 'ok', nodeId: 1 });
@@ -90,6 +117,8 @@ describe.each(formats)('API in %s', (format) => {
       logStartOffset: 0,
       logEndOffset: 0,
       highWatermark: 0,
+      // The leader's figures: one empty segment, nothing counted yet.
+      stats: { segments: 1, sizeBytes: 0, recordsIn: 0, bytesIn: 0, recordsOut: 0, bytesOut: 0 },
     });
     expect((await call(h.app, format, 'GET', '/v1/topics')).body.topics).toContainEqual({
       name: 'admin',

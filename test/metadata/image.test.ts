@@ -191,6 +191,8 @@ describe('replay rules', () => {
       leader: 4,
       leaderEpoch: 3,
       partitionEpoch: 5,
+      addingReplicas: [],
+      removingReplicas: [],
     });
   });
 

@@ -212,7 +212,7 @@ describe('strict decoding', () => {
       [packr.pack([10, 0, 1, 't', 'n', 5]), 'value'],
       [packr.pack([11, 0, 1, 0, 0]), 'size'],
       [packr.pack([2, 0, 'other.version', 1]), 'name'],
-      [packr.pack([2, 0, 'metadata.version', 2]), 'level'],
+      [packr.pack([2, 0, 'metadata.version', 3]), 'level'],
     ];
     for (const [bytes, field] of cases) {
       let caught: unknown;

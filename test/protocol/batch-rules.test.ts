@@ -216,7 +216,7 @@ describe('refusals of a client batch name the value refused', () => {
       return b;
     });
     expect(refusal(producer)).toBe(
-      'batch at byte 0: producer id 7, epoch -1, base sequence -1: Sluice has no idempotent producers yet, each must be -1',
+      'batch at byte 0: producer id 7, epoch -1, base sequence -1: either all are -1 (no idempotent producer) or none is negative',
     );
     const codec5 = resealed(one(), (b) => {
       b.writeUInt16BE(5, AT.attributes);

@@ -204,28 +204,42 @@ describe('pre-built batches from clients', () => {
     ).toBe(1);
   });
 
-  it('refuses producer id, epoch or base sequence other than -1 (no idempotent producers yet)', () => {
-    const cases: [number, (b: Buffer, v: number) => void][] = [
-      [AT.producerId, (b, v) => b.writeBigInt64BE(BigInt(v), AT.producerId)],
-      [AT.producerEpoch, (b, v) => b.writeInt16BE(v, AT.producerEpoch)],
-      [AT.baseSequence, (b, v) => b.writeInt32BE(v, AT.baseSequence)],
-    ];
-    for (const [, write] of cases) {
-      for (const value of [0, 1, -2]) {
+  it('takes producer fields all -1 or none negative, and refuses a mix', () => {
+    const write = {
+      producerId: (b: Buffer, v: number) => b.writeBigInt64BE(BigInt(v), AT.producerId),
+      producerEpoch: (b: Buffer, v: number) => b.writeInt16BE(v, AT.producerEpoch),
+      baseSequence: (b: Buffer, v: number) => b.writeInt32BE(v, AT.baseSequence),
+    };
+    const withFields = (fields: { producerId: number; producerEpoch: number; baseSequence: number }) =>
+      resealed(two(), (b) => {
+        write.producerId(b, fields.producerId);
+        write.producerEpoch(b, fields.producerEpoch);
+        write.baseSequence(b, fields.baseSequence);
+        return b;
+      });
+    // One field set while the others stay -1, or a negative one beside set ones: refused.
+    for (const field of ['producerId', 'producerEpoch', 'baseSequence'] as const) {
+      for (const value of [0, 1]) {
         expectRefused(
-          resealed(two(), (b) => {
-            write(b, value);
-            return b;
-          }),
+          withFields({ producerId: -1, producerEpoch: -1, baseSequence: -1, [field]: value }),
           'INVALID_RECORD',
           /producer|sequence/,
         );
       }
+      expectRefused(
+        withFields({ producerId: 3, producerEpoch: 0, baseSequence: 0, [field]: -2 }),
+        'INVALID_RECORD',
+        /producer|sequence/,
+      );
     }
-    expectRefused(
-      encodeBatch([{ value: null, timestamp: 1 }], { producerId: 9, producerEpoch: 0, baseSequence: 0 }),
-      'INVALID_RECORD',
-    );
+    expect(
+      splitProducedBatches(withFields({ producerId: 9, producerEpoch: 2, baseSequence: 40 })).recordCount,
+    ).toBe(2);
+    expect(
+      splitProducedBatches(
+        encodeBatch([{ value: null, timestamp: 1 }], { producerId: 9, producerEpoch: 0, baseSequence: 0 }),
+      ).recordCount,
+    ).toBe(1);
   });
 
   it('refuses records that are not [offsetDelta, timestampDelta, key, value, headers]', () => {

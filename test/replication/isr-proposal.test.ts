@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { PeerClient } from '../../src/broker/peer-client.js';
-import { ReplicationService } from '../../src/broker/replication.js';
+import { type ReplicaFetchTransport, ReplicationService } from '../../src/broker/replication.js';
 import type { Topics } from '../../src/broker/topics.js';
 import { ManualClock } from '../../src/common/clock.js';
 import { SluiceError } from '../../src/common/errors.js';
@@ -67,7 +66,7 @@ async function leaderWithIsr12() {
   } as unknown as Topics;
   const service = new ReplicationService(
     { nodeId: 1, replicaLagTimeMaxMs: LAG_MS, fetchMaxWaitMs: 100, fetchMaxBytes: 1 << 20 },
-    { topics, cluster, peers: {} as PeerClient, clock, logger: quiet },
+    { topics, cluster, transport: {} as ReplicaFetchTransport, clock, logger: quiet },
   );
   service.start();
   const append = () => replica.appendAsLeader(batchOf([`v${log.logEndOffset}`]));

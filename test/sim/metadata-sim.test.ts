@@ -55,6 +55,11 @@ describe('metadata simulation: controllers and brokers on the simulated Raft clu
         expect(sum(results, 'leadersMoved')).toBeGreaterThan(0);
         expect(sum(results, 'leadersLost')).toBeGreaterThan(0);
         expect(sum(results, 'replicationRefused')).toBeGreaterThan(0);
+        // Reassignments run under the faults too: started, completed by the catch-up reports, cancelled.
+        expect(sum(results, 'reassignmentsAsked')).toBeGreaterThan(seeds);
+        expect(sum(results, 'reassignmentsCompleted')).toBeGreaterThan(0);
+        expect(sum(results, 'reassignmentsCancelled')).toBeGreaterThan(0);
+        expect(sum(results, 'producerIdBlocks')).toBeGreaterThan(seeds);
         if (seeds >= 40) expect(new Set(results.map((r) => r.finalCut)).size).toBe(4);
       },
       CHUNK_TIMEOUT_MS,

@@ -2,9 +2,19 @@ import { ControllerService } from '../../src/broker/controller-service.js';
 import { type ErrorCode, isSluiceError, SluiceError } from '../../src/common/errors.js';
 import type { Logger } from '../../src/common/logger.js';
 import { type BrokerRegistration, Controller } from '../../src/metadata/controller.js';
-import { encodeImage, type MetadataDelta, type MetadataImage } from '../../src/metadata/image.js';
+import {
+  encodeImage,
+  type MetadataDelta,
+  type MetadataImage,
+  reassigning,
+  targetReplicas,
+} from '../../src/metadata/image.js';
 import { MetadataLog, type MetadataRaft } from '../../src/metadata/metadata-log.js';
-import { METADATA_VERSION_FEATURE, type MetadataRecord } from '../../src/metadata/records.js';
+import {
+  METADATA_VERSION_FEATURE,
+  METADATA_VERSION_MAX,
+  type MetadataRecord,
+} from '../../src/metadata/records.js';
 import type { ControllerCommand } from '../../src/protocol/internal-api.js';
 import type { SnapshotHooks, StateMachine } from '../../src/raft/driver.js';
 import type { Entry, NodeId } from '../../src/raft/types.js';
@@ -52,6 +62,11 @@ export interface MetadataSimOptions {
    * restarted within its session register (fenced) and keep leading, the bug this simulation found.
    */
   unsafe?: 'fenceKeepsLeaders' | 'registerKeepsLeaders';
+  /**
+   * For simulations built on this one (cluster-sim.ts): called as each process lifetime starts,
+   * once its metadata log and controller service exist, to run more of the node over them.
+   */
+  onProcess?: (process: MetadataProcess) => void;
 }
 
 export interface MetadataSeedResult {
@@ -73,6 +88,12 @@ export interface MetadataSeedResult {
   leaderlessElected: number;
   /** Refusals the client got for asking more replicas than there were live brokers. */
   replicationRefused: number;
+  /** Reassignments the client asked for, and those completed and cancelled (entries replayed). */
+  reassignmentsAsked: number;
+  reassignmentsCompleted: number;
+  reassignmentsCancelled: number;
+  /** Producer id blocks handed out (each checked against every other for overlap). */
+  producerIdBlocks: number;
   /** The same counts up to the heal: what the faulty phase itself exercised. */
   underFaults: {
     topicsCreated: number;
@@ -138,13 +159,39 @@ const ALLOWED_ERRORS: Readonly<Record<ControllerCommand['type'], readonly string
   addVoter: [],
   removeVoter: [],
   shutdownBroker: [],
-  alterPartition: [],
+  // The simulated leader's catch-up report, computed from an image that may be stale by the time
+  // it arrives, from a broker fenced meanwhile, or for a topic deleted meanwhile.
+  alterPartition: [
+    'FENCED_LEADER_EPOCH',
+    'INVALID_UPDATE_VERSION',
+    'INVALID_REQUEST',
+    'UNKNOWN_TOPIC_OR_PARTITION',
+  ],
+  // Targets drawn from a stale image: a partition or topic gone, one already moving, nothing to cancel.
+  reassignPartitions: [
+    'UNKNOWN_TOPIC_OR_PARTITION',
+    'REASSIGNMENT_IN_PROGRESS',
+    'NO_REASSIGNMENT_IN_PROGRESS',
+    'INVALID_REPLICA_ASSIGNMENT',
+    'INVALID_UPDATE_VERSION',
+    // A cancel whose original replicas all fell out of sync.
+    'INVALID_REQUEST',
+  ],
+  decommissionBroker: [
+    'INVALID_REPLICATION_FACTOR',
+    'REASSIGNMENT_IN_PROGRESS',
+    'INVALID_REPLICA_ASSIGNMENT',
+  ],
+  // Asked at an epoch a newer registration replaced.
+  allocateProducerIds: ['INVALID_REQUEST'],
 };
 
-type Outcome = { offset: number } | { error: unknown };
+type Outcome =
+  | { offset: number; producerIds?: { firstProducerId: number; size: number } }
+  | { error: unknown };
 
 /** One process lifetime of a node: its metadata log, controller service and broker. */
-interface MetadataProcess {
+export interface MetadataProcess {
   node: SimNode;
   life: Incarnation;
   log: MetadataLog;
@@ -155,6 +202,11 @@ interface MetadataProcess {
   /** `topicId/partition` → the highest [leaderEpoch, partitionEpoch] this process's images showed. */
   epochs: Map<string, [number, number]>;
   lastOffset: number;
+  /**
+   * When (on this process's clock) the last heartbeat the controller answered was sent: a leader
+   * silent for longer than its session must not take writes (`canLead`).
+   */
+  lastBeatMs: number;
 }
 
 /** Fences that leave leaderships in place: the checks must catch them. */
@@ -190,6 +242,8 @@ export class MetadataSim {
   /** broker id → when the leader of the moment was last handed a heartbeat of it. */
   readonly #lastHeartbeatAt = new Map<NodeId, number>();
   #clientInflight = 0;
+  /** [first, size] of every producer id block handed out. */
+  readonly #producerBlocks: [number, number][] = [];
   readonly stats = {
     topicsCreated: 0,
     topicsDeleted: 0,
@@ -202,6 +256,10 @@ export class MetadataSim {
     leadersLost: 0,
     leaderlessElected: 0,
     replicationRefused: 0,
+    reassignmentsAsked: 0,
+    reassignmentsCompleted: 0,
+    reassignmentsCancelled: 0,
+    producerIdBlocks: 0,
   };
 
   constructor(readonly options: MetadataSimOptions) {
@@ -251,7 +309,7 @@ export class MetadataSim {
         submitTimeoutMs: REQUEST_TIMEOUT_MS,
         bootstrapRecords: () => [
           { type: 'clusterId', version: 0, clusterId: `sim-${this.options.seed}` },
-          { type: 'featureLevel', version: 0, name: METADATA_VERSION_FEATURE, level: 1 },
+          { type: 'featureLevel', version: 0, name: METADATA_VERSION_FEATURE, level: METADATA_VERSION_MAX },
         ],
       },
       { log, controller, quorum: life.driver, clock: life.clock, logger: this.#logger(sim, node) },
@@ -265,9 +323,11 @@ export class MetadataSim {
       beating: false,
       epochs: new Map(),
       lastOffset: 0,
+      lastBeatMs: Number.NEGATIVE_INFINITY,
     };
     log.onChange((delta) => this.#observe(sim, process, delta));
     this.#processes.set(node.id, process);
+    this.options.onProcess?.(process);
     // Both on the node's clock: they run at its rate, wait while it is paused, die with it.
     service.start();
     life.clock.setInterval(() => this.#beat(process), HEARTBEAT_MS);
@@ -318,13 +378,28 @@ export class MetadataSim {
           };
     process.beating = true;
     if (command.type === 'registerBroker') this.cluster.trace(`register ${process.incarnationId}`);
+    const sentMs = process.life.clock.monotonicMs();
     this.#submit(process, command, (outcome) => {
       process.beating = false;
+      if (command.type === 'heartbeat' && !('error' in outcome)) process.lastBeatMs = sentMs;
       this.#checkOutcome(command, outcome);
     });
   }
 
   // ---- requests to the controller ----
+
+  /**
+   * `command` from node `from`'s current process, routed as every request of this simulation is;
+   * resolves with its offset once `from`'s image shows it, rejects with the refusal or timeout.
+   */
+  submitFrom(from: MetadataProcess, command: ControllerCommand): Promise<number> {
+    return new Promise((resolve, reject) =>
+      this.#submit(from, command, (outcome) => {
+        if ('error' in outcome) reject(outcome.error);
+        else resolve(outcome.offset);
+      }),
+    );
+  }
 
   /**
    * `command` from `from` to the node it believes leads (itself when it leads), carried out there
@@ -368,7 +443,7 @@ export class MetadataSim {
       if (command.type === 'heartbeat' && this.cluster.leader()?.id === to.node.id)
         this.#lastHeartbeatAt.set(command.brokerId, this.cluster.now);
       return to.service.execute(command).then(
-        ({ offset }) => reply({ offset }),
+        (result) => reply(result),
         (error: unknown) => reply({ error }),
       );
     };
@@ -393,6 +468,24 @@ export class MetadataSim {
     });
   }
 
+  /** Producer id blocks handed out never overlap, whichever controller gave them. */
+  #checkProducerIds(outcome: { producerIds?: { firstProducerId: number; size: number } }): void {
+    const block = outcome.producerIds;
+    if (!block) {
+      this.cluster.fail('allocateProducerIds answered without a block');
+      return;
+    }
+    const end = block.firstProducerId + block.size;
+    for (const [first, size] of this.#producerBlocks) {
+      if (block.firstProducerId < first + size && first < end)
+        this.cluster.fail(
+          `producer id block [${block.firstProducerId}, ${end}) overlaps [${first}, ${first + size})`,
+        );
+    }
+    this.#producerBlocks.push([block.firstProducerId, block.size]);
+    this.stats.producerIdBlocks++;
+  }
+
   #checkOutcome(command: ControllerCommand, outcome: Outcome): void {
     if (!('error' in outcome)) return;
     const error = outcome.error;
@@ -415,9 +508,11 @@ export class MetadataSim {
     const via = r.pick(up);
     const image = via.log.image;
     const topics = [...image.topicIdsByName.keys()].sort();
-    const choice = r.int(10);
+    const choice = r.int(14);
     let command: ControllerCommand;
-    if (choice < 5 || topics.length === 0) {
+    if (choice >= 10 && topics.length > 0) {
+      command = this.#reassignmentCommand(image, r.pick(topics), choice - 10);
+    } else if (choice < 5 || topics.length === 0) {
       command = {
         type: 'createTopic',
         name: r.pick(TOPIC_NAMES),
@@ -427,6 +522,12 @@ export class MetadataSim {
       };
     } else if (choice < 7) {
       command = { type: 'deleteTopic', name: r.pick(topics) };
+    } else if (choice === 9 && image.broker(via.node.id)) {
+      command = {
+        type: 'allocateProducerIds',
+        brokerId: via.node.id,
+        brokerEpoch: image.broker(via.node.id)!.brokerEpoch,
+      };
     } else {
       const name = r.pick(topics);
       command = {
@@ -449,12 +550,52 @@ export class MetadataSim {
         `client ${command.type} ${'error' in outcome ? ((outcome.error as SluiceError).code ?? 'error') : `at ${outcome.offset}`}`,
       );
       this.#checkOutcome(command, outcome);
+      if (command.type === 'allocateProducerIds' && !('error' in outcome)) this.#checkProducerIds(outcome);
     });
     // A request whose sender died is never answered: it stops counting against the limit.
     const life = via.life;
     this.cluster.schedule(4 * REQUEST_TIMEOUT_MS, () => {
       if (life.dead) finish();
     });
+  }
+
+  /**
+   * A reassignment (0), its cancellation (1), a decommission (2), or the report a partition's leader
+   * sends once the replicas being added have caught up (3): the ISR change that completes a
+   * reassignment, computed from the image of the node the command goes through.
+   */
+  #reassignmentCommand(image: MetadataImage, name: string, kind: number): ControllerCommand {
+    const r = this.cluster.random;
+    const topic = image.topic(name)!;
+    const p = topic.partitions.get(r.int(topic.partitions.size))!;
+    const brokers = [...image.brokers.keys()].sort((a, b) => a - b);
+    if (kind === 0) {
+      const target = brokers.filter(() => r.int(2) === 0).slice(0, 3);
+      if (target.length === 0) target.push(r.pick(brokers));
+      this.stats.reassignmentsAsked++;
+      return {
+        type: 'reassignPartitions',
+        partitions: [{ topic: name, partition: p.partition, replicas: target }],
+      };
+    }
+    if (kind === 1)
+      return {
+        type: 'reassignPartitions',
+        partitions: [{ topic: name, partition: p.partition, replicas: null }],
+      };
+    if (kind === 2) return { type: 'decommissionBroker', brokerId: r.pick(brokers) };
+    const live = p.addingReplicas.filter((id) => image.broker(id)?.fenced === false);
+    const leader = image.broker(p.leader);
+    return {
+      type: 'alterPartition',
+      brokerId: p.leader < 0 ? 0 : p.leader,
+      brokerEpoch: leader?.brokerEpoch ?? 0,
+      topicId: p.topicId,
+      partition: p.partition,
+      leaderEpoch: p.leaderEpoch,
+      partitionEpoch: p.partitionEpoch,
+      isr: p.replicas.filter((id) => p.isr.includes(id) || live.includes(id)),
+    };
   }
 
   #transfer(): void {
@@ -501,6 +642,14 @@ export class MetadataSim {
         if (new Set(p.replicas).size !== p.replicas.length) fail(`${at} lists a replica twice`);
         if (!p.isr.every((id) => p.replicas.includes(id)))
           fail(`${at}: ISR ${p.isr} is not within replicas ${p.replicas}`);
+        if (![...p.addingReplicas, ...p.removingReplicas].every((id) => p.replicas.includes(id)))
+          fail(
+            `${at}: adding ${p.addingReplicas} or removing ${p.removingReplicas} not within replicas ${p.replicas}`,
+          );
+        if (p.addingReplicas.some((id) => p.removingReplicas.includes(id)))
+          fail(`${at}: a replica both adding and removing`);
+        if (p.removingReplicas.length >= p.replicas.length)
+          fail(`${at}: the reassignment removes every replica`);
         if (p.leader !== -1) {
           if (!p.isr.includes(p.leader) || !p.replicas.includes(p.leader))
             fail(`${at}: leader ${p.leader} is not in ISR ${p.isr} and replicas ${p.replicas}`);
@@ -542,6 +691,20 @@ export class MetadataSim {
     s.unfences += delta.brokersUnfenced.length;
     for (const change of delta.partitionsChanged) {
       const { before, after } = change;
+      if (before && after && reassigning(before) && !reassigning(after)) {
+        const target = targetReplicas(before);
+        const completed =
+          after.replicas.length === target.length && after.replicas.every((id, i) => target[i] === id);
+        if (completed) {
+          s.reassignmentsCompleted++;
+          // The safety rule: a reassignment completes only once every replica it adds is in sync.
+          const missing = before.addingReplicas.filter((id) => !after.isr.includes(id));
+          if (missing.length > 0)
+            sim.fail(
+              `${change.topicName}/${change.partition} completed with ${missing} not in sync (offset ${offset})`,
+            );
+        } else s.reassignmentsCancelled++;
+      }
       if (!before && after && delta.before.topicById(change.topicId)) s.partitionsAdded++;
       if (!before || !after || before.leader === after.leader) continue;
       if (after.leader === -1) s.leadersLost++;

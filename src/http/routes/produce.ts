@@ -3,6 +3,7 @@ import type { ProduceApi, ProduceInput } from '../../broker/api.js';
 import { assert } from '../../common/assert.js';
 import { SluiceError } from '../../common/errors.js';
 import { ENDPOINTS, MEDIA, parseAcks } from '../../protocol/api.js';
+import type { ProducerFields } from '../../protocol/batch.js';
 import { parseProduceRecords, parseRecord } from '../../protocol/json-record.js';
 import { encodeOffsetsResponse } from '../../protocol/offsets-response.js';
 import {
@@ -30,29 +31,51 @@ export async function produceRoutes(app: FastifyInstance, options: { produce: Pr
     leaderEpoch?: number,
   ) => {
     const timeoutMs = (request.query as { timeoutMs?: number }).timeoutMs;
+    const producer = producerHeaders(request);
     const options = {
       ...(leaderEpoch === undefined ? {} : { leaderEpoch }),
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      ...(producer === undefined ? {} : { producer }),
     };
+    if (producer && partition === undefined)
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        'sequence numbers are per partition: an idempotent producer sends to /v1/topics/{topic}/partitions/{partition}/records',
+        { details: { field: 'headers/sluice-producer-id' } },
+      );
     const acks = parseAcks(acksParameter) ?? -1;
     const status = acks === 0 ? 202 : 200;
     const mediaType = mediaTypeOf(request.headers['content-type']);
     if (mediaType === MEDIA.batches) {
       // The topic route does not list pre-built batches among its content types (415 before here).
       assert(partition !== undefined, 'pre-built batches reach only the partition route');
+      if (producer)
+        throw new SluiceError(
+          'INVALID_REQUEST',
+          'a pre-built batch carries its producer id, epoch and sequence in its header, not in sluice-producer-* headers',
+          { details: { field: 'headers/sluice-producer-id' } },
+        );
       const result = await produce.batches(topic, partition, request.body as Buffer, acks, options);
+      if (result?.duplicate) reply.header(DUPLICATE_HEADER, 'true');
       return sendNegotiated(request, reply, status, result ?? {});
     }
     const records = recordsFromBody(request, mediaType);
     const produced = await produce.from(topic, withPartition(records, partition), acks, options);
+    if (produced.duplicate) reply.header(DUPLICATE_HEADER, 'true');
     if (negotiate(request.headers.accept) === 'msgpack')
       return reply.code(status).type(MEDIA.msgpack).send(encodeOffsetsResponse(produced));
     const offsets = Array.from({ length: produced.count }, (_, i) => ({
       partition: produced.partitions[i]!,
       offset: produced.offsets[i]!,
     }));
-    return sendNegotiated(request, reply, status, { offsets });
+    return sendNegotiated(request, reply, status, {
+      offsets,
+      ...(produced.duplicate ? { duplicate: true } : {}),
+    });
   };
+  addRoute(app, ENDPOINTS.initProducer, async (request, reply) =>
+    sendNegotiated(request, reply, 201, await produce.initProducer()),
+  );
   addRoute(app, ENDPOINTS.produce, (request, reply) =>
     handle(request, reply, request.params.topic, undefined, request.query.acks),
   );
@@ -84,8 +107,48 @@ function withPartition(records: ProduceRecordSource, partition: number | undefin
     partitionAt: () => partition,
     keyAt: (i) => records.keyAt(i),
     payloadBytesAt: (i) => records.payloadBytesAt(i),
-    encodeBatch: (indexes, nowMs) => records.encodeBatch(indexes, nowMs),
+    encodeBatch: (indexes, nowMs, producer) => records.encodeBatch(indexes, nowMs, producer),
   };
+}
+
+/** Set on the answer to an idempotent producer's retry: nothing was appended, the offsets are the first try's. */
+const DUPLICATE_HEADER = 'sluice-duplicate';
+
+const PRODUCER_HEADERS = {
+  producerId: { name: 'sluice-producer-id', max: Number.MAX_SAFE_INTEGER },
+  producerEpoch: { name: 'sluice-producer-epoch', max: 32767 },
+  baseSequence: { name: 'sluice-sequence', max: 2 ** 31 - 1 },
+} as const;
+
+/**
+ * `Sluice-Producer-Id`, `Sluice-Producer-Epoch` and `Sluice-Sequence` (the sequence number of the
+ * request's first record): all three or none, each a decimal integer in its range.
+ */
+function producerHeaders(request: FastifyRequest): ProducerFields | undefined {
+  const values: Partial<Record<keyof typeof PRODUCER_HEADERS, number>> = {};
+  let given = 0;
+  for (const [field, { name, max }] of Object.entries(PRODUCER_HEADERS) as [
+    keyof typeof PRODUCER_HEADERS,
+    { name: string; max: number },
+  ][]) {
+    const text = request.headers[name];
+    if (text === undefined) continue;
+    given++;
+    const n = typeof text === 'string' && /^[0-9]{1,16}$/.test(text) ? Number(text) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n > max)
+      throw new SluiceError('INVALID_REQUEST', `${name} must be a decimal integer from 0 to ${max}`, {
+        details: { field: `headers/${name}` },
+      });
+    values[field] = n;
+  }
+  if (given === 0) return undefined;
+  if (given < 3)
+    throw new SluiceError(
+      'INVALID_REQUEST',
+      'an idempotent produce names sluice-producer-id, sluice-producer-epoch and sluice-sequence together',
+      { details: { field: 'headers/sluice-producer-id' } },
+    );
+  return values as ProducerFields;
 }
 
 function recordsFromBody(request: FastifyRequest, mediaType: string): ProduceRecordSource {

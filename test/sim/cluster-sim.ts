@@ -1,0 +1,844 @@
+import { Broker } from '../../src/broker/broker.js';
+import { MetadataTopicRegistry } from '../../src/broker/metadata-registry.js';
+import type { ReplicaFetchTransport } from '../../src/broker/replication.js';
+import { isSluiceError, SluiceError } from '../../src/common/errors.js';
+import type { Logger } from '../../src/common/logger.js';
+import { decodeRecords, splitBatches } from '../../src/protocol/batch.js';
+import type { ReplicaFetchPartitionAnswer, ReplicaFetchRequest } from '../../src/protocol/internal-api.js';
+import { packr, unpackr } from '../../src/protocol/msgpack.js';
+import { recordArraySource } from '../../src/protocol/produce-body.js';
+import type { PartitionReplica } from '../../src/replication/replica.js';
+import { type FileHandle, type FileSystem, SimulatedFileSystem } from '../../src/storage/fs.js';
+import { LogManager } from '../../src/storage/log-manager.js';
+import type { SimNode } from './cluster.js';
+import { type MetadataProcess, MetadataSim } from './metadata-sim.js';
+
+/**
+ * A seeded simulation of the whole cluster: the metadata simulation's Raft quorum, controllers and
+ * broker heartbeats (metadata-sim.ts over cluster.ts), and on every node a real `Broker` (its
+ * reconciler, `PartitionReplica`s, `ProduceService`, `FetchService` and `ReplicationService`)
+ * over real `PartitionLog`s on a `SimulatedFileSystem` that a crash cuts back to what was synced
+ * (unsynced writes and unsynced directory changes lost). Follower fetches and the leader's answers
+ * travel over the simulated network (msgpack-encoded, as between real nodes) through the
+ * `ReplicaFetchTransport` seam; producers (acks=all, some acks=1) and consumers reading up to the
+ * high watermark are clients outside the cluster whose requests and answers travel over it too.
+ * Everything runs on the simulation's clock, each node at its own rate.
+ *
+ * Faults: crashes (power loss; one in ten loses the whole disk) and restarts, symmetric and one-way network partitions, message
+ * loss, delays with a long tail, pauses (as SIGSTOP). Topics flush every append (`sync`) or on a
+ * timer (`async`); with async flush at most one node is down at once, since with no eligible-leader
+ * bookkeeping (KIP-966) a power loss of every in-sync replica loses acknowledged records in any
+ * Kafka-like design.
+ *
+ * After every simulated millisecond in which anything ran:
+ * - one leader per (partition, leader epoch), over every replica that believes it leads;
+ * - the high watermark of each replica never goes back (leader and follower alike), and the one
+ *   consumers are answered with never goes back either;
+ * - replicas are identical below their high watermarks (each replica's records below its high
+ *   watermark equal what every other replica holds there).
+ * At the end, after a heal and convergence (every replica in sync, holding the leader's log):
+ * - no acknowledged acks=all record is missing from the final log;
+ * - the final log's offsets are gapless from 0, no value is at two offsets, every value in it was
+ *   produced to that partition;
+ * - every record a consumer read is in the final log at the offset it was read at (none was later
+ *   truncated).
+ */
+export interface ClusterSimOptions {
+  seed: number;
+  /** Simulated milliseconds of faults and workload before the heal. */
+  faultMs?: number;
+  /** Simulated milliseconds allowed for convergence after the heal. */
+  settleMs?: number;
+  transcript?: boolean;
+  /**
+   * For the simulation's own tests, set-ups the checks must catch: `ackOnAppend` counts acks=1
+   * answers as acknowledged by the in-sync set (so records a failover loses are acknowledged
+   * ones).
+   */
+  unsafe?: 'ackOnAppend';
+}
+
+export interface ClusterSeedResult {
+  traceHash: string;
+  steps: number;
+  flush: 'sync' | 'async';
+  produced: number;
+  ackedAll: number;
+  ackedOne: number;
+  /** acks=1 records acknowledged and then lost (Kafka allows it; counted, not a failure). */
+  ackedOneLost: number;
+  refused: number;
+  unknown: number;
+  consumed: number;
+  crashes: number;
+  /** Crashes that lost the node's whole disk. */
+  wipes: number;
+  truncations: number;
+  leaderEpochs: number;
+  finalRecords: number;
+}
+
+const TOPIC = 't';
+const PARTITIONS = 2;
+const NODES = 3;
+const MIN_INSYNC = 2;
+const REPLICA_LAG_MS = 300;
+const FETCH_WAIT_MS = 40;
+/**
+ * A follower's fetch unanswered this long is sent again (the network may have lost it): above the
+ * leader's long-poll at half speed plus the network, on a follower's clock at twice speed.
+ */
+const FETCH_TIMEOUT_MS = 400;
+const PRODUCE_TIMEOUT_MS = 300;
+/** A client request unanswered this long is given up as unknown. */
+const CLIENT_TIMEOUT_MS = 500;
+const DATA_DIR = '/data';
+
+interface NodeBroker {
+  process: MetadataProcess;
+  broker: Broker | undefined;
+}
+
+interface Sent {
+  value: string;
+  partition: number;
+  acks: 1 | -1;
+  status: 'pending' | 'ok' | 'refused' | 'unknown';
+  offset?: number;
+}
+
+export class ClusterSim {
+  readonly meta: MetadataSim;
+  readonly #disks = new Map<number, SimulatedFileSystem>();
+  readonly #brokers = new Map<number, NodeBroker>();
+  readonly #flush: 'sync' | 'async';
+  #dropRate = 0;
+  #longTailRate = 0;
+  #producing = true;
+  /** Client requests not yet answered or timed out. */
+  #inflight = 0;
+  readonly #sent: Sent[] = [];
+  /** Per partition: offset → value read by a consumer. */
+  readonly #reads: Map<number, string>[] = [];
+  /** Per partition: offset → value some replica holds below its high watermark. */
+  readonly #committed: Map<number, string>[] = [];
+  /** `partition/leaderEpoch` → the node that led it. */
+  readonly #leaderOf = new Map<string, number>();
+  readonly #roles = new WeakMap<PartitionReplica, string>();
+  readonly #lastHw = new WeakMap<PartitionReplica, number>();
+  readonly #checkedTo = new WeakMap<PartitionReplica, number>();
+  readonly #consumers: { position: number; epoch: number; hw: number; inflight: boolean }[] = [];
+  readonly stats = { crashes: 0, wipes: 0, truncations: 0, consumed: 0 };
+  #failure: string | undefined;
+
+  constructor(readonly options: ClusterSimOptions) {
+    for (let p = 0; p < PARTITIONS; p++) {
+      this.#reads.push(new Map());
+      this.#committed.push(new Map());
+      this.#consumers.push({ position: 0, epoch: -1, hw: 0, inflight: false });
+    }
+    this.meta = new MetadataSim({
+      seed: options.seed,
+      nodes: NODES,
+      transcript: options.transcript ?? false,
+      onProcess: (process) => this.#startBroker(process),
+    });
+    this.#flush = this.meta.cluster.random.chance(0.25) ? 'async' : 'sync';
+  }
+
+  get transcript(): string[] {
+    return this.meta.transcript;
+  }
+
+  #fail(message: string): void {
+    this.#failure ??= message;
+    this.meta.cluster.fail(message);
+  }
+
+  #trace(line: string): void {
+    this.meta.cluster.trace(line);
+  }
+
+  // ---- nodes ----
+
+  #disk(id: number): SimulatedFileSystem {
+    let disk = this.#disks.get(id);
+    if (!disk) {
+      disk = new SimulatedFileSystem();
+      this.#disks.set(id, disk);
+    }
+    return disk;
+  }
+
+  #startBroker(process: MetadataProcess): void {
+    const id = process.node.id;
+    const slot: NodeBroker = { process, broker: undefined };
+    this.#brokers.set(id, slot);
+    const life = process.life;
+    const fs = fencedFileSystem(this.#disk(id), () => life.dead);
+    const clock = life.clock;
+    const logger = this.#logger(id);
+    void (async () => {
+      const logs = await LogManager.open(
+        { dataDir: DATA_DIR, retentionCheckMs: 1_000_000_000 },
+        { fs, clock },
+      );
+      const registry = new MetadataTopicRegistry({
+        log: process.log,
+        controller: { submit: (command) => this.meta.submitFrom(process, command).then(() => {}) },
+      });
+      const broker = new Broker(
+        { nodeId: id, version: 'sim', address: () => ({ host: `node-${id}`, port: 9092 }) },
+        {
+          registry,
+          logs,
+          clock,
+          logger,
+          canLead: () => clock.monotonicMs() - process.lastBeatMs <= 400,
+          replication: {
+            cluster: {
+              brokerEpoch: () => {
+                const b = process.log.image.broker(id);
+                return b && !b.fenced && b.incarnationId === process.incarnationId
+                  ? b.brokerEpoch
+                  : undefined;
+              },
+              isLive: (brokerId) => process.log.image.broker(brokerId)?.fenced === false,
+              submit: (command) => this.meta.submitFrom(process, command).then(() => {}),
+            },
+            transport: this.#transport(process),
+            options: {
+              replicaLagTimeMaxMs: REPLICA_LAG_MS,
+              fetchMaxWaitMs: FETCH_WAIT_MS,
+              fetchMaxBytes: 64 * 1024,
+              fetchTimeoutMs: FETCH_TIMEOUT_MS,
+            },
+          },
+        },
+      );
+      // As a real node: the broker starts once this process's registration is in its image, so
+      // that the reconciler works from metadata at least that recent (an image still replaying
+      // would show no topics, and the reconciler would delete every partition on disk).
+      await new Promise<void>((resolve) => {
+        const poll = () => {
+          if (process.log.image.broker(id)?.incarnationId === process.incarnationId) resolve();
+          else clock.setTimeout(poll, 5);
+        };
+        poll();
+      });
+      if (life.dead) return;
+      await broker.start();
+      if (life.dead) return;
+      slot.broker = broker;
+      const held = logs
+        .list()
+        .map(
+          ({ topic, partition, log }) =>
+            `${topic}/${partition} leo ${log.logEndOffset} hwc ${log.highWatermarkCheckpoint} epochs ${JSON.stringify(log.leaderEpochs.entries())}`,
+        );
+      this.#trace(`broker ${id}#${life.number} started: ${held.join('; ')}`);
+    })().catch((error: unknown) => {
+      if (!life.dead) this.#fail(`broker ${id} failed to start: ${(error as Error).stack ?? error}`);
+    });
+  }
+
+  #logger(id: number): Logger {
+    return {
+      error: (fields, message) => {
+        const err = fields.err as Error | undefined;
+        this.#fail(`node ${id} logged an error "${message}": ${err?.stack ?? JSON.stringify(fields)}`);
+      },
+      warn: (_fields, message) => this.#trace(`${id}: warn ${message}`),
+      info: (fields, message) => {
+        if (message.startsWith('follower log truncated')) this.stats.truncations++;
+        this.#trace(`${id}: ${message} ${JSON.stringify(fields, jsonSafe)}`);
+      },
+      debug: () => {},
+    };
+  }
+
+  #live(id: number): Broker | undefined {
+    const slot = this.#brokers.get(id);
+    if (!slot || slot.process.life.dead || slot.process.node.state !== 'up') return undefined;
+    return slot.broker;
+  }
+
+  #node(id: number): SimNode {
+    return this.meta.cluster.nodes[id - 1]!;
+  }
+
+  /**
+   * A message over the simulated network: dropped by a blocked link or loss, delivered after
+   * 1-15 ms (rarely 100-800 ms) on `to`'s side, waiting while `to` is paused, lost when `to` is down
+   * then. Node 0 is the clients' host, outside every partition.
+   */
+  #send(from: number, to: number, deliver: () => void): void {
+    const c = this.meta.cluster;
+    const link = `${from}->${to}`;
+    if (c.blocked.has(link) || c.random.chance(this.#dropRate)) return;
+    let delay = 1 + c.random.int(15);
+    if (c.random.chance(this.#longTailRate)) delay = 100 + c.random.int(700);
+    if (to === 0) {
+      c.schedule(delay, deliver);
+      return;
+    }
+    const node = this.#node(to);
+    const life = node.life;
+    c.at(node, delay, () => {
+      if (!life.dead && node.life === life && !c.blocked.has(link)) deliver();
+    });
+  }
+
+  #transport(process: MetadataProcess): ReplicaFetchTransport {
+    const from = process.node.id;
+    const life = process.life;
+    return {
+      fetch: (leader, request, timeoutMs) =>
+        new Promise<ReplicaFetchPartitionAnswer[]>((resolve, reject) => {
+          let settled = false;
+          const settle = (fn: () => void) => {
+            if (settled || life.dead) return;
+            settled = true;
+            timer.cancel();
+            fn();
+          };
+          const timer = life.clock.setTimeout(
+            () =>
+              settle(() =>
+                reject(
+                  new SluiceError('NETWORK_EXCEPTION', `node ${leader} did not answer in ${timeoutMs} ms`),
+                ),
+              ),
+            timeoutMs,
+          );
+          const bytes = packr.pack(request);
+          this.#send(from, leader, () => {
+            const broker = this.#live(leader);
+            const back = (fn: () => void) => this.#send(leader, from, () => settle(fn));
+            if (!broker?.replication) {
+              back(() => reject(new SluiceError('NETWORK_EXCEPTION', `node ${leader} refuses connections`)));
+              return;
+            }
+            broker.replication.answerFetch(unpackr.unpack(bytes) as ReplicaFetchRequest).then(
+              (answers) => {
+                const out = packr.pack({ partitions: answers });
+                back(() =>
+                  resolve((unpackr.unpack(out) as { partitions: ReplicaFetchPartitionAnswer[] }).partitions),
+                );
+              },
+              (error: unknown) => back(() => reject(error)),
+            );
+          });
+        }),
+    };
+  }
+
+  // ---- faults ----
+
+  #crash(node: SimNode): void {
+    const c = this.meta.cluster;
+    if (node.state !== 'up') return;
+    // With asynchronous flush a second power loss before the first node is back could lose
+    // what only the page caches of the in-sync replicas held (see the header).
+    if (this.#flush === 'async' && c.nodes.some((n) => n.state !== 'up')) return;
+    c.crash(node);
+    this.stats.crashes++;
+    const disk = this.#disk(node.id);
+    if (c.random.chance(0.1)) {
+      // The disk is lost with the power: the node comes back with an empty data directory.
+      this.#disks.set(node.id, new SimulatedFileSystem());
+      this.stats.wipes++;
+      this.#trace(`disk of ${node.id} lost`);
+      return;
+    }
+    if (c.random.chance(0.5)) disk.crash(c.random);
+    else disk.crashLosingAllUnsynced();
+  }
+
+  #restart(node: SimNode): void {
+    this.meta.cluster.restart(node);
+  }
+
+  #fault(): void {
+    const c = this.meta.cluster;
+    const r = c.random;
+    const choice = r.int(20);
+    const up = c.nodes.filter((n) => n.state === 'up');
+    if (choice < 3) {
+      const node = r.pick(c.nodes);
+      if (node.state === 'up' && up.length > 1) this.#crash(node);
+      else this.#restart(node);
+    } else if (choice < 7) {
+      c.blocked.clear();
+      const a = 1 + r.int(NODES);
+      const oneWay = r.chance(0.3);
+      for (const b of c.nodes) {
+        if (b.id === a) continue;
+        if (r.chance(0.8)) {
+          c.blocked.add(`${a}->${b.id}`);
+          if (!oneWay) c.blocked.add(`${b.id}->${a}`);
+        }
+      }
+      this.#trace(`partition ${[...c.blocked].join(' ')}`);
+    } else if (choice < 10) {
+      c.blocked.clear();
+      this.#trace('links healed');
+    } else if (choice < 12) {
+      this.#dropRate = r.chance(0.5) ? 0 : r.next() * 0.2;
+      this.#longTailRate = r.chance(0.5) ? 0 : r.next() * 0.05;
+      c.dropRate = this.#dropRate;
+      this.#trace(`loss ${this.#dropRate.toFixed(2)} long tail ${this.#longTailRate.toFixed(2)}`);
+    } else if (choice < 14) {
+      c.pause(r.pick(c.nodes), 50 + r.int(800));
+    } else {
+      for (const node of c.nodes) if (node.state !== 'up' && r.chance(0.6)) this.#restart(node);
+    }
+  }
+
+  #heal(): void {
+    this.#dropRate = 0;
+    this.#longTailRate = 0;
+    this.meta.cluster.heal();
+  }
+
+  // ---- clients ----
+
+  /** The partition's leader and epoch as some live node's metadata says (a client's stale view). */
+  #view(partition: number): { leader: number; epoch: number } | undefined {
+    const c = this.meta.cluster;
+    const up = c.nodes.filter((n) => n.state === 'up' && this.#brokers.has(n.id));
+    if (up.length === 0) return undefined;
+    const node = c.random.pick(up);
+    const p = this.#brokers.get(node.id)!.process.log.image.topic(TOPIC)?.partitions.get(partition);
+    if (!p || p.leader < 0) return undefined;
+    return { leader: p.leader, epoch: p.leaderEpoch };
+  }
+
+  /** A client request to node `to`, run there by `run`, answered back; `done` at most once. */
+  #request<T>(
+    to: number,
+    run: (broker: Broker) => Promise<T>,
+    done: (outcome: { ok: T } | { error: unknown }) => void,
+  ) {
+    const c = this.meta.cluster;
+    let settled = false;
+    this.#inflight++;
+    const settle = (outcome: { ok: T } | { error: unknown }) => {
+      if (settled) return;
+      settled = true;
+      this.#inflight--;
+      done(outcome);
+    };
+    c.schedule(CLIENT_TIMEOUT_MS, () => settle({ error: new SluiceError('REQUEST_TIMED_OUT', 'no answer') }));
+    this.#send(0, to, () => {
+      const broker = this.#live(to);
+      if (!broker) {
+        this.#send(to, 0, () => settle({ error: new SluiceError('NETWORK_EXCEPTION', 'refused') }));
+        return;
+      }
+      run(broker).then(
+        (ok) => this.#send(to, 0, () => settle({ ok })),
+        (error: unknown) => this.#send(to, 0, () => settle({ error })),
+      );
+    });
+  }
+
+  #produce(): void {
+    if (!this.#producing) return;
+    const c = this.meta.cluster;
+    const partition = c.random.int(PARTITIONS);
+    const view = this.#view(partition);
+    if (!view) return;
+    const sent: Sent = {
+      value: `v${this.#sent.length}`,
+      partition,
+      acks: c.random.chance(0.8) ? -1 : 1,
+      status: 'pending',
+    };
+    this.#sent.push(sent);
+    this.#request(
+      view.leader,
+      (broker) =>
+        broker.produce.from(
+          TOPIC,
+          recordArraySource([{ partition, value: Buffer.from(sent.value) }]),
+          sent.acks,
+          { timeoutMs: PRODUCE_TIMEOUT_MS },
+        ),
+      (outcome) => {
+        if ('ok' in outcome) {
+          sent.status = 'ok';
+          sent.offset = outcome.ok.offsets[0]!;
+          this.#trace(`produced ${sent.value} acks=${sent.acks} at ${partition}/${sent.offset}`);
+        } else {
+          const code = isSluiceError(outcome.error) ? outcome.error.code : undefined;
+          if (code === undefined) this.#fail(`produce failed with ${(outcome.error as Error).stack}`);
+          // Refused before anything was appended: the only definite failures.
+          sent.status =
+            code === 'NOT_ENOUGH_REPLICAS' || code === 'LEADER_NOT_AVAILABLE' ? 'refused' : 'unknown';
+        }
+      },
+    );
+  }
+
+  #consume(partition: number): void {
+    const consumer = this.#consumers[partition]!;
+    if (consumer.inflight) return;
+    const view = this.#view(partition);
+    if (!view || view.epoch < consumer.epoch) return;
+    consumer.inflight = true;
+    const position = consumer.position;
+    this.#request(
+      view.leader,
+      async (broker) => {
+        const result = await broker.fetch.read(TOPIC, partition, {
+          offset: position,
+          maxBytes: 4096,
+          maxWaitMs: 0,
+          minBytes: 1,
+          leaderEpoch: view.epoch,
+        });
+        return { ...result, data: Buffer.from(result.data) };
+      },
+      (outcome) => {
+        consumer.inflight = false;
+        if (!('ok' in outcome)) {
+          const code = isSluiceError(outcome.error) ? outcome.error.code : undefined;
+          if (code === undefined) this.#fail(`fetch failed with ${(outcome.error as Error).stack}`);
+          if (code === 'OFFSET_OUT_OF_RANGE')
+            this.#fail(
+              `consumer of ${partition} at ${position} (high watermark seen ${consumer.hw}) was answered OFFSET_OUT_OF_RANGE by node ${view.leader} at epoch ${view.epoch}`,
+            );
+          return;
+        }
+        const result = outcome.ok;
+        consumer.epoch = Math.max(consumer.epoch, view.epoch);
+        if (result.highWatermark < consumer.hw)
+          this.#fail(
+            `consumer of ${partition}: high watermark went back from ${consumer.hw} to ${result.highWatermark} (node ${view.leader}, epoch ${view.epoch})`,
+          );
+        consumer.hw = Math.max(consumer.hw, result.highWatermark);
+        let next = position;
+        for (const batch of splitBatches(result.data)) {
+          for (const record of decodeRecords(result.data, batch.pos)) {
+            if (record.offset < position) continue;
+            if (record.offset !== next)
+              this.#fail(`consumer of ${partition} read offset ${record.offset} after ${next - 1}`);
+            if (record.offset >= result.highWatermark)
+              this.#fail(
+                `consumer of ${partition} read ${record.offset}, at or above the high watermark ${result.highWatermark}`,
+              );
+            const value = Buffer.from(record.value ?? []).toString();
+            this.#reads[partition]!.set(record.offset, value);
+            this.stats.consumed++;
+            next = record.offset + 1;
+          }
+        }
+        if (consumer.position === position) consumer.position = next;
+      },
+    );
+  }
+
+  // ---- invariants ----
+
+  #replicasNow(): { id: number; replica: PartitionReplica }[] {
+    const out: { id: number; replica: PartitionReplica }[] = [];
+    for (const node of this.meta.cluster.nodes) {
+      const broker = this.#live(node.id);
+      if (!broker) continue;
+      for (const { replica } of broker.replicas.all())
+        if (replica.topic === TOPIC) out.push({ id: node.id, replica });
+    }
+    return out;
+  }
+
+  async #check(): Promise<void> {
+    for (const { id, replica } of this.#replicasNow()) {
+      const p = replica.partition;
+      const role = `${replica.isLeader ? 'L' : 'f'}${replica.leaderId}e${replica.leaderEpoch}[${replica.inSyncReplicas}]`;
+      if (this.#roles.get(replica) !== role) {
+        this.#roles.set(replica, role);
+        this.#trace(`role ${id}:${p} ${role} leo ${replica.logEndOffset} hw ${replica.highWatermark}`);
+      }
+      if (replica.isLeader) {
+        const key = `${p}/${replica.leaderEpoch}`;
+        const known = this.#leaderOf.get(key);
+        if (known === undefined) this.#leaderOf.set(key, id);
+        else if (known !== id)
+          this.#fail(`partition ${p}: leader epoch ${replica.leaderEpoch} led by ${known} and ${id}`);
+      }
+      const hw = replica.highWatermark;
+      const last = this.#lastHw.get(replica);
+      if (last !== undefined && hw < last)
+        this.#fail(
+          `node ${id} partition ${p}: high watermark went back from ${last} to ${hw} (${replica.isLeader ? 'leader' : 'follower'}, epoch ${replica.leaderEpoch})`,
+        );
+      this.#lastHw.set(replica, hw);
+      if (replica.log.offlineReason !== undefined) continue;
+      const from = Math.max(this.#checkedTo.get(replica) ?? 0, replica.logStartOffset);
+      if (hw <= from) continue;
+      const records = await readRecords(replica, from, hw);
+      const committed = this.#committed[p]!;
+      for (const [offset, value] of records) {
+        const known = committed.get(offset);
+        if (known === undefined) committed.set(offset, value);
+        else if (known !== value)
+          this.#fail(
+            `node ${id} partition ${p} holds ${value} at ${offset}, below its high watermark ${hw}; another replica holds ${known} there`,
+          );
+      }
+      this.#checkedTo.set(replica, hw);
+    }
+  }
+
+  // ---- the run ----
+
+  async #step(): Promise<void> {
+    await this.meta.cluster.step();
+    await this.#check();
+  }
+
+  async #until(what: string, timeoutMs: number, done: () => boolean): Promise<void> {
+    const c = this.meta.cluster;
+    const deadline = c.now + timeoutMs;
+    while (!done()) {
+      if (c.now >= deadline) this.#fail(`liveness: ${what} within ${timeoutMs} ms (${this.#report()})`);
+      for (let i = 0; i < 10; i++) await this.#step();
+    }
+  }
+
+  #report(): string {
+    return this.#replicasNow()
+      .map(
+        ({ id, replica: r }) =>
+          `${id}:${r.partition} ${r.isLeader ? 'L' : 'f'}e${r.leaderEpoch} isr[${r.inSyncReplicas}] leo ${r.logEndOffset} hw ${r.highWatermark}`,
+      )
+      .join(', ');
+  }
+
+  async #createTopic(): Promise<void> {
+    const c = this.meta.cluster;
+    let sent = false;
+    await this.#until('the topic was not created', 5000, () => {
+      const leader = c.leader();
+      const process = leader && this.#brokers.get(leader.id)?.process;
+      const image = process?.log.image;
+      if (image?.topic(TOPIC)) return true;
+      const registered = image ? [...c.nodes].filter((n) => image.broker(n.id)?.fenced === false).length : 0;
+      if (!sent && process && registered === NODES) {
+        sent = true;
+        this.meta
+          .submitFrom(process, {
+            type: 'createTopic',
+            name: TOPIC,
+            partitions: PARTITIONS,
+            replicationFactor: NODES,
+            configs: {
+              'min.insync.replicas': JSON.stringify(MIN_INSYNC),
+              'flush.policy': JSON.stringify(this.#flush),
+              'flush.ms': JSON.stringify(50),
+            },
+          })
+          .catch(() => {})
+          .finally(() => {
+            sent = false;
+          });
+      }
+      return false;
+    });
+  }
+
+  /** Every partition led, its ISR every replica, every replica at the leader's log end and high watermark. */
+  #converged(): boolean {
+    const all = this.#replicasNow();
+    if (all.length !== PARTITIONS * NODES) return false;
+    for (let p = 0; p < PARTITIONS; p++) {
+      const replicas = all.filter((x) => x.replica.partition === p).map((x) => x.replica);
+      const leaders = replicas.filter((r) => r.isLeader);
+      if (leaders.length !== 1) return false;
+      const leader = leaders[0]!;
+      if (leader.inSyncReplicas.length !== NODES || leader.highWatermark !== leader.logEndOffset)
+        return false;
+      for (const r of replicas)
+        if (
+          r.leaderEpoch !== leader.leaderEpoch ||
+          r.logEndOffset !== leader.logEndOffset ||
+          r.highWatermark !== leader.highWatermark
+        )
+          return false;
+    }
+    return true;
+  }
+
+  async run(): Promise<ClusterSeedResult> {
+    const c = this.meta.cluster;
+    const r = c.random;
+    const faultMs = this.options.faultMs ?? 800;
+    const settleMs = this.options.settleMs ?? 6000;
+    await this.#createTopic();
+    const start = c.now;
+    this.#trace(`topic created, flush ${this.#flush}`);
+    for (let t = 50; t < faultMs; t += 40 + r.int(200)) c.schedule(t, () => this.#fault());
+    for (let t = 1; t < faultMs; t += 3 + r.int(14)) c.schedule(t, () => this.#produce());
+    for (let t = 5; t < faultMs + settleMs; t += 5 + r.int(25))
+      c.schedule(t, () => this.#consume(r.int(PARTITIONS)));
+    while (c.now < start + faultMs) await this.#step();
+    this.#producing = false;
+    this.#heal();
+    this.#trace('heal');
+    await this.#until('no convergence after the heal', settleMs, () => this.#converged());
+    // Let the clients' last answers arrive (or time out).
+    await this.#until('client requests unsettled', CLIENT_TIMEOUT_MS + 50, () => this.#inflight === 0);
+    // A produce still in flight at the first convergence may have landed since: replicas then
+    // hold records past the high watermark until the followers' next fetches.
+    await this.#until('no convergence after the last requests', settleMs, () => this.#converged());
+    const result = await this.#checkHistory();
+    this.#trace('done');
+    if (this.#failure) throw new Error(this.#failure);
+    return { traceHash: c.traceHash, steps: c.steps, flush: this.#flush, ...result };
+  }
+
+  async #checkHistory(): Promise<Omit<ClusterSeedResult, 'traceHash' | 'steps' | 'flush'>> {
+    const all = this.#replicasNow();
+    let finalRecords = 0;
+    let ackedOneLost = 0;
+    const sentByValue = new Map(this.#sent.map((s) => [s.value, s]));
+    for (let p = 0; p < PARTITIONS; p++) {
+      const replicas = all.filter((x) => x.replica.partition === p);
+      const leader = replicas.find((x) => x.replica.isLeader)!.replica;
+      const log = await readRecords(leader, leader.logStartOffset, leader.highWatermark);
+      finalRecords += log.length;
+      const where = new Map<string, number>();
+      let expected = 0;
+      for (const [offset, value] of log) {
+        if (offset !== expected)
+          this.#fail(`partition ${p}: the final log jumps from ${expected - 1} to ${offset}`);
+        expected = offset + 1;
+        const before = where.get(value);
+        if (before !== undefined)
+          this.#fail(`partition ${p}: ${value} is at offsets ${before} and ${offset}`);
+        where.set(value, offset);
+        const sent = sentByValue.get(value);
+        if (!sent || sent.partition !== p)
+          this.#fail(`partition ${p}: ${value} at ${offset} was never produced there`);
+        else if (sent.status === 'refused')
+          this.#fail(`partition ${p}: ${value} at ${offset} was refused (NOT_ENOUGH_REPLICAS or no leader)`);
+      }
+      for (const { id, replica } of replicas) {
+        if (replica === leader) continue;
+        const other = await readRecords(replica, replica.logStartOffset, replica.logEndOffset);
+        if (JSON.stringify(other) !== JSON.stringify(log)) {
+          const at = other.findIndex((r, i) => JSON.stringify(r) !== JSON.stringify(log[i]));
+          const first = at < 0 ? Math.min(other.length, log.length) : at;
+          this.#fail(
+            `partition ${p}: node ${id}'s log differs from the leader's after convergence: ` +
+              `${other.length} records [${replica.logStartOffset}, ${replica.logEndOffset}) against the leader's ` +
+              `${log.length} [${leader.logStartOffset}, ${leader.highWatermark}) (log end ${leader.logEndOffset}, epoch ${leader.leaderEpoch}, isr ${leader.inSyncReplicas.join(',')}); first difference at index ${first}: ` +
+              `${JSON.stringify(other[first])} against ${JSON.stringify(log[first])}`,
+          );
+        }
+      }
+      for (const s of this.#sent) {
+        if (s.partition !== p || s.status !== 'ok') continue;
+        const at = where.get(s.value);
+        if (at === undefined) {
+          if (s.acks === -1 || this.options.unsafe === 'ackOnAppend')
+            this.#fail(`partition ${p}: acknowledged (acks=all) ${s.value} at ${s.offset} was lost`);
+          else ackedOneLost++;
+        } else if (at !== s.offset)
+          this.#fail(`partition ${p}: ${s.value} was acknowledged at ${s.offset} but is at ${at}`);
+      }
+      for (const [offset, value] of this.#reads[p]!) {
+        const now = log[offset - (log[0]?.[0] ?? 0)];
+        if (!now || now[0] !== offset || now[1] !== value)
+          this.#fail(
+            `partition ${p}: a consumer read ${value} at ${offset}, which the final log holds as ${now?.[1] ?? 'nothing'}`,
+          );
+      }
+    }
+    const count = (f: (s: Sent) => boolean) => this.#sent.filter(f).length;
+    return {
+      produced: this.#sent.length,
+      ackedAll: count((s) => s.status === 'ok' && s.acks === -1),
+      ackedOne: count((s) => s.status === 'ok' && s.acks === 1),
+      ackedOneLost,
+      refused: count((s) => s.status === 'refused'),
+      unknown: count((s) => s.status !== 'ok' && s.status !== 'refused'),
+      consumed: this.stats.consumed,
+      crashes: this.stats.crashes,
+      wipes: this.stats.wipes,
+      truncations: this.stats.truncations,
+      leaderEpochs: this.#leaderOf.size,
+      finalRecords,
+    };
+  }
+}
+
+/** Records [from, to) of a replica's log as [offset, value] pairs. */
+async function readRecords(replica: PartitionReplica, from: number, to: number): Promise<[number, string][]> {
+  const out: [number, string][] = [];
+  let offset = from;
+  while (offset < to) {
+    const read = await replica.log.read(offset, { maxBytes: 1 << 20, maxOffset: to });
+    if (read.batchCount === 0) break;
+    for (const batch of splitBatches(read.data))
+      for (const record of decodeRecords(read.data, batch.pos))
+        if (record.offset >= offset && record.offset < to)
+          out.push([record.offset, Buffer.from(record.value ?? []).toString()]);
+    if (read.nextOffset <= offset) break;
+    offset = read.nextOffset;
+  }
+  return out;
+}
+
+function jsonSafe(_key: string, value: unknown): unknown {
+  return value instanceof Error ? value.message : value;
+}
+
+/**
+ * The node's disk as one process lifetime sees it: once that process is dead, nothing it still
+ * has in flight reaches the disk (its operations never complete), as after a power loss.
+ */
+function fencedFileSystem(disk: SimulatedFileSystem, dead: () => boolean): FileSystem {
+  const never = new Promise<never>(() => {});
+  const guard =
+    <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>
+    (...args: A): Promise<R> =>
+      dead() ? never : fn(...args);
+  const handle = (h: FileHandle): FileHandle => ({
+    read: guard((b: Buffer, o: number, l: number, p: number) => h.read(b, o, l, p)),
+    readSync: (b, o, l, p) => h.readSync(b, o, l, p),
+    write: guard((d: Uint8Array, p: number) => h.write(d, p)),
+    writeSync: (d, p) => {
+      if (dead()) throw new Error('the process is dead');
+      h.writeSync(d, p);
+    },
+    sync: guard(() => h.sync()),
+    truncate: guard((l: number) => h.truncate(l)),
+    size: guard(() => h.size()),
+    close: guard(() => h.close()),
+  });
+  return {
+    open: guard(async (path: string) => handle(await disk.open(path))),
+    readFile: guard((path: string) => disk.readFile(path)),
+    writeFileAtomic: guard((path: string, data: Uint8Array) => disk.writeFileAtomic(path, data)),
+    exists: guard((path: string) => disk.exists(path)),
+    readdir: guard((path: string) => disk.readdir(path)),
+    mkdir: guard((path: string) => disk.mkdir(path)),
+    unlink: guard((path: string) => disk.unlink(path)),
+    rename: guard((from: string, to: string) => disk.rename(from, to)),
+    removeDir: guard((path: string) => disk.removeDir(path)),
+    syncDir: guard((path: string) => disk.syncDir(path)),
+  };
+}
+
+export async function runClusterSeed(
+  seed: number,
+  options: Partial<ClusterSimOptions> = {},
+): Promise<ClusterSeedResult> {
+  return new ClusterSim({ seed, ...options }).run();
+}
+
+export function clusterReplayCommand(seed: number): string {
+  return `SEED=${seed} npm run sim:cluster`;
+}
