@@ -91,6 +91,12 @@ export class PeerClient {
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
       stream.on('end', () => {
         if (settled) return;
+        // A stream the peer closed (RST_STREAM NO_ERROR, its connection dropped) ends without
+        // headers: that is no answer at all, not one with status 0 a caller would take as final.
+        if (status === 0) {
+          fail(new Error('the stream ended before an answer'));
+          return;
+        }
         settled = true;
         clearTimeout(timer);
         resolve({ status, headers, body: Buffer.concat(chunks) });

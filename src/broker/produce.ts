@@ -113,6 +113,7 @@ export class ProduceService implements ProduceApi {
       this.#checkAcks(topic, replica, acks);
     }
     const offsets = new Float64Array(records.count);
+    const parts = [...batches.keys()].map((replica) => replica.partition);
     const appends = [...batches].map(async ([replica, batch]) => {
       const result = await replica.appendAsLeader(batch, { crcChecked: true });
       const indexes = byPartition.get(replica.partition)!;
@@ -122,9 +123,17 @@ export class ProduceService implements ProduceApi {
       if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
     });
     for (const { target, partition, batch } of forwarded) {
+      parts.push(partition);
       appends.push(
         (async () => {
-          const result = await this.#remote!.append(target, topicName, partition, batch, acks);
+          const result = await this.#remote!.append(
+            target,
+            topicName,
+            partition,
+            batch,
+            acks,
+            options.timeoutMs,
+          );
           if (!result) return;
           if (result.duplicate) duplicate = true;
           const indexes = byPartition.get(partition)!;
@@ -137,7 +146,7 @@ export class ProduceService implements ProduceApi {
       for (const a of appends) a.catch(() => {});
       return { count: 0, partitions: new Int32Array(0), offsets: new Float64Array(0) };
     }
-    await this.#topics.unlessDeleted(topicName, Promise.all(appends));
+    await this.#topics.unlessDeleted(topicName, everyPart(parts, appends));
     return { count: records.count, partitions, offsets, ...(duplicate ? { duplicate } : {}) };
   }
 
@@ -232,6 +241,30 @@ export class ProduceService implements ProduceApi {
     if (acks !== -1) return;
     replica.checkEnoughReplicas(this.#topics.config(topic).minInsyncReplicas);
   }
+}
+
+/**
+ * Waits for every partition's part of a produce (`parts[i]` is the partition of `appends[i]`) and
+ * answers for the request as a whole. NOT_ENOUGH_REPLICAS says nothing was appended, so it is
+ * passed on only when it holds for every part (or another failure comes first); when another part
+ * was, or may have been, appended, the request is indeterminate: NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+ * naming those partitions. A request of one partition is answered as its part is.
+ */
+async function everyPart(parts: readonly number[], appends: readonly Promise<void>[]): Promise<void> {
+  const settled = await Promise.allSettled(appends);
+  const refusedAll = (s: PromiseSettledResult<void>) =>
+    s.status === 'rejected' && s.reason instanceof SluiceError && s.reason.code === 'NOT_ENOUGH_REPLICAS';
+  const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (rejected.length === 0) return;
+  const error = (rejected.find((s) => !refusedAll(s)) ?? rejected[0]!).reason as unknown;
+  const appended = parts.filter((_, i) => !refusedAll(settled[i]!));
+  if (!(error instanceof SluiceError) || error.code !== 'NOT_ENOUGH_REPLICAS' || appended.length === 0)
+    throw error;
+  throw new SluiceError(
+    'NOT_ENOUGH_REPLICAS_AFTER_APPEND',
+    `${error.message}; the records of partitions ${appended.join(', ')} were appended (or may have been)`,
+    { details: { ...error.details, appendedPartitions: appended }, cause: error },
+  );
 }
 
 /** One partition's share of a request as one batch, after checking each record's and the batch's size. */

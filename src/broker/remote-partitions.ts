@@ -50,8 +50,12 @@ export class RemotePartitions {
     partition: number,
     batch: Buffer,
     acks: Acks,
+    /** How long the leader may wait for its in-sync replicas (acks=all), as the client asked. */
+    timeoutMs?: number,
   ): Promise<AppendedBatches | undefined> {
-    const path = endpointUrl(ENDPOINTS.producePartition, { topic, partition }, { acks: String(acks) });
+    const query: Record<string, string> = { acks: String(acks) };
+    if (timeoutMs !== undefined) query.timeoutMs = String(timeoutMs);
+    const path = endpointUrl(ENDPOINTS.producePartition, { topic, partition }, query);
     const response = await this.#peers.request(target.url, {
       method: 'POST',
       path,
@@ -61,7 +65,9 @@ export class RemotePartitions {
         [FORWARDED_BY_HEADER]: String(this.#nodeId),
       },
       body: batch,
-      timeoutMs: REMOTE_TIMEOUT_MS,
+      // The leader answers REQUEST_TIMED_OUT itself once its wait ends; this only covers a leader
+      // that does not answer at all.
+      timeoutMs: Math.max(REMOTE_TIMEOUT_MS, (timeoutMs ?? 0) + 5000),
     });
     if (response.status !== 200) throw errorOf(response, `node ${target.nodeId}`);
     if (acks === 0) return undefined;

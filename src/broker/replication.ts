@@ -439,16 +439,39 @@ export class ReplicationService {
             'in-sync set changed',
           );
         })
-        .catch((error) => {
-          this.#logger.warn(
-            { err: error, topic: replica.topic, partition: replica.partition },
-            'the in-sync set change was refused',
-          );
-        })
-        .finally(() => {
-          // Committed: the metadata change has replaced the proposal already; refused: drop it.
-          if (replica.proposedIsr && sameMembers(replica.proposedIsr, isr)) replica.proposeIsr(undefined);
-        });
+        .then(
+          () => this.#dropProposal(replica, isr),
+          (error) => {
+            this.#logger.warn(
+              { err: error, topic: replica.topic, partition: replica.partition },
+              'the in-sync set change was refused',
+            );
+            // A refusal may come after the controller decided (its answer lost, a retried request
+            // then refused as stale): the proposal counts until this node's metadata holds all the
+            // controller had decided, which shows the set in force.
+            return this.#dropProposalOnceCaughtUp(replica, isr);
+          },
+        );
+    }
+  }
+
+  /** Committed: the metadata change has replaced the proposal already; refused for sure: drop it. */
+  #dropProposal(replica: PartitionReplica, isr: readonly number[]): void {
+    if (replica.proposedIsr && sameMembers(replica.proposedIsr, isr)) replica.proposeIsr(undefined);
+  }
+
+  async #dropProposalOnceCaughtUp(replica: PartitionReplica, isr: readonly number[]): Promise<void> {
+    const epoch = replica.leaderEpoch;
+    let backoffMs = 100;
+    while (!this.#closed && replica.isLeader && replica.leaderEpoch === epoch && replica.proposedIsr) {
+      try {
+        await this.#cluster.submit({ type: 'readIndex' });
+        this.#dropProposal(replica, isr);
+        return;
+      } catch {
+        await this.#sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 1000);
+      }
     }
   }
 

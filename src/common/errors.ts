@@ -82,9 +82,11 @@ export const ERROR_CODES = {
     title: 'The request body format is not supported',
   },
   OFFSET_OUT_OF_RANGE: { status: 416, retriable: false, title: 'The offset is outside the log' },
-  NOT_LEADER_OR_FOLLOWER: { status: 421, retriable: true, title: 'This node does not lead the partition' },
-  NOT_LEADER: { status: 421, retriable: true, title: 'This node is not the Raft leader' },
-  NOT_CONTROLLER: { status: 421, retriable: true, title: 'This node is not the active controller' },
+  // 503, not 421 Misdirected Request: fetch (the Fetch standard) sends a request answered 421 again
+  // by itself, whatever its method, and these refusals may follow an append (test/http/no-replay).
+  NOT_LEADER_OR_FOLLOWER: { status: 503, retriable: true, title: 'This node does not lead the partition' },
+  NOT_LEADER: { status: 503, retriable: true, title: 'This node is not the Raft leader' },
+  NOT_CONTROLLER: { status: 503, retriable: true, title: 'This node is not the active controller' },
   LIMIT_EXCEEDED: { status: 429, retriable: true, title: 'A bounded queue or in-flight window is full' },
   REQUEST_HEADERS_TOO_LARGE: {
     status: 431,

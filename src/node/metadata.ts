@@ -46,6 +46,12 @@ export interface MetadataOptions {
   /** How long a broker may go unheard before the controller fences it. */
   sessionTimeoutMs: number;
   rack: string | null;
+  /**
+   * Test and advanced use only (no CLI flag): the address this node uses to reach another node,
+   * in place of the one the quorum names or the node registered. The fault tests route each
+   * directed link through a proxy they can cut or delay this way.
+   */
+  peerAddressOverrides?: Readonly<Record<number, { host: string; port: number }>>;
 }
 
 export interface NodeMetadata {
@@ -134,7 +140,13 @@ export async function openMetadata(
       `${dataDir} belongs to node ${identity.nodeId} of cluster ${identity.clusterId}, not node ${nodeId}`,
     );
   }
-  const voterUrls = new Map<number, string>(voters.map((v) => [v.id, urlOf(v.host, v.port)]));
+  // Every URL of another node goes through here, so that an override covers Raft, the controller,
+  // forwarding and replica fetches alike.
+  const peerUrl = (id: number, host: string, port: number) => {
+    const override = id === nodeId ? undefined : options.peerAddressOverrides?.[id];
+    return override ? urlOf(override.host, override.port) : urlOf(host, port);
+  };
+  const voterUrls = new Map<number, string>(voters.map((v) => [v.id, peerUrl(v.id, v.host, v.port)]));
   const timing = clustered ? QUORUM_TIMING : SINGLE_VOTER_TIMING;
   const driverOptions: RaftDriverOptions = {
     id: nodeId,
@@ -300,7 +312,7 @@ export async function openMetadata(
     leaderOf: (topic, partition) => log.image.topic(topic)?.partitions.get(partition)?.leader,
     urlOf: (id) => {
       const endpoint = log.image.broker(id)?.endpoints[0];
-      return endpoint ? urlOf(endpoint.host, endpoint.port) : undefined;
+      return endpoint ? peerUrl(id, endpoint.host, endpoint.port) : undefined;
     },
   };
 

@@ -64,6 +64,12 @@ export interface NodeOptions {
   /** A follower not caught up with its leader for this long leaves the in-sync set; 30000 when absent. */
   replicaLagTimeMaxMs?: number;
   /**
+   * Test and advanced use only, not a CLI flag nor a config file setting: node id to the address
+   * this node reaches that node at, instead of its quorum or registered address (the fault tests
+   * put a proxy on every link).
+   */
+  peerAddressOverrides?: Readonly<Record<number, { host: string; port: number }>>;
+  /**
    * Bytes per second a leader sends to the replicas reassignments are adding, until they are in
    * sync (`--replication-throttle-bytes-per-second`); in-sync followers are never throttled. 0 or
    * absent: no throttle.
@@ -150,6 +156,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         ...(clusterSecret !== undefined ? { clusterSecret } : {}),
         sessionTimeoutMs: options.sessionTimeoutMs ?? 9000,
         rack: options.rack ?? null,
+        ...(options.peerAddressOverrides ? { peerAddressOverrides: options.peerAddressOverrides } : {}),
       },
       { fs: nodeFileSystem, clock, logger },
     );

@@ -136,7 +136,7 @@ function serve(node: number, stream: http2.ServerHttp2Stream, headers: http2.Inc
   stream.on('data', (c: Buffer) => chunks.push(c));
   stream.on('end', () => {
     if (!view.topicExists) return problem(stream, 404, 'UNKNOWN_TOPIC_OR_PARTITION');
-    if (!leads(node, partition)) return problem(stream, 421, 'NOT_LEADER_OR_FOLLOWER');
+    if (!leads(node, partition)) return problem(stream, 503, 'NOT_LEADER_OR_FOLLOWER');
     if (method === 'GET') {
       stream.respond({ ':status': 200, 'content-type': 'application/vnd.msgpack' });
       stream.end(fetchAnswer(partition, Number(url.searchParams.get('offset'))));

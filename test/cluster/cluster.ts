@@ -36,20 +36,40 @@ export class TestCluster {
   private constructor(
     readonly size: number,
     readonly options: Record<string, unknown>,
+    /** Options of one node on top of `options` (the fault tests' proxy addresses). */
+    readonly nodeOptions: (id: number) => Record<string, unknown> = () => ({}),
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
   }
 
-  static async start(size: number, options: Record<string, unknown> = {}): Promise<TestCluster> {
-    const cluster = new TestCluster(size, options);
+  static async start(
+    size: number,
+    options: Record<string, unknown> = {},
+    nodeOptions?: (id: number) => Record<string, unknown>,
+  ): Promise<TestCluster> {
+    const cluster = await TestCluster.create(size, options, nodeOptions);
+    await cluster.startAll();
+    return cluster;
+  }
+
+  /** A cluster whose ports are chosen but whose nodes are not started yet (`startAll`). */
+  static async create(
+    size: number,
+    options: Record<string, unknown> = {},
+    nodeOptions?: (id: number) => Record<string, unknown>,
+  ): Promise<TestCluster> {
+    const cluster = new TestCluster(size, options, nodeOptions);
     for (let id = 1; id <= size; id++) cluster.ports.set(id, await freePort());
+    return cluster;
+  }
+
+  async startAll(): Promise<void> {
     try {
-      await Promise.all([...cluster.ports.keys()].map((id) => cluster.startNode(id)));
+      await Promise.all([...this.ports.keys()].map((id) => this.startNode(id)));
     } catch (error) {
-      await cluster.close();
+      await this.close();
       throw error;
     }
-    return cluster;
   }
 
   /** The voters every node is started with: the founding nodes (1..size). */
@@ -87,6 +107,7 @@ export class TestCluster {
       controllerQuorum: this.quorum,
       clusterSecret: SECRET,
       ...this.options,
+      ...this.nodeOptions(id),
     };
     const child = spawn(
       process.execPath,
@@ -104,9 +125,10 @@ export class TestCluster {
     child.stdout!.on('data', (d) => {
       log += d;
     });
-    this.#logs.set(id, '');
-    child.once('exit', () => {
-      this.#logs.set(id, log);
+    const before = this.#logs.get(id) ?? '';
+    child.once('exit', (code, signal) => {
+      // Every incarnation's output, oldest first: a restarted node's earlier lives are evidence too.
+      this.#logs.set(id, `${before}${log}--- node ${id} exited (${code ?? signal})\n`);
       if (this.#children.get(id) === child) this.#children.delete(id);
     });
     await new Promise<void>((resolve, reject) => {
@@ -129,9 +151,14 @@ export class TestCluster {
     });
   }
 
-  /** The output of a node that has exited, for a failing test's message. */
+  /** The output of a node's processes that have exited, for a failing test's message. */
   logOf(id: number): string {
     return this.#logs.get(id) ?? '';
+  }
+
+  /** Sends a signal and returns at once (SIGSTOP, SIGCONT: the process lives on). */
+  signal(id: number, signal: NodeJS.Signals): void {
+    this.#children.get(id)?.kill(signal);
   }
 
   async kill(id: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
@@ -173,9 +200,10 @@ export class TestCluster {
     return null;
   }
 
-  async close(): Promise<void> {
+  /** Kills every node and removes the data directories, unless `keepData` (a failing test's evidence). */
+  async close(options: { keepData?: boolean } = {}): Promise<void> {
     await Promise.all([...this.#children.keys()].map((id) => this.kill(id)));
-    rmSync(this.dir, { recursive: true, force: true });
+    if (!options.keepData) rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
