@@ -2,7 +2,13 @@ import type { Clock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import type { Logger } from '../common/logger.js';
-import type { ClusterResponse, MetadataResponse, PartitionInfo, TopicDescription } from '../protocol/api.js';
+import type {
+  ClusterResponse,
+  MetadataResponse,
+  PartitionInfo,
+  QuorumStatus,
+  TopicDescription,
+} from '../protocol/api.js';
 import { TOPIC_NAME_PATTERN } from '../protocol/api.js';
 import type { ConfigValue } from '../protocol/topic-config.js';
 import type { AdminApi, CreateTopicRequest, QuorumMembers, TopicSummary } from './api.js';
@@ -22,6 +28,12 @@ export interface AdminOptions {
    * without it, this node alone.
    */
   clusterView?: () => Pick<ClusterResponse, 'controllerId' | 'nodes' | 'metadata'>;
+  /** Each voter's status, asked of the voters; absent on a node alone. */
+  quorumStatus?: () => Promise<{
+    quorum: QuorumStatus;
+    /** The active controller's followers (learners too), when it answered. */
+    followers?: { id: number; matchIndex: number; lag: number }[];
+  }>;
   /** Changes the metadata quorum's voters (through the active controller); absent on a node alone. */
   quorum?: {
     addVoter(nodeId: number): Promise<QuorumMembers>;
@@ -82,6 +94,16 @@ export class AdminService implements AdminApi {
     // This node's own endpoint is the one it is bound to (a port chosen at bind time included).
     const nodes = view.nodes.map((n) => (n.id === nodeId ? { ...n, host, port } : n));
     return { ...base, ...view, nodes };
+  }
+
+  async describeCluster(): Promise<ClusterResponse> {
+    const quorumStatus = this.#options.quorumStatus;
+    const status = quorumStatus ? await quorumStatus() : undefined;
+    const cluster = this.cluster();
+    if (!status || !cluster.metadata) return cluster;
+    // The followers' match indexes are the controller's wherever it answered, on any node.
+    const followers = status.followers ?? cluster.metadata.followers;
+    return { ...cluster, metadata: { ...cluster.metadata, followers, quorum: status.quorum } };
   }
 
   /**

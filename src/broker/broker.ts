@@ -26,6 +26,8 @@ export interface BrokerOptions {
   clusterView?: AdminOptions['clusterView'];
   /** Voter changes of the metadata quorum; absent on a node alone. */
   quorum?: AdminOptions['quorum'];
+  /** Each voter's status, asked of the voters; absent on a node alone. */
+  quorumStatus?: AdminOptions['quorumStatus'];
   /** Defaults for topics, in Kafka config names (e.g. `flush.policy`, `num.partitions`). */
   defaultConfigs?: Record<string, ConfigValue>;
   fetchWaitersMax?: number;
@@ -124,6 +126,7 @@ export class Broker implements BrokerApi {
         address: options.address,
         ...(options.clusterView ? { clusterView: options.clusterView } : {}),
         ...(options.quorum ? { quorum: options.quorum } : {}),
+        ...(options.quorumStatus ? { quorumStatus: options.quorumStatus } : {}),
       },
       {
         topics,

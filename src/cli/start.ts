@@ -1,6 +1,13 @@
 import type { Command } from 'commander';
 import { SluiceError } from '../common/errors.js';
-import { parseAdvertise, parseControllerQuorum, resolveClusterSecret } from '../node/cluster-config.js';
+import {
+  parseAdvertise,
+  parseControllerQuorum,
+  parseListen,
+  parseRoles,
+  resolveClusterSecret,
+  resolveRoles,
+} from '../node/cluster-config.js';
 import { loadConfigFile, logsLifecycle, type NodeOptions, type SluiceNode } from '../node/node.js';
 import { VERSION } from '../node/version.js';
 import { collectConfig, type Io, print } from './io.js';
@@ -31,6 +38,9 @@ export interface StartFlags {
   clusterSecret?: string;
   clusterSecretFile?: string;
   sessionTimeoutMs?: string;
+  internalListen?: string;
+  advertiseInternal?: string;
+  roles?: string;
   topicConfig?: Record<string, string>;
 }
 
@@ -70,7 +80,10 @@ type SettingKey =
   | 'rack'
   | 'clusterSecret'
   | 'clusterSecretFile'
-  | 'sessionTimeoutMs';
+  | 'sessionTimeoutMs'
+  | 'internalListen'
+  | 'advertiseInternal'
+  | 'roles';
 
 /**
  * A setting that a flag, an environment variable and the config file can all give. `parse` reads
@@ -107,6 +120,14 @@ const SETTINGS: readonly Setting[] = [
     env: 'SLUICE_SESSION_TIMEOUT_MS',
     parse: integerIn(1, 2 ** 31 - 1),
   },
+  { key: 'internalListen', flag: '--internal-listen', env: 'SLUICE_INTERNAL_LISTEN', parse: nonEmpty },
+  {
+    key: 'advertiseInternal',
+    flag: '--advertise-internal',
+    env: 'SLUICE_ADVERTISE_INTERNAL',
+    parse: nonEmpty,
+  },
+  { key: 'roles', flag: '--roles', env: 'SLUICE_ROLES', parse: nonEmpty },
 ];
 
 /** The variable named beside a flag in `--help`. */
@@ -201,6 +222,31 @@ export function resolveStartOptions(
       refuse('advertise', error);
     }
   }
+  if (resolved.internalListen !== undefined) {
+    try {
+      parseListen(resolved.internalListen);
+    } catch (error) {
+      refuse('internalListen', error);
+    }
+  }
+  if (resolved.advertiseInternal !== undefined) {
+    try {
+      if (resolved.internalListen === undefined)
+        throw new Error('needs --internal-listen: without it the internal API is on the public port');
+      parseAdvertise(resolved.advertiseInternal, 0);
+    } catch (error) {
+      refuse('advertiseInternal', error);
+    }
+  }
+  if (resolved.roles !== undefined) {
+    try {
+      const quorum =
+        resolved.controllerQuorum !== undefined ? parseControllerQuorum(resolved.controllerQuorum) : undefined;
+      resolveRoles(parseRoles(resolved.roles), resolved.nodeId ?? 1, quorum);
+    } catch (error) {
+      refuse('roles', error);
+    }
+  }
   if (resolved.clusterSecret !== undefined || resolved.clusterSecretFile !== undefined) {
     try {
       resolveClusterSecret(resolved);
@@ -253,6 +299,18 @@ export function addStartCommand(program: Command, io: Io, dependencies: StartDep
     .option(
       '--session-timeout-ms <ms>',
       `how long a broker may go unheard before it is fenced (default 9000) [${envOf('sessionTimeoutMs')}]`,
+    )
+    .option(
+      '--internal-listen <host:port>',
+      `a listener of its own for the cluster-internal API; the quorum then names these addresses (default: the public port) [${envOf('internalListen')}]`,
+    )
+    .option(
+      '--advertise-internal <host[:port]>',
+      `the address other nodes reach this node's internal listener at (default: the --advertise host and the internal port) [${envOf('advertiseInternal')}]`,
+    )
+    .option(
+      '--roles <roles>',
+      `controller, broker or controller,broker (default: both for a node the quorum names, broker for any other) [${envOf('roles')}]`,
     )
     .option(
       '-c, --topic-config <name=value>',

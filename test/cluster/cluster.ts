@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const SECRET = 'cluster-tests-secret-0123456789';
+export const SECRET = 'cluster-tests-secret-0123456789';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -23,12 +23,25 @@ export interface Answer {
   body: any;
 }
 
+/** How the harness lays a cluster out, beside the options every node is given. */
+export interface ClusterLayout {
+  /**
+   * Every node gets an internal listener on a port of its own (`internalListen`), and the quorum
+   * names those ports; `internalUrl(id)` reaches it.
+   */
+  internalListen?: boolean;
+  /** Options of one node only (its roles, say), over the shared ones. */
+  nodeOptions?: (id: number) => Record<string, unknown>;
+}
+
 /**
  * A cluster of node processes on loopback, every node a voter and a broker, each with its own data
  * directory and port. Nodes are killed (SIGKILL), stopped (SIGTERM) and started again by id.
  */
 export class TestCluster {
   readonly ports = new Map<number, number>();
+  /** Each node's internal listener port, with `ClusterLayout.internalListen`. */
+  readonly internalPorts = new Map<number, number>();
   readonly #children = new Map<number, ChildProcess>();
   readonly #logs = new Map<number, string>();
   readonly dir: string;
@@ -36,13 +49,18 @@ export class TestCluster {
   private constructor(
     readonly size: number,
     readonly options: Record<string, unknown>,
+    readonly layout: ClusterLayout = {},
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
   }
 
-  static async start(size: number, options: Record<string, unknown> = {}): Promise<TestCluster> {
-    const cluster = new TestCluster(size, options);
-    for (let id = 1; id <= size; id++) cluster.ports.set(id, await freePort());
+  static async start(
+    size: number,
+    options: Record<string, unknown> = {},
+    layout: ClusterLayout = {},
+  ): Promise<TestCluster> {
+    const cluster = new TestCluster(size, options, layout);
+    for (let id = 1; id <= size; id++) await cluster.#allocate(id);
     try {
       await Promise.all([...cluster.ports.keys()].map((id) => cluster.startNode(id)));
     } catch (error) {
@@ -52,18 +70,28 @@ export class TestCluster {
     return cluster;
   }
 
-  /** The voters every node is started with: the founding nodes (1..size). */
+  async #allocate(id: number): Promise<void> {
+    this.ports.set(id, await freePort());
+    if (this.layout.internalListen) this.internalPorts.set(id, await freePort());
+  }
+
+  /** The voters every node is started with: the founding nodes (1..size), at their internal ports if any. */
   get quorum(): string {
     return [...this.ports]
       .filter(([id]) => id <= this.size)
-      .map(([id, port]) => `${id}@127.0.0.1:${port}`)
+      .map(([id, port]) => `${id}@127.0.0.1:${this.internalPorts.get(id) ?? port}`)
       .join(',');
   }
 
   /** Starts a node the quorum does not name (a broker-only node) on a new port. */
   async addNode(id: number): Promise<void> {
-    this.ports.set(id, await freePort());
+    await this.#allocate(id);
     await this.startNode(id);
+  }
+
+  /** A node's internal listener, with `ClusterLayout.internalListen`. */
+  internalUrl(id: number): string {
+    return `http://127.0.0.1:${this.internalPorts.get(id)}`;
   }
 
   get ids(): number[] {
@@ -86,7 +114,9 @@ export class TestCluster {
       dataDir: join(this.dir, `node-${id}`),
       controllerQuorum: this.quorum,
       clusterSecret: SECRET,
+      ...(this.internalPorts.has(id) ? { internalListen: `127.0.0.1:${this.internalPorts.get(id)}` } : {}),
       ...this.options,
+      ...this.layout.nodeOptions?.(id),
     };
     const child = spawn(
       process.execPath,
