@@ -15,14 +15,21 @@
  *   survivor;
  * - produce through a node that does not lead the partition (forwarded over HTTP/2) against one
  *   sent to the leader, interleaved rounds of h2load in the same run: the ratio is forwarded/direct;
- * - a partition with three in-sync replicas: acks=all against acks=1, interleaved rounds.
+ * - a partition with three in-sync replicas: acks=all against acks=1, interleaved rounds;
+ * - failover of replicated partitions: for each of REPLICATED_PARTITIONS (1,100,1000), a topic of
+ *   3 × that many partitions with three replicas, every one in sync; kill -9 of a broker (not the
+ *   controller) that leads about that many of them, then the time until every partition it led
+ *   has a new leader in the metadata, and until an acks=all produce to each, sent to that new
+ *   leader, has succeeded (the new leader serves). The killed broker is started again after.
  *
- * Prints the figures and appends a dated row to bench/RESULTS.md.
+ * STEPS picks some of them (topics,fence,failover,forward,acks,replicated-failover; all when
+ * absent), e.g. `STEPS=replicated-failover REPLICATED_PARTITIONS=1,100 npm run bench:cluster`.
+ * Prints the figures and appends a dated row to bench/RESULTS.md, with the load average.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packr } from '../src/protocol/msgpack.js';
 import { ensureH2load, type Figure, h2load, median } from './h2load.js';
@@ -34,6 +41,14 @@ const PARTITION_COUNTS = (process.env.PARTITIONS ?? '1,100,1000').split(',').map
 const SESSION_MS = Number(process.env.SESSION_MS ?? 3000);
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const STEP_SECONDS = Number(process.env.STEP_SECONDS ?? 3);
+const REPLICATED_COUNTS = (process.env.REPLICATED_PARTITIONS ?? '1,100,1000').split(',').map(Number);
+const ALL_STEPS = ['topics', 'fence', 'failover', 'forward', 'acks', 'replicated-failover'] as const;
+const STEPS = new Set(process.env.STEPS ? process.env.STEPS.split(',') : ALL_STEPS);
+for (const step of STEPS)
+  if (!(ALL_STEPS as readonly string[]).includes(step))
+    throw new Error(`STEPS: ${step} is not one of ${ALL_STEPS.join(',')}`);
+/** Produce requests in flight at once while probing the new leaders. */
+const PROBES_IN_FLIGHT_MAX = 64;
 const SECRET = 'bench-cluster-secret-0123456789';
 const NODES = 3;
 
@@ -155,17 +170,39 @@ async function main(): Promise<void> {
     lines.push(line);
   };
 
-  // Topic creation through a node that is not the controller (each create goes to it and back).
-  let controller = await controllerId();
+  const loadBefore = loadavg()[0]!;
+  if (STEPS.has('topics')) await createTopics(say);
+  if (STEPS.has('fence')) await fence(say);
+  if (STEPS.has('failover')) await controllerFailover(say);
+  if (STEPS.has('forward')) await forwardedProduce(say);
+  if (STEPS.has('acks')) await acksAllProduce(say);
+  if (STEPS.has('replicated-failover')) await replicatedFailover(say);
+  const load = `load average ${loadBefore.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after on ${cpus().length} cores`;
+  say(load);
+
+  const steps = STEPS.size === ALL_STEPS.length ? '' : `; steps ${[...STEPS].join(',')}`;
+  const row = `| cluster (3 nodes, loopback; h2load for produce, baselines direct produce and acks=1 in the same run; admin and kill timings by the Node script${steps}) | ${new Date().toISOString().slice(0, 10)} | ${commit} | ${lines.join('; ')} |\n`;
+  appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), row);
+}
+
+type Say = (line: string) => void;
+
+/** Topic creation through a node that is not the controller (each create goes to it and back). */
+async function createTopics(say: Say): Promise<void> {
+  const controller = await controllerId();
   const via = [...ports.keys()].find((id) => id !== controller)!;
-  let started = performance.now();
+  const started = performance.now();
   for (let i = 0; i < TOPICS; i++) await call(via, 'POST', '/v1/topics', { name: `t${i}`, partitions: 1 });
-  let ms = performance.now() - started;
+  const ms = performance.now() - started;
   say(
     `create ${TOPICS} topics (serially, via a non-controller): ${(ms / 1000).toFixed(2)} s, ${Math.round((TOPICS / ms) * 1000)} topics/s`,
   );
+}
 
-  // Fencing of a killed broker, by the number of partitions it holds.
+/** Fencing of a killed broker, by the number of partitions it holds. */
+async function fence(say: Say): Promise<void> {
+  let controller: number;
+  let started: number;
   for (const count of PARTITION_COUNTS) {
     controller = await controllerId();
     const victim = [...ports.keys()].find((id) => id !== controller)!;
@@ -196,23 +233,27 @@ async function main(): Promise<void> {
       `kill -9 of a broker with ${held.length} partitions: fenced, all leaderless after ${(fencedMs / 1000).toFixed(2)} s (session timeout ${SESSION_MS / 1000} s, target ${(SESSION_MS + 2000) / 1000} s); restarted, leading all again after ${(backMs / 1000).toFixed(2)} s`,
     );
   }
+}
 
-  // Controller failover.
-  controller = await controllerId();
-  started = performance.now();
+/** Controller failover: from kill -9 of the active controller to a topic created through a survivor. */
+async function controllerFailover(say: Say): Promise<void> {
+  const controller = await controllerId();
+  const started = performance.now();
   await kill(controller);
   const survivor = [...ports.keys()].find((id) => id !== controller)!;
   await until('a topic created after the controller died', async () => {
     await call(survivor, 'POST', '/v1/topics', { name: `after-failover-${Date.now()}`, partitions: 1 });
     return true;
   });
-  ms = performance.now() - started;
+  const ms = performance.now() - started;
   say(
     `controller failover (kill -9 to a topic created through a survivor): ${(ms / 1000).toFixed(2)} s (election timeout 1 s)`,
   );
   await startNode(controller);
+}
 
-  // Forwarded produce against direct.
+/** Forwarded produce against direct. */
+async function forwardedProduce(say: Say): Promise<void> {
   await call(1, 'POST', '/v1/topics', { name: 'forward', partitions: 1 });
   const leader = (await leaders(1, 'forward'))[0]!;
   const other = [...ports.keys()].find((id) => id !== leader)!;
@@ -241,8 +282,11 @@ async function main(): Promise<void> {
   say(
     `produce 100x100B (h2c, 16 clients, ${ROUNDS}x${STEP_SECONDS}s): forwarded ${Math.round(f).toLocaleString('en-US')} rec/s = ${(f / d).toFixed(2)}x direct ${Math.round(d).toLocaleString('en-US')} rec/s (target 0.7x); mean latency ${median(forwarded.map((x) => x.meanMs)).toFixed(2)} ms vs ${median(direct.map((x) => x.meanMs)).toFixed(2)} ms${failed ? `; ${failed} failed requests` : ''}`,
   );
+}
 
-  // Replicated produce: acks=1 against acks=all on a partition with three in-sync replicas.
+/** Replicated produce: acks=1 against acks=all on a partition with three in-sync replicas. */
+async function acksAllProduce(say: Say): Promise<void> {
+  const value = Buffer.alloc(100, 0x61);
   await call(1, 'POST', '/v1/topics', {
     name: 'replicated',
     partitions: 1,
@@ -284,9 +328,106 @@ async function main(): Promise<void> {
   say(
     `after it: leader log end ${replicatedEnds.logEndOffset}, high watermark ${replicatedEnds.highWatermark}, in-sync ${replicatedEnds.isr.join(',')}`,
   );
+}
 
-  const row = `| cluster (3 nodes, loopback; h2load for produce, baselines direct produce and acks=1 in the same run; admin and kill timings by the Node script) | ${new Date().toISOString().slice(0, 10)} | ${commit} | ${lines.join('; ')} |\n`;
-  appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), row);
+/** One acks=all record to a partition, sent to the node given; whether it was taken. */
+async function produceAll(node: number, topic: string, partition: number): Promise<boolean> {
+  const response = await fetch(`${url(node)}/v1/topics/${topic}/partitions/${partition}/records?acks=all`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ records: [{ value: 'after the failover' }] }),
+    signal: AbortSignal.timeout(10_000),
+  }).catch(() => undefined);
+  if (!response) return false;
+  await response.arrayBuffer();
+  return response.status === 200;
+}
+
+/**
+ * Failover of replicated partitions: kill -9 of a broker leading about `count` partitions of
+ * three in-sync replicas each, to new leaders in the metadata and to an acks=all produce to each
+ * of them succeeding through its new leader.
+ */
+async function replicatedFailover(say: Say): Promise<void> {
+  for (const count of REPLICATED_COUNTS) {
+    const controller = await controllerId();
+    const victim = [...ports.keys()].find((id) => id !== controller)!;
+    const topic = `replicated-failover-${count}`;
+    await call(controller, 'POST', '/v1/topics', {
+      name: topic,
+      partitions: count * NODES,
+      replicationFactor: NODES,
+      configs: { 'min.insync.replicas': 2 },
+    });
+    // Every replica in sync and every partition writable before the kill.
+    await until(
+      'every replica in sync',
+      async () => {
+        const d = await call(controller, 'GET', `/v1/topics/${topic}`);
+        return (d.partitions as { isr: number[] }[]).every((p) => p.isr.length === NODES) ? true : undefined;
+      },
+      120_000,
+      200,
+    );
+    const held = (await leadersOfTopic(controller, topic))
+      .map((leader, partition) => ({ leader, partition }))
+      .filter((p) => p.leader === victim)
+      .map((p) => p.partition);
+    await probeAll(topic, held, () => controller, 'before the kill');
+    const started = performance.now();
+    await kill(victim);
+    let electedMs: number | undefined;
+    const pending = new Set(held);
+    while (pending.size > 0) {
+      if (performance.now() - started > SESSION_MS + 120_000)
+        throw new Error(`${pending.size} partitions not served by a new leader in time`);
+      const now = await leadersOfTopic(controller, topic).catch(() => undefined);
+      if (!now) continue;
+      if (electedMs === undefined && held.every((p) => now[p] !== victim && now[p] !== -1))
+        electedMs = performance.now() - started;
+      const ready = [...pending].filter((p) => now[p] !== victim && now[p] !== -1);
+      await inBatches(ready, async (p) => {
+        if (await produceAll(now[p]!, topic, p)) pending.delete(p);
+      });
+      if (pending.size > 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    const servedMs = performance.now() - started;
+    say(
+      `kill -9 of a broker leading ${held.length} partitions of replication factor 3: new leaders for all after ${((electedMs ?? servedMs) / 1000).toFixed(2)} s, an acks=all produce to each served by its new leader after ${(servedMs / 1000).toFixed(2)} s (session timeout ${SESSION_MS / 1000} s, target ${(SESSION_MS + 2000) / 1000} s)`,
+    );
+    await startNode(victim);
+  }
+}
+
+/** Each partition's leader, by partition. */
+async function leadersOfTopic(via: number, topic: string): Promise<number[]> {
+  const meta = await call(via, 'GET', `/v1/metadata?topics=${topic}`);
+  return meta.topics[0].partitions.map((p: { leader: number }) => p.leader);
+}
+
+/** Runs `each` over `items`, at most PROBES_IN_FLIGHT_MAX at once. */
+async function inBatches<T>(items: readonly T[], each: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await each(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(PROBES_IN_FLIGHT_MAX, items.length) }, worker));
+}
+
+/** Waits until an acks=all produce to each partition succeeds (through `via`, forwarded). */
+async function probeAll(topic: string, partitions: number[], via: () => number, what: string): Promise<void> {
+  const pending = new Set(partitions);
+  await until(
+    `every partition writable ${what}`,
+    async () => {
+      await inBatches([...pending], async (p) => {
+        if (await produceAll(via(), topic, p)) pending.delete(p);
+      });
+      return pending.size === 0 ? true : undefined;
+    },
+    120_000,
+    100,
+  );
 }
 
 async function shutdown(): Promise<void> {

@@ -241,7 +241,9 @@ export function resolveStartOptions(
   if (resolved.roles !== undefined) {
     try {
       const quorum =
-        resolved.controllerQuorum !== undefined ? parseControllerQuorum(resolved.controllerQuorum) : undefined;
+        resolved.controllerQuorum !== undefined
+          ? parseControllerQuorum(resolved.controllerQuorum)
+          : undefined;
       resolveRoles(parseRoles(resolved.roles), resolved.nodeId ?? 1, quorum);
     } catch (error) {
       refuse('roles', error);

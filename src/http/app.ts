@@ -177,7 +177,12 @@ function separateInternalListener(app: FastifyInstance): void {
           'the cluster-internal API is not served on this port: this node has an internal listener of its own',
         ),
       );
-    if (internal && !internalPath && !HEALTH_PATHS.has(path) && request.headers[FORWARDED_BY_HEADER] === undefined)
+    if (
+      internal &&
+      !internalPath &&
+      !HEALTH_PATHS.has(path) &&
+      request.headers[FORWARDED_BY_HEADER] === undefined
+    )
       return done(
         new SluiceError(
           'NOT_FOUND',

@@ -75,7 +75,9 @@ export function parseListen(text: string, config = 'internalListen'): { host: st
   const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
   const port = match ? Number(match[2]) : -1;
   if (!match || port > 65535)
-    throw new SluiceError('INVALID_CONFIG', `${JSON.stringify(text)} is not host:port`, { details: { config } });
+    throw new SluiceError('INVALID_CONFIG', `${JSON.stringify(text)} is not host:port`, {
+      details: { config },
+    });
   const host = match[1]!.startsWith('[') ? match[1]!.slice(1, -1) : match[1]!;
   return { host, port };
 }

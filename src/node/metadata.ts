@@ -397,7 +397,9 @@ export async function openMetadata(
     // The active controller as the voters see it: this node's view, else the highest term's.
     const heard = [...statuses.values()].filter((s): s is RaftStatus => s !== undefined);
     const controllerId =
-      local.leaderId ?? heard.sort((a, b) => b.term - a.term).find((s) => s.leaderId !== null)?.leaderId ?? null;
+      local.leaderId ??
+      heard.sort((a, b) => b.term - a.term).find((s) => s.leaderId !== null)?.leaderId ??
+      null;
     let leader = controllerId !== null ? statuses.get(controllerId) : undefined;
     if (controllerId !== null && !statuses.has(controllerId)) leader = await voterStatus(controllerId);
     if (leader && leader.role !== 'leader') leader = undefined;

@@ -165,9 +165,13 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         details: { config: 'advertiseInternal' },
       });
     if (internalListen && clusterSecret === undefined)
-      throw new SluiceError('INVALID_CONFIG', 'an internal listener needs a cluster secret (--cluster-secret)', {
-        details: { config: 'internalListen' },
-      });
+      throw new SluiceError(
+        'INVALID_CONFIG',
+        'an internal listener needs a cluster secret (--cluster-secret)',
+        {
+          details: { config: 'internalListen' },
+        },
+      );
     const advertisedInternal =
       options.advertiseInternal !== undefined ? parseAdvertise(options.advertiseInternal, 0) : undefined;
     // Topics live in the metadata log (a Raft quorum: this node alone, or the voters named),
@@ -318,7 +322,9 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     let closing: Promise<void> | undefined;
     return {
       address: { host, port },
-      ...(internal && internalListen ? { internalAddress: { host: internalListen.host, port: internal.port } } : {}),
+      ...(internal && internalListen
+        ? { internalAddress: { host: internalListen.host, port: internal.port } }
+        : {}),
       nodeId,
       broker,
       metrics,

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, SECRET, TestCluster } from './cluster.js';
+import { type Answer, eventually, SECRET, TestCluster } from './cluster.js';
 
 /**
  * Node roles and the internal listener on real processes: a controller-only node votes and leads
@@ -27,7 +27,7 @@ interface VoterState {
 async function get(url: string, headers: Record<string, string> = {}) {
   const response = await fetch(url, { headers });
   const text = await response.text();
-  let body: any = text;
+  let body: Answer['body'] = text;
   try {
     body = JSON.parse(text);
   } catch {}
@@ -69,7 +69,11 @@ describe('one controller-only node and two broker-only nodes, on internal listen
     const three = await cluster.post(1, '/v1/topics', { name: 'rf3', partitions: 1, replicationFactor: 3 });
     expect(three.status).toBe(400);
     expect(three.body.code).toBe('INVALID_REPLICATION_FACTOR');
-    const created = await cluster.post(1, '/v1/topics', { name: 'spread', partitions: 6, replicationFactor: 2 });
+    const created = await cluster.post(1, '/v1/topics', {
+      name: 'spread',
+      partitions: 6,
+      replicationFactor: 2,
+    });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     const described = await cluster.get(2, '/v1/topics/spread');
     for (const p of described.body.partitions as { leader: number; replicas: number[] }[]) {
@@ -79,7 +83,9 @@ describe('one controller-only node and two broker-only nodes, on internal listen
     // acks=all needs the follower's fetches, which go to the leader's internal listener.
     await eventually('both replicas in sync', async () => {
       const answer = await cluster.get(3, '/v1/topics/spread');
-      return (answer.body.partitions as { isr: number[] }[]).every((p) => p.isr.length === 2) ? true : undefined;
+      return (answer.body.partitions as { isr: number[] }[]).every((p) => p.isr.length === 2)
+        ? true
+        : undefined;
     });
     const all = await cluster.post(1, '/v1/topics/spread/partitions/0/records?acks=all', {
       records: [{ value: 'replicated' }],
@@ -90,9 +96,13 @@ describe('one controller-only node and two broker-only nodes, on internal listen
   it('forwards produce and fetch that reach the controller-only node to the partitions’ leaders', async () => {
     await cluster.post(2, '/v1/topics', { name: 'through-controller', partitions: 2, replicationFactor: 1 });
     for (const partition of [0, 1]) {
-      const produced = await cluster.post(1, `/v1/topics/through-controller/partitions/${partition}/records`, {
-        records: [{ value: `via the controller ${partition}` }],
-      });
+      const produced = await cluster.post(
+        1,
+        `/v1/topics/through-controller/partitions/${partition}/records`,
+        {
+          records: [{ value: `via the controller ${partition}` }],
+        },
+      );
       expect(produced.status, JSON.stringify(produced.body)).toBe(200);
       expect(['2', '3']).toContain(produced.servedBy);
       const read = await cluster.get(
@@ -100,7 +110,9 @@ describe('one controller-only node and two broker-only nodes, on internal listen
         `/v1/topics/through-controller/partitions/${partition}/records?offset=earliest`,
       );
       expect(read.status).toBe(200);
-      expect(read.body.records.map((r: { value: string }) => r.value)).toEqual([`via the controller ${partition}`]);
+      expect(read.body.records.map((r: { value: string }) => r.value)).toEqual([
+        `via the controller ${partition}`,
+      ]);
     }
   });
 
@@ -138,7 +150,9 @@ describe('one controller-only node and two broker-only nodes, on internal listen
     await cluster.kill(1);
     const alone = await eventually('node 3 reporting voter 1 unreachable', async () => {
       const answer = await cluster.get(3, '/v1/cluster');
-      return answer.body.metadata.quorum.voters[0].reachable === false ? answer.body.metadata.quorum : undefined;
+      return answer.body.metadata.quorum.voters[0].reachable === false
+        ? answer.body.metadata.quorum
+        : undefined;
     });
     expect(alone.source).toBe('local');
     expect(alone.voters).toEqual([{ id: 1, reachable: false }]);
@@ -148,9 +162,13 @@ describe('one controller-only node and two broker-only nodes, on internal listen
 describe('three controllers and one broker-only node', () => {
   let cluster: TestCluster;
   beforeAll(async () => {
-    cluster = await TestCluster.start(3, { sessionTimeoutMs: SESSION_TIMEOUT_MS }, {
-      nodeOptions: (id) => (id === 4 ? { roles: 'broker' } : {}),
-    });
+    cluster = await TestCluster.start(
+      3,
+      { sessionTimeoutMs: SESSION_TIMEOUT_MS },
+      {
+        nodeOptions: (id) => (id === 4 ? { roles: 'broker' } : {}),
+      },
+    );
     await cluster.addNode(4);
   }, 60_000);
   afterAll(async () => {
@@ -187,7 +205,11 @@ describe('three controllers and one broker-only node', () => {
       [1, 2, 3, 4].filter((id) => id !== controllerId),
     );
 
-    const created = await cluster.post(4, '/v1/topics', { name: 'four', partitions: 8, replicationFactor: 1 });
+    const created = await cluster.post(4, '/v1/topics', {
+      name: 'four',
+      partitions: 8,
+      replicationFactor: 1,
+    });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     const leaders = new Set((created.body.partitions as { leader: number }[]).map((p) => p.leader));
     expect(leaders.has(4)).toBe(true);
