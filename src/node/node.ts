@@ -164,6 +164,12 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
       throw new SluiceError('INVALID_CONFIG', 'advertiseInternal needs internalListen', {
         details: { config: 'advertiseInternal' },
       });
+    if (internalListen && voters === undefined)
+      throw new SluiceError(
+        'INVALID_CONFIG',
+        'an internal listener serves the other nodes of a cluster: it needs a controller quorum (--controller-quorum)',
+        { details: { config: 'internalListen' } },
+      );
     if (internalListen && clusterSecret === undefined)
       throw new SluiceError(
         'INVALID_CONFIG',

@@ -144,6 +144,9 @@ describe('startNode with a controller quorum', () => {
         }),
       ).toMatch(/node 1 is named in the controller quorum/);
       expect(await refused({ internalListen: '127.0.0.1:0' })).toMatch(
+        /internal listener serves the other nodes of a cluster: it needs a controller quorum/,
+      );
+      expect(await refused({ internalListen: '127.0.0.1:0', controllerQuorum: '1@127.0.0.1:1' })).toMatch(
         /internal listener needs a cluster secret/,
       );
     } finally {
