@@ -332,6 +332,9 @@ async function acksAllProduce(say: Say): Promise<void> {
   );
 }
 
+/** The last refusal a probe met, to say why a wait timed out. */
+let lastRefusal = '';
+
 /** One acks=all record to a partition, sent to the node given; whether it was taken. */
 async function produceAll(node: number, topic: string, partition: number): Promise<boolean> {
   const response = await fetch(`${url(node)}/v1/topics/${topic}/partitions/${partition}/records?acks=all`, {
@@ -339,9 +342,13 @@ async function produceAll(node: number, topic: string, partition: number): Promi
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ records: [{ value: 'after the failover' }] }),
     signal: AbortSignal.timeout(10_000),
-  }).catch(() => undefined);
+  }).catch((error: unknown) => {
+    lastRefusal = `${topic}/${partition} via node ${node}: ${String(error)}`;
+    return undefined;
+  });
   if (!response) return false;
-  await response.arrayBuffer();
+  const text = await response.text();
+  if (response.status !== 200) lastRefusal = `${topic}/${partition} via node ${node}: ${response.status} ${text}`;
   return response.status === 200;
 }
 
@@ -428,6 +435,7 @@ async function probeAll(topic: string, partitions: number[], via: () => number, 
       await inBatches([...pending], async (p) => {
         if (await produceAll(via(), topic, p)) pending.delete(p);
       });
+      if (pending.size > 0) process.stderr.write(`${pending.size} not writable ${what}; last: ${lastRefusal}\n`);
       return pending.size === 0 ? true : undefined;
     },
     120_000,

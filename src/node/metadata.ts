@@ -19,7 +19,7 @@ import { RaftDriver, type RaftDriverOptions, type RaftStatus, type RaftTransport
 import { LevelRaftStorage } from '../raft/storage.js';
 import type { Message } from '../raft/types.js';
 import { type FileSystem, mkdirDurable } from '../storage/fs.js';
-import type { NodeRoles, QuorumVoter } from './cluster-config.js';
+import type { QuorumVoter } from './cluster-config.js';
 
 /** Where the metadata quorum keeps its Raft log (LevelDB) in a data directory. */
 export const METADATA_DIR = '__cluster_metadata';
@@ -50,8 +50,6 @@ export interface MetadataOptions {
   /** How long a broker may go unheard before the controller fences it. */
   sessionTimeoutMs: number;
   rack: string | null;
-  /** What this node does; both when absent (the node.ts caller resolves and checks them). */
-  roles?: NodeRoles;
 }
 
 /** Every voter's status, and the active controller's followers (learners too) when it answered. */

@@ -190,7 +190,6 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         ...(clusterSecret !== undefined ? { clusterSecret } : {}),
         sessionTimeoutMs: options.sessionTimeoutMs ?? 9000,
         rack: options.rack ?? null,
-        roles,
       },
       { fs: nodeFileSystem, clock, logger },
     );
