@@ -348,7 +348,8 @@ async function produceAll(node: number, topic: string, partition: number): Promi
   });
   if (!response) return false;
   const text = await response.text();
-  if (response.status !== 200) lastRefusal = `${topic}/${partition} via node ${node}: ${response.status} ${text}`;
+  if (response.status !== 200)
+    lastRefusal = `${topic}/${partition} via node ${node}: ${response.status} ${text}`;
   return response.status === 200;
 }
 
@@ -435,7 +436,8 @@ async function probeAll(topic: string, partitions: number[], via: () => number, 
       await inBatches([...pending], async (p) => {
         if (await produceAll(via(), topic, p)) pending.delete(p);
       });
-      if (pending.size > 0) process.stderr.write(`${pending.size} not writable ${what}; last: ${lastRefusal}\n`);
+      if (pending.size > 0)
+        process.stderr.write(`${pending.size} not writable ${what}; last: ${lastRefusal}\n`);
       return pending.size === 0 ? true : undefined;
     },
     120_000,
