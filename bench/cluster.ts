@@ -17,7 +17,7 @@
  *   sent to the leader, interleaved rounds of h2load in the same run: the ratio is forwarded/direct;
  * - a partition with three in-sync replicas: acks=all against acks=1, interleaved rounds;
  * - failover of replicated partitions: for each of REPLICATED_PARTITIONS (1,100,1000), a topic of
- *   3 × that many partitions with three replicas, every one in sync; kill -9 of a broker (not the
+ *   3 × that many partitions with three replicas (in topics of at most 300), every one in sync; kill -9 of a broker (not the
  *   controller) that leads about that many of them, then the time until every partition it led
  *   has a new leader in the metadata, and until an acks=all produce to each, sent to that new
  *   leader, has succeeded (the new leader serves). The killed broker is started again after.
@@ -49,6 +49,8 @@ for (const step of STEPS)
     throw new Error(`STEPS: ${step} is not one of ${ALL_STEPS.join(',')}`);
 /** Produce requests in flight at once while probing the new leaders. */
 const PROBES_IN_FLIGHT_MAX = 64;
+/** The most partitions one topic of the replicated failover step has (several topics beyond). */
+const TOPIC_PARTITIONS_MAX = 300;
 const SECRET = 'bench-cluster-secret-0123456789';
 const NODES = 3;
 
@@ -336,20 +338,20 @@ async function acksAllProduce(say: Say): Promise<void> {
 let lastRefusal = '';
 
 /** One acks=all record to a partition, sent to the node given; whether it was taken. */
-async function produceAll(node: number, topic: string, partition: number): Promise<boolean> {
+async function produceAll(node: number, key: string): Promise<boolean> {
+  const [topic, partition] = key.split('/') as [string, string];
   const response = await fetch(`${url(node)}/v1/topics/${topic}/partitions/${partition}/records?acks=all`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ records: [{ value: 'after the failover' }] }),
     signal: AbortSignal.timeout(10_000),
   }).catch((error: unknown) => {
-    lastRefusal = `${topic}/${partition} via node ${node}: ${String(error)}`;
+    lastRefusal = `${key} via node ${node}: ${String(error)}`;
     return undefined;
   });
   if (!response) return false;
   const text = await response.text();
-  if (response.status !== 200)
-    lastRefusal = `${topic}/${partition} via node ${node}: ${response.status} ${text}`;
+  if (response.status !== 200) lastRefusal = `${key} via node ${node}: ${response.status} ${text}`;
   return response.status === 200;
 }
 
@@ -362,42 +364,50 @@ async function replicatedFailover(say: Say): Promise<void> {
   for (const count of REPLICATED_COUNTS) {
     const controller = await controllerId();
     const victim = [...ports.keys()].find((id) => id !== controller)!;
-    const topic = `replicated-failover-${count}`;
-    await call(controller, 'POST', '/v1/topics', {
-      name: topic,
-      partitions: count * NODES,
-      replicationFactor: NODES,
-      configs: { 'min.insync.replicas': 2 },
-    });
+    // Topics of at most TOPIC_PARTITIONS_MAX partitions: one create request stays bounded.
+    const topics: string[] = [];
+    for (let left = count * NODES, i = 0; left > 0; left -= TOPIC_PARTITIONS_MAX, i++) {
+      const topic = `replicated-failover-${count}-${i}`;
+      await call(controller, 'POST', '/v1/topics', {
+        name: topic,
+        partitions: Math.min(left, TOPIC_PARTITIONS_MAX),
+        replicationFactor: NODES,
+        configs: { 'min.insync.replicas': 2 },
+      });
+      topics.push(topic);
+    }
     // Every replica in sync and every partition writable before the kill.
     await until(
       'every replica in sync',
       async () => {
-        const d = await call(controller, 'GET', `/v1/topics/${topic}`);
-        return (d.partitions as { isr: number[] }[]).every((p) => p.isr.length === NODES) ? true : undefined;
+        for (const topic of topics) {
+          const d = await call(controller, 'GET', `/v1/topics/${topic}`);
+          if (!(d.partitions as { isr: number[] }[]).every((p) => p.isr.length === NODES)) return undefined;
+        }
+        return true;
       },
-      120_000,
-      200,
+      600_000,
+      500,
     );
-    const held = (await leadersOfTopic(controller, topic))
-      .map((leader, partition) => ({ leader, partition }))
-      .filter((p) => p.leader === victim)
-      .map((p) => p.partition);
-    await probeAll(topic, held, () => controller, 'before the kill');
+    const held = [...(await leadersOfTopics(controller, topics))]
+      .filter(([, leader]) => leader === victim)
+      .map(([key]) => key);
+    await probeAll(held, () => controller, 'before the kill');
     const started = performance.now();
     await kill(victim);
     let electedMs: number | undefined;
     const pending = new Set(held);
     while (pending.size > 0) {
       if (performance.now() - started > SESSION_MS + 120_000)
-        throw new Error(`${pending.size} partitions not served by a new leader in time`);
-      const now = await leadersOfTopic(controller, topic).catch(() => undefined);
+        throw new Error(
+          `${pending.size} partitions not served by a new leader in time; last: ${lastRefusal}`,
+        );
+      const now = await leadersOfTopics(controller, topics).catch(() => undefined);
       if (!now) continue;
-      if (electedMs === undefined && held.every((p) => now[p] !== victim && now[p] !== -1))
-        electedMs = performance.now() - started;
-      const ready = [...pending].filter((p) => now[p] !== victim && now[p] !== -1);
-      await inBatches(ready, async (p) => {
-        if (await produceAll(now[p]!, topic, p)) pending.delete(p);
+      const led = (key: string) => now.get(key) !== victim && now.get(key) !== -1;
+      if (electedMs === undefined && held.every(led)) electedMs = performance.now() - started;
+      await inBatches([...pending].filter(led), async (key) => {
+        if (await produceAll(now.get(key)!, key)) pending.delete(key);
       });
       if (pending.size > 0) await new Promise((r) => setTimeout(r, 20));
     }
@@ -412,10 +422,12 @@ async function replicatedFailover(say: Say): Promise<void> {
   }
 }
 
-/** Each partition's leader, by partition. */
-async function leadersOfTopic(via: number, topic: string): Promise<number[]> {
-  const meta = await call(via, 'GET', `/v1/metadata?topics=${topic}`);
-  return meta.topics[0].partitions.map((p: { leader: number }) => p.leader);
+/** Each partition's leader, as `topic/partition` → node, of the topics named. */
+async function leadersOfTopics(via: number, topics: string[]): Promise<Map<string, number>> {
+  const meta = await call(via, 'GET', `/v1/metadata?topics=${topics.join(',')}`);
+  const out = new Map<string, number>();
+  for (const t of meta.topics) for (const p of t.partitions) out.set(`${t.name}/${p.partition}`, p.leader);
+  return out;
 }
 
 /** Runs `each` over `items`, at most PROBES_IN_FLIGHT_MAX at once. */
@@ -428,13 +440,13 @@ async function inBatches<T>(items: readonly T[], each: (item: T) => Promise<void
 }
 
 /** Waits until an acks=all produce to each partition succeeds (through `via`, forwarded). */
-async function probeAll(topic: string, partitions: number[], via: () => number, what: string): Promise<void> {
+async function probeAll(partitions: string[], via: () => number, what: string): Promise<void> {
   const pending = new Set(partitions);
   await until(
     `every partition writable ${what}`,
     async () => {
       await inBatches([...pending], async (p) => {
-        if (await produceAll(via(), topic, p)) pending.delete(p);
+        if (await produceAll(via(), p)) pending.delete(p);
       });
       if (pending.size > 0)
         process.stderr.write(`${pending.size} not writable ${what}; last: ${lastRefusal}\n`);
