@@ -15,14 +15,21 @@
  *   survivor;
  * - produce through a node that does not lead the partition (forwarded over HTTP/2) against one
  *   sent to the leader, interleaved rounds of h2load in the same run: the ratio is forwarded/direct;
- * - a partition with three in-sync replicas: acks=all against acks=1, interleaved rounds.
+ * - a partition with three in-sync replicas: acks=all against acks=1, interleaved rounds;
+ * - failover of replicated partitions: for each of REPLICATED_PARTITIONS (1,100,1000), a topic of
+ *   3 × that many partitions with three replicas (in topics of at most 300), every one in sync; kill -9 of a broker (not the
+ *   controller) that leads about that many of them, then the time until every partition it led
+ *   has a new leader in the metadata, and until an acks=all produce to each, sent to that new
+ *   leader, has succeeded (the new leader serves). The killed broker is started again after.
  *
- * Prints the figures and appends a dated row to bench/RESULTS.md.
+ * STEPS picks some of them (topics,fence,failover,forward,acks,replicated-failover; all when
+ * absent), e.g. `STEPS=replicated-failover REPLICATED_PARTITIONS=1,100 npm run bench:cluster`.
+ * Prints the figures and appends a dated row to bench/RESULTS.md, with the load average.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packr } from '../src/protocol/msgpack.js';
 import { ensureH2load, type Figure, h2load, median } from './h2load.js';
@@ -34,6 +41,16 @@ const PARTITION_COUNTS = (process.env.PARTITIONS ?? '1,100,1000').split(',').map
 const SESSION_MS = Number(process.env.SESSION_MS ?? 3000);
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const STEP_SECONDS = Number(process.env.STEP_SECONDS ?? 3);
+const REPLICATED_COUNTS = (process.env.REPLICATED_PARTITIONS ?? '1,100,1000').split(',').map(Number);
+const ALL_STEPS = ['topics', 'fence', 'failover', 'forward', 'acks', 'replicated-failover'] as const;
+const STEPS = new Set(process.env.STEPS ? process.env.STEPS.split(',') : ALL_STEPS);
+for (const step of STEPS)
+  if (!(ALL_STEPS as readonly string[]).includes(step))
+    throw new Error(`STEPS: ${step} is not one of ${ALL_STEPS.join(',')}`);
+/** Produce requests in flight at once while probing the new leaders. */
+const PROBES_IN_FLIGHT_MAX = 64;
+/** The most partitions one topic of the replicated failover step has (several topics beyond). */
+const TOPIC_PARTITIONS_MAX = 300;
 const SECRET = 'bench-cluster-secret-0123456789';
 const NODES = 3;
 
@@ -73,7 +90,7 @@ async function until<T>(
   }
 }
 
-async function startNode(id: number): Promise<void> {
+async function startNode(id: number, readyTimeoutMs = 60_000): Promise<void> {
   const child = spawn(
     process.execPath,
     [
@@ -95,8 +112,10 @@ async function startNode(id: number): Promise<void> {
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, SLUICE_CLUSTER_SECRET: SECRET } },
   );
   children.set(id, child);
-  await until(`node ${id} ready`, async () =>
-    (await fetch(`${url(id)}/readyz`)).status === 200 ? true : undefined,
+  await until(
+    `node ${id} ready`,
+    async () => ((await fetch(`${url(id)}/readyz`)).status === 200 ? true : undefined),
+    readyTimeoutMs,
   );
 }
 
@@ -155,17 +174,39 @@ async function main(): Promise<void> {
     lines.push(line);
   };
 
-  // Topic creation through a node that is not the controller (each create goes to it and back).
-  let controller = await controllerId();
+  const loadBefore = loadavg()[0]!;
+  if (STEPS.has('topics')) await createTopics(say);
+  if (STEPS.has('fence')) await fence(say);
+  if (STEPS.has('failover')) await controllerFailover(say);
+  if (STEPS.has('forward')) await forwardedProduce(say);
+  if (STEPS.has('acks')) await acksAllProduce(say);
+  if (STEPS.has('replicated-failover')) await replicatedFailover(say);
+  const load = `load average ${loadBefore.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after on ${cpus().length} cores`;
+  say(load);
+
+  const steps = STEPS.size === ALL_STEPS.length ? '' : `; steps ${[...STEPS].join(',')}`;
+  const row = `| cluster (3 nodes, loopback; h2load for produce, baselines direct produce and acks=1 in the same run; admin and kill timings by the Node script${steps}) | ${new Date().toISOString().slice(0, 10)} | ${commit} | ${lines.join('; ')} |\n`;
+  appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), row);
+}
+
+type Say = (line: string) => void;
+
+/** Topic creation through a node that is not the controller (each create goes to it and back). */
+async function createTopics(say: Say): Promise<void> {
+  const controller = await controllerId();
   const via = [...ports.keys()].find((id) => id !== controller)!;
-  let started = performance.now();
+  const started = performance.now();
   for (let i = 0; i < TOPICS; i++) await call(via, 'POST', '/v1/topics', { name: `t${i}`, partitions: 1 });
-  let ms = performance.now() - started;
+  const ms = performance.now() - started;
   say(
     `create ${TOPICS} topics (serially, via a non-controller): ${(ms / 1000).toFixed(2)} s, ${Math.round((TOPICS / ms) * 1000)} topics/s`,
   );
+}
 
-  // Fencing of a killed broker, by the number of partitions it holds.
+/** Fencing of a killed broker, by the number of partitions it holds. */
+async function fence(say: Say): Promise<void> {
+  let controller: number;
+  let started: number;
   for (const count of PARTITION_COUNTS) {
     controller = await controllerId();
     const victim = [...ports.keys()].find((id) => id !== controller)!;
@@ -196,23 +237,27 @@ async function main(): Promise<void> {
       `kill -9 of a broker with ${held.length} partitions: fenced, all leaderless after ${(fencedMs / 1000).toFixed(2)} s (session timeout ${SESSION_MS / 1000} s, target ${(SESSION_MS + 2000) / 1000} s); restarted, leading all again after ${(backMs / 1000).toFixed(2)} s`,
     );
   }
+}
 
-  // Controller failover.
-  controller = await controllerId();
-  started = performance.now();
+/** Controller failover: from kill -9 of the active controller to a topic created through a survivor. */
+async function controllerFailover(say: Say): Promise<void> {
+  const controller = await controllerId();
+  const started = performance.now();
   await kill(controller);
   const survivor = [...ports.keys()].find((id) => id !== controller)!;
   await until('a topic created after the controller died', async () => {
     await call(survivor, 'POST', '/v1/topics', { name: `after-failover-${Date.now()}`, partitions: 1 });
     return true;
   });
-  ms = performance.now() - started;
+  const ms = performance.now() - started;
   say(
     `controller failover (kill -9 to a topic created through a survivor): ${(ms / 1000).toFixed(2)} s (election timeout 1 s)`,
   );
   await startNode(controller);
+}
 
-  // Forwarded produce against direct.
+/** Forwarded produce against direct. */
+async function forwardedProduce(say: Say): Promise<void> {
   await call(1, 'POST', '/v1/topics', { name: 'forward', partitions: 1 });
   const leader = (await leaders(1, 'forward'))[0]!;
   const other = [...ports.keys()].find((id) => id !== leader)!;
@@ -241,8 +286,11 @@ async function main(): Promise<void> {
   say(
     `produce 100x100B (h2c, 16 clients, ${ROUNDS}x${STEP_SECONDS}s): forwarded ${Math.round(f).toLocaleString('en-US')} rec/s = ${(f / d).toFixed(2)}x direct ${Math.round(d).toLocaleString('en-US')} rec/s (target 0.7x); mean latency ${median(forwarded.map((x) => x.meanMs)).toFixed(2)} ms vs ${median(direct.map((x) => x.meanMs)).toFixed(2)} ms${failed ? `; ${failed} failed requests` : ''}`,
   );
+}
 
-  // Replicated produce: acks=1 against acks=all on a partition with three in-sync replicas.
+/** Replicated produce: acks=1 against acks=all on a partition with three in-sync replicas. */
+async function acksAllProduce(say: Say): Promise<void> {
+  const value = Buffer.alloc(100, 0x61);
   await call(1, 'POST', '/v1/topics', {
     name: 'replicated',
     partitions: 1,
@@ -284,9 +332,129 @@ async function main(): Promise<void> {
   say(
     `after it: leader log end ${replicatedEnds.logEndOffset}, high watermark ${replicatedEnds.highWatermark}, in-sync ${replicatedEnds.isr.join(',')}`,
   );
+}
 
-  const row = `| cluster (3 nodes, loopback; h2load for produce, baselines direct produce and acks=1 in the same run; admin and kill timings by the Node script) | ${new Date().toISOString().slice(0, 10)} | ${commit} | ${lines.join('; ')} |\n`;
-  appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), row);
+/** The last refusal a probe met, to say why a wait timed out. */
+let lastRefusal = '';
+
+/** One acks=all record to a partition, sent to the node given; whether it was taken. */
+async function produceAll(node: number, key: string): Promise<boolean> {
+  const [topic, partition] = key.split('/') as [string, string];
+  const response = await fetch(`${url(node)}/v1/topics/${topic}/partitions/${partition}/records?acks=all`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ records: [{ value: 'after the failover' }] }),
+    signal: AbortSignal.timeout(10_000),
+  }).catch((error: unknown) => {
+    lastRefusal = `${key} via node ${node}: ${String(error)}`;
+    return undefined;
+  });
+  if (!response) return false;
+  const text = await response.text();
+  if (response.status !== 200) lastRefusal = `${key} via node ${node}: ${response.status} ${text}`;
+  return response.status === 200;
+}
+
+/**
+ * Failover of replicated partitions: kill -9 of a broker leading about `count` partitions of
+ * three in-sync replicas each, to new leaders in the metadata and to an acks=all produce to each
+ * of them succeeding through its new leader.
+ */
+async function replicatedFailover(say: Say): Promise<void> {
+  for (const count of REPLICATED_COUNTS) {
+    const controller = await controllerId();
+    const victim = [...ports.keys()].find((id) => id !== controller)!;
+    // Topics of at most TOPIC_PARTITIONS_MAX partitions: one create request stays bounded.
+    const topics: string[] = [];
+    for (let left = count * NODES, i = 0; left > 0; left -= TOPIC_PARTITIONS_MAX, i++) {
+      const topic = `replicated-failover-${count}-${i}`;
+      await call(controller, 'POST', '/v1/topics', {
+        name: topic,
+        partitions: Math.min(left, TOPIC_PARTITIONS_MAX),
+        replicationFactor: NODES,
+        configs: { 'min.insync.replicas': 2 },
+      });
+      topics.push(topic);
+    }
+    // Every replica in sync and every partition writable before the kill.
+    await until(
+      'every replica in sync',
+      async () => {
+        for (const topic of topics) {
+          const d = await call(controller, 'GET', `/v1/topics/${topic}`);
+          if (!(d.partitions as { isr: number[] }[]).every((p) => p.isr.length === NODES)) return undefined;
+        }
+        return true;
+      },
+      600_000,
+      500,
+    );
+    const held = [...(await leadersOfTopics(controller, topics))]
+      .filter(([, leader]) => leader === victim)
+      .map(([key]) => key);
+    await probeAll(held, () => controller, 'before the kill');
+    const started = performance.now();
+    await kill(victim);
+    let electedMs: number | undefined;
+    const pending = new Set(held);
+    while (pending.size > 0) {
+      if (performance.now() - started > SESSION_MS + 120_000)
+        throw new Error(
+          `${pending.size} partitions not served by a new leader in time; last: ${lastRefusal}`,
+        );
+      const now = await leadersOfTopics(controller, topics).catch(() => undefined);
+      if (!now) continue;
+      const led = (key: string) => now.get(key) !== victim && now.get(key) !== -1;
+      if (electedMs === undefined && held.every(led)) electedMs = performance.now() - started;
+      await inBatches([...pending].filter(led), async (key) => {
+        if (await produceAll(now.get(key)!, key)) pending.delete(key);
+      });
+      if (pending.size > 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    const servedMs = performance.now() - started;
+    // Back for the next count, which needs three brokers; it holds a replica of every partition.
+    const restarted = performance.now();
+    await startNode(victim, 300_000);
+    const readyMs = performance.now() - restarted;
+    say(
+      `kill -9 of a broker leading ${held.length} partitions of replication factor 3 (${count * NODES} partitions): new leaders for all after ${((electedMs ?? servedMs) / 1000).toFixed(2)} s, an acks=all produce to each served by its new leader after ${(servedMs / 1000).toFixed(2)} s (session timeout ${SESSION_MS / 1000} s, target ${(SESSION_MS + 2000) / 1000} s); restarted, ready after ${(readyMs / 1000).toFixed(2)} s`,
+    );
+  }
+}
+
+/** Each partition's leader, as `topic/partition` → node, of the topics named. */
+async function leadersOfTopics(via: number, topics: string[]): Promise<Map<string, number>> {
+  const meta = await call(via, 'GET', `/v1/metadata?topics=${topics.join(',')}`);
+  const out = new Map<string, number>();
+  for (const t of meta.topics) for (const p of t.partitions) out.set(`${t.name}/${p.partition}`, p.leader);
+  return out;
+}
+
+/** Runs `each` over `items`, at most PROBES_IN_FLIGHT_MAX at once. */
+async function inBatches<T>(items: readonly T[], each: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await each(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(PROBES_IN_FLIGHT_MAX, items.length) }, worker));
+}
+
+/** Waits until an acks=all produce to each partition succeeds (through `via`, forwarded). */
+async function probeAll(partitions: string[], via: () => number, what: string): Promise<void> {
+  const pending = new Set(partitions);
+  await until(
+    `every partition writable ${what}`,
+    async () => {
+      await inBatches([...pending], async (p) => {
+        if (await produceAll(via(), p)) pending.delete(p);
+      });
+      if (pending.size > 0)
+        process.stderr.write(`${pending.size} not writable ${what}; last: ${lastRefusal}\n`);
+      return pending.size === 0 ? true : undefined;
+    },
+    120_000,
+    100,
+  );
 }
 
 async function shutdown(): Promise<void> {

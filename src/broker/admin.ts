@@ -7,6 +7,7 @@ import type {
   DecommissionResponse,
   MetadataResponse,
   PartitionInfo,
+  QuorumStatus,
   ReassignmentInfo,
   ReassignmentsResponse,
   ReassignRequest,
@@ -32,6 +33,12 @@ export interface AdminOptions {
    * without it, this node alone.
    */
   clusterView?: () => Pick<ClusterResponse, 'controllerId' | 'nodes' | 'metadata'>;
+  /** Each voter's status, asked of the voters; absent on a node alone. */
+  quorumStatus?: () => Promise<{
+    quorum: QuorumStatus;
+    /** The active controller's followers (learners too), when it answered. */
+    followers?: { id: number; matchIndex: number; lag: number }[];
+  }>;
   /** Changes the metadata quorum's voters (through the active controller); absent on a node alone. */
   quorum?: {
     addVoter(nodeId: number): Promise<QuorumMembers>;
@@ -105,6 +112,16 @@ export class AdminService implements AdminApi {
     // This node's own endpoint is the one it is bound to (a port chosen at bind time included).
     const nodes = view.nodes.map((n) => (n.id === nodeId ? { ...n, host, port } : n));
     return { ...base, ...view, nodes };
+  }
+
+  async describeCluster(): Promise<ClusterResponse> {
+    const quorumStatus = this.#options.quorumStatus;
+    const status = quorumStatus ? await quorumStatus() : undefined;
+    const cluster = this.cluster();
+    if (!status || !cluster.metadata) return cluster;
+    // The followers' match indexes are the controller's wherever it answered, on any node.
+    const followers = status.followers ?? cluster.metadata.followers;
+    return { ...cluster, metadata: { ...cluster.metadata, followers, quorum: status.quorum } };
   }
 
   /**

@@ -116,6 +116,8 @@ export interface NodeApi {
 
 export interface AdminApi {
   cluster(): ClusterResponse;
+  /** `cluster()` with each voter's status, asked of the voters (`GET /v1/cluster`). */
+  describeCluster(): Promise<ClusterResponse>;
   listTopics(): TopicSummary[];
   createTopic(request: CreateTopicRequest): Promise<TopicDescription>;
   describeTopic(name: string): Promise<TopicDescription>;

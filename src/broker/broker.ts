@@ -33,6 +33,8 @@ export interface BrokerOptions {
   quorum?: AdminOptions['quorum'];
   /** Partition reassignment through the controller. */
   reassignment?: AdminOptions['reassignment'];
+  /** Each voter's status, asked of the voters; absent on a node alone. */
+  quorumStatus?: AdminOptions['quorumStatus'];
   /** Defaults for topics, in Kafka config names (e.g. `flush.policy`, `num.partitions`). */
   defaultConfigs?: Record<string, ConfigValue>;
   fetchWaitersMax?: number;
@@ -138,6 +140,7 @@ export class Broker implements BrokerApi {
         ...(options.clusterView ? { clusterView: options.clusterView } : {}),
         ...(options.quorum ? { quorum: options.quorum } : {}),
         ...(options.reassignment ? { reassignment: options.reassignment } : {}),
+        ...(options.quorumStatus ? { quorumStatus: options.quorumStatus } : {}),
       },
       {
         topics,

@@ -101,9 +101,11 @@ export function describeCluster(cluster: ClusterResponse): string[] {
     `cluster ${cluster.clusterId}  answered by node ${cluster.nodeId} (sluice ${cluster.version})`,
   ];
   const nodes = [...cluster.nodes].sort((a, b) => a.id - b.id);
+  // A node of a release that reports no roles is printed without the column.
+  const withRoles = nodes.some((node) => node.roles !== undefined);
   lines.push(
     ...table([
-      ['NODE', 'ADDRESS', 'RACK', 'FENCED', 'BROKER EPOCH', 'CONTROLLER'],
+      ['NODE', 'ADDRESS', 'RACK', 'FENCED', 'BROKER EPOCH', 'CONTROLLER', ...(withRoles ? ['ROLES'] : [])],
       ...nodes.map((node) => [
         String(node.id),
         address(node.host, node.port),
@@ -111,6 +113,7 @@ export function describeCluster(cluster: ClusterResponse): string[] {
         node.fenced === undefined ? '-' : node.fenced ? 'yes' : 'no',
         node.brokerEpoch === undefined ? '-' : String(node.brokerEpoch),
         node.id === cluster.controllerId ? 'yes' : '',
+        ...(withRoles ? [node.roles?.join(',') ?? '-'] : []),
       ]),
     ]),
   );
@@ -123,7 +126,24 @@ export function describeCluster(cluster: ClusterResponse): string[] {
       ? `metadata quorum (as node ${cluster.nodeId} sees it)  role=${m.role}  term=${m.term}  commitIndex=${m.commitIndex}  appliedIndex=${m.appliedIndex}  voters=${m.voters.join(',')}`
       : `metadata quorum: node ${cluster.nodeId} does not report it`,
   );
-  for (const f of m?.followers ?? []) lines.push(`  voter ${f.id}  matchIndex=${f.matchIndex}  lag=${f.lag}`);
+  const quorum = m?.quorum;
+  if (!quorum) {
+    for (const f of m?.followers ?? [])
+      lines.push(`  voter ${f.id}  matchIndex=${f.matchIndex}  lag=${f.lag}`);
+    return lines;
+  }
+  const known = (value: number | undefined) => (value === undefined ? '-' : String(value));
+  lines.push(
+    quorum.source === 'controller'
+      ? `voters (match index and lag as controller ${quorum.controllerId} counts them):`
+      : 'voters (no controller answered: lag behind the longest log heard of, match index unknown):',
+  );
+  for (const v of quorum.voters)
+    lines.push(
+      v.reachable
+        ? `  voter ${v.id}  role=${v.role ?? '-'}  term=${known(v.term)}  commitIndex=${known(v.commitIndex)}  appliedIndex=${known(v.appliedIndex)}  matchIndex=${known(v.matchIndex)}  lag=${known(v.lag)}`
+        : `  voter ${v.id}  did not answer${v.matchIndex !== undefined ? `  matchIndex=${v.matchIndex}  lag=${known(v.lag)}` : ''}`,
+    );
   return lines;
 }
 

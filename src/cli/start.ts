@@ -1,6 +1,13 @@
 import type { Command } from 'commander';
 import { SluiceError } from '../common/errors.js';
-import { parseAdvertise, parseControllerQuorum, resolveClusterSecret } from '../node/cluster-config.js';
+import {
+  parseAdvertise,
+  parseControllerQuorum,
+  parseListen,
+  parseRoles,
+  resolveClusterSecret,
+  resolveRoles,
+} from '../node/cluster-config.js';
 import { loadConfigFile, logsLifecycle, type NodeOptions, type SluiceNode } from '../node/node.js';
 import { VERSION } from '../node/version.js';
 import { collectConfig, type Io, print } from './io.js';
@@ -32,6 +39,9 @@ export interface StartFlags {
   clusterSecretFile?: string;
   sessionTimeoutMs?: string;
   replicationThrottleBytesPerSecond?: string;
+  internalListen?: string;
+  advertiseInternal?: string;
+  roles?: string;
   topicConfig?: Record<string, string>;
 }
 
@@ -72,7 +82,10 @@ type SettingKey =
   | 'clusterSecret'
   | 'clusterSecretFile'
   | 'sessionTimeoutMs'
-  | 'replicationThrottleBytesPerSecond';
+  | 'replicationThrottleBytesPerSecond'
+  | 'internalListen'
+  | 'advertiseInternal'
+  | 'roles';
 
 /**
  * A setting that a flag, an environment variable and the config file can all give. `parse` reads
@@ -115,6 +128,14 @@ const SETTINGS: readonly Setting[] = [
     env: 'SLUICE_REPLICATION_THROTTLE_BYTES_PER_SECOND',
     parse: integerIn(0, Number.MAX_SAFE_INTEGER),
   },
+  { key: 'internalListen', flag: '--internal-listen', env: 'SLUICE_INTERNAL_LISTEN', parse: nonEmpty },
+  {
+    key: 'advertiseInternal',
+    flag: '--advertise-internal',
+    env: 'SLUICE_ADVERTISE_INTERNAL',
+    parse: nonEmpty,
+  },
+  { key: 'roles', flag: '--roles', env: 'SLUICE_ROLES', parse: nonEmpty },
 ];
 
 /** The variable named beside a flag in `--help`. */
@@ -209,6 +230,33 @@ export function resolveStartOptions(
       refuse('advertise', error);
     }
   }
+  if (resolved.internalListen !== undefined) {
+    try {
+      parseListen(resolved.internalListen);
+    } catch (error) {
+      refuse('internalListen', error);
+    }
+  }
+  if (resolved.advertiseInternal !== undefined) {
+    try {
+      if (resolved.internalListen === undefined)
+        throw new Error('needs --internal-listen: without it the internal API is on the public port');
+      parseAdvertise(resolved.advertiseInternal, 0);
+    } catch (error) {
+      refuse('advertiseInternal', error);
+    }
+  }
+  if (resolved.roles !== undefined) {
+    try {
+      const quorum =
+        resolved.controllerQuorum !== undefined
+          ? parseControllerQuorum(resolved.controllerQuorum)
+          : undefined;
+      resolveRoles(parseRoles(resolved.roles), resolved.nodeId ?? 1, quorum);
+    } catch (error) {
+      refuse('roles', error);
+    }
+  }
   if (resolved.clusterSecret !== undefined || resolved.clusterSecretFile !== undefined) {
     try {
       resolveClusterSecret(resolved);
@@ -265,6 +313,18 @@ export function addStartCommand(program: Command, io: Io, dependencies: StartDep
     .option(
       '--replication-throttle-bytes-per-second <bytes>',
       `bytes per second a leader sends to replicas a reassignment adds, until in sync (default 0: unthrottled) [${envOf('replicationThrottleBytesPerSecond')}]`,
+    )
+    .option(
+      '--internal-listen <host:port>',
+      `a listener of its own for the cluster-internal API; the quorum then names these addresses (default: the public port) [${envOf('internalListen')}]`,
+    )
+    .option(
+      '--advertise-internal <host[:port]>',
+      `the address other nodes reach this node's internal listener at (default: the --advertise host and the internal port) [${envOf('advertiseInternal')}]`,
+    )
+    .option(
+      '--roles <roles>',
+      `controller, broker or controller,broker (default: both for a node the quorum names, broker for any other) [${envOf('roles')}]`,
     )
     .option(
       '-c, --topic-config <name=value>',

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Ajv } from 'ajv';
 import Fastify, {
   type FastifyInstance,
@@ -14,6 +14,7 @@ import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import { type MetricsRegistry, noopMetrics } from '../common/metrics.js';
 import { ENDPOINTS, type Endpoint, NODE_ID_HEADER } from '../protocol/api.js';
+import { FORWARDED_BY_HEADER } from '../protocol/internal-api.js';
 import { addBodyParsers } from './body.js';
 import { type ConsoleAsset, consoleRoutes } from './console/console.js';
 import { addForwarding } from './forward.js';
@@ -38,6 +39,12 @@ export interface AppOptions {
   requestIdPrefix?: string;
   /** How long connecting to a partition's leader may take when forwarding to it (forward.ts). */
   forwardConnectTimeoutMs?: number;
+  /**
+   * The cluster-internal API has a listener of its own (`--internal-listen`, served through
+   * `internalListenerHandler`): the public port then refuses `/internal/*`, and the internal
+   * listener serves only `/internal/*`, forwarded requests and the health checks.
+   */
+  internalListener?: boolean;
 }
 
 export interface AppDeps {
@@ -118,6 +125,7 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     return sendProblem(reply, error, request.url);
   });
   setNotFoundHandler(app, deps.metrics !== undefined);
+  if (options.internalListener) separateInternalListener(app);
   addForwarding(
     app,
     options.forwardConnectTimeoutMs !== undefined
@@ -135,6 +143,60 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   if (deps.metrics) app.register(metricsRoutes, { registry: deps.metrics });
   app.register(consoleRoutes, deps.consoleAssets ? { assets: deps.consoleAssets } : {});
   return app;
+}
+
+/** Set on a request that arrived on the internal listener, by `internalListenerHandler`. */
+const ON_INTERNAL_LISTENER = Symbol('sluice.internalListener');
+
+/**
+ * The request handler of the internal listener: the app's own handler (routes, hooks, error
+ * mapping), with each request marked as arriving there, so that one app serves both listeners and
+ * `separateInternalListener` can tell them apart.
+ */
+export function internalListenerHandler(
+  app: FastifyInstance,
+): (request: IncomingMessage, response: ServerResponse) => void {
+  return (request, response) => {
+    (request as unknown as Record<symbol, boolean>)[ON_INTERNAL_LISTENER] = true;
+    app.routing(request, response);
+  };
+}
+
+/** Paths both listeners answer: a load balancer or an orchestrator may probe either port. */
+const HEALTH_PATHS = new Set<string>([ENDPOINTS.livez.path, ENDPOINTS.readyz.path]);
+
+/**
+ * With an internal listener, each port serves its own API and refuses the other's as a path it
+ * does not have (404 NOT_FOUND), so that nothing reaches the internal API through the port
+ * clients are given. Forwarded requests (`/v1/...` with `sluice-forwarded-by`, which the forward
+ * hook checks for the cluster secret) are internal traffic.
+ */
+function separateInternalListener(app: FastifyInstance): void {
+  app.addHook('onRequest', (request, _reply, done) => {
+    const internal = (request.raw as unknown as Record<symbol, boolean>)[ON_INTERNAL_LISTENER] === true;
+    const path = request.url.split('?')[0]!;
+    const internalPath = path.startsWith('/internal/');
+    if (!internal && internalPath)
+      return done(
+        new SluiceError(
+          'NOT_FOUND',
+          'the cluster-internal API is not served on this port: this node has an internal listener of its own',
+        ),
+      );
+    if (
+      internal &&
+      !internalPath &&
+      !HEALTH_PATHS.has(path) &&
+      request.headers[FORWARDED_BY_HEADER] === undefined
+    )
+      return done(
+        new SluiceError(
+          'NOT_FOUND',
+          'this is the cluster-internal listener: the public API is served on the public port',
+        ),
+      );
+    done();
+  });
 }
 
 /**

@@ -69,3 +69,60 @@ export function parseAdvertise(text: string, listenPort: number): { host: string
   const host = match[1]!.startsWith('[') ? match[1]!.slice(1, -1) : match[1]!;
   return { host, port };
 }
+
+/** `host:port` as `--internal-listen` takes it: where the cluster-internal API listens (port 0: any free one). */
+export function parseListen(text: string, config = 'internalListen'): { host: string; port: number } {
+  const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[2]) : -1;
+  if (!match || port > 65535)
+    throw new SluiceError('INVALID_CONFIG', `${JSON.stringify(text)} is not host:port`, {
+      details: { config },
+    });
+  const host = match[1]!.startsWith('[') ? match[1]!.slice(1, -1) : match[1]!;
+  return { host, port };
+}
+
+/** What a node does: votes in the metadata quorum (controller), holds partitions (broker), or both. */
+export interface NodeRoles {
+  controller: boolean;
+  broker: boolean;
+}
+
+/** `controller`, `broker` or `controller,broker` (in either order), as `--roles` takes them. */
+export function parseRoles(text: string): NodeRoles {
+  const parts = text.split(',').map((p) => p.trim());
+  const known = new Set(['controller', 'broker']);
+  if (parts.some((p) => !known.has(p)) || new Set(parts).size !== parts.length)
+    throw new SluiceError(
+      'INVALID_CONFIG',
+      `roles ${JSON.stringify(text)} must be controller, broker or controller,broker`,
+      { details: { config: 'roles' } },
+    );
+  return { controller: parts.includes('controller'), broker: parts.includes('broker') };
+}
+
+/**
+ * The roles a node runs: as given, else both for a node the quorum names (or no quorum: a single
+ * node) and broker only for any other. A controller is a voter, so a node given the controller
+ * role must be named in the quorum, and a node the quorum names votes, so it must be a controller.
+ */
+export function resolveRoles(
+  given: NodeRoles | undefined,
+  nodeId: number,
+  voters: readonly QuorumVoter[] | undefined,
+): NodeRoles {
+  const named = voters === undefined || voters.some((v) => v.id === nodeId);
+  if (given === undefined) return { controller: named, broker: true };
+  const bad = (detail: string) => new SluiceError('INVALID_CONFIG', detail, { details: { config: 'roles' } });
+  if (given.controller && !named)
+    throw bad(
+      `node ${nodeId} has the controller role but the controller quorum does not name it: add ${nodeId}@host:port to --controller-quorum, or start it with --roles broker`,
+    );
+  if (!given.controller && named && voters !== undefined)
+    throw bad(
+      `node ${nodeId} is named in the controller quorum, so it votes: a broker-only node must not be named there (remove ${nodeId}@... from --controller-quorum, or give it --roles controller,broker)`,
+    );
+  if (!given.controller && voters === undefined)
+    throw bad('a node without a controller quorum is the whole cluster: it needs the controller role');
+  return given;
+}

@@ -15,8 +15,9 @@ import { Controller } from '../metadata/controller.js';
 import { reassigning, targetReplicas } from '../metadata/image.js';
 import { MetadataLog } from '../metadata/metadata-log.js';
 import { METADATA_VERSION_FEATURE, METADATA_VERSION_MAX, type MetadataRecord } from '../metadata/records.js';
-import type { ClusterResponse } from '../protocol/api.js';
-import { RaftDriver, type RaftDriverOptions, type RaftTransport } from '../raft/driver.js';
+import type { ClusterResponse, NodeRole, QuorumStatus } from '../protocol/api.js';
+import { RAFT_STATUS_PATH } from '../protocol/internal-api.js';
+import { RaftDriver, type RaftDriverOptions, type RaftStatus, type RaftTransport } from '../raft/driver.js';
 import { LevelRaftStorage } from '../raft/storage.js';
 import type { Message } from '../raft/types.js';
 import { type FileSystem, mkdirDurable } from '../storage/fs.js';
@@ -34,6 +35,11 @@ const SINGLE_VOTER_TIMING = { tickMs: 10, electionTicks: 10, heartbeatTicks: 1 }
 const QUORUM_TIMING = { tickMs: 50, electionTicks: 20, heartbeatTicks: 2 };
 /** How long a start waits for the cluster (a leader, the cluster id, its own registration). */
 const JOIN_WAIT_MS = 60_000;
+/** How long `GET /v1/cluster` waits for each voter's status before it reports the voter unreachable. */
+const VOTER_STATUS_TIMEOUT_MS = 1000;
+/** The endpoint of a registration that clients use, and the one peers use when there is one. */
+const PUBLIC_ENDPOINT = 'public';
+const INTERNAL_ENDPOINT = 'internal';
 /** The metadata.version this release writes. */
 const METADATA_VERSION = METADATA_VERSION_MAX;
 
@@ -52,6 +58,12 @@ export interface MetadataOptions {
    * directed link through a proxy they can cut or delay this way.
    */
   peerAddressOverrides?: Readonly<Record<number, { host: string; port: number }>>;
+}
+
+/** Every voter's status, and the active controller's followers (learners too) when it answered. */
+export interface VoterStatuses {
+  quorum: QuorumStatus;
+  followers?: { id: number; matchIndex: number; lag: number }[];
 }
 
 export interface NodeMetadata {
@@ -75,7 +87,12 @@ export interface NodeMetadata {
    * Registers this broker at `endpoint` (a new incarnation and broker epoch), waits until the
    * controller unfences it, then heartbeats until close.
    */
-  startBroker(endpoint: { host: string; port: number }): Promise<void>;
+  startBroker(
+    endpoint: { host: string; port: number },
+    internalEndpoint?: { host: string; port: number },
+  ): Promise<void>;
+  /** Each voter's status, asked of every voter at once (a short timeout each), for `/v1/cluster`. */
+  quorumStatus(): Promise<VoterStatuses>;
   /** Voter changes through the active controller; each resolves with the members as applied here. */
   quorumAdmin: {
     addVoter(nodeId: number): Promise<{ voters: number[]; learners: number[] }>;
@@ -255,14 +272,24 @@ export async function openMetadata(
     }
   };
 
-  const startBroker = async (endpoint: { host: string; port: number }) => {
+  const startBroker = async (
+    endpoint: { host: string; port: number },
+    internalEndpoint?: { host: string; port: number },
+  ) => {
     const incarnationId = randomUUID();
+    // Peers reach this node at its internal endpoint when it has one (`--internal-listen`).
+    const endpoints = [
+      { name: PUBLIC_ENDPOINT, host: endpoint.host, port: endpoint.port },
+      ...(internalEndpoint
+        ? [{ name: INTERNAL_ENDPOINT, host: internalEndpoint.host, port: internalEndpoint.port }]
+        : []),
+    ];
     const register = () =>
       controller.submit({
         type: 'registerBroker',
         brokerId: nodeId,
         incarnationId,
-        endpoints: [{ name: 'public', host: endpoint.host, port: endpoint.port }],
+        endpoints,
         rack: options.rack,
       });
     await register();
@@ -310,27 +337,41 @@ export async function openMetadata(
 
   const directory: ClusterDirectory = {
     leaderOf: (topic, partition) => log.image.topic(topic)?.partitions.get(partition)?.leader,
+    // Every caller is a peer (forwarding, follower fetches, leader offsets, controller commands).
     urlOf: (id) => {
-      const endpoint = log.image.broker(id)?.endpoints[0];
-      return endpoint ? peerUrl(id, endpoint.host, endpoint.port) : undefined;
+      const endpoints = log.image.broker(id)?.endpoints;
+      const endpoint = endpoints?.find((e) => e.name === INTERNAL_ENDPOINT) ?? publicEndpoint(endpoints);
+      return endpoint ? peerUrl(id, endpoint.host, endpoint.port) : (voterUrls.get(id) ?? undefined);
     },
   };
 
   const clusterView = () => {
     const status = driver.status();
     const image = log.image;
+    const votes = (id: number) => status.membership.voters.includes(id);
+    const rolesOf = (id: number, broker: boolean): NodeRole[] => [
+      ...(votes(id) ? (['controller'] as const) : []),
+      ...(broker ? (['broker'] as const) : []),
+    ];
+    const brokers = [...image.brokers.values()].map((b) => ({
+      id: b.brokerId,
+      host: publicEndpoint(b.endpoints)?.host ?? '',
+      port: publicEndpoint(b.endpoints)?.port ?? 0,
+      rack: b.rack,
+      fenced: b.fenced,
+      brokerEpoch: b.brokerEpoch,
+      roles: rolesOf(b.brokerId, true),
+    }));
+    // A voter that has not registered a broker (a controller-only node): at its quorum address.
+    const controllersOnly = [...status.membership.voters]
+      .filter((id) => !image.brokers.has(id))
+      .map((id) => {
+        const voter = voters.find((v) => v.id === id);
+        return { id, host: voter?.host ?? '', port: voter?.port ?? 0, roles: rolesOf(id, false) };
+      });
     return {
       controllerId: status.leaderId,
-      nodes: [...image.brokers.values()]
-        .sort((a, b) => a.brokerId - b.brokerId)
-        .map((b) => ({
-          id: b.brokerId,
-          host: b.endpoints[0]?.host ?? '',
-          port: b.endpoints[0]?.port ?? 0,
-          rack: b.rack,
-          fenced: b.fenced,
-          brokerEpoch: b.brokerEpoch,
-        })),
+      nodes: [...brokers, ...controllersOnly].sort((a, b) => a.id - b.id),
       metadata: {
         role: status.role,
         term: status.term,
@@ -342,6 +383,80 @@ export async function openMetadata(
         followers: status.followers.map((f) => ({ ...f, lag: Math.max(0, status.lastIndex - f.matchIndex) })),
       },
     };
+  };
+
+  const voterStatus = async (id: number): Promise<RaftStatus | undefined> => {
+    if (id === nodeId) return driver.status();
+    const url = voterUrls.get(id) ?? directory.urlOf(id);
+    if (!peers || url === undefined) return undefined;
+    try {
+      const answer = await peers.request(url, {
+        method: 'GET',
+        path: RAFT_STATUS_PATH,
+        headers: { accept: 'application/json' },
+        timeoutMs: VOTER_STATUS_TIMEOUT_MS,
+      });
+      return answer.status === 200 ? (JSON.parse(answer.body.toString('utf8')) as RaftStatus) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+
+  const quorumStatus = async (): Promise<VoterStatuses> => {
+    const local = driver.status();
+    const ids = [...local.membership.voters].sort((a, b) => a - b);
+    const statuses = new Map<number, RaftStatus | undefined>(
+      await Promise.all(ids.map(async (id) => [id, await voterStatus(id)] as const)),
+    );
+    // The active controller as the voters see it: this node's view, else the highest term's.
+    const heard = [...statuses.values()].filter((s): s is RaftStatus => s !== undefined);
+    const controllerId =
+      local.leaderId ??
+      heard.sort((a, b) => b.term - a.term).find((s) => s.leaderId !== null)?.leaderId ??
+      null;
+    let leader = controllerId !== null ? statuses.get(controllerId) : undefined;
+    if (controllerId !== null && !statuses.has(controllerId)) leader = await voterStatus(controllerId);
+    if (leader && leader.role !== 'leader') leader = undefined;
+    const longest = Math.max(0, ...heard.map((s) => s.lastIndex));
+    const quorum: QuorumStatus = {
+      source: leader ? 'controller' : 'local',
+      controllerId: leader ? leader.id : controllerId,
+      voters: ids.map((id) => {
+        const own = statuses.get(id);
+        const matchIndex = leader
+          ? id === leader.id
+            ? leader.lastIndex
+            : leader.followers.find((f) => f.id === id)?.matchIndex
+          : undefined;
+        const lag =
+          leader && matchIndex !== undefined
+            ? Math.max(0, leader.lastIndex - matchIndex)
+            : !leader && own
+              ? Math.max(0, longest - own.lastIndex)
+              : undefined;
+        return {
+          id,
+          reachable: own !== undefined,
+          ...(own
+            ? {
+                role: own.role,
+                term: own.term,
+                commitIndex: own.commitIndex,
+                appliedIndex: own.appliedIndex,
+                lastIndex: own.lastIndex,
+              }
+            : {}),
+          ...(matchIndex !== undefined ? { matchIndex } : {}),
+          ...(lag !== undefined ? { lag } : {}),
+        };
+      }),
+    };
+    const followers = leader?.followers.map((f) => ({
+      id: f.id,
+      matchIndex: f.matchIndex,
+      lag: Math.max(0, leader.lastIndex - f.matchIndex),
+    }));
+    return { quorum, ...(followers ? { followers } : {}) };
   };
 
   const shutdownBroker = async () => {
@@ -440,6 +555,7 @@ export async function openMetadata(
     peers,
     directory,
     clusterView,
+    quorumStatus,
     start,
     startBroker,
     importLegacyTopics,
@@ -447,6 +563,13 @@ export async function openMetadata(
     canLead: () => !clustered || deps.clock.monotonicMs() - lastBeatMs <= options.sessionTimeoutMs,
     close,
   };
+}
+
+/** The endpoint clients use: the one named public, else the first (a registration names one at least). */
+function publicEndpoint(
+  endpoints: readonly { name: string; host: string; port: number }[] | undefined,
+): { host: string; port: number } | undefined {
+  return endpoints?.find((e) => e.name === PUBLIC_ENDPOINT) ?? endpoints?.[0];
 }
 
 function urlOf(host: string, port: number): string {

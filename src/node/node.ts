@@ -8,14 +8,22 @@ import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { MetricsRegistry } from '../common/metrics.js';
-import { buildApp } from '../http/app.js';
+import { buildApp, internalListenerHandler } from '../http/app.js';
 import { internalRaftRoutes } from '../http/routes/internal-raft.js';
 import { dualProtocolServerFactory } from '../http/server.js';
 import type { ControllerCommand } from '../protocol/internal-api.js';
 import { type ConfigValue, parseTopicConfigDefaults } from '../protocol/topic-config.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { LogManager } from '../storage/log-manager.js';
-import { parseAdvertise, parseControllerQuorum, resolveClusterSecret } from './cluster-config.js';
+import {
+  parseAdvertise,
+  parseControllerQuorum,
+  parseListen,
+  parseRoles,
+  resolveClusterSecret,
+  resolveRoles,
+} from './cluster-config.js';
+import { listenInternal } from './internal-listener.js';
 import { textLogStream } from './log-format.js';
 import { openMetadata } from './metadata.js';
 import { PromMetricsRegistry } from './metrics.js';
@@ -75,10 +83,22 @@ export interface NodeOptions {
    * absent: no throttle.
    */
   replicationThrottleBytesPerSecond?: number;
+  /**
+   * `host:port` of a listener of its own for the cluster-internal API (`--internal-listen`); the
+   * public port then refuses `/internal/*`, and the quorum names internal addresses. Absent: the
+   * internal API shares the public port.
+   */
+  internalListen?: string;
+  /** The address other nodes reach the internal listener at, `host[:port]`; needs `internalListen`. */
+  advertiseInternal?: string;
+  /** `controller`, `broker` or `controller,broker`; both for a node the quorum names, else broker. */
+  roles?: string;
 }
 
 export interface SluiceNode {
   readonly address: { host: string; port: number };
+  /** Where the cluster-internal API listens, when it has a listener of its own. */
+  readonly internalAddress?: { host: string; port: number };
   readonly nodeId: number;
   readonly broker: Broker;
   /** This node's metrics, as `/metrics` serves them; no other node shares them. */
@@ -146,6 +166,33 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     const clusterSecret = resolveClusterSecret(options);
     const advertised =
       options.advertise !== undefined ? parseAdvertise(options.advertise, listenPort) : undefined;
+    const roles = resolveRoles(
+      options.roles !== undefined ? parseRoles(options.roles) : undefined,
+      nodeId,
+      voters,
+    );
+    const internalListen =
+      options.internalListen !== undefined ? parseListen(options.internalListen) : undefined;
+    if (options.advertiseInternal !== undefined && internalListen === undefined)
+      throw new SluiceError('INVALID_CONFIG', 'advertiseInternal needs internalListen', {
+        details: { config: 'advertiseInternal' },
+      });
+    if (internalListen && voters === undefined)
+      throw new SluiceError(
+        'INVALID_CONFIG',
+        'an internal listener serves the other nodes of a cluster: it needs a controller quorum (--controller-quorum)',
+        { details: { config: 'internalListen' } },
+      );
+    if (internalListen && clusterSecret === undefined)
+      throw new SluiceError(
+        'INVALID_CONFIG',
+        'an internal listener needs a cluster secret (--cluster-secret)',
+        {
+          details: { config: 'internalListen' },
+        },
+      );
+    const advertisedInternal =
+      options.advertiseInternal !== undefined ? parseAdvertise(options.advertiseInternal, 0) : undefined;
     // Topics live in the metadata log (a Raft quorum: this node alone, or the voters named),
     // replayed into the image.
     const metadata = await openMetadata(
@@ -188,7 +235,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         version: VERSION,
         address: advertisedAddress,
         clusterView: () => metadata.clusterView(),
-        ...(voters ? { quorum: metadata.quorumAdmin } : {}),
+        ...(voters ? { quorum: metadata.quorumAdmin, quorumStatus: () => metadata.quorumStatus() } : {}),
         reassignment: metadata.reassignment,
         defaultConfigs: options.configs ?? {},
         ...(options.metricsPartitionSeriesMax !== undefined
@@ -253,11 +300,13 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         logger: logLevel === 'silent' ? false : { level: logLevel, ...logStreamOf(options) },
         serverFactory: dualProtocolServerFactory({ metrics }),
         ...(options.slowRequestMs !== undefined ? { slowRequestMs: options.slowRequestMs } : {}),
+        ...(internalListen ? { internalListener: true } : {}),
       },
       { broker, metrics },
     );
     if (metadata.transport && clusterSecret !== undefined) {
-      // The cluster-internal API shares the public port, behind the cluster secret.
+      // The cluster-internal API shares the public port, behind the cluster secret, unless it has
+      // a listener of its own (the same app's routes, which tell the two listeners apart).
       const receiver = metadata.transport.receiver();
       app.register(internalRaftRoutes, {
         clusterSecret,
@@ -270,6 +319,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
           : {}),
       });
     }
+    let internal: Awaited<ReturnType<typeof listenInternal>> | undefined;
     if (logLevel !== 'silent') target = app.log;
     logRecovery(logger, logs);
     closers.unshift(async () => {
@@ -278,6 +328,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
       // Answer waiting fetches and end follow streams first, so that the server can drain.
       broker.beginShutdown();
       await app.close();
+      await internal?.close();
       await broker.replication?.checkpoint();
     });
     await app.listen({
@@ -288,10 +339,21 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : boundPort;
     boundPort = port;
+    // Peers reach the internal listener, so it listens before this node joins the quorum.
+    if (internalListen) {
+      internal = await listenInternal(internalListen, internalListenerHandler(app));
+      logger.info({ host: internalListen.host, port: internal.port }, 'internal listener open');
+    }
+    const internalEndpoint = internal
+      ? {
+          host: advertisedInternal?.host ?? advertised?.host ?? internalListen!.host,
+          port: advertisedInternal && advertisedInternal.port !== 0 ? advertisedInternal.port : internal.port,
+        }
+      : undefined;
     // The public API answers once the node has joined: the cluster id committed, this broker
     // registered and unfenced, the single-node release's topics imported, the logs open.
     await metadata.start();
-    await metadata.startBroker(advertisedAddress());
+    if (roles.broker) await metadata.startBroker(advertisedAddress(), internalEndpoint);
     await metadata.importLegacyTopics();
     await broker.start();
     logger.info(
@@ -301,6 +363,9 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     let closing: Promise<void> | undefined;
     return {
       address: { host, port },
+      ...(internal && internalListen
+        ? { internalAddress: { host: internalListen.host, port: internal.port } }
+        : {}),
       nodeId,
       broker,
       metrics,
@@ -384,6 +449,9 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
     'sessionTimeoutMs',
     'replicaLagTimeMaxMs',
     'replicationThrottleBytesPerSecond',
+    'internalListen',
+    'advertiseInternal',
+    'roles',
   ]);
   for (const key of Object.keys(parsed)) {
     if (!allowed.has(key))
@@ -422,6 +490,9 @@ export async function loadConfigFile(path: string): Promise<Partial<NodeOptions>
     'rack',
     'clusterSecret',
     'clusterSecretFile',
+    'internalListen',
+    'advertiseInternal',
+    'roles',
   ]) {
     if (settings[key] !== undefined && (typeof settings[key] !== 'string' || settings[key] === ''))
       throw bad(key, 'a non-empty string');

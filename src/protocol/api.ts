@@ -163,6 +163,8 @@ export interface ClusterResponse {
     fenced?: boolean;
     /** The offset of the broker's registration in the metadata log; new at every restart. */
     brokerEpoch?: number;
+    /** `controller` (a voter of the metadata quorum), `broker` (registered, holds partitions), or both. */
+    roles?: NodeRole[];
   }[];
   /** The metadata quorum as this node sees it. */
   metadata?: {
@@ -180,7 +182,34 @@ export interface ClusterResponse {
      * (`lastIndex - matchIndex`); empty on the other nodes.
      */
     followers: { id: number; matchIndex: number; lag: number }[];
+    /** Each voter's own Raft status, as the voters answered this node (any node answers it). */
+    quorum?: QuorumStatus;
   };
+}
+
+export type NodeRole = 'controller' | 'broker';
+
+/**
+ * Every voter of the metadata quorum: its term, commit and applied index as it reports them (asked
+ * with a short timeout; `reachable: false` when it did not answer), and its match index and lag as
+ * the active controller counts them. `source` says whose counts those are: `controller` (the
+ * active controller answered, or this node is it) or `local` (no controller answered: lag is then
+ * behind the longest log this node heard of, and no match index is known).
+ */
+export interface QuorumStatus {
+  source: 'controller' | 'local';
+  controllerId: number | null;
+  voters: {
+    id: number;
+    reachable: boolean;
+    role?: string;
+    term?: number;
+    commitIndex?: number;
+    appliedIndex?: number;
+    lastIndex?: number;
+    matchIndex?: number;
+    lag?: number;
+  }[];
 }
 
 /** `GET /v1/metadata`: where each partition is led, and how to reach every node. */
@@ -501,23 +530,48 @@ export const ENDPOINTS = {
               rack: { type: ['string', 'null'] },
               fenced: { type: 'boolean' },
               brokerEpoch: int,
+              roles: { type: 'array', items: { enum: ['controller', 'broker'] } },
             },
-            ['rack', 'fenced', 'brokerEpoch'],
+            ['rack', 'fenced', 'brokerEpoch', 'roles'],
           ),
         },
-        metadata: closed({
-          role: { type: 'string' },
-          term: int,
-          commitIndex: int,
-          appliedIndex: int,
-          voters: { type: 'array', items: nodeIdSchema },
-          lastOffset: int,
-          lastIndex: int,
-          followers: {
-            type: 'array',
-            items: closed({ id: nodeIdSchema, matchIndex: int, lag: int }),
+        metadata: closed(
+          {
+            role: { type: 'string' },
+            term: int,
+            commitIndex: int,
+            appliedIndex: int,
+            voters: { type: 'array', items: nodeIdSchema },
+            lastOffset: int,
+            lastIndex: int,
+            followers: {
+              type: 'array',
+              items: closed({ id: nodeIdSchema, matchIndex: int, lag: int }),
+            },
+            quorum: closed({
+              source: { enum: ['controller', 'local'] },
+              controllerId: { type: ['integer', 'null'] },
+              voters: {
+                type: 'array',
+                items: closed(
+                  {
+                    id: nodeIdSchema,
+                    reachable: { type: 'boolean' },
+                    role: { type: 'string' },
+                    term: int,
+                    commitIndex: int,
+                    appliedIndex: int,
+                    lastIndex: int,
+                    matchIndex: int,
+                    lag: int,
+                  },
+                  ['role', 'term', 'commitIndex', 'appliedIndex', 'lastIndex', 'matchIndex', 'lag'],
+                ),
+              },
+            }),
           },
-        }),
+          ['quorum'],
+        ),
       },
       ['metadata'],
     ),

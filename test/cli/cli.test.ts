@@ -135,8 +135,8 @@ describe('sluice CLI', () => {
     expect(text.code, text.stderr).toBe(0);
     const lines = text.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^cluster \S+ {2}answered by node 1 \(sluice \d+\.\d+\.\d+\)$/);
-    expect(lines[1]).toMatch(/^NODE +ADDRESS +RACK +FENCED +BROKER EPOCH +CONTROLLER$/);
-    expect(lines[2]).toMatch(new RegExp(`^1 +127\\.0\\.0\\.1:${port} +- +no +\\d+ +yes$`));
+    expect(lines[1]).toMatch(/^NODE +ADDRESS +RACK +FENCED +BROKER EPOCH +CONTROLLER +ROLES$/);
+    expect(lines[2]).toMatch(new RegExp(`^1 +127\\.0\\.0\\.1:${port} +- +no +\\d+ +yes +controller,broker$`));
     expect(lines[3]).toMatch(
       /^metadata quorum \(as node 1 sees it\) {2}role=leader {2}term=\d+ {2}commitIndex=\d+ {2}appliedIndex=\d+ {2}voters=1$/,
     );
@@ -146,7 +146,9 @@ describe('sluice CLI', () => {
     expect(JSON.parse(json.stdout)).toMatchObject({
       nodeId: 1,
       controllerId: 1,
-      nodes: [{ id: 1, host: '127.0.0.1', port: Number(port), fenced: false }],
+      nodes: [
+        { id: 1, host: '127.0.0.1', port: Number(port), fenced: false, roles: ['controller', 'broker'] },
+      ],
       metadata: { role: 'leader', voters: [1] },
     });
     const refused = await sluice(['cluster', 'describe', '--bootstrap', 'http://127.0.0.1:1']);

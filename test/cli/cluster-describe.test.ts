@@ -56,6 +56,70 @@ describe('sluice cluster describe', () => {
   });
 });
 
+describe('sluice cluster describe with roles and every voter’s status', () => {
+  const withQuorum: ClusterResponse = {
+    ...THREE_NODES,
+    nodeId: 4,
+    controllerId: 1,
+    nodes: [
+      { id: 1, host: '10.0.1.1', port: 9093, roles: ['controller'] },
+      { id: 4, host: '10.0.0.4', port: 8092, rack: null, fenced: false, brokerEpoch: 12, roles: ['broker'] },
+    ],
+    metadata: {
+      ...THREE_NODES.metadata!,
+      role: 'learner',
+      voters: [1, 2],
+      quorum: {
+        source: 'controller',
+        controllerId: 1,
+        voters: [
+          {
+            id: 1,
+            reachable: true,
+            role: 'leader',
+            term: 7,
+            commitIndex: 40,
+            appliedIndex: 40,
+            lastIndex: 41,
+            matchIndex: 41,
+            lag: 0,
+          },
+          { id: 2, reachable: false, matchIndex: 30, lag: 11 },
+        ],
+      },
+    },
+  };
+
+  it('adds a roles column and one line per voter, saying whose counts they are', () => {
+    const lines = describeCluster(withQuorum);
+    expect(lines.slice(1, 4)).toEqual([
+      'NODE  ADDRESS        RACK  FENCED  BROKER EPOCH  CONTROLLER  ROLES',
+      '1     10.0.1.1:9093  -     -       -             yes         controller',
+      '4     10.0.0.4:8092  -     no      12                        broker',
+    ]);
+    expect(lines.slice(-3)).toEqual([
+      'voters (match index and lag as controller 1 counts them):',
+      '  voter 1  role=leader  term=7  commitIndex=40  appliedIndex=40  matchIndex=41  lag=0',
+      '  voter 2  did not answer  matchIndex=30  lag=11',
+    ]);
+    const local = describeCluster({
+      ...withQuorum,
+      metadata: {
+        ...withQuorum.metadata!,
+        quorum: {
+          source: 'local',
+          controllerId: null,
+          voters: [{ id: 2, reachable: true, term: 8, lag: 3 }],
+        },
+      },
+    });
+    expect(local.slice(-2)).toEqual([
+      'voters (no controller answered: lag behind the longest log heard of, match index unknown):',
+      '  voter 2  role=-  term=8  commitIndex=-  appliedIndex=-  matchIndex=-  lag=3',
+    ]);
+  });
+});
+
 describe('sluice cluster health', () => {
   const base = {
     clusterId: 'c-1',

@@ -153,6 +153,23 @@ const SETTINGS: {
     parsed: Number,
     absent: undefined,
   },
+  {
+    flag: '--internal-listen',
+    env: 'SLUICE_INTERNAL_LISTEN',
+    key: 'internalListen',
+    values: ['10.0.0.1:9093', '0.0.0.0:0', '[::1]:9094'],
+    parsed: String,
+    absent: undefined,
+  },
+  {
+    // Without a quorum the node is the whole cluster, so every value here has the controller role.
+    flag: '--roles',
+    env: 'SLUICE_ROLES',
+    key: 'roles',
+    values: ['controller,broker', 'broker,controller', 'controller,broker'],
+    parsed: String,
+    absent: undefined,
+  },
 ];
 
 describe('sluice start settings', () => {
@@ -249,6 +266,30 @@ describe('sluice start settings', () => {
       ],
       [['--advertise', 'a b'], {}, '--advertise: advertise "a b" is not host or host:port'],
       [[], { SLUICE_ADVERTISE: 'h:99999' }, 'SLUICE_ADVERTISE: advertise "h:99999" is not host or host:port'],
+      [['--internal-listen', 'host-only'], {}, '--internal-listen: "host-only" is not host:port'],
+      [[], { SLUICE_INTERNAL_LISTEN: 'h:70000' }, 'SLUICE_INTERNAL_LISTEN: "h:70000" is not host:port'],
+      [
+        ['--advertise-internal', 'peer-1'],
+        {},
+        '--advertise-internal: needs --internal-listen: without it the internal API is on the public port',
+      ],
+      [
+        ['--internal-listen', '127.0.0.1:9093', '--advertise-internal', 'a b'],
+        {},
+        '--advertise-internal: advertise "a b" is not host or host:port',
+      ],
+      [['--roles', 'voter'], {}, '--roles: roles "voter" must be controller, broker or controller,broker'],
+      [[], { SLUICE_ROLES: 'broker,broker' }, 'SLUICE_ROLES: roles "broker,broker" must be'],
+      [
+        ['--node-id', '2', '--controller-quorum', '1@a:1,2@b:2', '--roles', 'broker'],
+        {},
+        '--roles: node 2 is named in the controller quorum, so it votes: a broker-only node must not be named there',
+      ],
+      [
+        ['--node-id', '3', '--controller-quorum', '1@a:1,2@b:2', '--roles', 'controller'],
+        {},
+        '--roles: node 3 has the controller role but the controller quorum does not name it',
+      ],
       [
         ['--cluster-secret', 'short'],
         {},

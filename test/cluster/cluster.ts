@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const SECRET = 'cluster-tests-secret-0123456789';
+export const SECRET = 'cluster-tests-secret-0123456789';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -23,12 +23,25 @@ export interface Answer {
   body: any;
 }
 
+/** How the harness lays a cluster out, beside the options every node is given. */
+export interface ClusterLayout {
+  /**
+   * Every node gets an internal listener on a port of its own (`internalListen`), and the quorum
+   * names those ports; `internalUrl(id)` reaches it.
+   */
+  internalListen?: boolean;
+  /** Options of one node only (its roles, say), over the shared ones. */
+  nodeOptions?: (id: number) => Record<string, unknown>;
+}
+
 /**
  * A cluster of node processes on loopback, every node a voter and a broker, each with its own data
  * directory and port. Nodes are killed (SIGKILL), stopped (SIGTERM) and started again by id.
  */
 export class TestCluster {
   readonly ports = new Map<number, number>();
+  /** Each node's internal listener port, with `ClusterLayout.internalListen`. */
+  readonly internalPorts = new Map<number, number>();
   readonly #children = new Map<number, ChildProcess>();
   readonly #logs = new Map<number, string>();
   readonly dir: string;
@@ -36,8 +49,7 @@ export class TestCluster {
   private constructor(
     readonly size: number,
     readonly options: Record<string, unknown>,
-    /** Options of one node on top of `options` (the fault tests' proxy addresses). */
-    readonly nodeOptions: (id: number) => Record<string, unknown> = () => ({}),
+    readonly layout: ClusterLayout = {},
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
   }
@@ -45,9 +57,9 @@ export class TestCluster {
   static async start(
     size: number,
     options: Record<string, unknown> = {},
-    nodeOptions?: (id: number) => Record<string, unknown>,
+    layout: ClusterLayout = {},
   ): Promise<TestCluster> {
-    const cluster = await TestCluster.create(size, options, nodeOptions);
+    const cluster = await TestCluster.create(size, options, layout);
     await cluster.startAll();
     return cluster;
   }
@@ -56,10 +68,10 @@ export class TestCluster {
   static async create(
     size: number,
     options: Record<string, unknown> = {},
-    nodeOptions?: (id: number) => Record<string, unknown>,
+    layout: ClusterLayout = {},
   ): Promise<TestCluster> {
-    const cluster = new TestCluster(size, options, nodeOptions);
-    for (let id = 1; id <= size; id++) cluster.ports.set(id, await freePort());
+    const cluster = new TestCluster(size, options, layout);
+    for (let id = 1; id <= size; id++) await cluster.#allocate(id);
     return cluster;
   }
 
@@ -72,18 +84,28 @@ export class TestCluster {
     }
   }
 
-  /** The voters every node is started with: the founding nodes (1..size). */
+  async #allocate(id: number): Promise<void> {
+    this.ports.set(id, await freePort());
+    if (this.layout.internalListen) this.internalPorts.set(id, await freePort());
+  }
+
+  /** The voters every node is started with: the founding nodes (1..size), at their internal ports if any. */
   get quorum(): string {
     return [...this.ports]
       .filter(([id]) => id <= this.size)
-      .map(([id, port]) => `${id}@127.0.0.1:${port}`)
+      .map(([id, port]) => `${id}@127.0.0.1:${this.internalPorts.get(id) ?? port}`)
       .join(',');
   }
 
   /** Starts a node the quorum does not name (a broker-only node) on a new port. */
   async addNode(id: number): Promise<void> {
-    this.ports.set(id, await freePort());
+    await this.#allocate(id);
     await this.startNode(id);
+  }
+
+  /** A node's internal listener, with `ClusterLayout.internalListen`. */
+  internalUrl(id: number): string {
+    return `http://127.0.0.1:${this.internalPorts.get(id)}`;
   }
 
   get ids(): number[] {
@@ -106,8 +128,9 @@ export class TestCluster {
       dataDir: join(this.dir, `node-${id}`),
       controllerQuorum: this.quorum,
       clusterSecret: SECRET,
+      ...(this.internalPorts.has(id) ? { internalListen: `127.0.0.1:${this.internalPorts.get(id)}` } : {}),
       ...this.options,
-      ...this.nodeOptions(id),
+      ...this.layout.nodeOptions?.(id),
     };
     const child = spawn(
       process.execPath,

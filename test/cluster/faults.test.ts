@@ -79,7 +79,7 @@ async function startCluster(): Promise<{ cluster: TestCluster; links: Map<string
       replicaLagTimeMaxMs: 2000,
       logLevel: process.env.FAULT_LOG_LEVEL ?? 'warn',
     },
-    overrides,
+    { nodeOptions: overrides },
   );
   ports = cluster.ports;
   try {

@@ -28,7 +28,7 @@ export async function clusterRoutes(
     return sendNegotiated(request, reply, 200, { status: 'ready', nodeId: node.nodeId });
   });
   addRoute(app, ENDPOINTS.cluster, async (request, reply) =>
-    sendNegotiated(request, reply, 200, admin.cluster()),
+    sendNegotiated(request, reply, 200, await admin.describeCluster()),
   );
   addRoute(app, ENDPOINTS.addVoter, async (request, reply) =>
     sendNegotiated(request, reply, 200, await admin.addVoter(request.body.nodeId)),
