@@ -115,6 +115,7 @@ export class Broker implements BrokerApi {
             transport: deps.replication.transport,
             clock: deps.clock,
             logger: deps.logger ?? noopLogger,
+            countIsrChange: (change) => metrics.isrChange(change),
           },
         )
       : undefined;

@@ -81,6 +81,26 @@ export class ClusterMetrics {
         sample([], leaderless);
       },
     );
+    metrics.collectedGauge(
+      {
+        name: 'sluice_cluster_partitions_reassigning',
+        help: 'Partitions of the cluster with a reassignment in progress',
+      },
+      (sample) => {
+        let moving = 0;
+        for (const topic of image().topicsById.values())
+          for (const p of topic.partitions.values())
+            if (p.addingReplicas.length > 0 || p.removingReplicas.length > 0) moving++;
+        sample([], moving);
+      },
+    );
+    metrics.collectedGauge(
+      {
+        name: 'sluice_cluster_producer_ids_allocated',
+        help: 'Producer ids the controller has handed out in blocks to brokers',
+      },
+      (sample) => sample([], image().nextProducerId),
+    );
     const commands = metrics.counter({
       name: 'sluice_controller_commands_total',
       help: 'Commands the active controller carried out, by command and outcome',

@@ -54,6 +54,18 @@ export class BrokerMetrics {
   readonly #families;
   readonly #byReplica = new WeakMap<PartitionReplica, PartitionCounters>();
   readonly #totals = new WeakMap<PartitionReplica, PartitionTotals>();
+  readonly #isrChanges: Record<'shrink' | 'expand', { inc(n?: number): void }>;
+  readonly #duplicates: { inc(n?: number): void };
+
+  /** An in-sync set change of a partition this node leads, committed. */
+  isrChange(change: 'shrink' | 'expand'): void {
+    this.#isrChanges[change].inc();
+  }
+
+  /** A produce answered as an idempotent producer's retry. */
+  duplicate(): void {
+    this.#duplicates.inc();
+  }
 
   constructor(
     options: { partitionSeriesMax?: number },
@@ -105,6 +117,18 @@ export class BrokerMetrics {
       (r) => r.log.sizeBytes,
       true,
     );
+    const isrChanges = metrics.counter({
+      name: 'sluice_isr_changes_total',
+      help: 'In-sync set changes of partitions this node leads, committed by the controller',
+      labelNames: ['change'],
+    });
+    this.#isrChanges = { shrink: isrChanges.labels('shrink'), expand: isrChanges.labels('expand') };
+    this.#duplicates = metrics
+      .counter({
+        name: 'sluice_produce_duplicates_total',
+        help: "Idempotent producers' retries answered with their first offsets, nothing appended",
+      })
+      .labels();
     metrics.collectedGauge(
       { name: 'sluice_partitions_offline', help: 'Partition logs taken offline by a storage failure' },
       (sample) => {

@@ -117,8 +117,10 @@ export class ProduceService implements ProduceApi {
     const appends = [...batches].map(async ([replica, batch]) => {
       const result = await replica.appendAsLeader(batch, { crcChecked: true });
       const indexes = byPartition.get(replica.partition)!;
-      if (result.duplicate) duplicate = true;
-      else this.#countIn(replica, indexes.length, batch.length);
+      if (result.duplicate) {
+        duplicate = true;
+        this.#metrics.duplicate();
+      } else this.#countIn(replica, indexes.length, batch.length);
       for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
       if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
     });
@@ -181,7 +183,8 @@ export class ProduceService implements ProduceApi {
     replica.checkLeaderEpoch(options.leaderEpoch);
     this.#checkAcks(topic, replica, acks);
     const appending = replica.appendAsLeader(data, { crcChecked: true }).then(async (result) => {
-      if (!result.duplicate) this.#countIn(replica, result.lastOffset - result.baseOffset + 1, data.length);
+      if (result.duplicate) this.#metrics.duplicate();
+      else this.#countIn(replica, result.lastOffset - result.baseOffset + 1, data.length);
       if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
       return result;
     });

@@ -116,6 +116,7 @@ export class ReplicationService {
   #closed = false;
   /** The reassignment copy throttle (see `throttleBytesPerSecond`). */
   readonly #throttle: TokenBucket | undefined;
+  readonly #countIsrChange: ((change: 'shrink' | 'expand') => void) | undefined;
 
   constructor(
     options: ReplicationOptions,
@@ -125,8 +126,11 @@ export class ReplicationService {
       transport: ReplicaFetchTransport;
       clock: Clock;
       logger: Logger;
+      /** Counts the in-sync set changes the controller committed, by kind. */
+      countIsrChange?: (change: 'shrink' | 'expand') => void;
     },
   ) {
+    this.#countIsrChange = deps.countIsrChange;
     this.#options = options;
     this.#topics = deps.topics;
     this.#cluster = deps.cluster;
@@ -434,8 +438,10 @@ export class ReplicationService {
       this.#cluster
         .submit(command)
         .then(() => {
+          const was = replica.inSyncReplicas;
+          this.#countIsrChange?.(isr.length < was.length ? 'shrink' : 'expand');
           this.#logger.info(
-            { topic: replica.topic, partition: replica.partition, isr, was: replica.inSyncReplicas },
+            { topic: replica.topic, partition: replica.partition, isr, was },
             'in-sync set changed',
           );
         })

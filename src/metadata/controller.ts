@@ -180,11 +180,6 @@ export class Controller {
   }
 
   /**
-   * A heartbeat from a broker at `brokerEpoch`. It refreshes the session (soft state); a fenced
-   * broker that has caught up with the log (`caughtUp`) is unfenced. A stale epoch is refused, so a
-   * broker that restarted must register again.
-   */
-  /**
    * The next block of producer ids for a registered broker (blocks never overlap: the image moves
    * its next producer id past each one).
    */
@@ -208,6 +203,11 @@ export class Controller {
     ]);
   }
 
+  /**
+   * A heartbeat from a broker at `brokerEpoch`. It refreshes the session (soft state); a fenced
+   * broker that has caught up with the log (`caughtUp`) is unfenced. A stale epoch is refused, so a
+   * broker that restarted must register again.
+   */
   heartbeat(
     image: MetadataImage,
     beat: { brokerId: number; brokerEpoch: number; caughtUp: boolean },

@@ -88,6 +88,13 @@ describe('partition reassignment', () => {
     producing = false;
     await producer;
     expect(acked.length).toBeGreaterThan(50);
+    // The leader took node 3 into the in-sync set through the controller, and counted it.
+    let expansions = 0;
+    for (const id of [1, 2]) {
+      const text = await (await fetch(`${cluster.url(id)}/metrics`)).text();
+      expansions += Number(/^sluice_isr_changes_total\{change="expand"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+    }
+    expect(expansions).toBeGreaterThanOrEqual(1);
 
     // Node 1 no longer holds the partition: its log directory is gone.
     await eventually('node 1 to delete its log', async () =>

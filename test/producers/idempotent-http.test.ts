@@ -112,6 +112,11 @@ describe('idempotent produce over HTTP', () => {
     });
     expect(elsewhere.status).toBe(200);
     expect(await valuesOf(url, 't')).toEqual(['a', 'b', 'c']);
+    // The retry is counted, and the producer id block shows in the cluster's figures.
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toMatch(/^sluice_produce_duplicates_total 1$/m);
+    expect(metrics).toMatch(/^sluice_cluster_producer_ids_allocated 1000$/m);
+    expect(metrics).toMatch(/^sluice_cluster_partitions_reassigning 0$/m);
   });
 
   it('refuses a gap, an older epoch and malformed headers with a problem, appending nothing', async () => {
