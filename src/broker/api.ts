@@ -150,6 +150,12 @@ export interface RoutingApi {
    * topic or partition does not exist (the local handler says so), or the partition has no leader.
    */
   forwardTarget(topic: string, partition: number): { nodeId: number; url: string } | undefined;
+  /**
+   * Whether this node's metadata has the partition at all; when not, `catchUp` (waiting until the
+   * metadata holds what the controller has decided) may show it: it was created a moment ago.
+   */
+  knows?(topic: string, partition: number): boolean;
+  catchUp?(): Promise<void>;
   /** The cluster secret a forwarded request presents, so that the leader knows it was forwarded. */
   readonly clusterSecret: string;
 }

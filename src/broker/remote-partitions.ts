@@ -25,14 +25,26 @@ export class RemotePartitions {
   readonly #peers: PeerClient;
   readonly clusterSecret: string;
 
+  readonly #catchUp: (() => Promise<void>) | undefined;
+
   constructor(
     options: { nodeId: number; clusterSecret: string },
-    deps: { directory: ClusterDirectory; peers: PeerClient },
+    deps: { directory: ClusterDirectory; peers: PeerClient; catchUp?: () => Promise<void> },
   ) {
+    this.#catchUp = deps.catchUp;
     this.#nodeId = options.nodeId;
     this.clusterSecret = options.clusterSecret;
     this.#directory = deps.directory;
     this.#peers = deps.peers;
+  }
+
+  knows(topic: string, partition: number): boolean {
+    return this.#directory.leaderOf(topic, partition) !== undefined;
+  }
+
+  /** Waits until this node's metadata holds what the controller had decided (gives up quietly). */
+  catchUp(): Promise<void> {
+    return this.#catchUp ? this.#catchUp() : Promise.resolve();
   }
 
   /** The other node that leads the partition, with its URL; undefined when this node answers itself. */

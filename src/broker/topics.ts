@@ -98,7 +98,15 @@ export class Topics {
       local = this.#replicas.get(topic.name, partition) ?? local;
     }
     if (local) return { topic, replica: local };
-    const role = Number.isInteger(partition) ? this.#registry.partitionRole(name, partition) : undefined;
+    let role = Number.isInteger(partition) ? this.#registry.partitionRole(name, partition) : undefined;
+    if (role && !role.replicas.includes(this.#replicas.nodeId) && this.#catchUp) {
+      // Placed elsewhere as this node knows it: the topic may have been deleted and created again,
+      // or reassigned, a moment ago. Catch up before refusing (only this path pays for it).
+      await this.#catchUp();
+      role = this.#registry.partitionRole(name, partition);
+      local = this.#replicas.get(name, partition);
+      if (local) return { topic: this.get(name), replica: local };
+    }
     if (role && !role.replicas.includes(this.#replicas.nodeId)) this.#refuseElsewhere(name, partition, role);
     if (role && this.#settle) await this.#settle();
     return { topic, replica: this.replica(topic, partition) };

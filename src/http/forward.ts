@@ -131,18 +131,33 @@ function forwardHook(
     const params = request.params as { topic: string; partition: string };
     if (!PARTITION_PARAMETER.test(params.partition)) return done();
     const partition = Number(params.partition);
+    const forward = (target: { nodeId: number; url: string }) => {
+      reply.hijack();
+      new Forward(request, reply, {
+        target,
+        upstreams,
+        upstreamHeaders: upstreamHeaders(request, nodeId, routing.clusterSecret),
+        nodeId,
+        where: { topic: params.topic, partition },
+        count: (outcome) => metrics.forwarded(route, outcome),
+      }).start();
+    };
     const target = routing.forwardTarget(params.topic, partition);
-    if (target === undefined) return done();
-    reply.hijack();
-    new Forward(request, reply, {
-      target,
-      upstreams,
-      upstreamHeaders: upstreamHeaders(request, nodeId, routing.clusterSecret),
-      nodeId,
-      where: { topic: params.topic, partition },
-      count: (outcome) => metrics.forwarded(route, outcome),
-    }).start();
-    done();
+    if (target !== undefined) {
+      forward(target);
+      return done();
+    }
+    if (!routing.catchUp || routing.knows?.(params.topic, partition) !== false) return done();
+    // A partition this node has not heard of may have been created through another node a moment
+    // ago: catch up with the controller, then forward it if another node leads it.
+    routing.catchUp().then(
+      () => {
+        const caughtUp = routing.forwardTarget(params.topic, partition);
+        if (caughtUp !== undefined) forward(caughtUp);
+        done();
+      },
+      () => done(),
+    );
   };
 }
 

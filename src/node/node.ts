@@ -226,7 +226,11 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
       metadata.peers && clusterSecret !== undefined
         ? new RemotePartitions(
             { nodeId, clusterSecret },
-            { directory: metadata.directory, peers: metadata.peers },
+            {
+              directory: metadata.directory,
+              peers: metadata.peers,
+              catchUp: () => metadata.controller.catchUp(),
+            },
           )
         : undefined;
     const broker = new Broker(

@@ -95,6 +95,9 @@ interface FakeNode {
   partitions: Map<number, FakePartition>;
   /** Where routing sends each partition, by partition; absent: answered here. */
   forwards: Map<number, { nodeId: number; url: string }>;
+  /** Partitions this node's metadata has not applied yet: they join `forwards` when it catches up. */
+  pending: Map<number, { nodeId: number; url: string }>;
+  catchUps: { count: number };
   /** Reads of this node's broker ended by their signal (the client or the forwarder went away). */
   seen: { aborted: number };
   /** The pre-built batch bodies this node's broker was given, as length and SHA-256. */
@@ -149,6 +152,13 @@ function fakeBroker(node: Omit<FakeNode, 'url' | 'app' | 'registry'>): BrokerApi
   };
   const routing: RoutingApi = {
     forwardTarget: (topic, partition) => (topic === TOPIC ? node.forwards.get(partition) : undefined),
+    knows: (topic, partition) =>
+      topic === TOPIC && (node.partitions.has(partition) || node.forwards.has(partition)),
+    catchUp: async () => {
+      node.catchUps.count++;
+      for (const [p, target] of node.pending) node.forwards.set(p, target);
+      node.pending.clear();
+    },
     clusterSecret: SECRET,
   };
   return {
@@ -165,6 +175,8 @@ async function startNode(id: number, leads: number[]): Promise<FakeNode> {
     id,
     partitions: new Map(leads.map((p) => [p, new FakePartition()])),
     forwards: new Map<number, { nodeId: number; url: string }>(),
+    pending: new Map<number, { nodeId: number; url: string }>(),
+    catchUps: { count: 0 },
     seen: { aborted: 0 },
     bodies: [],
   };
@@ -312,6 +324,21 @@ describe.each<Client>(['HTTP/1.1', 'HTTP/2'])('forwarding, the client speaking %
       latest: before + 2,
       highWatermark: before + 2,
     });
+  });
+
+  it('catches up before answering for a partition it has not heard of, and forwards it then', async () => {
+    b.partitions.set(8, new FakePartition());
+    a.pending.set(8, { nodeId: 2, url: b.url });
+    const before = a.catchUps.count;
+    const fetched = await send(client, 'GET', `/v1/topics/${TOPIC}/partitions/8/offsets`);
+    expect(fetched.headers['sluice-node-id']).toBe('2');
+    expect(a.catchUps.count).toBe(before + 1);
+    // A partition it knows and leads, or knows to be another's, costs no catch-up.
+    await send(client, 'GET', `/v1/topics/${TOPIC}/partitions/1/offsets`);
+    await send(client, 'GET', `/v1/topics/${TOPIC}/partitions/8/offsets`);
+    expect(a.catchUps.count).toBe(before + 1);
+    a.forwards.delete(8);
+    b.partitions.delete(8);
   });
 
   it('answers its own partition, and every other route, itself', async () => {
