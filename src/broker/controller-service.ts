@@ -349,11 +349,13 @@ export class ControllerService {
     if (this.#activeTerm === term) return;
     await this.#log.barrier();
     this.#controller.resetSessions();
-    this.#activeTerm = term;
     if (this.#log.image.clusterId === null) {
       await this.#log.propose(this.#options.bootstrapRecords());
       this.#logger.info({ clusterId: this.#log.image.clusterId }, 'cluster bootstrapped');
     }
+    // Only now: a bootstrap that failed (its proposal refused or timed out) is tried again by the
+    // next command, which must not decide on an image without a cluster id and metadata.version.
+    this.#activeTerm = term;
     this.#logger.info({ nodeId: this.#options.nodeId, term }, 'active controller');
   }
 
