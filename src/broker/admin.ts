@@ -394,7 +394,12 @@ export class AdminService implements AdminApi {
     const info = replica.describe();
     if (!replica.isLeader) return info;
     const { log } = replica;
-    info.stats = { segments: log.segmentCount, sizeBytes: log.sizeBytes, ...this.#metrics.totals(replica) };
+    info.stats = {
+      segments: log.segmentCount,
+      sizeBytes: log.sizeBytes,
+      ...this.#metrics.totals(replica),
+      producers: log.producers.size,
+    };
     return info;
   }
 

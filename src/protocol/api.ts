@@ -92,6 +92,8 @@ export interface PartitionStats {
   bytesIn: number;
   recordsOut: number;
   bytesOut: number;
+  /** Idempotent producers the partition keeps state of (their last batches, until they expire). */
+  producers: number;
 }
 
 export interface TopicDescription {
@@ -431,14 +433,18 @@ const topicDescriptionSchema = closed({
           type: 'array',
           items: closed({ id: nodeIdSchema, logEndOffset: { type: 'integer', minimum: -1 }, lag: int }),
         },
-        stats: closed({
-          segments: count,
-          sizeBytes: count,
-          recordsIn: count,
-          bytesIn: count,
-          recordsOut: count,
-          bytesOut: count,
-        }),
+        stats: closed(
+          {
+            segments: count,
+            sizeBytes: count,
+            recordsIn: count,
+            bytesIn: count,
+            recordsOut: count,
+            bytesOut: count,
+            producers: count,
+          },
+          ['producers'],
+        ),
       },
       ['replicaStates', 'stats'],
     ),

@@ -118,7 +118,15 @@ describe.each(formats)('API in %s', (format) => {
       logEndOffset: 0,
       highWatermark: 0,
       // The leader's figures: one empty segment, nothing counted yet.
-      stats: { segments: 1, sizeBytes: 0, recordsIn: 0, bytesIn: 0, recordsOut: 0, bytesOut: 0 },
+      stats: {
+        segments: 1,
+        sizeBytes: 0,
+        recordsIn: 0,
+        bytesIn: 0,
+        recordsOut: 0,
+        bytesOut: 0,
+        producers: 0,
+      },
     });
     expect((await call(h.app, format, 'GET', '/v1/topics')).body.topics).toContainEqual({
       name: 'admin',

@@ -117,6 +117,11 @@ describe('idempotent produce over HTTP', () => {
     expect(metrics).toMatch(/^sluice_produce_duplicates_total 1$/m);
     expect(metrics).toMatch(/^sluice_cluster_producer_ids_allocated 1000$/m);
     expect(metrics).toMatch(/^sluice_cluster_partitions_reassigning 0$/m);
+    // The topic description (and the console's topic view) counts the producers each partition knows.
+    const described = await call(url, 'GET', '/v1/topics/t');
+    expect(described.body.partitions.map((p: { stats: { producers: number } }) => p.stats.producers)).toEqual(
+      [1, 1],
+    );
   });
 
   it('refuses a gap, an older epoch and malformed headers with a problem, appending nothing', async () => {

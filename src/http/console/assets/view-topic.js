@@ -56,6 +56,7 @@ function render(topic, series, ctx, status, refresh) {
         { label: 'Follower lag' },
         { label: 'Segments', num: true },
         { label: 'Size', num: true },
+        { label: 'Producers', num: true },
         { label: '' },
       ],
       topic.partitions.map((p) => ({
@@ -72,6 +73,8 @@ function render(topic, series, ctx, status, refresh) {
           followerLag(p),
           p.stats ? formatCount(p.stats.segments) : '—',
           p.stats ? formatBytes(p.stats.sizeBytes) : '—',
+          // Idempotent producers the leader keeps state of (docs/producers.md).
+          p.stats ? formatCount(p.stats.producers) : '—',
           viewLink(['topics', topic.name, 'partitions', p.partition], 'records'),
         ],
       })),
