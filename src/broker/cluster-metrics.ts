@@ -13,6 +13,10 @@ const ROLES = ['leader', 'candidate', 'preCandidate', 'follower'] as const;
 export class ClusterMetrics {
   readonly #commands: (command: string, outcome: string) => Counter;
   readonly #cache = new Map<string, Counter>();
+  readonly #status: () => RaftStatus;
+  readonly #leaderChanges: Counter;
+  /** The leader and term last seen by `observeLeader`. */
+  #seen: { term: number; leaderId: number | null } | undefined;
 
   constructor(deps: {
     metrics: Metrics;
@@ -21,6 +25,13 @@ export class ClusterMetrics {
     controllerActive: () => boolean;
   }) {
     const { metrics, status, image } = deps;
+    this.#status = status;
+    this.#leaderChanges = metrics
+      .counter({
+        name: 'sluice_metadata_leader_changes_total',
+        help: 'Leaders of the metadata quorum this node has seen take over (a new leader or a new term)',
+      })
+      .labels();
     metrics.collectedGauge(
       {
         name: 'sluice_metadata_raft_role',
@@ -112,6 +123,18 @@ export class ClusterMetrics {
       if (!counter) this.#cache.set(key, (counter = commands.labels(command, outcome)));
       return counter;
     };
+  }
+
+  /**
+   * Looks at the quorum's leader now (the node calls it every 100 ms): a leader other than the last
+   * one seen, or the same one at a new term, counts as a change. The first leader seen counts too.
+   */
+  observeLeader(): void {
+    const { term, leaderId } = this.#status();
+    const seen = this.#seen;
+    if (leaderId !== null && (seen === undefined || seen.leaderId !== leaderId || seen.term !== term))
+      this.#leaderChanges.inc();
+    if (leaderId !== null || seen === undefined) this.#seen = { term, leaderId };
   }
 
   /** One command carried out (`ok`) or refused (the error code). */

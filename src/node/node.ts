@@ -208,14 +208,15 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
       { fs: nodeFileSystem, clock, logger },
     );
     closers.unshift(() => metadata.close());
-    metadata.controller.countWith(
-      new ClusterMetrics({
-        metrics,
-        status: () => metadata.driver.status(),
-        image: () => metadata.log.image,
-        controllerActive: () => metadata.controller.active,
-      }),
-    );
+    const clusterMetrics = new ClusterMetrics({
+      metrics,
+      status: () => metadata.driver.status(),
+      image: () => metadata.log.image,
+      controllerActive: () => metadata.controller.active,
+    });
+    metadata.controller.countWith(clusterMetrics);
+    const leaderWatch = clock.setInterval(() => clusterMetrics.observeLeader(), 100);
+    closers.unshift(async () => leaderWatch.cancel());
     // The port is known once the server is bound; the cluster view asks for it when it answers.
     let boundPort = listenPort;
     const advertisedAddress = () => ({
