@@ -1391,9 +1391,9 @@ export function planGroup(
     taken++;
   }
   const plan: GroupPlan = { taken, accepted: [], rejected: [], duplicates: [] };
-  // Producers as they will be after the appends accepted so far: a producer may have several
-  // batches in one group.
-  const planned = new Map<number, ProducerEntry>();
+  // Producers as they will be after the appends accepted so far (a producer may have several
+  // batches in one group); made only for a group with a leader's producer batches in it.
+  let planned: Map<number, ProducerEntry> | undefined;
   let next = logEnd;
   for (const pending of queue.slice(0, taken)) {
     const end = plannedEnd(pending, next);
@@ -1401,7 +1401,9 @@ export function planGroup(
       plan.rejected.push({ pending, error: end });
       continue;
     }
-    if (producers) {
+    // Only a leader's batches are checked; a follower's are applied as they are once written.
+    if (producers && pending.options.assignOffsets && hasProducerBatch(pending)) {
+      planned ??= new Map();
       const verdict = planProducers(pending, next, producers, planned);
       if (verdict instanceof SluiceError) {
         plan.rejected.push({ pending, error: verdict });
@@ -1423,12 +1425,17 @@ export function planGroup(
   return plan;
 }
 
+function hasProducerBatch(pending: PendingAppend): boolean {
+  for (const { header } of pending.batches) if (header.producerId >= 0) return true;
+  return false;
+}
+
 /**
- * The producer check of one append planned at `start`: a leader's batches from idempotent
+ * The producer check of a leader's append planned at `start`: its batches from idempotent
  * producers are checked against `producers` as `planned` updates it (and `planned` takes each
- * accepted batch); a follower's are taken as they are. Undefined: append it. An AppendResult: every
- * producer batch of it is a retry of one already in the log, answered with that batch's offsets. A
- * SluiceError: refuse the whole append (nothing of it is written).
+ * accepted batch). Undefined: append it. An AppendResult: every producer batch of it is a retry of
+ * one already in the log, answered with that batch's offsets. A SluiceError: refuse the whole
+ * append (nothing of it is written).
  */
 function planProducers(
   pending: PendingAppend,
@@ -1449,21 +1456,19 @@ function planProducers(
     }
     const id = header.producerId;
     const entry = updates.get(id) ?? planned.get(id) ?? producers.get(id);
-    if (pending.options.assignOffsets) {
-      let verdict: ReturnType<typeof checkSequence>;
-      try {
-        verdict = checkSequence(entry, header);
-      } catch (error) {
-        if (error instanceof SluiceError) return error;
-        throw error;
-      }
-      if (verdict.kind === 'duplicate') {
-        duplicateOf = {
-          first: Math.min(duplicateOf?.first ?? verdict.batch.firstOffset, verdict.batch.firstOffset),
-          last: Math.max(duplicateOf?.last ?? verdict.batch.lastOffset, verdict.batch.lastOffset),
-        };
-        continue;
-      }
+    let verdict: ReturnType<typeof checkSequence>;
+    try {
+      verdict = checkSequence(entry, header);
+    } catch (error) {
+      if (error instanceof SluiceError) return error;
+      throw error;
+    }
+    if (verdict.kind === 'duplicate') {
+      duplicateOf = {
+        first: Math.min(duplicateOf?.first ?? verdict.batch.firstOffset, verdict.batch.firstOffset),
+        last: Math.max(duplicateOf?.last ?? verdict.batch.lastOffset, verdict.batch.lastOffset),
+      };
+      continue;
     }
     fresh++;
     updates.set(id, withBatch(entry, { ...header, baseOffset }));
