@@ -87,7 +87,7 @@ export class Topics {
     name: string,
     partition: number,
   ): Promise<{ topic: TopicRecord; replica: PartitionReplica }> {
-    const topic = await this.resolve(name, partition);
+    let topic = await this.resolve(name, partition);
     let local = Number.isInteger(partition) ? this.#replicas.get(topic.name, partition) : undefined;
     if (local?.isLeader) return { topic, replica: local };
     if (local && this.#catchUp && this.#settle) {
@@ -103,9 +103,10 @@ export class Topics {
       // Placed elsewhere as this node knows it: the topic may have been deleted and created again,
       // or reassigned, a moment ago. Catch up before refusing (only this path pays for it).
       await this.#catchUp();
+      topic = this.get(name);
       role = this.#registry.partitionRole(name, partition);
       local = this.#replicas.get(name, partition);
-      if (local) return { topic: this.get(name), replica: local };
+      if (local) return { topic, replica: local };
     }
     if (role && !role.replicas.includes(this.#replicas.nodeId)) this.#refuseElsewhere(name, partition, role);
     if (role && this.#settle) await this.#settle();

@@ -65,4 +65,43 @@ describe('Topics catching up with the cluster', () => {
     await expect(service.resolve('missing')).rejects.toMatchObject({ code: 'UNKNOWN_TOPIC_OR_PARTITION' });
     expect(catchUps()).toBe(1);
   });
+
+  it('catches up before refusing a partition placed on another node, and names the leader it has then', async () => {
+    const topics = new Map([['moved', topic('moved')]]);
+    let leader = 2;
+    let catchUps = 0;
+    const registry = {
+      clusterId: 'c',
+      list: () => [...topics.values()],
+      get: (name: string) => topics.get(name),
+      topicId: () => undefined,
+      partitionRole: () => ({
+        leader,
+        leaderEpoch: leader,
+        partitionEpoch: 0,
+        replicas: [leader],
+        isr: [leader],
+      }),
+      localPartitions: () => [],
+      onChange: () => () => {},
+      put: async () => {},
+      remove: async () => {},
+    } satisfies TopicRegistry;
+    const service = new Topics(
+      { defaultConfigs: {} },
+      {
+        registry,
+        replicas: { nodeId: 1, get: () => undefined } as unknown as ReplicaManager,
+        catchUp: async () => {
+          catchUps++;
+          leader = 3;
+        },
+      },
+    );
+    await expect(service.localReplica('moved', 0)).rejects.toMatchObject({
+      code: 'NOT_LEADER_OR_FOLLOWER',
+      details: { leader: 3 },
+    });
+    expect(catchUps).toBe(1);
+  });
 });
