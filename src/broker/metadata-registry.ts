@@ -68,7 +68,15 @@ export class MetadataTopicRegistry implements TopicRegistry {
 
   partitionRole(topic: string, partition: number): ReplicaRole | undefined {
     const p = this.#log.image.topic(topic)?.partitions.get(partition);
-    return p ? { leader: p.leader, leaderEpoch: p.leaderEpoch, replicas: p.replicas, isr: p.isr } : undefined;
+    return p
+      ? {
+          leader: p.leader,
+          leaderEpoch: p.leaderEpoch,
+          partitionEpoch: p.partitionEpoch,
+          replicas: p.replicas,
+          isr: p.isr,
+        }
+      : undefined;
   }
 
   onChange(listener: () => void): () => void {

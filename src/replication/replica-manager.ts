@@ -46,6 +46,7 @@ export class ReplicaManager {
         replicas: role?.replicas ?? [this.nodeId],
         leaderEpoch: role?.leaderEpoch ?? 0,
         ...(role ? { leader: role.leader, isr: role.isr } : {}),
+        ...(role?.partitionEpoch !== undefined ? { partitionEpoch: role.partitionEpoch } : {}),
         // A replicated partition knows only what its checkpoint says was committed.
         ...(role && role.replicas.length > 1 ? { highWatermark: log.highWatermarkCheckpoint } : {}),
         nowMs,

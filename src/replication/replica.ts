@@ -16,6 +16,8 @@ export interface PartitionReplicaOptions {
   leader?: number;
   /** The in-sync set as the metadata log records it; `[leader]` when absent. */
   isr?: readonly number[];
+  /** The partition epoch the metadata log records (fences this leader's in-sync set changes); 0 when absent. */
+  partitionEpoch?: number;
   /**
    * The high watermark known before a restart (its checkpoint). Absent: the log end for a partition
    * with one replica (everything in it was acknowledged), 0 for a replicated one (nothing is known
@@ -81,6 +83,7 @@ export class PartitionReplica {
     this.#leaderEpoch = options.leaderEpoch;
     this.#leader = options.leader ?? options.nodeId;
     this.#isr = [...(options.isr ?? [this.#leader])];
+    this.#partitionEpoch = options.partitionEpoch ?? 0;
     this.log = deps.log;
     this.#canLead = options.canLead ?? (() => true);
     const known = options.highWatermark ?? (this.#replicas.length > 1 ? 0 : deps.log.logEndOffset);
