@@ -303,6 +303,7 @@ export class ControllerService {
           incarnationId: command.incarnationId,
           endpoints: command.endpoints,
           rack: command.rack,
+          ...(command.shutdown ? { shutdown: command.shutdown } : {}),
         });
       case 'readIndex':
         return [];

@@ -401,6 +401,11 @@ export type ControllerCommand =
       incarnationId: string;
       endpoints: { name: string; host: string; port: number }[];
       rack: string | null;
+      /**
+       * How the broker's last run ended (absent: `clean`): `unclean` when the machine went down
+       * with it, `new` when its data directory is new. See docs/cluster.md.
+       */
+      shutdown?: 'clean' | 'unclean' | 'new';
     }
   | { type: 'heartbeat'; brokerId: number; brokerEpoch: number; caughtUp: boolean }
   /** Makes a registered broker (a learner of the metadata quorum) a voter. */
@@ -493,7 +498,9 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       c.uint('partitions');
       break;
     case 'registerBroker': {
-      c.only(['type', 'brokerId', 'incarnationId', 'endpoints', 'rack']);
+      c.only(['type', 'brokerId', 'incarnationId', 'endpoints', 'rack', 'shutdown']);
+      if (value.shutdown !== undefined && !['clean', 'unclean', 'new'].includes(value.shutdown as string))
+        throw new FieldError('shutdown', 'clean, unclean or new');
       c.uint('brokerId');
       string('incarnationId');
       const endpoints = value.endpoints;

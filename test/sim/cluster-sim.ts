@@ -143,6 +143,9 @@ export class ClusterSim {
   readonly stats = { crashes: 0, wipes: 0, truncations: 0, consumed: 0 };
   /** With asynchronous flush: the node the last crash hit, until it has caught up (see `#crash`). */
   #recovering: number | undefined;
+  /** Nodes that have started once; nodes whose disk was lost since they last started. */
+  readonly #started = new Set<number>();
+  readonly #wiped = new Set<number>();
   #failure: string | undefined;
 
   constructor(readonly options: ClusterSimOptions) {
@@ -186,6 +189,11 @@ export class ClusterSim {
 
   #startBroker(process: MetadataProcess): void {
     const id = process.node.id;
+    // Every crash here is a power loss: a restart registers as unclean, a first start or one after
+    // a lost disk as new (the node's run-state file says so in a real node: src/node/run-state.ts).
+    process.shutdown = !this.#started.has(id) || this.#wiped.has(id) ? 'new' : 'unclean';
+    this.#started.add(id);
+    this.#wiped.delete(id);
     const slot: NodeBroker = { process, broker: undefined };
     this.#brokers.set(id, slot);
     const life = process.life;
@@ -374,6 +382,7 @@ export class ClusterSim {
       // unclean-restart rule (a broker whose data directory is new, or that did not shut down
       // cleanly, leaves every in-sync set when it registers), not built yet.
       this.#disks.set(node.id, new SimulatedFileSystem());
+      this.#wiped.add(node.id);
       this.stats.wipes++;
       this.#trace(`disk of ${node.id} lost`);
       return;
