@@ -310,6 +310,8 @@ export class ControllerService {
       case 'addVoter':
       case 'removeVoter':
         return [];
+      case 'offlineReplicas':
+        return c.offlineReplicas(image, command);
       case 'shutdownBroker':
         return c.controlledShutdown(image, command.brokerId, command.brokerEpoch);
       case 'allocateProducerIds':

@@ -349,6 +349,41 @@ export class Controller {
     return this.#fence(image, [brokerId]);
   }
 
+  /**
+   * A broker whose logs of `partitions` went offline on a storage error leaves their leaderships
+   * (to other in-sync or eligible replicas) and in-sync sets, as a fenced broker leaves all of
+   * its own: the last in-sync replica keeps its place, to lead again after a restart with a
+   * healthy disk. A stale broker epoch is refused; partitions gone or no longer led or followed in
+   * sync by the broker change nothing.
+   */
+  offlineReplicas(
+    image: MetadataImage,
+    request: { brokerId: number; brokerEpoch: number; partitions: readonly { topicId: string; partition: number }[] },
+  ): MetadataRecord[] {
+    const broker = image.broker(request.brokerId);
+    if (!broker || broker.brokerEpoch !== request.brokerEpoch)
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        `broker ${request.brokerId} at epoch ${request.brokerEpoch} is not registered (register again)`,
+        { details: { brokerId: request.brokerId, brokerEpoch: request.brokerEpoch } },
+      );
+    const records: PartitionChangeRecord[] = [];
+    let next = image;
+    const seen = new Set<string>();
+    for (const { topicId, partition } of request.partitions) {
+      const key = `${topicId}\u0000${partition}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const p = next.partition(topicId, partition);
+      if (!p) continue;
+      const change = this.#leave(next, p, request.brokerId, this.#replicationConfig(next, topicId));
+      if (!change) continue;
+      records.push(change);
+      next = replay(next, change, next.lastOffset + 1);
+    }
+    return checked(image, records);
+  }
+
   #fence(image: MetadataImage, brokerIds: readonly number[]): MetadataRecord[] {
     if (brokerIds.length === 0) return [];
     const records: MetadataRecord[] = [];
@@ -573,17 +608,32 @@ export class Controller {
       for (const p of topic.partitions.values()) {
         if (p.leader !== brokerId && !p.isr.includes(brokerId)) continue;
         config ??= this.#replicationConfig(image, topic.topicId);
-        const left = p.isr.filter((id) => id !== brokerId);
-        // The last in-sync replica keeps its place in the ISR while leaderless, so that it can
-        // lead again when it returns with everything that was acknowledged.
-        const isr = left.length > 0 ? left : p.isr;
-        const elr = this.#elrAfter(image, p, isr, config);
-        const fields =
-          p.leader === brokerId ? this.#choose(image, { ...p, isr, elr }, brokerId, config) : { isr, elr };
-        changes.push(this.#change(image, p, fields));
+        const change = this.#leave(image, p, brokerId, config);
+        if (change) changes.push(change);
       }
     }
     return changes;
+  }
+
+  /**
+   * The change that takes `brokerId` out of `p`'s leadership and in-sync set; undefined when it
+   * holds neither, or only its place as the last in-sync replica. The last in-sync replica keeps its place in the ISR while leaderless, so that
+   * it can lead again when it returns with everything that was acknowledged.
+   */
+  #leave(
+    image: MetadataImage,
+    p: PartitionImage,
+    brokerId: number,
+    config: ReplicationConfig,
+  ): PartitionChangeRecord | undefined {
+    if (p.leader !== brokerId && !p.isr.includes(brokerId)) return undefined;
+    const left = p.isr.filter((id) => id !== brokerId);
+    if (left.length === 0 && p.leader !== brokerId) return undefined;
+    const isr = left.length > 0 ? left : p.isr;
+    const elr = this.#elrAfter(image, p, isr, config);
+    const fields =
+      p.leader === brokerId ? this.#choose(image, { ...p, isr, elr }, brokerId, config) : { isr, elr };
+    return this.#change(image, p, fields);
   }
 
   /**

@@ -429,6 +429,17 @@ export type ControllerCommand =
   /** A broker that is stopping: fenced now, its leaderships moved (controlled shutdown). */
   | { type: 'shutdownBroker'; brokerId: number; brokerEpoch: number }
   /**
+   * A broker whose logs of these partitions went offline on a storage error: it leaves their
+   * leaderships and in-sync sets (the last in-sync replica keeps its place, to lead again after a
+   * restart with a healthy disk).
+   */
+  | {
+      type: 'offlineReplicas';
+      brokerId: number;
+      brokerEpoch: number;
+      partitions: { topicId: string; partition: number }[];
+    }
+  /**
    * Starts (a target list of replicas) or cancels (null) the reassignment of each partition named,
    * all or none; `partitionEpoch`, when given, fences a request computed from an older state.
    */
@@ -549,6 +560,17 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       });
       break;
     }
+    case 'offlineReplicas':
+      c.only(['type', 'brokerId', 'brokerEpoch', 'partitions']);
+      c.uint('brokerId');
+      c.uint('brokerEpoch');
+      c.array('partitions', REASSIGN_PARTITIONS_MAX).forEach((p, i) => {
+        if (!isObject(p) || typeof p.topicId !== 'string' || p.topicId.length > STRING_MAX || !uint(p.partition))
+          throw new FieldError(`partitions/${i}`, '{topicId, partition}');
+        const keys = Object.keys(p);
+        if (keys.length !== 2) throw new FieldError(`partitions/${i}`, 'only topicId and partition');
+      });
+      break;
     case 'shutdownBroker':
     case 'allocateProducerIds':
       c.only(['type', 'brokerId', 'brokerEpoch']);

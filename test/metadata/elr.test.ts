@@ -314,3 +314,48 @@ describe('unclean.leader.election.enable', () => {
     expect(c.partition().leader).toBe(2);
   });
 });
+
+describe('a partition log gone offline on a storage error', () => {
+  const offline = (
+    c: ReturnType<typeof setup>,
+    brokerId: number,
+    epoch = c.image().broker(brokerId)!.brokerEpoch,
+  ) =>
+    c.controller.offlineReplicas(c.image(), {
+      brokerId,
+      brokerEpoch: epoch,
+      partitions: [{ topicId: c.partition().topicId, partition: 0 }],
+    });
+
+  it('moves the leadership to another in-sync replica and takes the broker out of the set', () => {
+    const c = setup([1, 2, 3]);
+    c.createTopic({ 'min.insync.replicas': '2' });
+    c.apply(offline(c, 1));
+    expect(state(c.partition())).toEqual({ leader: 2, isr: [2, 3], elr: [] });
+    expect(c.partition().leaderEpoch).toBe(1);
+    // Reported again (a retry): nothing left to change.
+    expect(offline(c, 1)).toEqual([]);
+  });
+
+  it('the last in-sync replica keeps its place, leaderless, to lead again after a restart', () => {
+    const c = setup([1, 2, 3]);
+    c.createTopic({ 'min.insync.replicas': '1' });
+    c.setIsr([1]);
+    c.apply(offline(c, 1));
+    expect(state(c.partition())).toEqual({ leader: -1, isr: [1], elr: [] });
+    expect(offline(c, 1)).toEqual([]);
+  });
+
+  it('refuses a stale broker epoch, and ignores unknown partitions', () => {
+    const c = setup([1, 2, 3]);
+    c.createTopic({});
+    expect(() => offline(c, 1, 999)).toThrow(expect.objectContaining({ code: 'INVALID_REQUEST' }));
+    expect(
+      c.controller.offlineReplicas(c.image(), {
+        brokerId: 1,
+        brokerEpoch: c.image().broker(1)!.brokerEpoch,
+        partitions: [{ topicId: 'AAAAAAAAAAAAAAAAAAAAAg', partition: 0 }],
+      }),
+    ).toEqual([]);
+  });
+});

@@ -159,6 +159,7 @@ const ALLOWED_ERRORS: Readonly<Record<ControllerCommand['type'], readonly string
   addVoter: [],
   removeVoter: [],
   shutdownBroker: [],
+  offlineReplicas: [],
   // The simulated leader's catch-up report, computed from an image that may be stale by the time
   // it arrives, from a broker fenced meanwhile, or for a topic deleted meanwhile.
   alterPartition: [
