@@ -64,7 +64,7 @@ async function leader(options: { isr: number[]; leader: number }) {
   };
   const breakDisk = async () => {
     fs.fault = () => new Error('EIO: the disk failed');
-    await expect(log.append(batchOf(['lost']))).rejects.toBeDefined();
+    await expect(log.append(batchOf(['lost']), { assignOffsets: true })).rejects.toBeDefined();
     expect(log.offlineReason).toBeDefined();
   };
   const offlineReports = () => submitted.filter((c) => c.type === 'offlineReplicas');
