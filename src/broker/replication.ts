@@ -443,7 +443,9 @@ export class ReplicationService {
         this.#logger.warn({ err: error }, 'reporting offline partitions to the controller failed');
         // Try again at the next check.
         for (const { replica } of this.#topics.replicas.all())
-          this.#reportedOffline.delete(`${replica.topic}\u0000${replica.partition}@${replica.partitionEpoch}`);
+          this.#reportedOffline.delete(
+            `${replica.topic}\u0000${replica.partition}@${replica.partitionEpoch}`,
+          );
       });
   }
 

@@ -358,7 +358,11 @@ export class Controller {
    */
   offlineReplicas(
     image: MetadataImage,
-    request: { brokerId: number; brokerEpoch: number; partitions: readonly { topicId: string; partition: number }[] },
+    request: {
+      brokerId: number;
+      brokerEpoch: number;
+      partitions: readonly { topicId: string; partition: number }[];
+    },
   ): MetadataRecord[] {
     const broker = image.broker(request.brokerId);
     if (!broker || broker.brokerEpoch !== request.brokerEpoch)

@@ -565,7 +565,12 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       c.uint('brokerId');
       c.uint('brokerEpoch');
       c.array('partitions', REASSIGN_PARTITIONS_MAX).forEach((p, i) => {
-        if (!isObject(p) || typeof p.topicId !== 'string' || p.topicId.length > STRING_MAX || !uint(p.partition))
+        if (
+          !isObject(p) ||
+          typeof p.topicId !== 'string' ||
+          p.topicId.length > STRING_MAX ||
+          !uint(p.partition)
+        )
           throw new FieldError(`partitions/${i}`, '{topicId, partition}');
         const keys = Object.keys(p);
         if (keys.length !== 2) throw new FieldError(`partitions/${i}`, 'only topicId and partition');

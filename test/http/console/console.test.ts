@@ -33,6 +33,7 @@ interface FormatModule {
     leaderless: number;
     underReplicated: number;
   };
+  reassignmentRows(response: unknown): Record<string, string>[];
   showBytes(bytes: Uint8Array | null, mode?: string): { text: string | null; as: string };
   decodeRecord(record: unknown): {
     key: Uint8Array | null;
