@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /** h2load, the native load generator of every HTTP benchmark here (Debian's nghttp2-client). */
 
@@ -66,4 +67,48 @@ export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export interface Latencies {
+  requests: number;
+  failed: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/**
+ * An open-loop run at a fixed rate (`rps` requests per second per client, h2load `--rps`), with
+ * each request's time from h2load's `--log-file`: the percentiles of what a steady producer sees,
+ * not of a saturated one.
+ */
+export function h2loadAtRate(url: string, step: H2loadStep & { rps: number; logFile: string }): Latencies {
+  const args = [
+    '-D',
+    String(step.seconds),
+    '--warm-up-time=1',
+    '-c',
+    String(step.clients),
+    '-m',
+    '1',
+    `--rps=${step.rps}`,
+    `--log-file=${step.logFile}`,
+    '-H',
+    'content-type: application/vnd.msgpack',
+    '-H',
+    'accept: application/vnd.msgpack',
+  ];
+  if (step.h1) args.push('--h1');
+  if (step.body) args.push('-d', step.body);
+  args.push(url + step.path);
+  execFileSync('h2load', args, { encoding: 'utf8', maxBuffer: 16 << 20 });
+  const rows = readFileSync(step.logFile, 'utf8')
+    .split('\n')
+    .filter((line) => line.length > 0)
+    .map((line) => line.split('\t'));
+  const times = rows
+    .filter((r) => r[1] === '200')
+    .map((r) => Number(r[2]) / 1000)
+    .sort((a, b) => a - b);
+  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))] ?? Number.NaN;
+  return { requests: rows.length, failed: rows.length - times.length, p50Ms: at(0.5), p99Ms: at(0.99) };
 }
