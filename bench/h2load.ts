@@ -30,8 +30,8 @@ export interface Figure {
   failed: number;
 }
 
-/** One timed h2load run against `url` + `step.path`, msgpack in and out; the figures h2load prints. */
-export function h2load(url: string, step: H2loadStep): Figure {
+/** h2load's arguments for `step` (msgpack in and out), with `extra` before the URL. */
+function h2loadArgs(url: string, step: H2loadStep, extra: string[]): string[] {
   const args = [
     '-D',
     String(step.seconds),
@@ -40,6 +40,7 @@ export function h2load(url: string, step: H2loadStep): Figure {
     String(step.clients),
     '-m',
     '1',
+    ...extra,
     '-H',
     'content-type: application/vnd.msgpack',
     '-H',
@@ -48,6 +49,12 @@ export function h2load(url: string, step: H2loadStep): Figure {
   if (step.h1) args.push('--h1');
   if (step.body) args.push('-d', step.body);
   args.push(url + step.path);
+  return args;
+}
+
+/** One timed h2load run against `url` + `step.path`, msgpack in and out; the figures h2load prints. */
+export function h2load(url: string, step: H2loadStep): Figure {
+  const args = h2loadArgs(url, step, []);
   const out = execFileSync('h2load', args, { encoding: 'utf8', maxBuffer: 16 << 20 });
   const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
   const failed = /requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed/.exec(out);
@@ -82,24 +89,7 @@ export interface Latencies {
  * not of a saturated one.
  */
 export function h2loadAtRate(url: string, step: H2loadStep & { rps: number; logFile: string }): Latencies {
-  const args = [
-    '-D',
-    String(step.seconds),
-    '--warm-up-time=1',
-    '-c',
-    String(step.clients),
-    '-m',
-    '1',
-    `--rps=${step.rps}`,
-    `--log-file=${step.logFile}`,
-    '-H',
-    'content-type: application/vnd.msgpack',
-    '-H',
-    'accept: application/vnd.msgpack',
-  ];
-  if (step.h1) args.push('--h1');
-  if (step.body) args.push('-d', step.body);
-  args.push(url + step.path);
+  const args = h2loadArgs(url, step, [`--rps=${step.rps}`, `--log-file=${step.logFile}`]);
   execFileSync('h2load', args, { encoding: 'utf8', maxBuffer: 16 << 20 });
   const rows = readFileSync(step.logFile, 'utf8')
     .split('\n')
