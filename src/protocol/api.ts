@@ -452,7 +452,7 @@ const topicDescriptionSchema = closed({
           ['producers'],
         ),
       },
-      ['replicaStates', 'stats'],
+      ['replicaStates', 'stats', 'elr'],
     ),
   },
   replicationFactor: int,
