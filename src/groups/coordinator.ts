@@ -229,6 +229,19 @@ export function compilePattern(pattern: string): RegExp {
   }
 }
 
+/** The checks of a join that need no group: INVALID_REQUEST when it subscribes to nothing or a bad pattern. */
+export function checkJoin(request: JoinRequest): void {
+  if (((request.topics ?? []).length === 0) === (request.pattern === undefined))
+    throw new SluiceError(
+      'INVALID_REQUEST',
+      'a member subscribes to topics or to a pattern: give exactly one',
+      {
+        details: { field: 'topics' },
+      },
+    );
+  if (request.pattern !== undefined) compilePattern(request.pattern);
+}
+
 export class GroupCoordinator {
   readonly #groups = new Map<string, Group>();
   readonly #writes: GroupRecord[] = [];
