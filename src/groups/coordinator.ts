@@ -185,6 +185,8 @@ interface Member {
   revoking: Set<string>;
   /** The member was sent a view while it had revocations pending: its next heartbeat acknowledges them. */
   revocationSent: boolean;
+  /** Its polls auto-commit: a revoked partition's position is committed when it acknowledges. */
+  autoCommit: boolean;
   deadlineMs: number;
   positions: Map<string, number>;
   paused: Set<string>;
@@ -318,6 +320,7 @@ export class GroupCoordinator {
       assigned: new Set(),
       revoking: new Set(),
       revocationSent: false,
+      autoCommit: false,
       deadlineMs: now + sessionTimeoutMs,
       positions: new Map(),
       paused: new Set(),
@@ -420,6 +423,7 @@ export class GroupCoordinator {
   /** Auto-commit: commits the member's positions (what its previous poll returned) where they moved. */
   commitPositions(groupId: string, memberId: string): number {
     const { group, member } = this.#member(groupId, memberId, undefined);
+    member.autoCommit = true;
     const offsets: CommitRequest['offsets'][number][] = [];
     for (const [k, offset] of member.positions) {
       if (!member.assigned.has(k) || group.offsets.get(k)?.offset === offset) continue;
@@ -616,6 +620,7 @@ export class GroupCoordinator {
         revoking: new Set(m.revoking.map((tp) => key(tp.topic, tp.partition))),
         // The member may have been told of its revocations before the old coordinator stopped.
         revocationSent: m.revoking.length > 0,
+        autoCommit: false,
         deadlineMs: now + m.sessionTimeoutMs,
         positions: new Map(),
         paused: new Set(),
@@ -704,8 +709,17 @@ export class GroupCoordinator {
     if (member.revoking.size === 0) return;
     const still = owned === undefined ? undefined : new Set(owned.map((tp) => key(tp.topic, tp.partition)));
     if (still === undefined && !member.revocationSent) return;
+    const now = this.#clock.nowMs();
     for (const k of [...member.revoking]) {
       if (still?.has(k)) continue;
+      // Auto-commit: the member is done with what its polls returned, this partition's included.
+      const position = member.positions.get(k);
+      if (member.autoCommit && position !== undefined && group.offsets.get(k)?.offset !== position) {
+        const { topic, partition } = parseKey(k);
+        this.#setOffset(group, topic, partition, { offset: position, metadata: '', commitTimestampMs: now });
+        this.commits++;
+      }
+      member.positions.delete(k);
       member.revoking.delete(k);
       group.owners.delete(k);
     }
@@ -798,7 +812,6 @@ export class GroupCoordinator {
         for (const k of revoke) {
           member.assigned.delete(k);
           member.revoking.add(k);
-          member.positions.delete(k);
         }
         member.revocationSent = false;
         this.#dirty.add(group.id);

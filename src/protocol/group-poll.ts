@@ -5,14 +5,16 @@ import { packr, unpackr } from './msgpack.js';
 
 /**
  * The msgpack answer of a group poll (`GET /v1/groups/{group}/members/{member}/records`):
- *   {memberEpoch, assignment: [{topic, partition}], partitions: [{topic, partition, fetch: bin}]}
+ *   {memberEpoch, assignment: [{topic, partition}], partitions: [{topic, partition, offset, fetch: bin}]}
  * where each `fetch` is the partition's msgpack fetch response (fetch-response.ts: its stored
  * batches as stored, nextOffset, highWatermark, logStartOffset), so that a client decodes and
- * checks each partition's batches exactly as it does a partition fetch.
+ * checks each partition's batches exactly as it does a partition fetch. `offset` is where the read
+ * started (its first batch may begin before it: records before it are not the member's).
  */
 export interface GroupPollPart {
   topic: string;
   partition: number;
+  offset: number;
   data: Buffer;
   batchCount: number;
   nextOffset: number;
@@ -31,6 +33,7 @@ export function encodeGroupPoll(
     partitions: parts.map((p) => ({
       topic: p.topic,
       partition: p.partition,
+      offset: p.offset,
       fetch: encodeFetchResponse(p.data, p.batchCount, p),
     })),
   });
@@ -39,7 +42,7 @@ export function encodeGroupPoll(
 export interface DecodedGroupPoll {
   memberEpoch: number;
   assignment: { topic: string; partition: number }[];
-  partitions: { topic: string; partition: number; fetch: Buffer }[];
+  partitions: { topic: string; partition: number; offset: number; fetch: Buffer }[];
 }
 
 export function decodeGroupPoll(body: Buffer): DecodedGroupPoll {
@@ -59,7 +62,7 @@ export function decodeGroupPoll(body: Buffer): DecodedGroupPoll {
  * The stored batches of a msgpack fetch response, as one buffer (a view of the response), with
  * its offsets: what a group coordinator gets back when it reads a partition another node leads.
  */
-export function splitFetchResponse(body: Buffer): Omit<GroupPollPart, 'topic' | 'partition'> {
+export function splitFetchResponse(body: Buffer): Omit<GroupPollPart, 'topic' | 'partition' | 'offset'> {
   let pos: number;
   if (body.length > 0 && (body[0]! & 0xf0) === 0x80) pos = 1;
   else if (body[0] === 0xde && body.length >= 3) pos = 3;
