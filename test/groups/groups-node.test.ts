@@ -72,7 +72,7 @@ const until = async (what: string, check: () => Promise<boolean> | boolean, time
   }
 };
 
-const valueOf = (r: ConsumedRecord) => Buffer.from(r.value!).toString();
+const textOf = (r: ConsumedRecord) => Buffer.from(r.value!).toString();
 
 describe('consumer groups on a node', () => {
   it('gives 3 SDK members 6 partitions, each partition to exactly one, and every record once', async () => {
@@ -85,7 +85,7 @@ describe('consumer groups on a node', () => {
       for (const m of members) await m.join();
       // Polls (heartbeats) until the group is stable: every partition assigned, none twice.
       await until('a stable group', async () => {
-        for (let i = 0; i < 3; i++) for (const r of await members[i]!.poll()) seen[i]!.push(valueOf(r));
+        for (let i = 0; i < 3; i++) for (const r of await members[i]!.poll()) seen[i]!.push(textOf(r));
         return (await call('GET', '/v1/groups/g3')).body.state === 'stable';
       });
       const assignments = members.map((m) =>
@@ -97,7 +97,7 @@ describe('consumer groups on a node', () => {
       expect(assignments.flat().sort()).toEqual([0, 1, 2, 3, 4, 5]);
       for (const a of assignments) expect(a).toHaveLength(2);
       await until('all 30 records', async () => {
-        for (let i = 0; i < 3; i++) for (const r of await members[i]!.poll()) seen[i]!.push(valueOf(r));
+        for (let i = 0; i < 3; i++) for (const r of await members[i]!.poll()) seen[i]!.push(textOf(r));
         return seen.flat().length >= 30;
       });
       // Each member read only its own partitions once the group was stable, and nothing twice.
@@ -142,14 +142,14 @@ describe('consumer groups on a node', () => {
     try {
       await survivor.join();
       await until('the partitions to move', async () => {
-        for (const r of await survivor.poll()) got.push(valueOf(r));
+        for (const r of await survivor.poll()) got.push(textOf(r));
         return survivor.assignment().length === 2;
       });
       const movedMs = Date.now() - died;
       // Within the session timeout, plus the coordinator's expiry check (every 250 ms) and a poll.
       expect(movedMs).toBeLessThan(1500 + 1000);
       await until('the redelivered records', async () => {
-        for (const r of await survivor.poll()) got.push(valueOf(r));
+        for (const r of await survivor.poll()) got.push(textOf(r));
         return got.length >= 14;
       });
       expect(got.sort()).toEqual(
@@ -172,7 +172,7 @@ describe('consumer groups on a node', () => {
     const c = new Consumer({ bootstrap: url, group: 'gr', topics: ['tr'], maxWaitMs: 100 });
     const got: string[] = [];
     await until('3 records', async () => {
-      for (const r of await c.poll()) got.push(valueOf(r));
+      for (const r of await c.poll()) got.push(textOf(r));
       return got.length >= 3;
     });
     await c.commit([{ topic: 'tr', partition: 0, offset: 2, metadata: 'kept' }]);
@@ -199,7 +199,7 @@ describe('consumer groups on a node', () => {
     try {
       const first: string[] = [];
       await until('records after the reset', async () => {
-        for (const r of await again.poll()) first.push(valueOf(r));
+        for (const r of await again.poll()) first.push(textOf(r));
         return first.length >= 5;
       });
       // Partition 0 from offset 1 (the reset), partition 1 from its start (nothing committed).
