@@ -658,7 +658,7 @@ export class GroupsService implements GroupsApi {
 
   #leads(shard: Shard): boolean {
     const replica = this.#deps.topics.replicas.get(OFFSETS_TOPIC, shard.partition);
-    return replica !== undefined && replica.isLeader && replica.leaderEpoch === shard.leaderEpoch;
+    return replica?.isLeader === true && replica.leaderEpoch === shard.leaderEpoch;
   }
 
   #tick(): void {
