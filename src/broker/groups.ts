@@ -71,8 +71,11 @@ interface Shard {
   coordinator: GroupCoordinator;
   loaded: boolean;
   ready: Promise<void>;
-  /** Writes to the partition, one after the other. */
+  /** Writes to the partition, one after the other: the last one started. */
   writing: Promise<void>;
+  /** The write that takes the records queued now, when one is waiting for `writing`. */
+  next: Promise<void> | undefined;
+  queued: { partition: number; key: Buffer; value: Buffer | null }[];
 }
 
 const REMOTE_WAIT_MS_MAX = 1_000;
@@ -471,11 +474,21 @@ export class GroupsService implements GroupsApi {
     this.#counters.commits.inc(shard.coordinator.commits - before.commits);
   }
 
+  /**
+   * Writes what the coordinator changed. Writes to a partition go one at a time, in order (a
+   * group's newest snapshot must be the last one in the log), and the changes that come while one
+   * is in flight go together in the next: concurrent commits share an append.
+   */
   async #persist(shard: Shard): Promise<void> {
     const writes = shard.coordinator.drainWrites();
     if (writes.length === 0) return shard.writing;
-    const records = writes.map((w) => ({ partition: shard.partition, ...encodeGroupRecord(w) }));
-    const write = shard.writing.then(() => this.#deps.produce.records(OFFSETS_TOPIC, records, -1));
+    for (const w of writes) shard.queued.push({ partition: shard.partition, ...encodeGroupRecord(w) });
+    shard.next ??= shard.writing.then(() => {
+      shard.next = undefined;
+      const records = shard.queued.splice(0);
+      return this.#deps.produce.records(OFFSETS_TOPIC, records, -1).then(() => undefined);
+    });
+    const write = shard.next;
     shard.writing = write.then(
       () => undefined,
       () => undefined,
@@ -551,6 +564,8 @@ export class GroupsService implements GroupsApi {
       loaded: false,
       ready: Promise.resolve(),
       writing: Promise.resolve(),
+      next: undefined,
+      queued: [],
     };
     shard.ready = this.#load(shard).then(
       () => {
