@@ -677,6 +677,7 @@ export class GroupsService implements GroupsApi {
   }
 
   #tick(): void {
+    this.#loadLedPartitions();
     let members = 0;
     for (const shard of [...this.#shards.values()]) {
       if (!shard.loaded) continue;
@@ -692,6 +693,22 @@ export class GroupsService implements GroupsApi {
       this.#persist(shard).catch(() => {});
     }
     this.#membersGauge.set(members);
+  }
+
+  /**
+   * Starts loading every partition of the offsets topic this node has become the leader of, so
+   * that its groups' sessions are checked (and the groups listed) before any request for them.
+   */
+  #loadLedPartitions(): void {
+    const topic = this.#deps.topics.find(OFFSETS_TOPIC);
+    if (!topic) return;
+    for (let partition = 0; partition < topic.partitions; partition++) {
+      const replica = this.#deps.topics.replicas.get(OFFSETS_TOPIC, partition);
+      if (!replica?.isLeader) continue;
+      const shard = this.#shards.get(partition);
+      if (shard && shard.leaderEpoch === replica.leaderEpoch) continue;
+      this.#shards.set(partition, this.#newShard(partition, replica.leaderEpoch));
+    }
   }
 
   #sampleLag(sample: (labels: readonly string[], value: number) => void): void {

@@ -9,8 +9,11 @@ import { GroupCoordinator, type GroupRecord, type TopicView } from '../../src/gr
  * Proves the group coordinator's state machine with a manual clock: members get their partitions
  * from the server-side assignment, a partition moves only once its owner gave it up (or its
  * session expired), stale and fenced epochs are refused, and its records replay into the same
- * state. A seeded random schedule of joins, heartbeats, polls, commits, leaves and expiries checks
- * after every step that no partition has two owners and no committed offset goes back.
+ * state. A seeded random schedule of joins, heartbeats, polls, commits, leaves, expiries and
+ * coordinator failovers (a new coordinator replaying the records written so far, as a new leader
+ * of the offsets partition does) checks after every step that no partition has two owners, in the
+ * coordinator's view and in what the live members were last told, and that no committed offset
+ * goes back.
  */
 
 class Topics implements TopicView {
@@ -275,14 +278,19 @@ describe('a seeded random schedule of members', () => {
 function schedule(seed: number): void {
   const random = new SeededRandom(seed);
   const assignor = random.pick<AssignorName>(['range', 'roundrobin', 'sticky']);
-  const { clock, topics, coordinator } = setup({ assignor, partitions: random.between(1, 8) });
+  const first = setup({ assignor, partitions: random.between(1, 8) });
+  const { clock, topics } = first;
+  let coordinator = first.coordinator;
+  /** The offsets partition: every record the coordinators wrote, in order. */
+  const written: GroupRecord[] = [];
+  let nextId = 1000;
   topics.counts.set('u', random.between(1, 4));
   /** What each live member believes it holds, and how far it read, as a client would. */
   const members = new Map<string, { epoch: number; held: TopicPartition[]; read: Map<string, number> }>();
   const committed = new Map<string, number>();
   const log = new Map<string, number>();
   for (let step = 0; step < 400; step++) {
-    const action = random.int(10);
+    const action = random.int(11);
     const ids = [...members.keys()];
     const id = ids.length > 0 ? random.pick(ids) : undefined;
     try {
@@ -298,6 +306,13 @@ function schedule(seed: number): void {
       } else if (action === 2) {
         clock.advance(random.between(100, 3000));
         coordinator.tick();
+      } else if (action === 10) {
+        // Failover: the partition's new leader replays it; sessions and positions start afresh.
+        coordinator = new GroupCoordinator(
+          { heartbeatIntervalMs: 1000, sessionTimeoutMsDefault: 10_000, assignorDefault: assignor },
+          { clock, topics, newMemberId: () => `n${++nextId}` },
+        );
+        for (const r of written) coordinator.apply(r);
       } else if (action <= 5) {
         const view = coordinator.heartbeat(
           'g',
@@ -327,9 +342,22 @@ function schedule(seed: number): void {
       if (error.code === 'UNKNOWN_MEMBER_ID' && id !== undefined) members.delete(id);
       else if (error.code !== 'STALE_MEMBER_EPOCH' && error.code !== 'FENCED_MEMBER_EPOCH') throw error;
     }
+    // Every change is written before the request is answered.
+    written.push(...coordinator.drainWrites());
     // Invariants after every step.
     const owners = new Map<string, string>();
     if (coordinator.has('g')) {
+      const live = new Set(coordinator.describe('g').members.map((m) => m.memberId));
+      const told = new Map<string, string>();
+      for (const [id, m] of members) {
+        if (!live.has(id)) continue;
+        for (const tp of m.held) {
+          const k = `${tp.topic}-${tp.partition}`;
+          if (told.has(k))
+            throw new Error(`step ${step}: members ${told.get(k)} and ${id} were both told they hold ${k}`);
+          told.set(k, id);
+        }
+      }
       for (const m of coordinator.describe('g').members) {
         for (const tp of [...m.assignment, ...m.revoking]) {
           const k = `${tp.topic}-${tp.partition}`;
