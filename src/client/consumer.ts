@@ -385,8 +385,15 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
   async pause(partitions: readonly TopicPartition[]): Promise<void> {
     for (const tp of partitions) this.#paused.add(tpKey(tp));
     const gone = new Set(partitions.map(tpKey));
+    // Records of them not handed out yet are read again after `resume`: the next read starts at
+    // the first of them.
+    const back = new Map<string, number>();
+    for (const r of this.#buffer) {
+      const k = tpKey(r);
+      if (gone.has(k) && !back.has(k)) back.set(k, r.offset);
+    }
     this.#buffer = this.#buffer.filter((r) => !gone.has(tpKey(r)));
-    await this.heartbeat();
+    await this.heartbeat([...back].map(([k, offset]) => ({ ...tpOf(k), offset })));
   }
 
   async resume(partitions: readonly TopicPartition[]): Promise<void> {

@@ -713,8 +713,14 @@ export class GroupCoordinator {
     for (const k of [...member.revoking]) {
       if (still?.has(k)) continue;
       // Auto-commit: the member is done with what its polls returned, this partition's included.
+      // A member that names what it owns (the SDK) commits what it processed itself.
       const position = member.positions.get(k);
-      if (member.autoCommit && position !== undefined && group.offsets.get(k)?.offset !== position) {
+      if (
+        member.autoCommit &&
+        still === undefined &&
+        position !== undefined &&
+        group.offsets.get(k)?.offset !== position
+      ) {
         const { topic, partition } = parseKey(k);
         this.#setOffset(group, topic, partition, { offset: position, metadata: '', commitTimestampMs: now });
         this.commits++;

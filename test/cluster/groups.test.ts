@@ -39,10 +39,15 @@ describe('a consumer group whose coordinator is killed', () => {
       expect(produced.status, JSON.stringify(produced.body)).toBe(200);
     }
     // The offsets topic comes with the first group; then pick a group node 1 does not coordinate.
-    const probe = await c.post(1, '/v1/groups/probe/offsets', {
-      offsets: [{ topic: 'gc', partition: 0, offset: 0 }],
+    // The node that creates the offsets topic may not lead the group's partition: NOT_COORDINATOR
+    // (retriable) until its metadata names the leader to forward to.
+    await eventually('a first commit', async () => {
+      const probe = await c.post(1, '/v1/groups/probe/offsets', {
+        offsets: [{ topic: 'gc', partition: 0, offset: 0 }],
+      });
+      if (probe.status !== 200 && !probe.body.retriable) throw new Error(JSON.stringify(probe.body));
+      return probe.status === 200 ? true : undefined;
     });
-    expect(probe.status, JSON.stringify(probe.body)).toBe(200);
     const leaders = await eventually('the offsets topic leaders', async () => {
       const m = (await c.get(1, `/v1/metadata?topics=${OFFSETS_TOPIC}`)).body;
       const partitions = m.topics[0]?.partitions as { partition: number; leader: number }[] | undefined;
