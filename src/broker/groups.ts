@@ -7,6 +7,7 @@ import {
   type CoordinatorOptions,
   checkJoin,
   GroupCoordinator,
+  key,
   type OffsetReset,
   type TopicView,
 } from '../groups/coordinator.js';
@@ -237,12 +238,16 @@ export class GroupsService implements GroupsApi {
       waitMs = Math.min(left, REMOTE_WAIT_MS_MAX);
     }
     // The poll's positions: the next offset of what it returned, or where it resolved to start.
-    c.advance(
+    const held = c.advance(
       group,
       member,
       results.map((r) => ({ topic: r.topic, partition: r.partition, offset: r.nextOffset })),
     );
-    return { memberEpoch: plan.view.memberEpoch, assignment: plan.view.assignment, partitions: results };
+    return {
+      memberEpoch: plan.view.memberEpoch,
+      assignment: plan.view.assignment,
+      partitions: results.filter((r) => held.has(key(r.topic, r.partition))),
+    };
   }
 
   /** One partition's read: here when this node leads it, else asked of its leader. */

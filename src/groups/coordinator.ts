@@ -406,18 +406,26 @@ export class GroupCoordinator {
     return { view, partitions, autoOffsetReset: member.autoOffsetReset };
   }
 
-  /** After a poll: the next offsets of what it returned, for the partitions the member still holds. */
+  /**
+   * After a poll: the next offsets of what it returned, for the partitions the member still
+   * holds. Returns those partitions: a partition taken from the member while the poll waited is
+   * left out of its answer (its next owner reads from the committed offset).
+   */
   advance(
     groupId: string,
     memberId: string,
     positions: readonly { topic: string; partition: number; offset: number }[],
-  ) {
+  ): Set<string> {
+    const held = new Set<string>();
     const member = this.#groups.get(groupId)?.members.get(memberId);
-    if (!member) return;
+    if (!member) return held;
     for (const p of positions) {
       const k = key(p.topic, p.partition);
-      if (member.assigned.has(k)) member.positions.set(k, p.offset);
+      if (!member.assigned.has(k)) continue;
+      member.positions.set(k, p.offset);
+      held.add(k);
     }
+    return held;
   }
 
   /** Auto-commit: commits the member's positions (what its previous poll returned) where they moved. */
@@ -814,14 +822,22 @@ export class GroupCoordinator {
     const desired = group.target.get(member.memberId) ?? new Set<string>();
     if (member.revoking.size === 0) {
       const revoke = [...member.assigned].filter((k) => !desired.has(k));
-      if (revoke.length > 0) {
-        for (const k of revoke) {
-          member.assigned.delete(k);
-          member.revoking.add(k);
-        }
-        member.revocationSent = false;
+      for (const k of revoke) {
+        member.assigned.delete(k);
         this.#dirty.add(group.id);
-      } else {
+        // Nothing of it handed out beyond the committed offset (it was never read, or all that
+        // was read is committed): the member has nothing to give up, and the partition is free
+        // now. (A poll of it still in flight returns none of its records: see `advance`.)
+        const position = member.positions.get(k);
+        if (position === undefined || position === group.offsets.get(k)?.offset) {
+          member.positions.delete(k);
+          group.owners.delete(k);
+        } else {
+          member.revoking.add(k);
+          member.revocationSent = false;
+        }
+      }
+      if (member.revoking.size === 0) {
         for (const k of desired) {
           if (member.assigned.has(k) || group.owners.has(k)) continue;
           member.assigned.add(k);

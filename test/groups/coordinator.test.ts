@@ -59,6 +59,12 @@ describe('group coordinator', () => {
     const { coordinator } = setup();
     const a = coordinator.join('g', { topics: ['t'] });
     expect(names(a.assignment)).toBe('t-0 t-1 t-2 t-3 t-4 t-5');
+    // a reads every partition: what it was handed out it must give up before another may read.
+    coordinator.advance(
+      'g',
+      a.memberId,
+      a.assignment.map((tp) => ({ ...tp, offset: 5 })),
+    );
     const b = coordinator.join('g', { topics: ['t'] });
     const c = coordinator.join('g', { topics: ['t'] });
     // b and c wait: a still holds everything.
@@ -80,9 +86,34 @@ describe('group coordinator', () => {
     expect(coordinator.owners('g').size).toBe(6);
   });
 
+  it('moves at once a partition its owner never read, or whose reads it committed', () => {
+    const { coordinator } = setup({ partitions: 3 });
+    const a = coordinator.join('g', { topics: ['t'] });
+    coordinator.advance('g', a.memberId, [
+      { topic: 't', partition: 1, offset: 4 },
+      { topic: 't', partition: 2, offset: 7 },
+    ]);
+    coordinator.commit('g', {
+      memberId: a.memberId,
+      memberEpoch: a.memberEpoch,
+      offsets: [{ topic: 't', partition: 2, offset: 7 }],
+    });
+    const b = coordinator.join('g', { topics: ['t', 'u'], assignor: undefined });
+    expect(b.assignment).toEqual([]);
+    // range: a (m1) keeps 0-1, b (m2) gets 2: committed up to where a read, so free at once.
+    const a2 = coordinator.heartbeat('g', a.memberId);
+    expect(names(a2.assignment)).toBe('t-0 t-1');
+    expect(coordinator.describe('g').members[0]!.revoking).toEqual([]);
+    expect(names(coordinator.heartbeat('g', b.memberId).assignment)).toBe('t-2');
+    // A poll of a that was in flight when t-2 moved returns none of t-2's records.
+    const held = coordinator.advance('g', a.memberId, [{ topic: 't', partition: 2, offset: 9 }]);
+    expect(held.size).toBe(0);
+  });
+
   it('releases a revoked partition only once the owner’s heartbeat leaves it out of `owned`', () => {
     const { coordinator } = setup({ partitions: 2 });
     const a = coordinator.join('g', { topics: ['t'] });
+    coordinator.advance('g', a.memberId, [{ topic: 't', partition: 1, offset: 3 }]);
     const b = coordinator.join('g', { topics: ['t'] });
     coordinator.heartbeat('g', a.memberId, { owned: a.assignment });
     // Still owned: t-1 stays revoking however many heartbeats say so.
@@ -204,9 +235,16 @@ describe('group coordinator', () => {
     const { clock, topics, coordinator } = setup();
     const records: GroupRecord[] = [];
     const a = coordinator.join('g', { topics: ['t'] });
+    coordinator.advance(
+      'g',
+      a.memberId,
+      a.assignment.map((tp) => ({ ...tp, offset: 2 })),
+    );
     const b = coordinator.join('g', { topics: ['t'] });
+    // a is told to give up 3..5: they are revoking (its epoch waits) when the copy replays.
     coordinator.heartbeat('g', a.memberId);
     coordinator.heartbeat('g', b.memberId);
+    expect(coordinator.describe('g').members[0]!.revoking).toHaveLength(3);
     coordinator.commit('g', {
       memberId: a.memberId,
       memberEpoch: a.memberEpoch,
