@@ -237,4 +237,50 @@ describe('consumer groups on a node', () => {
     // Both left: the group is empty.
     expect((await call('GET', '/v1/groups/gpy')).body.state).toBe('empty');
   });
+
+  it('streams a member’s records (follow, NDJSON), and resets an empty group by timestamp and to the end', async () => {
+    await topicWith('tf', 2, 2);
+    const member = (await call('POST', '/v1/groups/gf/members', { topics: ['tf'] })).body;
+    const controller = new AbortController();
+    const response = await fetch(`${url}/v1/groups/gf/members/${member.memberId}/records?follow=true`, {
+      headers: { accept: 'application/x-ndjson' },
+      signal: controller.signal,
+    });
+    expect(response.headers.get('content-type')).toMatch(/ndjson/);
+    const reader = response.body!.getReader();
+    let text = '';
+    const lineCount = () => text.split('\n').filter((l) => l.length > 0).length;
+    while (lineCount() < 4) text += new TextDecoder().decode((await reader.read()).value);
+    // A record produced while the stream is open comes through it too.
+    await fetch(`${url}/v1/topics/tf/partitions/1/records`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ records: [{ value: 'late' }] }),
+    });
+    while (lineCount() < 5) text += new TextDecoder().decode((await reader.read()).value);
+    controller.abort();
+    const values = text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .map((r: { topic: string; value: string }) => `${r.topic}:${r.value}`);
+    expect(values.sort()).toEqual(['tf:0-0', 'tf:0-1', 'tf:1-0', 'tf:1-1', 'tf:late']);
+    expect((await call('DELETE', `/v1/groups/gf/members/${member.memberId}`)).status).toBe(200);
+    const latest = await call('POST', '/v1/groups/gf/offsets/reset', { topic: 'tf', to: 'latest' });
+    expect(latest.body.offsets.map((o: { offset: number }) => o.offset)).toEqual([2, 3]);
+    const future = await call('POST', '/v1/groups/gf/offsets/reset', {
+      topic: 'tf',
+      to: 'timestamp',
+      timestamp: Date.now() + 3_600_000,
+    });
+    expect(future.body.offsets.map((o: { offset: number }) => o.offset)).toEqual([2, 3]);
+    const past = await call('POST', '/v1/groups/gf/offsets/reset', {
+      topic: 'tf',
+      to: 'timestamp',
+      timestamp: 0,
+    });
+    expect(past.body.offsets.map((o: { offset: number }) => o.offset)).toEqual([0, 0]);
+    const missing = await call('POST', '/v1/groups/gf/offsets/reset', { topic: 'tf', to: 'shift' });
+    expect([missing.status, missing.body.code]).toEqual([400, 'INVALID_REQUEST']);
+  });
 });
