@@ -202,6 +202,8 @@ export class GroupsService implements GroupsApi {
   async poll(group: string, member: string, options: GroupPollOptions): Promise<GroupPollResult> {
     const shard = await this.#shard(group, unknownMember(group, member));
     const c = shard.coordinator;
+    // A fenced or unknown member's poll commits nothing.
+    c.checkMember(group, member, options.memberEpoch);
     if (options.autoCommit) c.commitPositions(group, member);
     const plan = c.pollPlan(group, member, options.memberEpoch);
     await this.#persist(shard);

@@ -343,21 +343,18 @@ export class GroupCoordinator {
 
   heartbeat(groupId: string, memberId: string, request: HeartbeatRequest = {}): MemberView {
     const { group, member } = this.#member(groupId, memberId, request.memberEpoch);
-    this.#touch(member);
-    this.#acknowledge(group, member, request.owned);
-    if (request.paused) member.paused = new Set(request.paused.map((tp) => key(tp.topic, tp.partition)));
-    for (const s of request.seek ?? []) {
-      const k = key(s.topic, s.partition);
-      if (!member.assigned.has(k))
+    // Refused before anything changes: a seek of a partition the member does not hold.
+    for (const s of request.seek ?? [])
+      if (!member.assigned.has(key(s.topic, s.partition)))
         throw new SluiceError(
           'STALE_MEMBER_EPOCH',
           `${s.topic}/${s.partition} is not assigned to member ${memberId}`,
-          {
-            details: { topic: s.topic, partition: s.partition },
-          },
+          { details: { topic: s.topic, partition: s.partition } },
         );
-      member.positions.set(k, s.offset);
-    }
+    this.#touch(member);
+    this.#acknowledge(group, member, request.owned);
+    if (request.paused) member.paused = new Set(request.paused.map((tp) => key(tp.topic, tp.partition)));
+    for (const s of request.seek ?? []) member.positions.set(key(s.topic, s.partition), s.offset);
     return this.#reconcileAndView(group, member);
   }
 
@@ -388,6 +385,11 @@ export class GroupCoordinator {
   }
 
   // ---- reads and positions ----
+
+  /** UNKNOWN_MEMBER_ID or FENCED_MEMBER_EPOCH, as a heartbeat would answer, and nothing else. */
+  checkMember(groupId: string, memberId: string, memberEpoch: number | undefined): void {
+    this.#member(groupId, memberId, memberEpoch);
+  }
 
   /** A poll is a heartbeat too: it refreshes the session and moves the member towards its target. */
   pollPlan(groupId: string, memberId: string, memberEpoch: number | undefined): PollPlan {

@@ -200,6 +200,25 @@ describe('group coordinator', () => {
     expect(coordinator.describe('g').offsets.map((o) => o.offset)).toEqual([5]);
   });
 
+  it('refuses a seek of a partition the member does not hold, changing nothing', () => {
+    const { coordinator } = setup({ partitions: 2 });
+    const a = coordinator.join('g', { topics: ['t'] });
+    coordinator.advance(
+      'g',
+      a.memberId,
+      a.assignment.map((tp) => ({ ...tp, offset: 4 })),
+    );
+    coordinator.join('g', { topics: ['t'] });
+    coordinator.heartbeat('g', a.memberId);
+    // t-1 is revoking; this heartbeat would acknowledge it, but its seek of t-1 is refused first.
+    expect(
+      codeOf(() =>
+        coordinator.heartbeat('g', a.memberId, { seek: [{ topic: 't', partition: 1, offset: 0 }] }),
+      ),
+    ).toBe('STALE_MEMBER_EPOCH');
+    expect(names(coordinator.describe('g').members[0]!.revoking)).toBe('t-1');
+  });
+
   it('bumps the group epoch when a subscribed topic grows, and assigns the new partitions', () => {
     const { topics, coordinator } = setup({ partitions: 2 });
     const a = coordinator.join('g', { topics: ['t'] });

@@ -265,6 +265,17 @@ describe('consumer groups on a node', () => {
       .map((l) => JSON.parse(l))
       .map((r: { topic: string; value: string }) => `${r.topic}:${r.value}`);
     expect(values.sort()).toEqual(['tf:0-0', 'tf:0-1', 'tf:1-0', 'tf:1-1', 'tf:late']);
+    // A poll at an epoch the coordinator never gave is refused, and its auto-commit with it.
+    const fenced = await call(
+      'GET',
+      `/v1/groups/gf/members/${member.memberId}/records?memberEpoch=99&autoCommit=true`,
+    );
+    expect([fenced.status, fenced.body.code]).toEqual([409, 'FENCED_MEMBER_EPOCH']);
+    expect(
+      (await call('GET', '/v1/groups/gf')).body.partitions.map(
+        (p: { committed: number | null }) => p.committed,
+      ),
+    ).toEqual([null, null]);
     expect((await call('DELETE', `/v1/groups/gf/members/${member.memberId}`)).status).toBe(200);
     const latest = await call('POST', '/v1/groups/gf/offsets/reset', { topic: 'tf', to: 'latest' });
     expect(latest.body.offsets.map((o: { offset: number }) => o.offset)).toEqual([2, 3]);
