@@ -259,8 +259,13 @@ export class AdminService implements AdminApi {
     return this.#serially(() => this.#createTopic(request));
   }
 
-  async #createTopic(request: CreateTopicRequest): Promise<TopicDescription> {
-    validateTopicName(request.name);
+  /** Creates one of Sluice's own topics (`__consumer_offsets`), whose names clients may not take. */
+  createInternalTopic(request: CreateTopicRequest): Promise<TopicDescription> {
+    return this.#serially(() => this.#createTopic(request, true));
+  }
+
+  async #createTopic(request: CreateTopicRequest, internal = false): Promise<TopicDescription> {
+    if (!internal) validateTopicName(request.name);
     if (this.#topics.find(request.name)) {
       throw new SluiceError('TOPIC_ALREADY_EXISTS', `topic ${request.name} already exists`, {
         details: { topic: request.name },

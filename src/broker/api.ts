@@ -2,6 +2,8 @@ import type {
   Acks,
   ClusterResponse,
   DecommissionResponse,
+  GroupDescriptionResponse,
+  GroupMemberView,
   MetadataResponse,
   OffsetsResponse,
   ReassignmentsResponse,
@@ -156,6 +158,11 @@ export interface RoutingApi {
    */
   knows?(topic: string, partition: number): boolean;
   catchUp?(): Promise<void>;
+  /**
+   * The node that coordinates the group (the leader of its partition of `__consumer_offsets`),
+   * when that is another node; undefined when this node answers itself.
+   */
+  groupTarget?(group: string): { nodeId: number; url: string } | undefined;
   /** The cluster secret a forwarded request presents, so that the leader knows it was forwarded. */
   readonly clusterSecret: string;
 }
@@ -204,12 +211,85 @@ export interface FetchApi {
   readonly waitingMax: number;
 }
 
+// ---- consumer groups (docs/groups.md) ----
+
+export interface TopicPartitionRef {
+  topic: string;
+  partition: number;
+}
+
+export interface GroupJoinInput {
+  topics?: string[];
+  pattern?: string;
+  sessionTimeoutMs?: number;
+  instanceId?: string;
+  assignor?: 'range' | 'roundrobin' | 'sticky';
+  autoOffsetReset?: 'earliest' | 'latest';
+}
+
+export interface GroupHeartbeatInput {
+  memberEpoch?: number;
+  owned?: TopicPartitionRef[];
+  paused?: TopicPartitionRef[];
+  seek?: { topic: string; partition: number; offset: number }[];
+}
+
+export interface GroupPollOptions {
+  memberEpoch?: number;
+  maxBytes: number;
+  maxWaitMs: number;
+  /** Commit what the previous poll returned before reading. */
+  autoCommit: boolean;
+  signal?: AbortSignal;
+  /** Bytes to leave free around each partition's batches (msgpack framing). */
+  reserve?: { before: number; after: number };
+}
+
+/** One poll: the member's epoch and assignment, and a read of each partition it polled. */
+export interface GroupPollResult {
+  memberEpoch: number;
+  assignment: TopicPartitionRef[];
+  partitions: (TopicPartitionRef & FetchResult)[];
+}
+
+export interface GroupCommitInput {
+  memberId?: string;
+  memberEpoch?: number;
+  offsets: { topic: string; partition: number; offset: number; metadata?: string }[];
+}
+
+export interface GroupResetInput {
+  topic: string;
+  partitions?: number[];
+  to: 'earliest' | 'latest' | 'timestamp' | 'shift' | 'offset';
+  timestamp?: number;
+  shift?: number;
+  offset?: number;
+}
+
+export interface GroupsApi {
+  join(group: string, input: GroupJoinInput): Promise<GroupMemberView>;
+  heartbeat(group: string, member: string, input: GroupHeartbeatInput): Promise<GroupMemberView>;
+  leave(group: string, member: string): Promise<void>;
+  poll(group: string, member: string, options: GroupPollOptions): Promise<GroupPollResult>;
+  commit(group: string, input: GroupCommitInput): Promise<number>;
+  /** Groups of this node's coordinators, or (`cluster`) of every node. */
+  list(
+    scope: 'local' | 'cluster',
+  ): Promise<{ group: string; state: string; members: number; coordinator: number }[]>;
+  describe(group: string): Promise<GroupDescriptionResponse>;
+  resetOffsets(group: string, input: GroupResetInput): Promise<(TopicPartitionRef & { offset: number })[]>;
+  delete(group: string): Promise<void>;
+}
+
 /** Everything the HTTP layer may ask of a node. */
 export interface BrokerApi {
   readonly node: NodeApi;
   readonly admin: AdminApi;
   readonly produce: ProduceApi;
   readonly fetch: FetchApi;
+  /** Consumer groups, where this node coordinates them (or forwards to where they are). */
+  readonly groups?: GroupsApi;
   /** Present in a cluster: which requests another node must answer. */
   readonly routing?: RoutingApi;
 }

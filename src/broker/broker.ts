@@ -8,6 +8,7 @@ import { type AdminOptions, AdminService } from './admin.js';
 import type { BrokerApi, NodeApi, RoutingApi } from './api.js';
 import { FetchService } from './fetch.js';
 import { FetchWaiters } from './fetch-waiters.js';
+import { type GroupsOptions, GroupsService } from './groups.js';
 import { BrokerMetrics } from './metrics.js';
 import { ProduceService } from './produce.js';
 import { type ProducerIdBlock, ProducerIds } from './producer-ids.js';
@@ -40,6 +41,8 @@ export interface BrokerOptions {
   fetchWaitersMax?: number;
   /** Partitions with metric series of their own; later ones are added up (see `BrokerMetrics`). */
   partitionSeriesMax?: number;
+  /** Consumer group settings beyond the `offsets.*` configs (tests: short ticks and sessions). */
+  groups?: Omit<GroupsOptions, 'nodeId'>;
 }
 
 export interface BrokerDeps {
@@ -74,6 +77,7 @@ export class Broker implements BrokerApi {
   readonly admin: AdminService;
   readonly produce: ProduceService;
   readonly fetch: FetchService;
+  readonly groups: GroupsService;
   readonly routing: RoutingApi | undefined;
   /** In a cluster: partition replication; absent on a node alone. */
   readonly replication: ReplicationService | undefined;
@@ -163,6 +167,30 @@ export class Broker implements BrokerApi {
         : {}),
     });
     this.fetch = new FetchService({ topics, waiters: this.#waiters, metrics });
+    const configs = options.defaultConfigs ?? {};
+    this.groups = new GroupsService(
+      {
+        nodeId: options.nodeId,
+        ...(configs['offsets.topic.num.partitions'] !== undefined
+          ? { offsetsPartitions: Number(configs['offsets.topic.num.partitions']) }
+          : {}),
+        ...(configs['offsets.retention.minutes'] !== undefined
+          ? { offsetsRetentionMs: Number(configs['offsets.retention.minutes']) * 60_000 }
+          : {}),
+        ...options.groups,
+      },
+      {
+        topics,
+        admin: this.admin,
+        produce: this.produce,
+        fetch: this.fetch,
+        clock: deps.clock,
+        metrics: deps.metrics ?? noopMetrics,
+        ...(deps.remote ? { remote: deps.remote } : {}),
+        ...(deps.logger ? { logger: deps.logger } : {}),
+      },
+    );
+    if (deps.remote) deps.remote.groupTarget = (group) => this.groups.target(group);
     const broker = this;
     this.node = {
       nodeId: options.nodeId,
@@ -180,6 +208,7 @@ export class Broker implements BrokerApi {
   async start(): Promise<void> {
     this.replication?.start();
     await this.admin.start();
+    this.groups.start();
     this.#started = true;
   }
 
@@ -190,6 +219,7 @@ export class Broker implements BrokerApi {
   beginShutdown(): void {
     this.#shuttingDown = true;
     this.#reconciler.close();
+    this.groups.close();
     this.replication?.close();
     this.#waiters.close();
   }

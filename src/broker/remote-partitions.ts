@@ -55,6 +55,29 @@ export class RemotePartitions {
     return url === undefined ? undefined : { nodeId: leader, url };
   }
 
+  /** Set by the broker: the other node that coordinates a group (RoutingApi.groupTarget). */
+  groupTarget?: (group: string) => { nodeId: number; url: string } | undefined;
+
+  /**
+   * A public API request to another node, marked as forwarded so that it answers it itself (the
+   * group coordinator reading a partition another node leads, or asking a node for its groups).
+   */
+  async request(
+    target: { nodeId: number; url: string },
+    method: string,
+    path: string,
+    accept: string = MEDIA.json,
+  ): Promise<Buffer> {
+    const response = await this.#peers.request(target.url, {
+      method,
+      path,
+      headers: { accept, [FORWARDED_BY_HEADER]: String(this.#nodeId) },
+      timeoutMs: REMOTE_TIMEOUT_MS,
+    });
+    if (response.status !== 200) throw errorOf(response, `node ${target.nodeId}`);
+    return response.body;
+  }
+
   /** Appends one pre-built batch on the leader; undefined with acks=0 (sent, not awaited). */
   async append(
     target: { nodeId: number; url: string },

@@ -10,6 +10,7 @@ import { nodeFileSystem } from '../storage/fs.js';
 import { type LogVerifyReport, verifyLogDirectory } from '../storage/log-verify.js';
 import { addClusterCommand, addDevClusterCommand, type ClusterDependencies } from './cluster.js';
 import { spawnSluice } from './dev-cluster.js';
+import { addGroupCommand, consumeAsGroupMember } from './groups.js';
 import { BOOTSTRAP_OPTION, collectConfig, type Io, integer, outputFormat, print, withAdmin } from './io.js';
 import { addBrokerCommand, addPartitionCommand } from './reassign.js';
 import { addStartCommand, type StartDependencies } from './start.js';
@@ -39,6 +40,7 @@ function buildProgram(io: Io, dependencies: CliDependencies, done: (code: number
   addBrokerCommand(program, io);
   addProduceCommand(program, io);
   addConsumeCommand(program, io);
+  addGroupCommand(program, io);
   addLogCommand(program, io);
   program.hook('postAction', () => done(0));
   return program;
@@ -224,6 +226,7 @@ function addProduceCommand(program: Command, io: Io): void {
 
 interface ConsumeFlags {
   bootstrap: string;
+  group?: string;
   partition?: number;
   offset?: string;
   fromBeginning?: boolean;
@@ -265,7 +268,21 @@ function addConsumeCommand(program: Command, io: Io): void {
     .option('-n, --max-messages <n>', 'stop after n records', integer('max messages', 1))
     .option('--print-key', 'print key<TAB>value')
     .option('--print-offset', 'print partition:offset<TAB> before each record')
+    .option(
+      '--group <group>',
+      'consume as a member of this consumer group: its share of the partitions, from the committed offsets, committing what it printed',
+    )
     .action(async (topicName: string, opts: ConsumeFlags) => {
+      if (opts.group !== undefined) {
+        if (opts.partition !== undefined || opts.offset !== undefined || opts.fromBeginning)
+          throw new SluiceError(
+            'INVALID_REQUEST',
+            '--group takes no --partition, --offset or --from-beginning: the group assigns partitions and keeps offsets (see sluice group reset-offsets)',
+          );
+        return consumeAsGroupMember(io, topicName, { ...opts, group: opts.group }, (r) =>
+          formatRecord(r, opts),
+        );
+      }
       const start = consumeStartOffset(opts);
       const partitions = await withAdmin(opts.bootstrap, async (admin) => {
         const description = await admin.describeTopic(topicName);

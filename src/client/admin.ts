@@ -1,6 +1,7 @@
 import type {
   ClusterResponse,
   DecommissionResponse,
+  GroupDescriptionResponse,
   MetadataResponse,
   OffsetsResponse,
   ReassignmentsResponse,
@@ -107,6 +108,46 @@ export class Admin {
   /** Earliest and latest offsets; with a timestamp, also the first offset at or after it. */
   offsets(topic: string, partition: number, timestampMs?: number): Promise<OffsetsResponse> {
     return this.#call(ENDPOINTS.offsets, { topic, partition }, undefined, { timestamp: timestampMs });
+  }
+
+  /** Every consumer group of the cluster, with its state, member count and coordinator. */
+  async listGroups(): Promise<{ group: string; state: string; members: number; coordinator: number }[]> {
+    return (
+      await this.#call<{ groups: { group: string; state: string; members: number; coordinator: number }[] }>(
+        ENDPOINTS.listGroups,
+      )
+    ).groups;
+  }
+
+  /** A group's members and assignment, and per partition its committed offset, log end and lag. */
+  describeGroup(group: string): Promise<GroupDescriptionResponse> {
+    return this.#call(ENDPOINTS.describeGroup, { group });
+  }
+
+  /** Sets the committed offsets of an empty group's partitions of one topic. */
+  async resetGroupOffsets(
+    group: string,
+    request: {
+      topic: string;
+      partitions?: number[];
+      to: 'earliest' | 'latest' | 'timestamp' | 'shift' | 'offset';
+      timestamp?: number;
+      shift?: number;
+      offset?: number;
+    },
+  ): Promise<{ topic: string; partition: number; offset: number }[]> {
+    return (
+      await this.#call<{ offsets: { topic: string; partition: number; offset: number }[] }>(
+        ENDPOINTS.resetGroupOffsets,
+        { group },
+        request,
+      )
+    ).offsets;
+  }
+
+  /** Deletes an empty group and its committed offsets. */
+  deleteGroup(group: string): Promise<{ group: string; deleted: true }> {
+    return this.#call(ENDPOINTS.deleteGroup, { group });
   }
 
   close(): void {

@@ -16,5 +16,13 @@ export {
   type FetchPage,
 } from '../protocol/fetch-response.js';
 export { Admin, type ClientOptions } from './admin.js';
-export { type ConsumedRecord, PartitionConsumer, type PartitionConsumerOptions } from './consumer.js';
+export {
+  type ConsumedRecord,
+  Consumer,
+  type ConsumerOptions,
+  PartitionConsumer,
+  type PartitionConsumerOptions,
+  type RebalanceEvent,
+  type TopicPartition,
+} from './consumer.js';
 export { Producer, type ProducerOptions, type ProducerRecord, type RecordMetadata } from './producer.js';

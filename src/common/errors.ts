@@ -153,6 +153,35 @@ export const ERROR_CODES = {
     retriable: false,
     title: 'No reassignment of the partition is in progress',
   },
+  // Consumer groups (docs/groups.md).
+  GROUP_ID_NOT_FOUND: { status: 404, retriable: false, title: 'The consumer group does not exist' },
+  UNKNOWN_MEMBER_ID: {
+    status: 404,
+    retriable: false,
+    title: 'The group has no member of that id (it left, or its session expired): join again',
+  },
+  FENCED_MEMBER_EPOCH: {
+    status: 409,
+    retriable: false,
+    title: 'The member epoch is not one the coordinator gave this member: join again',
+  },
+  STALE_MEMBER_EPOCH: {
+    status: 409,
+    retriable: false,
+    title:
+      'The member epoch is older than the member’s current one, or the partition is no longer its own: heartbeat, then commit again',
+  },
+  NON_EMPTY_GROUP: {
+    status: 409,
+    retriable: false,
+    title: 'The group has members: this needs an empty group',
+  },
+  COORDINATOR_LOAD_IN_PROGRESS: {
+    status: 503,
+    retriable: true,
+    title: 'The group coordinator is loading the group’s state; retry',
+  },
+  NOT_COORDINATOR: { status: 503, retriable: true, title: 'This node is not the group’s coordinator' },
 } as const satisfies Record<string, { status: number; retriable: boolean; title: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -22,6 +22,7 @@ import { HttpMetrics } from './metrics.js';
 import { problemFor, sendProblem } from './problem.js';
 import { clusterRoutes } from './routes/cluster.js';
 import { fetchRoutes } from './routes/fetch.js';
+import { groupRoutes } from './routes/groups.js';
 import { metadataRoutes } from './routes/metadata.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { produceRoutes } from './routes/produce.js';
@@ -140,6 +141,7 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   app.register(metadataRoutes, { admin: broker.admin });
   app.register(produceRoutes, { produce: broker.produce });
   app.register(fetchRoutes, { fetch: broker.fetch, node: broker.node });
+  app.register(groupRoutes, { groups: broker.groups, node: broker.node });
   if (deps.metrics) app.register(metricsRoutes, { registry: deps.metrics });
   app.register(consoleRoutes, deps.consoleAssets ? { assets: deps.consoleAssets } : {});
   return app;

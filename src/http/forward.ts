@@ -4,7 +4,7 @@ import * as http2 from 'node:http2';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import type { NodeApi, RoutingApi } from '../broker/api.js';
 import { SluiceError } from '../common/errors.js';
-import { ENDPOINTS, MEDIA, NODE_ID_HEADER } from '../protocol/api.js';
+import { ENDPOINTS, type Endpoint, GROUP_ID_PATTERN, MEDIA, NODE_ID_HEADER } from '../protocol/api.js';
 import { CLUSTER_SECRET_HEADER, FORWARDED_BY_HEADER } from '../protocol/internal-api.js';
 import type { ForwardOutcome, HttpMetrics } from './metrics.js';
 import { problemFor } from './problem.js';
@@ -41,6 +41,29 @@ function forwardedRoute(url: string, method: string | readonly string[]): Forwar
   return FORWARDED_ENDPOINTS.find(
     (e) => e.path === url && methods.some((m) => m === e.method || (m === 'HEAD' && e.method === 'GET')),
   )?.id;
+}
+
+/**
+ * The consumer group routes: answered by the group's coordinator (the leader of the group's
+ * partition of `__consumer_offsets`), to which any other node forwards them the same way.
+ */
+const GROUP_ENDPOINTS: readonly Endpoint[] = [
+  ENDPOINTS.joinGroup,
+  ENDPOINTS.heartbeatGroup,
+  ENDPOINTS.leaveGroup,
+  ENDPOINTS.pollGroup,
+  ENDPOINTS.commitOffsets,
+  ENDPOINTS.listGroups,
+  ENDPOINTS.describeGroup,
+  ENDPOINTS.resetGroupOffsets,
+  ENDPOINTS.deleteGroup,
+];
+
+function isGroupRoute(url: string, method: string | readonly string[]): boolean {
+  const methods = typeof method === 'string' ? [method] : method;
+  return GROUP_ENDPOINTS.some(
+    (e) => e.path === url && methods.some((m) => m === e.method || (m === 'HEAD' && e.method === 'GET')),
+  );
 }
 
 /** A partition parameter the route's schema would take (it refuses anything else itself). */
@@ -96,8 +119,9 @@ export function addForwarding(app: FastifyInstance, options: ForwardingOptions, 
   const upstreams = new Upstreams(options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
   app.addHook('onRoute', (route) => {
     const id = forwardedRoute(route.url ?? '', route.method);
-    if (id === undefined) return;
-    const hook = forwardHook(deps, upstreams, id);
+    const group = id === undefined && isGroupRoute(route.url ?? '', route.method);
+    if (id === undefined && !group) return;
+    const hook = id === undefined ? groupForwardHook(deps, upstreams) : forwardHook(deps, upstreams, id);
     const own = route.onRequest;
     route.onRequest = own === undefined ? [hook] : [...(Array.isArray(own) ? own : [own]), hook];
   });
@@ -158,6 +182,42 @@ function forwardHook(
       },
       () => done(),
     );
+  };
+}
+
+const GROUP_PARAMETER = new RegExp(GROUP_ID_PATTERN);
+
+/** Forwards a group request to the group's coordinator, as `forwardHook` does for partitions. */
+function groupForwardHook(
+  deps: ForwardingDeps,
+  upstreams: Upstreams,
+): (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void {
+  const { node, routing, metrics } = deps;
+  const secret = routing ? Buffer.from(routing.clusterSecret) : undefined;
+  const nodeId = String(node.nodeId);
+  return (request, reply, done) => {
+    const headers = request.headers;
+    if (headers[FORWARDED_BY_HEADER] !== undefined) {
+      if (!secretMatches(secret, headers[CLUSTER_SECRET_HEADER]))
+        return done(
+          new SluiceError('CLUSTER_AUTHORIZATION_FAILED', 'a forwarded request needs the cluster secret'),
+        );
+      return done();
+    }
+    const group = (request.params as { group?: string }).group;
+    if (!routing?.groupTarget || group === undefined || !GROUP_PARAMETER.test(group)) return done();
+    const target = routing.groupTarget(group);
+    if (target === undefined) return done();
+    reply.hijack();
+    new Forward(request, reply, {
+      target,
+      upstreams,
+      upstreamHeaders: upstreamHeaders(request, nodeId, routing.clusterSecret),
+      nodeId,
+      where: { topic: '__consumer_offsets', partition: -1 },
+      count: (outcome) => metrics.forwarded('group', outcome),
+    }).start();
+    done();
   };
 }
 

@@ -11,7 +11,7 @@ import {
 import type { Endpoint } from '../protocol/api.js';
 
 /** The routes a node forwards to a partition's leader (`forward.ts`). */
-const FORWARDED_ROUTES = ['producePartition', 'fetch', 'offsets'] as const;
+const FORWARDED_ROUTES = ['producePartition', 'fetch', 'offsets', 'group'] as const;
 /**
  * How a forwarded request ended: `answered` (the leader's answer passed on), `unreachable` (no
  * answer from the leader: LEADER_NOT_AVAILABLE), `refused` (not sent: the forwarding limit or a

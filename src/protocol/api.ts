@@ -491,6 +491,95 @@ const fetchedRecordSchema = closed(
   ['keyEncoding', 'valueEncoding'],
 );
 
+// ---- consumer groups (docs/groups.md) ----
+
+/** Group ids: 1 to 249 of `[a-zA-Z0-9._:-]`, so that every id is also a safe path segment. */
+export const GROUP_ID_PATTERN = `^[a-zA-Z0-9._:-]{1,${LIMITS.topicNameLengthMax}}$`;
+export const MEMBER_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
+const groupParams = {
+  type: 'object',
+  required: ['group'],
+  properties: { group: { type: 'string', pattern: GROUP_ID_PATTERN } },
+} as const;
+const memberParams = {
+  type: 'object',
+  required: ['group', 'member'],
+  properties: {
+    group: { type: 'string', pattern: GROUP_ID_PATTERN },
+    member: { type: 'string', pattern: MEMBER_ID_PATTERN },
+  },
+} as const;
+const topicPartitionSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['topic', 'partition'],
+  properties: { topic: topicParam, partition: partitionParam },
+} as const;
+const topicPartitionList = { type: 'array', maxItems: 10000, items: topicPartitionSchema } as const;
+const memberEpochSchema = { type: 'integer', minimum: 0, maximum: 2147483647 } as const;
+const memberViewSchema = closed({
+  group: { type: 'string' },
+  memberId: { type: 'string' },
+  memberEpoch: int,
+  groupEpoch: int,
+  heartbeatIntervalMs: int,
+  sessionTimeoutMs: int,
+  assignment: topicPartitionList,
+  pending: topicPartitionList,
+});
+const groupStateSchema = { enum: ['empty', 'reconciling', 'stable'] };
+
+export interface GroupMemberView {
+  group: string;
+  memberId: string;
+  memberEpoch: number;
+  groupEpoch: number;
+  heartbeatIntervalMs: number;
+  sessionTimeoutMs: number;
+  assignment: { topic: string; partition: number }[];
+  pending: { topic: string; partition: number }[];
+}
+
+/** `GET /v1/groups/{group}`: the group, its members and each partition's committed offset and lag. */
+export interface GroupDescriptionResponse {
+  group: string;
+  state: 'empty' | 'reconciling' | 'stable';
+  groupEpoch: number;
+  assignmentEpoch: number;
+  assignor: string;
+  coordinator: number;
+  members: {
+    memberId: string;
+    instanceId: string | null;
+    memberEpoch: number;
+    topics: string[];
+    pattern: string | null;
+    sessionTimeoutMs: number;
+    assignment: { topic: string; partition: number }[];
+    revoking: { topic: string; partition: number }[];
+  }[];
+  partitions: {
+    topic: string;
+    partition: number;
+    /** The member holding it, or null. */
+    owner: string | null;
+    /** Null when nothing is committed. */
+    committed: number | null;
+    metadata: string | null;
+    logEndOffset: number;
+    /** Records between the committed offset (the log start when none) and the high watermark; -1 unknown. */
+    lag: number;
+  }[];
+}
+
+/** A poll in JSON: the records of every assigned partition, then each partition's next offset. */
+export interface GroupPollResponse<V = string> {
+  memberEpoch: number;
+  assignment: { topic: string; partition: number }[];
+  records: (FetchedRecord<V> & { topic: string; partition: number })[];
+  partitions: { topic: string; partition: number; nextOffset: number; highWatermark: number }[];
+}
+
 export const ENDPOINTS = {
   health: {
     id: 'health',
@@ -919,6 +1008,254 @@ export const ENDPOINTS = {
       ['offset', 'timestamp'],
     ),
   },
+  // ---- consumer groups: all answered by the group's coordinator (any node forwards there) ----
+  joinGroup: {
+    id: 'joinGroup',
+    produces: ANSWERS,
+    consumes: DOCUMENT_BODIES,
+    method: 'POST',
+    path: '/v1/groups/:group/members',
+    summary: 'Join a consumer group: a member id and epoch, and the partitions assigned to it',
+    params: groupParams,
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        topics: { type: 'array', minItems: 1, maxItems: 1000, items: topicParam },
+        pattern: { type: 'string', minLength: 1, maxLength: 1000 },
+        sessionTimeoutMs: { type: 'integer', minimum: 1000, maximum: 300000 },
+        instanceId: { type: 'string', pattern: MEMBER_ID_PATTERN },
+        assignor: { enum: ['range', 'roundrobin', 'sticky'] },
+        autoOffsetReset: { enum: ['earliest', 'latest'] },
+      },
+    },
+    successStatus: 201,
+    response: memberViewSchema,
+  },
+  heartbeatGroup: {
+    id: 'heartbeatGroup',
+    produces: ANSWERS,
+    consumes: DOCUMENT_BODIES,
+    method: 'POST',
+    path: '/v1/groups/:group/members/:member/heartbeat',
+    summary: 'Keep a member alive; answers its current assignment (and acknowledges revocations)',
+    params: memberParams,
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        memberEpoch: memberEpochSchema,
+        owned: topicPartitionList,
+        paused: topicPartitionList,
+        seek: {
+          type: 'array',
+          maxItems: 10000,
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['topic', 'partition', 'offset'],
+            properties: {
+              topic: topicParam,
+              partition: partitionParam,
+              offset: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+            },
+          },
+        },
+      },
+    },
+    successStatus: 200,
+    response: memberViewSchema,
+  },
+  leaveGroup: {
+    id: 'leaveGroup',
+    produces: ANSWERS,
+    method: 'DELETE',
+    path: '/v1/groups/:group/members/:member',
+    summary: 'Leave the group: its partitions go to the other members at once',
+    params: memberParams,
+    successStatus: 200,
+    response: closed({ group: { type: 'string' }, memberId: { type: 'string' }, left: { const: true } }),
+  },
+  pollGroup: {
+    id: 'pollGroup',
+    produces: FETCH_ANSWERS,
+    method: 'GET',
+    path: '/v1/groups/:group/members/:member/records',
+    summary:
+      'Read the records of every partition assigned to the member from its positions; long-polls; follow=true streams; a poll is also a heartbeat',
+    params: memberParams,
+    querystring: {
+      type: 'object',
+      properties: {
+        memberEpoch: memberEpochSchema,
+        maxBytes: { type: 'integer', minimum: 1, maximum: 8388608, default: 1048576 },
+        maxWaitMs: { type: 'integer', minimum: 0, maximum: 30000, default: 0 },
+        autoCommit: { type: 'boolean', default: false },
+        follow: { type: 'boolean' },
+        valueEncoding: { type: 'string', enum: ['utf8', 'base64'] },
+      },
+    },
+    successStatus: 200,
+    response: closed({
+      memberEpoch: int,
+      assignment: topicPartitionList,
+      records: {
+        type: 'array',
+        items: {
+          ...fetchedRecordSchema,
+          required: [...fetchedRecordSchema.required, 'topic', 'partition'],
+          properties: { ...fetchedRecordSchema.properties, topic: { type: 'string' }, partition: int },
+        },
+      },
+      partitions: {
+        type: 'array',
+        items: closed({
+          topic: { type: 'string' },
+          partition: int,
+          nextOffset: offsetSchema,
+          highWatermark: offsetSchema,
+        }),
+      },
+    }),
+  },
+  commitOffsets: {
+    id: 'commitOffsets',
+    produces: ANSWERS,
+    consumes: DOCUMENT_BODIES,
+    method: 'POST',
+    path: '/v1/groups/:group/offsets',
+    summary: 'Commit offsets (the next offset to read), as a member at its epoch or for an empty group',
+    params: groupParams,
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['offsets'],
+      properties: {
+        memberId: { type: 'string', pattern: MEMBER_ID_PATTERN },
+        memberEpoch: memberEpochSchema,
+        offsets: {
+          type: 'array',
+          minItems: 1,
+          maxItems: 10000,
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['topic', 'partition', 'offset'],
+            properties: {
+              topic: topicParam,
+              partition: partitionParam,
+              offset: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+              metadata: { type: 'string', maxLength: 4096 },
+            },
+          },
+        },
+      },
+    },
+    successStatus: 200,
+    response: closed({ group: { type: 'string' }, committed: count }),
+  },
+  listGroups: {
+    id: 'listGroups',
+    produces: ANSWERS,
+    method: 'GET',
+    path: '/v1/groups',
+    summary: 'Every consumer group of the cluster, with its state, members and coordinator',
+    successStatus: 200,
+    response: closed({
+      groups: {
+        type: 'array',
+        items: closed({
+          group: { type: 'string' },
+          state: groupStateSchema,
+          members: count,
+          coordinator: nodeIdSchema,
+        }),
+      },
+    }),
+  },
+  describeGroup: {
+    id: 'describeGroup',
+    produces: ANSWERS,
+    method: 'GET',
+    path: '/v1/groups/:group',
+    summary:
+      'A group: state, epochs, members and assignments, committed offset, log end and lag per partition',
+    params: groupParams,
+    successStatus: 200,
+    response: closed({
+      group: { type: 'string' },
+      state: groupStateSchema,
+      groupEpoch: int,
+      assignmentEpoch: int,
+      assignor: { type: 'string' },
+      coordinator: nodeIdSchema,
+      members: {
+        type: 'array',
+        items: closed({
+          memberId: { type: 'string' },
+          instanceId: { type: ['string', 'null'] },
+          memberEpoch: int,
+          topics: { type: 'array', items: { type: 'string' } },
+          pattern: { type: ['string', 'null'] },
+          sessionTimeoutMs: int,
+          assignment: topicPartitionList,
+          revoking: topicPartitionList,
+        }),
+      },
+      partitions: {
+        type: 'array',
+        items: closed({
+          topic: { type: 'string' },
+          partition: int,
+          owner: { type: ['string', 'null'] },
+          committed: { type: ['integer', 'null'] },
+          metadata: { type: ['string', 'null'] },
+          logEndOffset: { type: 'integer', minimum: -1 },
+          lag: { type: 'integer', minimum: -1 },
+        }),
+      },
+    }),
+  },
+  resetGroupOffsets: {
+    id: 'resetGroupOffsets',
+    produces: ANSWERS,
+    consumes: DOCUMENT_BODIES,
+    method: 'POST',
+    path: '/v1/groups/:group/offsets/reset',
+    summary: 'Set the committed offsets of an empty group: earliest, latest, by timestamp, or shifted',
+    params: groupParams,
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['topic', 'to'],
+      properties: {
+        topic: topicParam,
+        partitions: { type: 'array', minItems: 1, maxItems: 10000, items: partitionParam },
+        to: { enum: ['earliest', 'latest', 'timestamp', 'shift', 'offset'] },
+        timestamp: { type: 'integer', minimum: 0 },
+        shift: { type: 'integer', minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER },
+        offset: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+      },
+    },
+    successStatus: 200,
+    response: closed({
+      group: { type: 'string' },
+      offsets: {
+        type: 'array',
+        items: closed({ topic: { type: 'string' }, partition: int, offset: offsetSchema }),
+      },
+    }),
+  },
+  deleteGroup: {
+    id: 'deleteGroup',
+    produces: ANSWERS,
+    method: 'DELETE',
+    path: '/v1/groups/:group',
+    summary: 'Delete an empty group and its committed offsets',
+    params: groupParams,
+    successStatus: 200,
+    response: closed({ group: { type: 'string' }, deleted: { const: true } }),
+  },
 } as const satisfies Record<string, Endpoint>;
 
 export type EndpointId = keyof typeof ENDPOINTS;
@@ -932,19 +1269,21 @@ export type SchemaType<S> = S extends { const: infer C }
     ? E
     : S extends { anyOf: readonly (infer A)[] }
       ? SchemaType<A>
-      : S extends { type: 'object'; properties: infer P }
-        ? ObjectType<P, S extends { required: readonly (infer R)[] } ? R : never>
-        : S extends { type: 'object'; additionalProperties: infer V }
-          ? Record<string, SchemaType<V>>
-          : S extends { type: 'integer' | 'number' }
-            ? number
-            : S extends { type: 'string' }
-              ? string
-              : S extends { type: 'boolean' }
-                ? boolean
-                : S extends { type: 'null' }
-                  ? null
-                  : unknown;
+      : S extends { type: 'array'; items: infer I }
+        ? SchemaType<I>[]
+        : S extends { type: 'object'; properties: infer P }
+          ? ObjectType<P, S extends { required: readonly (infer R)[] } ? R : never>
+          : S extends { type: 'object'; additionalProperties: infer V }
+            ? Record<string, SchemaType<V>>
+            : S extends { type: 'integer' | 'number' }
+              ? number
+              : S extends { type: 'string' }
+                ? string
+                : S extends { type: 'boolean' }
+                  ? boolean
+                  : S extends { type: 'null' }
+                    ? null
+                    : unknown;
 
 type ObjectType<P, R> = { [K in keyof P as K extends R ? K : never]: SchemaType<P[K]> } & {
   [K in keyof P as K extends R ? never : K]?: SchemaType<P[K]>;

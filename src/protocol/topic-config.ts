@@ -172,6 +172,10 @@ const BROKER_ONLY_CONFIG_NAMES: Record<string, (value: ConfigValue, name: string
   // How often every partition's retention and compaction run; size retention also runs at every
   // segment roll.
   'log.retention.check.interval.ms': integer(1, 2 ** 31 - 1),
+  // Consumer groups (docs/groups.md): the partitions of __consumer_offsets when it is created, and
+  // how long an empty group's committed offsets are kept.
+  'offsets.topic.num.partitions': integer(1, LIMITS.partitionsMax),
+  'offsets.retention.minutes': integer(1, 2 ** 31 - 1),
 };
 
 /** `log.retention.check.interval.ms` when not set. */

@@ -276,6 +276,75 @@ describe.each(formats)('API in %s', (format) => {
     const bad = await call(h.app, format, 'GET', '/v1/topics/times/partitions/0/offsets?timestamp=-3');
     expect(bad.body).toMatchObject({ code: 'INVALID_REQUEST', field: 'querystring/timestamp' });
   });
+  it('consumer groups: join, heartbeat, poll, commit, describe, list, reset, leave, delete', async () => {
+    tested
+      .add('joinGroup')
+      .add('heartbeatGroup')
+      .add('pollGroup')
+      .add('commitOffsets')
+      .add('describeGroup')
+      .add('listGroups')
+      .add('resetGroupOffsets')
+      .add('leaveGroup')
+      .add('deleteGroup');
+    const group = `api-${format}`;
+    const topic = `gt-${format}`;
+    await call(h.app, format, 'POST', '/v1/topics', { name: topic });
+    await call(h.app, format, 'POST', `/v1/topics/${topic}/records`, {
+      records: [{ value: value('line1') }, { value: value('line2') }],
+    });
+    const join = await call(h.app, format, 'POST', `/v1/groups/${group}/members`, { topics: [topic] });
+    expect(join.status).toBe(201);
+    expect(join.body.assignment).toEqual([{ topic: topic, partition: 0 }]);
+    const member = join.body.memberId as string;
+    const beat = await call(h.app, format, 'POST', `/v1/groups/${group}/members/${member}/heartbeat`, {
+      memberEpoch: join.body.memberEpoch,
+    });
+    expect(beat.body).toMatchObject({ memberId: member, memberEpoch: join.body.memberEpoch });
+    const poll = await call(
+      h.app,
+      format,
+      'GET',
+      `/v1/groups/${group}/members/${member}/records?maxBytes=100000`,
+    );
+    expect(poll.status).toBe(200);
+    if (format === 'json') expect(poll.body.records.map((r: { value: string }) => r.value)[0]).toBe('line1');
+    else expect(poll.body.partitions[0].fetch.length).toBeGreaterThan(0);
+    const commit = await call(h.app, format, 'POST', `/v1/groups/${group}/offsets`, {
+      memberId: member,
+      memberEpoch: join.body.memberEpoch,
+      offsets: [{ topic, partition: 0, offset: 2, metadata: 'm' }],
+    });
+    expect(commit.body).toEqual({ group, committed: 1 });
+    const described = await call(h.app, format, 'GET', `/v1/groups/${group}`);
+    expect(described.body.partitions[0]).toMatchObject({ topic, committed: 2, metadata: 'm', owner: member });
+    expect((await call(h.app, format, 'GET', '/v1/groups')).body.groups).toContainEqual({
+      group,
+      state: 'stable',
+      members: 1,
+      coordinator: 1,
+    });
+    const busy = await call(h.app, format, 'POST', `/v1/groups/${group}/offsets/reset`, {
+      topic,
+      to: 'earliest',
+    });
+    expect([busy.status, busy.body.code]).toEqual([409, 'NON_EMPTY_GROUP']);
+    expect((await call(h.app, format, 'DELETE', `/v1/groups/${group}/members/${member}`)).body).toEqual({
+      group,
+      memberId: member,
+      left: true,
+    });
+    const reset = await call(h.app, format, 'POST', `/v1/groups/${group}/offsets/reset`, {
+      topic,
+      to: 'earliest',
+    });
+    expect(reset.body.offsets).toEqual([{ topic, partition: 0, offset: 0 }]);
+    expect((await call(h.app, format, 'DELETE', `/v1/groups/${group}`)).body).toEqual({
+      group,
+      deleted: true,
+    });
+    expect((await call(h.app, format, 'GET', `/v1/groups/${group}`)).body.code).toBe('GROUP_ID_NOT_FOUND');
+  });
 });
 
 describe('API forms beyond JSON and msgpack', () => {

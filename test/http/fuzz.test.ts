@@ -90,7 +90,12 @@ function base(id: EndpointId, format: BodyFormat) {
     return document({ records: [recordObject] });
   };
   const endpoint = ENDPOINTS[id];
-  const params: Record<string, string> = { topic: id === 'deleteTopic' ? 'fz-doomed' : 'fz', partition: '0' };
+  const params: Record<string, string> = {
+    topic: id === 'deleteTopic' ? 'fz-doomed' : 'fz',
+    partition: '0',
+    group: 'fz-group',
+    member: 'fzmember',
+  };
   const query: Record<string, string> =
     id === 'fetch' ? { offset: '0', maxBytes: '4096' } : id === 'offsets' ? { timestamp: '0' } : {};
   const body =

@@ -216,6 +216,40 @@ describe('the web console in chromium', () => {
     await page.close();
   });
 
+  it('lists the consumer groups and shows a group’s members, committed offsets and lag', async () => {
+    const member = (await api('POST', '/v1/groups/console-billing/members', { topics: [TOPIC] })) as {
+      memberId: string;
+      memberEpoch: number;
+    };
+    await api('POST', '/v1/groups/console-billing/offsets', {
+      memberId: member.memberId,
+      memberEpoch: member.memberEpoch,
+      offsets: [{ topic: TOPIC, partition: 0, offset: 1 }],
+    });
+    const list = await open('#/groups');
+    const row = list.locator('#groups tr[data-group="console-billing"]');
+    await row.waitFor();
+    expect(await row.locator('td').allTextContents()).toEqual(['console-billing', 'stable', '1', 'node 1']);
+    await screenshot(list, 'groups');
+    await list.close();
+    const page = await open('#/groups/console-billing');
+    await page.locator('#group-partitions tbody tr').first().waitFor();
+    // The figures are the API's: partition 0 committed at 1, partition 1 not at all.
+    const described = (await api('GET', '/v1/groups/console-billing')) as {
+      partitions: { partition: number; committed: number | null; logEndOffset: number; lag: number }[];
+    };
+    const [d0, d1] = described.partitions;
+    expect(d0!.committed).toBe(1);
+    expect(d1!.committed).toBe(null);
+    expect(await page.locator('[data-field="lag"] .value').textContent()).toBe(String(d0!.lag + d1!.lag));
+    const p0 = await page.locator(`#group-partitions tr[data-partition="${TOPIC}-0"] td`).allTextContents();
+    expect(p0.slice(0, 5)).toEqual([TOPIC, '0', '1', String(d0!.logEndOffset), String(d0!.logEndOffset - 1)]);
+    expect(p0[5]).toBe(member.memberId);
+    expect(await page.locator(`#members tr[data-member="${member.memberId}"]`).count()).toBe(1);
+    await screenshot(page, 'group');
+    await page.close();
+  });
+
   it('logged no console error on any page', () => {
     expect(problems).toEqual([]);
   });

@@ -1,6 +1,7 @@
 import { getJson } from './api.js';
 import { errorBox, h, replace } from './dom.js';
 import { mountCluster } from './view-cluster.js';
+import { mountGroup, mountGroups } from './view-groups.js';
 import { mountRecords } from './view-records.js';
 import { mountTopic } from './view-topic.js';
 import { mountTopics } from './view-topics.js';
@@ -8,15 +9,16 @@ import { mountTopics } from './view-topics.js';
 /**
  * The console's views, chosen by the location's fragment. A view is `mount(root, params, ctx)`:
  * it renders into `root`, refreshes through `ctx.every`, and passes `ctx.signal` to its requests;
- * leaving the view aborts them and stops its timers and streams. A new view (consumer groups,
- * when they land: `#/groups`, `#/groups/{group}`) is one module and one row here, plus a link in
- * index.html's nav.
+ * leaving the view aborts them and stops its timers and streams. A new view is one module and one
+ * row here, plus a link in index.html's nav.
  */
 const ROUTES = [
   { pattern: /^#?\/?$/, nav: 'cluster', mount: mountCluster },
   { pattern: /^#\/topics\/?$/, nav: 'topics', mount: mountTopics },
   { pattern: /^#\/topics\/([^/]+)\/?$/, nav: 'topics', mount: mountTopic },
   { pattern: /^#\/topics\/([^/]+)\/partitions\/([0-9]{1,4})\/?$/, nav: 'topics', mount: mountRecords },
+  { pattern: /^#\/groups\/?$/, nav: 'groups', mount: mountGroups },
+  { pattern: /^#\/groups\/([^/]+)\/?$/, nav: 'groups', mount: mountGroup },
 ];
 
 /** What views keep across navigation (each topic's samples, for its rates and charts). */
