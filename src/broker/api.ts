@@ -89,6 +89,11 @@ export interface FetchOptions {
   probe?: boolean;
   /** The leader epoch the client knows (KIP-320): a stale or unknown one is refused. */
   leaderEpoch?: number;
+  /**
+   * The codec numbers the client reads (a msgpack fetch): stored batches in other codecs come back
+   * decompressed. Absent: the batches as stored (the decoding paths decompress as they decode).
+   */
+  acceptCodecs?: ReadonlySet<number>;
 }
 
 export interface FetchResult {

@@ -3,10 +3,12 @@ import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import { partitionForKey } from '../common/murmur2.js';
 import type { Acks } from '../protocol/api.js';
-import { type ProducerFields, splitProducedBatches } from '../protocol/batch.js';
+import { compressBatch, type ProducerFields, splitProducedBatches } from '../protocol/batch.js';
 import { type ProduceRecordSource, recordArraySource } from '../protocol/produce-body.js';
+import type { CompressionType } from '../protocol/topic-config.js';
 import type { PartitionReplica } from '../replication/replica.js';
 import type { AppendedBatches, ProduceApi, ProducedOffsets, ProduceInput, ProduceOptions } from './api.js';
+import { type CompressionMetrics, toCompressionType } from './compression.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { ProducerIds } from './producer-ids.js';
 import type { RemotePartitions } from './remote-partitions.js';
@@ -28,11 +30,13 @@ export class ProduceService implements ProduceApi {
 
   readonly #remote: RemotePartitions | undefined;
   readonly #producerIds: ProducerIds | undefined;
+  readonly #compression: CompressionMetrics | undefined;
 
   constructor(deps: {
     topics: Topics;
     clock: Clock;
     metrics: BrokerMetrics;
+    compression?: CompressionMetrics;
     remote?: RemotePartitions;
     producerIds?: ProducerIds;
   }) {
@@ -41,6 +45,7 @@ export class ProduceService implements ProduceApi {
     this.#remote = deps.remote;
     this.#clock = deps.clock;
     this.#metrics = deps.metrics;
+    this.#compression = deps.compression;
   }
 
   async records(
@@ -84,6 +89,7 @@ export class ProduceService implements ProduceApi {
         "an idempotent producer's records go to one partition per request (its sequence numbers are per partition)",
       );
     let duplicate = false;
+    const compressionType = this.#topics.config(topic).compressionType;
     const batches = new Map<PartitionReplica, Buffer>();
     // The shares of partitions another node leads go there as pre-built batches.
     const forwarded: { target: { nodeId: number; url: string }; partition: number; batch: Buffer }[] = [];
@@ -95,7 +101,15 @@ export class ProduceService implements ProduceApi {
         forwarded.push({
           target,
           partition,
-          batch: encodePartitionBatch(records, indexes, partition, batchBytesMax, now, producer),
+          batch: encodePartitionBatch(
+            records,
+            indexes,
+            partition,
+            batchBytesMax,
+            now,
+            producer,
+            compressionType,
+          ),
         });
         continue;
       }
@@ -105,7 +119,15 @@ export class ProduceService implements ProduceApi {
         (await this.#topics.localReplica(topicName, partition)).replica;
       batches.set(
         replica,
-        encodePartitionBatch(records, indexes, partition, replica.log.config.batchBytesMax, now, producer),
+        encodePartitionBatch(
+          records,
+          indexes,
+          partition,
+          replica.log.config.batchBytesMax,
+          now,
+          producer,
+          compressionType,
+        ),
       );
     }
     for (const replica of batches.keys()) {
@@ -120,7 +142,10 @@ export class ProduceService implements ProduceApi {
       if (result.duplicate) {
         duplicate = true;
         this.#metrics.duplicate();
-      } else this.#countIn(replica, indexes.length, batch.length);
+      } else {
+        this.#countIn(replica, indexes.length, batch.length);
+        this.#compression?.appended(batch);
+      }
       for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
       if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
     });
@@ -176,15 +201,30 @@ export class ProduceService implements ProduceApi {
     // Every header field of a client's batch is checked against its records before anything is
     // appended (the log itself checks only what a stored batch must hold), and with acks=0 a bad
     // batch is still refused to the producer, since the answer goes before the append completes.
-    splitProducedBatches(data, {
-      batchBytesMax: replica.log.config.batchBytesMax,
+    // A compressed batch is decompressed and walked here, once, then stored as it came (or in the
+    // topic's compression.type); followers store the leader's bytes without decompressing.
+    const batchBytesMax = replica.log.config.batchBytesMax;
+    const { batches } = splitProducedBatches(data, {
+      batchBytesMax,
       recordsMax: LIMITS.requestRecordsMax,
+      recordBytesMax: batchBytesMax,
+      uncompressedBatchBytesMax: LIMITS.uncompressedBatchBytesMax,
     });
+    const stored = toCompressionType(
+      data,
+      batches,
+      this.#topics.config(topic).compressionType,
+      batchBytesMax,
+      this.#compression,
+    );
     replica.checkLeaderEpoch(options.leaderEpoch);
     this.#checkAcks(topic, replica, acks);
-    const appending = replica.appendAsLeader(data, { crcChecked: true }).then(async (result) => {
+    const appending = replica.appendAsLeader(stored, { crcChecked: true }).then(async (result) => {
       if (result.duplicate) this.#metrics.duplicate();
-      else this.#countIn(replica, result.lastOffset - result.baseOffset + 1, data.length);
+      else {
+        this.#countIn(replica, result.lastOffset - result.baseOffset + 1, stored.length);
+        this.#compression?.appended(stored);
+      }
       if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
       return result;
     });
@@ -278,6 +318,7 @@ function encodePartitionBatch(
   recordBytesMax: number,
   nowMs: number,
   producer: ProducerFields | undefined,
+  compressionType: CompressionType,
 ): Buffer {
   for (const i of indexes) {
     const size = records.payloadBytesAt(i);
@@ -291,7 +332,9 @@ function encodePartitionBatch(
       );
     }
   }
-  const batch = records.encodeBatch(indexes, nowMs, producer);
+  const plain = records.encodeBatch(indexes, nowMs, producer);
+  // The broker builds these batches: in the topic's compression.type when it names a codec.
+  const batch = compressionType === 'producer' ? plain : compressBatch(plain, compressionType);
   if (batch.length > recordBytesMax) {
     throw new SluiceError(
       'MESSAGE_TOO_LARGE',

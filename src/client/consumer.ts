@@ -3,6 +3,7 @@ import { isSluiceError, SluiceError } from '../common/errors.js';
 import { SeededRandom } from '../common/random.js';
 import { CONSUMER_FETCH_WAIT_MS, ENDPOINTS, endpointUrl, queryDefault } from '../protocol/api.js';
 import type { Header } from '../protocol/batch.js';
+import { ACCEPT_COMPRESSION_HEADER, codecs } from '../protocol/compression.js';
 import { decodeFetchResponse, type FetchPage } from '../protocol/fetch-response.js';
 import { Connection, errorFromResponse, type Response } from './connection.js';
 import { ClusterMetadata, STALE_METADATA_CODES } from './metadata.js';
@@ -84,9 +85,13 @@ export class PartitionConsumer implements AsyncIterable<ConsumedRecord> {
       },
     );
     const leader = this.#metadata.leader(await this.#metadata.route(topic), partition);
+    // Compressed batches come as stored in every codec this process reads, and are decoded here.
+    await codecs.load();
+    const accepted = codecs.available().filter((name) => name !== 'none');
     let response: Response;
     try {
       response = await leader.request(endpoint.method, url, {
+        headers: { [ACCEPT_COMPRESSION_HEADER]: accepted.join(',') },
         signal: this.#abort.signal,
         timeoutMs: maxWaitMs + 30_000,
       });

@@ -3,7 +3,7 @@ import { assert } from '../common/assert.js';
 import { crc32c } from '../common/crc32c.js';
 import { isSluiceError, SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
-import { type CodecName, CODEC_NAMES, codecId, codecs } from './compression.js';
+import { CODEC_NAMES, type CodecName, codecId, codecs } from './compression.js';
 
 /**
  * The record batch: the unit that producers send, the log stores and consumers fetch.
@@ -265,7 +265,10 @@ export function compressBatch(plain: Buffer, codec: CodecName, level?: number): 
   plain.copy(out, 0, 0, BATCH_HEADER_BYTES);
   compressed.copy(out, BATCH_HEADER_BYTES);
   out.writeUInt32BE(out.length - BATCH_LENGTH_PREFIX_BYTES, POS.batchLength + 1);
-  out.writeUInt16BE((plain.readUInt16BE(POS.attributes + 1) & ~ATTRIBUTE_CODEC_MASK) | id, POS.attributes + 1);
+  out.writeUInt16BE(
+    (plain.readUInt16BE(POS.attributes + 1) & ~ATTRIBUTE_CODEC_MASK) | id,
+    POS.attributes + 1,
+  );
   out[POS.recordsArray] = RECORDS_BIN32;
   out.writeUInt32BE(compressed.length, POS.recordsArray + 1);
   out.writeUInt32BE(crc32c(out.subarray(BATCH_CRC_START)), POS.crc + 1);

@@ -40,6 +40,30 @@ export function isCodecName(name: string): name is CodecName {
   return (CODEC_NAMES as readonly string[]).includes(name);
 }
 
+/**
+ * The request header in which a msgpack fetch names the codecs it reads (`lz4,zstd`): stored
+ * batches in those codecs come as stored, others decompressed. The SDK always sends it; a client
+ * without it gets uncompressed batches only, so that a plain msgpack decoder keeps working.
+ */
+export const ACCEPT_COMPRESSION_HEADER = 'sluice-accept-compression';
+
+/** The codec numbers an `Sluice-Accept-Compression` value names; unknown names and `none` are ignored. */
+export function parseAcceptCompression(header: string | string[] | undefined): Set<number> {
+  const accepted = new Set<number>();
+  if (header === undefined) return accepted;
+  for (const part of String(header).split(',')) {
+    const name = part.trim().toLowerCase();
+    if (name !== 'none' && isCodecName(name)) accepted.add(codecId(name));
+  }
+  return accepted;
+}
+
+/** The compression levels of the codecs that have them, and each one's default. */
+export const CODEC_LEVELS: Partial<Record<CodecName, { min: number; max: number; default: number }>> = {
+  gzip: { min: 1, max: 9, default: 6 },
+  zstd: { min: 1, max: 22, default: 3 },
+};
+
 export interface Codec {
   readonly name: CompressedCodecName;
   readonly id: number;
@@ -161,7 +185,7 @@ function asBuffer(data: Uint8Array): Buffer {
 const GZIP: Codec = {
   name: 'gzip',
   id: 1,
-  levels: { min: 1, max: 9, default: 6 },
+  levels: CODEC_LEVELS.gzip,
   compress: (data, level) => zlib.gzipSync(data, { level: level ?? 6 }),
   decompress(data, limitBytes) {
     try {
@@ -279,7 +303,8 @@ export function decompressLz4Frame(src: Buffer, limitBytes: number): Buffer {
     bound += stored ? size : blockMax;
   }
   if (contentChecksum) pos += 4;
-  if (pos !== src.length) throw fail(pos > src.length ? 'truncated content checksum' : 'bytes after the frame');
+  if (pos !== src.length)
+    throw fail(pos > src.length ? 'truncated content checksum' : 'bytes after the frame');
   const out = Buffer.allocUnsafe(Math.min(bound, limitBytes, contentSize ?? Number.MAX_SAFE_INTEGER));
   let d = 0;
   pos = blocksStart;
@@ -310,7 +335,14 @@ export function decompressLz4Frame(src: Buffer, limitBytes: number): Buffer {
 }
 
 /** One LZ4 block `src[s, end)` decoded into `out` from `d`; returns the output position after it. */
-function decodeLz4Block(src: Buffer, s: number, end: number, out: Buffer, d: number, limitBytes: number): number {
+function decodeLz4Block(
+  src: Buffer,
+  s: number,
+  end: number,
+  out: Buffer,
+  d: number,
+  limitBytes: number,
+): number {
   const fail = (why: string) => corrupt('lz4', why);
   const capacity = out.length;
   while (s < end) {
@@ -414,7 +446,7 @@ async function zstdCodec(module: unknown): Promise<Codec> {
   return {
     name: 'zstd',
     id: 4,
-    levels: { min: 1, max: 22, default: 3 },
+    levels: CODEC_LEVELS.zstd,
     compress: (data, level) => asBuffer(zstd.compress(data, level ?? 3)),
     decompress(data, limitBytes) {
       const declared = zstdFrameContentSize(asBuffer(data));
@@ -425,8 +457,13 @@ async function zstdCodec(module: unknown): Promise<Codec> {
         return asBuffer(zstd.decompress(data, { defaultHeapSize: Math.max(1, limitBytes) }));
       } catch (error) {
         const code = /code (-?\d+)/.exec((error as Error).message)?.[1];
-        if (code !== undefined && (Number(code) === -ZSTD_DST_TOO_SMALL || Number(code) === 2 ** 32 - ZSTD_DST_TOO_SMALL))
-          throw declared === undefined ? tooLarge('zstd', limitBytes) : corrupt('zstd', 'more data than the frame declares');
+        if (
+          code !== undefined &&
+          (Number(code) === -ZSTD_DST_TOO_SMALL || Number(code) === 2 ** 32 - ZSTD_DST_TOO_SMALL)
+        )
+          throw declared === undefined
+            ? tooLarge('zstd', limitBytes)
+            : corrupt('zstd', 'more data than the frame declares');
         throw corrupt('zstd', (error as Error).message);
       }
     },

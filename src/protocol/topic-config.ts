@@ -1,5 +1,6 @@
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
+import { type CodecName, isCodecName } from './compression.js';
 
 /**
  * Every topic config Sluice knows, in Kafka's names: its parser, its default, and the typed form the
@@ -121,6 +122,25 @@ export function logConfigFromTopicConfigs(
   return out;
 }
 
+/**
+ * `compression.type`: `producer` keeps every batch in the codec it came in (the default); a codec
+ * name (`none` or its Kafka name `uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`) makes the leader
+ * recompress batches that arrive in another codec, as Kafka does.
+ */
+export type CompressionType = 'producer' | CodecName;
+
+export function parseCompressionType(value: ConfigValue, name = 'compression.type'): CompressionType {
+  const s = String(value).trim();
+  if (s === 'producer') return 'producer';
+  if (s === 'uncompressed') return 'none';
+  if (isCodecName(s)) return s;
+  throw new SluiceError(
+    'INVALID_CONFIG',
+    `${name} must be one of producer | uncompressed | none | gzip | snappy | lz4 | zstd, got ${JSON.stringify(value)}`,
+    { details: { config: name } },
+  );
+}
+
 /** Topic configs beyond the log's own, with their parsers. */
 const REPLICATION_CONFIG_NAMES: Record<string, (value: ConfigValue, name: string) => number> = {
   'min.insync.replicas': integer(1, 2 ** 31 - 1),
@@ -141,6 +161,7 @@ export const RETENTION_CHECK_MS_DEFAULT = 60_000;
 export interface TopicConfig {
   log: LogConfig;
   minInsyncReplicas: number;
+  compressionType: CompressionType;
 }
 
 /** The broker's defaults for topics, parsed once at start. */
@@ -162,6 +183,10 @@ export interface TopicConfigDefaults {
 export function validateTopicConfigs(configs: Record<string, ConfigValue>, brokerLevel: boolean): void {
   for (const [name, value] of Object.entries(configs)) {
     if (LOG_CONFIG_NAMES[name]) continue;
+    if (name === 'compression.type') {
+      parseCompressionType(value, name);
+      continue;
+    }
     const parse =
       REPLICATION_CONFIG_NAMES[name] ?? (brokerLevel ? BROKER_ONLY_CONFIG_NAMES[name] : undefined);
     if (!parse)
@@ -185,6 +210,8 @@ export function parseTopicConfigDefaults(raw: Record<string, ConfigValue>): Topi
               raw['min.insync.replicas'],
               'min.insync.replicas',
             ),
+      compressionType:
+        raw['compression.type'] === undefined ? 'producer' : parseCompressionType(raw['compression.type']),
     },
     numPartitions:
       numPartitions === undefined
@@ -214,5 +241,9 @@ export function parseTopicConfig(
       min === undefined
         ? defaults.topic.minInsyncReplicas
         : REPLICATION_CONFIG_NAMES['min.insync.replicas']!(min, 'min.insync.replicas'),
+    compressionType:
+      configs['compression.type'] === undefined
+        ? defaults.topic.compressionType
+        : parseCompressionType(configs['compression.type']),
   };
 }
