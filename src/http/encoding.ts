@@ -116,6 +116,12 @@ const REQUEST_DECODERS: Record<string, (body: Buffer, limitBytes: number) => Buf
   },
 };
 
+/** The request codings read (`identity` is none); the route check refuses others before the body is read. */
+export const REQUEST_CONTENT_ENCODINGS: ReadonlySet<string> = new Set([
+  'identity',
+  ...Object.keys(REQUEST_DECODERS),
+]);
+
 /** The body as sent, refused as REQUEST_TOO_LARGE past `limitBytes` before any more is read. */
 async function readBounded(payload: NodeJS.ReadableStream, limitBytes: number): Promise<Buffer> {
   const chunks: Buffer[] = [];

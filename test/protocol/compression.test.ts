@@ -17,9 +17,9 @@ import {
 import {
   type CodecName,
   CodecRegistry,
+  type CompressedCodecName,
   codecId,
   codecs,
-  type CompressedCodecName,
   decompressLz4Frame,
   parseAcceptCompression,
   xxh32,
@@ -109,33 +109,43 @@ const recordArbitrary = fc.record({
     ),
     { nil: null },
   ),
-  headers: fc.array(fc.tuple(fc.string({ maxLength: 10 }), fc.option(fc.uint8Array({ maxLength: 20 }), { nil: null })), {
-    maxLength: 3,
-  }),
+  headers: fc.array(
+    fc.tuple(fc.string({ maxLength: 10 }), fc.option(fc.uint8Array({ maxLength: 20 }), { nil: null })),
+    {
+      maxLength: 3,
+    },
+  ),
   timestamp: fc.integer({ min: 0, max: 2 ** 41 }),
 });
 
 describe('compressed batches', () => {
-  it.each(CODECS)('%s: decompressing gives the uncompressed batch byte for byte, and records read back', (name) => {
-    fc.assert(
-      fc.property(fc.array(recordArbitrary, { minLength: 1, maxLength: 30 }), (records) => {
-        const plain = encodeBatch(records as RecordInput[], { producerId: 7, producerEpoch: 1, baseSequence: 3 });
-        const compressed = encodeBatch(records as RecordInput[], {
-          producerId: 7,
-          producerEpoch: 1,
-          baseSequence: 3,
-          compression: { codec: name },
-        });
-        expect(batchCodecAt(compressed)).toBe(codecId(name));
-        expect(checkBatchAt(compressed).ok).toBe(true);
-        expect(decompressBatch(compressed).equals(plain)).toBe(true);
-        expect(compressBatch(plain, name).equals(compressed)).toBe(true);
-        expect(decodeRecords(compressed)).toEqual(decodeRecords(plain));
-        expect(splitProducedBatches(compressed).recordCount).toBe(records.length);
-      }),
-      { seed: SEED, numRuns: 60 },
-    );
-  });
+  it.each(CODECS)(
+    '%s: decompressing gives the uncompressed batch byte for byte, and records read back',
+    (name) => {
+      fc.assert(
+        fc.property(fc.array(recordArbitrary, { minLength: 1, maxLength: 30 }), (records) => {
+          const plain = encodeBatch(records as RecordInput[], {
+            producerId: 7,
+            producerEpoch: 1,
+            baseSequence: 3,
+          });
+          const compressed = encodeBatch(records as RecordInput[], {
+            producerId: 7,
+            producerEpoch: 1,
+            baseSequence: 3,
+            compression: { codec: name },
+          });
+          expect(batchCodecAt(compressed)).toBe(codecId(name));
+          expect(checkBatchAt(compressed).ok).toBe(true);
+          expect(decompressBatch(compressed).equals(plain)).toBe(true);
+          expect(compressBatch(plain, name).equals(compressed)).toBe(true);
+          expect(decodeRecords(compressed)).toEqual(decodeRecords(plain));
+          expect(splitProducedBatches(compressed).recordCount).toBe(records.length);
+        }),
+        { seed: SEED, numRuns: 60 },
+      );
+    },
+  );
 
   it('compaction re-encodes in the codec its attributes name', () => {
     const batch = encodeBatch([{ value: Buffer.from('a'), timestamp: 1 }], { attributes: codecId('zstd') });
@@ -158,46 +168,62 @@ describe('compressed batches', () => {
   });
 
   it('refuses a record over the record size limit after decompressing, with RECORD_TOO_LARGE', () => {
-    const big = encodeBatch([{ value: Buffer.alloc(5000, 1), timestamp: 1 }], { compression: { codec: 'zstd' } });
+    const big = encodeBatch([{ value: Buffer.alloc(5000, 1), timestamp: 1 }], {
+      compression: { codec: 'zstd' },
+    });
     expect(big.length).toBeLessThan(200);
     expect(thrown(() => splitProducedBatches(big, { recordBytesMax: 4096 }))?.code).toBe('RECORD_TOO_LARGE');
   });
 
-  it.each(CODECS)('%s: fuzzed damage under a valid CRC is refused with a Sluice error or reads as valid records', (name) => {
-    const base = encodeBatch(
-      Array.from({ length: 20 }, (_, i) => ({ key: Buffer.from(`key-${i}`), value: Buffer.from(`value ${i} `.repeat(8)), timestamp: 1000 + i })),
-      { compression: { codec: name } },
-    );
-    fc.assert(
-      fc.property(
-        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 4 }),
-        fc.option(fc.nat(), { nil: undefined }),
-        (flips, cut) => {
-          let payload = Buffer.from(base.subarray(79));
-          for (const [at, x] of flips) payload[at % payload.length]! ^= x;
-          if (cut !== undefined) payload = payload.subarray(0, cut % payload.length);
-          const b = Buffer.concat([base.subarray(0, 79), payload]);
-          b.writeUInt32BE(payload.length, 75);
-          reseal(b);
-          try {
-            const { recordCount } = splitProducedBatches(b);
-            expect(decodeRecords(b)).toHaveLength(recordCount);
-          } catch (error) {
-            if (!isSluiceError(error)) throw new Error(`not a Sluice error (${replay}): ${String(error)}`);
-            expect(['CORRUPT_MESSAGE', 'INVALID_RECORD', 'INVALID_TIMESTAMP', 'DECOMPRESSED_TOO_LARGE']).toContain(error.code);
-          }
-        },
-      ),
-      { seed: SEED, numRuns: 300 },
-    );
-  });
+  it.each(CODECS)(
+    '%s: fuzzed damage under a valid CRC is refused with a Sluice error or reads as valid records',
+    (name) => {
+      const base = encodeBatch(
+        Array.from({ length: 20 }, (_, i) => ({
+          key: Buffer.from(`key-${i}`),
+          value: Buffer.from(`value ${i} `.repeat(8)),
+          timestamp: 1000 + i,
+        })),
+        { compression: { codec: name } },
+      );
+      fc.assert(
+        fc.property(
+          fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 4 }),
+          fc.option(fc.nat(), { nil: undefined }),
+          (flips, cut) => {
+            let payload = Buffer.from(base.subarray(79));
+            for (const [at, x] of flips) payload[at % payload.length]! ^= x;
+            if (cut !== undefined) payload = payload.subarray(0, cut % payload.length);
+            const b = Buffer.concat([base.subarray(0, 79), payload]);
+            b.writeUInt32BE(payload.length, 75);
+            reseal(b);
+            try {
+              const { recordCount } = splitProducedBatches(b);
+              expect(decodeRecords(b)).toHaveLength(recordCount);
+            } catch (error) {
+              if (!isSluiceError(error)) throw new Error(`not a Sluice error (${replay}): ${String(error)}`);
+              expect([
+                'CORRUPT_MESSAGE',
+                'INVALID_RECORD',
+                'INVALID_TIMESTAMP',
+                'DECOMPRESSED_TOO_LARGE',
+              ]).toContain(error.code);
+            }
+          },
+        ),
+        { seed: SEED, numRuns: 300 },
+      );
+    },
+  );
 });
 
 describe('decompression bombs', () => {
   const zeros = Buffer.alloc(LIMITS.uncompressedBatchBytesMax + 1024);
   /** A batch whose header is a real one-record batch's and whose payload is `payload`. */
   const withPayload = (name: CodecName, payload: Buffer) => {
-    const template = encodeBatch([{ value: null, timestamp: 1 }], { compression: { codec: name as CompressedCodecName } });
+    const template = encodeBatch([{ value: null, timestamp: 1 }], {
+      compression: { codec: name as CompressedCodecName },
+    });
     const b = Buffer.concat([template.subarray(0, 79), payload]);
     b.writeUInt32BE(payload.length, 75);
     return reseal(b);
@@ -232,10 +258,12 @@ describe('the lz4 frame reader', () => {
   it('refuses every truncation of a frame, and bytes after it', () => {
     const frame = codec('lz4').compress(Buffer.from('sluice '.repeat(500)));
     for (let n = 0; n < frame.length; n++)
-      expect(thrown(() => decompressLz4Frame(frame.subarray(0, n), 1 << 20))?.code, `length ${n}`).toBe('CORRUPT_MESSAGE');
-    expect(thrown(() => decompressLz4Frame(Buffer.concat([frame, Buffer.from([0])]), 1 << 20))?.message).toMatch(
-      /bytes after the frame/,
-    );
+      expect(thrown(() => decompressLz4Frame(frame.subarray(0, n), 1 << 20))?.code, `length ${n}`).toBe(
+        'CORRUPT_MESSAGE',
+      );
+    expect(
+      thrown(() => decompressLz4Frame(Buffer.concat([frame, Buffer.from([0])]), 1 << 20))?.message,
+    ).toMatch(/bytes after the frame/);
   });
 
   it('refuses a match offset before the start of the output', () => {
