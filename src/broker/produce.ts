@@ -3,7 +3,15 @@ import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import { partitionForKey } from '../common/murmur2.js';
 import type { Acks } from '../protocol/api.js';
-import { compressBatch, type ProducerFields, splitProducedBatches } from '../protocol/batch.js';
+import {
+  batchCodecAt,
+  compressBatch,
+  decodeRecords,
+  type ProducerFields,
+  type SplitBatch,
+  splitProducedBatches,
+} from '../protocol/batch.js';
+import { CODEC_NAMES } from '../protocol/compression.js';
 import { type ProduceRecordSource, recordArraySource } from '../protocol/produce-body.js';
 import type { CompressionType } from '../protocol/topic-config.js';
 import type { PartitionReplica } from '../replication/replica.js';
@@ -177,6 +185,49 @@ export class ProduceService implements ProduceApi {
     return { count: records.count, partitions, offsets, ...(duplicate ? { duplicate } : {}) };
   }
 
+  async topicBatches(
+    topicName: string,
+    data: Buffer,
+    acks: Acks,
+    options: ProduceOptions = {},
+  ): Promise<ProducedOffsets> {
+    const topic = await this.#topics.resolve(topicName);
+    const batchBytesMax = this.#topics.config(topic).log.batchBytesMax;
+    const { batches } = this.#checkBatches(data, batchBytesMax);
+    if (batches.some((b) => b.header.producerId !== -1))
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        "an idempotent producer's batches go to /v1/topics/{topic}/partitions/{partition}/records (its sequence numbers are per partition)",
+      );
+    const records = batches.flatMap((b) => decodeRecords(data, b.pos));
+    const source = recordArraySource(records);
+    const partitions = this.#partitionsOf(topic, source);
+    const partition = partitions[0]!;
+    const replica = this.#topics.replicas.get(topicName, partition);
+    const local = replica !== undefined && this.#remote?.forwardTarget(topicName, partition) === undefined;
+    if (local && partitions.every((p) => p === partition)) {
+      // Every record goes to one partition led here: the batches are stored as they came.
+      const result = await this.#appendChecked(topic, replica, data, batches, acks, options);
+      if (!result) return { count: 0, partitions: new Int32Array(0), offsets: new Float64Array(0) };
+      const offsets = new Float64Array(records.length);
+      for (let i = 0; i < offsets.length; i++) offsets[i] = result.baseOffset + i;
+      return { count: records.length, partitions, offsets };
+    }
+    // Spread over partitions: each share is a new batch, in the codec the first batch came in.
+    const codec = CODEC_NAMES[batchCodecAt(data, batches[0]!.pos)] ?? 'none';
+    return this.from(
+      topicName,
+      {
+        ...source,
+        partitionAt: (i) => partitions[i]!,
+        encodeBatch: (indexes, nowMs, producer) =>
+          compressBatch(source.encodeBatch(indexes, nowMs, producer), codec),
+      },
+      acks,
+      options,
+    );
+  }
+
   async initProducer(): Promise<{ producerId: number; producerEpoch: number }> {
     if (!this.#producerIds)
       throw new SluiceError(
@@ -198,18 +249,46 @@ export class ProduceService implements ProduceApi {
     options: ProduceOptions = {},
   ): Promise<AppendedBatches | undefined> {
     const { topic, replica } = await this.#topics.localReplica(topicName, partition);
-    // Every header field of a client's batch is checked against its records before anything is
-    // appended (the log itself checks only what a stored batch must hold), and with acks=0 a bad
-    // batch is still refused to the producer, since the answer goes before the append completes.
-    // A compressed batch is decompressed and walked here, once, then stored as it came (or in the
-    // topic's compression.type); followers store the leader's bytes without decompressing.
-    const batchBytesMax = replica.log.config.batchBytesMax;
-    const { batches } = splitProducedBatches(data, {
+    const { batches } = this.#checkBatches(data, replica.log.config.batchBytesMax);
+    const result = await this.#appendChecked(topic, replica, data, batches, acks, options);
+    if (!result) return undefined;
+    return {
+      partition,
+      baseOffset: result.baseOffset,
+      lastOffset: result.lastOffset,
+      batchCount: result.batchCount,
+      ...(result.duplicate ? { duplicate: true } : {}),
+    };
+  }
+
+  /**
+   * Every header field of a client's batch is checked against its records before anything is
+   * appended (the log itself checks only what a stored batch must hold), and with acks=0 a bad
+   * batch is still refused to the producer, since the answer goes before the append completes. A
+   * compressed batch is decompressed and walked here, once, then stored as it came (or in the
+   * topic's compression.type); followers store the leader's bytes without decompressing.
+   */
+  #checkBatches(data: Buffer, batchBytesMax: number): { batches: SplitBatch[]; recordCount: number } {
+    return splitProducedBatches(data, {
       batchBytesMax,
       recordsMax: LIMITS.requestRecordsMax,
       recordBytesMax: batchBytesMax,
       uncompressedBatchBytesMax: LIMITS.uncompressedBatchBytesMax,
     });
+  }
+
+  /** Appends checked batches (in the topic's compression.type) as leader; undefined with acks=0. */
+  async #appendChecked(
+    topic: TopicRecord,
+    replica: PartitionReplica,
+    data: Buffer,
+    batches: readonly SplitBatch[],
+    acks: Acks,
+    options: ProduceOptions,
+  ): Promise<
+    { baseOffset: number; lastOffset: number; batchCount: number; duplicate?: boolean } | undefined
+  > {
+    const batchBytesMax = replica.log.config.batchBytesMax;
     const stored = toCompressionType(
       data,
       batches,
@@ -232,14 +311,7 @@ export class ProduceService implements ProduceApi {
       appending.catch(() => {});
       return undefined;
     }
-    const result = await this.#topics.unlessDeleted(topicName, appending);
-    return {
-      partition,
-      baseOffset: result.baseOffset,
-      lastOffset: result.lastOffset,
-      batchCount: result.batchCount,
-      ...(result.duplicate ? { duplicate: true } : {}),
-    };
+    return this.#topics.unlessDeleted(topic.name, appending);
   }
 
   /** acks=all: waits until the in-sync set holds the append (the high watermark reaches its end). */

@@ -3,6 +3,7 @@ import zlib from 'node:zlib';
 import fc from 'fast-check';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LIMITS } from '../../src/common/limits.js';
+import { partitionForKey } from '../../src/common/murmur2.js';
 import { PromMetricsRegistry } from '../../src/node/metrics.js';
 import { batchCodecAt, decodeRecords, encodeBatch, readBatchHeader } from '../../src/protocol/batch.js';
 import { type CompressedCodecName, codecId, codecs } from '../../src/protocol/compression.js';
@@ -320,4 +321,65 @@ describe('random payloads', () => {
       offset += 3;
     }
   });
+});
+
+describe('pre-built batches on the topic route, partitioned by key', () => {
+  it.each(CODECS)(
+    '%s: stored as sent when every key goes to one partition, else split in the same codec',
+    async (name) => {
+      h = await makeHarness();
+      await h.broker.admin.createTopic({ name: 'k', partitions: 4 });
+      const post = (body: Buffer) =>
+        h.app.inject({ method: 'POST', url: '/v1/topics/k/records', headers: BATCHES, payload: body });
+      const oneKey = encodeBatch(
+        Array.from({ length: 10 }, (_, i) => ({
+          key: Buffer.from('same'),
+          value: Buffer.from(`v${i}`),
+          timestamp: 9,
+        })),
+        { compression: { codec: name } },
+      );
+      const answer = await post(oneKey);
+      expect(answer.statusCode, answer.body).toBe(200);
+      const offsets = JSON.parse(answer.body).offsets as { partition: number; offset: number }[];
+      const partition = partitionForKey(Buffer.from('same'), 4);
+      expect(offsets).toEqual(Array.from({ length: 10 }, (_, i) => ({ partition, offset: i })));
+      const stored = batchesOf(
+        (
+          await h.app.inject({
+            method: 'GET',
+            url: `/v1/topics/k/partitions/${partition}/records?offset=0`,
+            headers: { accept: 'application/vnd.msgpack', 'sluice-accept-compression': name },
+          })
+        ).rawPayload,
+      );
+      expect(stored).toHaveLength(1);
+      expect(stored[0]!.subarray(21).equals(oneKey.subarray(21))).toBe(true);
+      // Many keys: each record where murmur2 puts it, each partition's share in the same codec.
+      const many = encodeBatch(
+        Array.from({ length: 40 }, (_, i) => ({
+          key: Buffer.from(`key-${i}`),
+          value: Buffer.from(`m${i}`),
+          timestamp: 9,
+        })),
+        { compression: { codec: name } },
+      );
+      const spread = JSON.parse((await post(many)).body).offsets as { partition: number; offset: number }[];
+      for (let i = 0; i < 40; i++)
+        expect(spread[i]!.partition).toBe(partitionForKey(Buffer.from(`key-${i}`), 4));
+      for (let p = 0; p < 4; p++) {
+        const first = spread.find((s) => s.partition === p);
+        if (!first) continue;
+        const fetched = await h.app.inject({
+          method: 'GET',
+          url: `/v1/topics/k/partitions/${p}/records?offset=${first.offset}`,
+          headers: { accept: 'application/vnd.msgpack', 'sluice-accept-compression': name },
+        });
+        const [batch] = batchesOf(fetched.rawPayload);
+        expect(batchCodecAt(batch!)).toBe(codecId(name));
+        const values = decodeRecords(batch!).map((r) => r.value!.toString());
+        expect(values).toEqual(spread.flatMap((s, i) => (s.partition === p ? [`m${i}`] : [])));
+      }
+    },
+  );
 });

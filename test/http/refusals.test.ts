@@ -227,13 +227,17 @@ describe('Content-Type and Content-Encoding are checked before anything happens'
       code: 'UNSUPPORTED_MEDIA_TYPE',
     },
     {
-      name: 'pre-built batches on the topic-level produce route',
+      name: "an idempotent producer's pre-built batch on the topic-level produce route",
       method: 'POST',
       url: '/v1/topics/kept/records',
       headers: { 'content-type': 'application/vnd.sluice.batches' },
-      payload: batch,
-      status: 415,
-      code: 'UNSUPPORTED_MEDIA_TYPE',
+      payload: encodeBatch([{ value: Buffer.from('b'), timestamp: 1 }], {
+        producerId: 1,
+        producerEpoch: 0,
+        baseSequence: 0,
+      }),
+      status: 400,
+      code: 'INVALID_REQUEST',
     },
     {
       name: 'a media type that only starts like JSON',
