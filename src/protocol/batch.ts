@@ -295,13 +295,8 @@ export function decompressBatch(
 ): Buffer {
   const b = asBuffer(buf);
   const size = BATCH_LENGTH_PREFIX_BYTES + b.readUInt32BE(pos + POS.batchLength + 1);
-  const id = batchCodecAt(b, pos);
-  if (id === 0) return b.subarray(pos, pos + size);
-  const codec = codecs.get(id);
-  const records = codec.decompress(
-    b.subarray(pos + BATCH_HEADER_BYTES, pos + size),
-    Math.max(0, uncompressedBytesMax - BATCH_HEADER_BYTES),
-  );
+  if (batchCodecAt(b, pos) === 0) return b.subarray(pos, pos + size);
+  const records = decompressRecords(b, pos, uncompressedBytesMax);
   const out = Buffer.allocUnsafe(BATCH_HEADER_BYTES + records.length);
   b.copy(out, 0, pos, pos + BATCH_HEADER_BYTES);
   records.copy(out, BATCH_HEADER_BYTES);
@@ -311,6 +306,20 @@ export function decompressBatch(
   out.writeUInt32BE(b.readUInt32BE(pos + POS.recordCount + 1), POS.recordsArray + 1);
   out.writeUInt32BE(crc32c(out.subarray(BATCH_CRC_START)), POS.crc + 1);
   return out;
+}
+
+/**
+ * The records bytes of the compressed batch at `pos`, decompressed (what follows the array32
+ * header in the uncompressed batch); the checks and errors of `decompressBatch`.
+ */
+function decompressRecords(b: Buffer, pos: number, uncompressedBytesMax: number): Buffer {
+  const size = BATCH_LENGTH_PREFIX_BYTES + b.readUInt32BE(pos + POS.batchLength + 1);
+  return codecs
+    .get(batchCodecAt(b, pos))
+    .decompress(
+      b.subarray(pos + BATCH_HEADER_BYTES, pos + size),
+      Math.max(0, uncompressedBytesMax - BATCH_HEADER_BYTES),
+    );
 }
 
 function writeHeader(buf: Buffer, h: Omit<BatchHeader, 'batchLength' | 'magic' | 'crc'>): void {
@@ -728,15 +737,21 @@ export function checkProducedBatch(
     );
   }
   checkProducerFields(header);
+  // A compressed batch is decompressed once and its records walked where they were decompressed.
   let records = asBuffer(buf);
+  let start = pos + BATCH_HEADER_BYTES;
   let end = pos + batchSize(header);
   if ((header.attributes & ATTRIBUTE_CODEC_MASK) !== 0) {
-    records = decompressBatch(buf, pos, limits.uncompressedBatchBytesMax);
-    pos = 0;
+    records = decompressRecords(
+      records,
+      pos,
+      limits.uncompressedBatchBytesMax ?? LIMITS.uncompressedBatchBytesMax,
+    );
+    start = 0;
     end = records.length;
   }
   const recordBytesMax = limits.recordBytesMax ?? Number.MAX_SAFE_INTEGER;
-  const reader = new Reader(records, pos + BATCH_HEADER_BYTES, end);
+  const reader = new Reader(records, start, end);
   let timestampDeltaMin = Number.POSITIVE_INFINITY;
   let timestampDeltaMax = Number.NEGATIVE_INFINITY;
   for (let i = 0; i < header.recordCount; i++) {
@@ -832,10 +847,15 @@ export function setPartitionLeaderEpoch(buf: Uint8Array, pos: number, epoch: num
 
 /** Decodes the records of one checked batch, with absolute offsets and timestamps. */
 export function decodeRecords(buf: Uint8Array, pos = 0): BatchRecord[] {
-  if (batchCodecAt(buf, pos) !== 0) return decodeRecords(decompressBatch(buf, pos), 0);
   const header = readBatchHeader(buf, pos);
-  const end = pos + batchSize(header);
-  const reader = new Reader(asBuffer(buf), pos + BATCH_HEADER_BYTES, end);
+  // A compressed batch's records are decoded from their decompressed bytes, views into them.
+  const compressed = batchCodecAt(buf, pos) !== 0;
+  const bytes = compressed
+    ? decompressRecords(asBuffer(buf), pos, LIMITS.uncompressedBatchBytesMax)
+    : asBuffer(buf);
+  const start = compressed ? 0 : pos + BATCH_HEADER_BYTES;
+  const end = compressed ? bytes.length : pos + batchSize(header);
+  const reader = new Reader(bytes, start, end);
   const records: BatchRecord[] = new Array(header.recordCount);
   for (let i = 0; i < header.recordCount; i++) {
     if (reader.arrayLength() !== 5)

@@ -378,11 +378,12 @@ function decodeLz4Block(
     }
     if (d + length > capacity) throw tooLarge('lz4', limitBytes);
     let from = d - offset;
-    if (offset >= length) {
+    if (offset >= length && length >= 32) {
       out.copy(out, d, from, from + length);
       d += length;
     } else {
-      // Overlapping: each byte may be one this match wrote.
+      // Short matches (most of them) cost less as a loop than as a native copy; an overlapping
+      // one must be copied byte by byte, each byte possibly one this match wrote.
       for (const stop = d + length; d < stop; ) out[d++] = out[from++]!;
     }
   }
