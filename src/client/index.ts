@@ -16,5 +16,6 @@ export {
   type FetchPage,
 } from '../protocol/fetch-response.js';
 export { Admin, type ClientOptions } from './admin.js';
+export { type CodecName, type CodecStatus, loadCodecs } from './codecs.js';
 export { type ConsumedRecord, PartitionConsumer, type PartitionConsumerOptions } from './consumer.js';
 export { Producer, type ProducerOptions, type ProducerRecord, type RecordMetadata } from './producer.js';
