@@ -263,51 +263,12 @@ const LZ4_BLOCK_MAX_BYTES = [0, 0, 0, 0, 64 * 1024, 256 * 1024, 1024 * 1024, 4 *
  */
 export function decompressLz4Frame(src: Buffer, limitBytes: number): Buffer {
   const fail = (why: string) => corrupt('lz4', why);
-  if (src.length < 7 || src.readUInt32LE(0) !== LZ4_MAGIC) throw fail('no LZ4 frame magic');
-  const flg = src[4]!;
-  const bd = src[5]!;
-  if (flg >> 6 !== 1) throw fail(`frame version ${flg >> 6}`);
-  if (flg & 0x02 || bd & 0x8f) throw fail('reserved bits set in the frame descriptor');
-  if (flg & 0x01) throw fail('dictionaries are not supported');
-  const blockChecksums = (flg & 0x10) !== 0;
-  const hasContentSize = (flg & 0x08) !== 0;
-  const contentChecksum = (flg & 0x04) !== 0;
-  const blockMax = LZ4_BLOCK_MAX_BYTES[(bd >> 4) & 7]!;
-  if (blockMax === 0) throw fail('invalid block maximum size');
-  let pos = 6;
-  let contentSize: number | undefined;
-  if (hasContentSize) {
-    if (src.length < pos + 9) throw fail('truncated frame descriptor');
-    const hi = src.readUInt32LE(pos + 4);
-    const size = hi * 2 ** 32 + src.readUInt32LE(pos);
-    if (size > limitBytes) throw tooLarge('lz4', limitBytes, size);
-    contentSize = size;
-    pos += 8;
-  }
-  if (src.length < pos + 1) throw fail('truncated frame descriptor');
-  if (src[pos] !== ((xxh32(src, 4, pos) >>> 8) & 0xff)) throw fail('frame header checksum mismatch');
-  pos++;
-  // Walk: the blocks' extent and an upper bound of the output.
-  const blocksStart = pos;
-  let bound = 0;
-  for (;;) {
-    if (src.length < pos + 4) throw fail('truncated block');
-    const word = src.readUInt32LE(pos);
-    pos += 4;
-    if (word === 0) break;
-    const size = word & 0x7fffffff;
-    const stored = (word & 0x80000000) !== 0;
-    if (size > blockMax) throw fail(`block of ${size} bytes over the maximum ${blockMax}`);
-    pos += size + (blockChecksums ? 4 : 0);
-    if (pos > src.length) throw fail('truncated block');
-    bound += stored ? size : blockMax;
-  }
-  if (contentChecksum) pos += 4;
-  if (pos !== src.length)
-    throw fail(pos > src.length ? 'truncated content checksum' : 'bytes after the frame');
+  const frame = readLz4FrameHeader(src, limitBytes);
+  const { blockMax, blockChecksums, contentChecksum, contentSize } = frame;
+  const bound = walkLz4Blocks(src, frame);
   const out = Buffer.allocUnsafe(Math.min(bound, limitBytes, contentSize ?? Number.MAX_SAFE_INTEGER));
   let d = 0;
-  pos = blocksStart;
+  let pos = frame.blocksStart;
   for (;;) {
     const word = src.readUInt32LE(pos);
     pos += 4;
@@ -332,6 +293,71 @@ export function decompressLz4Frame(src: Buffer, limitBytes: number): Buffer {
     throw fail(`frame declares ${contentSize} bytes, holds ${d}`);
   if (contentChecksum && src.readUInt32LE(pos) !== xxh32(out, 0, d)) throw fail('content checksum mismatch');
   return out.subarray(0, d);
+}
+
+interface Lz4Frame {
+  blockMax: number;
+  blockChecksums: boolean;
+  contentChecksum: boolean;
+  contentSize: number | undefined;
+  /** Where the first block's size word is. */
+  blocksStart: number;
+}
+
+/** The frame descriptor: magic, flags, block maximum, content size (a bomb past the limit), header checksum. */
+function readLz4FrameHeader(src: Buffer, limitBytes: number): Lz4Frame {
+  const fail = (why: string) => corrupt('lz4', why);
+  if (src.length < 7 || src.readUInt32LE(0) !== LZ4_MAGIC) throw fail('no LZ4 frame magic');
+  const flg = src[4]!;
+  const bd = src[5]!;
+  if (flg >> 6 !== 1) throw fail(`frame version ${flg >> 6}`);
+  if (flg & 0x02 || bd & 0x8f) throw fail('reserved bits set in the frame descriptor');
+  if (flg & 0x01) throw fail('dictionaries are not supported');
+  const blockMax = LZ4_BLOCK_MAX_BYTES[(bd >> 4) & 7]!;
+  if (blockMax === 0) throw fail('invalid block maximum size');
+  let pos = 6;
+  let contentSize: number | undefined;
+  if (flg & 0x08) {
+    if (src.length < pos + 9) throw fail('truncated frame descriptor');
+    const size = src.readUInt32LE(pos + 4) * 2 ** 32 + src.readUInt32LE(pos);
+    if (size > limitBytes) throw tooLarge('lz4', limitBytes, size);
+    contentSize = size;
+    pos += 8;
+  }
+  if (src.length < pos + 1) throw fail('truncated frame descriptor');
+  if (src[pos] !== ((xxh32(src, 4, pos) >>> 8) & 0xff)) throw fail('frame header checksum mismatch');
+  return {
+    blockMax,
+    blockChecksums: (flg & 0x10) !== 0,
+    contentChecksum: (flg & 0x04) !== 0,
+    contentSize,
+    blocksStart: pos + 1,
+  };
+}
+
+/**
+ * Steps over the blocks without decoding them: each within the block maximum and the input, the
+ * end mark, the content checksum, nothing after. Returns an upper bound of the output.
+ */
+function walkLz4Blocks(src: Buffer, frame: Lz4Frame): number {
+  const fail = (why: string) => corrupt('lz4', why);
+  let pos = frame.blocksStart;
+  let bound = 0;
+  for (;;) {
+    if (src.length < pos + 4) throw fail('truncated block');
+    const word = src.readUInt32LE(pos);
+    pos += 4;
+    if (word === 0) break;
+    const size = word & 0x7fffffff;
+    if (size > frame.blockMax) throw fail(`block of ${size} bytes over the maximum ${frame.blockMax}`);
+    pos += size + (frame.blockChecksums ? 4 : 0);
+    if (pos > src.length) throw fail('truncated block');
+    bound += word & 0x80000000 ? size : frame.blockMax;
+  }
+  if (frame.contentChecksum) pos += 4;
+  if (pos !== src.length)
+    throw fail(pos > src.length ? 'truncated content checksum' : 'bytes after the frame');
+  return bound;
 }
 
 /** One LZ4 block `src[s, end)` decoded into `out` from `d`; returns the output position after it. */
