@@ -21,7 +21,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeBatch, type RecordInput } from '../src/protocol/batch.js';
 import { type CodecName, codecs } from '../src/protocol/compression.js';
@@ -131,6 +131,7 @@ async function main(): Promise<void> {
         if (created.status !== 201) throw new Error(`create: ${created.status} ${await created.text()}`);
       }
       let failures = 0;
+      const loadBefore = loadavg()[0]!;
       for (let round = 0; round < ROUNDS; round++) {
         for (const codec of CODECS) {
           const topic = topicOf(dataset, codec);
@@ -190,7 +191,9 @@ async function main(): Promise<void> {
       }
       const line =
         `${dataset} (${RECORDS} records, ${plainBytes} B per uncompressed batch; target lz4 and zstd >= 1.0x none for JSON): ` +
-        `${parts.join('; ')} (${ROUNDS}x${SECONDS} s alternating rounds, ${CLIENTS} clients${failures ? `; ${failures} failed requests` : ''})`;
+        `${parts.join('; ')} (${ROUNDS}x${SECONDS} s alternating rounds, ${CLIENTS} clients, ` +
+        `load average ${loadBefore.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after on ${availableParallelism()} cores` +
+        `${failures ? `; ${failures} failed requests` : ''})`;
       appendFileSync(
         join(ROOT, 'bench', 'RESULTS.md'),
         `| compression (1 node; h2load HTTP/1.1 pre-built batches, baseline none in the same run) | ${new Date().toISOString().slice(0, 10)} | ${commit} | ${line} |\n`,
