@@ -32,7 +32,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packr } from '../src/protocol/msgpack.js';
-import { ensureH2load, type Figure, h2load, median } from './h2load.js';
+import { ensureH2load, type Figure, h2load, h2loadAtRate, median } from './h2load.js';
 import { freePort } from './ports.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -42,7 +42,19 @@ const SESSION_MS = Number(process.env.SESSION_MS ?? 3000);
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const STEP_SECONDS = Number(process.env.STEP_SECONDS ?? 3);
 const REPLICATED_COUNTS = (process.env.REPLICATED_PARTITIONS ?? '1,100,1000').split(',').map(Number);
-const ALL_STEPS = ['topics', 'fence', 'failover', 'forward', 'acks', 'replicated-failover'] as const;
+const ALL_STEPS = [
+  'topics',
+  'fence',
+  'failover',
+  'forward',
+  'acks',
+  'replicated-failover',
+  'catchup',
+] as const;
+/** Bytes a stopped follower falls behind before it restarts and catches up (`catchup` step). */
+const CATCHUP_MB = Number(process.env.CATCHUP_MB ?? 1024);
+/** Fixed rate of the latency runs (1000-record requests per second, over 4 clients). */
+const LATENCY_RPS = Number(process.env.LATENCY_RPS ?? 40);
 const STEPS = new Set(process.env.STEPS ? process.env.STEPS.split(',') : ALL_STEPS);
 for (const step of STEPS)
   if (!(ALL_STEPS as readonly string[]).includes(step))
@@ -181,6 +193,7 @@ async function main(): Promise<void> {
   if (STEPS.has('forward')) await forwardedProduce(say);
   if (STEPS.has('acks')) await acksAllProduce(say);
   if (STEPS.has('replicated-failover')) await replicatedFailover(say);
+  if (STEPS.has('catchup')) await followerCatchUp(say);
   const load = `load average ${loadBefore.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after on ${cpus().length} cores`;
   say(load);
 
@@ -302,6 +315,8 @@ async function acksAllProduce(say: Say): Promise<void> {
   const batch1000 = join(work2, 'batch1000.msgpack');
   writeFileSync(batch1000, packr.pack({ records: Array.from({ length: 1000 }, () => ({ value })) }));
   const byAcks: Record<string, Figure[]> = { '1': [], all: [] };
+  /** Each follower's lag (records) as the leader saw it right after each acks=1 step. */
+  const lags: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? ['1', 'all'] : ['all', '1'];
     for (const acks of order) {
@@ -319,7 +334,41 @@ async function acksAllProduce(say: Say): Promise<void> {
           seconds: STEP_SECONDS,
         }),
       );
+      if (acks === '1') {
+        const p = (await call(replicatedLeader, 'GET', '/v1/topics/replicated')).partitions[0];
+        for (const r of (p.replicaStates ?? []) as { lag: number }[]) lags.push(r.lag);
+      }
     }
+  }
+  // At a fixed rate, open loop: what a steady producer waits, acks=1 against acks=all, and the
+  // round trip of a fetch that returns at once (what a follower's fetch costs at the least).
+  const latency: Record<string, { p50Ms: number; p99Ms: number; failed: number }[]> = { '1': [], all: [] };
+  const fetchTrips: number[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const acks of round % 2 === 0 ? ['1', 'all'] : ['all', '1']) {
+      latency[acks]!.push(
+        h2loadAtRate(url(replicatedLeader), {
+          path: `/v1/topics/replicated/partitions/0/records?acks=${acks}`,
+          body: batch1000,
+          h1: false,
+          clients: 4,
+          seconds: STEP_SECONDS,
+          rps: Math.max(1, Math.round(LATENCY_RPS / 4)),
+          logFile: join(work2, `latency-${acks}-${round}.tsv`),
+        }),
+      );
+    }
+    const end = (await call(replicatedLeader, 'GET', '/v1/topics/replicated')).partitions[0].highWatermark;
+    fetchTrips.push(
+      h2loadAtRate(url(replicatedLeader), {
+        path: `/v1/topics/replicated/partitions/0/records?offset=${end}&maxWaitMs=0`,
+        h1: false,
+        clients: 1,
+        seconds: 2,
+        rps: 50,
+        logFile: join(work2, `fetch-${round}.tsv`),
+      }).p50Ms,
+    );
   }
   await rm(work2, { recursive: true, force: true });
   const one = median(byAcks['1']!.map((x) => x.requestsPerSecond)) * 1000;
@@ -328,9 +377,99 @@ async function acksAllProduce(say: Say): Promise<void> {
   say(
     `replication factor 3, 1000x100B batches (h2c, 8 clients, ${ROUNDS}x${STEP_SECONDS}s): acks=all ${Math.round(all).toLocaleString('en-US')} rec/s = ${(all / one).toFixed(2)}x acks=1 ${Math.round(one).toLocaleString('en-US')} rec/s (target 0.8x); mean latency ${median(byAcks.all!.map((x) => x.meanMs)).toFixed(2)} ms vs ${median(byAcks['1']!.map((x) => x.meanMs)).toFixed(2)} ms${replicatedFailed ? `; ${replicatedFailed} failed requests` : ''}`,
   );
+  const p99 = (acks: string) => median(latency[acks]!.map((x) => x.p99Ms));
+  const p50 = (acks: string) => median(latency[acks]!.map((x) => x.p50Ms));
+  const trip = median(fetchTrips);
+  const latencyFailed = [...latency['1']!, ...latency.all!].reduce((n, x) => n + x.failed, 0);
+  say(
+    `at ${LATENCY_RPS} req/s of 1000x100B (h2load --rps, 4 clients, open loop, ${ROUNDS}x${STEP_SECONDS}s): acks=all p50 ${p50('all').toFixed(2)} ms p99 ${p99('all').toFixed(2)} ms, acks=1 p50 ${p50('1').toFixed(2)} ms p99 ${p99('1').toFixed(2)} ms; a fetch round trip ${trip.toFixed(2)} ms (p50); acks=all p99 = acks=1 p99 + ${((p99('all') - p99('1')) / trip).toFixed(1)} round trips (target at most 2)${latencyFailed ? `; ${latencyFailed} failed requests` : ''}`,
+  );
+  const sortedLags = [...lags].sort((a, b) => a - b);
+  say(
+    `follower lag right after each saturated acks=1 step: median ${median(sortedLags).toLocaleString('en-US')} records, max ${(sortedLags.at(-1) ?? 0).toLocaleString('en-US')} records (${lags.length} samples)`,
+  );
   const replicatedEnds = (await call(1, 'GET', '/v1/topics/replicated')).partitions[0];
   say(
     `after it: leader log end ${replicatedEnds.logEndOffset}, high watermark ${replicatedEnds.highWatermark}, in-sync ${replicatedEnds.isr.join(',')}`,
+  );
+}
+
+/**
+ * A follower stopped (kill -9) while CATCHUP_MB of 100-byte records arrive, then restarted: the
+ * time until it holds the leader's whole log again, against reading the same segment files from
+ * disk with O_DIRECT (dd, no page cache) in the same run.
+ */
+async function followerCatchUp(say: Say): Promise<void> {
+  const controller = await controllerId();
+  await call(controller, 'POST', '/v1/topics', {
+    name: 'catchup',
+    partitions: 1,
+    replicationFactor: NODES,
+    configs: { 'min.insync.replicas': 1, 'segment.bytes': 256 * 1024 * 1024 },
+  });
+  const leader = (await leaders(controller, 'catchup'))[0]!;
+  const follower =
+    [...ports.keys()].find((id) => id !== leader && id !== controller) ??
+    [...ports.keys()].find((id) => id !== leader)!;
+  await kill(follower);
+  const work = await mkdtemp(join(tmpdir(), 'sluice-bench-catchup-'));
+  const body = join(work, 'batch.msgpack');
+  const value = Buffer.alloc(100, 0x62);
+  writeFileSync(body, packr.pack({ records: Array.from({ length: 1000 }, () => ({ value })) }));
+  const requests = Math.ceil((CATCHUP_MB * 1024 * 1024) / (1000 * 100));
+  const produceStart = performance.now();
+  execFileSync(
+    'h2load',
+    [
+      '-n',
+      String(requests),
+      '-c',
+      '8',
+      '-m',
+      '1',
+      '-H',
+      'content-type: application/vnd.msgpack',
+      '-d',
+      body,
+      `${url(leader)}/v1/topics/catchup/partitions/0/records?acks=1`,
+    ],
+    { encoding: 'utf8', maxBuffer: 16 << 20 },
+  );
+  const produceS = (performance.now() - produceStart) / 1000;
+  const end = (await call(leader, 'GET', '/v1/topics/catchup')).partitions[0].logEndOffset as number;
+  // The baseline: the leader's segment files read from disk, bypassing the page cache.
+  const dir = join(dataRoot, `node-${leader}`, 'catchup-0');
+  const files = execFileSync('sh', ['-c', `ls ${dir}/*.log`], { encoding: 'utf8' })
+    .trim()
+    .split('\n');
+  const bytes = files.reduce(
+    (n, f) => n + Number(execFileSync('stat', ['-c', '%s', f], { encoding: 'utf8' })),
+    0,
+  );
+  const readStart = performance.now();
+  for (const f of files)
+    execFileSync('dd', [`if=${f}`, 'of=/dev/null', 'bs=4M', 'iflag=direct'], { stdio: 'ignore' });
+  const readS = (performance.now() - readStart) / 1000;
+  const started = performance.now();
+  await startNode(follower, 600_000);
+  const readyS = (performance.now() - started) / 1000;
+  await until(
+    'the follower caught up',
+    async () => {
+      const p = (await call(leader, 'GET', '/v1/topics/catchup')).partitions[0];
+      const state = (p.replicaStates as { id: number; logEndOffset: number }[] | undefined)?.find(
+        (r) => r.id === follower,
+      );
+      return state && state.logEndOffset >= end && p.isr.includes(follower) ? true : undefined;
+    },
+    1_800_000,
+    100,
+  );
+  const catchUpS = (performance.now() - started) / 1000 - readyS;
+  await rm(work, { recursive: true, force: true });
+  const mb = bytes / (1024 * 1024);
+  say(
+    `follower catch-up: ${mb.toFixed(0)} MiB (${end.toLocaleString('en-US')} records of 100 B, produced in ${produceS.toFixed(1)} s) behind, restarted (ready after ${readyS.toFixed(1)} s) and in sync ${catchUpS.toFixed(1)} s later (${(mb / catchUpS).toFixed(0)} MiB/s) = ${(catchUpS / readS).toFixed(1)}x the time of reading the same files from disk with O_DIRECT (${readS.toFixed(1)} s, ${(mb / readS).toFixed(0)} MiB/s)`,
   );
 }
 

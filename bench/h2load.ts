@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /** h2load, the native load generator of every HTTP benchmark here (Debian's nghttp2-client). */
 
@@ -33,8 +34,8 @@ export interface Figure {
   failed: number;
 }
 
-/** One timed h2load run against `url` + `step.path`, msgpack in and out; the figures h2load prints. */
-export function h2load(url: string, step: H2loadStep): Figure {
+/** h2load's arguments for `step` (msgpack in and out), with `extra` before the URL. */
+function h2loadArgs(url: string, step: H2loadStep, extra: string[]): string[] {
   const args = [
     '-D',
     String(step.seconds),
@@ -43,6 +44,7 @@ export function h2load(url: string, step: H2loadStep): Figure {
     String(step.clients),
     '-m',
     '1',
+    ...extra,
     '-H',
     `content-type: ${step.contentType ?? 'application/vnd.msgpack'}`,
     '-H',
@@ -52,6 +54,12 @@ export function h2load(url: string, step: H2loadStep): Figure {
   if (step.h1) args.push('--h1');
   if (step.body) args.push('-d', step.body);
   args.push(url + step.path);
+  return args;
+}
+
+/** One timed h2load run against `url` + `step.path`, msgpack in and out; the figures h2load prints. */
+export function h2load(url: string, step: H2loadStep): Figure {
+  const args = h2loadArgs(url, step, []);
   const out = execFileSync('h2load', args, { encoding: 'utf8', maxBuffer: 16 << 20 });
   const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
   const failed = /requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed/.exec(out);
@@ -71,4 +79,31 @@ export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export interface Latencies {
+  requests: number;
+  failed: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/**
+ * An open-loop run at a fixed rate (`rps` requests per second per client, h2load `--rps`), with
+ * each request's time from h2load's `--log-file`: the percentiles of what a steady producer sees,
+ * not of a saturated one.
+ */
+export function h2loadAtRate(url: string, step: H2loadStep & { rps: number; logFile: string }): Latencies {
+  const args = h2loadArgs(url, step, [`--rps=${step.rps}`, `--log-file=${step.logFile}`]);
+  execFileSync('h2load', args, { encoding: 'utf8', maxBuffer: 16 << 20 });
+  const rows = readFileSync(step.logFile, 'utf8')
+    .split('\n')
+    .filter((line) => line.length > 0)
+    .map((line) => line.split('\t'));
+  const times = rows
+    .filter((r) => r[1] === '200')
+    .map((r) => Number(r[2]) / 1000)
+    .sort((a, b) => a - b);
+  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))] ?? Number.NaN;
+  return { requests: rows.length, failed: rows.length - times.length, p50Ms: at(0.5), p99Ms: at(0.99) };
 }

@@ -355,6 +355,10 @@ export class AdminService implements AdminApi {
         }
       }),
     );
+    for (const info of partitions) {
+      const elr = this.#topics.role(topic.name, info.partition)?.elr;
+      if (elr && elr.length > 0) info.elr = [...elr];
+    }
     return {
       name: topic.name,
       partitions,

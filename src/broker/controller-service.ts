@@ -303,12 +303,15 @@ export class ControllerService {
           incarnationId: command.incarnationId,
           endpoints: command.endpoints,
           rack: command.rack,
+          ...(command.shutdown ? { shutdown: command.shutdown } : {}),
         });
       case 'readIndex':
         return [];
       case 'addVoter':
       case 'removeVoter':
         return [];
+      case 'offlineReplicas':
+        return c.offlineReplicas(image, command);
       case 'shutdownBroker':
         return c.controlledShutdown(image, command.brokerId, command.brokerEpoch);
       case 'allocateProducerIds':

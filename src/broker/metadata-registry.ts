@@ -75,6 +75,7 @@ export class MetadataTopicRegistry implements TopicRegistry {
           partitionEpoch: p.partitionEpoch,
           replicas: p.replicas,
           isr: p.isr,
+          ...(p.elr.length > 0 ? { elr: p.elr } : {}),
         }
       : undefined;
   }

@@ -75,6 +75,8 @@ export interface ReplicationOptions {
   nodeId: number;
   /** A follower not caught up with its leader for this long leaves the in-sync set. */
   replicaLagTimeMaxMs: number;
+  /** How often logs gone offline are looked for and reported to the controller (1000 ms when absent). */
+  offlineCheckMs?: number;
   /** How long a follower's fetch waits at the leader for new batches. */
   fetchMaxWaitMs: number;
   fetchMaxBytes: number;
@@ -113,6 +115,9 @@ export class ReplicationService {
   /** One running fetch loop per leader node. */
   readonly #loops = new Map<number, Promise<void>>();
   #isrTimer: TimerHandle | undefined;
+  #offlineTimer: TimerHandle | undefined;
+  /** Offline partitions reported, by `topic\0partition@partitionEpoch`. */
+  readonly #reportedOffline = new Set<string>();
   #closed = false;
   /** The reassignment copy throttle (see `throttleBytesPerSecond`). */
   readonly #throttle: TokenBucket | undefined;
@@ -147,11 +152,16 @@ export class ReplicationService {
       () => void this.#maintainIsr(),
       Math.max(100, Math.floor(this.#options.replicaLagTimeMaxMs / 4)),
     );
+    this.#offlineTimer = this.#clock.setInterval(
+      () => void this.#reportOffline(),
+      this.#options.offlineCheckMs ?? 1000,
+    );
   }
 
   close(): void {
     this.#closed = true;
     this.#isrTimer?.cancel();
+    this.#offlineTimer?.cancel();
     this.#followed.clear();
   }
 
@@ -396,6 +406,47 @@ export class ReplicationService {
     }
     replica.setFollowerHighWatermark(answer.highWatermark);
     return answer.records.length > 0;
+  }
+
+  // ---- offline logs ----
+
+  /**
+   * Partitions whose log here went offline on a storage error while this node leads them or is in
+   * their in-sync set (but for the last in-sync place of a follower, which it keeps): the
+   * controller moves their leaderships to other in-sync or eligible replicas and takes this node
+   * out of their sets. Each is reported once per partition epoch.
+   */
+  async #reportOffline(): Promise<void> {
+    if (this.#closed) return;
+    const brokerEpoch = this.#cluster.brokerEpoch();
+    if (brokerEpoch === undefined) return;
+    const nodeId = this.#options.nodeId;
+    const partitions: { topicId: string; partition: number }[] = [];
+    for (const { replica } of this.#topics.replicas.all()) {
+      if (replica.log.offlineReason === undefined || replica.replicas.length < 2) continue;
+      const inSync = replica.inSyncReplicas;
+      const holds = replica.isLeader || (inSync.includes(nodeId) && inSync.length > 1);
+      if (!holds) continue;
+      const key = `${replica.topic}\u0000${replica.partition}@${replica.partitionEpoch}`;
+      if (this.#reportedOffline.has(key)) continue;
+      this.#reportedOffline.add(key);
+      partitions.push({ topicId: this.#topics.topicId(replica.topic), partition: replica.partition });
+      this.#logger.warn(
+        { topic: replica.topic, partition: replica.partition, reason: replica.log.offlineReason },
+        'the partition log is offline here: asking the controller to move its leadership',
+      );
+    }
+    if (partitions.length === 0) return;
+    await this.#cluster
+      .submit({ type: 'offlineReplicas', brokerId: nodeId, brokerEpoch, partitions })
+      .catch((error) => {
+        this.#logger.warn({ err: error }, 'reporting offline partitions to the controller failed');
+        // Try again at the next check.
+        for (const { replica } of this.#topics.replicas.all())
+          this.#reportedOffline.delete(
+            `${replica.topic}\u0000${replica.partition}@${replica.partitionEpoch}`,
+          );
+      });
   }
 
   // ---- the in-sync set ----

@@ -77,7 +77,9 @@ export function clusterHealth(metadata: MetadataResponse): string[] {
       if (p.leader === -1) {
         offline++;
         problems.push(
-          `${topic.name}/${p.partition} has no leader (replicas ${p.replicas.join(',')}, in sync ${p.isr.join(',')})`,
+          p.isr.length === 0
+            ? `${topic.name}/${p.partition} has no leader and no replica sure to hold its committed records (replicas ${p.replicas.join(',')}; its last in-sync replica restarted after an unclean shutdown): it waits; unclean.leader.election.enable=true elects one that may lack records`
+            : `${topic.name}/${p.partition} has no leader (replicas ${p.replicas.join(',')}, in sync ${p.isr.join(',')})`,
         );
       } else if (p.isr.length < p.replicas.length) {
         under++;

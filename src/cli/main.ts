@@ -110,7 +110,7 @@ function addTopicDescribeCommand(topic: Command, io: Io): void {
         for (const p of d.partitions) {
           print(
             io,
-            `  partition ${p.partition}  leader=${p.leader}  replicas=${p.replicas.join(',')}  isr=${p.isr.join(',')}  start=${p.logStartOffset}  end=${p.logEndOffset}  hw=${p.highWatermark}${
+            `  partition ${p.partition}  leader=${p.leader}  replicas=${p.replicas.join(',')}  isr=${p.isr.join(',')}${p.elr?.length ? `  elr=${p.elr.join(',')}` : ''}  start=${p.logStartOffset}  end=${p.logEndOffset}  hw=${p.highWatermark}${
               p.replicaStates?.length
                 ? `  followers=${p.replicaStates.map((r) => `${r.id}:end=${r.logEndOffset},lag=${r.lag}`).join(' ')}`
                 : ''

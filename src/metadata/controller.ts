@@ -2,6 +2,7 @@ import type { Clock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import type { Random } from '../common/random.js';
+import { type ConfigValue, replicationConfigOf } from '../protocol/topic-config.js';
 import { type MetadataImage, type PartitionImage, rejectionOf, replay } from './image.js';
 import { placeReplicas } from './placement.js';
 import {
@@ -16,6 +17,7 @@ import {
 import {
   type ConfigResource,
   type Endpoint,
+  METADATA_VERSION_ELR,
   type MetadataRecord,
   type PartitionChangeRecord,
   topicIdFromBytes,
@@ -36,6 +38,12 @@ import {
 export interface ControllerOptions {
   /** A broker whose last heartbeat is older than this is fenced and loses its leaderships. */
   sessionTimeoutMs: number;
+  /**
+   * The topic config defaults of the nodes (raw values), under each topic's own configs: what the
+   * controller reads `min.insync.replicas`, `unclean.leader.election.enable` and `flush.policy` from.
+   * Every node must be started with the same ones.
+   */
+  topicDefaults?: Readonly<Record<string, ConfigValue>>;
 }
 
 export interface CreateTopicDecision {
@@ -50,6 +58,22 @@ export interface BrokerRegistration {
   incarnationId: string;
   endpoints: readonly Endpoint[];
   rack: string | null;
+  /**
+   * How the broker's last run ended, as its data directory tells: `clean` (it shut down cleanly,
+   * or only its process stopped, so the machine's page cache kept every write), `unclean` (the
+   * machine went down with it: writes not yet synced may be lost), `new` (the data directory is
+   * new or was replaced: everything it held is gone). Absent: `clean`.
+   */
+  shutdown?: ShutdownKind;
+}
+
+export type ShutdownKind = 'clean' | 'unclean' | 'new';
+
+/** What the controller needs of a topic's configs. */
+interface ReplicationConfig {
+  minInsyncReplicas: number;
+  uncleanLeaderElection: boolean;
+  flushPolicy: 'sync' | 'async';
 }
 
 /** How many producer ids a broker gets at a time. */
@@ -117,11 +141,26 @@ export class Controller {
 
   /** A null value deletes the config (the default applies again). */
   alterConfigs(image: MetadataImage, name: string, changes: Record<string, string | null>): MetadataRecord[] {
-    requireTopic(image, name);
+    const topic = requireTopic(image, name);
     const resource: ConfigResource = { type: 'topic', name };
     const records: MetadataRecord[] = Object.entries(changes)
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([config, value]) => ({ type: 'config', version: 0, resource, name: config, value }));
+    let next = image;
+    for (const record of records) next = replay(next, record, next.lastOffset + 1);
+    // In the same entry: a lower min.insync.replicas lets the high watermark move with the in-sync
+    // set as it is, so replicas that left it are no longer sure to hold what is committed; and a
+    // topic that now allows unclean elections gets leaders for its offline partitions.
+    const config = this.#replicationConfig(next, topic.topicId);
+    for (const p of next.topicById(topic.topicId)!.partitions.values()) {
+      if (p.elr.length === 0) continue;
+      const elr = this.#elrAfter(next, p, p.isr, config);
+      if (elr.length === p.elr.length) continue;
+      const change = this.#change(next, p, { elr });
+      records.push(change);
+      next = replay(next, change, next.lastOffset + 1);
+    }
+    records.push(...this.electLeaderless(next));
     return checked(image, records);
   }
 
@@ -170,13 +209,56 @@ export class Controller {
    * what the old one had not synced.
    */
   registerBroker(image: MetadataImage, registration: BrokerRegistration): MetadataRecord[] {
-    const registered: MetadataRecord = { type: 'registerBroker', version: 0, ...registration };
+    const { shutdown = 'clean', ...fields } = registration;
+    const registered: MetadataRecord = { type: 'registerBroker', version: 0, ...fields };
     const records: MetadataRecord[] = [registered];
+    let next = replay(image, registered, image.lastOffset + 1);
+    const push = (changes: readonly PartitionChangeRecord[]) => {
+      for (const change of changes) {
+        records.push(change);
+        next = replay(next, change, next.lastOffset + 1);
+      }
+    };
     if (image.broker(registration.brokerId)?.fenced === false)
-      records.push(...this.#moveAway(replay(image, registered, image.lastOffset + 1), registration.brokerId));
+      push(this.#moveAway(next, registration.brokerId));
+    if (shutdown !== 'clean') push(this.#forgetLost(next, registration.brokerId, shutdown));
     checked(image, records);
     this.#lastHeartbeatMs.set(registration.brokerId, this.#clock.monotonicMs());
     return records;
+  }
+
+  /**
+   * A broker that may have lost writes it had acknowledged (KIP-966's unclean restart) leaves the
+   * in-sync set and the eligible leader replicas of every partition whose records it may lack: all
+   * of them after a new data directory, those of topics flushed asynchronously after the machine
+   * went down (`flush.policy=sync` records were on disk before it counted them). It joins again
+   * only by catching up from a leader. A partition it was the last in-sync replica of gets a leader
+   * from its eligible replicas, or stays offline. A partition with one replica keeps it: no other
+   * copy could hold more.
+   */
+  #forgetLost(image: MetadataImage, brokerId: number, shutdown: ShutdownKind): PartitionChangeRecord[] {
+    const changes: PartitionChangeRecord[] = [];
+    for (const topic of image.topicsById.values()) {
+      const config = this.#replicationConfig(image, topic.topicId);
+      if (shutdown === 'unclean' && config.flushPolicy === 'sync') continue;
+      for (const p of topic.partitions.values()) {
+        if (p.replicas.length === 1) continue;
+        if (!p.isr.includes(brokerId) && !p.elr.includes(brokerId)) continue;
+        const isr = p.isr.filter((id) => id !== brokerId);
+        const elr = p.elr.filter((id) => id !== brokerId);
+        const after: PartitionImage = { ...p, isr, elr };
+        const leader =
+          p.leader === brokerId || p.leader === -1 ? this.#choose(image, after, brokerId, config) : undefined;
+        changes.push(
+          this.#change(image, p, {
+            isr: leader?.isr ?? isr,
+            elr: leader?.elr ?? elr,
+            ...(leader ? { leader: leader.leader } : {}),
+          }),
+        );
+      }
+    }
+    return changes;
   }
 
   /**
@@ -267,6 +349,45 @@ export class Controller {
     return this.#fence(image, [brokerId]);
   }
 
+  /**
+   * A broker whose logs of `partitions` went offline on a storage error leaves their leaderships
+   * (to other in-sync or eligible replicas) and in-sync sets, as a fenced broker leaves all of
+   * its own: the last in-sync replica keeps its place, to lead again after a restart with a
+   * healthy disk. A stale broker epoch is refused; partitions gone or no longer led or followed in
+   * sync by the broker change nothing.
+   */
+  offlineReplicas(
+    image: MetadataImage,
+    request: {
+      brokerId: number;
+      brokerEpoch: number;
+      partitions: readonly { topicId: string; partition: number }[];
+    },
+  ): MetadataRecord[] {
+    const broker = image.broker(request.brokerId);
+    if (!broker || broker.brokerEpoch !== request.brokerEpoch)
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        `broker ${request.brokerId} at epoch ${request.brokerEpoch} is not registered (register again)`,
+        { details: { brokerId: request.brokerId, brokerEpoch: request.brokerEpoch } },
+      );
+    const records: PartitionChangeRecord[] = [];
+    let next = image;
+    const seen = new Set<string>();
+    for (const { topicId, partition } of request.partitions) {
+      const key = `${topicId}\u0000${partition}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const p = next.partition(topicId, partition);
+      if (!p) continue;
+      const change = this.#leave(next, p, request.brokerId, this.#replicationConfig(next, topicId));
+      if (!change) continue;
+      records.push(change);
+      next = replay(next, change, next.lastOffset + 1);
+    }
+    return checked(image, records);
+  }
+
   #fence(image: MetadataImage, brokerIds: readonly number[]): MetadataRecord[] {
     if (brokerIds.length === 0) return [];
     const records: MetadataRecord[] = [];
@@ -296,17 +417,13 @@ export class Controller {
   electLeaderless(image: MetadataImage): MetadataRecord[] {
     const records: MetadataRecord[] = [];
     for (const topic of image.topicsById.values()) {
+      let config: ReplicationConfig | undefined;
       for (const p of topic.partitions.values()) {
         if (p.leader !== -1) continue;
-        const leader = electLeader(image, p, -1);
-        if (leader === -1) continue;
-        records.push({
-          type: 'partitionChange',
-          version: 0,
-          topicId: p.topicId,
-          partition: p.partition,
-          leader,
-        });
+        config ??= this.#replicationConfig(image, topic.topicId);
+        const chosen = this.#choose(image, p, -1, config);
+        if (chosen.leader === -1) continue;
+        records.push(this.#change(image, p, chosen));
       }
     }
     return checked(image, records);
@@ -388,13 +505,10 @@ export class Controller {
         throw new SluiceError('INVALID_REQUEST', `broker ${id} is fenced: it cannot join the in-sync set`);
     }
     const ordered = p.replicas.filter((id) => isr.includes(id));
-    const isrChange: MetadataRecord = {
-      type: 'partitionChange',
-      version: 0,
-      topicId: p.topicId,
-      partition: p.partition,
+    const isrChange: MetadataRecord = this.#change(image, p, {
       isr: ordered,
-    };
+      elr: this.#elrAfter(image, p, ordered, this.#replicationConfig(image, p.topicId)),
+    });
     // The in-sync set that takes in the last adding replica completes a reassignment, in the same entry.
     const after = replay(image, isrChange, image.lastOffset + 1).partition(p.topicId, p.partition)!;
     const complete = completion(image, after);
@@ -494,23 +608,121 @@ export class Controller {
   #moveAway(image: MetadataImage, brokerId: number): PartitionChangeRecord[] {
     const changes: PartitionChangeRecord[] = [];
     for (const topic of image.topicsById.values()) {
+      let config: ReplicationConfig | undefined;
       for (const p of topic.partitions.values()) {
         if (p.leader !== brokerId && !p.isr.includes(brokerId)) continue;
-        const isr = p.isr.filter((id) => id !== brokerId);
-        const change: PartitionChangeRecord = {
-          type: 'partitionChange',
-          version: 0,
-          topicId: p.topicId,
-          partition: p.partition,
-          // The last in-sync replica keeps its place in the ISR while leaderless, so that it can
-          // lead again when it returns with everything that was acknowledged.
-          isr: isr.length > 0 ? isr : p.isr,
-          ...(p.leader === brokerId ? { leader: electLeader(image, p, brokerId) } : {}),
-        };
-        changes.push(change);
+        config ??= this.#replicationConfig(image, topic.topicId);
+        const change = this.#leave(image, p, brokerId, config);
+        if (change) changes.push(change);
       }
     }
     return changes;
+  }
+
+  /**
+   * The change that takes `brokerId` out of `p`'s leadership and in-sync set; undefined when it
+   * holds neither, or only its place as the last in-sync replica. The last in-sync replica keeps its place in the ISR while leaderless, so that
+   * it can lead again when it returns with everything that was acknowledged.
+   */
+  #leave(
+    image: MetadataImage,
+    p: PartitionImage,
+    brokerId: number,
+    config: ReplicationConfig,
+  ): PartitionChangeRecord | undefined {
+    if (p.leader !== brokerId && !p.isr.includes(brokerId)) return undefined;
+    const left = p.isr.filter((id) => id !== brokerId);
+    if (left.length === 0 && p.leader !== brokerId) return undefined;
+    const isr = left.length > 0 ? left : p.isr;
+    const elr = this.#elrAfter(image, p, isr, config);
+    const fields =
+      p.leader === brokerId ? this.#choose(image, { ...p, isr, elr }, brokerId, config) : { isr, elr };
+    return this.#change(image, p, fields);
+  }
+
+  /**
+   * A leader for `p` other than `leaving`, with the in-sync set and eligible replicas that go with
+   * it: the first live in-sync replica in preference order (the sets unchanged); else the first
+   * live eligible replica (it becomes the in-sync set alone, and the in-sync replicas it replaces
+   * become eligible, as any that leave a set below `min.insync.replicas`); else, where the topic
+   * allows unclean elections, the first live replica (it may lack acknowledged records; nothing is
+   * eligible after it). Leader -1 and the sets unchanged when none can lead.
+   */
+  #choose(
+    image: MetadataImage,
+    p: PartitionImage,
+    leaving: number,
+    config: ReplicationConfig,
+  ): { leader: number; isr: readonly number[]; elr: readonly number[] } {
+    const live = (id: number) => id !== leaving && image.broker(id)?.fenced === false;
+    const inSync = p.replicas.find((id) => p.isr.includes(id) && live(id));
+    if (inSync !== undefined) return { leader: inSync, isr: p.isr, elr: p.elr };
+    const eligible = p.replicas.find((id) => p.elr.includes(id) && live(id));
+    if (eligible !== undefined)
+      return { leader: eligible, isr: [eligible], elr: this.#elrAfter(image, p, [eligible], config) };
+    const any = config.uncleanLeaderElection ? p.replicas.find(live) : undefined;
+    if (any !== undefined) return { leader: any, isr: [any], elr: [] };
+    return { leader: -1, isr: p.isr, elr: p.elr };
+  }
+
+  /**
+   * The eligible leader replicas once `p`'s in-sync set becomes `isr`: those that leave it while it
+   * is smaller than `min.insync.replicas` join the ones eligible already (the high watermark does
+   * not move from then on, so each holds every committed record); a set that reaches the minimum
+   * again, or a partition with fewer replicas than it (whose high watermark moves regardless),
+   * has none. Always none below metadata.version 3.
+   */
+  #elrAfter(
+    image: MetadataImage,
+    p: PartitionImage,
+    isr: readonly number[],
+    config: ReplicationConfig,
+  ): readonly number[] {
+    const min = config.minInsyncReplicas;
+    if (image.metadataVersion < METADATA_VERSION_ELR || isr.length >= min || p.replicas.length < min)
+      return [];
+    const eligible = new Set([...p.elr, ...p.isr.filter((id) => !isr.includes(id))]);
+    return p.replicas.filter((id) => eligible.has(id) && !isr.includes(id));
+  }
+
+  /**
+   * The change of `p` to the fields given, each only where it differs: the eligible replicas only
+   * where they differ from what replay leaves of them (which drops in-sync brokers and brokers no
+   * longer replicas), in a version 2 record.
+   */
+  #change(
+    image: MetadataImage,
+    p: PartitionImage,
+    fields: { leader?: number; isr?: readonly number[]; elr?: readonly number[] },
+  ): PartitionChangeRecord {
+    const isr = fields.isr ?? p.isr;
+    const leader = fields.leader ?? p.leader;
+    const implicit = p.elr.filter((id) => !isr.includes(id));
+    const elr = fields.elr ?? implicit;
+    const elrChanged = elr.length !== implicit.length || elr.some((id, i) => implicit[i] !== id);
+    const isrChanged = isr.length !== p.isr.length || isr.some((id, i) => p.isr[i] !== id);
+    const withElr = elrChanged && image.metadataVersion >= METADATA_VERSION_ELR;
+    return {
+      type: 'partitionChange',
+      version: withElr ? 2 : 0,
+      topicId: p.topicId,
+      partition: p.partition,
+      ...(leader !== p.leader || (!isrChanged && !withElr) ? { leader } : {}),
+      ...(isrChanged ? { isr: [...isr] } : {}),
+      ...(withElr ? { elr: [...elr] } : {}),
+    };
+  }
+
+  #replicationConfig(image: MetadataImage, topicId: string): ReplicationConfig {
+    const configs: Record<string, ConfigValue> = {};
+    for (const [name, text] of image.topicById(topicId)?.configs.entries() ?? []) {
+      try {
+        configs[name] = JSON.parse(text) as ConfigValue;
+      } catch {
+        configs[name] = text;
+      }
+    }
+    return replicationConfigOf(configs, this.#options.topicDefaults);
   }
 
   #newTopicId(image: MetadataImage): string {
@@ -521,16 +733,6 @@ export class Controller {
       if (id !== ZERO_TOPIC_ID && !image.topicById(id)) return id;
     }
   }
-}
-
-/** The first replica, in preference order, that is in sync, live and not `leaving`; -1 when none. */
-export function electLeader(image: MetadataImage, partition: PartitionImage, leaving: number): number {
-  for (const id of partition.replicas) {
-    if (id === leaving || !partition.isr.includes(id)) continue;
-    const broker = image.broker(id);
-    if (broker && !broker.fenced) return id;
-  }
-  return -1;
 }
 
 function newPartition(topicId: string, partition: number, replicas: readonly number[]): MetadataRecord {

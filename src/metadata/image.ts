@@ -5,6 +5,7 @@ import {
   type ConfigResource,
   checkRecord,
   type Endpoint,
+  METADATA_VERSION_ELR,
   METADATA_VERSION_REASSIGNMENT,
   type MetadataRecord,
   type PartitionRecord,
@@ -240,6 +241,13 @@ export interface PartitionImage {
    */
   readonly addingReplicas: readonly number[];
   readonly removingReplicas: readonly number[];
+  /**
+   * The eligible leader replicas (KIP-966): replicas out of the in-sync set that still hold every
+   * committed record, because they left it while it was smaller than `min.insync.replicas` and the
+   * high watermark has not moved since. None of them is in `isr`; all are replicas. Empty below
+   * metadata.version 3.
+   */
+  readonly elr: readonly number[];
 }
 
 const NONE: readonly number[] = Object.freeze([]);
@@ -394,6 +402,11 @@ function apply(image: MetadataImage, record: MetadataRecord, offset: number): Me
       'UNSUPPORTED_VERSION',
       `${record.type} v1 needs metadata.version ${METADATA_VERSION_REASSIGNMENT}; the cluster is at ${image.metadataVersion}`,
     );
+  if (record.version === 2 && image.metadataVersion < METADATA_VERSION_ELR)
+    return reject(
+      'UNSUPPORTED_VERSION',
+      `${record.type} v2 needs metadata.version ${METADATA_VERSION_ELR}; the cluster is at ${image.metadataVersion}`,
+    );
   switch (record.type) {
     case 'clusterId':
       if (image.clusterId !== null)
@@ -481,6 +494,11 @@ function apply(image: MetadataImage, record: MetadataRecord, offset: number): Me
       if (problem) return reject('INVALID_REQUEST', problem);
       // Every change is a new partition epoch (what ISR change requests are fenced by); only a new
       // leader is a new leader epoch (what followers truncate by).
+      // An in-sync replica or a broker that is no longer a replica is never eligible as well.
+      const elrBase = record.elr ?? current.elr;
+      const elr = elrBase.some((id) => isr.includes(id) || !replicas.includes(id))
+        ? Object.freeze(elrBase.filter((id) => !isr.includes(id) && replicas.includes(id)))
+        : elrBase;
       const next: PartitionImage = Object.freeze({
         ...current,
         replicas,
@@ -488,6 +506,7 @@ function apply(image: MetadataImage, record: MetadataRecord, offset: number): Me
         leader,
         addingReplicas,
         removingReplicas,
+        elr,
         leaderEpoch: leader === current.leader ? current.leaderEpoch : current.leaderEpoch + 1,
         partitionEpoch: current.partitionEpoch + 1,
       });
@@ -535,6 +554,7 @@ function partitionOf(record: PartitionRecord): PartitionImage {
     partitionEpoch: record.partitionEpoch,
     addingReplicas: record.addingReplicas ?? NONE,
     removingReplicas: record.removingReplicas ?? NONE,
+    elr: NONE,
   });
 }
 
@@ -781,23 +801,35 @@ export function replayAll(
 //             [[configName, value]...] (sorted by name)]...]                    sorted by topicId
 //    brokerDefaultConfigs [[name, value]...]]                                   sorted by name
 //
-// Format version 1 (an image at metadata.version 2 or above) adds to each partition its
-// reassignment: [replicas, isr, leader, leaderEpoch, partitionEpoch, addingReplicas, removingReplicas].
-// An image below that level cannot hold a reassignment and is written as version 0, which a node of
-// the earlier release reads.
+// Format version 1 (an image at metadata.version 2) adds to each partition its reassignment:
+// [replicas, isr, leader, leaderEpoch, partitionEpoch, addingReplicas, removingReplicas]. Format
+// version 2 (metadata.version 3 and above) adds the eligible leader replicas after them. An image
+// is written in the format of its level, so that a node of the release before reads an image that
+// holds nothing it does not know.
 //
 // Everything sorted, so that equal images give equal bytes (a test compares images that way).
 
-export const SNAPSHOT_FORMAT_VERSION = 1;
+export const SNAPSHOT_FORMAT_VERSION = 2;
+
+/** The snapshot format an image at `metadataVersion` is written in. */
+function snapshotFormatOf(metadataVersion: number): number {
+  if (metadataVersion >= METADATA_VERSION_ELR) return 2;
+  return metadataVersion >= METADATA_VERSION_REASSIGNMENT ? 1 : 0;
+}
+
+/** Fields of a partition in each snapshot format. */
+const PARTITION_FIELDS = [5, 7, 8];
 
 const sortedPairs = (map: PersistentMap<string, string>) => map.sorted();
 
 export function encodeImage(image: MetadataImage): Uint8Array {
-  const format = image.metadataVersion >= METADATA_VERSION_REASSIGNMENT ? SNAPSHOT_FORMAT_VERSION : 0;
-  const partitionOfImage = (p: PartitionImage) =>
-    format === 0
-      ? [p.replicas, p.isr, p.leader, p.leaderEpoch, p.partitionEpoch]
-      : [p.replicas, p.isr, p.leader, p.leaderEpoch, p.partitionEpoch, p.addingReplicas, p.removingReplicas];
+  const format = snapshotFormatOf(image.metadataVersion);
+  const partitionOfImage = (p: PartitionImage) => {
+    const fields: unknown[] = [p.replicas, p.isr, p.leader, p.leaderEpoch, p.partitionEpoch];
+    if (format >= 1) fields.push(p.addingReplicas, p.removingReplicas);
+    if (format >= 2) fields.push(p.elr);
+    return fields;
+  };
   return packr.pack([
     format,
     image.lastOffset,
@@ -889,9 +921,9 @@ function decodeTopic(value: unknown, format: number): TopicImage {
   if (topic.type !== 'topic') throw corrupt('not a topic');
   let map = PersistentMap.empty<number, PartitionImage>();
   arrayOf(partitions, 'partitions').forEach((p, partition) => {
-    const [replicas, isr, leader, leaderEpoch, partitionEpoch, addingReplicas, removingReplicas] = tuple(
+    const [replicas, isr, leader, leaderEpoch, partitionEpoch, addingReplicas, removingReplicas, elr] = tuple(
       p,
-      format === 0 ? 5 : 7,
+      PARTITION_FIELDS[format]!,
       'a partition',
     );
     const record = checkRecord({
@@ -915,7 +947,23 @@ function decodeTopic(value: unknown, format: number): TopicImage {
       record.removingReplicas,
     );
     if (problem) throw corrupt(`partition ${topic.name}/${partition}: ${problem}`);
-    map = map.set(partition, partitionOf(record));
+    let image = partitionOf(record);
+    if (format >= 2) {
+      const eligible = checkRecord({
+        type: 'partitionChange',
+        version: 2,
+        topicId: topic.topicId,
+        partition,
+        elr,
+      } as MetadataRecord);
+      const ids = eligible.type === 'partitionChange' ? (eligible.elr ?? NONE) : NONE;
+      if (ids.some((id) => record.isr.includes(id) || !record.replicas.includes(id)))
+        throw corrupt(
+          `partition ${topic.name}/${partition}: an eligible leader replica is in sync or not a replica`,
+        );
+      if (ids.length > 0) image = Object.freeze({ ...image, elr: ids });
+    }
+    map = map.set(partition, image);
   });
   return Object.freeze({
     topicId: topic.topicId,
@@ -941,7 +989,7 @@ export function decodeImage(bytes: Uint8Array): MetadataImage {
   }
   const fields = arrayOf(value, 'the snapshot');
   const format = fields[0];
-  if (format !== 0 && format !== SNAPSHOT_FORMAT_VERSION)
+  if (format !== 0 && format !== 1 && format !== SNAPSHOT_FORMAT_VERSION)
     throw corrupt(`unknown format version ${String(format)}`);
   const [, lastOffset, clusterId, metadataVersion, nextProducerId, brokers, topics, defaults] = tuple(
     fields,
@@ -966,7 +1014,7 @@ export function decodeImage(bytes: Uint8Array): MetadataImage {
       byName = byName.set(topic.name, topic.topicId);
     }
     const version = natural(metadataVersion, 'metadataVersion');
-    if ((format === 0) !== version < METADATA_VERSION_REASSIGNMENT)
+    if (format !== snapshotFormatOf(version))
       throw corrupt(`format version ${format} does not go with metadata.version ${version}`);
     if (version !== 0)
       checkRecord({ type: 'featureLevel', version: 0, name: 'metadata.version', level: version });

@@ -33,6 +33,8 @@ import { packr, unpackr } from '../protocol/msgpack.js';
  *                            replicas [uint...]|nil (nil: unchanged)
  *                         1  v0's fields, then addingReplicas [uint...]|nil, removingReplicas
  *                            [uint...]|nil (nil: unchanged, [] clears; at least one of them set)
+ *                         2  v1's fields, then elr [uint...]|nil (the eligible leader replicas; every
+ *                            field may be nil, at least one is set)
  *   10   config           0  resourceType uint (1 topic, 2 broker defaults), resourceName str ("" for the
  *                            broker defaults), name str, value str|nil (nil: delete)
  *   11   producerIdBlock  0  brokerId uint, firstProducerId uint, size uint
@@ -48,12 +50,16 @@ import { packr, unpackr } from '../protocol/msgpack.js';
 
 /**
  * The highest `metadata.version` this code reads and writes. Level 2 adds version 1 of `partition`
- * and `partitionChange` (the replicas a reassignment adds and removes); replay refuses those
- * records on an image below it, so that no node is handed a record it cannot read.
+ * and `partitionChange` (the replicas a reassignment adds and removes); level 3 adds version 2 of
+ * `partitionChange` (the eligible leader replicas) and the snapshot format that holds them. Replay
+ * refuses those records on an image below their level, so that no node is handed a record it
+ * cannot read.
  */
-export const METADATA_VERSION_MAX = 2;
+export const METADATA_VERSION_MAX = 3;
 /** The first `metadata.version` whose partition records carry a reassignment. */
 export const METADATA_VERSION_REASSIGNMENT = 2;
+/** The first `metadata.version` whose partitions carry eligible leader replicas (ELR). */
+export const METADATA_VERSION_ELR = 3;
 export const METADATA_VERSION_FEATURE = 'metadata.version';
 
 /** Named maxima for the fields of a record: a record past them is refused, never stored. */
@@ -155,7 +161,8 @@ export interface PartitionRecord {
  */
 export interface PartitionChangeRecord {
   readonly type: 'partitionChange';
-  readonly version: 0 | 1;
+  /** 2: may also set `elr`, and any field may be absent (at least one is set). */
+  readonly version: 0 | 1 | 2;
   readonly topicId: string;
   readonly partition: number;
   readonly leader?: number;
@@ -163,6 +170,13 @@ export interface PartitionChangeRecord {
   readonly replicas?: readonly number[];
   readonly addingReplicas?: readonly number[];
   readonly removingReplicas?: readonly number[];
+  /**
+   * The eligible leader replicas: replicas that left the in-sync set while it was smaller than
+   * `min.insync.replicas` (the high watermark stood still from then on, so each holds every
+   * committed record), and may lead when no in-sync replica can. Replay drops from it any broker
+   * that is in the in-sync set or no longer a replica.
+   */
+  readonly elr?: readonly number[];
 }
 export interface ConfigRecord {
   readonly type: 'config';
@@ -359,6 +373,12 @@ function noReassignmentFields(record: PartitionRecord | PartitionChangeRecord): 
     if (record[field] !== undefined) throw fieldError(field, record[field], 'absent in version 0');
 }
 
+/** Only a version 2 change carries eligible leader replicas. */
+function noElrField(record: PartitionRecord | PartitionChangeRecord): void {
+  if ('elr' in record && record.elr !== undefined)
+    throw fieldError('elr', record.elr, `absent in version ${record.version}`);
+}
+
 /** The versions each record type has (a newer version adds fields at the end). */
 const VERSIONS: Readonly<Record<MetadataRecordType, readonly number[]>> = {
   clusterId: [0],
@@ -369,7 +389,7 @@ const VERSIONS: Readonly<Record<MetadataRecordType, readonly number[]>> = {
   unfenceBroker: [0],
   topic: [0],
   partition: [0, 1],
-  partitionChange: [0, 1],
+  partitionChange: [0, 1, 2],
   config: [0],
   producerIdBlock: [0],
   removeTopic: [0],
@@ -453,7 +473,14 @@ function checkFields(record: MetadataRecord): MetadataRecord {
       if (record.isr !== undefined) out.isr = brokerList('isr', record.isr, 0);
       if (record.replicas !== undefined) out.replicas = brokerList('replicas', record.replicas, 1);
       if (record.version === 0) noReassignmentFields(record);
-      else {
+      if (record.version !== 2) noElrField(record);
+      if (record.version === 2) {
+        if (record.addingReplicas !== undefined)
+          out.addingReplicas = brokerList('addingReplicas', record.addingReplicas, 0);
+        if (record.removingReplicas !== undefined)
+          out.removingReplicas = brokerList('removingReplicas', record.removingReplicas, 0);
+        if (record.elr !== undefined) out.elr = brokerList('elr', record.elr, 0);
+      } else if (record.version === 1) {
         if (record.addingReplicas === undefined && record.removingReplicas === undefined)
           throw fieldError(
             'addingReplicas',
@@ -518,7 +545,8 @@ export function checkRecord(record: MetadataRecord): MetadataRecord {
       record.isr === undefined &&
       record.replicas === undefined &&
       record.addingReplicas === undefined &&
-      record.removingReplicas === undefined
+      record.removingReplicas === undefined &&
+      record.elr === undefined
     )
       throw invalid('field', 'a partitionChange changes at least one of leader, isr, replicas', {
         field: 'leader',
@@ -568,7 +596,8 @@ function fieldsOf(record: MetadataRecord): unknown[] {
         record.isr ?? null,
         record.replicas ?? null,
       ];
-      if (record.version === 1) fields.push(record.addingReplicas ?? null, record.removingReplicas ?? null);
+      if (record.version >= 1) fields.push(record.addingReplicas ?? null, record.removingReplicas ?? null);
+      if (record.version === 2) fields.push(record.elr ?? null);
       return fields;
     }
     case 'config':
@@ -585,7 +614,7 @@ function fieldsOf(record: MetadataRecord): unknown[] {
 /** Fields a version adds to version 0, by type (types with one version add none). */
 const FIELDS_ADDED: Partial<Record<MetadataRecordType, readonly number[]>> = {
   partition: [0, 2],
-  partitionChange: [0, 2],
+  partitionChange: [0, 2, 3],
 };
 
 /** Field count of each record at version 0, after `[code, version]`. */
@@ -650,7 +679,7 @@ function recordOf(type: MetadataRecordType, version: number, f: unknown[]): Meta
     case 'partitionChange': {
       const out: { -readonly [K in keyof PartitionChangeRecord]: PartitionChangeRecord[K] } = {
         type,
-        version: version as 0 | 1,
+        version: version as 0 | 1 | 2,
         topicId: any[0]!,
         partition: any[1]!,
       };
@@ -658,10 +687,11 @@ function recordOf(type: MetadataRecordType, version: number, f: unknown[]): Meta
       if (f[2] !== null) out.leader = any[2]!;
       if (f[3] !== null) out.isr = any[3]!;
       if (f[4] !== null) out.replicas = any[4]!;
-      if (version === 1) {
+      if (version >= 1) {
         if (f[5] !== null) out.addingReplicas = any[5]!;
         if (f[6] !== null) out.removingReplicas = any[6]!;
       }
+      if (version === 2 && f[7] !== null) out.elr = any[7]!;
       return out;
     }
     case 'config': {

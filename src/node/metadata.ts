@@ -11,12 +11,13 @@ import type { Clock, TimerHandle } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { SeededRandom } from '../common/random.js';
-import { Controller } from '../metadata/controller.js';
+import { Controller, type ShutdownKind } from '../metadata/controller.js';
 import { reassigning, targetReplicas } from '../metadata/image.js';
 import { MetadataLog } from '../metadata/metadata-log.js';
 import { METADATA_VERSION_FEATURE, METADATA_VERSION_MAX, type MetadataRecord } from '../metadata/records.js';
 import type { ClusterResponse, NodeRole, QuorumStatus } from '../protocol/api.js';
 import { RAFT_STATUS_PATH } from '../protocol/internal-api.js';
+import type { ConfigValue } from '../protocol/topic-config.js';
 import { RaftDriver, type RaftDriverOptions, type RaftStatus, type RaftTransport } from '../raft/driver.js';
 import { LevelRaftStorage } from '../raft/storage.js';
 import type { Message } from '../raft/types.js';
@@ -51,6 +52,8 @@ export interface MetadataOptions {
   clusterSecret?: string;
   /** How long a broker may go unheard before the controller fences it. */
   sessionTimeoutMs: number;
+  /** The node's topic config defaults (raw), which the controller decides replication by. */
+  topicDefaults?: Readonly<Record<string, ConfigValue>>;
   rack: string | null;
   /**
    * Test and advanced use only (no CLI flag): the address this node uses to reach another node,
@@ -90,6 +93,7 @@ export interface NodeMetadata {
   startBroker(
     endpoint: { host: string; port: number },
     internalEndpoint?: { host: string; port: number },
+    lastShutdown?: ShutdownKind,
   ): Promise<void>;
   /** Each voter's status, asked of every voter at once (a short timeout each), for `/v1/cluster`. */
   quorumStatus(): Promise<VoterStatuses>;
@@ -212,7 +216,10 @@ export async function openMetadata(
     {
       log,
       controller: new Controller(
-        { sessionTimeoutMs: options.sessionTimeoutMs },
+        {
+          sessionTimeoutMs: options.sessionTimeoutMs,
+          ...(options.topicDefaults ? { topicDefaults: options.topicDefaults } : {}),
+        },
         { clock: deps.clock, random: new SeededRandom(randomInt(2 ** 31)) },
       ),
       quorum: driver,
@@ -275,6 +282,7 @@ export async function openMetadata(
   const startBroker = async (
     endpoint: { host: string; port: number },
     internalEndpoint?: { host: string; port: number },
+    lastShutdown: ShutdownKind = 'clean',
   ) => {
     const incarnationId = randomUUID();
     // Peers reach this node at its internal endpoint when it has one (`--internal-listen`).
@@ -291,6 +299,7 @@ export async function openMetadata(
         incarnationId,
         endpoints,
         rack: options.rack,
+        ...(lastShutdown !== 'clean' ? { shutdown: lastShutdown } : {}),
       });
     await register();
     if (!voter) await joined();

@@ -28,6 +28,7 @@ import { listenInternal } from './internal-listener.js';
 import { textLogStream } from './log-format.js';
 import { openMetadata } from './metadata.js';
 import { PromMetricsRegistry } from './metrics.js';
+import { beginRun, endRunCleanly, machineBootId } from './run-state.js';
 import { VERSION } from './version.js';
 
 const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
@@ -162,8 +163,21 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     { dataDir, retentionCheckMs: defaults.retentionCheckMs },
     { fs: nodeFileSystem, clock, logger, metrics },
   );
-  const closers: (() => Promise<void>)[] = [() => logs.close()];
+  // How the last run ended (for the controller's unclean-restart rule), recorded as begun now.
+  const bootId = machineBootId();
+  let logsClosed = false;
+  const closers: (() => Promise<void>)[] = [
+    async () => {
+      await logs.close();
+      logsClosed = true;
+    },
+    // Only once every log closed: a run that ends otherwise stays unclean.
+    async () => {
+      if (logsClosed) await endRunCleanly(dataDir, nodeFileSystem, bootId);
+    },
+  ];
   try {
+    const lastShutdown = await beginRun(dataDir, nodeFileSystem, bootId);
     const listenPort = options.port ?? 8092;
     const voters =
       options.controllerQuorum !== undefined ? parseControllerQuorum(options.controllerQuorum) : undefined;
@@ -206,6 +220,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
         ...(voters ? { voters } : {}),
         ...(clusterSecret !== undefined ? { clusterSecret } : {}),
         sessionTimeoutMs: options.sessionTimeoutMs ?? 9000,
+        topicDefaults: defaults.raw,
         rack: options.rack ?? null,
         ...(options.peerAddressOverrides ? { peerAddressOverrides: options.peerAddressOverrides } : {}),
       },
@@ -363,7 +378,14 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     // The public API answers once the node has joined: the cluster id committed, this broker
     // registered and unfenced, the single-node release's topics imported, the logs open.
     await metadata.start();
-    if (roles.broker) await metadata.startBroker(advertisedAddress(), internalEndpoint);
+    if (lastShutdown !== 'clean')
+      logger.warn(
+        { nodeId, lastShutdown },
+        lastShutdown === 'new'
+          ? 'the data directory is new: this broker joins no in-sync set until it has caught up'
+          : 'the last run ended with the machine: this broker leaves the in-sync sets of asynchronously flushed topics until it has caught up',
+      );
+    if (roles.broker) await metadata.startBroker(advertisedAddress(), internalEndpoint, lastShutdown);
     await metadata.importLegacyTopics();
     await broker.start();
     logger.info(

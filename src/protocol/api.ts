@@ -68,6 +68,11 @@ export interface PartitionInfo {
   leaderEpoch: number;
   replicas: number[];
   isr: number[];
+  /**
+   * The eligible leader replicas, when there are any: out of the in-sync set, but sure to hold
+   * every committed record (they left it while it was smaller than `min.insync.replicas`).
+   */
+  elr?: number[];
   logStartOffset: number;
   logEndOffset: number;
   highWatermark: number;
@@ -430,6 +435,7 @@ const topicDescriptionSchema = closed({
         leaderEpoch: int,
         replicas: { type: 'array', items: nodeIdSchema },
         isr: { type: 'array', items: nodeIdSchema },
+        elr: { type: 'array', items: nodeIdSchema },
         logStartOffset: { type: 'integer', minimum: -1 },
         logEndOffset: { type: 'integer', minimum: -1 },
         highWatermark: { type: 'integer', minimum: -1 },
@@ -450,7 +456,7 @@ const topicDescriptionSchema = closed({
           ['producers'],
         ),
       },
-      ['replicaStates', 'stats'],
+      ['replicaStates', 'stats', 'elr'],
     ),
   },
   replicationFactor: int,

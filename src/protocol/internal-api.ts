@@ -401,6 +401,11 @@ export type ControllerCommand =
       incarnationId: string;
       endpoints: { name: string; host: string; port: number }[];
       rack: string | null;
+      /**
+       * How the broker's last run ended (absent: `clean`): `unclean` when the machine went down
+       * with it, `new` when its data directory is new. See docs/cluster.md.
+       */
+      shutdown?: 'clean' | 'unclean' | 'new';
     }
   | { type: 'heartbeat'; brokerId: number; brokerEpoch: number; caughtUp: boolean }
   /** Makes a registered broker (a learner of the metadata quorum) a voter. */
@@ -423,6 +428,17 @@ export type ControllerCommand =
     }
   /** A broker that is stopping: fenced now, its leaderships moved (controlled shutdown). */
   | { type: 'shutdownBroker'; brokerId: number; brokerEpoch: number }
+  /**
+   * A broker whose logs of these partitions went offline on a storage error: it leaves their
+   * leaderships and in-sync sets (the last in-sync replica keeps its place, to lead again after a
+   * restart with a healthy disk).
+   */
+  | {
+      type: 'offlineReplicas';
+      brokerId: number;
+      brokerEpoch: number;
+      partitions: { topicId: string; partition: number }[];
+    }
   /**
    * Starts (a target list of replicas) or cancels (null) the reassignment of each partition named,
    * all or none; `partitionEpoch`, when given, fences a request computed from an older state.
@@ -493,7 +509,9 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       c.uint('partitions');
       break;
     case 'registerBroker': {
-      c.only(['type', 'brokerId', 'incarnationId', 'endpoints', 'rack']);
+      c.only(['type', 'brokerId', 'incarnationId', 'endpoints', 'rack', 'shutdown']);
+      if (value.shutdown !== undefined && !['clean', 'unclean', 'new'].includes(value.shutdown as string))
+        throw new FieldError('shutdown', 'clean, unclean or new');
       c.uint('brokerId');
       string('incarnationId');
       const endpoints = value.endpoints;
@@ -542,6 +560,22 @@ export function checkControllerCommand(value: unknown): ControllerCommand {
       });
       break;
     }
+    case 'offlineReplicas':
+      c.only(['type', 'brokerId', 'brokerEpoch', 'partitions']);
+      c.uint('brokerId');
+      c.uint('brokerEpoch');
+      c.array('partitions', REASSIGN_PARTITIONS_MAX).forEach((p, i) => {
+        if (
+          !isObject(p) ||
+          typeof p.topicId !== 'string' ||
+          p.topicId.length > STRING_MAX ||
+          !uint(p.partition)
+        )
+          throw new FieldError(`partitions/${i}`, '{topicId, partition}');
+        const keys = Object.keys(p);
+        if (keys.length !== 2) throw new FieldError(`partitions/${i}`, 'only topicId and partition');
+      });
+      break;
     case 'shutdownBroker':
     case 'allocateProducerIds':
       c.only(['type', 'brokerId', 'brokerEpoch']);

@@ -141,10 +141,50 @@ export function parseCompressionType(value: ConfigValue, name = 'compression.typ
   );
 }
 
+function bool(value: ConfigValue, name: string): boolean {
+  if (value === true || value === 'true') return true;
+  if (value === false || value === 'false') return false;
+  throw new SluiceError('INVALID_CONFIG', `${name} must be true or false, got ${JSON.stringify(value)}`, {
+    details: { config: name },
+  });
+}
+
+const minInsync = integer(1, 2 ** 31 - 1);
+
 /** Topic configs beyond the log's own, with their parsers. */
-const REPLICATION_CONFIG_NAMES: Record<string, (value: ConfigValue, name: string) => number> = {
-  'min.insync.replicas': integer(1, 2 ** 31 - 1),
+const REPLICATION_CONFIG_NAMES: Record<string, (value: ConfigValue, name: string) => unknown> = {
+  'min.insync.replicas': minInsync,
+  'unclean.leader.election.enable': bool,
 };
+
+/**
+ * The replication configs the controller decides by, from a topic's raw configs over raw defaults
+ * (values that do not parse fall back to the default: they were validated when they were set).
+ */
+export function replicationConfigOf(
+  configs: Readonly<Record<string, ConfigValue>>,
+  defaults: Readonly<Record<string, ConfigValue>> = {},
+): { minInsyncReplicas: number; uncleanLeaderElection: boolean; flushPolicy: FlushPolicy } {
+  const pick = <T>(name: string, parse: (v: ConfigValue, n: string) => T, fallback: T): T => {
+    for (const source of [configs, defaults]) {
+      const value = source[name];
+      if (value === undefined) continue;
+      try {
+        return parse(value, name);
+      } catch {}
+    }
+    return fallback;
+  };
+  return {
+    minInsyncReplicas: pick('min.insync.replicas', minInsync, 1),
+    uncleanLeaderElection: pick('unclean.leader.election.enable', bool, false),
+    flushPolicy: pick(
+      'flush.policy',
+      (v, n) => oneOf(['sync', 'async'] as const)(v, n),
+      DEFAULT_LOG_CONFIG.flushPolicy,
+    ),
+  };
+}
 
 /** Broker-level defaults that are not topic configs. */
 const BROKER_ONLY_CONFIG_NAMES: Record<string, (value: ConfigValue, name: string) => number> = {
@@ -162,6 +202,8 @@ export interface TopicConfig {
   log: LogConfig;
   minInsyncReplicas: number;
   compressionType: CompressionType;
+  /** Whether a replica out of the in-sync set may lead when no in-sync one can (losing records). */
+  uncleanLeaderElection: boolean;
 }
 
 /** The broker's defaults for topics, parsed once at start. */
@@ -206,10 +248,11 @@ export function parseTopicConfigDefaults(raw: Record<string, ConfigValue>): Topi
       minInsyncReplicas:
         raw['min.insync.replicas'] === undefined
           ? 1
-          : REPLICATION_CONFIG_NAMES['min.insync.replicas']!(
-              raw['min.insync.replicas'],
-              'min.insync.replicas',
-            ),
+          : minInsync(raw['min.insync.replicas'], 'min.insync.replicas'),
+      uncleanLeaderElection:
+        raw['unclean.leader.election.enable'] === undefined
+          ? false
+          : bool(raw['unclean.leader.election.enable'], 'unclean.leader.election.enable'),
       compressionType:
         raw['compression.type'] === undefined ? 'producer' : parseCompressionType(raw['compression.type']),
     },
@@ -235,12 +278,15 @@ export function parseTopicConfig(
 ): TopicConfig {
   validateTopicConfigs(configs, false);
   const min = configs['min.insync.replicas'];
+  const unclean = configs['unclean.leader.election.enable'];
   return {
     log: logConfigFromTopicConfigs(configs, defaults.topic.log),
     minInsyncReplicas:
-      min === undefined
-        ? defaults.topic.minInsyncReplicas
-        : REPLICATION_CONFIG_NAMES['min.insync.replicas']!(min, 'min.insync.replicas'),
+      min === undefined ? defaults.topic.minInsyncReplicas : minInsync(min, 'min.insync.replicas'),
+    uncleanLeaderElection:
+      unclean === undefined
+        ? defaults.topic.uncleanLeaderElection
+        : bool(unclean, 'unclean.leader.election.enable'),
     compressionType:
       configs['compression.type'] === undefined
         ? defaults.topic.compressionType

@@ -41,6 +41,8 @@ export interface ReplicaRole {
   partitionEpoch?: number;
   replicas: readonly number[];
   isr: readonly number[];
+  /** Replicas out of the in-sync set that may still lead (they hold every committed record). */
+  elr?: readonly number[];
 }
 
 /**

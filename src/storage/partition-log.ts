@@ -197,7 +197,7 @@ export interface PendingAppend {
   resolve: (result: AppendResult) => void;
   reject: (error: unknown) => void;
 }
-const RECOVERY_POINT_FILE = 'recovery-point-checkpoint';
+export const RECOVERY_POINT_FILE = 'recovery-point-checkpoint';
 export const HIGH_WATERMARK_FILE = 'high-watermark-checkpoint';
 export const LOG_START_FILE = 'log-start-offset-checkpoint';
 const LEADER_EPOCH_FILE = 'leader-epoch-checkpoint';
@@ -227,6 +227,8 @@ export class PartitionLog {
   #segments: Segment[] = [];
   #logStartOffset = 0;
   #recoveryPoint = 0;
+  /** The recovery point the checkpoint file holds as far as this process wrote it (-1: not written yet). */
+  #recoveryPointWritten = -1;
   /** The last high watermark the caller checkpointed, lowered by truncation, raised to the log start. */
   #highWatermark = 0;
   /** Retention and compaction stay below what it returns (`setRetentionLimit`); none when unset. */
@@ -982,7 +984,10 @@ export class PartitionLog {
     try {
       await this.#active().syncIndexes();
       await this.leaderEpochs.flush();
-      await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
+      // An idle log has nothing new to record: a timed flush of thousands of idle partitions
+      // must not cost a checkpoint write (an fsync, a rename, a directory fsync) each per second.
+      if (this.#recoveryPoint !== this.#recoveryPointWritten)
+        await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
     } catch (error) {
       this.#goOffline(`flush failed: ${messageOf(error)}`, error);
       throw this.#unavailable() ?? error;
@@ -1349,7 +1354,10 @@ export class PartitionLog {
 
   /** Checkpoint writes are serialized: a timer's flush and a close must not interleave them. */
   #writeCheckpoint(name: string, value: number): Promise<void> {
-    const write = this.#checkpoints.then(() => writeCheckpointFile(this.#fs, `${this.dir}/${name}`, value));
+    const write = this.#checkpoints.then(async () => {
+      await writeCheckpointFile(this.#fs, `${this.dir}/${name}`, value);
+      if (name === RECOVERY_POINT_FILE) this.#recoveryPointWritten = value;
+    });
     this.#checkpoints = write.catch(() => {});
     return write;
   }

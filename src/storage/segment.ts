@@ -77,6 +77,8 @@ export class Segment {
   #timeOffsets: number[] = [];
   #bytesSinceIndex = 0;
   #pendingIndex: Buffer[] = [];
+  /** Index files written or cut since their last fsync (true at open: never assumed durable). */
+  #indexesDirty = true;
   #pendingTimeIndex: Buffer[] = [];
   #readers = 0;
   #closeWhenIdle: (() => void) | undefined;
@@ -209,6 +211,7 @@ export class Segment {
     this.size = 0;
     this.nextOffset = this.baseOffset;
     this.maxTimestamp = -1;
+    this.#indexesDirty = true;
     await Promise.all([this.indexFile.truncate(0), this.timeIndexFile.truncate(0)]);
     const entries: Buffer[] = [];
     const timeEntries: Buffer[] = [];
@@ -235,6 +238,7 @@ export class Segment {
       await this.log.sync();
     }
     this.size = result.end;
+    this.#indexesDirty = true;
     await this.indexFile.write(Buffer.concat(entries), 0);
     await this.timeIndexFile.write(Buffer.concat(timeEntries), 0);
     return (
@@ -384,6 +388,7 @@ export class Segment {
     const timeAt = this.#timeOffsets.length * TIME_INDEX_ENTRY_BYTES - time.length;
     this.#pendingIndex = [];
     this.#pendingTimeIndex = [];
+    this.#indexesDirty = true;
     await Promise.all([this.indexFile.write(index, indexAt), this.timeIndexFile.write(time, timeAt)]);
   }
 
@@ -609,6 +614,7 @@ export class Segment {
     }
     await this.log.truncate(cut.position);
     await this.log.sync();
+    this.#indexesDirty = true;
     await Promise.all([
       this.indexFile.truncate(this.#indexOffsets.length * INDEX_ENTRY_BYTES),
       this.timeIndexFile.truncate(this.#timeOffsets.length * TIME_INDEX_ENTRY_BYTES),
@@ -643,7 +649,15 @@ export class Segment {
   /** Writes buffered index entries and makes the index files durable (before a clean shutdown or a roll). */
   async syncIndexes(): Promise<void> {
     await this.#writePendingIndexes();
-    await Promise.all([this.indexFile.sync(), this.timeIndexFile.sync()]);
+    // Nothing written since the last sync: an idle segment costs no fsync at a timed flush.
+    if (!this.#indexesDirty) return;
+    this.#indexesDirty = false;
+    try {
+      await Promise.all([this.indexFile.sync(), this.timeIndexFile.sync()]);
+    } catch (error) {
+      this.#indexesDirty = true;
+      throw error;
+    }
   }
 
   async close(): Promise<void> {

@@ -45,6 +45,24 @@ const partitionChange: fc.Arbitrary<PartitionChangeRecord> = fc
   .filter((c) => c.leader !== undefined || c.isr !== undefined || c.replicas !== undefined)
   .map((c) => ({ type: 'partitionChange' as const, version: 0 as const, ...c }));
 
+/** Version 2: any field may be absent, the eligible leader replicas among them. */
+const partitionChangeV2: fc.Arbitrary<PartitionChangeRecord> = fc
+  .record(
+    {
+      topicId,
+      partition: fc.integer({ min: 0, max: 9_999 }),
+      leader: fc.integer({ min: -1, max: 2 ** 31 - 1 }),
+      isr: brokerList(0),
+      replicas: brokerList(1),
+      addingReplicas: brokerList(0),
+      removingReplicas: brokerList(0),
+      elr: brokerList(0),
+    },
+    { requiredKeys: ['topicId', 'partition'] },
+  )
+  .filter((c) => Object.keys(c).length > 2)
+  .map((c) => ({ type: 'partitionChange' as const, version: 2 as const, ...c }));
+
 /** Any record that passes checkRecord (not necessarily one that makes sense against an image). */
 export const anyRecord: fc.Arbitrary<MetadataRecord> = fc.oneof(
   label.map((clusterId) => ({ type: 'clusterId' as const, version: 0 as const, clusterId })),
@@ -83,6 +101,7 @@ export const anyRecord: fc.Arbitrary<MetadataRecord> = fc.oneof(
     partitionEpoch: uint,
   }),
   partitionChange,
+  partitionChangeV2,
   fc.record({
     type: fc.constant('config' as const),
     version: fc.constant(0 as const),

@@ -11,7 +11,7 @@ import {
   replayRecord,
 } from '../../src/metadata/image.js';
 import { type MetadataRecord, topicIdFromBytes } from '../../src/metadata/records.js';
-import { packr } from '../../src/protocol/msgpack.js';
+import { packr, unpackr } from '../../src/protocol/msgpack.js';
 
 /**
  * Replay: each record's rule, the records it ignores (never a throw), the delta a listener reads,
@@ -193,6 +193,7 @@ describe('replay rules', () => {
       partitionEpoch: 5,
       addingReplicas: [],
       removingReplicas: [],
+      elr: [],
     });
   });
 
@@ -331,6 +332,50 @@ describe('snapshots', () => {
     expect(decoded.broker(1)).toEqual(image.broker(1));
     expect(decoded.topic('a')?.configs.get('retention.ms')).toBe('5');
     expect(decodeImage(encodeImage(MetadataImage.EMPTY))).toEqual(MetadataImage.EMPTY);
+  });
+
+  it('format 2 (metadata.version 3) holds the eligible leader replicas; replay keeps them outside the ISR', () => {
+    const elr = (isr: number[], eligible: number[]): MetadataRecord => ({
+      type: 'partitionChange',
+      version: 2,
+      topicId: T1,
+      partition: 0,
+      isr,
+      elr: eligible,
+    });
+    const { after, ignored } = build([
+      R.cluster(),
+      R.level(3),
+      R.register(1),
+      R.topic('a', T1),
+      R.partition(T1, 0, [1, 2, 3]),
+      elr([1], [2, 3]),
+    ]);
+    expect(ignored).toEqual([]);
+    expect(after.partition(T1, 0)?.elr).toEqual([2, 3]);
+    // 2 back in sync: replay drops it from the eligible set.
+    const back = build([R.change(T1, 0, { isr: [1, 2] })], after).after;
+    expect(back.partition(T1, 0)?.elr).toEqual([3]);
+    const decoded = decodeImage(encodeImage(back));
+    expect(decoded.partition(T1, 0)).toEqual(back.partition(T1, 0));
+    expect(hex(decoded)).toBe(hex(back));
+    expect((unpackr.unpack(encodeImage(back)) as unknown[])[0]).toBe(2);
+    // A version 2 change below metadata.version 3 is refused, and so is a format that does not go
+    // with the level, or an eligible replica that is in sync.
+    const low = build([R.cluster(), R.level(2), R.register(1), R.topic('a', T1), R.partition(T1, 0, [1, 2])]);
+    const refused = build([elr([1], [2])], low.after);
+    expect(refused.ignored.map((i) => i.reason.code)).toEqual(['UNSUPPORTED_VERSION']);
+    const fields = unpackr.unpack(encodeImage(back)) as unknown[];
+    const wrongLevel = [...fields];
+    wrongLevel[3] = 2;
+    expect(() => decodeImage(packr.pack(wrongLevel))).toThrow(
+      expect.objectContaining({ code: 'CORRUPT_MESSAGE' }),
+    );
+    const inSync = structuredClone(fields) as unknown[];
+    ((inSync[6] as unknown[][])[0]![2] as unknown[][])[0]![7] = [1];
+    expect(() => decodeImage(packr.pack(inSync))).toThrow(
+      expect.objectContaining({ code: 'CORRUPT_MESSAGE' }),
+    );
   });
 
   it('has the documented layout', () => {

@@ -88,6 +88,11 @@ const GOLDEN: [string, MetadataRecord, string][] = [
     `970900${ID_HEX}02c09091 04`.replace(' ', ''),
   ],
   [
+    'partitionChange v2 (isr and eligible leader replicas)',
+    { type: 'partitionChange', version: 2, topicId: ID, partition: 2, isr: [1], elr: [2, 3] },
+    `9a0902${ID_HEX}02c09101c0c0c0920203`,
+  ],
+  [
     'config (broker defaults)',
     {
       type: 'config',
@@ -212,7 +217,7 @@ describe('strict decoding', () => {
       [packr.pack([10, 0, 1, 't', 'n', 5]), 'value'],
       [packr.pack([11, 0, 1, 0, 0]), 'size'],
       [packr.pack([2, 0, 'other.version', 1]), 'name'],
-      [packr.pack([2, 0, 'metadata.version', 3]), 'level'],
+      [packr.pack([2, 0, 'metadata.version', 4]), 'level'],
     ];
     for (const [bytes, field] of cases) {
       let caught: unknown;

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import * as http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -213,6 +213,36 @@ describe('logs at the default level', () => {
       }),
     ]);
     expect(sink.find('node started')[0]).toMatchObject({ partitions: 1 });
+  });
+
+  it('warn at start when the last run ended with the machine, and write the run state clean at close', async () => {
+    const dataDir = join(dir, 'run-state');
+    const first = await startNode({ dataDir, port: 0, logLevel: 'silent' });
+    expect((await createTopic(first, 'u')).status).toBe(201);
+    expect((await produce(first, 'u', [{ value: 'kept' }])).status).toBe(200);
+    await first.close();
+    const runState = join(dataDir, 'run-state.json');
+    expect(JSON.parse(await readFile(runState, 'utf8'))).toMatchObject({ clean: true });
+    // As if the machine had gone down: the run never closed, on a boot before this one.
+    await writeFile(runState, JSON.stringify({ bootId: 'a-boot-before-this-one', clean: false }));
+    const sink = logSink();
+    const second = await startNode({ dataDir, port: 0, logStream: sink.stream });
+    try {
+      // Written as begun before the broker registered.
+      expect(JSON.parse(await readFile(runState, 'utf8'))).toMatchObject({ clean: false });
+      // The one replica of a single node keeps its partitions: they are served.
+      const read = await fetch(`${base(second)}/v1/topics/u/partitions/0/records?offset=0`, {
+        headers: { accept: 'application/json' },
+      });
+      expect(read.status).toBe(200);
+    } finally {
+      await second.close();
+    }
+    expect(
+      sink.find(
+        'the last run ended with the machine: this broker leaves the in-sync sets of asynchronously flushed topics until it has caught up',
+      ),
+    ).toEqual([expect.objectContaining({ level: 40, lastShutdown: 'unclean' })]);
   });
 
   it('read as text lines on a terminal', () => {

@@ -85,6 +85,27 @@ describe('cluster simulation: replicated partitions on the simulated Raft cluste
     );
   }, 120_000);
 
+  it('has teeth: brokers that come back from lost disks claiming a clean restart lose committed records', async () => {
+    // Without the unclean-restart rule a broker with an empty disk stays in the in-sync set (or as
+    // its last member) and leads with nothing.
+    const caught: string[] = [];
+    for (let seed = 1; seed <= 150 && caught.length === 0; seed++) {
+      try {
+        await new ClusterSim({
+          seed,
+          unsafe: 'cleanRestarts',
+          loseDisks: true,
+          oneCrashAtATime: false,
+        }).run();
+      } catch (error) {
+        caught.push((error as Error).message);
+      }
+    }
+    expect(caught.join('\n')).toMatch(
+      /was lost|OFFSET_OUT_OF_RANGE|went back|holds .* below its high watermark|a consumer read/,
+    );
+  }, 120_000);
+
   it('has teeth: acks=1 answers taken for acks=all show as acknowledged records lost', async () => {
     const caught: string[] = [];
     for (let seed = 1; seed <= 40 && caught.length === 0; seed++) {

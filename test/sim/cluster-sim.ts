@@ -26,9 +26,12 @@ import { type MetadataProcess, MetadataSim } from './metadata-sim.js';
  *
  * Faults: crashes (power loss; with `loseDisks`, one in ten loses the whole disk) and restarts, symmetric and one-way network partitions, message
  * loss, delays with a long tail, pauses (as SIGSTOP). Topics flush every append (`sync`) or on a
- * timer (`async`); with async flush at most one node is down at once, since with no eligible-leader
- * bookkeeping (KIP-966) a power loss of every in-sync replica loses acknowledged records in any
- * Kafka-like design.
+ * timer (`async`). Every restart registers as after a power loss (`unclean`, or `new` after a lost
+ * disk), so the controller's unclean-restart rule and eligible leader replicas (KIP-966) decide who
+ * may lead. With async flush, even seeds crash one node at a time (each recovered from before the
+ * next), and every partition must converge; odd seeds crash in any order, and a partition whose
+ * every replica sure to hold its committed records came back from a power loss is left offline
+ * (counted, and out of the final-log checks), as it must be rather than lose them.
  *
  * After every simulated millisecond in which anything ran:
  * - one leader per (partition, leader epoch), over every replica that believes it leads;
@@ -55,9 +58,17 @@ export interface ClusterSimOptions {
    * answers as acknowledged by the in-sync set (so records a failover loses are acknowledged
    * ones).
    */
-  unsafe?: 'ackOnAppend' | 'retryWithoutProducerId';
-  /** One crash in ten loses the node's whole disk (off: see `#crash`; `LOSE_DISKS=1` for the CLI). */
+  unsafe?: 'ackOnAppend' | 'retryWithoutProducerId' | 'cleanRestarts';
+  /** One crash in ten loses the node's whole disk. Default: on for seeds divisible by 3. */
   loseDisks?: boolean;
+  /**
+   * With async flush, no crash while a node is down or before the last one crashed caught up: every
+   * partition must then converge. Otherwise crashes come in any order, and a partition whose every
+   * replica that could hold its committed records restarted after a power loss stays offline
+   * (KIP-966), which the checks accept (`offline` in the result) and leave out of the final-log
+   * checks. Default: on for even seeds.
+   */
+  oneCrashAtATime?: boolean;
 }
 
 export interface ClusterSeedResult {
@@ -78,6 +89,8 @@ export interface ClusterSeedResult {
   truncations: number;
   leaderEpochs: number;
   finalRecords: number;
+  /** Partitions offline at the end: no replica sure to hold their committed records is back. */
+  offline: number;
   /** Idempotent producers' records acknowledged, and their tries (every unknown outcome retried). */
   idempotentAcked: number;
   idempotentTries: number;
@@ -143,6 +156,10 @@ export class ClusterSim {
   readonly stats = { crashes: 0, wipes: 0, truncations: 0, consumed: 0 };
   /** With asynchronous flush: the node the last crash hit, until it has caught up (see `#crash`). */
   #recovering: number | undefined;
+  /** Nodes that have started once; nodes whose disk was lost since they last started. */
+  readonly #started = new Set<number>();
+  readonly #oneCrashAtATime: boolean;
+  readonly #wiped = new Set<number>();
   #failure: string | undefined;
 
   constructor(readonly options: ClusterSimOptions) {
@@ -158,6 +175,7 @@ export class ClusterSim {
       onProcess: (process) => this.#startBroker(process),
     });
     this.#flush = this.meta.cluster.random.chance(0.25) ? 'async' : 'sync';
+    this.#oneCrashAtATime = options.oneCrashAtATime ?? options.seed % 2 === 0;
   }
 
   get transcript(): string[] {
@@ -186,6 +204,13 @@ export class ClusterSim {
 
   #startBroker(process: MetadataProcess): void {
     const id = process.node.id;
+    // Every crash here is a power loss: a restart registers as unclean, a first start or one after
+    // a lost disk as new (the node's run-state file says so in a real node: src/node/run-state.ts).
+    process.shutdown = !this.#started.has(id) || this.#wiped.has(id) ? 'new' : 'unclean';
+    // For the simulation's own tests: brokers that claim every restart was clean.
+    if (this.options.unsafe === 'cleanRestarts') process.shutdown = 'clean';
+    this.#started.add(id);
+    this.#wiped.delete(id);
     const slot: NodeBroker = { process, broker: undefined };
     this.#brokers.set(id, slot);
     const life = process.life;
@@ -352,21 +377,15 @@ export class ClusterSim {
   #crash(node: SimNode): void {
     const c = this.meta.cluster;
     if (node.state !== 'up') return;
-    // With asynchronous flush a second power loss before the first node is back could lose
-    // what only the page caches of the in-sync replicas held (see the header).
-    if (this.#flush === 'async' && c.nodes.some((n) => n.state !== 'up')) return;
-    // Nor, with asynchronous flush, before the node a crash hit last has caught up again: until
-    // then it may lack committed records it held before (its page cache went with the power) while
-    // still counted in sync, and a second crash could leave it the only replica to elect. Without
-    // KIP-966's unclean-restart rule (not built) that loses acknowledged records; one failure at a
-    // time, each recovered from, is what this design stands.
-    if (this.#flush === 'async' && this.#recovering !== undefined && !this.#caughtUp(this.#recovering))
-      return;
-    if (this.#flush === 'async') this.#recovering = node.id;
+    if (this.#oneCrashAtATime && this.#flush === 'async') {
+      if (c.nodes.some((n) => n.state !== 'up')) return;
+      if (this.#recovering !== undefined && !this.#caughtUp(this.#recovering)) return;
+      this.#recovering = node.id;
+    }
     c.crash(node);
     this.stats.crashes++;
     const disk = this.#disk(node.id);
-    if (c.random.chance(0.1) && this.options.loseDisks) {
+    if (c.random.chance(0.1) && (this.options.loseDisks ?? this.options.seed % 3 === 0)) {
       // The disk is lost with the power: the node comes back with an empty data directory. Off
       // by default: a broker that comes back empty while still in an in-sync set (its session not
       // yet expired, or as the set's last member) is elected and leads with nothing, losing
@@ -374,6 +393,7 @@ export class ClusterSim {
       // unclean-restart rule (a broker whose data directory is new, or that did not shut down
       // cleanly, leaves every in-sync set when it registers), not built yet.
       this.#disks.set(node.id, new SimulatedFileSystem());
+      this.#wiped.add(node.id);
       this.stats.wipes++;
       this.#trace(`disk of ${node.id} lost`);
       return;
@@ -735,10 +755,27 @@ export class ClusterSim {
   }
 
   /** Every partition led, its ISR every replica, every replica at the leader's log end and high watermark. */
+  /**
+   * Whether partition `p` is offline for good as the quorum leader's image shows it: no leader and
+   * an empty in-sync set (its last in-sync replica came back after a power loss) and no eligible
+   * replica. Only where crashes come in any order; otherwise it is a failure.
+   */
+  #offline(p: number): boolean {
+    const leader = this.meta.cluster.leader();
+    const image = leader && this.#brokers.get(leader.id)?.process.log.image;
+    const partition = image?.topic(TOPIC)?.partitions.get(p);
+    if (!partition || partition.leader !== -1 || partition.isr.length > 0 || partition.elr.length > 0)
+      return false;
+    if (this.#oneCrashAtATime || this.#flush === 'sync')
+      this.#fail(`partition ${p} went offline (no in-sync or eligible replica) with one crash at a time`);
+    return true;
+  }
+
   #converged(): boolean {
     const all = this.#replicasNow();
     if (all.length !== PARTITIONS * NODES) return false;
     for (let p = 0; p < PARTITIONS; p++) {
+      if (this.#offline(p)) continue;
       const replicas = all.filter((x) => x.replica.partition === p).map((x) => x.replica);
       const leaders = replicas.filter((r) => r.isLeader);
       if (leaders.length !== 1) return false;
@@ -791,7 +828,13 @@ export class ClusterSim {
     let finalRecords = 0;
     let ackedOneLost = 0;
     const sentByValue = new Map(this.#sent.map((s) => [s.value, s]));
+    let offline = 0;
     for (let p = 0; p < PARTITIONS; p++) {
+      if (this.#offline(p)) {
+        offline++;
+        this.#trace(`partition ${p} is offline at the end`);
+        continue;
+      }
       const replicas = all.filter((x) => x.replica.partition === p);
       const leader = replicas.find((x) => x.replica.isLeader)!.replica;
       const log = await readRecords(leader, leader.logStartOffset, leader.highWatermark);
@@ -881,6 +924,7 @@ export class ClusterSim {
       truncations: this.stats.truncations,
       leaderEpochs: this.#leaderOf.size,
       finalRecords,
+      offline,
       idempotentAcked: this.#idempotent.reduce((n, x) => n + x.acked, 0),
       idempotentTries: this.#idempotent.reduce((n, x) => n + x.tries, 0),
     };

@@ -1,7 +1,7 @@
 import { ControllerService } from '../../src/broker/controller-service.js';
 import { type ErrorCode, isSluiceError, SluiceError } from '../../src/common/errors.js';
 import type { Logger } from '../../src/common/logger.js';
-import { type BrokerRegistration, Controller } from '../../src/metadata/controller.js';
+import { type BrokerRegistration, Controller, type ShutdownKind } from '../../src/metadata/controller.js';
 import {
   encodeImage,
   type MetadataDelta,
@@ -159,6 +159,7 @@ const ALLOWED_ERRORS: Readonly<Record<ControllerCommand['type'], readonly string
   addVoter: [],
   removeVoter: [],
   shutdownBroker: [],
+  offlineReplicas: [],
   // The simulated leader's catch-up report, computed from an image that may be stale by the time
   // it arrives, from a broker fenced meanwhile, or for a topic deleted meanwhile.
   alterPartition: [
@@ -207,6 +208,8 @@ export interface MetadataProcess {
    * silent for longer than its session must not take writes (`canLead`).
    */
   lastBeatMs: number;
+  /** How the node's last run ended, as its registrations say (absent: clean). */
+  shutdown?: ShutdownKind;
 }
 
 /** Fences that leave leaderships in place: the checks must catch them. */
@@ -375,6 +378,7 @@ export class MetadataSim {
             incarnationId: process.incarnationId,
             endpoints: [{ name: 'public', host: `node-${id}`, port: 9092 }],
             rack: null,
+            ...(process.shutdown && process.shutdown !== 'clean' ? { shutdown: process.shutdown } : {}),
           };
     process.beating = true;
     if (command.type === 'registerBroker') this.cluster.trace(`register ${process.incarnationId}`);
@@ -638,7 +642,10 @@ export class MetadataSim {
     for (const topic of image.topicsById.values()) {
       for (const p of topic.partitions.values()) {
         const at = `${topic.name}/${p.partition} (${p.topicId})`;
-        if (p.isr.length === 0) fail(`${at} has an empty ISR`);
+        // Empty only while offline: its last in-sync replica restarted unclean (KIP-966).
+        if (p.isr.length === 0 && p.leader !== -1) fail(`${at} has an empty ISR and leader ${p.leader}`);
+        if (!p.elr.every((id) => p.replicas.includes(id) && !p.isr.includes(id)))
+          fail(`${at}: eligible replicas ${p.elr} not within replicas ${p.replicas} outside ISR ${p.isr}`);
         if (new Set(p.replicas).size !== p.replicas.length) fail(`${at} lists a replica twice`);
         if (!p.isr.every((id) => p.replicas.includes(id)))
           fail(`${at}: ISR ${p.isr} is not within replicas ${p.replicas}`);

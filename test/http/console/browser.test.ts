@@ -103,6 +103,7 @@ describe('the web console in chromium', () => {
     expect(await page.locator('#nodes tbody tr').count()).toBe(1);
     expect(await page.locator('#nodes tbody tr td').nth(3).textContent()).toContain('controller');
     expect(await page.locator('[data-field="role"] .value').textContent()).toBe('leader');
+    expect(await page.locator('#reassignments').textContent()).toBe('No reassignment in progress.');
     await screenshot(page, 'cluster');
     await page.close();
   });
@@ -133,9 +134,9 @@ describe('the web console in chromium', () => {
     const row = page.locator('#partitions tr[data-partition="0"]');
     await row.waitFor();
     const cells = await row.locator('td').allTextContents();
-    // partition, leader, epoch, replicas, isr, log start, log end, high watermark.
-    expect(cells.slice(0, 6)).toEqual(['0', '1', '0', '1', '1', '0']);
-    if (!SCREENSHOTS) expect(cells.slice(6, 8)).toEqual(['2', '2']);
+    // partition, leader, epoch, replicas, isr, eligible (none), log start, log end, high watermark.
+    expect(cells.slice(0, 7)).toEqual(['0', '1', '0', '1', '1', '—', '0']);
+    if (!SCREENSHOTS) expect(cells.slice(7, 9)).toEqual(['2', '2']);
     await screenshot(page, 'topic');
     await row.locator('a', { hasText: 'records' }).click();
     await page.locator('#records tr[data-offset="1"]').waitFor();

@@ -33,6 +33,7 @@ interface FormatModule {
     leaderless: number;
     underReplicated: number;
   };
+  reassignmentRows(response: unknown): Record<string, string>[];
   showBytes(bytes: Uint8Array | null, mode?: string): { text: string | null; as: string };
   decodeRecord(record: unknown): {
     key: Uint8Array | null;
@@ -257,6 +258,57 @@ describe('the figures the console shows come from the API', () => {
     // At most 3 samples kept: the two rates between the last three.
     expect(history).toHaveLength(3);
     expect(series.map((r) => r.recordsIn)).toEqual([2, 20]);
+  });
+
+  it('shows each reassignment in progress with its adding replicas’ progress', async () => {
+    expect(format.reassignmentRows({ reassignments: [] })).toEqual([]);
+    const rows = format.reassignmentRows({
+      reassignments: [
+        {
+          topic: 'orders',
+          partition: 3,
+          replicas: [4, 5, 1, 2],
+          targetReplicas: [4, 5],
+          addingReplicas: [4, 5],
+          removingReplicas: [1, 2],
+          isr: [1, 2, 4],
+          leader: 1,
+          progress: [
+            { id: 4, logEndOffset: 900, lag: 0, inSync: true },
+            { id: 5, logEndOffset: 120, lag: 12345, inSync: false },
+          ],
+        },
+        {
+          topic: 'b',
+          partition: 0,
+          replicas: [2, 1],
+          targetReplicas: [2, 1],
+          addingReplicas: [2],
+          removingReplicas: [],
+          isr: [1],
+          leader: -1,
+          progress: [{ id: 2, logEndOffset: -1, lag: -1, inSync: false }],
+        },
+      ],
+    });
+    expect(rows).toEqual([
+      {
+        partition: 'orders/3',
+        move: '4, 5, 1, 2 → 4, 5',
+        leader: '1',
+        isr: '1, 2, 4',
+        adding: '4: in sync; 5: 12,345 behind',
+        removing: '1, 2',
+      },
+      {
+        partition: 'b/0',
+        move: '2, 1 → 2, 1',
+        leader: 'none',
+        isr: '1',
+        adding: '2: not started',
+        removing: '—',
+      },
+    ]);
   });
 
   it('counts leaderless and under-replicated partitions from /v1/metadata', async () => {

@@ -188,6 +188,28 @@ export function partitionHealth(metadata) {
   return { topics: metadata.topics.length, partitions, leaderless, underReplicated };
 }
 
+/**
+ * The reassignments in progress (`GET /v1/reassignments`) as table rows: the partition, its
+ * replicas and target, its leader and in-sync set, how far each replica it adds has come, and
+ * the replicas it removes once they have.
+ */
+export function reassignmentRows(response) {
+  return response.reassignments.map((r) => ({
+    partition: `${r.topic}/${r.partition}`,
+    move: `${r.replicas.join(', ')} → ${r.targetReplicas.join(', ')}`,
+    leader: r.leader < 0 ? 'none' : String(r.leader),
+    isr: r.isr.join(', '),
+    adding:
+      r.progress
+        .map(
+          (p) =>
+            `${p.id}: ${p.inSync ? 'in sync' : p.logEndOffset < 0 ? 'not started' : `${formatCount(p.lag)} behind`}`,
+        )
+        .join('; ') || '—',
+    removing: r.removingReplicas.join(', ') || '—',
+  }));
+}
+
 /** A node's role words: controller, voter of the metadata quorum, broker; fenced. */
 export function nodeRoles(node, cluster) {
   const roles = [];

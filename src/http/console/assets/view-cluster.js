@@ -1,20 +1,26 @@
 import { getJson } from './api.js';
 import { card, errorBox, h, replace, table } from './dom.js';
-import { formatCount, nodeConsoleUrl, nodeRoles, partitionHealth } from './format.js';
+import { formatCount, nodeConsoleUrl, nodeRoles, partitionHealth, reassignmentRows } from './format.js';
 
 /**
  * The cluster: its nodes and their roles, the metadata quorum as the serving node sees it (term,
  * commit and applied index, each voter's lag on the active controller) and partition health of
- * the whole cluster (from `/v1/metadata`, which every node answers for all).
+ * the whole cluster (from `/v1/metadata`, which every node answers for all), and the partition
+ * reassignments in progress with each adding replica's progress (`/v1/reassignments`).
  */
 export function mountCluster(root, _params, ctx) {
   const refresh = async () => {
     try {
-      const [cluster, metadata] = await Promise.all([
+      const [cluster, metadata, reassignments] = await Promise.all([
         getJson('/v1/cluster', ctx.signal),
         getJson('/v1/metadata', ctx.signal),
+        // A node without the metadata quorum's controls answers 400: no section then.
+        getJson('/v1/reassignments', ctx.signal).catch((error) => {
+          if (ctx.signal.aborted) throw error;
+          return null;
+        }),
       ]);
-      replace(root, render(cluster, metadata));
+      replace(root, render(cluster, metadata), renderReassignments(reassignments));
     } catch (error) {
       if (!ctx.signal.aborted) replace(root, h('h1', {}, 'Cluster'), errorBox(error));
     }
@@ -82,6 +88,28 @@ function render(cluster, metadata) {
     quorum
       ? renderQuorum(cluster, quorum)
       : h('p', { class: 'muted' }, 'This node reports no metadata quorum.'),
+  ];
+}
+
+function renderReassignments(response) {
+  if (response === null) return [];
+  const rows = reassignmentRows(response);
+  return [
+    h('h2', {}, 'Reassignments'),
+    rows.length === 0
+      ? h('p', { class: 'muted', id: 'reassignments' }, 'No reassignment in progress.')
+      : table(
+          [
+            { label: 'Partition' },
+            { label: 'Replicas → target' },
+            { label: 'Leader', num: true },
+            { label: 'In sync' },
+            { label: 'Adding' },
+            { label: 'Removing' },
+          ],
+          rows.map((r) => [r.partition, r.move, r.leader, r.isr, r.adding, r.removing]),
+          { id: 'reassignments' },
+        ),
   ];
 }
 

@@ -50,6 +50,7 @@ function render(topic, series, ctx, status, refresh) {
         { label: 'Epoch', num: true },
         { label: 'Replicas' },
         { label: 'In sync' },
+        { label: 'Eligible' },
         { label: 'Log start', num: true },
         { label: 'Log end', num: true },
         { label: 'High watermark', num: true },
@@ -67,6 +68,8 @@ function render(topic, series, ctx, status, refresh) {
           String(p.leaderEpoch),
           p.replicas.join(', '),
           h('span', { class: p.isr.length < p.replicas.length ? 'warn' : undefined }, p.isr.join(', ')),
+          // Out of the in-sync set but sure to hold every committed record (docs/cluster.md).
+          p.elr?.length ? p.elr.join(', ') : '—',
           offset(p.logStartOffset),
           offset(p.logEndOffset),
           offset(p.highWatermark),
