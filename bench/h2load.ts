@@ -19,6 +19,10 @@ export interface H2loadStep {
   path: string;
   /** A file whose bytes are each request's body (POST); GET when absent. */
   body?: string;
+  /** The body's Content-Type (default msgpack). */
+  contentType?: string;
+  /** More request headers, `name: value`. */
+  headers?: readonly string[];
   h1: boolean;
   clients: number;
   seconds: number;
@@ -42,10 +46,11 @@ function h2loadArgs(url: string, step: H2loadStep, extra: string[]): string[] {
     '1',
     ...extra,
     '-H',
-    'content-type: application/vnd.msgpack',
+    `content-type: ${step.contentType ?? 'application/vnd.msgpack'}`,
     '-H',
     'accept: application/vnd.msgpack',
   ];
+  for (const header of step.headers ?? []) args.push('-H', header);
   if (step.h1) args.push('--h1');
   if (step.body) args.push('-d', step.body);
   args.push(url + step.path);

@@ -91,6 +91,11 @@ export interface FetchOptions {
   probe?: boolean;
   /** The leader epoch the client knows (KIP-320): a stale or unknown one is refused. */
   leaderEpoch?: number;
+  /**
+   * The codec numbers the client reads (a msgpack fetch): stored batches in other codecs come back
+   * decompressed. Absent: the batches as stored (the decoding paths decompress as they decode).
+   */
+  acceptCodecs?: ReadonlySet<number>;
 }
 
 export interface FetchResult {
@@ -186,6 +191,12 @@ export interface ProduceApi {
    * Its batches carry the id, the epoch and per-partition sequence numbers from 0.
    */
   initProducer(): Promise<{ producerId: number; producerEpoch: number }>;
+  /**
+   * Partitions the records of pre-built batches (compressed or not) as `from` does, reading them
+   * through decompression: the batches are appended as sent when every record goes to one
+   * partition this node leads, else each partition's share is encoded again in the batches' codec.
+   */
+  topicBatches(topic: string, data: Buffer, acks: Acks, options?: ProduceOptions): Promise<ProducedOffsets>;
   /** Appends pre-built batches to one partition; undefined with acks=0. */
   batches(
     topic: string,

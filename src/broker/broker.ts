@@ -6,6 +6,7 @@ import { ReplicaManager } from '../replication/replica-manager.js';
 import type { LogManager } from '../storage/log-manager.js';
 import { type AdminOptions, AdminService } from './admin.js';
 import type { BrokerApi, NodeApi, RoutingApi } from './api.js';
+import { CompressionMetrics } from './compression.js';
 import { FetchService } from './fetch.js';
 import { FetchWaiters } from './fetch-waiters.js';
 import { type GroupsOptions, GroupsService } from './groups.js';
@@ -157,16 +158,18 @@ export class Broker implements BrokerApi {
       },
     );
     this.routing = deps.remote;
+    const compression = new CompressionMetrics(deps.metrics ?? noopMetrics);
     this.produce = new ProduceService({
       topics,
       clock: deps.clock,
       metrics,
+      compression,
       ...(deps.remote ? { remote: deps.remote } : {}),
       ...(deps.allocateProducerIds
         ? { producerIds: new ProducerIds({ allocate: deps.allocateProducerIds }) }
         : {}),
     });
-    this.fetch = new FetchService({ topics, waiters: this.#waiters, metrics });
+    this.fetch = new FetchService({ topics, waiters: this.#waiters, metrics, compression });
     const configs = options.defaultConfigs ?? {};
     this.groups = new GroupsService(
       {

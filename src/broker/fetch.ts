@@ -4,6 +4,7 @@ import type { OffsetsResponse } from '../protocol/api.js';
 import { recordCountOf } from '../protocol/batch.js';
 import type { PartitionReplica } from '../replication/replica.js';
 import type { FetchApi, FetchOptions, FetchResult } from './api.js';
+import { type CompressionMetrics, forClientCodecs } from './compression.js';
 import type { FetchWaiters } from './fetch-waiters.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { Topics } from './topics.js';
@@ -13,11 +14,18 @@ export class FetchService implements FetchApi {
   readonly #topics: Topics;
   readonly #waiters: FetchWaiters;
   readonly #metrics: BrokerMetrics;
+  readonly #compression: CompressionMetrics | undefined;
 
-  constructor(deps: { topics: Topics; waiters: FetchWaiters; metrics: BrokerMetrics }) {
+  constructor(deps: {
+    topics: Topics;
+    waiters: FetchWaiters;
+    metrics: BrokerMetrics;
+    compression?: CompressionMetrics;
+  }) {
     this.#topics = deps.topics;
     this.#waiters = deps.waiters;
     this.#metrics = deps.metrics;
+    this.#compression = deps.compression;
   }
 
   get waiting(): number {
@@ -57,6 +65,18 @@ export class FetchService implements FetchApi {
       const counters = this.#metrics.partition(replica);
       counters.recordsOut.inc(recordCountOf(result.data));
       counters.bytesOut.inc(result.data.length);
+    }
+    if (options.acceptCodecs && result.batchCount > 0) {
+      const converted = forClientCodecs(result.data, options.acceptCodecs, maxBytes, this.#compression);
+      if (converted.changed)
+        return {
+          data: converted.data,
+          batchCount: converted.batchCount,
+          offset,
+          nextOffset: converted.nextOffset ?? result.nextOffset,
+          highWatermark: replica.highWatermark,
+          logStartOffset: replica.logStartOffset,
+        };
     }
     return {
       data: result.data,

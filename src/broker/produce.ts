@@ -3,10 +3,20 @@ import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
 import { partitionForKey } from '../common/murmur2.js';
 import type { Acks } from '../protocol/api.js';
-import { type ProducerFields, splitProducedBatches } from '../protocol/batch.js';
+import {
+  batchCodecAt,
+  compressBatch,
+  decodeRecords,
+  type ProducerFields,
+  type SplitBatch,
+  splitProducedBatches,
+} from '../protocol/batch.js';
+import { CODEC_NAMES } from '../protocol/compression.js';
 import { type ProduceRecordSource, recordArraySource } from '../protocol/produce-body.js';
+import type { CompressionType } from '../protocol/topic-config.js';
 import type { PartitionReplica } from '../replication/replica.js';
 import type { AppendedBatches, ProduceApi, ProducedOffsets, ProduceInput, ProduceOptions } from './api.js';
+import { type CompressionMetrics, toCompressionType } from './compression.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { ProducerIds } from './producer-ids.js';
 import type { RemotePartitions } from './remote-partitions.js';
@@ -28,11 +38,13 @@ export class ProduceService implements ProduceApi {
 
   readonly #remote: RemotePartitions | undefined;
   readonly #producerIds: ProducerIds | undefined;
+  readonly #compression: CompressionMetrics | undefined;
 
   constructor(deps: {
     topics: Topics;
     clock: Clock;
     metrics: BrokerMetrics;
+    compression?: CompressionMetrics;
     remote?: RemotePartitions;
     producerIds?: ProducerIds;
   }) {
@@ -41,6 +53,7 @@ export class ProduceService implements ProduceApi {
     this.#remote = deps.remote;
     this.#clock = deps.clock;
     this.#metrics = deps.metrics;
+    this.#compression = deps.compression;
   }
 
   async records(
@@ -84,6 +97,7 @@ export class ProduceService implements ProduceApi {
         "an idempotent producer's records go to one partition per request (its sequence numbers are per partition)",
       );
     let duplicate = false;
+    const compressionType = this.#topics.config(topic).compressionType;
     const batches = new Map<PartitionReplica, Buffer>();
     // The shares of partitions another node leads go there as pre-built batches.
     const forwarded: { target: { nodeId: number; url: string }; partition: number; batch: Buffer }[] = [];
@@ -95,7 +109,15 @@ export class ProduceService implements ProduceApi {
         forwarded.push({
           target,
           partition,
-          batch: encodePartitionBatch(records, indexes, partition, batchBytesMax, now, producer),
+          batch: encodePartitionBatch(
+            records,
+            indexes,
+            partition,
+            batchBytesMax,
+            now,
+            producer,
+            compressionType,
+          ),
         });
         continue;
       }
@@ -105,7 +127,15 @@ export class ProduceService implements ProduceApi {
         (await this.#topics.localReplica(topicName, partition)).replica;
       batches.set(
         replica,
-        encodePartitionBatch(records, indexes, partition, replica.log.config.batchBytesMax, now, producer),
+        encodePartitionBatch(
+          records,
+          indexes,
+          partition,
+          replica.log.config.batchBytesMax,
+          now,
+          producer,
+          compressionType,
+        ),
       );
     }
     for (const replica of batches.keys()) {
@@ -120,7 +150,10 @@ export class ProduceService implements ProduceApi {
       if (result.duplicate) {
         duplicate = true;
         this.#metrics.duplicate();
-      } else this.#countIn(replica, indexes.length, batch.length);
+      } else {
+        this.#countIn(replica, indexes.length, batch.length);
+        this.#compression?.appended(batch);
+      }
       for (let n = 0; n < indexes.length; n++) offsets[indexes[n]!] = result.baseOffset + n;
       if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
     });
@@ -152,6 +185,49 @@ export class ProduceService implements ProduceApi {
     return { count: records.count, partitions, offsets, ...(duplicate ? { duplicate } : {}) };
   }
 
+  async topicBatches(
+    topicName: string,
+    data: Buffer,
+    acks: Acks,
+    options: ProduceOptions = {},
+  ): Promise<ProducedOffsets> {
+    const topic = await this.#topics.resolve(topicName);
+    const batchBytesMax = this.#topics.config(topic).log.batchBytesMax;
+    const { batches } = this.#checkBatches(data, batchBytesMax);
+    if (batches.some((b) => b.header.producerId !== -1))
+      throw new SluiceError(
+        'INVALID_REQUEST',
+        "an idempotent producer's batches go to /v1/topics/{topic}/partitions/{partition}/records (its sequence numbers are per partition)",
+      );
+    const records = batches.flatMap((b) => decodeRecords(data, b.pos));
+    const source = recordArraySource(records);
+    const partitions = this.#partitionsOf(topic, source);
+    const partition = partitions[0]!;
+    const replica = this.#topics.replicas.get(topicName, partition);
+    const local = replica !== undefined && this.#remote?.forwardTarget(topicName, partition) === undefined;
+    if (local && partitions.every((p) => p === partition)) {
+      // Every record goes to one partition led here: the batches are stored as they came.
+      const result = await this.#appendChecked(topic, replica, data, batches, acks, options);
+      if (!result) return { count: 0, partitions: new Int32Array(0), offsets: new Float64Array(0) };
+      const offsets = new Float64Array(records.length);
+      for (let i = 0; i < offsets.length; i++) offsets[i] = result.baseOffset + i;
+      return { count: records.length, partitions, offsets };
+    }
+    // Spread over partitions: each share is a new batch, in the codec the first batch came in.
+    const codec = CODEC_NAMES[batchCodecAt(data, batches[0]!.pos)] ?? 'none';
+    return this.from(
+      topicName,
+      {
+        ...source,
+        partitionAt: (i) => partitions[i]!,
+        encodeBatch: (indexes, nowMs, producer) =>
+          compressBatch(source.encodeBatch(indexes, nowMs, producer), codec),
+      },
+      acks,
+      options,
+    );
+  }
+
   async initProducer(): Promise<{ producerId: number; producerEpoch: number }> {
     if (!this.#producerIds)
       throw new SluiceError(
@@ -173,26 +249,9 @@ export class ProduceService implements ProduceApi {
     options: ProduceOptions = {},
   ): Promise<AppendedBatches | undefined> {
     const { topic, replica } = await this.#topics.localReplica(topicName, partition);
-    // Every header field of a client's batch is checked against its records before anything is
-    // appended (the log itself checks only what a stored batch must hold), and with acks=0 a bad
-    // batch is still refused to the producer, since the answer goes before the append completes.
-    splitProducedBatches(data, {
-      batchBytesMax: replica.log.config.batchBytesMax,
-      recordsMax: LIMITS.requestRecordsMax,
-    });
-    replica.checkLeaderEpoch(options.leaderEpoch);
-    this.#checkAcks(topic, replica, acks);
-    const appending = replica.appendAsLeader(data, { crcChecked: true }).then(async (result) => {
-      if (result.duplicate) this.#metrics.duplicate();
-      else this.#countIn(replica, result.lastOffset - result.baseOffset + 1, data.length);
-      if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
-      return result;
-    });
-    if (acks === 0) {
-      appending.catch(() => {});
-      return undefined;
-    }
-    const result = await this.#topics.unlessDeleted(topicName, appending);
+    const { batches } = this.#checkBatches(data, replica.log.config.batchBytesMax);
+    const result = await this.#appendChecked(topic, replica, data, batches, acks, options);
+    if (!result) return undefined;
     return {
       partition,
       baseOffset: result.baseOffset,
@@ -200,6 +259,59 @@ export class ProduceService implements ProduceApi {
       batchCount: result.batchCount,
       ...(result.duplicate ? { duplicate: true } : {}),
     };
+  }
+
+  /**
+   * Every header field of a client's batch is checked against its records before anything is
+   * appended (the log itself checks only what a stored batch must hold), and with acks=0 a bad
+   * batch is still refused to the producer, since the answer goes before the append completes. A
+   * compressed batch is decompressed and walked here, once, then stored as it came (or in the
+   * topic's compression.type); followers store the leader's bytes without decompressing.
+   */
+  #checkBatches(data: Buffer, batchBytesMax: number): { batches: SplitBatch[]; recordCount: number } {
+    return splitProducedBatches(data, {
+      batchBytesMax,
+      recordsMax: LIMITS.requestRecordsMax,
+      recordBytesMax: batchBytesMax,
+      uncompressedBatchBytesMax: LIMITS.uncompressedBatchBytesMax,
+    });
+  }
+
+  /** Appends checked batches (in the topic's compression.type) as leader; undefined with acks=0. */
+  async #appendChecked(
+    topic: TopicRecord,
+    replica: PartitionReplica,
+    data: Buffer,
+    batches: readonly SplitBatch[],
+    acks: Acks,
+    options: ProduceOptions,
+  ): Promise<
+    { baseOffset: number; lastOffset: number; batchCount: number; duplicate?: boolean } | undefined
+  > {
+    const batchBytesMax = replica.log.config.batchBytesMax;
+    const stored = toCompressionType(
+      data,
+      batches,
+      this.#topics.config(topic).compressionType,
+      batchBytesMax,
+      this.#compression,
+    );
+    replica.checkLeaderEpoch(options.leaderEpoch);
+    this.#checkAcks(topic, replica, acks);
+    const appending = replica.appendAsLeader(stored, { crcChecked: true }).then(async (result) => {
+      if (result.duplicate) this.#metrics.duplicate();
+      else {
+        this.#countIn(replica, result.lastOffset - result.baseOffset + 1, stored.length);
+        this.#compression?.appended(stored);
+      }
+      if (acks === -1) await this.#replicated(replica, result.lastOffset + 1, options.timeoutMs);
+      return result;
+    });
+    if (acks === 0) {
+      appending.catch(() => {});
+      return undefined;
+    }
+    return this.#topics.unlessDeleted(topic.name, appending);
   }
 
   /** acks=all: waits until the in-sync set holds the append (the high watermark reaches its end). */
@@ -278,6 +390,7 @@ function encodePartitionBatch(
   recordBytesMax: number,
   nowMs: number,
   producer: ProducerFields | undefined,
+  compressionType: CompressionType,
 ): Buffer {
   for (const i of indexes) {
     const size = records.payloadBytesAt(i);
@@ -291,7 +404,9 @@ function encodePartitionBatch(
       );
     }
   }
-  const batch = records.encodeBatch(indexes, nowMs, producer);
+  const plain = records.encodeBatch(indexes, nowMs, producer);
+  // The broker builds these batches: in the topic's compression.type when it names a codec.
+  const batch = compressionType === 'producer' ? plain : compressBatch(plain, compressionType);
   if (batch.length > recordBytesMax) {
     throw new SluiceError(
       'MESSAGE_TOO_LARGE',

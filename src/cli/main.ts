@@ -6,6 +6,7 @@ import { Producer } from '../client/producer.js';
 import { SluiceError } from '../common/errors.js';
 import { startNode } from '../node/node.js';
 import { VERSION } from '../node/version.js';
+import { isCodecName } from '../protocol/compression.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { type LogVerifyReport, verifyLogDirectory } from '../storage/log-verify.js';
 import { addClusterCommand, addDevClusterCommand, type ClusterDependencies } from './cluster.js';
@@ -171,17 +172,27 @@ function addProduceCommand(program: Command, io: Io): void {
     .option('--key-separator <sep>', 'split each line into key and value at the first <sep>')
     .option('--partition <p>', 'send every record to this partition', integer('partition'))
     .option('--acks <acks>', '0, 1 or all', 'all')
+    .option('--compression <codec>', 'compress each batch: none, gzip, snappy, lz4 or zstd', 'none')
     .action(
       async (
         topicName: string,
-        opts: { bootstrap: string; keySeparator?: string; partition?: number; acks: string },
+        opts: {
+          bootstrap: string;
+          keySeparator?: string;
+          partition?: number;
+          acks: string;
+          compression: string;
+        },
       ) => {
         if (!['0', '1', 'all'].includes(opts.acks))
           throw new SluiceError('INVALID_REQUEST', '--acks must be 0, 1 or all');
+        if (!isCodecName(opts.compression))
+          throw new SluiceError('INVALID_REQUEST', '--compression must be none, gzip, snappy, lz4 or zstd');
         const producer = new Producer({
           bootstrap: opts.bootstrap,
           acks: opts.acks === 'all' ? 'all' : (Number(opts.acks) as 0 | 1),
           lingerMs: 10,
+          compression: opts.compression,
         });
         const lines = createInterface({ input: io.stdin, crlfDelay: Number.POSITIVE_INFINITY });
         const sends: Promise<unknown>[] = [];

@@ -7,6 +7,8 @@ export interface RequestOptions {
   body?: Buffer | Uint8Array;
   contentType?: string;
   accept?: string;
+  /** More request headers (lower-case names). */
+  headers?: Record<string, string>;
   timeoutMs?: number;
   signal?: AbortSignal;
 }
@@ -64,6 +66,7 @@ export class Connection {
         ':path': path,
         accept: options.accept ?? MEDIA.msgpack,
         ...(options.contentType ? { 'content-type': options.contentType } : {}),
+        ...options.headers,
       });
       const chunks: Buffer[] = [];
       let size = 0;

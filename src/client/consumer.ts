@@ -11,6 +11,7 @@ import {
   queryDefault,
 } from '../protocol/api.js';
 import type { Header } from '../protocol/batch.js';
+import { ACCEPT_COMPRESSION_HEADER, codecs } from '../protocol/compression.js';
 import { decodeFetchResponse, type FetchPage } from '../protocol/fetch-response.js';
 import { decodeGroupPoll } from '../protocol/group-poll.js';
 import { packr } from '../protocol/msgpack.js';
@@ -94,9 +95,13 @@ export class PartitionConsumer implements AsyncIterable<ConsumedRecord> {
       },
     );
     const leader = this.#metadata.leader(await this.#metadata.route(topic), partition);
+    // Compressed batches come as stored in every codec this process reads, and are decoded here.
+    await codecs.load();
+    const accepted = codecs.available().filter((name) => name !== 'none');
     let response: Response;
     try {
       response = await leader.request(endpoint.method, url, {
+        headers: { [ACCEPT_COMPRESSION_HEADER]: accepted.join(',') },
         signal: this.#abort.signal,
         timeoutMs: maxWaitMs + 30_000,
       });

@@ -16,6 +16,7 @@ export {
   type FetchPage,
 } from '../protocol/fetch-response.js';
 export { Admin, type ClientOptions } from './admin.js';
+export { type CodecName, type CodecStatus, loadCodecs } from './codecs.js';
 export {
   type ConsumedRecord,
   Consumer,

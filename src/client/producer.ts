@@ -5,6 +5,7 @@ import { partitionForKey } from '../common/murmur2.js';
 import { SeededRandom } from '../common/random.js';
 import { type Acks, ENDPOINTS, endpointUrl, MEDIA } from '../protocol/api.js';
 import { encodeBatch, type Header, type RecordInput } from '../protocol/batch.js';
+import { CODEC_LEVELS, type CodecName, codecs, isCodecName } from '../protocol/compression.js';
 import { Connection, decodeResponse } from './connection.js';
 import { ClusterMetadata, STALE_METADATA_CODES, type TopicRoute } from './metadata.js';
 
@@ -30,6 +31,13 @@ export interface ProducerOptions {
    * leader change lands once, in order. Needs acks 'all'.
    */
   idempotent?: boolean;
+  /**
+   * Compresses each batch with this codec (default `none`): `gzip`, `snappy`, `lz4` or `zstd`. The
+   * broker validates the batch and stores it as sent; consumers decompress.
+   */
+  compression?: CodecName;
+  /** The codec's level where it has levels (gzip 1-9, zstd 1-22); its default otherwise. */
+  compressionLevel?: number;
   /** Bytes of records waiting to be sent or answered; past it, send() waits for room. */
   bufferBytesMax?: number;
   /** How long send() waits for room in the buffer before it rejects with LIMIT_EXCEEDED (0: at once). */
@@ -95,6 +103,29 @@ const IDEMPOTENT_IN_FLIGHT_MAX = 5;
 const toBytes = (v: Uint8Array | string | null | undefined): Uint8Array | null =>
   v === null || v === undefined ? null : typeof v === 'string' ? Buffer.from(v) : v;
 
+/** The producer's `compression` and `compressionLevel`, checked. */
+function producerCompression(
+  codec: string | undefined,
+  level: number | undefined,
+): { codec: CodecName; level?: number } {
+  const name = codec ?? 'none';
+  if (!isCodecName(name))
+    throw new SluiceError(
+      'INVALID_REQUEST',
+      `compression ${JSON.stringify(codec)} is not none, gzip, snappy, lz4 or zstd`,
+    );
+  if (level === undefined) return { codec: name };
+  const levels = CODEC_LEVELS[name];
+  if (!levels || !Number.isInteger(level) || level < levels.min || level > levels.max)
+    throw new SluiceError(
+      'INVALID_REQUEST',
+      levels
+        ? `compressionLevel for ${name} is an integer from ${levels.min} to ${levels.max}`
+        : `${name} has no compression levels`,
+    );
+  return { codec: name, level };
+}
+
 /** The partition count of a producer's route, which always asks for it. */
 function partitionsOf(route: TopicRoute): number {
   assert(route.partitions !== undefined, 'a producer looks up partition counts');
@@ -114,7 +145,8 @@ function partitionsOf(route: TopicRoute): number {
  * release) gets everything, as before.
  */
 export class Producer {
-  readonly #options: Required<Omit<ProducerOptions, 'bootstrap'>>;
+  readonly #options: Required<Omit<ProducerOptions, 'bootstrap' | 'compression' | 'compressionLevel'>>;
+  readonly #compression: { codec: CodecName; level?: number };
   /** Idempotent: the producer id (asked for with the first batch), replaced after UNKNOWN_PRODUCER_ID. */
   #session: Promise<ProducerSession> | undefined;
   readonly #metadata: ClusterMetadata;
@@ -139,6 +171,7 @@ export class Producer {
         'INVALID_REQUEST',
         `an idempotent producer keeps at most ${IDEMPOTENT_IN_FLIGHT_MAX} batches in flight per partition`,
       );
+    this.#compression = producerCompression(options.compression, options.compressionLevel);
     this.#options = {
       acks,
       idempotent,
@@ -366,15 +399,19 @@ export class Producer {
         numbered = { session, baseSequence };
         queue.unanswered.add(baseSequence);
       }
+      if (this.#compression.codec !== 'none') await codecs.load();
       const body = encodeBatch(
         batch.map((p) => p.record),
-        numbered
-          ? {
-              producerId: numbered.session.producerId,
-              producerEpoch: numbered.session.producerEpoch,
-              baseSequence: numbered.baseSequence,
-            }
-          : {},
+        {
+          ...(numbered
+            ? {
+                producerId: numbered.session.producerId,
+                producerEpoch: numbered.session.producerEpoch,
+                baseSequence: numbered.baseSequence,
+              }
+            : {}),
+          compression: this.#compression,
+        },
       );
       const acks: Acks = this.#options.acks === 'all' ? -1 : this.#options.acks;
       const endpoint = ENDPOINTS.producePartition;

@@ -74,6 +74,11 @@ export const ERROR_CODES = {
     retriable: false,
     title: 'A batch is larger than the maximum batch size',
   },
+  DECOMPRESSED_TOO_LARGE: {
+    status: 413,
+    retriable: false,
+    title: 'Compressed data decompresses to more than the limit (a decompression bomb)',
+  },
   REQUEST_TOO_LARGE: { status: 413, retriable: false, title: 'The request body is larger than the limit' },
   TOO_MANY_RECORDS: { status: 413, retriable: false, title: 'The request holds more records than the limit' },
   UNSUPPORTED_MEDIA_TYPE: {

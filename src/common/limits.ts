@@ -9,6 +9,12 @@ export const LIMITS = {
   batchBytesMax: 1024 * 1024 + 1024,
   /** Largest single record (key + value + headers). */
   recordBytesMax: 1024 * 1024,
+  /**
+   * Most bytes a compressed batch may decompress to (its records, header included): past it the
+   * batch is a decompression bomb (DECOMPRESSED_TOO_LARGE). As large as a request body, so that
+   * whatever a client may send uncompressed it may send compressed.
+   */
+  uncompressedBatchBytesMax: 8 * 1024 * 1024,
   /** Records in one batch. */
   batchRecordsMax: 100_000,
   /** Largest HTTP request body. */

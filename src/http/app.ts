@@ -17,6 +17,7 @@ import { ENDPOINTS, type Endpoint, NODE_ID_HEADER } from '../protocol/api.js';
 import { FORWARDED_BY_HEADER } from '../protocol/internal-api.js';
 import { addBodyParsers } from './body.js';
 import { type ConsoleAsset, consoleRoutes } from './console/console.js';
+import { addHttpEncoding } from './encoding.js';
 import { addForwarding } from './forward.js';
 import { HttpMetrics } from './metrics.js';
 import { problemFor, sendProblem } from './problem.js';
@@ -118,6 +119,7 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   addRequestHooks(app, broker, httpMetrics);
   setValidators(app);
   addBodyParsers(app);
+  addHttpEncoding(app, options.bodyLimitBytes ?? LIMITS.requestBodyBytesMax);
   app.setErrorHandler((error, request, reply) => {
     const problem = problemFor(error, request.url);
     if (problem.status >= 500)

@@ -11,6 +11,7 @@ import type { MetricsRegistry } from '../common/metrics.js';
 import { buildApp, internalListenerHandler } from '../http/app.js';
 import { internalRaftRoutes } from '../http/routes/internal-raft.js';
 import { dualProtocolServerFactory } from '../http/server.js';
+import { type CodecStatus, codecs } from '../protocol/compression.js';
 import type { ControllerCommand } from '../protocol/internal-api.js';
 import { type ConfigValue, parseTopicConfigDefaults } from '../protocol/topic-config.js';
 import { nodeFileSystem } from '../storage/fs.js';
@@ -139,6 +140,9 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
   const dataDir = resolve(options.dataDir);
   const clock = systemClock;
   const defaults = parseTopicConfigDefaults(options.configs ?? {});
+  // Codecs load once, before any log is read: one that cannot load is told at start (below), and
+  // a batch naming it is refused with UNSUPPORTED_COMPRESSION_TYPE saying why.
+  const codecStatus = await codecs.load();
   const metrics = new PromMetricsRegistry();
   // Everything logs through the app's logger once it exists; before that (while the logs open)
   // errors go to stderr, so that a partition taken offline at start is never silent.
@@ -341,6 +345,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     }
     let internal: Awaited<ReturnType<typeof listenInternal>> | undefined;
     if (logLevel !== 'silent') target = app.log;
+    logCodecs(logger, codecStatus);
     logRecovery(logger, logs);
     closers.unshift(async () => {
       logger.info({ nodeId }, 'node stopping');
@@ -417,6 +422,21 @@ function logStreamOf(options: NodeOptions): { stream?: { write(line: string): vo
     options.logFormat ?? (options.logStream === undefined && process.stdout.isTTY ? 'text' : 'json');
   if (format === 'text') return { stream: textLogStream(out) };
   return options.logStream ? { stream: { write: (line) => void out.write(line) } } : {};
+}
+
+/** Which batch compression codecs this node has; one that could not be loaded is a warning. */
+function logCodecs(logger: Logger, status: readonly CodecStatus[]): void {
+  for (const codec of status) {
+    if (!codec.available)
+      logger.warn(
+        { codec: codec.name, problem: codec.problem },
+        'compression codec unavailable: batches in it are refused (UNSUPPORTED_COMPRESSION_TYPE)',
+      );
+  }
+  logger.info(
+    { codecs: ['none', ...status.filter((c) => c.available).map((c) => c.name)] },
+    'compression codecs loaded',
+  );
 }
 
 /** What recovery found in each partition log that was not shut down cleanly. */

@@ -321,9 +321,13 @@ const ANSWERS = [MEDIA.json, MEDIA.msgpack] as const;
 const FETCH_ANSWERS = [MEDIA.json, MEDIA.msgpack, MEDIA.ndjson, MEDIA.eventStream] as const;
 /** Admin bodies are one JSON or msgpack document. */
 const DOCUMENT_BODIES = [MEDIA.json, MEDIA.msgpack, MEDIA.msgpackAlt] as const;
-const RECORD_BODIES = [...DOCUMENT_BODIES, MEDIA.ndjson, MEDIA.octetStream] as const;
-/** Pre-built batches name their partition, so only the partition route takes them. */
-const PARTITION_RECORD_BODIES = [...RECORD_BODIES, MEDIA.batches] as const;
+/**
+ * Both produce routes take pre-built batches (compressed or not): the partition route appends them
+ * as sent; the topic route reads their records (decompressing) to partition them by key, and
+ * appends them as sent when every record goes to one partition.
+ */
+const RECORD_BODIES = [...DOCUMENT_BODIES, MEDIA.ndjson, MEDIA.octetStream, MEDIA.batches] as const;
+const PARTITION_RECORD_BODIES = RECORD_BODIES;
 
 const topicParam = { type: 'string', pattern: TOPIC_NAME_PATTERN } as const;
 const partitionParam = { type: 'integer', minimum: 0, maximum: 9999 } as const;

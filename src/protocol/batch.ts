@@ -3,6 +3,7 @@ import { assert } from '../common/assert.js';
 import { crc32c } from '../common/crc32c.js';
 import { isSluiceError, SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
+import { CODEC_NAMES, type CodecName, codecId, codecs } from './compression.js';
 
 /**
  * The record batch: the unit that producers send, the log stores and consumers fetch.
@@ -29,14 +30,21 @@ import { LIMITS } from '../common/limits.js';
  *   61  3   0xd1 i16                 [10] producerEpoch (-1: none)
  *   64  5   0xd2 i32                 [11] baseSequence (-1: none)
  *   69  5   0xce u32                 [12] recordCount
- *   74  5   0xdd u32                 [13] records: array32 of recordCount records
- *   79  ...                               the records
+ *   74  5   0xdd u32                 [13] records: array32 of recordCount records (codec none)
+ *           0xc6 u32                      or bin32: the codec's output for the records (compressed)
+ *   79  ...                               the records, or their compressed bytes
  *
  * A record is a msgpack array of 5 in the shortest msgpack forms:
  *   [offsetDelta uint, timestampDelta int, key bin|nil, value bin|nil, headers [[name str, value bin|nil], ...]]
  *
  * All multi-byte integers are big-endian, as msgpack defines. A whole batch is
  * `BATCH_LENGTH_PREFIX_BYTES + batchLength` bytes.
+ *
+ * A compressed batch (attributes codec 1-4, compression.ts) keeps the same header, and its element
+ * [13] is one bin32 whose bytes are the codec's output for exactly the bytes that follow the
+ * array32 header in the uncompressed batch (the records back to back). The batch stays one msgpack
+ * value, the CRC covers the compressed bytes (so a follower checks it without decompressing), and
+ * `recordCount` says how many records decompressing must give.
  */
 
 export const BATCH_HEADER_BYTES = 79;
@@ -79,8 +87,10 @@ const MARKERS: readonly (readonly [number, number])[] = [
   [POS.producerEpoch, 0xd1],
   [POS.baseSequence, 0xd2],
   [POS.recordCount, 0xce],
-  [POS.recordsArray, 0xdd],
 ];
+/** Element [13]: an array32 of records in an uncompressed batch, a bin32 in a compressed one. */
+const RECORDS_ARRAY32 = 0xdd;
+const RECORDS_BIN32 = 0xc6;
 
 export const ATTRIBUTE_CODEC_MASK = 0x07;
 export const ATTRIBUTE_LOG_APPEND_TIME = 0x08;
@@ -88,8 +98,6 @@ export const ATTRIBUTE_TRANSACTIONAL = 0x10;
 export const ATTRIBUTE_CONTROL = 0x20;
 /** The attribute bits that mean something; any other set bit is refused. */
 const ATTRIBUTES_KNOWN = 0x3f;
-/** The codec numbers a batch may name (Kafka's: 1 gzip, 2 snappy, 3 lz4, 4 zstd); none is accepted yet. */
-const CODEC_NAMES = ['none', 'gzip', 'snappy', 'lz4', 'zstd'] as const;
 
 /**
  * The smallest encoded record: fixarray 5, offset and timestamp deltas as fixints, nil key, nil
@@ -152,6 +160,11 @@ export interface EncodeBatchOptions {
   baseSequence?: number;
   /** Defaults to the largest offsetDelta; compaction keeps a batch's original last offset. */
   lastOffsetDelta?: number;
+  /**
+   * Compresses the records with this codec (and level, where the codec has levels). Without it,
+   * the codec the attributes name (bits 0-2) is used: compaction re-encodes a batch in its codec.
+   */
+  compression?: { codec: CodecName; level?: number };
 }
 
 /** Total size in bytes of a batch: header prefix plus batchLength. */
@@ -221,10 +234,11 @@ export function encodeBatchWith(
   for (let n = 0; n < count; n++) pos = writeRecord(buf, pos, n);
   assert(pos <= buf.length, 'records overran their size bound');
   const out = buf.subarray(0, pos);
+  const attributes = header.attributes ?? 0;
   writeHeader(out, {
     baseOffset: header.baseOffset ?? 0,
     partitionLeaderEpoch: header.partitionLeaderEpoch ?? -1,
-    attributes: header.attributes ?? 0,
+    attributes: attributes & ~ATTRIBUTE_CODEC_MASK,
     lastOffsetDelta: header.lastOffsetDelta ?? count - 1,
     baseTimestamp: header.baseTimestamp,
     maxTimestamp: header.maxTimestamp,
@@ -233,7 +247,79 @@ export function encodeBatchWith(
     baseSequence: header.baseSequence ?? -1,
     recordCount: count,
   });
+  const codec = header.compression?.codec ?? CODEC_NAMES[attributes & ATTRIBUTE_CODEC_MASK] ?? 'none';
+  if (codec === 'none') return out;
+  return compressBatch(out, codec, header.compression?.level);
+}
+
+/**
+ * The uncompressed batch `plain` (at 0, checked or built here) compressed with `codec`: the same
+ * header with the codec in its attributes, the records as one bin32 of the codec's output, a new
+ * CRC. `none` gives `plain` itself.
+ */
+export function compressBatch(plain: Buffer, codec: CodecName, level?: number): Buffer {
+  if (codec === 'none') return plain;
+  const id = codecId(codec);
+  const compressed = codecs.get(id).compress(plain.subarray(BATCH_HEADER_BYTES), level);
+  const out = Buffer.allocUnsafe(BATCH_HEADER_BYTES + compressed.length);
+  plain.copy(out, 0, 0, BATCH_HEADER_BYTES);
+  compressed.copy(out, BATCH_HEADER_BYTES);
+  out.writeUInt32BE(out.length - BATCH_LENGTH_PREFIX_BYTES, POS.batchLength + 1);
+  out.writeUInt16BE(
+    (plain.readUInt16BE(POS.attributes + 1) & ~ATTRIBUTE_CODEC_MASK) | id,
+    POS.attributes + 1,
+  );
+  out[POS.recordsArray] = RECORDS_BIN32;
+  out.writeUInt32BE(compressed.length, POS.recordsArray + 1);
+  out.writeUInt32BE(crc32c(out.subarray(BATCH_CRC_START)), POS.crc + 1);
   return out;
+}
+
+/** The codec number (0 none) in the attributes of the batch at `pos`. */
+export function batchCodecAt(buf: Uint8Array, pos = 0): number {
+  return asBuffer(buf).readUInt16BE(pos + POS.attributes + 1) & ATTRIBUTE_CODEC_MASK;
+}
+
+/**
+ * The batch at `pos` (framing checked) uncompressed: for a compressed batch, a new buffer with the
+ * same header (codec bits cleared, base offset and leader epoch as they are), the records array
+ * and a new CRC; an uncompressed batch is returned as a view. Decompresses to at most
+ * `uncompressedBytesMax` bytes of batch (DECOMPRESSED_TOO_LARGE past it); CORRUPT_MESSAGE when the
+ * codec's data is damaged; UNSUPPORTED_COMPRESSION_TYPE when the codec is not loaded here. The
+ * records are not checked: the caller decodes or walks them.
+ */
+export function decompressBatch(
+  buf: Uint8Array,
+  pos = 0,
+  uncompressedBytesMax: number = LIMITS.uncompressedBatchBytesMax,
+): Buffer {
+  const b = asBuffer(buf);
+  const size = BATCH_LENGTH_PREFIX_BYTES + b.readUInt32BE(pos + POS.batchLength + 1);
+  if (batchCodecAt(b, pos) === 0) return b.subarray(pos, pos + size);
+  const records = decompressRecords(b, pos, uncompressedBytesMax);
+  const out = Buffer.allocUnsafe(BATCH_HEADER_BYTES + records.length);
+  b.copy(out, 0, pos, pos + BATCH_HEADER_BYTES);
+  records.copy(out, BATCH_HEADER_BYTES);
+  out.writeUInt32BE(out.length - BATCH_LENGTH_PREFIX_BYTES, POS.batchLength + 1);
+  out.writeUInt16BE(b.readUInt16BE(pos + POS.attributes + 1) & ~ATTRIBUTE_CODEC_MASK, POS.attributes + 1);
+  out[POS.recordsArray] = RECORDS_ARRAY32;
+  out.writeUInt32BE(b.readUInt32BE(pos + POS.recordCount + 1), POS.recordsArray + 1);
+  out.writeUInt32BE(crc32c(out.subarray(BATCH_CRC_START)), POS.crc + 1);
+  return out;
+}
+
+/**
+ * The records bytes of the compressed batch at `pos`, decompressed (what follows the array32
+ * header in the uncompressed batch); the checks and errors of `decompressBatch`.
+ */
+function decompressRecords(b: Buffer, pos: number, uncompressedBytesMax: number): Buffer {
+  const size = BATCH_LENGTH_PREFIX_BYTES + b.readUInt32BE(pos + POS.batchLength + 1);
+  return codecs
+    .get(batchCodecAt(b, pos))
+    .decompress(
+      b.subarray(pos + BATCH_HEADER_BYTES, pos + size),
+      Math.max(0, uncompressedBytesMax - BATCH_HEADER_BYTES),
+    );
 }
 
 function writeHeader(buf: Buffer, h: Omit<BatchHeader, 'batchLength' | 'magic' | 'crc'>): void {
@@ -463,11 +549,26 @@ export function checkBatchAt(
     return corrupt(error instanceof Error ? error.message : String(error));
   }
   if (header.recordCount === 0) return corrupt('batch holds no records');
-  if (header.recordCount > (size - BATCH_HEADER_BYTES) / RECORD_BYTES_MIN) {
-    return corrupt(`${header.recordCount} records cannot fit in a batch of ${size} bytes`);
-  }
-  if (b.readUInt32BE(pos + POS.recordsArray + 1) !== header.recordCount) {
-    return corrupt('records array length differs from recordCount');
+  const marker = buf[pos + POS.recordsArray];
+  const codec = header.attributes & ATTRIBUTE_CODEC_MASK;
+  // Codec numbers 5-7 name no codec: framed as uncompressed, refused by whoever must read them.
+  if (codec === 0 || codec > CODEC_NAMES.length - 1) {
+    if (marker !== RECORDS_ARRAY32)
+      return corrupt(`byte ${POS.recordsArray} of the batch header is 0x${hex(marker)}, not 0xdd`);
+    if (header.recordCount > (size - BATCH_HEADER_BYTES) / RECORD_BYTES_MIN) {
+      return corrupt(`${header.recordCount} records cannot fit in a batch of ${size} bytes`);
+    }
+    if (b.readUInt32BE(pos + POS.recordsArray + 1) !== header.recordCount) {
+      return corrupt('records array length differs from recordCount');
+    }
+  } else {
+    // Compressed: one bin32 to the end of the batch, and no more records than a batch may hold.
+    if (marker !== RECORDS_BIN32)
+      return corrupt(`byte ${POS.recordsArray} of a compressed batch header is 0x${hex(marker)}, not 0xc6`);
+    if (b.readUInt32BE(pos + POS.recordsArray + 1) !== size - BATCH_HEADER_BYTES)
+      return corrupt('compressed records length differs from the batch length');
+    if (header.recordCount > LIMITS.batchRecordsMax)
+      return corrupt(`${header.recordCount} records: a batch holds at most ${LIMITS.batchRecordsMax}`);
   }
   if (header.lastOffsetDelta < header.recordCount - 1) {
     return corrupt(`lastOffsetDelta ${header.lastOffsetDelta} does not match ${header.recordCount} records`);
@@ -530,6 +631,10 @@ export interface ProducedBatchesOptions {
   batchBytesMax?: number;
   /** Records over all the batches of the request; TOO_MANY_RECORDS beyond. */
   recordsMax?: number;
+  /** Largest key plus value of one record (RECORD_TOO_LARGE beyond); no limit when absent. */
+  recordBytesMax?: number;
+  /** Most bytes a compressed batch may decompress to; DECOMPRESSED_TOO_LARGE beyond. */
+  uncompressedBatchBytesMax?: number;
 }
 
 /**
@@ -560,7 +665,7 @@ export function splitProducedBatches(
         throw new SluiceError('TOO_MANY_RECORDS', `a request holds at most ${recordsMax} records`);
       }
       const size = batchSize(header);
-      checkProducedBatch(buf, pos, header);
+      checkProducedBatch(buf, pos, header, options);
       batches.push({ pos, size, header });
       pos += size;
     } catch (error) {
@@ -574,27 +679,6 @@ export function splitProducedBatches(
   return { batches, recordCount };
 }
 
-/**
- * The checks that a batch built by a client passes on top of `checkBatchAt`'s (call that first,
- * with the CRC): the leader assigns offsets from the header alone, so the header must say exactly
- * what the records hold.
- *
- * - attributes: no compression codec (1-4 are UNSUPPORTED_COMPRESSION_TYPE until compression
- *   lands; 5-7 name no codec), and none of the log-append-time, transactional or control bits
- *   (the broker's to set; Sluice has no transactions yet), nor any unknown bit;
- * - lastOffsetDelta is recordCount - 1, and record i has offset delta i;
- * - baseTimestamp is the smallest record timestamp and maxTimestamp the largest (the timestamp
- *   type is always create time here), every one at least -1 (INVALID_TIMESTAMP);
- * - producerId, producerEpoch and baseSequence are all -1 (no idempotent producer), or a producer
- *   id in [0, 2^53), an epoch in [0, 32767] and a base sequence in [0, 2^31) (`checkProducerFields`);
- * - every record is [offsetDelta int, timestampDelta int, key bin|nil, value bin|nil,
- *   headers [[name str, value bin|nil], ...]] with at most `LIMITS.headersPerRecordMax` headers
- *   and UTF-8 names, and the records end exactly where the batch does.
- *
- * baseOffset and partitionLeaderEpoch are not checked: the leader overwrites them.
- * Walks the records without allocating for them. Throws CORRUPT_MESSAGE for bytes that are not
- * records, INVALID_RECORD for fields that disagree or that Sluice does not accept.
- */
 /**
  * A batch's producer fields: all -1 (no idempotent producer), or a producer id, an epoch and a base
  * sequence, none negative. INVALID_RECORD otherwise.
@@ -613,7 +697,38 @@ export function checkProducerFields(
   );
 }
 
-export function checkProducedBatch(buf: Uint8Array, pos: number, header: BatchHeader): void {
+/**
+ * The checks that a batch built by a client passes on top of `checkBatchAt`'s (call that first,
+ * with the CRC): the leader assigns offsets from the header alone, so the header must say exactly
+ * what the records hold.
+ *
+ * - attributes: codec none, or a codec loaded here (1-4; UNSUPPORTED_COMPRESSION_TYPE when not
+ *   loaded, and for 5-7, which name no codec), and none of the log-append-time, transactional or control bits
+ *   (the broker's to set; Sluice has no transactions yet), nor any unknown bit;
+ * - lastOffsetDelta is recordCount - 1, and record i has offset delta i;
+ * - baseTimestamp is the smallest record timestamp and maxTimestamp the largest (the timestamp
+ *   type is always create time here), every one at least -1 (INVALID_TIMESTAMP);
+ * - producerId, producerEpoch and baseSequence are all -1 (no idempotent producer), or a producer
+ *   id in [0, 2^53), an epoch in [0, 32767] and a base sequence in [0, 2^31) (`checkProducerFields`);
+ * - every record is [offsetDelta int, timestampDelta int, key bin|nil, value bin|nil,
+ *   headers [[name str, value bin|nil], ...]] with at most `LIMITS.headersPerRecordMax` headers
+ *   and UTF-8 names, and the records end exactly where the batch does.
+ *
+ * - a compressed batch decompresses (CORRUPT_MESSAGE when its codec's data is damaged) to at most
+ *   `uncompressedBatchBytesMax` bytes (DECOMPRESSED_TOO_LARGE), and all of the above holds of
+ *   its records, exactly `recordCount` of them;
+ * - no record's key plus value is over `recordBytesMax` (RECORD_TOO_LARGE).
+ *
+ * baseOffset and partitionLeaderEpoch are not checked: the leader overwrites them.
+ * Walks the records without allocating for them. Throws CORRUPT_MESSAGE for bytes that are not
+ * records, INVALID_RECORD for fields that disagree or that Sluice does not accept.
+ */
+export function checkProducedBatch(
+  buf: Uint8Array,
+  pos: number,
+  header: BatchHeader,
+  limits: Pick<ProducedBatchesOptions, 'recordBytesMax' | 'uncompressedBatchBytesMax'> = {},
+): void {
   checkProducedAttributes(header.attributes);
   if (header.lastOffsetDelta !== header.recordCount - 1) {
     throw new SluiceError(
@@ -622,8 +737,21 @@ export function checkProducedBatch(buf: Uint8Array, pos: number, header: BatchHe
     );
   }
   checkProducerFields(header);
-  const end = pos + batchSize(header);
-  const reader = new Reader(asBuffer(buf), pos + BATCH_HEADER_BYTES, end);
+  // A compressed batch is decompressed once and its records walked where they were decompressed.
+  let records = asBuffer(buf);
+  let start = pos + BATCH_HEADER_BYTES;
+  let end = pos + batchSize(header);
+  if ((header.attributes & ATTRIBUTE_CODEC_MASK) !== 0) {
+    records = decompressRecords(
+      records,
+      pos,
+      limits.uncompressedBatchBytesMax ?? LIMITS.uncompressedBatchBytesMax,
+    );
+    start = 0;
+    end = records.length;
+  }
+  const recordBytesMax = limits.recordBytesMax ?? Number.MAX_SAFE_INTEGER;
+  const reader = new Reader(records, start, end);
   let timestampDeltaMin = Number.POSITIVE_INFINITY;
   let timestampDeltaMax = Number.NEGATIVE_INFINITY;
   for (let i = 0; i < header.recordCount; i++) {
@@ -639,8 +767,13 @@ export function checkProducedBatch(buf: Uint8Array, pos: number, header: BatchHe
     const timestampDelta = reader.int();
     if (timestampDelta < timestampDeltaMin) timestampDeltaMin = timestampDelta;
     if (timestampDelta > timestampDeltaMax) timestampDeltaMax = timestampDelta;
-    reader.skipBinOrNil();
-    reader.skipBinOrNil();
+    const payloadBytes = reader.skipBinOrNil() + reader.skipBinOrNil();
+    if (payloadBytes > recordBytesMax)
+      throw new SluiceError(
+        'RECORD_TOO_LARGE',
+        `record ${i} is ${payloadBytes} bytes; the limit is ${recordBytesMax}`,
+        { details: { index: i } },
+      );
     const headerCount = reader.arrayLength();
     if (headerCount > LIMITS.headersPerRecordMax) {
       throw new SluiceError('INVALID_RECORD', `a record holds at most ${LIMITS.headersPerRecordMax} headers`);
@@ -678,16 +811,9 @@ export function checkProducedBatch(buf: Uint8Array, pos: number, header: BatchHe
 
 function checkProducedAttributes(attributes: number): void {
   const codec = attributes & ATTRIBUTE_CODEC_MASK;
-  if (codec !== 0) {
-    const name = CODEC_NAMES[codec];
-    if (name) {
-      throw new SluiceError(
-        'UNSUPPORTED_COMPRESSION_TYPE',
-        `compression codec ${codec} (${name}) is not supported yet; send uncompressed batches`,
-      );
-    }
+  if (codec > CODEC_NAMES.length - 1)
     throw new SluiceError('INVALID_RECORD', `attributes name compression codec ${codec}, which is no codec`);
-  }
+  if (codec !== 0) codecs.get(codec);
   if (attributes & ~ATTRIBUTES_KNOWN) {
     throw new SluiceError(
       'INVALID_RECORD',
@@ -722,14 +848,14 @@ export function setPartitionLeaderEpoch(buf: Uint8Array, pos: number, epoch: num
 /** Decodes the records of one checked batch, with absolute offsets and timestamps. */
 export function decodeRecords(buf: Uint8Array, pos = 0): BatchRecord[] {
   const header = readBatchHeader(buf, pos);
-  if ((header.attributes & ATTRIBUTE_CODEC_MASK) !== 0) {
-    throw new SluiceError(
-      'UNSUPPORTED_COMPRESSION_TYPE',
-      `compression codec ${header.attributes & ATTRIBUTE_CODEC_MASK} is not supported`,
-    );
-  }
-  const end = pos + batchSize(header);
-  const reader = new Reader(asBuffer(buf), pos + BATCH_HEADER_BYTES, end);
+  // A compressed batch's records are decoded from their decompressed bytes, views into them.
+  const compressed = batchCodecAt(buf, pos) !== 0;
+  const bytes = compressed
+    ? decompressRecords(asBuffer(buf), pos, LIMITS.uncompressedBatchBytesMax)
+    : asBuffer(buf);
+  const start = compressed ? 0 : pos + BATCH_HEADER_BYTES;
+  const end = compressed ? bytes.length : pos + batchSize(header);
+  const reader = new Reader(bytes, start, end);
   const records: BatchRecord[] = new Array(header.recordCount);
   for (let i = 0; i < header.recordCount; i++) {
     if (reader.arrayLength() !== 5)
@@ -932,10 +1058,12 @@ class Reader {
     return out;
   }
 
-  /** Steps over a bin or nil without a view of it. */
-  skipBinOrNil(): void {
+  /** Steps over a bin or nil without a view of it; returns its length (0 for nil). */
+  skipBinOrNil(): number {
     const n = this.#binLength();
-    if (n > 0) this.pos += n;
+    if (n <= 0) return 0;
+    this.pos += n;
+    return n;
   }
 
   /** The length of the bin that follows (its bytes present), or -1 for nil. */

@@ -1,5 +1,6 @@
 import { SluiceError } from '../common/errors.js';
 import { LIMITS } from '../common/limits.js';
+import { type CodecName, isCodecName } from './compression.js';
 
 /**
  * Every topic config Sluice knows, in Kafka's names: its parser, its default, and the typed form the
@@ -121,6 +122,25 @@ export function logConfigFromTopicConfigs(
   return out;
 }
 
+/**
+ * `compression.type`: `producer` keeps every batch in the codec it came in (the default); a codec
+ * name (`none` or its Kafka name `uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`) makes the leader
+ * recompress batches that arrive in another codec, as Kafka does.
+ */
+export type CompressionType = 'producer' | CodecName;
+
+export function parseCompressionType(value: ConfigValue, name = 'compression.type'): CompressionType {
+  const s = String(value).trim();
+  if (s === 'producer') return 'producer';
+  if (s === 'uncompressed') return 'none';
+  if (isCodecName(s)) return s;
+  throw new SluiceError(
+    'INVALID_CONFIG',
+    `${name} must be one of producer | uncompressed | none | gzip | snappy | lz4 | zstd, got ${JSON.stringify(value)}`,
+    { details: { config: name } },
+  );
+}
+
 function bool(value: ConfigValue, name: string): boolean {
   if (value === true || value === 'true') return true;
   if (value === false || value === 'false') return false;
@@ -185,6 +205,7 @@ export const RETENTION_CHECK_MS_DEFAULT = 60_000;
 export interface TopicConfig {
   log: LogConfig;
   minInsyncReplicas: number;
+  compressionType: CompressionType;
   /** Whether a replica out of the in-sync set may lead when no in-sync one can (losing records). */
   uncleanLeaderElection: boolean;
 }
@@ -208,6 +229,10 @@ export interface TopicConfigDefaults {
 export function validateTopicConfigs(configs: Record<string, ConfigValue>, brokerLevel: boolean): void {
   for (const [name, value] of Object.entries(configs)) {
     if (LOG_CONFIG_NAMES[name]) continue;
+    if (name === 'compression.type') {
+      parseCompressionType(value, name);
+      continue;
+    }
     const parse =
       REPLICATION_CONFIG_NAMES[name] ?? (brokerLevel ? BROKER_ONLY_CONFIG_NAMES[name] : undefined);
     if (!parse)
@@ -232,6 +257,8 @@ export function parseTopicConfigDefaults(raw: Record<string, ConfigValue>): Topi
         raw['unclean.leader.election.enable'] === undefined
           ? false
           : bool(raw['unclean.leader.election.enable'], 'unclean.leader.election.enable'),
+      compressionType:
+        raw['compression.type'] === undefined ? 'producer' : parseCompressionType(raw['compression.type']),
     },
     numPartitions:
       numPartitions === undefined
@@ -264,5 +291,9 @@ export function parseTopicConfig(
       unclean === undefined
         ? defaults.topic.uncleanLeaderElection
         : bool(unclean, 'unclean.leader.election.enable'),
+    compressionType:
+      configs['compression.type'] === undefined
+        ? defaults.topic.compressionType
+        : parseCompressionType(configs['compression.type']),
   };
 }

@@ -169,6 +169,7 @@ describe('acks and validation', () => {
       b.writeInt32BE(2 ** 31 - 1, AT.lastOffsetDelta);
       return b;
     });
+    // Names gzip in its attributes but holds its records uncompressed.
     const gzip = resealed(one, (b) => {
       b.writeUInt16BE(1, AT.attributes);
       return b;
@@ -181,9 +182,7 @@ describe('acks and validation', () => {
       expect(
         await codeOf(broker.produce.batches('prebuilt', 0, Buffer.concat([farDelta, farDelta]), acks)),
       ).toBe('INVALID_RECORD');
-      expect(await codeOf(broker.produce.batches('prebuilt', 0, gzip, acks))).toBe(
-        'UNSUPPORTED_COMPRESSION_TYPE',
-      );
+      expect(await codeOf(broker.produce.batches('prebuilt', 0, gzip, acks))).toBe('CORRUPT_MESSAGE');
       expect(await codeOf(broker.produce.batches('prebuilt', 0, unknownBit, acks))).toBe('INVALID_RECORD');
     }
     // The records-per-request limit holds for pre-built batches as for records: 10,001 in two batches.

@@ -120,7 +120,18 @@ describe('sluice CLI', () => {
     await sluice(['topic', 'create', 'cli-many', '-p', '2', '--bootstrap', bootstrap]);
     const lines = Array.from({ length: 25_000 }, (_, i) => `k${i % 13}:line ${i}`);
     const produced = await sluice(
-      ['produce', 'cli-many', '--key-separator', ':', '--acks', '1', '--bootstrap', bootstrap],
+      [
+        'produce',
+        'cli-many',
+        '--key-separator',
+        ':',
+        '--acks',
+        '1',
+        '--compression',
+        'lz4',
+        '--bootstrap',
+        bootstrap,
+      ],
       `${lines.join('\n')}\n`,
     );
     expect(produced.stderr).toBe('produced 25000 record(s) to cli-many\n');

@@ -27,3 +27,16 @@ describe('the SDK entry point', () => {
     expect([header[0], description.name, metadata.unknownTopics[0]]).toEqual(['h', 't', 'u']);
   });
 });
+
+describe('loadCodecs', () => {
+  it('loads every codec the SDK reads, and reports each', async () => {
+    const { loadCodecs } = await import('../../src/client/index.js');
+    const status = await loadCodecs();
+    expect(status.map((s) => [s.name, s.available])).toEqual([
+      ['gzip', true],
+      ['snappy', true],
+      ['lz4', true],
+      ['zstd', true],
+    ]);
+  });
+});

@@ -467,13 +467,13 @@ const cases: {
     code: 'INVALID_REQUEST',
   },
   {
-    name: 'pre-built batches on the topic route',
+    name: 'a truncated pre-built batch on the topic route',
     method: 'POST',
     url: '/v1/topics/guarded/records',
     headers: { 'content-type': 'application/vnd.sluice.batches' },
-    payload: goodBatch(),
-    status: 415,
-    code: 'UNSUPPORTED_MEDIA_TYPE',
+    payload: goodBatch().subarray(0, 40),
+    status: 400,
+    code: 'CORRUPT_MESSAGE',
   },
   {
     name: 'truncated pre-built batch',

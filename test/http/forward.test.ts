@@ -121,6 +121,7 @@ function fakeBroker(node: Omit<FakeNode, 'url' | 'app' | 'registry'>): BrokerApi
   const produce: ProduceApi = {
     records: () => Promise.reject(new Error('not used')),
     initProducer: () => Promise.reject(new Error('not used')),
+    topicBatches: () => Promise.reject(new Error('not used')),
     async from(topic: string, source: ProduceRecordSource): Promise<ProducedOffsets> {
       const indexes = Array.from({ length: source.count }, (_, i) => i);
       const partition = source.partitionAt(0);

@@ -176,6 +176,10 @@ describe('logs at the default level', () => {
       version: expect.any(String),
     });
     expect(sink.find('topic created')[0]).toMatchObject({ level: 30, topic: 'logged', partitions: 1 });
+    expect(sink.find('compression codecs loaded')[0]).toMatchObject({
+      level: 30,
+      codecs: ['none', 'gzip', 'snappy', 'lz4', 'zstd'],
+    });
     expect(sink.find('slow request')).toContainEqual(
       expect.objectContaining({ level: 30, reqId: 'slow-1', route: 'produce', status: 200, acks: '1' }),
     );

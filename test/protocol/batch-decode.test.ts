@@ -53,9 +53,9 @@ describe('decodeBatchChecked', () => {
     expect(error?.details).toMatchObject({ baseOffset: 1, position: first.length });
   });
 
-  it('refuses a stored batch that names a codec with UNSUPPORTED_COMPRESSION_TYPE naming its offset', () => {
+  it('refuses a stored batch that names no codec (5) with UNSUPPORTED_COMPRESSION_TYPE naming its offset', () => {
     const compressed = resealed(batchAt(9, ['z']), (b) => {
-      b.writeUInt16BE(4, AT.attributes);
+      b.writeUInt16BE(5, AT.attributes);
       return b;
     });
     const error = thrown(() => decodeBatchChecked(compressed));

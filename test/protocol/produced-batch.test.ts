@@ -66,9 +66,13 @@ describe('pre-built batches from clients', () => {
     );
   });
 
-  it('refuses the compression codecs 1-4 with UNSUPPORTED_COMPRESSION_TYPE until compression lands', () => {
+  it('refuses a batch that names a codec (1-4) but holds uncompressed records as CORRUPT_MESSAGE', () => {
     for (const codec of [1, 2, 3, 4]) {
-      expectRefused(resealed(two(), setAttributes(codec)), 'UNSUPPORTED_COMPRESSION_TYPE', /codec/);
+      const data = resealed(two(), setAttributes(codec));
+      const check = checkBatchAt(data);
+      expect(check.ok).toBe(false);
+      expect(check.ok ? '' : check.message).toMatch(/compressed batch header is 0xdd, not 0xc6/);
+      expect(thrown(() => splitProducedBatches(data))?.code).toBe('CORRUPT_MESSAGE');
     }
   });
 

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { FetchApi, FetchOffset, FetchResult, NodeApi } from '../../broker/api.js';
 import { SluiceError } from '../../common/errors.js';
 import { ENDPOINTS, MEDIA } from '../../protocol/api.js';
+import { ACCEPT_COMPRESSION_HEADER, parseAcceptCompression } from '../../protocol/compression.js';
 import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../../protocol/fetch-response.js';
 import { recordToJson } from '../../protocol/json-record.js';
 import { type Format, negotiate, sendNegotiated } from '../content.js';
@@ -98,7 +99,12 @@ async function readOnce(
       minBytes: query.minBytes ?? 1,
       ...(query.leaderEpoch !== undefined ? { leaderEpoch: query.leaderEpoch } : {}),
       ...(controller ? { signal: controller.signal } : {}),
-      ...(format === 'msgpack' ? { reserve: FETCH_FRAME_RESERVE } : {}),
+      ...(format === 'msgpack'
+        ? {
+            reserve: FETCH_FRAME_RESERVE,
+            acceptCodecs: parseAcceptCompression(request.headers[ACCEPT_COMPRESSION_HEADER]),
+          }
+        : {}),
     });
   } finally {
     if (controller) request.raw.off('close', onClose);

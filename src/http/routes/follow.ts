@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FetchApi, FetchOffset, NodeApi } from '../../broker/api.js';
 import { MEDIA, NODE_ID_HEADER } from '../../protocol/api.js';
+import { ACCEPT_COMPRESSION_HEADER, parseAcceptCompression } from '../../protocol/compression.js';
 import { encodeFetchResponse, FETCH_FRAME_RESERVE } from '../../protocol/fetch-response.js';
 import { recordToJson } from '../../protocol/json-record.js';
 import { packr } from '../../protocol/msgpack.js';
@@ -78,7 +79,12 @@ export async function streamPartition(
         maxWaitMs: FOLLOW_WAIT_MS,
         minBytes: 1,
         signal: controller.signal,
-        ...(options.format === 'msgpack' ? { reserve: FETCH_FRAME_RESERVE } : {}),
+        ...(options.format === 'msgpack'
+          ? {
+              reserve: FETCH_FRAME_RESERVE,
+              acceptCodecs: parseAcceptCompression(request.headers[ACCEPT_COMPRESSION_HEADER]),
+            }
+          : {}),
       });
       if (controller.signal.aborted || broker.node.shuttingDown) break;
       if (result.batchCount === 0) {

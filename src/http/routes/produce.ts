@@ -1,6 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ProduceApi, ProduceInput } from '../../broker/api.js';
-import { assert } from '../../common/assert.js';
 import { SluiceError } from '../../common/errors.js';
 import { ENDPOINTS, MEDIA, parseAcks } from '../../protocol/api.js';
 import type { ProducerFields } from '../../protocol/batch.js';
@@ -47,20 +46,27 @@ export async function produceRoutes(app: FastifyInstance, options: { produce: Pr
     const status = acks === 0 ? 202 : 200;
     const mediaType = mediaTypeOf(request.headers['content-type']);
     if (mediaType === MEDIA.batches) {
-      // The topic route does not list pre-built batches among its content types (415 before here).
-      assert(partition !== undefined, 'pre-built batches reach only the partition route');
       if (producer)
         throw new SluiceError(
           'INVALID_REQUEST',
           'a pre-built batch carries its producer id, epoch and sequence in its header, not in sluice-producer-* headers',
           { details: { field: 'headers/sluice-producer-id' } },
         );
-      const result = await produce.batches(topic, partition, request.body as Buffer, acks, options);
-      if (result?.duplicate) reply.header(DUPLICATE_HEADER, 'true');
-      return sendNegotiated(request, reply, status, result ?? {});
+      if (partition !== undefined) {
+        const result = await produce.batches(topic, partition, request.body as Buffer, acks, options);
+        if (result?.duplicate) reply.header(DUPLICATE_HEADER, 'true');
+        return sendNegotiated(request, reply, status, result ?? {});
+      }
     }
-    const records = recordsFromBody(request, mediaType);
-    const produced = await produce.from(topic, withPartition(records, partition), acks, options);
+    const produced =
+      mediaType === MEDIA.batches
+        ? await produce.topicBatches(topic, request.body as Buffer, acks, options)
+        : await produce.from(
+            topic,
+            withPartition(recordsFromBody(request, mediaType), partition),
+            acks,
+            options,
+          );
     if (produced.duplicate) reply.header(DUPLICATE_HEADER, 'true');
     if (negotiate(request.headers.accept) === 'msgpack')
       return reply.code(status).type(MEDIA.msgpack).send(encodeOffsetsResponse(produced));

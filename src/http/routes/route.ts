@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunc
 import { SluiceError } from '../../common/errors.js';
 import { type Endpoint, type EndpointRequest, MEDIA } from '../../protocol/api.js';
 import { mediaTypeOf, negotiate } from '../content.js';
+import { REQUEST_CONTENT_ENCODINGS } from '../encoding.js';
 
 /** A request to `E`, its params, query and body typed from the endpoint table's schemas. */
 export type EndpointFastifyRequest<E extends Endpoint> = FastifyRequest<EndpointRequest<E>>;
@@ -81,10 +82,11 @@ export function requestCheck(endpoint: Endpoint): (request: FastifyRequest) => S
         `${route} takes ${[...consumes].join(', ')}, not ${contentType}`,
       );
     const encoding = headers['content-encoding'];
-    if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity')
+    if (encoding !== undefined && !REQUEST_CONTENT_ENCODINGS.has(encoding.trim().toLowerCase()))
       return new SluiceError(
         'UNSUPPORTED_MEDIA_TYPE',
-        `Content-Encoding ${encoding} is not supported; send the body uncompressed`,
+        `Content-Encoding ${encoding} is not supported; send the body as gzip, br, zstd or identity`,
+        { details: { field: 'headers/content-encoding' } },
       );
     return undefined;
   };
