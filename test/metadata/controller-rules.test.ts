@@ -579,3 +579,186 @@ describe('controller: offline logs', () => {
     ]);
   });
 });
+
+describe('controller: what a refusal says (problem details name the topic, partition or broker)', () => {
+  const refusal = (run: () => unknown) => {
+    try {
+      run();
+    } catch (error) {
+      const e = error as { code: string; message: string; details: Record<string, unknown> };
+      return { code: e.code, message: e.message, details: e.details };
+    }
+    throw new Error('expected a refusal');
+  };
+
+  it('topics: exists, too few live brokers, bad partition counts, unknown', () => {
+    const c = setup([1, 2]);
+    c.apply(
+      c.controller.createTopic(c.image(), { name: 't', partitions: 1, replicationFactor: 2, configs: {} }),
+    );
+    expect(
+      refusal(() =>
+        c.controller.createTopic(c.image(), { name: 't', partitions: 1, replicationFactor: 1, configs: {} }),
+      ),
+    ).toEqual({
+      code: 'TOPIC_ALREADY_EXISTS',
+      message: 'topic t already exists',
+      details: { topic: 't' },
+    });
+    expect(
+      refusal(() =>
+        c.controller.createTopic(c.image(), { name: 'u', partitions: 1, replicationFactor: 3, configs: {} }),
+      ),
+    ).toEqual({
+      code: 'INVALID_REPLICATION_FACTOR',
+      message: 'replication factor 3 is larger than the 2 live broker(s)',
+      details: { availableBrokers: 2 },
+    });
+    expect(refusal(() => c.controller.addPartitions(c.image(), 't', 1))).toEqual({
+      code: 'INVALID_PARTITIONS',
+      message: `topic t has 1 partitions; the new count must be larger, at most ${LIMITS.partitionsMax}`,
+      details: { current: 1 },
+    });
+    c.apply(c.controller.controlledShutdown(c.image(), 2, c.image().broker(2)!.brokerEpoch));
+    expect(refusal(() => c.controller.addPartitions(c.image(), 't', 2))).toEqual({
+      code: 'INVALID_REPLICATION_FACTOR',
+      message: 'topic t has replication factor 2; 1 broker(s) are live',
+      details: { availableBrokers: 1 },
+    });
+    expect(refusal(() => c.controller.alterConfigs(c.image(), 'v', {}))).toEqual({
+      code: 'UNKNOWN_TOPIC_OR_PARTITION',
+      message: 'topic v does not exist',
+      details: { topic: 'v' },
+    });
+  });
+
+  it('brokers: a stale epoch in a heartbeat, a producer-id request or an offline report', () => {
+    const c = setup([1]);
+    const stale = {
+      code: 'INVALID_REQUEST',
+      message: 'broker 1 at epoch 99 is not registered (register again)',
+      details: { brokerId: 1, brokerEpoch: 99 },
+    };
+    expect(
+      refusal(() => c.controller.heartbeat(c.image(), { brokerId: 1, brokerEpoch: 99, caughtUp: true })),
+    ).toEqual(stale);
+    expect(refusal(() => c.controller.allocateProducerIds(c.image(), 1, 99))).toEqual(stale);
+    expect(
+      refusal(() =>
+        c.controller.offlineReplicas(c.image(), { brokerId: 1, brokerEpoch: 99, partitions: [] }),
+      ),
+    ).toEqual(stale);
+  });
+
+  it('alterPartition: each refusal says why', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]]);
+    const base = {
+      brokerId: 1,
+      brokerEpoch: c.image().broker(1)!.brokerEpoch,
+      topicId: ID,
+      partition: 0,
+      leaderEpoch: 0,
+      partitionEpoch: 0,
+      isr: [1, 2],
+    };
+    const message = (fields: Partial<typeof base>) =>
+      refusal(() => c.controller.alterPartition(c.image(), { ...base, ...fields })).message;
+    expect(message({ partition: 3 })).toBe(`no partition ${ID}/3`);
+    expect(message({ brokerEpoch: 99 })).toBe('broker 1 at epoch 99 is not a current, unfenced broker');
+    expect(message({ leaderEpoch: 4 })).toBe(
+      'broker 1 at leader epoch 4 does not lead the partition (leader 1, epoch 0)',
+    );
+    expect(message({ partitionEpoch: 4 })).toBe('partition epoch 4 is stale; the partition is at 0');
+    expect(message({ isr: [2] })).toBe('the in-sync set must hold the leader and only replicas');
+    expect(message({ isr: [1, 5] })).toBe('the in-sync set must hold the leader and only replicas');
+    c.apply(c.controller.alterPartition(c.image(), { ...base, isr: [1] }));
+    c.apply([
+      { type: 'fenceBroker', version: 0, brokerId: 3, brokerEpoch: c.image().broker(3)!.brokerEpoch },
+    ]);
+    expect(message({ partitionEpoch: 1, isr: [1, 3] })).toBe(
+      'broker 3 is fenced: it cannot join the in-sync set',
+    );
+  });
+
+  it('reassignments: a partition named twice, an unknown partition, a stale epoch, one in progress', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2]]);
+    const reassign = (requests: Parameters<Controller['reassignPartitions']>[1]) =>
+      refusal(() => c.controller.reassignPartitions(c.image(), requests));
+    expect(
+      reassign([
+        { topic: 't', partition: 0, replicas: [1, 3] },
+        { topic: 't', partition: 0, replicas: [2, 3] },
+      ]),
+    ).toEqual({
+      code: 'INVALID_REQUEST',
+      message: 't/0 is named twice in one reassignment',
+      details: { topic: 't', partition: 0 },
+    });
+    expect(reassign([{ topic: 't', partition: 4, replicas: [1] }])).toEqual({
+      code: 'UNKNOWN_TOPIC_OR_PARTITION',
+      message: 'topic t has no partition 4',
+      details: { topic: 't', partition: 4 },
+    });
+    expect(reassign([{ topic: 't', partition: 0, replicas: [1], partitionEpoch: 3 }])).toEqual({
+      code: 'INVALID_UPDATE_VERSION',
+      message: 'partition epoch 3 of t/0 is stale; it is at 0',
+      details: { topic: 't', partition: 0, partitionEpoch: 0 },
+    });
+    c.apply(
+      c.controller.reassignPartitions(c.image(), [
+        { topic: 't', partition: 0, replicas: [3, 1], partitionEpoch: 0 },
+      ]),
+    );
+    expect(reassign([{ topic: 't', partition: 0, replicas: [2, 3] }])).toEqual({
+      code: 'REASSIGNMENT_IN_PROGRESS',
+      message: 't/0 is being reassigned to 3,1: cancel that first',
+      details: { topic: 't', partition: 0 },
+    });
+  });
+});
+
+describe('controller: reassignments in progress', () => {
+  it('the same target again changes nothing; a target of the same length in another order, or sharing only a prefix, is refused', () => {
+    const c = setup([1, 2, 3, 4]);
+    c.topic('t', ID, [[1, 2]]);
+    c.apply(c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas: [1, 3] }]));
+    expect(
+      c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas: [1, 3] }]),
+    ).toEqual([]);
+    for (const replicas of [
+      [3, 1],
+      [1, 4],
+      [1, 3, 4],
+    ])
+      expect(
+        code(() => c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas }])),
+      ).toBe('REASSIGNMENT_IN_PROGRESS');
+  });
+
+  it('a reassignment that only removes a replica is in progress too while it cannot complete', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]]);
+    // Broker 3 leaves the in-sync set; a target of broker 3 alone adds nothing and removes 1 and 2,
+    // but no replica of it is in sync, so it cannot complete.
+    c.apply(c.controller.controlledShutdown(c.image(), 3, c.image().broker(3)!.brokerEpoch));
+    c.apply(c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas: [3] }]));
+    expect(c.p().removingReplicas).toEqual([1, 2]);
+    expect(c.p().addingReplicas).toEqual([]);
+    expect(
+      code(() => c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas: [1] }])),
+    ).toBe('REASSIGNMENT_IN_PROGRESS');
+  });
+});
+
+describe('controller: alterConfigs writes only what changes', () => {
+  it('a config that leaves the eligible replicas as they are writes the config alone', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]], { 'min.insync.replicas': '3' });
+    c.apply(c.controller.controlledShutdown(c.image(), 3, c.image().broker(3)!.brokerEpoch));
+    expect(c.p().elr).toEqual([3]);
+    const records = c.controller.alterConfigs(c.image(), 't', { 'retention.ms': '5' });
+    expect(records.map((r) => r.type)).toEqual(['config']);
+  });
+});

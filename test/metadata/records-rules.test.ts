@@ -444,3 +444,135 @@ describe('canonical encoding', () => {
     expect(() => topicIdToBytes('not-an-id')).toThrow(expect.objectContaining({ code: 'INVALID_REQUEST' }));
   });
 });
+
+describe('what a refusal says', () => {
+  const message = (run: () => unknown) => refusal(run).message;
+
+  it('names the field, what it must be and what it got, whatever the value', () => {
+    expect(message(() => encodeRecord(fence(-1, 0)))).toBe(
+      'metadata record: brokerId must be an integer in [0, 2147483647], got -1',
+    );
+    const got = (value: unknown) => message(() => encodeRecord(fence(value as number, 0))).split(', got ')[1];
+    expect(got(null)).toBe('null');
+    expect(got(undefined)).toBe('nothing');
+    expect(got([1])).toBe('an array');
+    expect(got(new Uint8Array(1))).toBe('bytes');
+    expect(got({})).toBe('object');
+    expect(got(true)).toBe('boolean');
+    // A string is shown quoted, cut to its first 40 characters.
+    expect(got(`${'x'.repeat(40)}tail`)).toBe(JSON.stringify('x'.repeat(40)));
+  });
+
+  it('says what each kind of field must be', () => {
+    const want = (run: () => unknown) => message(run).split(' must be ')[1]?.split(', got ')[0];
+    expect(want(() => encodeRecord({ type: 'clusterId', version: 0, clusterId: '' }))).toBe(
+      'a well-formed string of 1 to 255 characters',
+    );
+    expect(want(() => encodeRecord({ type: 'topic', version: 0, name: '', topicId: ID }))).toBe(
+      'a topic name of 1 to 249 characters',
+    );
+    expect(want(() => encodeRecord({ type: 'topic', version: 0, name: 't', topicId: 'x' }))).toBe(
+      'a topic id (22 characters of base64url, not zero)',
+    );
+    expect(want(() => encodeRecord(partition({ isr: [1, 1] })))).toBe('an array of distinct broker ids');
+    expect(want(() => encodeRecord(partition({ isr: [-1] })))).toBe('an integer in [0, 2147483647]');
+    expect(message(() => encodeRecord(partition({ isr: [-1] })))).toContain('isr[] must be');
+    expect(want(() => encodeRecord(register({ endpoints: ids(17) })))).toBe(
+      'an array of at most 16 endpoints',
+    );
+    expect(want(() => encodeRecord(register({ endpoints: [null] })))).toBe('an endpoint {name, host, port}');
+    expect(
+      want(() =>
+        encodeRecord(
+          register({
+            endpoints: [
+              { name: 'h', host: 'a', port: 1 },
+              { name: 'h', host: 'b', port: 2 },
+            ],
+          }),
+        ),
+      ),
+    ).toBe('a name no other endpoint has');
+    expect(want(() => encodeRecord(partition({ addingReplicas: [2] })))).toBe('absent in version 0');
+    expect(want(() => encodeRecord(change({ version: 1, addingReplicas: [2], elr: [1] })))).toBe(
+      'absent in version 1',
+    );
+    expect(want(() => encodeRecord(change({ version: 1, leader: 1 })))).toBe(
+      'set in a version 1 change (or the change is version 0)',
+    );
+    expect(want(() => encodeRecord(config({ resource: null })))).toBe('a topic or the broker defaults');
+    expect(want(() => encodeRecord(config({ value: 5 })))).toBe(
+      'a well-formed string of at most 65536 characters, or null',
+    );
+    expect(want(() => encodeRecord({ type: 'featureLevel', version: 0, name: 'x' as never, level: 1 }))).toBe(
+      '"metadata.version"',
+    );
+    expect(want(() => decodeRecord(packr.pack([3, 0, 1, 'i', 5, null])))).toBe('an array of endpoints');
+    expect(want(() => decodeRecord(packr.pack([3, 0, 1, 'i', [5], null])))).toBe(
+      'an endpoint [name, host, port]',
+    );
+    expect(want(() => decodeRecord(packr.pack([10, 0, 2, 'x', 'n', 'v'])))).toBe(
+      '"" for the broker defaults',
+    );
+    expect(want(() => decodeRecord(packr.pack([10, 0, 3, '', 'n', 'v'])))).toBe(
+      '1 (topic) or 2 (broker defaults)',
+    );
+  });
+
+  it('says what is wrong with a record as a whole', () => {
+    expect(message(() => decodeRecord(new Uint8Array()))).toBe('metadata record: not one msgpack value');
+    expect(message(() => decodeRecord(packr.pack([1])))).toBe(
+      'metadata record: a record is an array [type code, version, fields...]',
+    );
+    expect(message(() => decodeRecord(packr.pack([99, 0])))).toBe(
+      'metadata record: unknown record type code 99',
+    );
+    expect(message(() => decodeRecord(packr.pack([1, 7, 'x'])))).toBe(
+      'metadata record: clusterId has no version 7',
+    );
+    expect(message(() => encodeRecord({ type: 'clusterId', version: 7 } as never))).toBe(
+      'metadata record: clusterId has no version 7',
+    );
+    expect(message(() => encodeRecord({ type: 'nope', version: 0 } as never))).toBe(
+      'metadata record: unknown record type string',
+    );
+    expect(message(() => encodeRecord(5 as never))).toBe('metadata record: a record is an object');
+    expect(message(() => encodeRecord(change({})))).toBe(
+      'metadata record: a partitionChange changes at least one of leader, isr, replicas',
+    );
+    expect(message(() => decodeRecord(Buffer.from('94050007cc05', 'hex')))).toBe(
+      'metadata record: fenceBroker is not in its canonical encoding',
+    );
+    expect(refusal(() => decodeRecord(packr.pack([5, 0, 1]))).message).toBe(
+      'metadata record: fenceBroker v0 has 2 fields, got 1',
+    );
+  });
+
+  it('records the type of a record whose version or shape is refused', () => {
+    const details = (run: () => unknown) => {
+      try {
+        run();
+      } catch (error) {
+        if (isSluiceError(error, 'INVALID_RECORD')) return error.details;
+      }
+      return undefined;
+    };
+    expect(details(() => decodeRecord(packr.pack([5, 0, 1])))).toEqual({
+      reason: 'shape',
+      recordType: 'fenceBroker',
+    });
+    expect(details(() => decodeRecord(packr.pack([5, 1, 1, 2])))).toEqual({
+      reason: 'unknownVersion',
+      recordType: 'fenceBroker',
+    });
+    expect(details(() => encodeRecord({ type: 'fenceBroker', version: 1 } as never))).toEqual({
+      reason: 'unknownVersion',
+      recordType: 'fenceBroker',
+    });
+    expect(details(() => decodeRecord(packr.pack(['5', 0, 1, 2])))).toEqual({ reason: 'unknownType' });
+    expect(details(() => decodeRecord(packr.pack([5, '0', 1, 2])))).toEqual({
+      reason: 'unknownVersion',
+      recordType: 'fenceBroker',
+    });
+  });
+});
