@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
 import { LIMITS } from '../../src/common/limits.js';
 import { type Random, SeededRandom } from '../../src/common/random.js';
-import { Controller, PRODUCER_ID_BLOCK_SIZE } from '../../src/metadata/controller.js';
+import { Controller, PRODUCER_ID_BLOCK_SIZE, type ShutdownKind } from '../../src/metadata/controller.js';
 import { MetadataImage, replayAll } from '../../src/metadata/image.js';
-import type { MetadataRecord, PartitionChangeRecord } from '../../src/metadata/records.js';
+import { encodeRecord, type MetadataRecord, type PartitionChangeRecord } from '../../src/metadata/records.js';
 
 /**
  * The controller's rules one at a time, each at its edge (the tests mutation testing asked for,
@@ -30,6 +30,8 @@ function setup(brokerIds: number[], options: { level?: number; random?: Random }
       records.map((record, i) => ({ record, offset: image.lastOffset + 1 + i })),
     );
     expect(delta.ignored).toEqual([]);
+    // Every record the controller writes passes the codec's checks (what a node would append).
+    for (const record of records) encodeRecord(record);
     written.push(records);
     image = delta.after;
     return records;
@@ -38,13 +40,14 @@ function setup(brokerIds: number[], options: { level?: number; random?: Random }
     { type: 'clusterId', version: 0, clusterId: 'cluster-a' },
     { type: 'featureLevel', version: 0, name: 'metadata.version', level: options.level ?? 3 },
   ]);
-  const register = (brokerId: number, n = 0) =>
+  const register = (brokerId: number, n = 0, shutdown?: ShutdownKind) =>
     apply(
       controller.registerBroker(image, {
         brokerId,
         incarnationId: `incarnation-${brokerId}-${n}`,
         endpoints: [{ name: 'public', host: '127.0.0.1', port: 9000 + brokerId }],
         rack: null,
+        ...(shutdown ? { shutdown } : {}),
       }),
     );
   const beat = (brokerId: number, caughtUp = true) =>
@@ -760,5 +763,132 @@ describe('controller: alterConfigs writes only what changes', () => {
     expect(c.p().elr).toEqual([3]);
     const records = c.controller.alterConfigs(c.image(), 't', { 'retention.ms': '5' });
     expect(records.map((r) => r.type)).toEqual(['config']);
+  });
+});
+
+describe('controller: restarts and the unclean-restart rule (KIP-966), record by record', () => {
+  it('a registration without a shutdown kind is a clean one: the last in-sync replica keeps its place and leads again', () => {
+    const c = setup([1, 2]);
+    c.topic('t', ID, [[1, 2]], { 'flush.policy': '"async"' });
+    c.apply(c.controller.controlledShutdown(c.image(), 2, c.image().broker(2)!.brokerEpoch));
+    c.apply(c.controller.controlledShutdown(c.image(), 1, c.image().broker(1)!.brokerEpoch));
+    expect(c.p()).toMatchObject({ leader: -1, isr: [1] });
+    expect(c.register(1, 1).map((r) => r.type)).toEqual(['registerBroker']);
+    c.beat(1);
+    expect(c.p()).toMatchObject({ leader: 1, isr: [1] });
+  });
+
+  it('an unclean restart changes nothing of partitions the broker holds no place in, nor a live leader elsewhere', () => {
+    const c = setup([1, 2, 3, 4]);
+    c.topic('t', ID, [[1, 2]]);
+    c.topic('u', 'AAAAAAAAAAAAAAAAAAAAAg', [[1, 2, 3]]);
+    c.apply([
+      { type: 'partitionChange', version: 0, topicId: 'AAAAAAAAAAAAAAAAAAAAAg', partition: 0, leader: 2 },
+    ]);
+    c.apply(c.controller.controlledShutdown(c.image(), 3, c.image().broker(3)!.brokerEpoch));
+    c.apply(c.controller.controlledShutdown(c.image(), 4, c.image().broker(4)!.brokerEpoch));
+    expect(c.register(4, 1, 'new').map((r) => r.type)).toEqual(['registerBroker']);
+    expect(c.register(3, 1, 'new').map((r) => r.type)).toEqual(['registerBroker']);
+    expect(c.p('AAAAAAAAAAAAAAAAAAAAAg')).toMatchObject({ leader: 2, isr: [1, 2] });
+  });
+
+  it('the last in-sync replica back with a new disk hands the partition to an eligible replica in the registration’s entry', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]], { 'min.insync.replicas': '3' });
+    c.apply(c.controller.controlledShutdown(c.image(), 3, c.image().broker(3)!.brokerEpoch));
+    c.apply(c.controller.controlledShutdown(c.image(), 2, c.image().broker(2)!.brokerEpoch));
+    c.apply(c.controller.controlledShutdown(c.image(), 1, c.image().broker(1)!.brokerEpoch));
+    expect(c.p()).toMatchObject({ leader: -1, isr: [1], elr: [2, 3] });
+    c.register(2, 1);
+    c.beat(2);
+    // Broker 2 is eligible and live: it leads at once, alone in the in-sync set.
+    expect(c.p()).toMatchObject({ leader: 2, isr: [2], elr: [1, 3] });
+  });
+
+  it('an eligible replica elected after the last in-sync one came back unclean is written with the eligible set it leaves', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]], { 'min.insync.replicas': '3' });
+    c.apply(c.controller.controlledShutdown(c.image(), 3, c.image().broker(3)!.brokerEpoch));
+    c.apply(c.controller.controlledShutdown(c.image(), 2, c.image().broker(2)!.brokerEpoch));
+    c.register(2, 1);
+    // 2 is fenced until its heartbeat; 1 (the leader) stops, then comes back with a new disk.
+    c.apply(c.controller.controlledShutdown(c.image(), 1, c.image().broker(1)!.brokerEpoch));
+    c.beat(2);
+    expect(c.p()).toMatchObject({ leader: 2, isr: [2] });
+    const records = c.register(1, 1, 'new');
+    expect(records[1]).toEqual({ type: 'partitionChange', version: 2, topicId: ID, partition: 0, elr: [3] });
+  });
+
+  it('a replica that leaves keeps the leader where it is, even when the leader is not the preferred one', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]]);
+    c.apply([{ type: 'partitionChange', version: 0, topicId: ID, partition: 0, leader: 2 }]);
+    const records = c.apply(c.controller.controlledShutdown(c.image(), 3, c.image().broker(3)!.brokerEpoch));
+    expect(records[1]).toEqual({
+      type: 'partitionChange',
+      version: 0,
+      topicId: ID,
+      partition: 0,
+      isr: [1, 2],
+    });
+    expect(c.p().leader).toBe(2);
+  });
+
+  it('flush.policy written as plain text counts as written as JSON', () => {
+    const c = setup([1, 2]);
+    c.topic('t', ID, [[1, 2]], { 'flush.policy': 'sync' });
+    c.apply(c.controller.controlledShutdown(c.image(), 2, c.image().broker(2)!.brokerEpoch));
+    c.apply(c.controller.controlledShutdown(c.image(), 1, c.image().broker(1)!.brokerEpoch));
+    expect(c.register(1, 1, 'unclean').map((r) => r.type)).toEqual(['registerBroker']);
+    expect(c.p().isr).toEqual([1]);
+  });
+});
+
+describe('controller: alterPartition records', () => {
+  it('an eligible replica back in sync leaves the eligible set with the in-sync change alone (version 0)', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]], { 'min.insync.replicas': '3' });
+    c.apply(c.controller.controlledShutdown(c.image(), 3, c.image().broker(3)!.brokerEpoch));
+    expect(c.p().elr).toEqual([3]);
+    c.register(3, 1);
+    c.beat(3);
+    const records = c.apply(ask1(c, [1, 2, 3]));
+    expect(records).toEqual([
+      { type: 'partitionChange', version: 0, topicId: ID, partition: 0, isr: [1, 2, 3] },
+    ]);
+    expect(c.p().elr).toEqual([]);
+  });
+
+  it('a set of the same size with another member is written as the new set', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]]);
+    c.apply(ask1(c, [1, 2]));
+    c.apply(ask1(c, [1, 3]));
+    expect(c.p().isr).toEqual([1, 3]);
+  });
+
+  it('the set it holds already is written as a leader-only change (the partition epoch moves, nothing else)', () => {
+    const c = setup([1, 2]);
+    c.topic('t', ID, [[1, 2]]);
+    expect(c.apply(ask1(c, [1, 2]))).toEqual([
+      { type: 'partitionChange', version: 0, topicId: ID, partition: 0, leader: 1 },
+    ]);
+    expect(c.p()).toMatchObject({ leader: 1, leaderEpoch: 0, partitionEpoch: 1, isr: [1, 2] });
+  });
+});
+
+describe('controller: placement across topics', () => {
+  it('a new topic goes to the brokers holding the fewest replicas already, whatever the seed', () => {
+    for (let seed = 1; seed <= 6; seed++) {
+      const c = setup([1, 2, 3], { random: new SeededRandom(seed) });
+      c.topic('a', ID, [[1], [2]]);
+      const records = c.controller.createTopic(c.image(), {
+        name: 'b',
+        partitions: 1,
+        replicationFactor: 1,
+        configs: {},
+      });
+      expect((records[1] as { replicas: number[] }).replicas, `seed ${seed}`).toEqual([3]);
+    }
   });
 });
