@@ -888,7 +888,7 @@ describe('controller: placement across topics', () => {
         replicationFactor: 1,
         configs: {},
       });
-      expect((records[1] as { replicas: number[] }).replicas, `seed ${seed}`).toEqual([3]);
+      expect((records[1] as unknown as { replicas: number[] }).replicas, `seed ${seed}`).toEqual([3]);
     }
   });
 });
