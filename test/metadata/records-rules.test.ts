@@ -4,6 +4,7 @@ import {
   checkRecord,
   decodeRecord,
   encodeRecord,
+  isTopicId,
   type MetadataRecord,
   RECORD_LIMITS,
   topicIdToBytes,
@@ -573,6 +574,35 @@ describe('what a refusal says', () => {
     expect(details(() => decodeRecord(packr.pack([5, '0', 1, 2])))).toEqual({
       reason: 'unknownVersion',
       recordType: 'fenceBroker',
+    });
+  });
+});
+
+describe('every field is named when refused', () => {
+  it('names the field of each record type that holds it', () => {
+    const cases: [MetadataRecord, string][] = [
+      [register({ brokerId: -1 }), 'brokerId'],
+      [change({ topicId: 'x', leader: 1 }), 'topicId'],
+      [change({ isr: [1, 1] }), 'isr'],
+      [{ type: 'producerIdBlock', version: 0, brokerId: -1, firstProducerId: 0, size: 1 }, 'brokerId'],
+      [{ type: 'producerIdBlock', version: 0, brokerId: 1, firstProducerId: -1, size: 1 }, 'firstProducerId'],
+      [{ type: 'removeTopic', version: 0, topicId: 'x' }, 'topicId'],
+      [{ type: 'unfenceBroker', version: 0, brokerId: 1, brokerEpoch: -1 }, 'brokerEpoch'],
+      [{ type: 'unregisterBroker', version: 0, brokerId: -1, brokerEpoch: 0 }, 'brokerId'],
+    ];
+    for (const [record, field] of cases)
+      expect(
+        refusal(() => encodeRecord(record)),
+        `${record.type} ${field}`,
+      ).toMatchObject({ reason: 'field', field });
+  });
+
+  it('a topic id is a string: an array holding one is not', () => {
+    expect(isTopicId([ID])).toBe(false);
+    expect(
+      refusal(() => encodeRecord({ type: 'removeTopic', version: 0, topicId: [ID] as never })),
+    ).toMatchObject({
+      field: 'topicId',
     });
   });
 });
