@@ -892,3 +892,15 @@ describe('controller: placement across topics', () => {
     }
   });
 });
+
+describe('controller: a replica whose broker is no longer registered', () => {
+  it('counts as not live: leadership moves past it, without a crash', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]]);
+    c.apply([
+      { type: 'unregisterBroker', version: 0, brokerId: 2, brokerEpoch: c.image().broker(2)!.brokerEpoch },
+    ]);
+    c.apply(c.controller.controlledShutdown(c.image(), 1, c.image().broker(1)!.brokerEpoch));
+    expect(c.p().leader).toBe(3);
+  });
+});
