@@ -664,3 +664,231 @@ describe('ReplicaManager: one replica per open log', () => {
     await logs.close();
   });
 });
+
+describe('replica rules the first mutation run showed unguarded', () => {
+  it('a follower at offset 0 has nothing to truncate, whatever epoch it names', () => {
+    const leader = epochs(
+      [
+        [0, 0],
+        [2, 10],
+      ],
+      30,
+    );
+    expect(divergingEpoch(leader, 3, 0)).toBeUndefined();
+  });
+
+  it('a follower with only a smaller epoch goes back to its own end of it, even past the leader’s end (KIP-279 asks again)', () => {
+    const own = epochs(
+      [
+        [0, 0],
+        [1, 12],
+      ],
+      25,
+    );
+    expect(
+      truncationOffset({ epoch: 3, endOffset: 10 }, own, {
+        logStartOffset: 0,
+        logEndOffset: 25,
+        highWatermark: 0,
+      }),
+    ).toBe(25);
+    const two = epochs(
+      [
+        [0, 0],
+        [1, 6],
+        [4, 12],
+      ],
+      25,
+    );
+    expect(
+      truncationOffset({ epoch: 3, endOffset: 8 }, two, {
+        logStartOffset: 0,
+        logEndOffset: 25,
+        highWatermark: 0,
+      }),
+    ).toBe(12);
+  });
+
+  it('only a leader moves its high watermark: a leaderless last in-sync replica keeps its own', async () => {
+    const log = await logOf(5);
+    const replica = replicaOver(log, { leader: -1, isr: [1], highWatermark: 2 });
+    await log.append(batchOf(['x']), { assignOffsets: true, leaderEpoch: 0 });
+    replica.setRole({ leader: -1, leaderEpoch: 0, partitionEpoch: 1, replicas: [1, 2, 3], isr: [1] });
+    expect(replica.highWatermark).toBe(2);
+  });
+
+  it('an in-sync member the leader has not heard from in this leadership counts as 0', async () => {
+    const replica = replicaOver(await logOf(4), { isr: [1, 2] });
+    replica.followerFetched(2, 4, 1);
+    expect(replica.highWatermark).toBe(4);
+    replica.setRole(
+      { leader: 1, leaderEpoch: 0, partitionEpoch: 1, replicas: [1, 2, 3, 4], isr: [1, 2, 4] },
+      2,
+    );
+    expect(replica.highWatermark).toBe(4);
+    await replica.appendAsLeader(batchOf(['y']));
+    replica.followerFetched(2, 5, 3);
+    expect(replica.highWatermark).toBe(4);
+  });
+
+  it('tells its listeners only when the high watermark moves', async () => {
+    const replica = replicaOver(await logOf(4), { isr: [1, 2] });
+    const seen: number[] = [];
+    replica.onHighWatermarkAdvance((end) => seen.push(end));
+    replica.followerFetched(2, 0, 1);
+    expect(seen).toEqual([]);
+    replica.followerFetched(2, 3, 2);
+    expect(seen).toEqual([4]);
+    replica.followerFetched(2, 3, 3);
+    expect(seen).toEqual([4]);
+  });
+
+  it('a fetch below the log end the leader had at the previous fetch leaves the caught-up time where it was', async () => {
+    const log = await logOf(4);
+    const replica = replicaOver(log);
+    replica.followerFetched(2, 4, 100);
+    await log.append(batchOf(['a', 'b']), { assignOffsets: true, leaderEpoch: 0 });
+    replica.followerFetched(2, 4, 500);
+    expect(replica.followerEnds().find((f) => f.id === 2)?.lastCaughtUpMs).toBe(100);
+    replica.followerFetched(2, 3, 900);
+    expect(replica.followerEnds().find((f) => f.id === 2)?.lastCaughtUpMs).toBe(100);
+  });
+
+  it('a follower past the high watermark but short of this epoch’s start does not join', async () => {
+    const replica = replicaOver(await logOf(6), { isr: [1, 2], highWatermark: 4 });
+    expect(replica.highWatermark).toBe(4);
+    replica.followerFetched(3, 5, 1);
+    expect(replica.isrChange(1, 1000, () => true)).toBeUndefined();
+    replica.followerFetched(3, 6, 2);
+    expect(replica.isrChange(2, 1000, () => true)).toEqual([1, 2, 3]);
+  });
+
+  it('a timed-out acks=all wait leaves the others waiting', async () => {
+    const clock = new ManualClock();
+    const replica = replicaOver(await logOf(3), { isr: [1, 2] });
+    const timers = (fn: () => void, ms: number) => clock.setTimeout(fn, ms);
+    const short = replica.waitForHighWatermark(3, { timeoutMs: 10, setTimeout: timers });
+    const long = replica.waitForHighWatermark(3, { timeoutMs: 1000, setTimeout: timers });
+    clock.advance(10);
+    expect(await outcome(short)).toBe('REQUEST_TIMED_OUT');
+    replica.followerFetched(2, 3, 1);
+    expect(await outcome(long)).toBe('resolved');
+  });
+
+  it('a committed set of the same size with another member does not end a proposal', async () => {
+    const replica = replicaOver(await logOf(3), { isr: [1, 2] });
+    replica.proposeIsr([1, 3]);
+    replica.setRole({ leader: 1, leaderEpoch: 0, partitionEpoch: 1, replicas: [1, 2, 3], isr: [1, 2] }, 0);
+    expect(replica.proposedIsr).toEqual([1, 3]);
+  });
+
+  it('a single-replica partition is readable at once, whatever high watermark it was opened with', async () => {
+    const log = await logOf(5);
+    const alone = new PartitionReplica(
+      { topic: 't', partition: 0, nodeId: 1, replicas: [1], leaderEpoch: 0, highWatermark: 2 },
+      { log },
+    );
+    expect(() => alone.requireReadable()).not.toThrow();
+  });
+
+  it('hands the log what the leader knows: a CRC checked already, reads verified and capped at the high watermark', async () => {
+    const log = await logOf(2);
+    const calls: { method: string; options: unknown }[] = [];
+    const spied = new Proxy(log, {
+      get(target, key) {
+        const value = Reflect.get(target, key, target);
+        if (key === 'append' || key === 'read')
+          return (...args: unknown[]) => {
+            calls.push({ method: key, options: args[1] });
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const replica = new PartitionReplica(
+      { topic: 't', partition: 0, nodeId: 1, replicas: [1], leaderEpoch: 3 },
+      { log: spied },
+    );
+    await replica.appendAsLeader(batchOf(['a']), { crcChecked: true });
+    await replica.appendAsLeader(batchOf(['b']));
+    await replica.read(0, { maxBytes: 100 });
+    expect(calls).toEqual([
+      { method: 'append', options: { assignOffsets: true, leaderEpoch: 3, crcChecked: true } },
+      { method: 'append', options: { assignOffsets: true, leaderEpoch: 3 } },
+      { method: 'read', options: { maxBytes: 100, maxOffset: 4, verify: true } },
+    ]);
+  });
+
+  it('each refusal says why, naming the partition', async () => {
+    const clock = new ManualClock();
+    const timers = (fn: () => void, ms: number) => clock.setTimeout(fn, ms);
+    const log = await logOf(3);
+    const said = (run: () => unknown) => {
+      const e = refusalOf(run);
+      return { code: e.code, message: e.message, details: e.details };
+    };
+    const replica = replicaOver(log, { leaderEpoch: 4, isr: [1, 2] });
+    expect(said(() => replica.checkLeaderEpoch(3)).message).toBe(
+      'leader epoch 3 of t/0 is fenced; the current one is 4',
+    );
+    expect(said(() => replica.checkLeaderEpoch(5)).message).toBe(
+      'leader epoch 5 of t/0 is newer than 4, the latest this node knows',
+    );
+    expect(said(() => replica.requireReadable())).toEqual({
+      code: 'OFFSET_NOT_AVAILABLE',
+      message: 't/0 has a new leader whose high watermark (0) has not reached its epoch start (3) yet',
+      details: { topic: 't', partition: 0 },
+    });
+    expect(said(() => replica.checkEnoughReplicas(3))).toMatchObject({
+      message: '2 in-sync replica, min.insync.replicas is 3; nothing was appended',
+    });
+    expect(said(() => replicaOver(log, { leader: 2 }).requireLeader())).toEqual({
+      code: 'NOT_LEADER_OR_FOLLOWER',
+      message: 'node 1 does not lead t/0; node 2 does',
+      details: { topic: 't', partition: 0, leader: 2 },
+    });
+    expect(said(() => replicaOver(log, { leader: -1 }).requireLeader())).toEqual({
+      code: 'LEADER_NOT_AVAILABLE',
+      message: 'partition t/0 has no leader right now',
+      details: { topic: 't', partition: 0, leader: -1 },
+    });
+    expect(said(() => replicaOver(log, { canLead: () => false }).requireLeader())).toEqual({
+      code: 'NOT_LEADER_OR_FOLLOWER',
+      message:
+        'node 1 has not reached the controller for longer than its session: another node may lead t/0 now',
+      details: { topic: 't', partition: 0, leader: 1 },
+    });
+    const rejection = async (promise: Promise<unknown>) => {
+      try {
+        await promise;
+      } catch (error) {
+        const e = error as SluiceError;
+        return { code: e.code, message: e.message, details: e.details };
+      }
+      return undefined;
+    };
+    replica.setMinInsync(2);
+    const timedOut = replica.waitForHighWatermark(3, { timeoutMs: 10, setTimeout: timers });
+    clock.advance(10);
+    expect(await rejection(timedOut)).toEqual({
+      code: 'REQUEST_TIMED_OUT',
+      message: 'the append to t/0 was not replicated to the in-sync set within 10 ms; it may still be',
+      details: { topic: 't', partition: 0 },
+    });
+    const shrunk = replica.waitForHighWatermark(3, { timeoutMs: 1000, setTimeout: timers });
+    replica.setRole({ leader: 1, leaderEpoch: 4, partitionEpoch: 1, replicas: [1, 2, 3], isr: [1] });
+    expect(await rejection(shrunk)).toEqual({
+      code: 'NOT_ENOUGH_REPLICAS_AFTER_APPEND',
+      message:
+        'the in-sync set of t/0 fell to 1, below min.insync.replicas 2, after the append; it may still be replicated',
+      details: { topic: 't', partition: 0, isr: 1 },
+    });
+    const moved = replica.waitForHighWatermark(3, { timeoutMs: 1000, setTimeout: timers });
+    replica.setRole({ leader: 2, leaderEpoch: 5, partitionEpoch: 2, replicas: [1, 2, 3], isr: [2] });
+    expect(await rejection(moved)).toEqual({
+      code: 'NOT_LEADER_OR_FOLLOWER',
+      message: 'leadership of t/0 moved while waiting',
+      details: { topic: 't', partition: 0, leader: 2 },
+    });
+  });
+});
