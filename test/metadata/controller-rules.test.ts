@@ -904,3 +904,120 @@ describe('controller: a replica whose broker is no longer registered', () => {
     expect(c.p().leader).toBe(3);
   });
 });
+
+describe('controller: more rules the second mutation run showed unguarded', () => {
+  it('says what is wrong with a session timeout', () => {
+    expect(
+      () =>
+        new Controller({ sessionTimeoutMs: 0 }, { clock: new ManualClock(), random: new SeededRandom(1) }),
+    ).toThrow('sessionTimeoutMs must be a positive integer');
+  });
+
+  it('a config change is written for the topic it names', () => {
+    const c = setup([1]);
+    c.topic('t', ID, [[1]]);
+    const records = c.apply(c.controller.alterConfigs(c.image(), 't', { 'retention.ms': '9' }));
+    expect(records).toEqual([
+      {
+        type: 'config',
+        version: 0,
+        resource: { type: 'topic', name: 't' },
+        name: 'retention.ms',
+        value: '9',
+      },
+    ]);
+  });
+
+  it('a drawn topic id with a zero byte among others is taken as drawn', () => {
+    let at = 0;
+    const random = new (class extends SeededRandom {
+      override int(bound: number): number {
+        return at < 16 ? at++ % bound : super.int(bound);
+      }
+    })(1);
+    const c = setup([1], { random });
+    c.apply(
+      c.controller.createTopic(c.image(), { name: 'a', partitions: 1, replicationFactor: 1, configs: {} }),
+    );
+    expect([...Buffer.from(c.image().topic('a')!.topicId, 'base64url')]).toEqual([...new Array(16).keys()]);
+  });
+
+  it('a reassignment that only adds a replica is in progress too: another target is refused', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2]]);
+    c.apply(c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas: [1, 2, 3] }]));
+    expect(c.p()).toMatchObject({ addingReplicas: [3], removingReplicas: [] });
+    expect(
+      code(() =>
+        c.controller.reassignPartitions(c.image(), [{ topic: 't', partition: 0, replicas: [1, 3] }]),
+      ),
+    ).toBe('REASSIGNMENT_IN_PROGRESS');
+  });
+
+  it('an unclean restart of an eligible replica drops it from the eligible set and leaves a live leader where it is', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]], { 'min.insync.replicas': '3' });
+    c.apply([{ type: 'partitionChange', version: 0, topicId: ID, partition: 0, leader: 2 }]);
+    c.apply(c.controller.controlledShutdown(c.image(), 3, c.image().broker(3)!.brokerEpoch));
+    expect(c.p()).toMatchObject({ leader: 2, elr: [3] });
+    const records = c.register(3, 1, 'new');
+    expect(records.slice(1)).toEqual([
+      { type: 'partitionChange', version: 2, topicId: ID, partition: 0, elr: [] },
+    ]);
+    expect(c.p().leader).toBe(2);
+  });
+
+  it('an unclean restart within the session writes one change per partition', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]]);
+    const records = c.register(1, 1, 'unclean');
+    expect(records.map((r) => r.type)).toEqual(['registerBroker', 'partitionChange']);
+    expect(c.p()).toMatchObject({ leader: 2, isr: [2, 3] });
+  });
+
+  it('brokers fenced together: the second one’s leaderships go to a live replica, never to the first', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 3, 2]]);
+    c.clock.advance(SESSION_MS + 1);
+    c.beat(2);
+    c.apply(c.controller.fenceExpired(c.image()));
+    expect(c.p()).toMatchObject({ leader: 2, isr: [2] });
+  });
+
+  it('an eligible replica that takes over is written with the eligible set it leaves', () => {
+    const c = setup([1, 2, 3]);
+    c.topic('t', ID, [[1, 2, 3]], { 'min.insync.replicas': '3' });
+    c.apply(c.controller.controlledShutdown(c.image(), 3, c.image().broker(3)!.brokerEpoch));
+    c.apply(c.controller.controlledShutdown(c.image(), 2, c.image().broker(2)!.brokerEpoch));
+    c.apply(c.controller.controlledShutdown(c.image(), 1, c.image().broker(1)!.brokerEpoch));
+    c.register(2, 1);
+    const epoch = c.image().broker(2)!.brokerEpoch;
+    const records = c.apply(
+      c.controller.heartbeat(c.image(), { brokerId: 2, brokerEpoch: epoch, caughtUp: true }),
+    );
+    expect(records[1]).toEqual({
+      type: 'partitionChange',
+      version: 2,
+      topicId: ID,
+      partition: 0,
+      leader: 2,
+      isr: [2],
+      elr: [1, 3],
+    });
+  });
+
+  it('an unclean election leaves nothing eligible, in a record that encodes', () => {
+    const c = setup([1, 2]);
+    c.topic('t', ID, [[1, 2]], { 'unclean.leader.election.enable': 'true' });
+    c.apply(ask1(c, [1]));
+    c.apply(c.controller.controlledShutdown(c.image(), 2, c.image().broker(2)!.brokerEpoch));
+    c.apply(c.controller.controlledShutdown(c.image(), 1, c.image().broker(1)!.brokerEpoch));
+    c.register(2, 1);
+    const epoch = c.image().broker(2)!.brokerEpoch;
+    const records = c.apply(
+      c.controller.heartbeat(c.image(), { brokerId: 2, brokerEpoch: epoch, caughtUp: true }),
+    );
+    expect(records[1]).toMatchObject({ type: 'partitionChange', leader: 2, isr: [2] });
+    expect(c.p().elr).toEqual([]);
+  });
+});
