@@ -21,7 +21,6 @@ import {
   type MetadataRecord,
   type PartitionChangeRecord,
   topicIdFromBytes,
-  ZERO_TOPIC_ID,
 } from './records.js';
 
 /**
@@ -729,8 +728,10 @@ export class Controller {
     for (;;) {
       const bytes = new Uint8Array(16);
       for (let i = 0; i < 16; i++) bytes[i] = this.#random.int(256);
+      // Sixteen zero bytes are the reserved id, which topicIdFromBytes refuses: draw again.
+      if (bytes.every((b) => b === 0)) continue;
       const id = topicIdFromBytes(bytes);
-      if (id !== ZERO_TOPIC_ID && !image.topicById(id)) return id;
+      if (!image.topicById(id)) return id;
     }
   }
 }
