@@ -142,15 +142,8 @@ function forwardHook(
   const secret = routing ? Buffer.from(routing.clusterSecret) : undefined;
   const nodeId = String(node.nodeId);
   return (request, reply, done) => {
-    const headers = request.headers;
-    if (headers[FORWARDED_BY_HEADER] !== undefined) {
-      // Forwarded to this node: answered here, never forwarded again.
-      if (!secretMatches(secret, headers[CLUSTER_SECRET_HEADER]))
-        return done(
-          new SluiceError('CLUSTER_AUTHORIZATION_FAILED', 'a forwarded request needs the cluster secret'),
-        );
-      return done();
-    }
+    // Forwarded to this node: answered here, never forwarded again.
+    if (request.headers[FORWARDED_BY_HEADER] !== undefined) return done(forwardedRefusal(secret, request));
     if (!routing) return done();
     const params = request.params as { topic: string; partition: string };
     if (!PARTITION_PARAMETER.test(params.partition)) return done();
@@ -196,14 +189,8 @@ function groupForwardHook(
   const secret = routing ? Buffer.from(routing.clusterSecret) : undefined;
   const nodeId = String(node.nodeId);
   return (request, reply, done) => {
-    const headers = request.headers;
-    if (headers[FORWARDED_BY_HEADER] !== undefined) {
-      if (!secretMatches(secret, headers[CLUSTER_SECRET_HEADER]))
-        return done(
-          new SluiceError('CLUSTER_AUTHORIZATION_FAILED', 'a forwarded request needs the cluster secret'),
-        );
-      return done();
-    }
+    // Forwarded to this node: answered here, never forwarded again.
+    if (request.headers[FORWARDED_BY_HEADER] !== undefined) return done(forwardedRefusal(secret, request));
     const group = (request.params as { group?: string }).group;
     if (!routing?.groupTarget || group === undefined || !GROUP_PARAMETER.test(group)) return done();
     const target = routing.groupTarget(group);
@@ -219,6 +206,13 @@ function groupForwardHook(
     }).start();
     done();
   };
+}
+
+/** A request another node says it forwarded: refused unless it carries the cluster secret. */
+function forwardedRefusal(secret: Buffer | undefined, request: FastifyRequest): SluiceError | undefined {
+  return secretMatches(secret, request.headers[CLUSTER_SECRET_HEADER])
+    ? undefined
+    : new SluiceError('CLUSTER_AUTHORIZATION_FAILED', 'a forwarded request needs the cluster secret');
 }
 
 function secretMatches(expected: Buffer | undefined, presented: string | string[] | undefined): boolean {
