@@ -32,6 +32,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packr } from '../src/protocol/msgpack.js';
+import { cpuDuring } from './cpu.js';
 import { ensureH2load, type Figure, h2load, h2loadAtRate, median } from './h2load.js';
 import { freePort } from './ports.js';
 
@@ -287,17 +288,35 @@ async function forwardedProduce(say: Say): Promise<void> {
   };
   const direct: Figure[] = [];
   const forwarded: Figure[] = [];
+  /** CPU ms per request of the leader and of the forwarding node, in the forwarded rounds. */
+  const leaderMs: number[] = [];
+  const forwarderMs: number[] = [];
+  const directMs: number[] = [];
+  const pids = new Map([
+    ['leader', children.get(leader)!.pid!],
+    ['forwarder', children.get(other)!.pid!],
+  ]);
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? ['direct', 'forwarded'] : ['forwarded', 'direct'];
-    for (const which of order)
-      (which === 'direct' ? direct : forwarded).push(h2load(url(which === 'direct' ? leader : other), step));
+    for (const which of order) {
+      const { result, cpu } = cpuDuring(pids, () => h2load(url(which === 'direct' ? leader : other), step));
+      const requests = result.requestsPerSecond * STEP_SECONDS;
+      if (which === 'direct') {
+        direct.push(result);
+        directMs.push((cpu.get('leader')! * 1000) / requests);
+      } else {
+        forwarded.push(result);
+        leaderMs.push((cpu.get('leader')! * 1000) / requests);
+        forwarderMs.push((cpu.get('forwarder')! * 1000) / requests);
+      }
+    }
   }
   await rm(work, { recursive: true, force: true });
   const d = median(direct.map((f) => f.requestsPerSecond)) * 100;
   const f = median(forwarded.map((x) => x.requestsPerSecond)) * 100;
   const failed = [...direct, ...forwarded].reduce((n, x) => n + x.failed, 0);
   say(
-    `produce 100x100B (h2c, 16 clients, ${ROUNDS}x${STEP_SECONDS}s): forwarded ${Math.round(f).toLocaleString('en-US')} rec/s = ${(f / d).toFixed(2)}x direct ${Math.round(d).toLocaleString('en-US')} rec/s (target 0.7x); mean latency ${median(forwarded.map((x) => x.meanMs)).toFixed(2)} ms vs ${median(direct.map((x) => x.meanMs)).toFixed(2)} ms${failed ? `; ${failed} failed requests` : ''}`,
+    `produce 100x100B (h2c, 16 clients, ${ROUNDS}x${STEP_SECONDS}s): forwarded ${Math.round(f).toLocaleString('en-US')} rec/s = ${(f / d).toFixed(2)}x direct ${Math.round(d).toLocaleString('en-US')} rec/s (target 0.7x); mean latency ${median(forwarded.map((x) => x.meanMs)).toFixed(2)} ms vs ${median(direct.map((x) => x.meanMs)).toFixed(2)} ms; CPU per request: forwarding node ${median(forwarderMs).toFixed(3)} ms + leader ${median(leaderMs).toFixed(3)} ms, leader alone when sent directly ${median(directMs).toFixed(3)} ms${failed ? `; ${failed} failed requests` : ''}`,
   );
 }
 
@@ -317,6 +336,10 @@ async function acksAllProduce(say: Say): Promise<void> {
   const byAcks: Record<string, Figure[]> = { '1': [], all: [] };
   /** Each follower's lag (records) as the leader saw it right after each acks=1 step. */
   const lags: number[] = [];
+  /** CPU ms per acks=all request (1000 records) of the leader and of each follower. */
+  const leaderCpu: number[] = [];
+  const followerCpu: number[] = [];
+  const pids = new Map([...children].map(([id, child]) => [id, child.pid!]));
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? ['1', 'all'] : ['all', '1'];
     for (const acks of order) {
@@ -325,7 +348,7 @@ async function acksAllProduce(say: Say): Promise<void> {
         const p = (await call(replicatedLeader, 'GET', '/v1/topics/replicated')).partitions[0];
         return p.highWatermark === p.logEndOffset ? true : undefined;
       });
-      byAcks[acks]!.push(
+      const { result, cpu } = cpuDuring(pids, () =>
         h2load(url(replicatedLeader), {
           path: `/v1/topics/replicated/partitions/0/records?acks=${acks}`,
           body: batch1000,
@@ -334,6 +357,13 @@ async function acksAllProduce(say: Say): Promise<void> {
           seconds: STEP_SECONDS,
         }),
       );
+      byAcks[acks]!.push(result);
+      if (acks === 'all') {
+        // Every request's records reached both followers within the step (acks=all waits for them).
+        const requests = result.requestsPerSecond * STEP_SECONDS;
+        for (const [id, seconds] of cpu)
+          (id === replicatedLeader ? leaderCpu : followerCpu).push((seconds * 1000) / requests);
+      }
       if (acks === '1') {
         const p = (await call(replicatedLeader, 'GET', '/v1/topics/replicated')).partitions[0];
         for (const r of (p.replicaStates ?? []) as { lag: number }[]) lags.push(r.lag);
@@ -383,6 +413,9 @@ async function acksAllProduce(say: Say): Promise<void> {
   const latencyFailed = [...latency['1']!, ...latency.all!].reduce((n, x) => n + x.failed, 0);
   say(
     `at ${LATENCY_RPS} req/s of 1000x100B (h2load --rps, 4 clients, open loop, ${ROUNDS}x${STEP_SECONDS}s): acks=all p50 ${p50('all').toFixed(2)} ms p99 ${p99('all').toFixed(2)} ms, acks=1 p50 ${p50('1').toFixed(2)} ms p99 ${p99('1').toFixed(2)} ms; a fetch round trip ${trip.toFixed(2)} ms (p50); acks=all p99 = acks=1 p99 + ${((p99('all') - p99('1')) / trip).toFixed(1)} round trips (target at most 2)${latencyFailed ? `; ${latencyFailed} failed requests` : ''}`,
+  );
+  say(
+    `CPU per acks=all request of 1000x100B: leader ${median(leaderCpu).toFixed(2)} ms, each follower ${median(followerCpu).toFixed(2)} ms (replicating costs the followers ${((2 * median(followerCpu)) / median(leaderCpu)).toFixed(2)}x the leader's work, on the same ${cpus().length} cores)`,
   );
   const sortedLags = [...lags].sort((a, b) => a - b);
   say(
