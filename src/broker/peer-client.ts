@@ -1,5 +1,6 @@
 import * as http2 from 'node:http2';
 import { isErrorCode, SluiceError } from '../common/errors.js';
+import { connectPeer } from '../common/http2-peer.js';
 import { CLUSTER_SECRET_HEADER } from '../protocol/internal-api.js';
 
 export interface PeerResponse {
@@ -24,7 +25,7 @@ export class PeerClient {
   #session(base: string): http2.ClientHttp2Session {
     const existing = this.#sessions.get(base);
     if (existing && !existing.closed && !existing.destroyed) return existing;
-    const session = http2.connect(base);
+    const session = connectPeer(base);
     session.unref();
     const forget = () => {
       if (this.#sessions.get(base) === session) this.#sessions.delete(base);

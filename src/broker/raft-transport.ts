@@ -1,9 +1,9 @@
 import * as http2 from 'node:http2';
-import { connect } from 'node:net';
 import { assert } from '../common/assert.js';
 import { Backoff } from '../common/backoff.js';
 import type { Clock, TimerHandle } from '../common/clock.js';
 import { crc32c } from '../common/crc32c.js';
+import { connectPeer } from '../common/http2-peer.js';
 import type { Random } from '../common/random.js';
 import {
   CLUSTER_SECRET_HEADER,
@@ -107,11 +107,7 @@ class Connection {
 
   #open(): http2.ClientHttp2Session {
     if (this.#session && !this.#session.closed && !this.#session.destroyed) return this.#session;
-    const url = new URL(this.url);
-    // Small messages must not wait for Nagle's algorithm (40 ms with delayed acknowledgements).
-    const session = http2.connect(this.url, {
-      createConnection: () => connect({ host: url.hostname, port: Number(url.port), noDelay: true }),
-    });
+    const session = connectPeer(this.url);
     session.on('error', () => {});
     session.on('goaway', () => session.close());
     session.unref();

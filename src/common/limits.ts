@@ -23,6 +23,18 @@ export const LIMITS = {
   requestRecordsMax: 10_000,
   /** Largest fetch response. */
   fetchBytesMax: 8 * 1024 * 1024,
+  /**
+   * HTTP/2 flow-control windows. A peer may send this much on one stream (and the session's window
+   * bounds all its streams together) before it must wait for a WINDOW_UPDATE: with the protocol's
+   * 64 KiB default, a fetch answer of a few MiB, or a produce body of 100 KiB, waits a round trip
+   * per 64 KiB. A node's requests to another (replica fetches, forwarding) take whole fetch answers
+   * at once; the server takes a produce body of up to 1 MiB at once, and buffers at most 8 MiB
+   * unread per connection.
+   */
+  http2ClientStreamWindowBytes: 8 * 1024 * 1024 + 64 * 1024,
+  http2ClientSessionWindowBytes: 32 * 1024 * 1024,
+  http2ServerStreamWindowBytes: 1024 * 1024,
+  http2ServerSessionWindowBytes: 8 * 1024 * 1024,
   /** Longest long-poll. */
   fetchWaitMsMax: 30_000,
   topicNameLengthMax: 249,

@@ -4,6 +4,7 @@ import * as http2 from 'node:http2';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import type { NodeApi, RoutingApi } from '../broker/api.js';
 import { SluiceError } from '../common/errors.js';
+import { connectPeer } from '../common/http2-peer.js';
 import { ENDPOINTS, type Endpoint, GROUP_ID_PATTERN, MEDIA, NODE_ID_HEADER } from '../protocol/api.js';
 import { CLUSTER_SECRET_HEADER, FORWARDED_BY_HEADER } from '../protocol/internal-api.js';
 import type { ForwardOutcome, HttpMetrics } from './metrics.js';
@@ -79,8 +80,6 @@ const STREAMS_PER_SESSION_MAX = 128;
 const SESSIONS_PER_TARGET_MAX = 64;
 /** How long connecting to a leader may take before the request is answered LEADER_NOT_AVAILABLE. */
 const CONNECT_TIMEOUT_MS_DEFAULT = 5_000;
-/** The receive window of an upstream session: fetch answers of several MiB in few round trips. */
-const SESSION_WINDOW_BYTES = 8 * 1024 * 1024;
 
 /**
  * Request and response headers that belong to one connection, not to the request (RFC 9110
@@ -441,7 +440,7 @@ class Upstreams {
   }
 
   #connect(url: string, pool: Upstream[]): Upstream {
-    const session = http2.connect(url, { settings: { enablePush: false } });
+    const session = connectPeer(url, { settings: { enablePush: false } });
     const upstream: Upstream = { session, streams: 0 };
     const drop = () => {
       const at = pool.indexOf(upstream);
@@ -450,10 +449,7 @@ class Upstreams {
     };
     const timer = setTimeout(() => session.destroy(), this.#connectTimeoutMs);
     timer.unref();
-    session.once('connect', () => {
-      clearTimeout(timer);
-      session.setLocalWindowSize(SESSION_WINDOW_BYTES);
-    });
+    session.once('connect', () => clearTimeout(timer));
     // A session's errors reach its streams, which answer for them.
     session.on('error', () => {});
     session.once('goaway', () => {

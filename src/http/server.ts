@@ -3,6 +3,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { FastifyServerFactory } from 'fastify';
 import { type ErrorCode, SluiceError } from '../common/errors.js';
+import { LIMITS } from '../common/limits.js';
 import { type Gauge, type Metrics, noopMetrics } from '../common/metrics.js';
 import { MEDIA } from '../protocol/api.js';
 import { problemFor } from './problem.js';
@@ -188,9 +189,13 @@ class Http2Side {
   readonly #sessions = new Set<http2.ServerHttp2Session>();
 
   constructor(handler: (request: http2.Http2ServerRequest, response: http2.Http2ServerResponse) => void) {
-    this.#server = http2.createServer({ settings: { maxConcurrentStreams: 256 } }, handler);
+    this.#server = http2.createServer(
+      { settings: { maxConcurrentStreams: 256, initialWindowSize: LIMITS.http2ServerStreamWindowBytes } },
+      handler,
+    );
     this.#server.on('session', (session) => {
       this.#sessions.add(session);
+      session.setLocalWindowSize(LIMITS.http2ServerSessionWindowBytes);
       session.once('close', () => this.#sessions.delete(session));
       // An idle session is closed after a while, unless it carries an open stream (a follow
       // stream may be quiet for a long time).

@@ -1,6 +1,7 @@
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LIMITS } from '../../src/common/limits.js';
 import { buildApp } from '../../src/http/app.js';
 import { dualProtocolServerFactory } from '../../src/http/server.js';
 import { type Harness, makeHarness } from './harness.js';
@@ -54,6 +55,19 @@ describe('connection guards', () => {
     // net.Server applies noDelay to every socket it accepts; without it a response's last part
     // waits for the client's delayed ACK of the part before.
     expect((app.server as unknown as net.Server & { noDelay: boolean }).noDelay).toBe(true);
+    await app.close();
+  });
+
+  it('offers HTTP/2 clients a stream window of 1 MiB and a connection window of 8 MiB', async () => {
+    // With the protocol's 64 KiB windows, a produce body of 100 KiB waits a round trip for a
+    // WINDOW_UPDATE halfway through.
+    const { app, port } = await listening({});
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    await new Promise<void>((resolve) => session.once('remoteSettings', () => resolve()));
+    expect(session.remoteSettings.initialWindowSize).toBe(LIMITS.http2ServerStreamWindowBytes);
+    // The connection window grows by a WINDOW_UPDATE on stream 0 after the settings.
+    await waitFor(() => session.state.remoteWindowSize === LIMITS.http2ServerSessionWindowBytes);
+    session.destroy();
     await app.close();
   });
 
