@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { RaftMessage, RaftStatus } from '../../broker/api.js';
 import { SluiceError } from '../../common/errors.js';
@@ -21,12 +22,14 @@ import {
   RAFT_SNAPSHOT_CHUNKS_PATH,
   RAFT_STATUS_PATH,
   REPLICA_FETCH_PATH,
+  type ReplicaFetchPartitionAnswer,
   type ReplicaFetchRequest,
   SNAPSHOT_CHUNK_REQUEST_BYTES_MAX,
   type SnapshotChunk,
   type SnapshotChunkOutcome,
 } from '../../protocol/internal-api.js';
 import { packr, unpackr } from '../../protocol/msgpack.js';
+import { encodeReplicaFetchAnswer } from '../../protocol/replica-fetch-answer.js';
 import { sendProblem } from '../problem.js';
 
 export interface InternalRaftOptions {
@@ -46,7 +49,10 @@ export interface InternalRaftOptions {
   /** The node's Raft driver, for `GET /internal/raft/status`. */
   driver?: { status(): RaftStatus };
   /** Answers a follower's fetch (`POST /internal/replica/fetch`), long-polling; aborted when the follower goes. */
-  answerReplicaFetch?: (request: ReplicaFetchRequest, signal: AbortSignal) => Promise<unknown[]>;
+  answerReplicaFetch?: (
+    request: ReplicaFetchRequest,
+    signal: AbortSignal,
+  ) => Promise<ReplicaFetchPartitionAnswer[]>;
   /** The offsets of a topic's partitions this node leads (`GET /internal/leader-offsets?topic=`). */
   leaderOffsets?: (topic: string) => unknown[];
   /** Carries out a controller command (`POST /internal/controller/commands`); NOT_CONTROLLER when not active. */
@@ -134,8 +140,14 @@ export async function internalRaftRoutes(app: FastifyInstance, options: Internal
     const onClose = () => abort.abort();
     request.raw.once('close', onClose);
     try {
-      const partitions = await options.answerReplicaFetch(fetch, abort.signal);
-      return reply.type(MEDIA.msgpack).send(packr.pack({ partitions }));
+      const chunks = encodeReplicaFetchAnswer(await options.answerReplicaFetch(fetch, abort.signal));
+      // The stored batches go out as the log read them: a stream of the pieces, no joined copy.
+      let length = 0;
+      for (const chunk of chunks) length += chunk.length;
+      return reply
+        .type(MEDIA.msgpack)
+        .header('content-length', length)
+        .send(Readable.from(chunks, { objectMode: false }));
     } finally {
       request.raw.off('close', onClose);
     }
