@@ -32,7 +32,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packr } from '../src/protocol/msgpack.js';
-import { cpuDuring } from './cpu.js';
+import { cpuDuring, cpuSeconds } from './cpu.js';
 import { ensureH2load, type Figure, h2load, h2loadAtRate, median } from './h2load.js';
 import { freePort } from './ports.js';
 
@@ -486,6 +486,10 @@ async function followerCatchUp(say: Say): Promise<void> {
   const started = performance.now();
   await startNode(follower, 600_000);
   const readyS = (performance.now() - started) / 1000;
+  const cpuBefore = {
+    follower: cpuSeconds(children.get(follower)!.pid!),
+    leader: cpuSeconds(children.get(leader)!.pid!),
+  };
   await until(
     'the follower caught up',
     async () => {
@@ -499,10 +503,14 @@ async function followerCatchUp(say: Say): Promise<void> {
     100,
   );
   const catchUpS = (performance.now() - started) / 1000 - readyS;
+  const cpuMs = {
+    follower: (cpuSeconds(children.get(follower)!.pid!) - cpuBefore.follower) * 1000,
+    leader: (cpuSeconds(children.get(leader)!.pid!) - cpuBefore.leader) * 1000,
+  };
   await rm(work, { recursive: true, force: true });
   const mb = bytes / (1024 * 1024);
   say(
-    `follower catch-up: ${mb.toFixed(0)} MiB (${end.toLocaleString('en-US')} records of 100 B, produced in ${produceS.toFixed(1)} s) behind, restarted (ready after ${readyS.toFixed(1)} s) and in sync ${catchUpS.toFixed(1)} s later (${(mb / catchUpS).toFixed(0)} MiB/s) = ${(catchUpS / readS).toFixed(1)}x the time of reading the same files from disk with O_DIRECT (${readS.toFixed(1)} s, ${(mb / readS).toFixed(0)} MiB/s)`,
+    `follower catch-up: ${mb.toFixed(0)} MiB (${end.toLocaleString('en-US')} records of 100 B, produced in ${produceS.toFixed(1)} s) behind, restarted (ready after ${readyS.toFixed(1)} s) and in sync ${catchUpS.toFixed(1)} s later (${(mb / catchUpS).toFixed(0)} MiB/s) = ${(catchUpS / readS).toFixed(1)}x the time of reading the same files from disk with O_DIRECT (${readS.toFixed(1)} s, ${(mb / readS).toFixed(0)} MiB/s); CPU while catching up: follower ${(cpuMs.follower / mb).toFixed(1)} ms/MiB, leader ${(cpuMs.leader / mb).toFixed(1)} ms/MiB (one core at that cost: ${(1000 / ((cpuMs.follower + cpuMs.leader) / mb)).toFixed(0)} MiB/s)`,
   );
 }
 
