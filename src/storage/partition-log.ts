@@ -229,6 +229,13 @@ export class PartitionLog {
   #recoveryPoint = 0;
   /** The recovery point the checkpoint file holds as far as this process wrote it (-1: not written yet). */
   #recoveryPointWritten = -1;
+  /**
+   * Opened after a clean shutdown and not written to since: the clean-shutdown marker is still on
+   * disk, and goes (durably) before the first change to the log. A crash before then finds the
+   * log as it was closed, so the marker still tells the truth; a broker restart with thousands of
+   * idle partitions does not pay a directory fsync per partition.
+   */
+  #cleanMarker = false;
   /** The last high watermark the caller checkpointed, lowered by truncation, raised to the log start. */
   #highWatermark = 0;
   /** Retention and compaction stay below what it returns (`setRetentionLimit`); none when unset. */
@@ -352,14 +359,15 @@ export class PartitionLog {
     }
     leaderEpochs.truncateFromStart(log.#logStartOffset);
     await log.#rebuildProducers(names);
-    // A crash from here on must be detected: the marker goes before anything is appended.
-    if (clean) {
-      await fs.unlink(`${dir}/${CLEAN_SHUTDOWN_FILE}`);
-      await fs.syncDir(dir);
-    }
+    // A crash after a change must be detected: the marker goes before the first one
+    // (`#serialize`), not here.
+    log.#cleanMarker = clean;
     // The rebuilt epochs land before the recovery point moves past the batches they came from.
     await leaderEpochs.flush();
-    await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
+    // After a clean shutdown the checkpoint on disk already says the log end (close wrote it).
+    const storedRecoveryPoint = clean ? await readCheckpoint(fs, `${dir}/${RECOVERY_POINT_FILE}`) : -1;
+    if (storedRecoveryPoint === log.#recoveryPoint) log.#recoveryPointWritten = storedRecoveryPoint;
+    else await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
     log.#scheduleFlush();
     return log;
   }
@@ -1010,6 +1018,15 @@ export class PartitionLog {
       for (const segment of this.#segments) await segment.close();
       return;
     }
+    if (this.#cleanMarker) {
+      // Not changed since a clean open: the files are as that shutdown left them, marker included.
+      this.#closed = true;
+      await this.leaderEpochs.flush();
+      await this.#checkpoints;
+      for (const segment of this.#segments) await segment.close();
+      this.#listeners.clear();
+      return;
+    }
     await this.#requestSync();
     this.#closed = true;
     for (const segment of this.#segments) await segment.syncIndexes();
@@ -1102,6 +1119,12 @@ export class PartitionLog {
       const unavailable = this.#unavailable();
       if (unavailable) throw unavailable;
       try {
+        if (this.#cleanMarker) {
+          // The first change since a clean open: from here on a crash must be detected.
+          await this.#fs.unlink(`${this.dir}/${CLEAN_SHUTDOWN_FILE}`);
+          await this.#fs.syncDir(this.dir);
+          this.#cleanMarker = false;
+        }
         return await work();
       } catch (error) {
         if (error instanceof SluiceError) throw error;

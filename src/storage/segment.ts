@@ -194,6 +194,9 @@ export class Segment {
     if (tail.error !== undefined || tail.end !== fileSize) return false;
     this.size = fileSize;
     this.#bytesSinceIndex = fileSize - from;
+    // Loaded as they are on disk: nothing to sync until they are written. (Indexes lost in a crash
+    // cost no correctness either: an open checks them against the log and rebuilds them.)
+    this.#indexesDirty = false;
     return true;
   }
 

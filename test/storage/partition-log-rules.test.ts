@@ -396,7 +396,7 @@ describe('reads of older segments', () => {
 });
 
 describe('clean shutdown', () => {
-  it('a clean reopen keeps the epochs of the checkpoint and removes the marker, so a crash after it is recovered', async () => {
+  it('a clean reopen keeps the epochs of the checkpoint, and the marker until the first change, so a crash after that change is recovered', async () => {
     const { fs, open } = setup();
     const log = await open();
     await log.append(batchOf(['a']), { assignOffsets: true, leaderEpoch: 2 });
@@ -409,12 +409,38 @@ describe('clean shutdown', () => {
       { epoch: 2, startOffset: 0 },
       { epoch: 5, startOffset: 1 },
     ]);
+    // Nothing changed since the clean close: the marker still tells the truth, even after a crash.
+    expect(await fs.readdir(dir)).toContain('.clean-shutdown');
+    fs.crashLosingAllUnsynced();
+    const idle = await open();
+    expect(idle.recoveryReport).toBeUndefined();
+    expect(idle.logEndOffset).toBe(2);
+    // The first change removes it durably before it writes anything.
+    await idle.append(batchOf(['c']), { assignOffsets: true, leaderEpoch: 5 });
     expect(await fs.readdir(dir)).not.toContain('.clean-shutdown');
     fs.crashLosingAllUnsynced();
     const crashed = await open();
     expect(crashed.recoveryReport).toBeDefined();
     expect(crashed.leaderEpochs.entries()).toHaveLength(2);
     await crashed.close();
+  });
+
+  it('a clean reopen of an idle log writes nothing and syncs nothing, at open, at a timed flush or at close', async () => {
+    const { fs, open } = setup();
+    const log = await open();
+    await log.append(batchOf(['a', 'b']), { assignOffsets: true, leaderEpoch: 1 });
+    await log.close();
+    const before = fs.syncCount;
+    const reopened = await open();
+    await reopened.flush();
+    await reopened.close();
+    expect(fs.syncCount).toBe(before);
+    // And it is still a clean log, whole.
+    const again = await open();
+    expect(again.recoveryReport).toBeUndefined();
+    expect(again.logEndOffset).toBe(2);
+    expect((await again.readRecords(0, { maxBytes: 1 << 20 })).records).toHaveLength(2);
+    await again.close();
   });
 });
 
