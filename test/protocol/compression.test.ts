@@ -358,6 +358,18 @@ describe('the native lz4 block decoder', () => {
     ).toBe('aaaaa');
   });
 
+  it('decodes a block that compresses more than 16 times in a second, full room', () => {
+    for (const bytes of [200_000, 2_000_000]) {
+      const frame = codec('lz4').compress(Buffer.alloc(bytes, 7));
+      expect(frame.length * 16).toBeLessThan(bytes);
+      const out = decompressLz4Frame(frame, 8 << 20, { decodeBlock: native });
+      expect(out.equals(Buffer.alloc(bytes, 7)), `${bytes} bytes`).toBe(true);
+      expect(thrown(() => decompressLz4Frame(frame, bytes - 1, { decodeBlock: native }))?.code).toBe(
+        'DECOMPRESSED_TOO_LARGE',
+      );
+    }
+  });
+
   it('agrees with the TypeScript decoder on damaged frames: the same bytes, or both refuse with the same code', () => {
     const input = Buffer.from(
       Array.from({ length: 3000 }, (_, i) => `{"i":${i % 97},"msg":"request ${(i * 7919) % 1000}"}`).join(''),
