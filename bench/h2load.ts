@@ -31,7 +31,13 @@ export interface H2loadStep {
 export interface Figure {
   requestsPerSecond: number;
   meanMs: number;
+  /** Requests h2load counts as failed: errored, timed out, or answered with a status of 400 or more. */
   failed: number;
+  /** Requests that got no answer (connection errors) and that timed out. */
+  errored: number;
+  timedOut: number;
+  /** Answers by status class, as h2load counts them. */
+  status: { '2xx': number; '3xx': number; '4xx': number; '5xx': number };
 }
 
 /** h2load's arguments for `step` (msgpack in and out), with `extra` before the URL. */
@@ -62,16 +68,32 @@ export function h2load(url: string, step: H2loadStep): Figure {
   const args = h2loadArgs(url, step, []);
   const out = execFileSync('h2load', args, { encoding: 'utf8', maxBuffer: 16 << 20 });
   const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
-  const failed = /requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed/.exec(out);
+  const failed =
+    /requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(
+      out,
+    );
+  const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
   const mean = /time for request:\s+\S+\s+\S+\s+(\S+)/.exec(out);
-  if (!rps || !failed || !mean) throw new Error(`unexpected h2load output:\n${out}`);
+  if (!rps || !failed || !codes || !mean) throw new Error(`unexpected h2load output:\n${out}`);
   const meanText = mean[1]!;
   const meanMs = meanText.endsWith('us')
     ? Number.parseFloat(meanText) / 1000
     : meanText.endsWith('ms')
       ? Number.parseFloat(meanText)
       : Number.parseFloat(meanText) * 1000;
-  return { requestsPerSecond: Number(rps[1]), meanMs, failed: Number(failed[1]) };
+  return {
+    requestsPerSecond: Number(rps[1]),
+    meanMs,
+    failed: Number(failed[1]),
+    errored: Number(failed[2]),
+    timedOut: Number(failed[3]),
+    status: {
+      '2xx': Number(codes[1]),
+      '3xx': Number(codes[2]),
+      '4xx': Number(codes[3]),
+      '5xx': Number(codes[4]),
+    },
+  };
 }
 
 /** The median of the rounds' figures: the interleaved rounds' middle, robust to one noisy round. */

@@ -296,7 +296,8 @@ export function decompressBatch(
   const b = asBuffer(buf);
   const size = BATCH_LENGTH_PREFIX_BYTES + b.readUInt32BE(pos + POS.batchLength + 1);
   if (batchCodecAt(b, pos) === 0) return b.subarray(pos, pos + size);
-  const records = decompressRecords(b, pos, uncompressedBytesMax);
+  // Copied into the new batch at once: the codec's reused memory serves.
+  const records = decompressRecords(b, pos, uncompressedBytesMax, true);
   const out = Buffer.allocUnsafe(BATCH_HEADER_BYTES + records.length);
   b.copy(out, 0, pos, pos + BATCH_HEADER_BYTES);
   records.copy(out, BATCH_HEADER_BYTES);
@@ -310,16 +311,16 @@ export function decompressBatch(
 
 /**
  * The records bytes of the compressed batch at `pos`, decompressed (what follows the array32
- * header in the uncompressed batch); the checks and errors of `decompressBatch`.
+ * header in the uncompressed batch); the checks and errors of `decompressBatch`. `transient`:
+ * in the codec's reused memory (`Codec.decompressTransient`), for a caller that reads the bytes
+ * before the codec's next call and keeps nothing of them.
  */
-function decompressRecords(b: Buffer, pos: number, uncompressedBytesMax: number): Buffer {
+function decompressRecords(b: Buffer, pos: number, uncompressedBytesMax: number, transient = false): Buffer {
   const size = BATCH_LENGTH_PREFIX_BYTES + b.readUInt32BE(pos + POS.batchLength + 1);
-  return codecs
-    .get(batchCodecAt(b, pos))
-    .decompress(
-      b.subarray(pos + BATCH_HEADER_BYTES, pos + size),
-      Math.max(0, uncompressedBytesMax - BATCH_HEADER_BYTES),
-    );
+  const codec = codecs.get(batchCodecAt(b, pos));
+  const data = b.subarray(pos + BATCH_HEADER_BYTES, pos + size);
+  const limitBytes = Math.max(0, uncompressedBytesMax - BATCH_HEADER_BYTES);
+  return transient ? codec.decompressTransient(data, limitBytes) : codec.decompress(data, limitBytes);
 }
 
 function writeHeader(buf: Buffer, h: Omit<BatchHeader, 'batchLength' | 'magic' | 'crc'>): void {
@@ -737,7 +738,8 @@ export function checkProducedBatch(
     );
   }
   checkProducerFields(header);
-  // A compressed batch is decompressed once and its records walked where they were decompressed.
+  // A compressed batch is decompressed once, into the codec's reused memory, and its records
+  // walked there: nothing of them is kept, and no codec is called until the walk ends.
   let records = asBuffer(buf);
   let start = pos + BATCH_HEADER_BYTES;
   let end = pos + batchSize(header);
@@ -746,6 +748,7 @@ export function checkProducedBatch(
       records,
       pos,
       limits.uncompressedBatchBytesMax ?? LIMITS.uncompressedBatchBytesMax,
+      true,
     );
     start = 0;
     end = records.length;
