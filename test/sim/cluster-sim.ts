@@ -204,11 +204,6 @@ export class ClusterSim {
     if (options.groups ?? options.seed % 25 === 0) this.#groups = this.#groupSim();
   }
 
-  /** The group members' part of the run, when it has one. */
-  get groupSim(): GroupSim | undefined {
-    return this.#groups;
-  }
-
   get transcript(): string[] {
     return this.meta.transcript;
   }

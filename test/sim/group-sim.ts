@@ -137,8 +137,6 @@ export class GroupSim {
     incarnations: 0,
   };
   readonly #members: SimMember[] = [];
-  /** Requests refused, by what and code (for tuning the workload). */
-  readonly refusals = new Map<string, number>();
   /** Per partition: the highest committed offset acknowledged to or read by a reader. */
   readonly #committed = new Map<string, number>();
   #active = true;
@@ -266,7 +264,6 @@ export class GroupSim {
         this.#reset(m);
         return;
       }
-      this.refusals.set(`${what} ${code}`, (this.refusals.get(`${what} ${code}`) ?? 0) + 1);
       refused?.(code);
     });
   }
