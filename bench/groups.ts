@@ -121,8 +121,7 @@ async function rebalance(
     const now = view.assignment.map((tp: { partition: number }) => tp.partition).join(',');
     const before = held.get(id);
     held.set(id, now);
-    const lost =
-      before !== undefined && before.split(',').some((p) => p !== '' && !now.split(',').includes(p));
+    const lost = (before ?? '').split(',').some((p) => p !== '' && !now.split(',').includes(p));
     if (lost && mode.earlyAck)
       held.set(
         id,
