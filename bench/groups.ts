@@ -84,26 +84,74 @@ async function startBroker(dataDir: string): Promise<ChildProcess> {
   }
 }
 
-/** N members stable over N partitions, then one more: heartbeat rounds and ms until stable again. */
-async function rebalance(members: number): Promise<{ rounds: number; ms: number; joinRounds: number }> {
-  const topic = `rb-${members}`;
-  const group = `rb-${members}`;
+/**
+ * N members stable over N partitions, then one more: heartbeat rounds and ms until stable again.
+ * With `uncommitted`, every member first polls a record of its partition without committing it,
+ * so that a partition it must give up moves only once it acknowledges. With `earlyAck`, a member
+ * told of a revocation acknowledges at once (a heartbeat naming what it still holds), as the SDK
+ * consumer does; without, on its next turn.
+ */
+async function rebalance(
+  members: number,
+  mode: { uncommitted: boolean; earlyAck: boolean } = { uncommitted: false, earlyAck: true },
+): Promise<{ rounds: number; ms: number; joinRounds: number }> {
+  const name = `rb-${members}-${mode.uncommitted ? 'u' : 'c'}${mode.earlyAck ? 'e' : 'n'}`;
+  const topic = name;
+  const group = name;
   await call('POST', '/v1/topics', { name: topic, partitions: members });
+  if (mode.uncommitted)
+    for (let p = 0; p < members; p++) {
+      const response = await fetch(`${base}/v1/topics/${topic}/partitions/${p}/records?acks=1`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/vnd.sluice.batches' },
+        body: encodeBatch([{ value: Buffer.from('x'), timestamp: Date.now() }]),
+      });
+      if (response.status !== 200) throw new Error(`produce: ${response.status}`);
+      await response.arrayBuffer();
+    }
   const ids: string[] = [];
   for (let i = 0; i < members; i++)
     ids.push(
       (await call('POST', `/v1/groups/${group}/members`, { topics: [topic], sessionTimeoutMs: 60_000 }))
         .memberId,
     );
+  const held = new Map<string, string>();
+  const beat = async (id: string) => {
+    const view = await call('POST', `/v1/groups/${group}/members/${id}/heartbeat`, {});
+    const now = view.assignment.map((tp: { partition: number }) => tp.partition).join(',');
+    const before = held.get(id);
+    held.set(id, now);
+    const lost = (before ?? '').split(',').some((p) => p !== '' && !now.split(',').includes(p));
+    if (lost && mode.earlyAck)
+      held.set(
+        id,
+        (
+          await call('POST', `/v1/groups/${group}/members/${id}/heartbeat`, { owned: view.assignment })
+        ).assignment
+          .map((tp: { partition: number }) => tp.partition)
+          .join(','),
+      );
+  };
   const settle = async (): Promise<number> => {
     for (let round = 1; round <= 50; round++) {
-      for (const id of ids) await call('POST', `/v1/groups/${group}/members/${id}/heartbeat`, {});
+      for (const id of ids) await beat(id);
       const d = await call('GET', `/v1/groups/${group}`);
       if (d.state === 'stable') return round;
     }
     throw new Error(`group ${group} did not settle`);
   };
   const joinRounds = await settle();
+  if (mode.uncommitted)
+    for (const id of ids) {
+      const body = (await call(
+        'GET',
+        `/v1/groups/${group}/members/${id}/records?maxWaitMs=0&autoCommit=false`,
+        undefined,
+        MSGPACK,
+      )) as Buffer;
+      const got = decodeGroupPoll(body).partitions.filter((p) => splitFetchResponse(p.fetch).batchCount > 0);
+      if (got.length !== 1) throw new Error(`member ${id} polled ${got.length} partitions with records`);
+    }
   const started = performance.now();
   ids.push(
     (await call('POST', `/v1/groups/${group}/members`, { topics: [topic], sessionTimeoutMs: 60_000 }))
@@ -226,6 +274,17 @@ async function main(): Promise<void> {
     const rb100 = await rebalance(100);
     console.log(`rebalance 10 members: ${rb10.rounds} heartbeat round(s), ${rb10.ms.toFixed(0)} ms`);
     console.log(`rebalance 100 members: ${rb100.rounds} heartbeat round(s), ${rb100.ms.toFixed(0)} ms`);
+    const late10 = await rebalance(10, { uncommitted: true, earlyAck: false });
+    const late100 = await rebalance(100, { uncommitted: true, earlyAck: false });
+    const early10 = await rebalance(10, { uncommitted: true, earlyAck: true });
+    const early100 = await rebalance(100, { uncommitted: true, earlyAck: true });
+    for (const [what, r] of [
+      ['10 members, uncommitted reads, acknowledging on the next turn', late10],
+      ['100 members, uncommitted reads, acknowledging on the next turn', late100],
+      ['10 members, uncommitted reads, acknowledging at once', early10],
+      ['100 members, uncommitted reads, acknowledging at once', early100],
+    ] as const)
+      console.log(`rebalance ${what}: ${r.rounds} heartbeat round(s), ${r.ms.toFixed(0)} ms`);
     await load('reads');
     const fetchRates: number[] = [];
     const pollRates: number[] = [];
@@ -241,7 +300,7 @@ async function main(): Promise<void> {
     const commitRate = await commits();
     const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
     const summary = [
-      `rebalance (one member joins a stable group of members holding nothing uncommitted, every member heartbeating in turn): 10 members ${rb10.rounds} heartbeat round(s), ${rb10.ms.toFixed(0)} ms; 100 members ${rb100.rounds} round(s), ${rb100.ms.toFixed(0)} ms (target: within 2 heartbeat intervals at 100)`,
+      `rebalance (one member joins a stable group of members holding nothing uncommitted, every member heartbeating in turn): 10 members ${rb10.rounds} heartbeat round(s), ${rb10.ms.toFixed(0)} ms; 100 members ${rb100.rounds} round(s), ${rb100.ms.toFixed(0)} ms; members holding uncommitted reads, each acknowledging a revocation at once (as the SDK does): 10 members ${early10.rounds} round(s), ${early10.ms.toFixed(0)} ms, 100 members ${early100.rounds} round(s), ${early100.ms.toFixed(0)} ms; acknowledging on their next turn instead: 10 members ${late10.rounds}, 100 members ${late100.rounds} round(s), ${late100.ms.toFixed(0)} ms (target: within 2 heartbeat intervals at 100)`,
       `group poll ${fmt(pollRate)} rec/s = ${(pollRate / fetchRate).toFixed(2)}x partition fetch ${fmt(fetchRate)} rec/s (target 0.7x; ${RECORDS} records of 100 B over ${PARTITIONS} partitions, msgpack, 1 MiB per partition per request, medians of ${ROUNDS} alternating rounds)`,
       `commits ${fmt(commitRate)} req/s (${CONCURRENCY} members committing back to back for ${SECONDS} s, acks=all to __consumer_offsets)`,
       `load average ${loadBefore.toFixed(1)} before, ${loadavg()[0]!.toFixed(1)} after on 2 cores`,

@@ -51,6 +51,8 @@ export interface GroupsOptions {
   tickMs?: number;
   /** How long a request waits for its coordinator to load before COORDINATOR_LOAD_IN_PROGRESS. */
   loadWaitMs?: number;
+  /** New member ids (a UUID each by default; a simulation passes a deterministic source). */
+  newMemberId?: () => string;
 }
 
 export interface GroupsDeps {
@@ -72,8 +74,10 @@ interface Shard {
   coordinator: GroupCoordinator;
   loaded: boolean;
   ready: Promise<void>;
-  /** Writes to the partition, one after the other: the last one started. */
+  /** Writes to the partition, one after the other: the last one started (settled either way). */
   writing: Promise<void>;
+  /** The last write itself: a request that wrote nothing but answers from state it holds waits for it. */
+  lastWrite: Promise<void>;
   /** The write that takes the records queued now, when one is waiting for `writing`. */
   next: Promise<void> | undefined;
   queued: { partition: number; key: Buffer; value: Buffer | null }[];
@@ -91,7 +95,7 @@ const POLL_PARTITION_BYTES_MAX = 1024 * 1024;
  * partition is NOT_COORDINATOR.
  */
 export class GroupsService implements GroupsApi {
-  readonly #options: Required<Omit<GroupsOptions, 'coordinator'>> & {
+  readonly #options: Required<Omit<GroupsOptions, 'coordinator' | 'newMemberId'>> & {
     coordinator: GroupsOptions['coordinator'];
   };
   readonly #deps: GroupsDeps;
@@ -115,7 +119,7 @@ export class GroupsService implements GroupsApi {
     };
     this.#deps = deps;
     this.#logger = deps.logger ?? noopLogger;
-    this.#newMemberId = deps.newMemberId ?? (() => randomUUID().replaceAll('-', ''));
+    this.#newMemberId = options.newMemberId ?? deps.newMemberId ?? (() => randomUUID().replaceAll('-', ''));
     this.#view = {
       partitionCount: (topic) => (topic === OFFSETS_TOPIC ? undefined : deps.topics.find(topic)?.partitions),
       topicNames: () =>
@@ -166,6 +170,27 @@ export class GroupsService implements GroupsApi {
     const topic = this.#deps.topics.find(OFFSETS_TOPIC);
     if (!topic || !this.#deps.remote) return undefined;
     return this.#deps.remote.forwardTarget(OFFSETS_TOPIC, offsetsPartitionFor(group, topic.partitions));
+  }
+
+  /**
+   * The coordinators this node holds (for invariant checks): each `__consumer_offsets` partition's
+   * coordinator with the leader epoch it was created for, whether it has loaded, and whether this
+   * node still leads that partition at that epoch.
+   */
+  coordinators(): {
+    partition: number;
+    leaderEpoch: number;
+    loaded: boolean;
+    leads: boolean;
+    coordinator: GroupCoordinator;
+  }[] {
+    return [...this.#shards.values()].map((s) => ({
+      partition: s.partition,
+      leaderEpoch: s.leaderEpoch,
+      loaded: s.loaded,
+      leads: this.#leads(s),
+      coordinator: s.coordinator,
+    }));
   }
 
   // ---- membership ----
@@ -337,6 +362,9 @@ export class GroupsService implements GroupsApi {
   async describe(group: string): Promise<GroupDescriptionResponse> {
     const shard = await this.#shard(group, groupNotFound(group));
     const d = shard.coordinator.describe(group);
+    // The state described may hold changes still being written (a commit, an auto-commit): they
+    // are answered only once written, so that no reader sees a committed offset a failover loses.
+    await this.#persist(shard);
     const owners = new Map<string, string>();
     for (const m of d.members)
       for (const tp of [...m.assignment, ...m.revoking])
@@ -488,7 +516,9 @@ export class GroupsService implements GroupsApi {
    */
   async #persist(shard: Shard): Promise<void> {
     const writes = shard.coordinator.drainWrites();
-    if (writes.length === 0) return shard.writing;
+    // Nothing new to write, but the state answered from may hold changes still being written: the
+    // answer waits for them, and fails with them.
+    if (writes.length === 0) return shard.lastWrite;
     for (const w of writes) shard.queued.push({ partition: shard.partition, ...encodeGroupRecord(w) });
     shard.next ??= shard.writing.then(() => {
       shard.next = undefined;
@@ -496,6 +526,7 @@ export class GroupsService implements GroupsApi {
       return this.#deps.produce.records(OFFSETS_TOPIC, records, -1).then(() => undefined);
     });
     const write = shard.next;
+    shard.lastWrite = write;
     shard.writing = write.then(
       () => undefined,
       () => undefined,
@@ -550,6 +581,17 @@ export class GroupsService implements GroupsApi {
           details: { group },
         },
       );
+    try {
+      // A leader that has not reached the controller for longer than its session may have been
+      // replaced without knowing it: it answers for no group (as it takes no produce or fetch).
+      replica.requireLeader();
+    } catch (error) {
+      throw new SluiceError(
+        'NOT_COORDINATOR',
+        `node ${this.#options.nodeId} may no longer coordinate group ${group}`,
+        { cause: error, details: { group } },
+      );
+    }
     let shard = this.#shards.get(partition);
     if (!shard || shard.leaderEpoch !== replica.leaderEpoch) {
       shard = this.#newShard(partition, replica.leaderEpoch);
@@ -571,6 +613,7 @@ export class GroupsService implements GroupsApi {
       loaded: false,
       ready: Promise.resolve(),
       writing: Promise.resolve(),
+      lastWrite: Promise.resolve(),
       next: undefined,
       queued: [],
     };

@@ -311,13 +311,20 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
     await this.#reconcile(view.memberEpoch, view.assignment);
   }
 
-  /** Takes a new assignment: the revoked partitions first (commit, callback), then the new ones. */
+  /**
+   * Takes a new assignment: the revoked partitions first (commit, callback), then the new ones.
+   * Having given partitions up, the member heartbeats at once rather than at its next interval:
+   * that heartbeat acknowledges the revocation, and the partitions move to their new owners a
+   * heartbeat interval sooner.
+   */
   #reconcile(memberEpoch: number, assignment: readonly TopicPartition[]): Promise<void> {
+    let gaveUp = false;
     const run = this.#rebalancing.then(async () => {
       this.#memberEpoch = memberEpoch;
       const now = new Set(assignment.map(tpKey));
       const revoked = [...this.#held].filter((k) => !now.has(k));
       const assigned = [...now].filter((k) => !this.#held.has(k));
+      gaveUp = revoked.length > 0;
       if (revoked.length === 0 && assigned.length === 0) return;
       if (revoked.length > 0) {
         const gone = new Set(revoked);
@@ -329,6 +336,12 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
       await this.options.onRebalance?.({ assigned: assigned.map(tpOf), revoked: revoked.map(tpOf) });
     });
     this.#rebalancing = run.catch(() => {});
+    run.then(
+      () => {
+        if (gaveUp && !this.#closed) this.heartbeat().catch(() => {});
+      },
+      () => {},
+    );
     return run;
   }
 

@@ -85,6 +85,13 @@ export interface CoordinatorOptions {
   /** The most groups one coordinator holds. */
   groupsMax?: number;
   assignorDefault?: AssignorName;
+  /**
+   * For the simulation's own tests only, rules broken on purpose so that its checks must fail:
+   * `assignBeforeRevoked` hands a partition to its new owner while the old one still holds it;
+   * `staleCommits` accepts a commit naming any member id, whatever its epoch, whether it holds
+   * the partition and whether its session expired.
+   */
+  unsafe?: 'assignBeforeRevoked' | 'staleCommits';
 }
 
 export interface CoordinatorDeps {
@@ -259,6 +266,7 @@ export class GroupCoordinator {
   readonly #membersMax: number;
   readonly #groupsMax: number;
   readonly #assignorDefault: AssignorName;
+  readonly #unsafe: CoordinatorOptions['unsafe'];
   /** Counted for the metrics: target assignments computed, commits accepted. */
   rebalances = 0;
   commits = 0;
@@ -275,6 +283,7 @@ export class GroupCoordinator {
     this.#membersMax = options.membersPerGroupMax ?? 1_000;
     this.#groupsMax = options.groupsMax ?? 100_000;
     this.#assignorDefault = options.assignorDefault ?? 'range';
+    this.#unsafe = options.unsafe;
   }
 
   // ---- membership ----
@@ -461,6 +470,9 @@ export class GroupCoordinator {
       group ??= this.#groupForJoin(groupId, undefined);
       if (group.emptySinceMs === null) group.emptySinceMs = this.#clock.nowMs();
       this.#dirty.add(group.id);
+    } else if (this.#unsafe === 'staleCommits' && group) {
+      // For the simulation's own tests: a member's commit taken whatever its epoch, whether it
+      // holds the partition, and whether its session expired.
     } else {
       const { member } = this.#member(groupId, request.memberId, undefined);
       group = this.#groups.get(groupId)!;
@@ -841,7 +853,8 @@ export class GroupCoordinator {
       }
       if (member.revoking.size === 0) {
         for (const k of desired) {
-          if (member.assigned.has(k) || group.owners.has(k)) continue;
+          if (member.assigned.has(k)) continue;
+          if (group.owners.has(k) && this.#unsafe !== 'assignBeforeRevoked') continue;
           member.assigned.add(k);
           group.owners.set(k, member.memberId);
           this.#dirty.add(group.id);

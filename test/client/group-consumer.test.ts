@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Consumer, type RebalanceEvent } from '../../src/client/index.js';
 import { type SluiceNode, startNode } from '../../src/node/node.js';
 
@@ -113,5 +113,44 @@ describe('the group Consumer', () => {
     // Without auto-commit, only the hand-made commit was made.
     const d = await get('/v1/groups/manual');
     expect(d.partitions.map((p: { committed: number | null }) => p.committed)).toEqual([2, null]);
+  });
+
+  it('acknowledges a revocation at once with a heartbeat of its own, not at its next interval', async () => {
+    // Interval timers faked: the members' periodic heartbeats never fire, so the only heartbeats
+    // of `a` are the one below and the one it sends by itself after giving a partition up.
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      await topic('early', 2, 2);
+      const a = new Consumer({
+        bootstrap,
+        group: 'early',
+        topics: ['early'],
+        maxWaitMs: 50,
+        autoCommit: false,
+      });
+      // Records handed out and not committed: a partition `a` gives up moves only once it acknowledges.
+      expect(await a.poll()).toHaveLength(4);
+      const b = new Consumer({
+        bootstrap,
+        group: 'early',
+        topics: ['early'],
+        maxWaitMs: 50,
+        autoCommit: false,
+      });
+      await b.join();
+      expect(b.assignment()).toEqual([]);
+      await a.heartbeat();
+      expect(a.assignment()).toHaveLength(1);
+      for (let i = 0; i < 100 && b.assignment().length === 0; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        await b.heartbeat();
+      }
+      expect(b.assignment()).toHaveLength(1);
+      expect([...a.assignment(), ...b.assignment()].map((tp) => tp.partition).sort()).toEqual([0, 1]);
+      await a.close();
+      await b.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

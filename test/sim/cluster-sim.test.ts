@@ -14,9 +14,11 @@ const CHUNK = 50;
 /** A chunk takes 5-10 s on a two-core machine shared with other work; the limit leaves room for a worse one. */
 const CHUNK_TIMEOUT_MS = 120_000;
 
-type Count = Exclude<keyof ClusterSeedResult, 'traceHash' | 'flush'>;
+type Count = Exclude<keyof ClusterSeedResult, 'traceHash' | 'flush' | 'group'>;
 /** Rare events (a lost disk, a truncation) are counted over every chunk, not per chunk. */
 const totals = { seeds: 0, wipes: 0, truncations: 0 };
+/** The group members' counts over the seeds that ran them (seeds divisible by 25). */
+const groupTotals: Record<string, number> = { seeds: 0 };
 const sum = (results: ClusterSeedResult[], key: Count) => results.reduce((total, r) => total + r[key], 0);
 
 describe('cluster simulation: replicated partitions on the simulated Raft cluster, network and disk', () => {
@@ -45,6 +47,11 @@ describe('cluster simulation: replicated partitions on the simulated Raft cluste
         totals.seeds += seeds;
         totals.wipes += sum(results, 'wipes');
         totals.truncations += sum(results, 'truncations');
+        for (const r of results) {
+          if (!r.group) continue;
+          groupTotals.seeds!++;
+          for (const [k, v] of Object.entries(r.group)) groupTotals[k] = (groupTotals[k] ?? 0) + v;
+        }
         expect(sum(results, 'unknown')).toBeGreaterThan(0);
         // Idempotent producers acknowledged records, and retried unknown outcomes along the way.
         expect(sum(results, 'idempotentAcked')).toBeGreaterThan(seeds);
@@ -63,8 +70,21 @@ describe('cluster simulation: replicated partitions on the simulated Raft cluste
     expect(totals.truncations).toBeGreaterThan(0);
   });
 
+  it('consumer groups ran in their seeds: members joined, polled, committed, moved partitions, were fenced; coordinators failed over', () => {
+    const groupSeeds = Math.floor(SEEDS / 25);
+    expect(groupTotals.seeds).toBe(groupSeeds);
+    if (groupSeeds === 0) return;
+    for (const k of ['joins', 'polls', 'polledRecords', 'commits', 'describes'])
+      expect(groupTotals[k], k).toBeGreaterThan(groupSeeds);
+    for (const k of ['crashes', 'stalls', 'leaves', 'fenced']) expect(groupTotals[k], k).toBeGreaterThan(0);
+    expect(groupTotals.moves).toBeGreaterThan(groupSeeds);
+    if (groupSeeds >= 10) expect(groupTotals.staleRefused).toBeGreaterThan(0);
+    // More coordinator incarnations than seeds: the coordinator moved.
+    expect(groupTotals.incarnations).toBeGreaterThan(groupSeeds);
+  });
+
   it('is deterministic: each seed run twice gives the same trace', async () => {
-    for (let seed = 1; seed <= 3; seed++) {
+    for (const seed of [1, 2, 3, 25]) {
       const first = await runClusterSeed(seed);
       const second = await runClusterSeed(seed);
       expect(second.traceHash, `seed ${seed}`).toBe(first.traceHash);
@@ -104,6 +124,33 @@ describe('cluster simulation: replicated partitions on the simulated Raft cluste
     expect(caught.join('\n')).toMatch(
       /was lost|OFFSET_OUT_OF_RANGE|went back|holds .* below its high watermark|a consumer read/,
     );
+  }, 120_000);
+
+  it('has teeth: a coordinator that hands a partition over before its owner gave it up shows two owners', async () => {
+    const caught: string[] = [];
+    for (let seed = 1; seed <= 20 && caught.length === 0; seed++) {
+      try {
+        await new ClusterSim({ seed, groups: true, unsafe: 'assignBeforeRevoked' }).run();
+      } catch (error) {
+        caught.push((error as Error).message);
+      }
+    }
+    expect(caught.join('\n')).toMatch(/t\/\d has two owners/);
+  }, 120_000);
+
+  it('has teeth: a coordinator that takes commits of stale members shows committed offsets going back', async () => {
+    // A member back from a stall commits what it processed before; its session had expired and
+    // its partition moved on (or it gave it up, and commits with its old epoch): refused as it
+    // must be, or the committed offset goes back. Without faults, for more commits and moves.
+    const caught: string[] = [];
+    for (let seed = 1; seed <= 60 && caught.length === 0; seed++) {
+      try {
+        await new ClusterSim({ seed, groups: true, noFaults: true, unsafe: 'staleCommits' }).run();
+      } catch (error) {
+        caught.push((error as Error).message);
+      }
+    }
+    expect(caught.join('\n')).toMatch(/the committed offset of t\/\d went back/);
   }, 120_000);
 
   it('has teeth: acks=1 answers taken for acks=all show as acknowledged records lost', async () => {

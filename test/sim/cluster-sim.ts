@@ -11,6 +11,7 @@ import type { PartitionReplica } from '../../src/replication/replica.js';
 import { type FileHandle, type FileSystem, SimulatedFileSystem } from '../../src/storage/fs.js';
 import { LogManager } from '../../src/storage/log-manager.js';
 import type { SimNode } from './cluster.js';
+import { GroupSim, type GroupSimStats, HEARTBEAT_MS } from './group-sim.js';
 import { type MetadataProcess, MetadataSim } from './metadata-sim.js';
 
 /**
@@ -58,7 +59,20 @@ export interface ClusterSimOptions {
    * answers as acknowledged by the in-sync set (so records a failover loses are acknowledged
    * ones).
    */
-  unsafe?: 'ackOnAppend' | 'retryWithoutProducerId' | 'cleanRestarts';
+  unsafe?:
+    | 'ackOnAppend'
+    | 'retryWithoutProducerId'
+    | 'cleanRestarts'
+    | 'assignBeforeRevoked'
+    | 'staleCommits';
+  /**
+   * Consumer-group members and their coordinator over a replicated `__consumer_offsets` partition
+   * (group-sim.ts). Default: on for seeds divisible by 25 (`WITH_GROUPS=1` on the command line:
+   * every seed).
+   */
+  groups?: boolean;
+  /** No faults at all (for self-tests that need a steady cluster). */
+  noFaults?: boolean;
   /** One crash in ten loses the node's whole disk. Default: on for seeds divisible by 3. */
   loseDisks?: boolean;
   /**
@@ -94,6 +108,8 @@ export interface ClusterSeedResult {
   /** Idempotent producers' records acknowledged, and their tries (every unknown outcome retried). */
   idempotentAcked: number;
   idempotentTries: number;
+  /** The group members' counts (zero without `groups`). */
+  group: GroupSimStats | undefined;
 }
 
 const TOPIC = 't';
@@ -111,6 +127,9 @@ const PRODUCE_TIMEOUT_MS = 300;
 /** A client request unanswered this long is given up as unknown. */
 const CLIENT_TIMEOUT_MS = 500;
 const DATA_DIR = '/data';
+const OFFSETS_TOPIC = '__consumer_offsets';
+/** Group members act this long after the faults stop (sessions of crashed members expire, moves settle). */
+const GROUP_TAIL_MS = 800;
 
 interface NodeBroker {
   process: MetadataProcess;
@@ -144,6 +163,8 @@ export class ClusterSim {
   readonly #leaderOf = new Map<string, number>();
   readonly #roles = new WeakMap<PartitionReplica, string>();
   readonly #lastHw = new WeakMap<PartitionReplica, number>();
+  /** Per partition: the highest high watermark any replica has had. */
+  readonly #maxHw: number[] = Array.from({ length: PARTITIONS }, () => 0);
   readonly #checkedTo = new WeakMap<PartitionReplica, number>();
   readonly #consumers: { position: number; epoch: number; hw: number; inflight: boolean }[] = [];
   /** Per partition, its idempotent producer: records acknowledged (its next sequence), their offsets. */
@@ -161,6 +182,10 @@ export class ClusterSim {
   readonly #oneCrashAtATime: boolean;
   readonly #wiped = new Set<number>();
   #failure: string | undefined;
+  readonly #groups: GroupSim | undefined;
+  /** Per node: whether its broker would lead now (reached the controller within its session). */
+  readonly #canLead = new Map<number, () => boolean>();
+  #memberIds = 0;
 
   constructor(readonly options: ClusterSimOptions) {
     for (let p = 0; p < PARTITIONS; p++) {
@@ -176,6 +201,7 @@ export class ClusterSim {
     });
     this.#flush = this.meta.cluster.random.chance(0.25) ? 'async' : 'sync';
     this.#oneCrashAtATime = options.oneCrashAtATime ?? options.seed % 2 === 0;
+    if (options.groups ?? options.seed % 25 === 0) this.#groups = this.#groupSim();
   }
 
   get transcript(): string[] {
@@ -226,14 +252,21 @@ export class ClusterSim {
         log: process.log,
         controller: { submit: (command) => this.meta.submitFrom(process, command).then(() => {}) },
       });
+      const canLead = () => clock.monotonicMs() - process.lastBeatMs <= 400;
+      this.#canLead.set(id, canLead);
       const broker = new Broker(
-        { nodeId: id, version: 'sim', address: () => ({ host: `node-${id}`, port: 9092 }) },
+        {
+          nodeId: id,
+          version: 'sim',
+          address: () => ({ host: `node-${id}`, port: 9092 }),
+          ...(this.#groups ? { groups: this.#groupOptions() } : {}),
+        },
         {
           registry,
           logs,
           clock,
           logger,
-          canLead: () => clock.monotonicMs() - process.lastBeatMs <= 400,
+          canLead,
           replication: {
             cluster: {
               brokerEpoch: () => {
@@ -372,6 +405,94 @@ export class ClusterSim {
     };
   }
 
+  // ---- groups ----
+
+  #groupOptions() {
+    const unsafe = this.options.unsafe;
+    return {
+      offsetsPartitions: 1,
+      tickMs: 20,
+      loadWaitMs: 100,
+      newMemberId: () => `m${++this.#memberIds}`,
+      coordinator: {
+        heartbeatIntervalMs: HEARTBEAT_MS,
+        sessionTimeoutMsMin: 100,
+        ...(unsafe === 'assignBeforeRevoked' || unsafe === 'staleCommits' ? { unsafe } : {}),
+      },
+    };
+  }
+
+  /** The node that leads the offsets partition, as the quorum leader's image says. */
+  #offsetsLeader(): SimNode | undefined {
+    const leader = this.meta.cluster.leader();
+    const image = leader && this.#brokers.get(leader.id)?.process.log.image;
+    const id = image?.topic(OFFSETS_TOPIC)?.partitions.get(0)?.leader;
+    return id === undefined || id < 0 ? undefined : this.#node(id);
+  }
+
+  #groupSim(): GroupSim {
+    const c = this.meta.cluster;
+    return new GroupSim({
+      random: c.random,
+      now: () => c.now,
+      schedule: (delay, fn) => c.schedule(delay, fn),
+      trace: (line) => this.#trace(line),
+      fail: (message) => this.#fail(message),
+      request: (to, run, done) => this.#request(to, run, done),
+      coordinatorNode: () => {
+        const up = c.nodes.filter((n) => n.state === 'up' && this.#brokers.has(n.id));
+        if (up.length === 0) return undefined;
+        const node = c.random.pick(up);
+        const p = this.#brokers.get(node.id)!.process.log.image.topic(OFFSETS_TOPIC)?.partitions.get(0);
+        // Before the offsets topic exists any node answers (and refuses); with no leader, none.
+        if (!p) return node.id;
+        return p.leader < 0 ? undefined : p.leader;
+      },
+      readPartition: async (from, partition, offset) => {
+        const p = this.#brokers.get(from)?.process.log.image.topic(TOPIC)?.partitions.get(partition);
+        if (
+          !p ||
+          p.leader < 0 ||
+          c.blocked.has(`${from}->${p.leader}`) ||
+          c.blocked.has(`${p.leader}->${from}`)
+        )
+          return undefined;
+        const broker = this.#live(p.leader);
+        if (!broker) return undefined;
+        try {
+          const read = await broker.fetch.read(TOPIC, partition, {
+            offset,
+            maxBytes: 4096,
+            maxWaitMs: 0,
+            minBytes: 1,
+            leaderEpoch: p.leaderEpoch,
+          });
+          return read.batchCount > 0 ? read.nextOffset : undefined;
+        } catch (error) {
+          if (!isSluiceError(error)) throw error;
+          return undefined;
+        }
+      },
+      incarnations: () => {
+        const out: ReturnType<ConstructorParameters<typeof GroupSim>[0]['incarnations']> = [];
+        for (const node of c.nodes) {
+          const broker = this.#live(node.id);
+          if (!broker) continue;
+          for (const s of broker.groups.coordinators()) {
+            if (!s.loaded) continue;
+            out.push({
+              node: node.id,
+              leaderEpoch: s.leaderEpoch,
+              answers: s.leads && !node.paused && this.#canLead.get(node.id)!(),
+              coordinator: s.coordinator,
+            });
+          }
+        }
+        return out;
+      },
+    });
+  }
+
   // ---- faults ----
 
   #crash(node: SimNode): void {
@@ -380,6 +501,10 @@ export class ClusterSim {
     if (this.#oneCrashAtATime && this.#flush === 'async') {
       if (c.nodes.some((n) => n.state !== 'up')) return;
       if (this.#recovering !== undefined && !this.#caughtUp(this.#recovering)) return;
+      // Nor of a partition's last in-sync replica (the others fenced by a network partition, say):
+      // back from a power loss it may lead no more, and the partition would be offline (seed 112
+      // with groups).
+      if (this.#soleInSync(node.id)) return;
       this.#recovering = node.id;
     }
     c.crash(node);
@@ -402,6 +527,15 @@ export class ClusterSim {
     else disk.crashLosingAllUnsynced();
   }
 
+  #soleInSync(id: number): boolean {
+    const leader = this.meta.cluster.leader();
+    const image = leader && this.#brokers.get(leader.id)?.process.log.image;
+    for (const name of [TOPIC, OFFSETS_TOPIC])
+      for (const p of image?.topic(name)?.partitions.values() ?? [])
+        if (p.isr.length === 1 && p.isr[0] === id) return true;
+    return false;
+  }
+
   #restart(node: SimNode): void {
     this.meta.cluster.restart(node);
   }
@@ -411,13 +545,15 @@ export class ClusterSim {
     const r = c.random;
     const choice = r.int(20);
     const up = c.nodes.filter((n) => n.state === 'up');
+    // With groups, three in ten crashes and partitions hit the coordinator's node (the offsets leader).
+    const coordinator = this.#groups && r.chance(0.3) ? this.#offsetsLeader() : undefined;
     if (choice < 3) {
-      const node = r.pick(c.nodes);
+      const node = coordinator ?? r.pick(c.nodes);
       if (node.state === 'up' && up.length > 1) this.#crash(node);
       else this.#restart(node);
     } else if (choice < 7) {
       c.blocked.clear();
-      const a = 1 + r.int(NODES);
+      const a = coordinator?.id ?? 1 + r.int(NODES);
       const oneWay = r.chance(0.3);
       for (const b of c.nodes) {
         if (b.id === a) continue;
@@ -636,13 +772,19 @@ export class ClusterSim {
 
   // ---- invariants ----
 
-  /** Whether node `id` holds every partition at least up to its leader's high watermark. */
+  /**
+   * Whether node `id` holds every partition at least up to its leader's high watermark, and up
+   * to the highest one any replica had: just after a failover the new leader's high watermark may
+   * still be below what was committed (seed 112 with groups crashed a second node then, and the
+   * partition went offline with one crash at a time).
+   */
   #caughtUp(id: number): boolean {
     const all = this.#replicasNow();
     for (let p = 0; p < PARTITIONS; p++) {
       const leader = all.find((x) => x.replica.partition === p && x.replica.isLeader)?.replica;
       const mine = all.find((x) => x.id === id && x.replica.partition === p)?.replica;
-      if (!leader || !mine || mine.logEndOffset < leader.highWatermark) return false;
+      if (!leader || !mine || mine.logEndOffset < Math.max(leader.highWatermark, this.#maxHw[p]!))
+        return false;
     }
     return true;
   }
@@ -680,6 +822,7 @@ export class ClusterSim {
           `node ${id} partition ${p}: high watermark went back from ${last} to ${hw} (${replica.isLeader ? 'leader' : 'follower'}, epoch ${replica.leaderEpoch})`,
         );
       this.#lastHw.set(replica, hw);
+      if (hw > this.#maxHw[p]!) this.#maxHw[p] = hw;
       if (replica.log.offlineReason !== undefined) continue;
       const from = Math.max(this.#checkedTo.get(replica) ?? 0, replica.logStartOffset);
       if (hw <= from) continue;
@@ -702,6 +845,7 @@ export class ClusterSim {
   async #step(): Promise<void> {
     await this.meta.cluster.step();
     await this.#check();
+    this.#groups?.check();
   }
 
   async #until(what: string, timeoutMs: number, done: () => boolean): Promise<void> {
@@ -729,21 +873,25 @@ export class ClusterSim {
       const leader = c.leader();
       const process = leader && this.#brokers.get(leader.id)?.process;
       const image = process?.log.image;
-      if (image?.topic(TOPIC)) return true;
+      const needed = this.#groups ? [TOPIC, OFFSETS_TOPIC] : [TOPIC];
+      const missing = needed.find((name) => !image?.topic(name));
+      if (missing === undefined) return true;
       const registered = image ? [...c.nodes].filter((n) => image.broker(n.id)?.fenced === false).length : 0;
       if (!sent && process && registered === NODES) {
         sent = true;
+        const configs: Record<string, string> = {
+          'min.insync.replicas': JSON.stringify(MIN_INSYNC),
+          'flush.policy': JSON.stringify(this.#flush),
+          'flush.ms': JSON.stringify(50),
+        };
+        if (missing === OFFSETS_TOPIC) configs['cleanup.policy'] = JSON.stringify('compact');
         this.meta
           .submitFrom(process, {
             type: 'createTopic',
-            name: TOPIC,
-            partitions: PARTITIONS,
+            name: missing,
+            partitions: missing === TOPIC ? PARTITIONS : 1,
             replicationFactor: NODES,
-            configs: {
-              'min.insync.replicas': JSON.stringify(MIN_INSYNC),
-              'flush.policy': JSON.stringify(this.#flush),
-              'flush.ms': JSON.stringify(50),
-            },
+            configs,
           })
           .catch(() => {})
           .finally(() => {
@@ -796,22 +944,34 @@ export class ClusterSim {
   async run(): Promise<ClusterSeedResult> {
     const c = this.meta.cluster;
     const r = c.random;
-    const faultMs = this.options.faultMs ?? 800;
+    // With groups, twice as long: members then poll, commit and move partitions while records
+    // are still being produced and faults still strike.
+    const faultMs = this.options.faultMs ?? (this.#groups ? 1600 : 800);
     const settleMs = this.options.settleMs ?? 6000;
     await this.#createTopic();
     const start = c.now;
     this.#trace(`topic created, flush ${this.#flush}`);
-    for (let t = 50; t < faultMs; t += 40 + r.int(200)) c.schedule(t, () => this.#fault());
+    if (!this.options.noFaults)
+      for (let t = 50; t < faultMs; t += 40 + r.int(200)) c.schedule(t, () => this.#fault());
     for (let t = 1; t < faultMs; t += 3 + r.int(14)) c.schedule(t, () => this.#produce());
     for (let t = 2; t < faultMs; t += 4 + r.int(10))
       c.schedule(t, () => this.#produceIdempotent(r.int(PARTITIONS)));
     for (let t = 5; t < faultMs + settleMs; t += 5 + r.int(25))
       c.schedule(t, () => this.#consume(r.int(PARTITIONS)));
+    this.#groups?.start(faultMs + GROUP_TAIL_MS);
     while (c.now < start + faultMs) await this.#step();
     this.#producing = false;
     this.#heal();
     this.#trace('heal');
     await this.#until('no convergence after the heal', settleMs, () => this.#converged());
+    if (this.#groups) {
+      const groups = this.#groups;
+      await this.#until(
+        'group members still busy',
+        GROUP_TAIL_MS + CLIENT_TIMEOUT_MS + 100,
+        () => groups.done,
+      );
+    }
     // Let the clients' last answers arrive (or time out).
     await this.#until('client requests unsettled', CLIENT_TIMEOUT_MS + 50, () => this.#inflight === 0);
     // A produce still in flight at the first convergence may have landed since: replicas then
@@ -927,6 +1087,7 @@ export class ClusterSim {
       offline,
       idempotentAcked: this.#idempotent.reduce((n, x) => n + x.acked, 0),
       idempotentTries: this.#idempotent.reduce((n, x) => n + x.tries, 0),
+      group: this.#groups ? { ...this.#groups.stats } : undefined,
     };
   }
 }
@@ -996,6 +1157,10 @@ export async function runClusterSeed(
   return new ClusterSim({ seed, ...options }).run();
 }
 
-export function clusterReplayCommand(seed: number): string {
-  return `SEED=${seed} npm run sim:cluster`;
+export function clusterReplayCommand(seed: number, options: Partial<ClusterSimOptions> = {}): string {
+  const env = [
+    ...(options.groups === undefined ? [] : [`WITH_GROUPS=${options.groups ? 1 : 0}`]),
+    ...(options.loseDisks === undefined ? [] : [`LOSE_DISKS=${options.loseDisks ? 1 : 0}`]),
+  ];
+  return `${[...env, `SEED=${seed}`].join(' ')} npm run sim:cluster`;
 }
