@@ -6,11 +6,21 @@ import { SeededRandom } from '../common/random.js';
 import { type Acks, ENDPOINTS, endpointUrl, MEDIA } from '../protocol/api.js';
 import { encodeBatch, type Header, type RecordInput } from '../protocol/batch.js';
 import { CODEC_LEVELS, type CodecName, codecs, isCodecName } from '../protocol/compression.js';
-import { Connection, decodeResponse } from './connection.js';
+import { Connection, decodeResponse, type TransportOptions, transportOf } from './connection.js';
 import { ClusterMetadata, STALE_METADATA_CODES, type TopicRoute } from './metadata.js';
 
-export interface ProducerOptions {
+/** What a record's key and value are sent as: bytes, UTF-8 text, or null. */
+export type RecordBytes = Uint8Array | string | null;
+
+export interface ProducerOptions<K = RecordBytes, V = RecordBytes> extends TransportOptions {
   bootstrap: string;
+  /**
+   * Turns each record's key into bytes or text (e.g. `JSON.stringify`); a null or absent key is
+   * sent as null without a call. Default: the key is bytes or text already.
+   */
+  keySerializer?: (key: K) => RecordBytes;
+  /** The same for values; a null value (a tombstone) is sent as null without a call. */
+  valueSerializer?: (value: V) => RecordBytes;
   /** 0, 1 or 'all' (default 'all'). */
   acks?: 0 | 1 | 'all';
   /** How long a partition's batch waits for more records before it is sent. */
@@ -50,10 +60,10 @@ export interface ProducerOptions {
   metadataMaxAgeMs?: number;
 }
 
-export interface ProducerRecord {
+export interface ProducerRecord<K = RecordBytes, V = RecordBytes> {
   topic: string;
-  key?: Uint8Array | string | null;
-  value: Uint8Array | string | null;
+  key?: K | null;
+  value: V | null;
   headers?: Record<string, Uint8Array | string | null> | [string, Uint8Array | string | null][];
   partition?: number;
   timestamp?: number;
@@ -144,8 +154,21 @@ function partitionsOf(route: TopicRoute): number {
  * partitions added to a topic get their share of keys. A node without metadata (an older
  * release) gets everything, as before.
  */
-export class Producer {
-  readonly #options: Required<Omit<ProducerOptions, 'bootstrap' | 'compression' | 'compressionLevel'>>;
+export class Producer<K = RecordBytes, V = RecordBytes> {
+  readonly #options: Required<
+    Omit<
+      ProducerOptions,
+      | 'bootstrap'
+      | 'compression'
+      | 'compressionLevel'
+      | 'headers'
+      | 'tls'
+      | 'keySerializer'
+      | 'valueSerializer'
+    >
+  >;
+  readonly #keySerializer: ((key: K) => RecordBytes) | undefined;
+  readonly #valueSerializer: ((value: V) => RecordBytes) | undefined;
   readonly #compression: { codec: CodecName; level?: number };
   /** Idempotent: the producer id (asked for with the first batch), replaced after UNKNOWN_PRODUCER_ID. */
   #session: Promise<ProducerSession> | undefined;
@@ -160,7 +183,9 @@ export class Producer {
   #inFlight = new Set<Promise<void>>();
   #closed = false;
 
-  constructor(options: ProducerOptions) {
+  constructor(options: ProducerOptions<K, V>) {
+    this.#keySerializer = options.keySerializer;
+    this.#valueSerializer = options.valueSerializer;
     const acks = options.acks ?? 'all';
     const idempotent = options.idempotent ?? acks === 'all';
     if (idempotent && acks !== 'all')
@@ -186,7 +211,7 @@ export class Producer {
       metadataMaxAgeMs: options.metadataMaxAgeMs ?? 30_000,
     };
     this.#metadata = new ClusterMetadata(
-      new Connection(options.bootstrap),
+      new Connection(options.bootstrap, transportOf(options)),
       {
         maxAgeMs: this.#options.metadataMaxAgeMs,
         requestTimeoutMs: this.#options.requestTimeoutMs,
@@ -202,17 +227,40 @@ export class Producer {
    * Resolves with the record's partition and offset once the broker has acknowledged it (per acks);
    * given an array, with one result per record in the same order. With acks=0 the offset is -1.
    */
-  send(record: ProducerRecord): Promise<RecordMetadata>;
-  send(records: readonly ProducerRecord[]): Promise<RecordMetadata[]>;
-  send(input: ProducerRecord | readonly ProducerRecord[]): Promise<RecordMetadata | RecordMetadata[]> {
-    if (Array.isArray(input)) return Promise.all(input.map((r: ProducerRecord) => this.#sendOne(r)));
-    return this.#sendOne(input as ProducerRecord);
+  send(record: ProducerRecord<K, V>): Promise<RecordMetadata>;
+  send(records: readonly ProducerRecord<K, V>[]): Promise<RecordMetadata[]>;
+  send(
+    input: ProducerRecord<K, V> | readonly ProducerRecord<K, V>[],
+  ): Promise<RecordMetadata | RecordMetadata[]> {
+    if (Array.isArray(input)) return Promise.all(input.map((r: ProducerRecord<K, V>) => this.#sendOne(r)));
+    return this.#sendOne(input as ProducerRecord<K, V>);
   }
 
-  #sendOne(record: ProducerRecord): Promise<RecordMetadata> {
+  /** A record's key and value as bytes, through the serializers when there are any. */
+  #serialize(record: ProducerRecord<K, V>): { key: Uint8Array | null; value: Uint8Array | null } {
+    const key = record.key ?? null;
+    const value = record.value ?? null;
+    return {
+      key: toBytes(key === null || !this.#keySerializer ? (key as RecordBytes) : this.#keySerializer(key)),
+      value: toBytes(
+        value === null || !this.#valueSerializer ? (value as RecordBytes) : this.#valueSerializer(value),
+      ),
+    };
+  }
+
+  #sendOne(record: ProducerRecord<K, V>): Promise<RecordMetadata> {
     if (this.#closed) return Promise.reject(new SluiceError('SHUTTING_DOWN', 'the producer is closed'));
-    const key = toBytes(record.key);
-    const value = toBytes(record.value);
+    let key: Uint8Array | null;
+    let value: Uint8Array | null;
+    try {
+      ({ key, value } = this.#serialize(record));
+    } catch (error) {
+      return Promise.reject(
+        new SluiceError('INVALID_RECORD', `the serializer failed: ${(error as Error)?.message ?? error}`, {
+          cause: error,
+        }),
+      );
+    }
     const input: RecordInput = { key, value, timestamp: record.timestamp ?? Date.now() };
     if (record.headers) {
       const headers: Header[] = [];
@@ -229,7 +277,7 @@ export class Producer {
   }
 
   /** Finds the partition (from the topic's metadata, looked up when unknown or old) and queues the record. */
-  #place(record: ProducerRecord, input: RecordInput, bytes: number): Promise<RecordMetadata> {
+  #place(record: ProducerRecord<K, V>, input: RecordInput, bytes: number): Promise<RecordMetadata> {
     // Fresh metadata is read synchronously: an await per record costs more than the rest of send().
     const nowMs = Date.now();
     const fresh = this.#metadata.fresh(record.topic, nowMs);
@@ -262,7 +310,7 @@ export class Producer {
   }
 
   #queue(
-    record: ProducerRecord,
+    record: ProducerRecord<K, V>,
     input: RecordInput,
     bytes: number,
     partitions: number,
@@ -312,10 +360,16 @@ export class Producer {
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
 
+  /** Sends what is buffered, waits for every answer, then closes the connections. */
   async close(): Promise<void> {
     await this.flush();
     this.#closed = true;
     this.#metadata.close();
+  }
+
+  /** `await using producer = new Producer(...)` flushes and closes it at the end of the block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   /** Waits until `bytes` more fit in the buffer, at most maxBlockMs. */
