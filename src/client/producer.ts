@@ -181,6 +181,11 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
   /** send() calls waiting for room in the buffer, woken in order as batches are answered. */
   readonly #roomWaiters: (() => void)[] = [];
   #inFlight = new Set<Promise<void>>();
+  /**
+   * Sends not queued yet: waiting for their topic's metadata or for room in the buffer. flush()
+   * and close() wait for them too, so that a send not awaited before close() is not lost.
+   */
+  readonly #placing = new Set<Promise<unknown>>();
   #closed = false;
 
   constructor(options: ProducerOptions<K, V>) {
@@ -271,9 +276,17 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
     const bytes = (key?.length ?? 0) + (value?.length ?? 0) + 16;
     // Room is reserved before anything asynchronous, so concurrent sends cannot overfill the buffer.
     if (this.#bufferedBytes + bytes > this.#options.bufferBytesMax)
-      return this.#waitForRoom(bytes).then(() => this.#place(record, input, bytes));
+      return this.#tracked(this.#waitForRoom(bytes)).then(() => this.#place(record, input, bytes));
     this.#bufferedBytes += bytes;
     return this.#place(record, input, bytes);
+  }
+
+  /** `step`, counted among the sends not queued yet until it settles. */
+  #tracked<T>(step: Promise<T>): Promise<T> {
+    this.#placing.add(step);
+    const settled = () => this.#placing.delete(step);
+    step.then(settled, settled);
+    return step;
   }
 
   /** Finds the partition (from the topic's metadata, looked up when unknown or old) and queues the record. */
@@ -287,7 +300,7 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
       return this.#queue(record, input, bytes, partitionsOf(fresh));
     // A partition beyond the known count may have been added since: look once more before refusing.
     else lookup = this.#metadata.refresh(record.topic).catch(() => fresh);
-    return lookup.then(
+    return this.#tracked(lookup).then(
       (route) => this.#queue(record, input, bytes, partitionsOf(route)),
       (error) => {
         this.#release(bytes);
@@ -356,6 +369,13 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
 
   /** Sends everything buffered and waits for every answer. */
   async flush(): Promise<void> {
+    // What is queued goes first: a send waiting for room in the buffer waits for those answers.
+    this.#drainAll();
+    while (this.#placing.size > 0) {
+      await Promise.allSettled([...this.#placing]);
+      // A send queues its record in the reaction after its lookup: let those reactions run.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     this.#drainAll();
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
