@@ -292,7 +292,7 @@ describe('exit codes, Ctrl-C and progress', () => {
       const answer = await fetch(`${bootstrap}/v1/topics/ux/partitions/1/offsets`, {
         headers: { accept: 'application/json' },
       });
-      if ((await answer.json()).latest === 3) break;
+      if (((await answer.json()) as { latest: number }).latest === 3) break;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     signals.emit('SIGINT');
