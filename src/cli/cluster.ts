@@ -9,7 +9,6 @@ import {
   integer,
   OUTPUT_OPTION,
   type OutputFormat,
-  print,
   render,
   table,
   withAdmin,

@@ -25,7 +25,6 @@ import {
   integer,
   OUTPUT_OPTION,
   type OutputFormat,
-  outputFormat,
   PROFILE_ENV,
   Progress,
   print,

@@ -320,8 +320,10 @@ describe('exit codes, Ctrl-C and progress', () => {
       dependencies,
     });
     expect(shown.code).toBe(0);
-    expect(shown.stderr).toMatch(/\r\x1b\[Kproduced [123] record\(s\), \d+\/s/);
-    expect(shown.stderr.endsWith('\r\x1b[Kproduced 3 record(s) to ux-progress\n')).toBe(true);
+    const ERASE = '\r\u001b[K';
+    expect(shown.stderr).toMatch(/produced [123] record\(s\), \d+\/s/);
+    expect(shown.stderr.startsWith(`${ERASE}produced `)).toBe(true);
+    expect(shown.stderr.endsWith(`${ERASE}produced 3 record(s) to ux-progress\n`)).toBe(true);
     const piped = await sluice(['produce', 'ux-progress', ...b()], {
       stdin: input(),
       tty: false,
