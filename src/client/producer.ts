@@ -511,8 +511,15 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
           });
           return;
         } catch (error) {
-          const retriable =
-            (await this.#retriable(error, topic, partition)) || this.#waitsForEarlier(error, queue, numbered);
+          // A batch that went ahead of an earlier one still unanswered (timed out and being
+          // retried, say) waits for it: those tries are not its own failures and do not count
+          // against `retries`. The wait is bounded by the earlier batch, whose own retries are.
+          if (this.#waitsForEarlier(error, queue, numbered)) {
+            attempt--;
+            await new Promise((r) => setTimeout(r, backoff.next()));
+            continue;
+          }
+          const retriable = await this.#retriable(error, topic, partition);
           if (!retriable || attempt >= this.#options.retries) throw error;
           await new Promise((r) => setTimeout(r, backoff.next()));
         }

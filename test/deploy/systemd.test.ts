@@ -50,7 +50,10 @@ describe('the systemd unit', () => {
           .replace('SLUICE_PORT=8092', 'SLUICE_PROT=8092')
           .replace('Restart=on-failure', 'Restart=no')
           .replace('Environment=SLUICE_DATA_DIR=/var/lib/sluice\n', '')
-          .replace('ExecStart=/usr/local/bin/sluice start', 'ExecStart=/usr/local/bin/sluice start --porrt 1'),
+          .replace(
+            'ExecStart=/usr/local/bin/sluice start',
+            'ExecStart=/usr/local/bin/sluice start --porrt 1',
+          ),
       );
       const result = await check(bad);
       expect(result.code).toBe(1);

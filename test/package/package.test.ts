@@ -34,7 +34,10 @@ async function sources(dir: string): Promise<string[]> {
 
 /** `lodash/fp` is `lodash`, `@scope/name/x` is `@scope/name`. */
 const packageOf = (specifier: string) =>
-  specifier.split('/').slice(0, specifier.startsWith('@') ? 2 : 1).join('/');
+  specifier
+    .split('/')
+    .slice(0, specifier.startsWith('@') ? 2 : 1)
+    .join('/');
 
 describe('the package', () => {
   it('depends at run time on exactly the packages src/ imports or loads', async () => {
