@@ -32,7 +32,8 @@ function parseUnit(text) {
       continue;
     }
     const at = line.indexOf('=');
-    if (current === undefined || at <= 0) throw new Error(`line ${i + 1}: not a section or key=value: ${line}`);
+    if (current === undefined || at <= 0)
+      throw new Error(`line ${i + 1}: not a section or key=value: ${line}`);
     sections.get(current).push([line.slice(0, at).trim(), line.slice(at + 1).trim()]);
   }
   return sections;
@@ -86,7 +87,8 @@ export function structuralProblems(text, start = startInterface()) {
   if (kill !== 'SIGTERM' && kill !== 'SIGINT')
     problems.push(`KillSignal must be SIGTERM or SIGINT (a controlled shutdown), got ${kill}`);
   const stop = Number(values('Service', 'TimeoutStopSec')[0] ?? 90);
-  if (!(stop >= 30)) problems.push(`TimeoutStopSec must leave a controlled shutdown 30 s or more, got ${stop}`);
+  if (!(stop >= 30))
+    problems.push(`TimeoutStopSec must leave a controlled shutdown 30 s or more, got ${stop}`);
   const dataDir = values('Service', 'Environment').find((v) => v.startsWith('SLUICE_DATA_DIR='));
   const state = values('Service', 'StateDirectory')[0];
   if (dataDir === undefined) problems.push('Environment=SLUICE_DATA_DIR= must name the data directory');
@@ -100,7 +102,9 @@ export function structuralProblems(text, start = startInterface()) {
 export function verifyProblems(text, name) {
   const which = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' });
   if (which.error || which.status !== 0)
-    return { skipped: `systemd-analyze is not installed here (${which.error?.code ?? `exit ${which.status}`})` };
+    return {
+      skipped: `systemd-analyze is not installed here (${which.error?.code ?? `exit ${which.status}`})`,
+    };
   const dir = mkdtempSync(join(tmpdir(), 'sluice-unit-'));
   try {
     const stub = join(dir, 'sluice');

@@ -54,6 +54,7 @@ export function addPartitionCommand(program: Command, io: Io): void {
               admin,
               (r) => keys.has(`${r.topic}/${r.partition}`),
               () => Promise.resolve(0),
+              opts.output,
             );
           }
         });
@@ -95,8 +96,9 @@ export function addBrokerCommand(program: Command, io: Io): void {
             admin,
             (r) => r.removingReplicas.includes(id),
             async () => heldBy(await admin.metadata(), id),
+            opts.output,
           );
-          print(io, `broker ${id} holds no replica`);
+          if (opts.output === 'table') print(io, `broker ${id} holds no replica`);
         }
       });
     });
@@ -110,13 +112,19 @@ function heldBy(metadata: Awaited<ReturnType<Admin['metadata']>>, brokerId: numb
   return held;
 }
 
-/** Polls until no reassignment matching `mine` is in progress and `remaining` says 0, printing progress. */
+/**
+ * Polls until no reassignment matching `mine` is in progress and `remaining` says 0, printing
+ * progress: on standard output for people, on standard error beside JSON or YAML, so that the
+ * output stays one document.
+ */
 async function waitFor(
   io: Io,
   admin: Admin,
   mine: (r: ReassignmentInfo) => boolean,
   remaining: () => Promise<number>,
+  output: OutputFormat,
 ): Promise<void> {
+  const say = (line: string) => (output === 'table' ? print(io, line) : io.stderr.write(`${line}\n`));
   let last = '';
   for (;;) {
     const pending = (await admin.listReassignments()).reassignments.filter(mine);
@@ -125,7 +133,7 @@ async function waitFor(
       .slice(0, 5)
       .map((r) => `${r.topic}/${r.partition} ${progressOf(r)}`)
       .join('; ')}`;
-    if (line !== last) print(io, line);
+    if (line !== last) say(line);
     last = line;
     await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
   }
