@@ -2,7 +2,17 @@ import type { ChildProcess } from 'node:child_process';
 import type { Command } from 'commander';
 import type { ClusterResponse, MetadataResponse } from '../protocol/api.js';
 import { DEV_CLUSTER_NODES_MAX, runDevCluster } from './dev-cluster.js';
-import { BOOTSTRAP_OPTION, type Io, integer, outputFormat, print, withAdmin } from './io.js';
+import {
+  BOOTSTRAP_OPTION,
+  ExitCode,
+  type Io,
+  integer,
+  OUTPUT_OPTION,
+  type OutputFormat,
+  render,
+  table,
+  withAdmin,
+} from './io.js';
 
 export interface ClusterDependencies {
   /** Starts `sluice <args>` as a child process (dev-cluster's nodes). */
@@ -16,21 +26,21 @@ export function addClusterCommand(program: Command, io: Io): void {
     .command('describe')
     .description('every node (address, rack, fenced, broker epoch), the controller and the metadata quorum')
     .option(...BOOTSTRAP_OPTION)
-    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
-    .action(async (opts: { bootstrap: string; output: 'text' | 'json' }) => {
+    .option(...OUTPUT_OPTION)
+    .action(async (opts: { bootstrap: string; output: OutputFormat }) => {
       const answer = await withAdmin(opts.bootstrap, (admin) => admin.cluster());
-      if (opts.output === 'json') print(io, JSON.stringify(answer, null, 2));
-      else for (const line of describeCluster(answer)) print(io, line);
+      render(io, opts.output, answer, describeCluster);
     });
   cluster
     .command('health')
     .description('partitions without a leader, under-replicated, or fenced brokers; exit code 1 when any')
     .option(...BOOTSTRAP_OPTION)
-    .action(async (opts: { bootstrap: string }) => {
+    .option(...OUTPUT_OPTION)
+    .action(async (opts: { bootstrap: string; output: OutputFormat }) => {
       const metadata = await withAdmin(opts.bootstrap, (admin) => admin.metadata());
-      const lines = clusterHealth(metadata);
-      for (const line of lines) print(io, line);
-      if (lines.length > 1) process.exitCode = 1;
+      const report = healthOf(metadata);
+      render(io, opts.output, report, healthLines);
+      if (!report.healthy) throw new ExitCode(1);
     });
   for (const [name, description, change] of [
     ['add-voter', 'make a broker-only node (a learner of the metadata log) a voter', 'addVoter'],
@@ -40,10 +50,13 @@ export function addClusterCommand(program: Command, io: Io): void {
       .command(`${name} <nodeId>`)
       .description(description)
       .option(...BOOTSTRAP_OPTION)
-      .action(async (nodeId: string, opts: { bootstrap: string }) => {
+      .option(...OUTPUT_OPTION)
+      .action(async (nodeId: string, opts: { bootstrap: string; output: OutputFormat }) => {
         const id = integer('nodeId')(nodeId);
         const members = await withAdmin(opts.bootstrap, (admin) => admin[change](id));
-        print(io, `voters ${members.voters.join(',')}  learners ${members.learners.join(',') || '-'}`);
+        render(io, opts.output, members, (m) => [
+          `voters ${m.voters.join(',')}  learners ${m.learners.join(',') || '-'}`,
+        ]);
       });
   }
 }
@@ -52,20 +65,31 @@ function address(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** Rows padded into columns two spaces apart. */
-function table(rows: readonly (readonly string[])[]): string[] {
-  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-  return rows.map((row) =>
-    row
-      .map((cell, column) => cell.padEnd(widths[column]!))
-      .join('  ')
-      .trimEnd(),
-  );
+/** `cluster health` for scripts (docs/cli.md): the counts, and one sentence per problem. */
+export interface HealthReport {
+  healthy: boolean;
+  brokers: number;
+  controllerId: number | null;
+  partitions: number;
+  underReplicated: number;
+  withoutLeader: number;
+  problems: string[];
 }
 
-/** `GET /v1/cluster` for people: the answering node, one row per node, then the metadata quorum. */
 /** The first line sums the cluster up; each further one names a problem (none: healthy). */
 export function clusterHealth(metadata: MetadataResponse): string[] {
+  return healthLines(healthOf(metadata));
+}
+
+function healthLines(r: HealthReport): string[] {
+  const controller = r.controllerId === null ? 'no controller' : `controller ${r.controllerId}`;
+  return [
+    `${r.healthy ? 'healthy' : 'unhealthy'}: ${r.brokers} brokers, ${controller}, ${r.partitions} partitions, ${r.underReplicated} under-replicated, ${r.withoutLeader} without a leader`,
+    ...r.problems,
+  ];
+}
+
+export function healthOf(metadata: MetadataResponse): HealthReport {
   const problems: string[] = [];
   for (const node of metadata.nodes) if (node.fenced) problems.push(`broker ${node.id} is fenced`);
   let partitions = 0;
@@ -90,14 +114,19 @@ export function clusterHealth(metadata: MetadataResponse): string[] {
       }
     }
   }
-  const controller = metadata.controllerId === null ? 'no controller' : `controller ${metadata.controllerId}`;
   if (metadata.controllerId === null) problems.push('the metadata quorum has no leader');
-  return [
-    `${problems.length === 0 ? 'healthy' : 'unhealthy'}: ${metadata.nodes.length} brokers, ${controller}, ${partitions} partitions, ${under} under-replicated, ${offline} without a leader`,
-    ...problems,
-  ];
+  return {
+    healthy: problems.length === 0,
+    brokers: metadata.nodes.length,
+    controllerId: metadata.controllerId,
+    partitions,
+    underReplicated: under,
+    withoutLeader: offline,
+    problems,
+  };
 }
 
+/** `GET /v1/cluster` for people: the answering node, one row per node, then the metadata quorum. */
 export function describeCluster(cluster: ClusterResponse): string[] {
   const lines = [
     `cluster ${cluster.clusterId}  answered by node ${cluster.nodeId} (sluice ${cluster.version})`,

@@ -1,7 +1,17 @@
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { type ConsumedRecord, Consumer } from '../client/consumer.js';
-import { SluiceError } from '../common/errors.js';
-import { BOOTSTRAP_OPTION, type Io, integer, outputFormat, print, withAdmin } from './io.js';
+import {
+  BOOTSTRAP_OPTION,
+  type Io,
+  integer,
+  OUTPUT_OPTION,
+  type OutputFormat,
+  print,
+  render,
+  table,
+  UsageError,
+  withAdmin,
+} from './io.js';
 
 /** `sluice group list|describe|reset-offsets|delete`: consumer groups (docs/groups.md). */
 export function addGroupCommand(program: Command, io: Io): void {
@@ -12,31 +22,37 @@ export function addGroupCommand(program: Command, io: Io): void {
     .command('list')
     .description('every group of the cluster: state, members, coordinator')
     .option(...BOOTSTRAP_OPTION)
-    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
-    .action(async (opts: { bootstrap: string; output: 'text' | 'json' }) => {
+    .option(...OUTPUT_OPTION)
+    .action(async (opts: { bootstrap: string; output: OutputFormat }) => {
       const groups = await withAdmin(opts.bootstrap, (admin) => admin.listGroups());
-      if (opts.output === 'json') return print(io, JSON.stringify(groups, null, 2));
-      print(io, 'GROUP\tSTATE\tMEMBERS\tCOORDINATOR');
-      for (const g of groups) print(io, `${g.group}\t${g.state}\t${g.members}\t${g.coordinator}`);
+      render(io, opts.output, groups, (list) =>
+        table([
+          ['GROUP', 'STATE', 'MEMBERS', 'COORDINATOR'],
+          ...list.map((g) => [g.group, g.state, String(g.members), String(g.coordinator)]),
+        ]),
+      );
     });
   group
     .command('describe <group>')
     .description('members and, per partition, the owner, committed offset, log end and lag')
     .option(...BOOTSTRAP_OPTION)
-    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
-    .action(async (name: string, opts: { bootstrap: string; output: 'text' | 'json' }) => {
+    .option(...OUTPUT_OPTION)
+    .action(async (name: string, opts: { bootstrap: string; output: OutputFormat }) => {
       const d = await withAdmin(opts.bootstrap, (admin) => admin.describeGroup(name));
-      if (opts.output === 'json') return print(io, JSON.stringify(d, null, 2));
-      print(
-        io,
-        `group ${d.group}: ${d.state}, epoch ${d.groupEpoch}, assignor ${d.assignor}, ${d.members.length} member(s), coordinator ${d.coordinator}`,
-      );
-      print(io, 'TOPIC\tPARTITION\tCOMMITTED\tLOG-END\tLAG\tOWNER');
-      for (const p of d.partitions)
-        print(
-          io,
-          `${p.topic}\t${p.partition}\t${p.committed ?? '-'}\t${p.logEndOffset}\t${p.lag}\t${p.owner ?? '-'}`,
-        );
+      render(io, opts.output, d, (g) => [
+        `group ${g.group}: ${g.state}, epoch ${g.groupEpoch}, assignor ${g.assignor}, ${g.members.length} member(s), coordinator ${g.coordinator}`,
+        ...table([
+          ['TOPIC', 'PARTITION', 'COMMITTED', 'LOG-END', 'LAG', 'OWNER'],
+          ...g.partitions.map((p) => [
+            p.topic,
+            String(p.partition),
+            p.committed === null || p.committed === undefined ? '-' : String(p.committed),
+            String(p.logEndOffset),
+            String(p.lag),
+            p.owner ?? '-',
+          ]),
+        ]),
+      ]);
     });
   group
     .command('reset-offsets <group>')
@@ -52,22 +68,29 @@ export function addGroupCommand(program: Command, io: Io): void {
       'to the first record at or after this time (ISO 8601 or ms since the epoch)',
     )
     .option('--shift-by <n>', 'move the committed offsets by n (negative: back)', (v) => {
-      if (!/^-?\d+$/.test(v))
-        throw new SluiceError('INVALID_REQUEST', `--shift-by must be an integer, got ${v}`);
+      if (!/^-?\d+$/.test(v)) throw new InvalidArgumentError(`--shift-by must be an integer, got ${v}`);
       return Number(v);
     })
+    .option(...OUTPUT_OPTION)
     .action(async (name: string, opts: ResetFlags) => {
       const request = resetRequest(opts);
       const offsets = await withAdmin(opts.bootstrap, (admin) => admin.resetGroupOffsets(name, request));
-      for (const o of offsets) print(io, `${o.topic}\t${o.partition}\t${o.offset}`);
+      render(io, opts.output, offsets, (list) =>
+        table([
+          ['TOPIC', 'PARTITION', 'OFFSET'],
+          ...list.map((o) => [o.topic, String(o.partition), String(o.offset)]),
+        ]),
+      );
     });
   group
     .command('delete <group>')
     .description('delete an empty group and its committed offsets')
     .option(...BOOTSTRAP_OPTION)
-    .action(async (name: string, opts: { bootstrap: string }) => {
-      await withAdmin(opts.bootstrap, (admin) => admin.deleteGroup(name));
-      io.stderr.write(`deleted group ${name}\n`);
+    .option(...OUTPUT_OPTION)
+    .action(async (name: string, opts: { bootstrap: string; output: OutputFormat }) => {
+      const deleted = await withAdmin(opts.bootstrap, (admin) => admin.deleteGroup(name));
+      if (opts.output === 'table') io.stderr.write(`deleted group ${name}\n`);
+      else render(io, opts.output, deleted, () => []);
     });
 }
 
@@ -80,6 +103,7 @@ interface ResetFlags {
   toOffset?: number;
   toDatetime?: string;
   shiftBy?: number;
+  output: OutputFormat;
 }
 
 function resetRequest(opts: ResetFlags) {
@@ -88,8 +112,7 @@ function resetRequest(opts: ResetFlags) {
     (v) => v !== undefined,
   );
   if (chosen.length !== 1)
-    throw new SluiceError(
-      'INVALID_REQUEST',
+    throw new UsageError(
       'give exactly one of --to-earliest, --to-latest, --to-offset, --to-datetime, --shift-by',
     );
   const base = { topic: opts.topic, ...partitions };
@@ -99,21 +122,22 @@ function resetRequest(opts: ResetFlags) {
   if (opts.shiftBy !== undefined) return { ...base, to: 'shift' as const, shift: opts.shiftBy };
   const time = /^\d+$/.test(opts.toDatetime!) ? Number(opts.toDatetime) : Date.parse(opts.toDatetime!);
   if (!Number.isFinite(time))
-    throw new SluiceError('INVALID_REQUEST', `--to-datetime must be ISO 8601 or ms, got ${opts.toDatetime}`);
+    throw new UsageError(`--to-datetime must be ISO 8601 or ms since the epoch, got ${opts.toDatetime}`);
   return { ...base, to: 'timestamp' as const, timestamp: time };
 }
 
 /**
  * `sluice consume TOPIC --group G`: a group member that prints the records of the partitions the
  * group gives it, committing each poll's records at the next (at-least-once); without --follow it
- * ends at the first empty poll and leaves the group.
+ * ends at the first empty poll and leaves the group. Resolves true when Ctrl-C stopped it.
  */
 export async function consumeAsGroupMember(
   io: Io,
   topic: string,
   opts: { bootstrap: string; group: string; follow?: boolean; maxMessages?: number },
   format: (record: ConsumedRecord) => string,
-): Promise<void> {
+  signals: Pick<NodeJS.EventEmitter, 'on' | 'off'> = process,
+): Promise<boolean> {
   const consumer = new Consumer({
     bootstrap: opts.bootstrap,
     group: opts.group,
@@ -121,10 +145,12 @@ export async function consumeAsGroupMember(
     maxWaitMs: 1000,
     autoCommit: false,
   });
+  let interrupted = false;
   const stop = () => {
+    interrupted = true;
     consumer.close().catch(() => {});
   };
-  process.once('SIGINT', stop);
+  signals.on('SIGINT', stop);
   let printed = 0;
   try {
     for (;;) {
@@ -145,8 +171,12 @@ export async function consumeAsGroupMember(
       if (next.size > 0) await consumer.commit([...next.values()]);
       if (opts.maxMessages !== undefined && printed >= opts.maxMessages) break;
     }
+  } catch (error) {
+    // A poll cancelled by Ctrl-C is the end of the command, not its failure.
+    if (!interrupted) throw error;
   } finally {
-    process.off('SIGINT', stop);
+    signals.off('SIGINT', stop);
     await consumer.close();
   }
+  return interrupted;
 }

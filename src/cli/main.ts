@@ -1,23 +1,54 @@
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { stringify as toYaml } from 'yaml';
+import { isConnectionError } from '../client/connection.js';
 import { type ConsumedRecord, PartitionConsumer } from '../client/consumer.js';
 import { Producer } from '../client/producer.js';
 import { SluiceError } from '../common/errors.js';
 import { startNode } from '../node/node.js';
 import { VERSION } from '../node/version.js';
+import type { OffsetsResponse, TopicDescription } from '../protocol/api.js';
 import { isCodecName } from '../protocol/compression.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { type LogVerifyReport, verifyLogDirectory } from '../storage/log-verify.js';
 import { addClusterCommand, addDevClusterCommand, type ClusterDependencies } from './cluster.js';
+import { addCompletionCommand } from './completion.js';
 import { spawnSluice } from './dev-cluster.js';
 import { addGroupCommand, consumeAsGroupMember } from './groups.js';
-import { BOOTSTRAP_OPTION, collectConfig, type Io, integer, outputFormat, print, withAdmin } from './io.js';
+import {
+  BOOTSTRAP_OPTION,
+  collectConfig,
+  EXIT_INTERRUPTED,
+  ExitCode,
+  type Io,
+  integer,
+  OUTPUT_OPTION,
+  type OutputFormat,
+  PROFILE_ENV,
+  Progress,
+  print,
+  profilePath,
+  render,
+  resolveBootstrap,
+  table,
+  UsageError,
+  withAdmin,
+} from './io.js';
 import { addBrokerCommand, addPartitionCommand } from './reassign.js';
 import { addStartCommand, type StartDependencies } from './start.js';
 
 /** What the commands use besides their arguments and `Io`; the real ones unless a test passes others. */
-export type CliDependencies = StartDependencies & ClusterDependencies;
+export type CliDependencies = StartDependencies &
+  ClusterDependencies & {
+    /** The clock progress lines are timed by. */
+    nowMs: () => number;
+    /** How often a progress line is rewritten on a terminal (default 1 s). */
+    progressIntervalMs?: number;
+  };
+
+/** How often `produce` and `consume` rewrite their progress line when standard error is a terminal. */
+const PROGRESS_INTERVAL_MS = 1000;
 
 /** Records `sluice produce` lets wait for an answer before it reads more of standard input. */
 const PRODUCE_PENDING_MAX = 10_000;
@@ -26,6 +57,13 @@ function buildProgram(io: Io, dependencies: CliDependencies, done: (code: number
   const program = new Command('sluice')
     .description('Sluice: a replicated log broker spoken over HTTP/2 and HTTP/1.1')
     .version(VERSION, '-V, --version')
+    // Taken anywhere on the line, before the subcommand or after it (commander reads a program
+    // option wherever it stands); each client command also lists it in its own help.
+    .option(...BOOTSTRAP_OPTION)
+    .option(
+      '--profile <name>',
+      `the profile of ${profilePath({ HOME: '~' })} to use (default: $${PROFILE_ENV}, else the file's "profile", else its top level)`,
+    )
     .exitOverride()
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
@@ -39,10 +77,21 @@ function buildProgram(io: Io, dependencies: CliDependencies, done: (code: number
   addTopicCommand(program, io);
   addPartitionCommand(program, io);
   addBrokerCommand(program, io);
-  addProduceCommand(program, io);
-  addConsumeCommand(program, io);
+  addProduceCommand(program, io, dependencies);
+  addConsumeCommand(program, io, dependencies);
   addGroupCommand(program, io);
+  addOffsetsCommand(program, io);
   addLogCommand(program, io);
+  addCompletionCommand(program, io);
+  program.hook('preAction', (_program, action) => {
+    // A command that talks to a node has a --bootstrap option: its value is resolved here, once.
+    if (!action.options.some((o) => o.attributeName() === 'bootstrap')) return;
+    const globals = action.optsWithGlobals() as { bootstrap?: string; profile?: string };
+    action.setOptionValue(
+      'bootstrap',
+      resolveBootstrap(globals.bootstrap, globals.profile, io.env ?? process.env),
+    );
+  });
   program.hook('postAction', () => done(0));
   return program;
 }
@@ -61,6 +110,7 @@ interface TopicCreateFlags {
   partitions: number;
   replicationFactor: number;
   config?: Record<string, string>;
+  output: OutputFormat;
 }
 
 function addTopicCreateCommand(topic: Command, io: Io): void {
@@ -71,16 +121,19 @@ function addTopicCreateCommand(topic: Command, io: Io): void {
     .option('-p, --partitions <n>', 'number of partitions', integer('partitions', 1), 1)
     .option('-r, --replication-factor <n>', 'replicas per partition', integer('replication factor', 1), 1)
     .option('-c, --config <name=value>', 'topic config, repeatable', collectConfig)
+    .option(...OUTPUT_OPTION)
     .action(async (name: string, opts: TopicCreateFlags) => {
-      await withAdmin(opts.bootstrap, async (admin) => {
-        const created = await admin.createTopic({
+      const created = await withAdmin(opts.bootstrap, (admin) =>
+        admin.createTopic({
           name,
           partitions: opts.partitions,
           replicationFactor: opts.replicationFactor,
           configs: opts.config ?? {},
-        });
-        print(io, `created topic ${created.name} with ${created.partitions.length} partition(s)`);
-      });
+        }),
+      );
+      render(io, opts.output, created, (t) => [
+        `created topic ${t.name} with ${t.partitions.length} partition(s)`,
+      ]);
     });
 }
 
@@ -89,11 +142,15 @@ function addTopicListCommand(topic: Command, io: Io): void {
     .command('list')
     .description('list topics')
     .option(...BOOTSTRAP_OPTION)
-    .action(async (opts: { bootstrap: string }) => {
-      await withAdmin(opts.bootstrap, async (admin) => {
-        for (const t of await admin.listTopics())
-          print(io, `${t.name}\tpartitions=${t.partitions}\treplication=${t.replicationFactor}`);
-      });
+    .option(...OUTPUT_OPTION)
+    .action(async (opts: { bootstrap: string; output: OutputFormat }) => {
+      const topics = await withAdmin(opts.bootstrap, (admin) => admin.listTopics());
+      render(io, opts.output, topics, (list) =>
+        table([
+          ['TOPIC', 'PARTITIONS', 'REPLICATION'],
+          ...list.map((t) => [t.name, String(t.partitions), String(t.replicationFactor)]),
+        ]),
+      );
     });
 }
 
@@ -102,25 +159,50 @@ function addTopicDescribeCommand(topic: Command, io: Io): void {
     .command('describe <name>')
     .description('partitions, leaders, offsets and configs of a topic')
     .option(...BOOTSTRAP_OPTION)
-    .action(async (name: string, opts: { bootstrap: string }) => {
-      await withAdmin(opts.bootstrap, async (admin) => {
-        const d = await admin.describeTopic(name);
-        print(
-          io,
-          `topic ${d.name}  partitions=${d.partitions.length}  replication=${d.replicationFactor}  configs=${JSON.stringify(d.configs)}`,
-        );
-        for (const p of d.partitions) {
-          print(
-            io,
-            `  partition ${p.partition}  leader=${p.leader}  replicas=${p.replicas.join(',')}  isr=${p.isr.join(',')}${p.elr?.length ? `  elr=${p.elr.join(',')}` : ''}  start=${p.logStartOffset}  end=${p.logEndOffset}  hw=${p.highWatermark}${
-              p.replicaStates?.length
-                ? `  followers=${p.replicaStates.map((r) => `${r.id}:end=${r.logEndOffset},lag=${r.lag}`).join(' ')}`
-                : ''
-            }`,
-          );
-        }
-      });
+    .option(...OUTPUT_OPTION)
+    .action(async (name: string, opts: { bootstrap: string; output: OutputFormat }) => {
+      const d = await withAdmin(opts.bootstrap, (admin) => admin.describeTopic(name));
+      render(io, opts.output, d, describeTopic);
     });
+}
+
+/** `topic describe` for people: the topic, one aligned row per partition, then its configs. */
+export function describeTopic(d: TopicDescription): string[] {
+  const withElr = d.partitions.some((p) => (p.elr?.length ?? 0) > 0);
+  const withFollowers = d.partitions.some((p) => (p.replicaStates?.length ?? 0) > 0);
+  const configs = Object.entries(d.configs);
+  return [
+    `topic ${d.name}  partitions=${d.partitions.length}  replication=${d.replicationFactor}`,
+    ...table([
+      [
+        'PARTITION',
+        'LEADER',
+        'REPLICAS',
+        'ISR',
+        ...(withElr ? ['ELR'] : []),
+        'START',
+        'END',
+        'HW',
+        ...(withFollowers ? ['FOLLOWERS'] : []),
+      ],
+      ...d.partitions.map((p) => [
+        String(p.partition),
+        String(p.leader),
+        p.replicas.join(','),
+        p.isr.join(',') || '-',
+        ...(withElr ? [p.elr?.join(',') || '-'] : []),
+        String(p.logStartOffset),
+        String(p.logEndOffset),
+        String(p.highWatermark),
+        ...(withFollowers
+          ? [p.replicaStates?.map((r) => `${r.id}:end=${r.logEndOffset},lag=${r.lag}`).join(' ') || '-']
+          : []),
+      ]),
+    ]),
+    configs.length === 0
+      ? 'configs: (all defaults)'
+      : `configs: ${configs.map(([k, v]) => `${k}=${String(v)}`).join('  ')}`,
+  ];
 }
 
 function addTopicAlterCommand(topic: Command, io: Io): void {
@@ -130,23 +212,31 @@ function addTopicAlterCommand(topic: Command, io: Io): void {
     .option(...BOOTSTRAP_OPTION)
     .option('-c, --config <name=value>', 'config to set, repeatable; an empty value resets it', collectConfig)
     .option('-p, --partitions <n>', 'new, larger partition count', integer('partitions', 1))
+    .option(...OUTPUT_OPTION)
     .action(
       async (
         name: string,
-        opts: { bootstrap: string; config?: Record<string, string>; partitions?: number },
+        opts: {
+          bootstrap: string;
+          config?: Record<string, string>;
+          partitions?: number;
+          output: OutputFormat;
+        },
       ) => {
         if (!opts.config && opts.partitions === undefined)
-          throw new SluiceError('INVALID_REQUEST', 'give --config and/or --partitions');
-        await withAdmin(opts.bootstrap, async (admin) => {
+          throw new UsageError('topic alter: give --config and/or --partitions');
+        const altered = await withAdmin(opts.bootstrap, async (admin) => {
+          let d: TopicDescription | undefined;
           if (opts.config) {
             const changes = Object.fromEntries(
               Object.entries(opts.config).map(([k, v]) => [k, v === '' ? null : v]),
             );
-            await admin.alterConfigs(name, changes);
+            d = await admin.alterConfigs(name, changes);
           }
-          if (opts.partitions !== undefined) await admin.addPartitions(name, opts.partitions);
-          print(io, `altered topic ${name}`);
+          if (opts.partitions !== undefined) d = await admin.addPartitions(name, opts.partitions);
+          return d!;
         });
+        render(io, opts.output, altered, () => [`altered topic ${name}`]);
       },
     );
 }
@@ -156,18 +246,72 @@ function addTopicDeleteCommand(topic: Command, io: Io): void {
     .command('delete <name>')
     .description('delete a topic and its data')
     .option(...BOOTSTRAP_OPTION)
-    .action(async (name: string, opts: { bootstrap: string }) => {
-      await withAdmin(opts.bootstrap, async (admin) => {
-        await admin.deleteTopic(name);
-        print(io, `deleted topic ${name}`);
-      });
+    .option(...OUTPUT_OPTION)
+    .action(async (name: string, opts: { bootstrap: string; output: OutputFormat }) => {
+      const deleted = await withAdmin(opts.bootstrap, (admin) => admin.deleteTopic(name));
+      render(io, opts.output, deleted, (d) => [`deleted topic ${d.name}`]);
     });
 }
 
-function addProduceCommand(program: Command, io: Io): void {
+interface OffsetsFlags {
+  bootstrap: string;
+  partition?: number;
+  time?: string;
+  output: OutputFormat;
+}
+
+/** `sluice offsets TOPIC`: per partition the earliest and latest offsets, and the offset at a time. */
+function addOffsetsCommand(program: Command, io: Io): void {
+  program
+    .command('offsets <topic>')
+    .description(
+      'per partition: the earliest offset, the latest (the next to be written), the high watermark and, with --time, the first offset at or after that time',
+    )
+    .option(...BOOTSTRAP_OPTION)
+    .option('--partition <p>', 'only this partition (default: all)', integer('partition'))
+    .option('--time <time>', 'also the first offset at or after this time: ISO 8601, or ms since the epoch')
+    .option(...OUTPUT_OPTION)
+    .action(async (topicName: string, opts: OffsetsFlags) => {
+      const timestampMs = opts.time === undefined ? undefined : parseTime('--time', opts.time);
+      const partitions = await withAdmin(opts.bootstrap, async (admin) => {
+        const numbers =
+          opts.partition !== undefined
+            ? [opts.partition]
+            : (await admin.describeTopic(topicName)).partitions.map((p) => p.partition);
+        return Promise.all(numbers.map((p) => admin.offsets(topicName, p, timestampMs)));
+      });
+      render(io, opts.output, { topic: topicName, partitions }, (o) => describeOffsets(o.partitions));
+    });
+}
+
+/** A time given on the command line: ISO 8601 or milliseconds since the epoch. */
+export function parseTime(flag: string, text: string): number {
+  const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
+  if (!Number.isFinite(ms))
+    throw new UsageError(`${flag} must be ISO 8601 or ms since the epoch, got ${text}`);
+  return ms;
+}
+
+function describeOffsets(partitions: readonly OffsetsResponse[]): string[] {
+  const timed = partitions.some((p) => p.timestamp !== undefined);
+  return table([
+    ['PARTITION', 'EARLIEST', 'LATEST', 'HW', ...(timed ? ['AT TIME'] : [])],
+    ...partitions.map((p) => [
+      String(p.partition),
+      String(p.earliest),
+      String(p.latest),
+      String(p.highWatermark),
+      ...(timed ? [p.offset === null || p.offset === undefined ? '-' : String(p.offset)] : []),
+    ]),
+  ]);
+}
+
+function addProduceCommand(program: Command, io: Io, dependencies: CliDependencies): void {
   program
     .command('produce <topic>')
-    .description('send each line of standard input as a record')
+    .description(
+      'send each line of standard input as a record; Ctrl-C stops reading, waits for the answers to what was sent, and exits 130',
+    )
     .option(...BOOTSTRAP_OPTION)
     .option('--key-separator <sep>', 'split each line into key and value at the first <sep>')
     .option('--partition <p>', 'send every record to this partition', integer('partition'))
@@ -185,9 +329,11 @@ function addProduceCommand(program: Command, io: Io): void {
         },
       ) => {
         if (!['0', '1', 'all'].includes(opts.acks))
-          throw new SluiceError('INVALID_REQUEST', '--acks must be 0, 1 or all');
+          throw new UsageError(`--acks must be 0, 1 or all, got ${opts.acks}`);
         if (!isCodecName(opts.compression))
-          throw new SluiceError('INVALID_REQUEST', '--compression must be none, gzip, snappy, lz4 or zstd');
+          throw new UsageError(
+            `--compression must be none, gzip, snappy, lz4 or zstd, got ${opts.compression}`,
+          );
         const producer = new Producer({
           bootstrap: opts.bootstrap,
           acks: opts.acks === 'all' ? 'all' : (Number(opts.acks) as 0 | 1),
@@ -195,45 +341,70 @@ function addProduceCommand(program: Command, io: Io): void {
           compression: opts.compression,
         });
         const lines = createInterface({ input: io.stdin, crlfDelay: Number.POSITIVE_INFINITY });
+        const progress = progressOf(io, dependencies, 'produced');
+        let interrupted = false;
+        const interrupt = () => {
+          interrupted = true;
+          lines.close();
+        };
+        dependencies.signals.on('SIGINT', interrupt);
         const sends: Promise<unknown>[] = [];
         let count = 0;
         let firstError: unknown;
-        for await (const line of lines) {
-          let key: string | null = null;
-          let value = line;
-          if (opts.keySeparator) {
-            const at = line.indexOf(opts.keySeparator);
-            if (at >= 0) {
-              key = line.slice(0, at);
-              value = line.slice(at + opts.keySeparator.length);
+        try {
+          for await (const line of lines) {
+            let key: string | null = null;
+            let value = line;
+            if (opts.keySeparator) {
+              const at = line.indexOf(opts.keySeparator);
+              if (at >= 0) {
+                key = line.slice(0, at);
+                value = line.slice(at + opts.keySeparator.length);
+              }
             }
+            sends.push(
+              producer
+                .send({
+                  topic: topicName,
+                  key,
+                  value,
+                  ...(opts.partition !== undefined ? { partition: opts.partition } : {}),
+                })
+                .then(
+                  () => progress.update(++count),
+                  (error) => {
+                    firstError ??= error;
+                  },
+                ),
+            );
+            if (firstError || interrupted) break;
+            // Bounded: standard input is read no further ahead than this many unanswered records.
+            if (sends.length >= PRODUCE_PENDING_MAX) await Promise.all(sends.splice(0));
           }
-          sends.push(
-            producer
-              .send({
-                topic: topicName,
-                key,
-                value,
-                ...(opts.partition !== undefined ? { partition: opts.partition } : {}),
-              })
-              .then(
-                () => count++,
-                (error) => {
-                  firstError ??= error;
-                },
-              ),
-          );
-          if (firstError) break;
-          // Bounded: standard input is read no further ahead than this many unanswered records.
-          if (sends.length >= PRODUCE_PENDING_MAX) await Promise.all(sends.splice(0));
+          await Promise.all(sends);
+          await producer.close();
+        } finally {
+          dependencies.signals.off('SIGINT', interrupt);
+          progress.done();
         }
-        await Promise.all(sends);
-        await producer.close();
         if (firstError) throw firstError;
         io.stderr.write(`produced ${count} record(s) to ${topicName}\n`);
+        if (interrupted) throw new ExitCode(EXIT_INTERRUPTED);
       },
     );
 }
+
+/** The progress line of a long produce or consume (shown only when standard error is a terminal). */
+function progressOf(io: Io, dependencies: CliDependencies, label: string): Progress {
+  return new Progress(
+    io.stderr,
+    label,
+    dependencies.nowMs,
+    dependencies.progressIntervalMs ?? PROGRESS_INTERVAL_MS,
+  );
+}
+
+type RecordFormat = 'value' | 'json' | 'yaml';
 
 interface ConsumeFlags {
   bootstrap: string;
@@ -245,6 +416,7 @@ interface ConsumeFlags {
   maxMessages?: number;
   printKey?: boolean;
   printOffset?: boolean;
+  output: RecordFormat;
 }
 
 /** Parsed before any connection is made, so a bad --offset is refused even with no broker to ask. */
@@ -252,33 +424,65 @@ function consumeStartOffset(opts: ConsumeFlags): number | 'earliest' | 'latest' 
   if (opts.offset === undefined) return opts.fromBeginning ? 'earliest' : opts.follow ? 'latest' : 'earliest';
   if (opts.offset === 'earliest' || opts.offset === 'latest') return opts.offset;
   if (/^\d+$/.test(opts.offset)) return Number(opts.offset);
-  throw new SluiceError(
-    'INVALID_OFFSET',
-    `--offset must be a number, earliest or latest, got ${opts.offset}`,
-  );
+  throw new UsageError(`--offset must be a number, earliest or latest, got ${opts.offset}`);
+}
+
+function recordFormat(value: string): RecordFormat {
+  if (value !== 'value' && value !== 'json' && value !== 'yaml')
+    throw new InvalidArgumentError(`--output must be value, json or yaml, got ${value}`);
+  return value;
+}
+
+/**
+ * A record for scripts (docs/cli.md): key, value and header values as UTF-8 text (null for null),
+ * headers as [name, value] pairs in their order (a name may repeat).
+ */
+export function recordView(record: ConsumedRecord) {
+  return {
+    topic: record.topic,
+    partition: record.partition,
+    offset: record.offset,
+    timestamp: record.timestamp,
+    key: record.keyText(),
+    value: record.text(),
+    headers: record.headers.map(([name, value]) => [
+      name,
+      value === null ? null : Buffer.from(value).toString('utf8'),
+    ]),
+  };
 }
 
 function formatRecord(record: ConsumedRecord, opts: ConsumeFlags): string {
-  const value = record.value === null ? '' : Buffer.from(record.value).toString('utf8');
-  const key = record.key === null ? '' : Buffer.from(record.key).toString('utf8');
+  if (opts.output === 'json') return JSON.stringify(recordView(record));
+  if (opts.output === 'yaml') return `---\n${toYaml(recordView(record)).trimEnd()}`;
+  const value = record.text() ?? '';
+  const key = record.keyText() ?? '';
   return `${opts.printOffset ? `${record.partition}:${record.offset}\t` : ''}${opts.printKey ? `${key}\t` : ''}${value}`;
 }
 
-function addConsumeCommand(program: Command, io: Io): void {
+function addConsumeCommand(program: Command, io: Io, dependencies: CliDependencies): void {
   program
     .command('consume <topic>')
-    .description('print records of a topic, one value per line')
+    .description(
+      'print records of a topic, one value per line. Without --follow it starts at the earliest offset, prints what is there now and exits; with --follow it starts at the latest offset and waits for new records until Ctrl-C (exit 130)',
+    )
     .option(...BOOTSTRAP_OPTION)
     .option('--partition <p>', 'read one partition (default: all)', integer('partition'))
     .option(
       '--offset <offset>',
       'start offset, earliest or latest (default: earliest, so that the records there now are printed and the command ends; with --follow, latest)',
     )
-    .option('--from-beginning', 'start at the earliest offset')
+    .option('--from-beginning', 'start at the earliest offset (with --follow too)')
     .option('-f, --follow', 'keep waiting for new records')
     .option('-n, --max-messages <n>', 'stop after n records', integer('max messages', 1))
     .option('--print-key', 'print key<TAB>value')
     .option('--print-offset', 'print partition:offset<TAB> before each record')
+    .option(
+      '-o, --output <format>',
+      'value (one value per line, the default), json (one object per line: topic, partition, offset, timestamp, key, value, headers) or yaml',
+      recordFormat,
+      'value' as RecordFormat,
+    )
     .option(
       '--group <group>',
       'consume as a member of this consumer group: its share of the partitions, from the committed offsets, committing what it printed',
@@ -286,13 +490,18 @@ function addConsumeCommand(program: Command, io: Io): void {
     .action(async (topicName: string, opts: ConsumeFlags) => {
       if (opts.group !== undefined) {
         if (opts.partition !== undefined || opts.offset !== undefined || opts.fromBeginning)
-          throw new SluiceError(
-            'INVALID_REQUEST',
+          throw new UsageError(
             '--group takes no --partition, --offset or --from-beginning: the group assigns partitions and keeps offsets (see sluice group reset-offsets)',
           );
-        return consumeAsGroupMember(io, topicName, { ...opts, group: opts.group }, (r) =>
-          formatRecord(r, opts),
+        const interrupted = await consumeAsGroupMember(
+          io,
+          topicName,
+          { ...opts, group: opts.group },
+          (r) => formatRecord(r, opts),
+          dependencies.signals,
         );
+        if (interrupted) throw new ExitCode(EXIT_INTERRUPTED);
+        return;
       }
       const start = consumeStartOffset(opts);
       const partitions = await withAdmin(opts.bootstrap, async (admin) => {
@@ -312,17 +521,23 @@ function addConsumeCommand(program: Command, io: Io): void {
             stopAtEnd: !opts.follow,
           }),
       );
+      const progress = progressOf(io, dependencies, 'consumed');
       const stopAll = () => {
-        for (const c of consumers) c.close();
+        for (const c of consumers) void c.close();
       };
-      process.once('SIGINT', stopAll);
+      let interrupted = false;
+      const interrupt = () => {
+        interrupted = true;
+        stopAll();
+      };
+      dependencies.signals.on('SIGINT', interrupt);
       try {
         await Promise.all(
           consumers.map(async (consumer) => {
             for await (const record of consumer) {
               if (opts.maxMessages !== undefined && printed >= opts.maxMessages) break;
               print(io, formatRecord(record, opts));
-              printed++;
+              progress.update(++printed);
               if (opts.maxMessages !== undefined && printed >= opts.maxMessages) {
                 stopAll();
                 break;
@@ -331,9 +546,11 @@ function addConsumeCommand(program: Command, io: Io): void {
           }),
         );
       } finally {
-        process.off('SIGINT', stopAll);
+        dependencies.signals.off('SIGINT', interrupt);
+        progress.done();
         stopAll();
       }
+      if (interrupted) throw new ExitCode(EXIT_INTERRUPTED);
     });
 }
 
@@ -344,11 +561,10 @@ function addLogCommand(program: Command, io: Io): void {
     .description(
       "check every segment of a stopped broker's data directory: batch CRCs and framing, gaps and overlaps between segments, indexes; exits 1 on any problem",
     )
-    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
-    .action(async (dataDir: string, opts: { output: 'text' | 'json' }) => {
+    .option(...OUTPUT_OPTION)
+    .action(async (dataDir: string, opts: { output: OutputFormat }) => {
       const report = await verifyLogDirectory(resolve(dataDir), nodeFileSystem);
-      if (opts.output === 'json') print(io, JSON.stringify(report, null, 2));
-      else for (const line of describeLogReport(report)) print(io, line);
+      render(io, opts.output, report, describeLogReport);
       if (!report.ok) {
         const bad = report.partitions.filter((p) => !p.ok).length;
         throw new Error(`${bad} of ${report.partitions.length} partitions have problems`);
@@ -382,7 +598,11 @@ function describeLogReport(report: LogVerifyReport): string[] {
   return lines;
 }
 
-/** Runs the CLI; resolves with the exit code. Errors are one line, never a stack trace. */
+/**
+ * Runs the CLI; resolves with the exit code: 0 success, 1 failure (the broker refused, or could
+ * not be reached), 2 a usage error, 130 interrupted by Ctrl-C. Errors are one line, never a stack
+ * trace.
+ */
 export async function main(
   argv: string[],
   io: Io = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin },
@@ -391,7 +611,7 @@ export async function main(
   let code = 0;
   const program = buildProgram(
     io,
-    { startNode, spawnNode: spawnSluice, signals: process, ...dependencies },
+    { startNode, spawnNode: spawnSluice, signals: process, nowMs: Date.now, ...dependencies },
     (c) => {
       code = c;
     },
@@ -400,13 +620,23 @@ export async function main(
     await program.parseAsync(argv, { from: 'user' });
     return code;
   } catch (error) {
-    if (error instanceof CommanderError) return error.exitCode;
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : EXIT_USAGE;
+    if (error instanceof ExitCode) return error.code;
+    if (error instanceof UsageError) {
+      io.stderr.write(`sluice: ${error.message} (see --help)\n`);
+      return EXIT_USAGE;
+    }
     io.stderr.write(`sluice: ${describeError(error)}\n`);
     return 1;
   }
 }
 
+/** The exit code of a usage error: a bad flag, value or command. */
+const EXIT_USAGE = 2;
+
 function describeError(error: unknown): string {
+  // A node that cannot be reached is said in words: its code (LEADER_NOT_AVAILABLE) is for retries.
+  if (error instanceof SluiceError && isConnectionError(error)) return error.message;
   if (error instanceof SluiceError) return `${error.message} (${error.code})`;
   const e = error as NodeJS.ErrnoException;
   if (e?.code === 'ECONNREFUSED') return `cannot connect: ${e.message}`;

@@ -3,7 +3,16 @@ import { type Command, InvalidArgumentError } from 'commander';
 import type { Admin } from '../client/admin.js';
 import { SluiceError } from '../common/errors.js';
 import type { ReassignmentInfo, ReassignRequest } from '../protocol/api.js';
-import { BOOTSTRAP_OPTION, type Io, integer, outputFormat, print, withAdmin } from './io.js';
+import {
+  BOOTSTRAP_OPTION,
+  type Io,
+  integer,
+  OUTPUT_OPTION,
+  type OutputFormat,
+  print,
+  render,
+  withAdmin,
+} from './io.js';
 
 /** How often `--wait` asks how far the reassignments are. */
 const WAIT_POLL_MS = 500;
@@ -21,7 +30,7 @@ export function addPartitionCommand(program: Command, io: Io): void {
     .option('--cancel', 'cancel the reassignment of TOPIC/PARTITION in progress')
     .option('--wait', 'wait until every reassignment asked for has completed, showing progress')
     .option(...BOOTSTRAP_OPTION)
-    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
+    .option(...OUTPUT_OPTION)
     .action(
       async (
         topicPartition: string | undefined,
@@ -31,14 +40,13 @@ export function addPartitionCommand(program: Command, io: Io): void {
           cancel?: boolean;
           wait?: boolean;
           bootstrap: string;
-          output: 'text' | 'json';
+          output: OutputFormat;
         },
       ) => {
         const partitions = await planOf(topicPartition, opts);
         await withAdmin(opts.bootstrap, async (admin) => {
           const answer = await admin.reassignPartitions(partitions);
-          if (opts.output === 'json') print(io, JSON.stringify(answer, null, 2));
-          else for (const line of describeReassignments(answer.reassignments)) print(io, line);
+          render(io, opts.output, answer, (a) => describeReassignments(a.reassignments));
           if (opts.wait) {
             const keys = new Set(partitions.map((p) => `${p.topic}/${p.partition}`));
             await waitFor(
@@ -46,6 +54,7 @@ export function addPartitionCommand(program: Command, io: Io): void {
               admin,
               (r) => keys.has(`${r.topic}/${r.partition}`),
               () => Promise.resolve(0),
+              opts.output,
             );
           }
         });
@@ -55,11 +64,10 @@ export function addPartitionCommand(program: Command, io: Io): void {
     .command('reassignments')
     .description('the reassignments in progress, with how far each replica being added has caught up')
     .option(...BOOTSTRAP_OPTION)
-    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
-    .action(async (opts: { bootstrap: string; output: 'text' | 'json' }) => {
+    .option(...OUTPUT_OPTION)
+    .action(async (opts: { bootstrap: string; output: OutputFormat }) => {
       const answer = await withAdmin(opts.bootstrap, (admin) => admin.listReassignments());
-      if (opts.output === 'json') print(io, JSON.stringify(answer, null, 2));
-      else for (const line of describeReassignments(answer.reassignments)) print(io, line);
+      render(io, opts.output, answer, (a) => describeReassignments(a.reassignments));
     });
 }
 
@@ -73,29 +81,27 @@ export function addBrokerCommand(program: Command, io: Io): void {
     )
     .option('--wait', 'wait until the broker holds no replica, showing progress')
     .option(...BOOTSTRAP_OPTION)
-    .option('-o, --output <format>', 'text or json', outputFormat, 'text' as const)
-    .action(
-      async (brokerId: string, opts: { wait?: boolean; bootstrap: string; output: 'text' | 'json' }) => {
-        const id = integer('brokerId')(brokerId);
-        await withAdmin(opts.bootstrap, async (admin) => {
-          const answer = await admin.decommissionBroker(id);
-          if (opts.output === 'json') print(io, JSON.stringify(answer, null, 2));
-          else {
-            print(io, `broker ${id}: ${answer.partitionsHeld} partition(s) still hold a replica there`);
-            for (const line of describeReassignments(answer.reassignments)) print(io, line);
-          }
-          if (opts.wait) {
-            await waitFor(
-              io,
-              admin,
-              (r) => r.removingReplicas.includes(id),
-              async () => heldBy(await admin.metadata(), id),
-            );
-            print(io, `broker ${id} holds no replica`);
-          }
-        });
-      },
-    );
+    .option(...OUTPUT_OPTION)
+    .action(async (brokerId: string, opts: { wait?: boolean; bootstrap: string; output: OutputFormat }) => {
+      const id = integer('brokerId')(brokerId);
+      await withAdmin(opts.bootstrap, async (admin) => {
+        const answer = await admin.decommissionBroker(id);
+        render(io, opts.output, answer, (a) => [
+          `broker ${id}: ${a.partitionsHeld} partition(s) still hold a replica there`,
+          ...describeReassignments(a.reassignments),
+        ]);
+        if (opts.wait) {
+          await waitFor(
+            io,
+            admin,
+            (r) => r.removingReplicas.includes(id),
+            async () => heldBy(await admin.metadata(), id),
+            opts.output,
+          );
+          if (opts.output === 'table') print(io, `broker ${id} holds no replica`);
+        }
+      });
+    });
 }
 
 /** Partitions whose replicas include the broker (a reassignment in progress counts both sides). */
@@ -106,13 +112,19 @@ function heldBy(metadata: Awaited<ReturnType<Admin['metadata']>>, brokerId: numb
   return held;
 }
 
-/** Polls until no reassignment matching `mine` is in progress and `remaining` says 0, printing progress. */
+/**
+ * Polls until no reassignment matching `mine` is in progress and `remaining` says 0, printing
+ * progress: on standard output for people, on standard error beside JSON or YAML, so that the
+ * output stays one document.
+ */
 async function waitFor(
   io: Io,
   admin: Admin,
   mine: (r: ReassignmentInfo) => boolean,
   remaining: () => Promise<number>,
+  output: OutputFormat,
 ): Promise<void> {
+  const say = (line: string) => (output === 'table' ? print(io, line) : io.stderr.write(`${line}\n`));
   let last = '';
   for (;;) {
     const pending = (await admin.listReassignments()).reassignments.filter(mine);
@@ -121,7 +133,7 @@ async function waitFor(
       .slice(0, 5)
       .map((r) => `${r.topic}/${r.partition} ${progressOf(r)}`)
       .join('; ')}`;
-    if (line !== last) print(io, line);
+    if (line !== last) say(line);
     last = line;
     await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
   }

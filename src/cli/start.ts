@@ -275,19 +275,19 @@ export function addStartCommand(program: Command, io: Io, dependencies: StartDep
     )
     .option(
       '--port <port>',
-      `port for HTTP/1.1 and HTTP/2 (default 8092, 0 for any free one) [${envOf('port')}]`,
+      `port for HTTP/1.1 and HTTP/2, 0 for any free one (default: ${DEFAULT_PORT}) [${envOf('port')}]`,
     )
-    .option('--host <host>', `address to listen on (default 127.0.0.1) [${envOf('host')}]`)
-    .option('--data-dir <dir>', `where the logs live (default ${DEFAULT_DATA_DIR}) [${envOf('dataDir')}]`)
-    .option('--node-id <id>', `this node’s id (default 1) [${envOf('nodeId')}]`)
-    .option('--config <file>', `a JSON config file [${CONFIG_ENV}]`)
+    .option('--host <host>', `address to listen on (default: 127.0.0.1) [${envOf('host')}]`)
+    .option('--data-dir <dir>', `where the logs live (default: ${DEFAULT_DATA_DIR}) [${envOf('dataDir')}]`)
+    .option('--node-id <id>', `this node’s id (default: 1) [${envOf('nodeId')}]`)
+    .option('--config <file>', `a JSON config file (default: none) [${CONFIG_ENV}]`)
     .option(
       '--log-level <level>',
-      `fatal, error, warn, info (the default), debug or silent [${envOf('logLevel')}]`,
+      `fatal, error, warn, info, debug or silent (default: info) [${envOf('logLevel')}]`,
     )
     .option(
       '--log-format <format>',
-      `json, or text for a person (the default on a terminal) [${envOf('logFormat')}]`,
+      `json, or text for a person (default: text on a terminal, else json) [${envOf('logFormat')}]`,
     )
     .option(
       '--controller-quorum <voters>',
@@ -295,24 +295,27 @@ export function addStartCommand(program: Command, io: Io, dependencies: StartDep
     )
     .option(
       '--advertise <host[:port]>',
-      `the address other nodes and clients reach this node at [${envOf('advertise')}]`,
+      `the address other nodes and clients reach this node at (default: --host and the bound port) [${envOf('advertise')}]`,
     )
-    .option('--rack <rack>', `the rack or zone this node is in [${envOf('rack')}]`)
+    .option(
+      '--rack <rack>',
+      `the rack or zone this node is in, for replica placement (default: none) [${envOf('rack')}]`,
+    )
     .option(
       '--cluster-secret <secret>',
-      `the secret nodes present to each other, 16 characters or more; prefer the variable, which ps does not show [${envOf('clusterSecret')}]`,
+      `the secret nodes present to each other, 16 characters or more; prefer the variable, which ps does not show (default: none) [${envOf('clusterSecret')}]`,
     )
     .option(
       '--cluster-secret-file <file>',
-      `a file holding the cluster secret [${envOf('clusterSecretFile')}]`,
+      `a file holding the cluster secret (default: none) [${envOf('clusterSecretFile')}]`,
     )
     .option(
       '--session-timeout-ms <ms>',
-      `how long a broker may go unheard before it is fenced (default 9000) [${envOf('sessionTimeoutMs')}]`,
+      `how long a broker may go unheard before it is fenced (default: 9000) [${envOf('sessionTimeoutMs')}]`,
     )
     .option(
       '--replication-throttle-bytes-per-second <bytes>',
-      `bytes per second a leader sends to replicas a reassignment adds, until in sync (default 0: unthrottled) [${envOf('replicationThrottleBytesPerSecond')}]`,
+      `bytes per second a leader sends to replicas a reassignment adds, until in sync; 0 is unthrottled (default: 0) [${envOf('replicationThrottleBytesPerSecond')}]`,
     )
     .option(
       '--internal-listen <host:port>',
@@ -328,7 +331,7 @@ export function addStartCommand(program: Command, io: Io, dependencies: StartDep
     )
     .option(
       '-c, --topic-config <name=value>',
-      'default topic config, repeatable (e.g. flush.policy=sync)',
+      'default topic config, repeatable, e.g. flush.policy=sync (default: the built-in topic defaults of docs/api.md)',
       collectConfig,
     );
   command.action(async (flags: StartFlags) => {

@@ -10,10 +10,10 @@ import type {
   TopicDescription,
 } from '../protocol/api.js';
 import { ENDPOINTS, endpointUrl } from '../protocol/api.js';
-import { Connection } from './connection.js';
+import { Connection, type TransportOptions, transportOf } from './connection.js';
 
-export interface ClientOptions {
-  /** The node to talk to, e.g. `http://127.0.0.1:8092`. */
+export interface ClientOptions extends TransportOptions {
+  /** The node to talk to, e.g. `http://127.0.0.1:8092` (or `https://` behind a TLS proxy). */
   bootstrap: string;
   requestTimeoutMs?: number;
 }
@@ -24,7 +24,7 @@ export class Admin {
   readonly #timeoutMs: number;
 
   constructor(options: ClientOptions) {
-    this.#connection = new Connection(options.bootstrap);
+    this.#connection = new Connection(options.bootstrap, transportOf(options));
     this.#timeoutMs = options.requestTimeoutMs ?? 30_000;
   }
 
@@ -150,7 +150,13 @@ export class Admin {
     return this.#call(ENDPOINTS.deleteGroup, { group });
   }
 
-  close(): void {
+  /** Closes the connection; requests still in flight are answered first. */
+  async close(): Promise<void> {
     this.#connection.close();
+  }
+
+  /** `await using admin = new Admin(...)` closes it at the end of the block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 }

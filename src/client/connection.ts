@@ -1,4 +1,5 @@
 import * as http2 from 'node:http2';
+import type { SecureContextOptions } from 'node:tls';
 import { isErrorCode, SluiceError } from '../common/errors.js';
 import { MEDIA } from '../protocol/api.js';
 import { packr, unpackr } from '../protocol/msgpack.js';
@@ -19,6 +20,28 @@ export interface Response {
   body: Buffer;
 }
 
+/** How a client reaches the nodes, beyond their address: the same for every connection it opens. */
+export interface TransportOptions {
+  /**
+   * Headers sent with every request (lower-case names), e.g. `authorization` for a proxy in front
+   * of the cluster. The SDK's own headers (`:path`, `accept`, `content-type`) win over these.
+   */
+  headers?: Record<string, string>;
+  /**
+   * TLS settings for `https://` addresses (a certificate authority to trust, a client certificate,
+   * `rejectUnauthorized`, `servername`). HTTP/2 over TLS is negotiated by ALPN (`h2`).
+   */
+  tls?: SecureContextOptions & { rejectUnauthorized?: boolean; servername?: string };
+}
+
+/** The transport part of a client's options (headers, TLS), for its connections. */
+export function transportOf(options: TransportOptions): TransportOptions {
+  return {
+    ...(options.headers !== undefined ? { headers: options.headers } : {}),
+    ...(options.tls !== undefined ? { tls: options.tls } : {}),
+  };
+}
+
 /** Largest response body the client buffers. */
 const RESPONSE_BYTES_MAX = 64 * 1024 * 1024;
 
@@ -31,16 +54,27 @@ export class Connection {
   #closed = false;
   #pending = 0;
 
-  constructor(readonly baseUrl: string) {
-    const url = new URL(baseUrl);
-    if (url.protocol !== 'http:')
-      throw new SluiceError('INVALID_REQUEST', `only http:// URLs are supported, got ${baseUrl}`);
+  readonly #transport: TransportOptions;
+
+  constructor(
+    readonly baseUrl: string,
+    transport: TransportOptions = {},
+  ) {
+    checkBaseUrl(baseUrl);
+    this.#transport = transport;
+  }
+
+  /** The transport options this connection was made with (for connections to the other nodes). */
+  get transport(): TransportOptions {
+    return this.#transport;
   }
 
   #sessionFor(): http2.ClientHttp2Session {
     if (this.#closed) throw new SluiceError('SHUTTING_DOWN', 'the client is closed');
     if (this.#session && !this.#session.closed && !this.#session.destroyed) return this.#session;
-    const session = http2.connect(this.baseUrl);
+    const session = this.baseUrl.startsWith('https:')
+      ? http2.connect(this.baseUrl, { ...this.#transport.tls, ALPNProtocols: ['h2'] })
+      : http2.connect(this.baseUrl);
     session.on('error', () => {});
     session.on('goaway', () => session.close());
     session.on('close', () => {
@@ -62,11 +96,12 @@ export class Connection {
       }
       session.ref();
       const stream = session.request({
+        ...this.#transport.headers,
+        ...options.headers,
         ':method': method,
         ':path': path,
         accept: options.accept ?? MEDIA.msgpack,
         ...(options.contentType ? { 'content-type': options.contentType } : {}),
-        ...options.headers,
       });
       const chunks: Buffer[] = [];
       let size = 0;
@@ -119,10 +154,10 @@ export class Connection {
       });
       stream.on('error', (error: NodeJS.ErrnoException) => {
         const cause = (error.cause ?? error) as NodeJS.ErrnoException;
-        const message =
-          cause.code === 'ECONNREFUSED'
-            ? `cannot connect to ${this.baseUrl}`
-            : `${method} ${path} failed: ${cause.message}`;
+        const reason = cause.code ? NETWORK_ERRORS[cause.code] : undefined;
+        const message = reason
+          ? `cannot connect to ${this.baseUrl} (${reason})`
+          : `${method} ${path} failed: ${cause.message}`;
         finish(new SluiceError('LEADER_NOT_AVAILABLE', message, { cause: error, retriable: true }));
       });
       stream.end(options.body);
@@ -148,6 +183,55 @@ export class Connection {
     this.#session?.close();
     this.#session = undefined;
   }
+}
+
+/** Socket errors that mean the node could not be reached, in words (the errno code is in `cause`). */
+const NETWORK_ERRORS: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'host name lookup failed',
+  ETIMEDOUT: 'connection timed out',
+  EPIPE: 'connection closed',
+};
+
+/** Whether the error says a node could not be reached (a refused, reset or unresolved connection). */
+export function isConnectionError(error: unknown): boolean {
+  const cause = (error as { cause?: NodeJS.ErrnoException } | undefined)?.cause;
+  const code = (cause?.cause as NodeJS.ErrnoException | undefined)?.code ?? cause?.code;
+  return code !== undefined && code in NETWORK_ERRORS;
+}
+
+/**
+ * Refuses what cannot be a node's address, before any connection: an `http://` or `https://` URL
+ * with a host and nothing after the port (no path, query or credentials).
+ */
+export function checkBaseUrl(baseUrl: string): URL {
+  let url: URL;
+  try {
+    url = new URL(baseUrl);
+  } catch {
+    throw new SluiceError(
+      'INVALID_REQUEST',
+      `${JSON.stringify(baseUrl)} is not a URL: give http://HOST:PORT or https://HOST:PORT`,
+    );
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new SluiceError('INVALID_REQUEST', `only http:// and https:// URLs are supported, got ${baseUrl}`);
+  if (
+    url.hostname === '' ||
+    url.username !== '' ||
+    url.search !== '' ||
+    url.hash !== '' ||
+    url.pathname !== '/'
+  )
+    throw new SluiceError(
+      'INVALID_REQUEST',
+      `${JSON.stringify(baseUrl)} is not a node's address: give http://HOST:PORT or https://HOST:PORT, with no path`,
+    );
+  return url;
 }
 
 export function decodeResponse<T>(response: Response): T {

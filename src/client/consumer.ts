@@ -10,15 +10,24 @@ import {
   MEDIA,
   queryDefault,
 } from '../protocol/api.js';
-import type { Header } from '../protocol/batch.js';
 import { ACCEPT_COMPRESSION_HEADER, codecs } from '../protocol/compression.js';
 import { decodeFetchResponse, type FetchPage } from '../protocol/fetch-response.js';
 import { decodeGroupPoll } from '../protocol/group-poll.js';
 import { packr } from '../protocol/msgpack.js';
-import { Connection, decodeResponse, errorFromResponse, type Response } from './connection.js';
+import {
+  Connection,
+  decodeResponse,
+  errorFromResponse,
+  type Response,
+  type TransportOptions,
+  transportOf,
+} from './connection.js';
 import { ClusterMetadata, STALE_METADATA_CODES } from './metadata.js';
+import { type ConsumedRecord, consumedRecord } from './record.js';
 
-export interface PartitionConsumerOptions {
+export type { ConsumedRecord } from './record.js';
+
+export interface PartitionConsumerOptions extends TransportOptions {
   bootstrap: string;
   topic: string;
   partition: number;
@@ -36,16 +45,6 @@ export interface PartitionConsumerOptions {
   metadataMaxAgeMs?: number;
 }
 
-export interface ConsumedRecord {
-  topic: string;
-  partition: number;
-  offset: number;
-  timestamp: number;
-  key: Uint8Array | null;
-  value: Uint8Array | null;
-  headers: Header[];
-}
-
 /**
  * Reads one partition from an offset as an async iterator, long-polling for new records. Fetches go
  * to the partition's leader, found in the topic's metadata (`GET /v1/metadata`, asked of the
@@ -61,7 +60,7 @@ export class PartitionConsumer implements AsyncIterable<ConsumedRecord> {
 
   constructor(readonly options: PartitionConsumerOptions) {
     this.#metadata = new ClusterMetadata(
-      new Connection(options.bootstrap),
+      new Connection(options.bootstrap, transportOf(options)),
       {
         maxAgeMs: options.metadataMaxAgeMs ?? 30_000,
         requestTimeoutMs: 30_000,
@@ -138,26 +137,22 @@ export class PartitionConsumer implements AsyncIterable<ConsumedRecord> {
         await new Promise((resolve) => setTimeout(resolve, backoff.next()));
         continue;
       }
-      for (const r of page.records) {
-        yield {
-          topic,
-          partition,
-          offset: r.offset,
-          timestamp: r.timestamp,
-          key: r.key,
-          value: r.value,
-          headers: r.headers,
-        };
-      }
+      for (const r of page.records) yield consumedRecord(topic, partition, r);
       if (this.options.stopAtEnd && typeof this.#offset === 'number' && this.#offset >= page.highWatermark)
         return;
     }
   }
 
-  close(): void {
+  /** Stops the iteration (a fetch waiting for records is cancelled) and closes the connections. */
+  async close(): Promise<void> {
     this.#closed = true;
     this.#abort.abort();
     this.#metadata.close();
+  }
+
+  /** `await using consumer = new PartitionConsumer(...)` closes it at the end of the block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 }
 
@@ -175,7 +170,7 @@ export interface RebalanceEvent {
   revoked: TopicPartition[];
 }
 
-export interface ConsumerOptions {
+export interface ConsumerOptions extends TransportOptions {
   bootstrap: string;
   group: string;
   /** The topics to subscribe to; or `pattern`, an anchored regular expression over topic names. */
@@ -240,7 +235,7 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
         'INVALID_REQUEST',
         'a consumer subscribes to topics or to a pattern: give exactly one',
       );
-    this.#connection = new Connection(options.bootstrap);
+    this.#connection = new Connection(options.bootstrap, transportOf(options));
   }
 
   get memberId(): string | undefined {
@@ -466,16 +461,7 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
       const k = tpKey(p);
       if (!this.#held.has(k) || this.#paused.has(k)) continue;
       const page = decodeFetchResponse(p.fetch, p.offset);
-      for (const r of page.records)
-        records.push({
-          topic: p.topic,
-          partition: p.partition,
-          offset: r.offset,
-          timestamp: r.timestamp,
-          key: r.key,
-          value: r.value,
-          headers: r.headers,
-        });
+      for (const r of page.records) records.push(consumedRecord(p.topic, p.partition, r));
     }
     return records;
   }
@@ -534,5 +520,10 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
       this.#abort.abort();
       this.#connection.close();
     }
+  }
+
+  /** `await using consumer = new Consumer(...)` leaves the group and closes at the end of the block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 }

@@ -17,6 +17,7 @@ export {
 } from '../protocol/fetch-response.js';
 export { Admin, type ClientOptions } from './admin.js';
 export { type CodecName, type CodecStatus, loadCodecs } from './codecs.js';
+export type { TransportOptions } from './connection.js';
 export {
   type ConsumedRecord,
   Consumer,
@@ -26,4 +27,10 @@ export {
   type RebalanceEvent,
   type TopicPartition,
 } from './consumer.js';
-export { Producer, type ProducerOptions, type ProducerRecord, type RecordMetadata } from './producer.js';
+export {
+  Producer,
+  type ProducerOptions,
+  type ProducerRecord,
+  type RecordBytes,
+  type RecordMetadata,
+} from './producer.js';

@@ -146,7 +146,8 @@ export class ClusterMetadata {
 
   #connection(url: string): Connection {
     let connection = this.#connections.get(url);
-    if (!connection) this.#connections.set(url, (connection = new Connection(url)));
+    if (!connection)
+      this.#connections.set(url, (connection = new Connection(url, this.#bootstrap.transport)));
     return connection;
   }
 
@@ -221,7 +222,8 @@ export class ClusterMetadata {
   #fromMetadata(topic: string, metadata: MetadataResponse): TopicRoute {
     if (!Array.isArray(metadata?.nodes) || !Array.isArray(metadata.topics))
       throw new SluiceError('UNKNOWN_SERVER_ERROR', `${this.#bootstrap.baseUrl} answered no metadata`);
-    for (const node of metadata.nodes) this.#nodeUrls.set(node.id, nodeUrl(node.host, node.port));
+    const scheme = new URL(this.#bootstrap.baseUrl).protocol;
+    for (const node of metadata.nodes) this.#nodeUrls.set(node.id, nodeUrl(scheme, node.host, node.port));
     const found = metadata.topics.find((t) => t.name === topic);
     if (!found)
       throw new SluiceError('UNKNOWN_TOPIC_OR_PARTITION', `topic ${topic} does not exist`, {
@@ -238,7 +240,10 @@ export class ClusterMetadata {
   }
 }
 
-/** A node's base URL; an IPv6 host goes in brackets. */
-function nodeUrl(host: string, port: number): string {
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+/**
+ * A node's base URL, in the bootstrap address's scheme (a client that reaches the cluster over
+ * TLS reaches every node so); an IPv6 host goes in brackets.
+ */
+function nodeUrl(scheme: string, host: string, port: number): string {
+  return `${scheme}//${host.includes(':') ? `[${host}]` : host}:${port}`;
 }

@@ -6,11 +6,21 @@ import { SeededRandom } from '../common/random.js';
 import { type Acks, ENDPOINTS, endpointUrl, MEDIA } from '../protocol/api.js';
 import { encodeBatch, type Header, type RecordInput } from '../protocol/batch.js';
 import { CODEC_LEVELS, type CodecName, codecs, isCodecName } from '../protocol/compression.js';
-import { Connection, decodeResponse } from './connection.js';
+import { Connection, decodeResponse, type TransportOptions, transportOf } from './connection.js';
 import { ClusterMetadata, STALE_METADATA_CODES, type TopicRoute } from './metadata.js';
 
-export interface ProducerOptions {
+/** What a record's key and value are sent as: bytes, UTF-8 text, or null. */
+export type RecordBytes = Uint8Array | string | null;
+
+export interface ProducerOptions<K = RecordBytes, V = RecordBytes> extends TransportOptions {
   bootstrap: string;
+  /**
+   * Turns each record's key into bytes or text (e.g. `JSON.stringify`); a null or absent key is
+   * sent as null without a call. Default: the key is bytes or text already.
+   */
+  keySerializer?: (key: K) => RecordBytes;
+  /** The same for values; a null value (a tombstone) is sent as null without a call. */
+  valueSerializer?: (value: V) => RecordBytes;
   /** 0, 1 or 'all' (default 'all'). */
   acks?: 0 | 1 | 'all';
   /** How long a partition's batch waits for more records before it is sent. */
@@ -50,10 +60,10 @@ export interface ProducerOptions {
   metadataMaxAgeMs?: number;
 }
 
-export interface ProducerRecord {
+export interface ProducerRecord<K = RecordBytes, V = RecordBytes> {
   topic: string;
-  key?: Uint8Array | string | null;
-  value: Uint8Array | string | null;
+  key?: K | null;
+  value: V | null;
   headers?: Record<string, Uint8Array | string | null> | [string, Uint8Array | string | null][];
   partition?: number;
   timestamp?: number;
@@ -85,6 +95,8 @@ interface PartitionQueue {
   waiting: (() => void)[];
   /** Idempotent: the base sequences of this partition's batches sent and not yet answered. */
   unanswered: Set<number>;
+  /** Batches refused for overtaking an unanswered one, woken when any batch of the partition is answered. */
+  overtaken: (() => void)[];
 }
 
 /** An idempotent producer's identity; a new one (after UNKNOWN_PRODUCER_ID) numbers from 0 again. */
@@ -144,8 +156,21 @@ function partitionsOf(route: TopicRoute): number {
  * partitions added to a topic get their share of keys. A node without metadata (an older
  * release) gets everything, as before.
  */
-export class Producer {
-  readonly #options: Required<Omit<ProducerOptions, 'bootstrap' | 'compression' | 'compressionLevel'>>;
+export class Producer<K = RecordBytes, V = RecordBytes> {
+  readonly #options: Required<
+    Omit<
+      ProducerOptions,
+      | 'bootstrap'
+      | 'compression'
+      | 'compressionLevel'
+      | 'headers'
+      | 'tls'
+      | 'keySerializer'
+      | 'valueSerializer'
+    >
+  >;
+  readonly #keySerializer: ((key: K) => RecordBytes) | undefined;
+  readonly #valueSerializer: ((value: V) => RecordBytes) | undefined;
   readonly #compression: { codec: CodecName; level?: number };
   /** Idempotent: the producer id (asked for with the first batch), replaced after UNKNOWN_PRODUCER_ID. */
   #session: Promise<ProducerSession> | undefined;
@@ -158,9 +183,16 @@ export class Producer {
   /** send() calls waiting for room in the buffer, woken in order as batches are answered. */
   readonly #roomWaiters: (() => void)[] = [];
   #inFlight = new Set<Promise<void>>();
+  /**
+   * Sends not queued yet: waiting for their topic's metadata or for room in the buffer. flush()
+   * and close() wait for them too, so that a send not awaited before close() is not lost.
+   */
+  readonly #placing = new Set<Promise<unknown>>();
   #closed = false;
 
-  constructor(options: ProducerOptions) {
+  constructor(options: ProducerOptions<K, V>) {
+    this.#keySerializer = options.keySerializer;
+    this.#valueSerializer = options.valueSerializer;
     const acks = options.acks ?? 'all';
     const idempotent = options.idempotent ?? acks === 'all';
     if (idempotent && acks !== 'all')
@@ -186,7 +218,7 @@ export class Producer {
       metadataMaxAgeMs: options.metadataMaxAgeMs ?? 30_000,
     };
     this.#metadata = new ClusterMetadata(
-      new Connection(options.bootstrap),
+      new Connection(options.bootstrap, transportOf(options)),
       {
         maxAgeMs: this.#options.metadataMaxAgeMs,
         requestTimeoutMs: this.#options.requestTimeoutMs,
@@ -202,17 +234,40 @@ export class Producer {
    * Resolves with the record's partition and offset once the broker has acknowledged it (per acks);
    * given an array, with one result per record in the same order. With acks=0 the offset is -1.
    */
-  send(record: ProducerRecord): Promise<RecordMetadata>;
-  send(records: readonly ProducerRecord[]): Promise<RecordMetadata[]>;
-  send(input: ProducerRecord | readonly ProducerRecord[]): Promise<RecordMetadata | RecordMetadata[]> {
-    if (Array.isArray(input)) return Promise.all(input.map((r: ProducerRecord) => this.#sendOne(r)));
-    return this.#sendOne(input as ProducerRecord);
+  send(record: ProducerRecord<K, V>): Promise<RecordMetadata>;
+  send(records: readonly ProducerRecord<K, V>[]): Promise<RecordMetadata[]>;
+  send(
+    input: ProducerRecord<K, V> | readonly ProducerRecord<K, V>[],
+  ): Promise<RecordMetadata | RecordMetadata[]> {
+    if (Array.isArray(input)) return Promise.all(input.map((r: ProducerRecord<K, V>) => this.#sendOne(r)));
+    return this.#sendOne(input as ProducerRecord<K, V>);
   }
 
-  #sendOne(record: ProducerRecord): Promise<RecordMetadata> {
+  /** A record's key and value as bytes, through the serializers when there are any. */
+  #serialize(record: ProducerRecord<K, V>): { key: Uint8Array | null; value: Uint8Array | null } {
+    const key = record.key ?? null;
+    const value = record.value ?? null;
+    return {
+      key: toBytes(key === null || !this.#keySerializer ? (key as RecordBytes) : this.#keySerializer(key)),
+      value: toBytes(
+        value === null || !this.#valueSerializer ? (value as RecordBytes) : this.#valueSerializer(value),
+      ),
+    };
+  }
+
+  #sendOne(record: ProducerRecord<K, V>): Promise<RecordMetadata> {
     if (this.#closed) return Promise.reject(new SluiceError('SHUTTING_DOWN', 'the producer is closed'));
-    const key = toBytes(record.key);
-    const value = toBytes(record.value);
+    let key: Uint8Array | null;
+    let value: Uint8Array | null;
+    try {
+      ({ key, value } = this.#serialize(record));
+    } catch (error) {
+      return Promise.reject(
+        new SluiceError('INVALID_RECORD', `the serializer failed: ${(error as Error)?.message ?? error}`, {
+          cause: error,
+        }),
+      );
+    }
     const input: RecordInput = { key, value, timestamp: record.timestamp ?? Date.now() };
     if (record.headers) {
       const headers: Header[] = [];
@@ -223,13 +278,21 @@ export class Producer {
     const bytes = (key?.length ?? 0) + (value?.length ?? 0) + 16;
     // Room is reserved before anything asynchronous, so concurrent sends cannot overfill the buffer.
     if (this.#bufferedBytes + bytes > this.#options.bufferBytesMax)
-      return this.#waitForRoom(bytes).then(() => this.#place(record, input, bytes));
+      return this.#tracked(this.#waitForRoom(bytes)).then(() => this.#place(record, input, bytes));
     this.#bufferedBytes += bytes;
     return this.#place(record, input, bytes);
   }
 
+  /** `step`, counted among the sends not queued yet until it settles. */
+  #tracked<T>(step: Promise<T>): Promise<T> {
+    this.#placing.add(step);
+    const settled = () => this.#placing.delete(step);
+    step.then(settled, settled);
+    return step;
+  }
+
   /** Finds the partition (from the topic's metadata, looked up when unknown or old) and queues the record. */
-  #place(record: ProducerRecord, input: RecordInput, bytes: number): Promise<RecordMetadata> {
+  #place(record: ProducerRecord<K, V>, input: RecordInput, bytes: number): Promise<RecordMetadata> {
     // Fresh metadata is read synchronously: an await per record costs more than the rest of send().
     const nowMs = Date.now();
     const fresh = this.#metadata.fresh(record.topic, nowMs);
@@ -239,7 +302,7 @@ export class Producer {
       return this.#queue(record, input, bytes, partitionsOf(fresh));
     // A partition beyond the known count may have been added since: look once more before refusing.
     else lookup = this.#metadata.refresh(record.topic).catch(() => fresh);
-    return lookup.then(
+    return this.#tracked(lookup).then(
       (route) => this.#queue(record, input, bytes, partitionsOf(route)),
       (error) => {
         this.#release(bytes);
@@ -262,7 +325,7 @@ export class Producer {
   }
 
   #queue(
-    record: ProducerRecord,
+    record: ProducerRecord<K, V>,
     input: RecordInput,
     bytes: number,
     partitions: number,
@@ -297,6 +360,7 @@ export class Producer {
           window: [],
           waiting: [],
           unanswered: new Set(),
+          overtaken: [],
         };
       queue.records.push({ record: input, bytes, resolve, reject });
       queue.bytes += bytes;
@@ -308,14 +372,27 @@ export class Producer {
 
   /** Sends everything buffered and waits for every answer. */
   async flush(): Promise<void> {
+    // What is queued goes first: a send waiting for room in the buffer waits for those answers.
+    this.#drainAll();
+    while (this.#placing.size > 0) {
+      await Promise.allSettled([...this.#placing]);
+      // A send queues its record in the reaction after its lookup: let those reactions run.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     this.#drainAll();
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
 
+  /** Sends what is buffered, waits for every answer, then closes the connections. */
   async close(): Promise<void> {
     await this.flush();
     this.#closed = true;
     this.#metadata.close();
+  }
+
+  /** `await using producer = new Producer(...)` flushes and closes it at the end of the block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   /** Waits until `bytes` more fit in the buffer, at most maxBlockMs. */
@@ -437,8 +514,25 @@ export class Producer {
           });
           return;
         } catch (error) {
-          const retriable =
-            (await this.#retriable(error, topic, partition)) || this.#waitsForEarlier(error, queue, numbered);
+          // A batch that went ahead of an earlier one still unanswered (timed out and being
+          // retried, say) waits for it: those tries are not its own failures and do not count
+          // against `retries`. The wait is bounded by the earlier batch, whose own retries are.
+          // It is sent again as soon as a batch of the partition is answered: waiting out a
+          // backoff instead made overlapped sends 50 times slower than one batch in flight
+          // (bench/sdk-send.ts), as batches of one connection often arrive out of order.
+          if (this.#waitsForEarlier(error, queue, numbered)) {
+            attempt--;
+            await new Promise<void>((resolve) => {
+              const timer = setTimeout(wake, this.#options.retryBackoffMs * 32);
+              function wake() {
+                clearTimeout(timer);
+                resolve();
+              }
+              queue.overtaken.push(wake);
+            });
+            continue;
+          }
+          const retriable = await this.#retriable(error, topic, partition);
           if (!retriable || attempt >= this.#options.retries) throw error;
           await new Promise((r) => setTimeout(r, backoff.next()));
         }
@@ -450,6 +544,7 @@ export class Producer {
       for (const p of batch) p.reject(error);
     } finally {
       if (numbered) queue.unanswered.delete(numbered.baseSequence);
+      for (const wake of queue.overtaken.splice(0)) wake();
       this.#release(bytes);
       slot.answered = true;
       while (queue.window[0]?.answered) queue.window.shift();

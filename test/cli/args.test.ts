@@ -22,44 +22,54 @@ async function run(argv: string[]): Promise<{ code: number; stdout: string; stde
 }
 
 describe('sluice arguments', () => {
-  it('refuses a bad --acks and a bad --offset with one line and their codes', async () => {
+  it('refuses a bad --acks and a bad --offset with one usage line and exit code 2', async () => {
     const acks = await run(['produce', 't', '--acks', '2', '--bootstrap', 'http://127.0.0.1:1']);
     expect(acks).toEqual({
-      code: 1,
+      code: 2,
       stdout: '',
-      stderr: 'sluice: --acks must be 0, 1 or all (INVALID_REQUEST)\n',
+      stderr: 'sluice: --acks must be 0, 1 or all, got 2 (see --help)\n',
     });
     const offset = await run(['consume', 't', '--offset', 'soon', '--bootstrap', 'http://127.0.0.1:1']);
-    expect(offset.code).toBe(1);
+    expect(offset.code).toBe(2);
     expect(offset.stderr).toBe(
-      'sluice: --offset must be a number, earliest or latest, got soon (INVALID_OFFSET)\n',
+      'sluice: --offset must be a number, earliest or latest, got soon (see --help)\n',
     );
   });
 
-  it('refuses non-integers, negative ports, a malformed --config and an https bootstrap', async () => {
+  it('refuses non-integers, negative ports, a malformed --config, an unknown format and a bad bootstrap', async () => {
     for (const argv of [
       ['start', '--port', '-1'],
       ['start', '--port', '80.5'],
       ['consume', 't', '--partition', 'one'],
       ['topic', 'create', 't', '--partitions', '0'],
       ['topic', 'create', 't', '-c', 'novalue'],
-      ['cluster', 'describe', '-o', 'yaml'],
-      ['log', 'verify', '.', '-o', 'yaml'],
+      ['cluster', 'describe', '-o', 'xml'],
+      ['log', 'verify', '.', '-o', 'csv'],
+      ['consume', 't', '-o', 'table'],
+      ['topic', 'list', '--bootstrap', 'notaurl'],
+      ['--bootstrap', 'ftp://h:1', 'topic', 'list'],
+      ['topic', 'list', '--bootstrap', 'http://h:1/some/path'],
+      ['start', '--port', '70000'],
+      ['completion', 'tcsh'],
     ]) {
       const result = await run(argv);
-      expect(result.code, argv.join(' ')).not.toBe(0);
+      expect(result.code, argv.join(' ')).toBe(2);
       expect(result.stderr, argv.join(' ')).toMatch(/^sluice: [^\n]+ \(see --help\)\n$/);
       expect(result.stderr).not.toContain('    at ');
     }
-    const https = await run(['topic', 'list', '--bootstrap', 'https://127.0.0.1:1']);
-    expect(https).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sluice: only http:\/\/ URLs/) });
+    expect((await run(['topic', 'list', '--bootstrap', 'notaurl'])).stderr).toBe(
+      'sluice: --bootstrap: "notaurl" is not a URL: give http://HOST:PORT or https://HOST:PORT (see --help)\n',
+    );
+    expect((await run(['start', '--port', '70000'])).stderr).toBe(
+      'sluice: --port: "70000" is not an integer in 0..65535 (see --help)\n',
+    );
   });
 
-  it('reports unknown commands and missing arguments, and prints its version', async () => {
+  it('reports unknown commands and missing arguments with exit code 2, and prints its version', async () => {
     expect((await run(['bogus'])).stderr).toContain("unknown command 'bogus'");
-    expect((await run(['bogus'])).code).not.toBe(0);
+    expect((await run(['bogus'])).code).toBe(2);
     const missing = await run(['topic', 'create']);
-    expect(missing.code).not.toBe(0);
+    expect(missing.code).toBe(2);
     expect(missing.stderr).toContain("missing required argument 'name'");
     expect(await run(['--version'])).toEqual({ code: 0, stdout: `${VERSION}\n`, stderr: '' });
   });

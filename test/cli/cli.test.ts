@@ -64,7 +64,7 @@ describe('sluice CLI', () => {
       (await sluice(['topic', 'create', 'cli-t', '--partitions', '2', '--bootstrap', bootstrap])).stdout,
     ).toContain('created topic cli-t with 2 partition(s)');
     const described = await sluice(['topic', 'describe', 'cli-t', '--bootstrap', bootstrap]);
-    expect(described.stdout).toContain('partition 1  leader=1');
+    expect(described.stdout).toMatch(/^1 +1 +1 +1 +0 +0 +0$/m);
     expect(
       (
         await sluice([
@@ -80,9 +80,7 @@ describe('sluice CLI', () => {
         ])
       ).code,
     ).toBe(0);
-    expect((await sluice(['topic', 'list', '--bootstrap', bootstrap])).stdout).toContain(
-      'cli-t\tpartitions=3',
-    );
+    expect((await sluice(['topic', 'list', '--bootstrap', bootstrap])).stdout).toMatch(/^cli-t +3 +1$/m);
   });
 
   it('produces lines from stdin and consumes them back with keys and offsets', async () => {
@@ -114,6 +112,23 @@ describe('sluice CLI', () => {
       bootstrap,
     ]);
     expect(limited.stdout).toBe('second\n');
+  });
+
+  it('ends consume --follow with exit code 130 on Ctrl-C, as a shell reports an interrupted command', async () => {
+    await sluice(['topic', 'create', 'cli-follow', '--bootstrap', bootstrap]);
+    await sluice(['produce', 'cli-follow', '--bootstrap', bootstrap], 'one\n');
+    const child = spawn(
+      process.execPath,
+      [BIN, 'consume', 'cli-follow', '--follow', '--from-beginning', '--bootstrap', bootstrap],
+      { cwd: ROOT },
+    );
+    let stdout = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (stdout === 'one\n') child.kill('SIGINT');
+    });
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    expect([code, stdout]).toEqual([130, 'one\n']);
   });
 
   it('produces more lines than it lets wait for an answer, every one exactly once', async () => {
@@ -199,11 +214,12 @@ describe('sluice CLI', () => {
     expect(exists.code).toBe(1);
     expect(exists.stderr).toBe('sluice: topic cli-lines already exists (TOPIC_ALREADY_EXISTS)\n');
     const refused = await sluice(['topic', 'list', '--bootstrap', 'http://127.0.0.1:1']);
-    expect(refused.stderr).toMatch(
-      /^sluice: cannot connect to http:\/\/127\.0\.0\.1:1 \(LEADER_NOT_AVAILABLE\)\n$/,
-    );
+    expect(refused).toMatchObject({
+      code: 1,
+      stderr: 'sluice: cannot connect to http://127.0.0.1:1 (connection refused)\n',
+    });
     const badArg = await sluice(['topic', 'create', 'x', '--partitions', 'many']);
-    expect(badArg.code).not.toBe(0);
+    expect(badArg.code).toBe(2);
     expect(badArg.stderr).toContain('partitions must be an integer');
     expect(badArg.stderr).not.toContain('    at ');
   }, 90_000);

@@ -262,7 +262,7 @@ describe('sluice dev-cluster', () => {
           throw new Error('no node may start');
         },
       });
-      expect(code, args.join(' ')).toBe(1);
+      expect(code, args.join(' ')).toBe(2);
       expect(err, args.join(' ')).toMatch(/^sluice: [^\n]+ \(see --help\)\n$/);
     }
     expect(err).toBe('sluice: --base-port 65534 leaves no room for 3 nodes below 65536 (see --help)\n');

@@ -309,7 +309,7 @@ describe('sluice start settings', () => {
     for (const [args, env, message] of cases) {
       const result = await start(args, env);
       const what = [...args, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)].join(' ');
-      expect(result.code, what).toBe(1);
+      expect(result.code, what).toBe(2);
       expect(result.options, what).toBeUndefined();
       expect(result.stderr, what).toMatch(/^sluice: [^\n]+ \(see --help\)\n$/);
       expect(result.stderr, what).toContain(`sluice: ${message}`);

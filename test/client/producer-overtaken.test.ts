@@ -1,0 +1,95 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Producer } from '../../src/client/producer.js';
+import { type SluiceNode, startNode } from '../../src/node/node.js';
+
+/**
+ * An idempotent producer's batch that overtakes an earlier one of its partition (the earlier one
+ * slow, or timed out and retried) is refused as out of order until the earlier one lands. It
+ * waits for it, whatever `retries` is: those refusals are not its own failures. Before, it gave
+ * up after `retries` tries, and every later batch of the partition failed behind the gap (seen
+ * under load with 10,000 sends in flight). A proxy in front of the node holds the first produce
+ * request of the first record for a second; the second batch is refused meanwhile, many more
+ * times than retries: 1.
+ */
+let dir: string;
+let node: SluiceNode;
+let proxy: http2.Http2Server;
+let held = 0;
+let refusals = 0;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sluice-overtaken-'));
+  proxy = http2.createServer();
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const proxyPort = (proxy.address() as AddressInfo).port;
+  node = await startNode({ dataDir: dir, port: 0, logLevel: 'silent', advertise: `127.0.0.1:${proxyPort}` });
+  const upstream = http2.connect(`http://127.0.0.1:${node.address.port}`);
+  let firstProduce = true;
+  proxy.on('stream', (stream, headers) => {
+    stream.on('error', () => {});
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', async () => {
+      const produce = headers[':method'] === 'POST' && String(headers[':path']).endsWith('/records?acks=all');
+      // The batch of the first record, whichever stream reaches the proxy first.
+      if (produce && firstProduce && Buffer.concat(chunks).includes('first')) {
+        firstProduce = false;
+        held++;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+      const forwarded: http2.OutgoingHttpHeaders = {};
+      for (const [name, value] of Object.entries(headers))
+        if (!name.startsWith(':') || name === ':method' || name === ':path') forwarded[name] = value;
+      const request = upstream.request(forwarded);
+      // A GET's stream is ended when it is made: only a body is written.
+      if (chunks.length > 0) request.end(Buffer.concat(chunks));
+      else if (headers[':method'] !== 'GET') request.end();
+      request.on('response', (answer) => {
+        const status = Number(answer[':status']);
+        if (produce && status === 409) refusals++;
+        const back: http2.OutgoingHttpHeaders = { ':status': status };
+        for (const [name, value] of Object.entries(answer)) if (!name.startsWith(':')) back[name] = value;
+        stream.respond(back);
+        request.pipe(stream);
+      });
+    });
+  });
+  await fetch(`http://127.0.0.1:${node.address.port}/v1/topics`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 't', partitions: 1 }),
+  });
+});
+afterAll(async () => {
+  await node.close();
+  await new Promise((resolve) => proxy.close(resolve));
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('an idempotent batch that overtook an earlier one', () => {
+  it('waits for the earlier one to land instead of failing after its retries', async () => {
+    const producer = new Producer({
+      bootstrap: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+      lingerMs: 0,
+      retries: 1,
+      retryBackoffMs: 10,
+    });
+    const first = producer.send({ topic: 't', partition: 0, value: 'first' });
+    // Once the proxy holds the first batch, the second is a batch of its own, sent behind it.
+    while (held === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    const second = producer.send({ topic: 't', partition: 0, value: 'second' });
+    const results = await Promise.allSettled([first, second]);
+    await producer.close();
+    expect(held).toBe(1);
+    expect(refusals).toBeGreaterThan(2);
+    expect(results).toEqual([
+      { status: 'fulfilled', value: { topic: 't', partition: 0, offset: 0 } },
+      { status: 'fulfilled', value: { topic: 't', partition: 0, offset: 1 } },
+    ]);
+  });
+});
