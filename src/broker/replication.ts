@@ -20,7 +20,8 @@ import type { Topics } from './topics.js';
 export interface ReplicationCluster {
   /** This broker's current broker epoch; undefined until it is registered. */
   brokerEpoch(): number | undefined;
-  isLive(brokerId: number): boolean;
+  /** Whether the broker is registered and not fenced, and (given `brokerEpoch`) registered with that epoch. */
+  isLive(brokerId: number, brokerEpoch?: number): boolean;
   submit(command: ControllerCommand): Promise<unknown>;
   /** Whether the broker is a replica a reassignment of the partition is adding (copy traffic, throttled). */
   isReassignmentTarget?(topicId: string, partition: number, brokerId: number): boolean;
@@ -238,13 +239,14 @@ export class ReplicationService {
     );
     return Promise.all(
       request.partitions.map((p) =>
-        this.#answerPartition(request.replicaId, p, now, perPartitionBytes, throttled),
+        this.#answerPartition(request.replicaId, request.brokerEpoch, p, now, perPartitionBytes, throttled),
       ),
     );
   }
 
   async #answerPartition(
     follower: number,
+    brokerEpoch: number,
     p: ReplicaFetchPartition,
     now: number,
     maxBytes: number,
@@ -283,7 +285,7 @@ export class ReplicationService {
     if (diverging) return answer({ divergingEpoch: diverging });
     if (p.fetchOffset < log.logStartOffset || p.fetchOffset > log.logEndOffset)
       return fail('OFFSET_OUT_OF_RANGE');
-    replica.followerFetched(follower, p.fetchOffset, now);
+    replica.followerFetched(follower, p.fetchOffset, now, brokerEpoch);
     const throttle = this.#throttleOf(replica, p.topicId, follower);
     if (throttle) {
       // Copy traffic to a replica being added: within the bucket, whole batches, paying off any debt.
@@ -472,7 +474,13 @@ export class ReplicationService {
     if (brokerEpoch === undefined) return;
     const now = this.#clock.monotonicMs();
     for (const { replica } of this.#topics.replicas.all()) {
-      const isr = replica.isrChange(now, this.#options.replicaLagTimeMaxMs, (id) => this.#cluster.isLive(id));
+      // A follower joins only with the broker epoch it fetched with: a restarted broker's new
+      // incarnation is not brought in on what its previous one had (KIP-903).
+      const isr = replica.isrChange(
+        now,
+        this.#options.replicaLagTimeMaxMs,
+        (id, epoch) => epoch !== undefined && this.#cluster.isLive(id, epoch),
+      );
       if (!isr) continue;
       const topicId = this.#topics.topicId(replica.topic);
       replica.proposeIsr(isr);

@@ -303,7 +303,13 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
                     const b = metadata.log.image.broker(nodeId);
                     return b && !b.fenced ? b.brokerEpoch : undefined;
                   },
-                  isLive: (id: number) => metadata.log.image.broker(id)?.fenced === false,
+                  isLive: (id: number, brokerEpoch?: number) => {
+                    const broker = metadata.log.image.broker(id);
+                    return (
+                      broker?.fenced === false &&
+                      (brokerEpoch === undefined || broker.brokerEpoch === brokerEpoch)
+                    );
+                  },
                   submit: (command: ControllerCommand) => metadata.controller.submit(command),
                   isReassignmentTarget: (topicId: string, partition: number, id: number) =>
                     metadata.log.image.partition(topicId, partition)?.addingReplicas.includes(id) === true,

@@ -309,12 +309,15 @@ export class PartitionReplica {
    * rule: it is caught up now if that reaches the leader's log end, and was at the previous fetch if
    * it reaches the log end the leader had then.
    */
-  followerFetched(followerId: number, fetchOffset: number, nowMs: number): void {
+  followerFetched(followerId: number, fetchOffset: number, nowMs: number, brokerEpoch?: number): void {
     let state = this.#followers.get(followerId);
-    if (!state) {
+    if (!state || (state.brokerEpoch !== undefined && state.brokerEpoch !== brokerEpoch)) {
+      // First fetch, or the first of a new incarnation (a restart may have lost what the last one
+      // had): nothing it said before counts.
       state = { logEndOffset: -1, lastCaughtUpMs: nowMs, lastFetchMs: nowMs, lastFetchLeaderEnd: 0 };
       this.#followers.set(followerId, state);
     }
+    if (brokerEpoch !== undefined) state.brokerEpoch = brokerEpoch;
     const leaderEnd = this.log.logEndOffset;
     if (fetchOffset >= leaderEnd) state.lastCaughtUpMs = nowMs;
     else if (fetchOffset >= state.lastFetchLeaderEnd)
@@ -342,9 +345,16 @@ export class PartitionReplica {
   /**
    * On the leader: the in-sync set it should have now, when that differs from the committed one and
    * nothing is proposed yet: followers not caught up within `lagMaxMs` leave, and followers at or
-   * past both the high watermark and this epoch's start (having fetched in this epoch) join.
+   * past both the high watermark and this epoch's start (having fetched in this epoch) join, if
+   * `live` says the broker is live with the broker epoch its fetches carried: a position that the
+   * broker's previous incarnation reported (before a restart that may have lost records) never
+   * brings the new one in.
    */
-  isrChange(nowMs: number, lagMaxMs: number, live: (id: number) => boolean): number[] | undefined {
+  isrChange(
+    nowMs: number,
+    lagMaxMs: number,
+    live: (id: number, brokerEpoch: number | undefined) => boolean,
+  ): number[] | undefined {
     if (!this.isLeader || this.#proposedIsr) return undefined;
     const next = new Set(this.#isr);
     for (const id of this.#isr) {
@@ -354,9 +364,10 @@ export class PartitionReplica {
     }
     for (const id of this.#replicas) {
       // Only replicas outside the committed set join (one just dropped above stays out).
-      if (id === this.#nodeId || this.#isr.includes(id) || !live(id)) continue;
+      if (id === this.#nodeId || this.#isr.includes(id)) continue;
       const state = this.#followers.get(id);
-      if (state && state.logEndOffset >= this.#highWatermark && state.logEndOffset >= this.#epochStartOffset)
+      if (!state || !live(id, state.brokerEpoch)) continue;
+      if (state.logEndOffset >= this.#highWatermark && state.logEndOffset >= this.#epochStartOffset)
         next.add(id);
     }
     next.add(this.#nodeId);
@@ -510,6 +521,11 @@ interface FollowerState {
   lastFetchMs: number;
   /** The leader's log end at that fetch. */
   lastFetchLeaderEnd: number;
+  /**
+   * The broker epoch the follower's fetches carried (undefined before its first): a position
+   * counts only for the incarnation that reported it.
+   */
+  brokerEpoch?: number;
 }
 
 interface HighWatermarkWaiter {

@@ -81,8 +81,8 @@ describe('an in-sync set proposal whose answer is lost', () => {
     const { clock, replica, service, append, submitted, settle, catchUp } = await leaderWithIsr12();
     try {
       await append();
-      replica.followerFetched(2, 1, clock.monotonicMs());
-      replica.followerFetched(3, 1, clock.monotonicMs());
+      replica.followerFetched(2, 1, clock.monotonicMs(), 7);
+      replica.followerFetched(3, 1, clock.monotonicMs(), 7);
       expect(replica.highWatermark).toBe(1);
       // Follower 3 has caught up: the leader proposes [1, 2, 3]; the answer is lost.
       clock.advance(LAG_MS);
@@ -91,7 +91,7 @@ describe('an in-sync set proposal whose answer is lost', () => {
       expect(replica.proposedIsr).toEqual([1, 2, 3]);
       // Follower 3 stops; follower 2 fetches a new record. The set in force may hold 3.
       await append();
-      replica.followerFetched(2, 2, clock.monotonicMs());
+      replica.followerFetched(2, 2, clock.monotonicMs(), 7);
       expect(replica.proposedIsr).toEqual([1, 2, 3]);
       expect(replica.highWatermark).toBe(1);
       // Once caught up, the metadata shows what is in force: the proposal was not, and may go.

@@ -462,6 +462,38 @@ describe('a replica: the high watermark', () => {
 });
 
 describe('a replica: the caught-up rule and the in-sync set', () => {
+  it('KIP-903: a position a broker reported before it restarted never brings its new incarnation in', async () => {
+    const log = await logOf(4);
+    const replica = replicaOver(log, { isr: [1, 3] });
+    replica.followerFetched(3, 4, 0, 30);
+    // Broker 2 fetched up to the log end as incarnation 20, then restarted (registered as 21).
+    replica.followerFetched(2, 4, 0, 20);
+    const registered = new Map([
+      [2, 21],
+      [3, 30],
+    ]);
+    const live = (id: number, epoch: number | undefined) =>
+      epoch !== undefined && registered.get(id) === epoch;
+    expect(replica.isrChange(10, 1000, live)).toBeUndefined();
+    // Its new incarnation's first fetch says where its log really ends: its old position is gone.
+    replica.followerFetched(2, 1, 20, 21);
+    expect(replica.followerEnds().find((f) => f.id === 2)?.logEndOffset).toBe(1);
+    expect(replica.isrChange(20, 1000, live)).toBeUndefined();
+    // Caught up as itself, it joins.
+    replica.followerFetched(2, 4, 30, 21);
+    expect(replica.isrChange(30, 1000, live)).toEqual([1, 2, 3]);
+  });
+
+  it("a new incarnation's first fetch restarts the follower's lag window with its own position", async () => {
+    const log = await logOf(4);
+    const replica = replicaOver(log, { isr: [1, 2, 3] });
+    replica.followerFetched(3, 4, 0, 30);
+    replica.followerFetched(2, 4, 0, 20);
+    replica.followerFetched(2, 0, 500, 21);
+    const state = replica.followerEnds().find((f) => f.id === 2)!;
+    expect(state).toEqual({ id: 2, logEndOffset: 0, lastCaughtUpMs: 500 });
+  });
+
   it('a follower exactly at the lag limit stays; one past it leaves; the leader always stays', async () => {
     const log = await logOf(4);
     const replica = replicaOver(log);

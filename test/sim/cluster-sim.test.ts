@@ -83,6 +83,11 @@ describe('cluster simulation: replicated partitions on the simulated Raft cluste
     expect(groupTotals.incarnations).toBeGreaterThan(groupSeeds);
   });
 
+  it("regression: seed 405 with groups (a restarted broker brought back into the in-sync set on its previous incarnation's position, then leading without committed records)", async () => {
+    const result = await new ClusterSim({ seed: 405, groups: true }).run();
+    expect(result.crashes).toBeGreaterThan(0);
+  }, 60_000);
+
   it('is deterministic: each seed run twice gives the same trace', async () => {
     for (const seed of [1, 2, 3, 25]) {
       const first = await runClusterSeed(seed);

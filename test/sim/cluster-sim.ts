@@ -275,7 +275,13 @@ export class ClusterSim {
                   ? b.brokerEpoch
                   : undefined;
               },
-              isLive: (brokerId) => process.log.image.broker(brokerId)?.fenced === false,
+              isLive: (brokerId, brokerEpoch) => {
+                const broker = process.log.image.broker(brokerId);
+                return (
+                  broker?.fenced === false &&
+                  (brokerEpoch === undefined || broker.brokerEpoch === brokerEpoch)
+                );
+              },
               submit: (command) => this.meta.submitFrom(process, command).then(() => {}),
             },
             transport: this.#transport(process),
