@@ -139,7 +139,10 @@ describe('replay', () => {
   it('applies records in offset order (the last of a key wins), skips other versions, and counts what it applied', () => {
     const target = coordinator();
     const first = encodeGroupRecord(offset);
-    const second = encodeGroupRecord({ ...offset, value: { offset: 99, metadata: '', commitTimestampMs: 6 } });
+    const second = encodeGroupRecord({
+      ...offset,
+      value: { offset: 99, metadata: '', commitTimestampMs: 6 },
+    });
     const applied = replayInto(target, [
       asRecord(first.key, first.value),
       asRecord(packr.pack([2, 'o', 'g', 't', 2]), packr.pack({ offset: 5 })),
