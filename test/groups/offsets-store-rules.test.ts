@@ -133,6 +133,13 @@ describe('the key layout', () => {
     ])
       expect(corruptCode(() => decodeGroupRecord(packr.pack(key), null))).toContain('unknown key');
   });
+  it('the kind decides the record: a group key with trailing fields is still a group', () => {
+    expect(decodeGroupRecord(packr.pack([1, 'g', 'g', 't', 0]), null)).toEqual({
+      kind: 'group',
+      group: 'g',
+      value: null,
+    });
+  });
 });
 
 describe('replay', () => {
