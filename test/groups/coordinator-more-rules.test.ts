@@ -60,6 +60,19 @@ describe('static members and epochs', () => {
     expect(coordinator.heartbeat('g', back.memberId).assignment.map((tp) => tp.topic)).toContain('u');
   });
 
+  it('a static member back with another pattern is a rebalance even when the topics it matches are the group’s already', () => {
+    const { coordinator } = setup();
+    const a = coordinator.join('g', { topics: ['t', 'u'] });
+    coordinator.join('g', { pattern: '^t$', instanceId: 's' });
+    const epoch = coordinator.describe('g').groupEpoch;
+    // `u` is a's already: the group's topics stay t and u, only s's subscription changed.
+    const back = coordinator.join('g', { pattern: '^(t|u)$', instanceId: 's' });
+    expect(coordinator.describe('g').groupEpoch).toBe(epoch + 1);
+    coordinator.heartbeat('g', a.memberId);
+    coordinator.heartbeat('g', a.memberId);
+    expect(coordinator.heartbeat('g', back.memberId).assignment.map((tp) => tp.topic)).toContain('u');
+  });
+
   it('a member behind the assignment epoch keeps the group reconciling, even holding its whole target', () => {
     const { coordinator } = setup();
     const a = coordinator.join('g', { topics: ['t'] });
