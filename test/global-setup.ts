@@ -56,8 +56,26 @@ function installPythonCodecs(): void {
     process.stdout.write(`note: could not install ${packages.join(', ')}; their Python cases are skipped\n`);
 }
 
+/** zsh and fish, whose completion scripts test/cli/ux.test.ts loads (about 10 s): wanted, not required. */
+function installShells(): void {
+  const have = ['zsh', 'fish'].every((shell) => spawnSync('sh', ['-c', `command -v ${shell}`]).status === 0);
+  if (have || process.getuid?.() !== 0 || process.env.SLUICE_TEST_INSTALL === '0') return;
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  process.stdout.write('installing test tools: zsh fish\n');
+  const install = () =>
+    spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'zsh', 'fish'], {
+      stdio: 'inherit',
+      env,
+    }).status === 0;
+  if (install()) return;
+  spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  if (!install())
+    process.stdout.write('note: could not install zsh and fish; their completion cases are skipped\n');
+}
+
 export default function setup(): void {
   installPythonCodecs();
+  installShells();
   if (haveCurlWithHttp2() && havePython() && haveChromium()) return;
   const packages = ['curl', 'python3', 'python3-httpx', 'python3-h2', 'python3-msgpack', 'chromium'];
   const asked = process.env.SLUICE_TEST_INSTALL !== '0';

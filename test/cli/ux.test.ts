@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -366,6 +366,34 @@ describe('completion and help', () => {
     expect(fish).toContain(
       "complete -c sluice -n '__fish_seen_subcommand_from topic; and not __fish_seen_subcommand_from create list describe alter delete' -a create",
     );
+  });
+
+  it('fish completes commands from the script, and zsh loads it as the _sluice function', async (context) => {
+    const has = (shell: string) => spawnSync('sh', ['-c', `command -v ${shell}`]).status === 0;
+    if (!has('fish') || !has('zsh')) {
+      // The global setup installs both where it can (as root); elsewhere this case says so.
+      context.skip('zsh or fish is not installed');
+      return;
+    }
+    const fishFile = join(dir, 'sluice.fish');
+    await writeFile(fishFile, (await sluice(['completion', 'fish'])).stdout);
+    const fish = async (line: string) =>
+      (
+        await promisify(execFile)('fish', ['-c', `source ${fishFile}; complete -C ${JSON.stringify(line)}`])
+      ).stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('\t')[0]);
+    expect(await fish('sluice of')).toEqual(['offsets']);
+    expect(await fish('sluice topic cr')).toEqual(['create']);
+    const zshFile = join(dir, '_sluice');
+    await writeFile(zshFile, (await sluice(['completion', 'zsh'])).stdout);
+    await promisify(execFile)('zsh', ['-n', zshFile]);
+    const { stdout } = await promisify(execFile)('zsh', [
+      '-c',
+      `autoload -U compinit && compinit -u -d ${join(dir, 'zcompdump')}; source ${zshFile}; whence -w _sluice`,
+    ]);
+    expect(stdout.trim()).toBe('_sluice: function');
   });
 
   it('start --help gives every option a default; consume --help says where it starts', async () => {
