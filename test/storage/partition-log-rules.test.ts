@@ -425,6 +425,36 @@ describe('clean shutdown', () => {
     await crashed.close();
   });
 
+  it('after a clean open the first change pays the marker removal (one directory sync), later ones do not', async () => {
+    const { fs, open } = setup();
+    const log = await open();
+    await log.append(batchOf(['a']), { assignOffsets: true, leaderEpoch: 1 });
+    await log.close();
+    const reopened = await open();
+    const before = fs.syncCount;
+    await reopened.append(batchOf(['b']), { assignOffsets: true, leaderEpoch: 1 });
+    expect(fs.syncCount - before).toBe(1);
+    const after = fs.syncCount;
+    await reopened.append(batchOf(['c']), { assignOffsets: true, leaderEpoch: 1 });
+    expect(fs.syncCount).toBe(after);
+    await reopened.close();
+  });
+
+  it('an open after a crash writes the recovery point at the recovered end, whatever the checkpoint said', async () => {
+    // Synced appends: the batches survive the crash, the checkpoint (moved only by a flush) lags.
+    const { fs, open } = setup({ flushPolicy: 'sync' });
+    const log = await open();
+    await log.append(batchOf(['a', 'b']), { assignOffsets: true, leaderEpoch: 1 });
+    await log.append(batchOf(['c']), { assignOffsets: true, leaderEpoch: 1 });
+    expect(await readCheckpoint(fs, `${dir}/recovery-point-checkpoint`)).toBe(0);
+    fs.crashLosingAllUnsynced();
+    const crashed = await open();
+    expect(crashed.recoveryReport).toBeDefined();
+    expect(crashed.logEndOffset).toBe(3);
+    expect(await readCheckpoint(fs, `${dir}/recovery-point-checkpoint`)).toBe(3);
+    await crashed.close();
+  });
+
   it('a clean reopen of an idle log writes nothing and syncs nothing, at open, at a timed flush or at close', async () => {
     const { fs, open } = setup();
     const log = await open();
