@@ -27,6 +27,7 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeBatch, type RecordInput } from '../src/protocol/batch.js';
 import { ACCEPT_COMPRESSION_HEADER, type CodecName, codecs } from '../src/protocol/compression.js';
+import { cpuSeconds } from './cpu.js';
 import { ensureH2load, type Figure, h2load, median } from './h2load.js';
 import { freePort } from './ports.js';
 
@@ -42,7 +43,6 @@ const CODECS: CodecName[] = ['none', 'gzip', 'snappy', 'lz4', 'zstd'];
  * all but the active segment, in the middle of a step.
  */
 const NOW_MS = Date.now();
-const TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 /** Log lines as services write them: a timestamp, a level, a service, a message, a trace id. */
 function logLines(): RecordInput[] {
@@ -67,12 +67,6 @@ function randomRecords(): RecordInput[] {
     value: randomBytes(100),
     timestamp: NOW_MS + i,
   }));
-}
-
-/** CPU seconds (user + system) the process has used, from /proc/PID/stat. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
 }
 
 interface Figures {

@@ -1,7 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
-/** Clock ticks per second of /proc/PID/stat's times (USER_HZ: 100 on Linux). */
-const TICKS_PER_SECOND = 100;
+/** Clock ticks per second of /proc/PID/stat's times (USER_HZ, 100 on most Linux builds). */
+const TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 /** CPU seconds (user + system) the process has used so far, from /proc/PID/stat. */
 export function cpuSeconds(pid: number): number {
