@@ -150,6 +150,16 @@ export class Connection {
         chunks.push(chunk);
       });
       stream.on('end', () => {
+        // A stream reset with NO_ERROR before any headers ends without an answer: that is a
+        // failure (the request may or may not have been carried out), never an empty success.
+        if (status === 0) {
+          finish(
+            new SluiceError('NETWORK_EXCEPTION', `${method} ${path}: the stream ended without an answer`, {
+              retriable: true,
+            }),
+          );
+          return;
+        }
         if (finish()) resolve({ status, contentType, body: Buffer.concat(chunks) });
       });
       stream.on('error', (error: NodeJS.ErrnoException) => {

@@ -508,6 +508,12 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
             timeoutMs: this.#options.requestTimeoutMs,
           });
           const result = decodeResponse<{ baseOffset?: number } | undefined>(response);
+          // An acknowledged append names its offsets: an answer without them (an intermediary's
+          // empty 200, say) says nothing of whether the batch landed, and the batch is sent again.
+          if (acks !== 0 && typeof result?.baseOffset !== 'number')
+            throw new SluiceError('NETWORK_EXCEPTION', `the answer to ${path} names no offsets`, {
+              retriable: true,
+            });
           const baseOffset = result?.baseOffset ?? -1;
           batch.forEach((p, i) => {
             p.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i });

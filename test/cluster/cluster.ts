@@ -44,6 +44,8 @@ export class TestCluster {
   readonly internalPorts = new Map<number, number>();
   readonly #children = new Map<number, ChildProcess>();
   readonly #logs = new Map<number, string>();
+  /** The output so far of each node's running process. */
+  readonly #liveLogs = new Map<number, () => string>();
   readonly dir: string;
 
   private constructor(
@@ -149,7 +151,9 @@ export class TestCluster {
       log += d;
     });
     const before = this.#logs.get(id) ?? '';
+    this.#liveLogs.set(id, () => `${before}${log}`);
     child.once('exit', (code, signal) => {
+      this.#liveLogs.delete(id);
       // Every incarnation's output, oldest first: a restarted node's earlier lives are evidence too.
       this.#logs.set(id, `${before}${log}--- node ${id} exited (${code ?? signal})\n`);
       if (this.#children.get(id) === child) this.#children.delete(id);
@@ -174,9 +178,9 @@ export class TestCluster {
     });
   }
 
-  /** The output of a node's processes that have exited, for a failing test's message. */
+  /** The output of a node's processes, those that exited and the running one, for a failing test's message. */
   logOf(id: number): string {
-    return this.#logs.get(id) ?? '';
+    return this.#liveLogs.get(id)?.() ?? this.#logs.get(id) ?? '';
   }
 
   /** Sends a signal and returns at once (SIGSTOP, SIGCONT: the process lives on). */

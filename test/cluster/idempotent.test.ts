@@ -84,6 +84,9 @@ describe('an idempotent producer through faults and a leader killed', () => {
     }
     await Promise.all(sends);
     await producer.close();
+    if (failed.length > 0) {
+      for (const id of [1, 2, 3]) console.error(`--- node ${id}\n${created.logOf(id)}`);
+    }
     expect(failed, `seed ${SEED}`).toEqual([]);
     expect(acked).toBe(RECORDS);
     await created.startNode(killed!);

@@ -112,7 +112,12 @@ export class FaultyProxy {
       });
       const parts: Buffer[] = [];
       request.on('data', (chunk: Buffer) => parts.push(chunk));
-      request.on('end', () => resolve({ status, headers: answerHeaders, body: Buffer.concat(parts) }));
+      // A stream the leader ended without an answer (it died, say) is a failure, not an empty 200.
+      request.on('end', () =>
+        status === 0
+          ? reject(new Error('the upstream stream ended without an answer'))
+          : resolve({ status, headers: answerHeaders, body: Buffer.concat(parts) }),
+      );
       request.on('error', reject);
       // A GET's stream is ended by the request itself.
       if (!request.writableEnded) request.end(body);

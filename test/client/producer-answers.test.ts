@@ -1,0 +1,122 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Connection } from '../../src/client/connection.js';
+import { Producer } from '../../src/client/producer.js';
+import { isSluiceError } from '../../src/common/errors.js';
+import { type SluiceNode, startNode } from '../../src/node/node.js';
+
+/**
+ * An answer that says nothing is not a success. A leader that dies mid-request can end the stream
+ * without headers (an RST_STREAM with NO_ERROR ends it cleanly), and an intermediary can turn that
+ * into an empty 200. Before, the SDK took both for an acknowledgement: the batch's records were
+ * resolved with offset -1, the producer numbered its next batches after one that never landed,
+ * and every later batch was refused as out of order (seen in test/cluster/idempotent.test.ts when a
+ * leader was killed). Now the stream without an answer is a retriable NETWORK_EXCEPTION, a produce
+ * answer without offsets is too, and the batch is sent again.
+ */
+let dir: string;
+let node: SluiceNode;
+let proxy: http2.Http2Server;
+/** What the proxy does to the next produce request after forwarding it: its answer is lost. */
+let spoil: 'empty-200' | 'reset' | undefined;
+let spoiled = 0;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sluice-answers-'));
+  proxy = http2.createServer();
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const proxyPort = (proxy.address() as AddressInfo).port;
+  node = await startNode({ dataDir: dir, port: 0, logLevel: 'silent', advertise: `127.0.0.1:${proxyPort}` });
+  const upstream = http2.connect(`http://127.0.0.1:${node.address.port}`);
+  proxy.on('stream', (stream, headers) => {
+    stream.on('error', () => {});
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      const produce = headers[':method'] === 'POST' && String(headers[':path']).includes('/records');
+      const forwarded: http2.OutgoingHttpHeaders = {};
+      for (const [name, value] of Object.entries(headers))
+        if (!name.startsWith(':') || name === ':method' || name === ':path') forwarded[name] = value;
+      const request = upstream.request(forwarded);
+      if (chunks.length > 0) request.end(Buffer.concat(chunks));
+      else if (headers[':method'] !== 'GET') request.end();
+      request.on('response', (answer) => {
+        const fault = produce ? spoil : undefined;
+        if (fault) {
+          // The batch was appended; its answer never reaches the producer.
+          spoil = undefined;
+          spoiled++;
+          request.resume();
+          if (fault === 'empty-200') stream.respond({ ':status': 200 }, { endStream: true });
+          else stream.close(http2.constants.NGHTTP2_NO_ERROR);
+          return;
+        }
+        const back: http2.OutgoingHttpHeaders = { ':status': Number(answer[':status']) };
+        for (const [name, value] of Object.entries(answer)) if (!name.startsWith(':')) back[name] = value;
+        stream.respond(back);
+        request.pipe(stream);
+      });
+    });
+  });
+  await fetch(`http://127.0.0.1:${node.address.port}/v1/topics`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 't', partitions: 1 }),
+  });
+});
+afterAll(async () => {
+  await node.close();
+  await new Promise((resolve) => proxy.close(resolve));
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function values(): Promise<string[]> {
+  const read = await fetch(`http://127.0.0.1:${node.address.port}/v1/topics/t/partitions/0/records?offset=0`);
+  const body = (await read.json()) as { records: { value: string }[] };
+  return body.records.map((r) => r.value);
+}
+
+describe('an answer without content', () => {
+  it('a stream that ends without headers fails the request as retriable NETWORK_EXCEPTION', async () => {
+    const connection = new Connection(`http://127.0.0.1:${(proxy.address() as AddressInfo).port}`);
+    spoil = 'reset';
+    const failure = await connection
+      .request('POST', '/v1/topics/t/partitions/0/records', {
+        body: Buffer.from(JSON.stringify({ records: [{ value: 'raw' }] })),
+        contentType: 'application/json',
+      })
+      .then(
+        (answer) => answer,
+        (error: unknown) => error,
+      );
+    connection.close();
+    expect(isSluiceError(failure, 'NETWORK_EXCEPTION'), String(failure)).toBe(true);
+    expect((failure as { retriable: boolean }).retriable).toBe(true);
+  });
+
+  it.each(['empty-200', 'reset'] as const)(
+    'an idempotent batch whose answer was lost (%s) is sent again and lands once with its offset',
+    async (fault) => {
+      const before = (await values()).length;
+      const producer = new Producer({
+        bootstrap: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+        lingerMs: 0,
+        retries: 3,
+        retryBackoffMs: 10,
+      });
+      const spoiledBefore = spoiled;
+      spoil = fault;
+      const first = await producer.send({ topic: 't', partition: 0, value: `${fault}-1` });
+      const second = await producer.send({ topic: 't', partition: 0, value: `${fault}-2` });
+      await producer.close();
+      expect(spoiled).toBe(spoiledBefore + 1);
+      expect(first).toEqual({ topic: 't', partition: 0, offset: before });
+      expect(second).toEqual({ topic: 't', partition: 0, offset: before + 1 });
+      expect((await values()).slice(before)).toEqual([`${fault}-1`, `${fault}-2`]);
+    },
+  );
+});
