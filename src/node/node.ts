@@ -24,6 +24,7 @@ import {
   resolveClusterSecret,
   resolveRoles,
 } from './cluster-config.js';
+import { lockDataDir, processEnvironment } from './data-dir-lock.js';
 import { listenInternal } from './internal-listener.js';
 import { textLogStream } from './log-format.js';
 import { openMetadata } from './metadata.js';
@@ -159,12 +160,20 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     info: (fields, message) => target.info(fields, message),
     debug: (fields, message) => target.debug(fields, message),
   };
-  const logs = await LogManager.open(
-    { dataDir, retentionCheckMs: defaults.retentionCheckMs },
-    { fs: nodeFileSystem, clock, logger, metrics },
-  );
-  // How the last run ended (for the controller's unclean-restart rule), recorded as begun now.
   const bootId = machineBootId();
+  // Before anything of the directory is read: a second node on it would recover its logs.
+  const lock = await lockDataDir(dataDir, processEnvironment(bootId));
+  let logs: LogManager;
+  try {
+    logs = await LogManager.open(
+      { dataDir, retentionCheckMs: defaults.retentionCheckMs },
+      { fs: nodeFileSystem, clock, logger, metrics },
+    );
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
+  // How the last run ended (for the controller's unclean-restart rule), recorded as begun now.
   let logsClosed = false;
   const closers: (() => Promise<void>)[] = [
     async () => {
@@ -175,6 +184,8 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     async () => {
       if (logsClosed) await endRunCleanly(dataDir, nodeFileSystem, bootId);
     },
+    // Last: the directory is free for the next node once nothing of this one writes to it.
+    () => lock.release(),
   ];
   try {
     const lastShutdown = await beginRun(dataDir, nodeFileSystem, bootId);
