@@ -4,6 +4,7 @@ import { Broker } from '../broker/broker.js';
 import { ClusterMetrics } from '../broker/cluster-metrics.js';
 import { RemotePartitions } from '../broker/remote-partitions.js';
 import { HttpReplicaFetchTransport } from '../broker/replication.js';
+import { installLeanAsyncResourceBind } from '../common/async-resource-bind.js';
 import { systemClock } from '../common/clock.js';
 import { SluiceError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -138,6 +139,8 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
   }
   if (options.logFormat !== undefined && !LOG_FORMATS.has(options.logFormat))
     throw new SluiceError('INVALID_CONFIG', `log format ${options.logFormat} is not json or text`);
+  // Every http2 client request (forwarding, replica fetches, Raft) calls it: see the module.
+  installLeanAsyncResourceBind();
   const dataDir = resolve(options.dataDir);
   const clock = systemClock;
   const defaults = parseTopicConfigDefaults(options.configs ?? {});
