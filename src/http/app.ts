@@ -73,7 +73,7 @@ const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:/+=@-]{1,128}$/;
  * Request ids: the client's `x-request-id` when it is short and of safe characters (so that it
  * cannot break a log line or a header), else `<prefix>-<counter in base 36>`.
  */
-export function requestIdGenerator(prefix: string): (request: IncomingMessage) => string {
+export function requestIdGenerator(prefix: string): (request: Pick<IncomingMessage, 'headers'>) => string {
   let next = 0;
   return (request) => {
     const given = request.headers[REQUEST_ID_HEADER];
@@ -93,9 +93,10 @@ export { problemFor };
 export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   const { broker } = deps;
   const level = typeof options.logger === 'object' ? options.logger.level : undefined;
+  const requestId = requestIdGenerator(options.requestIdPrefix ?? randomBytes(4).toString('hex'));
   const app = Fastify({
     logger: options.logger ?? false,
-    genReqId: requestIdGenerator(options.requestIdPrefix ?? randomBytes(4).toString('hex')),
+    genReqId: requestId,
     // One line per request is too much at info on a hot produce path; debug and trace keep it.
     logController: new LogController({ disableRequestLogging: level !== 'debug' && level !== 'trace' }),
     bodyLimit: options.bodyLimitBytes ?? LIMITS.requestBodyBytesMax,
@@ -134,7 +135,7 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
     options.forwardConnectTimeoutMs !== undefined
       ? { connectTimeoutMs: options.forwardConnectTimeoutMs }
       : {},
-    { node: broker.node, routing: broker.routing, metrics: httpMetrics },
+    { node: broker.node, routing: broker.routing, metrics: httpMetrics, requestId },
   );
 
   app.register(clusterRoutes, { node: broker.node, admin: broker.admin });

@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import type { OutgoingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import * as http2 from 'node:http2';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import type { NodeApi, RoutingApi } from '../broker/api.js';
@@ -9,6 +9,8 @@ import { ENDPOINTS, type Endpoint, GROUP_ID_PATTERN, MEDIA, NODE_ID_HEADER } fro
 import { CLUSTER_SECRET_HEADER, FORWARDED_BY_HEADER } from '../protocol/internal-api.js';
 import type { ForwardOutcome, HttpMetrics } from './metrics.js';
 import { problemFor } from './problem.js';
+import { requestCheck } from './routes/route.js';
+import { type Http2StreamInterceptor, interceptHttp2Streams } from './server.js';
 
 /**
  * Forwarding: a node answers every partition-addressed request (produce to a partition, fetch,
@@ -107,6 +109,8 @@ export interface ForwardingDeps {
   /** Absent on a single node: nothing is forwarded, and a forwarded marker is refused. */
   routing: RoutingApi | undefined;
   metrics: HttpMetrics;
+  /** The id of a request taken before fastify (the app's own generator, so that ids never repeat). */
+  requestId?: (request: { headers: IncomingHttpHeaders }) => string;
 }
 
 /**
@@ -116,6 +120,9 @@ export interface ForwardingDeps {
  */
 export function addForwarding(app: FastifyInstance, options: ForwardingOptions, deps: ForwardingDeps): void {
   const upstreams = new Upstreams(options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
+  // HTTP/2 produce requests to a partition another node leads skip fastify altogether.
+  if (deps.routing && deps.requestId)
+    interceptHttp2Streams(app.server, produceFastPath(app, deps, upstreams));
   app.addHook('onRoute', (route) => {
     const id = forwardedRoute(route.url ?? '', route.method);
     const group = id === undefined && isGroupRoute(route.url ?? '', route.method);
@@ -149,10 +156,17 @@ function forwardHook(
     const partition = Number(params.partition);
     const forward = (target: { nodeId: number; url: string }) => {
       reply.hijack();
-      new Forward(request, reply, {
+      new Forward(fastifyEnd(request, reply), {
         target,
         upstreams,
-        upstreamHeaders: upstreamHeaders(request, nodeId, routing.clusterSecret),
+        upstreamHeaders: upstreamHeaders(
+          request.method,
+          request.url,
+          request.headers,
+          request.id,
+          nodeId,
+          routing.clusterSecret,
+        ),
         nodeId,
         where: { topic: params.topic, partition },
         count: (outcome) => metrics.forwarded(route, outcome),
@@ -177,6 +191,86 @@ function forwardHook(
   };
 }
 
+/** `/v1/topics/{topic}/partitions/{partition}/records`, with or without a query. */
+const PRODUCE_PARTITION_PATH = /^\/v1\/topics\/([^/?#]+)\/partitions\/([0-9]{1,4})\/records(?:\?|$)/;
+
+/**
+ * The forwarding of HTTP/2 produce requests to one partition, before the compatibility layer and
+ * fastify: routing and hooks cost a forwarding node as much CPU per request as its HTTP/2 streams
+ * (bench:cluster, STEPS=forward). A stream is taken only when it is a POST to a partition another
+ * node leads, not forwarded to this node, this node is ready, and the route's Accept and
+ * Content-Type checks pass; anything else goes to fastify, which answers (or refuses) it as
+ * before. What the hooks did is done here: the request id, the in-flight gauge, the route's
+ * latency histogram and the forwarded counter.
+ */
+function produceFastPath(
+  app: FastifyInstance,
+  deps: ForwardingDeps,
+  upstreams: Upstreams,
+): Http2StreamInterceptor {
+  const { node, routing, metrics } = deps;
+  const requestId = deps.requestId!;
+  const check = requestCheck(ENDPOINTS.producePartition);
+  const observe = metrics.observer(ENDPOINTS.producePartition);
+  const nodeId = String(node.nodeId);
+  return (stream, headers, rawHeaders) => {
+    if (headers[':method'] !== 'POST' || !node.ready || headers[FORWARDED_BY_HEADER] !== undefined)
+      return false;
+    const path = headers[':path'];
+    const match = typeof path === 'string' ? PRODUCE_PARTITION_PATH.exec(path) : null;
+    if (!match) return false;
+    let topic: string;
+    try {
+      topic = decodeURIComponent(match[1]!);
+    } catch {
+      return false;
+    }
+    const partition = Number(match[2]);
+    const target = routing!.forwardTarget(topic, partition);
+    if (target === undefined || check({ headers, raw: { rawHeaders } }) !== undefined) return false;
+    const started = performance.now();
+    const id = requestId({ headers });
+    // Made only when something is logged: most requests never are.
+    const log = {
+      error: (fields: object, message: string) => app.log.error({ reqId: id, ...fields }, message),
+      debug: (fields: object, message: string) => app.log.debug({ reqId: id, ...fields }, message),
+      info: (fields: object, message: string) => app.log.info({ reqId: id, ...fields }, message),
+    };
+    let status = 0;
+    metrics.inFlight.inc();
+    stream.once('close', () => {
+      metrics.inFlight.dec();
+      if (status === 0) return;
+      const query = path!.indexOf('?');
+      const acks =
+        query < 0 ? undefined : (new URLSearchParams(path!.slice(query + 1)).get('acks') ?? undefined);
+      observe({ query: { acks }, log }, { elapsedTime: performance.now() - started, statusCode: status });
+    });
+    const answer: AnswerSink = {
+      once: (event, listener) => stream.once(event, listener),
+      writeHead: (code, out) => {
+        stream.respond({ ...out, ':status': code });
+        status = code;
+      },
+      write: (chunk) => stream.write(chunk),
+      end: (data) => stream.end(data),
+      destroy: () => stream.destroy(),
+    };
+    new Forward(
+      { url: path!, id, hasBody: true, log, body: stream, answer },
+      {
+        target,
+        upstreams,
+        upstreamHeaders: upstreamHeaders('POST', path!, headers, id, nodeId, routing!.clusterSecret),
+        nodeId,
+        where: { topic, partition },
+        count: (outcome) => metrics.forwarded('producePartition', outcome),
+      },
+    ).start();
+    return true;
+  };
+}
+
 const GROUP_PARAMETER = new RegExp(GROUP_ID_PATTERN);
 
 /** Forwards a group request to the group's coordinator, as `forwardHook` does for partitions. */
@@ -195,10 +289,17 @@ function groupForwardHook(
     const target = routing.groupTarget(group);
     if (target === undefined) return done();
     reply.hijack();
-    new Forward(request, reply, {
+    new Forward(fastifyEnd(request, reply), {
       target,
       upstreams,
-      upstreamHeaders: upstreamHeaders(request, nodeId, routing.clusterSecret),
+      upstreamHeaders: upstreamHeaders(
+        request.method,
+        request.url,
+        request.headers,
+        request.id,
+        nodeId,
+        routing.clusterSecret,
+      ),
       nodeId,
       where: { topic: '__consumer_offsets', partition: -1 },
       count: (outcome) => metrics.forwarded('group', outcome),
@@ -225,13 +326,15 @@ function secretMatches(expected: Buffer | undefined, presented: string | string[
  * and the request's id.
  */
 function upstreamHeaders(
-  request: FastifyRequest,
+  method: string,
+  url: string,
+  headers: IncomingHttpHeaders,
+  requestId: string,
   nodeId: string,
   clusterSecret: string,
 ): OutgoingHttpHeaders {
-  const headers = request.headers;
   const connectionTokens = connectionOptions(headers.connection);
-  const out: OutgoingHttpHeaders = { ':method': request.method, ':path': request.url };
+  const out: OutgoingHttpHeaders = { ':method': method, ':path': url };
   for (const name in headers) {
     if (name.charCodeAt(0) === 58 /* ':' */ || HOP_BY_HOP.has(name) || connectionTokens?.has(name)) continue;
     out[name] = headers[name];
@@ -239,13 +342,13 @@ function upstreamHeaders(
   out[FORWARDED_BY_HEADER] = nodeId;
   out[CLUSTER_SECRET_HEADER] = clusterSecret;
   // The leader logs the request under the id this node gave it.
-  out['x-request-id'] = request.id;
+  out['x-request-id'] = requestId;
   return out;
 }
 
 /** The header names an HTTP/1.1 `Connection` header lists as hop-by-hop (RFC 9110 §7.6.1). */
-function connectionOptions(connection: string | undefined): Set<string> | undefined {
-  if (connection === undefined) return undefined;
+function connectionOptions(connection: string | string[] | undefined): Set<string> | undefined {
+  if (typeof connection !== 'string') return undefined;
   return new Set(connection.split(',').map((token) => token.trim().toLowerCase()));
 }
 
@@ -258,6 +361,42 @@ function downstreamHeaders(headers: http2.IncomingHttpHeaders): OutgoingHttpHead
     if (value !== undefined) out[name] = value;
   }
   return out;
+}
+
+/**
+ * The client's side of a forwarded exchange: the request's form, where its body comes from, and
+ * where the answer goes (Node's response API, as http.ServerResponse, Http2ServerResponse and the
+ * raw-stream answer below have it).
+ */
+interface ClientEnd {
+  readonly url: string;
+  readonly id: string;
+  readonly hasBody: boolean;
+  readonly log: {
+    error(fields: object, message: string): void;
+    debug(fields: object, message: string): void;
+  };
+  readonly body: NodeJS.ReadableStream;
+  readonly answer: AnswerSink;
+}
+
+interface AnswerSink {
+  once(event: 'close' | 'drain', listener: () => void): unknown;
+  writeHead(status: number, headers: OutgoingHttpHeaders): unknown;
+  write(chunk: Buffer): boolean;
+  end(data?: string): unknown;
+  destroy(): unknown;
+}
+
+function fastifyEnd(request: FastifyRequest, reply: FastifyReply): ClientEnd {
+  return {
+    url: request.url,
+    id: request.id,
+    hasBody: request.method === 'POST',
+    log: request.log,
+    body: request.raw,
+    answer: reply.raw,
+  };
 }
 
 interface ForwardParts {
@@ -277,8 +416,8 @@ interface ForwardParts {
  * the leader's.
  */
 class Forward {
-  readonly #request: FastifyRequest;
-  readonly #raw: FastifyReply['raw'];
+  readonly #client: ClientEnd;
+  readonly #raw: AnswerSink;
   readonly #parts: ForwardParts;
   readonly #hasBody: boolean;
   #stream: http2.ClientHttp2Stream | undefined;
@@ -287,11 +426,11 @@ class Forward {
   #finished = false;
   #clientGone = false;
 
-  constructor(request: FastifyRequest, reply: FastifyReply, parts: ForwardParts) {
-    this.#request = request;
-    this.#raw = reply.raw;
+  constructor(client: ClientEnd, parts: ForwardParts) {
+    this.#client = client;
+    this.#raw = client.answer;
     this.#parts = parts;
-    this.#hasBody = request.method === 'POST';
+    this.#hasBody = client.hasBody;
   }
 
   start(): void {
@@ -337,7 +476,7 @@ class Forward {
         failure ?? new Error(`the stream closed before an answer (code ${stream.rstCode ?? 'none'})`),
       );
     });
-    if (this.#hasBody) this.#request.raw.pipe(stream);
+    if (this.#hasBody) this.#client.body.pipe(stream);
   }
 
   #respond(stream: http2.ClientHttp2Stream, headers: http2.IncomingHttpHeaders): void {
@@ -349,7 +488,7 @@ class Forward {
       raw.writeHead(Number(headers[':status']), downstreamHeaders(headers));
     } catch (error) {
       // A header the client's protocol cannot carry: nothing can be answered in good faith.
-      this.#request.log.error({ err: error, leader: this.#parts.target.nodeId }, 'request forwarding failed');
+      this.#client.log.error({ err: error, leader: this.#parts.target.nodeId }, 'request forwarding failed');
       stream.close(http2.constants.NGHTTP2_CANCEL);
       raw.destroy();
       return;
@@ -380,16 +519,16 @@ class Forward {
             `node ${target.nodeId} leads ${where.topic} partition ${where.partition} and could not be reached`,
             { details: { topic: where.topic, partition: where.partition, leader: target.nodeId }, cause },
           );
-    const { status, body } = problemFor(error, this.#request.url);
+    const { status, body } = problemFor(error, this.#client.url);
     this.#parts.count(error.code === 'LEADER_NOT_AVAILABLE' ? 'unreachable' : 'refused');
     const fields = { err: cause, leader: target.nodeId, topic: where.topic, partition: where.partition };
-    if (status >= 500) this.#request.log.error(fields, 'request forwarding failed');
-    else this.#request.log.debug({ ...fields, code: body.code }, 'request forwarding refused');
+    if (status >= 500) this.#client.log.error(fields, 'request forwarding failed');
+    else this.#client.log.debug({ ...fields, code: body.code }, 'request forwarding refused');
     const json = JSON.stringify(body);
     this.#raw.writeHead(status, {
       'content-type': `${MEDIA.problem}; charset=utf-8`,
       'content-length': Buffer.byteLength(json),
-      'x-request-id': this.#request.id,
+      'x-request-id': this.#client.id,
       [NODE_ID_HEADER]: nodeId,
     });
     this.#raw.end(json);

@@ -30,6 +30,12 @@ export const SLOW_REQUEST_MS_DEFAULT = 1000;
  * Each route gets its observer once (`observer`); per request it finds its histogram child in a
  * small map keyed by a number, and otherwise only adds.
  */
+/** What an observer reads of a request: a fastify request, or what the HTTP/2 fast path knows. */
+export interface ObservedRequest {
+  readonly query: unknown;
+  readonly log: { info(fields: object, message: string): void };
+}
+
 export class HttpMetrics {
   readonly inFlight: Gauge;
   readonly followStreams: Gauge;
@@ -97,7 +103,9 @@ export class HttpMetrics {
    * The onResponse hook of one endpoint's route: the latency into the route's histogram, and a
    * slow request into the log (at info, with fields only).
    */
-  observer(endpoint: Endpoint): (request: FastifyRequest, reply: FastifyReply) => void {
+  observer(
+    endpoint: Endpoint,
+  ): (request: ObservedRequest, reply: Pick<FastifyReply, 'elapsedTime' | 'statusCode'>) => void {
     const route = endpoint.id;
     const produce = route === 'produce' || route === 'producePartition';
     const fetch = route === 'fetch' || route === 'offsets';
@@ -116,7 +124,7 @@ export class HttpMetrics {
     };
     const slowMs = this.#slowRequestMs;
     return (request, reply) => {
-      if (fetch && this.#streams.has(request)) return;
+      if (fetch && this.#streams.has(request as FastifyRequest)) return;
       const elapsedMs = reply.elapsedTime;
       const query = request.query as { acks?: string; maxWaitMs?: number } | undefined;
       const acks = produce ? acksIndex(query?.acks) : 0;

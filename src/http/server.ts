@@ -31,6 +31,29 @@ export interface DualProtocolOptions {
   metrics?: Metrics;
 }
 
+/**
+ * Takes an HTTP/2 stream before the compatibility layer and fastify see it: true when it has
+ * answered (or is answering) the stream itself, false to let it go to fastify as usual.
+ */
+export type Http2StreamInterceptor = (
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  rawHeaders: readonly string[],
+) => boolean;
+
+const interceptors = new WeakMap<object, (interceptor: Http2StreamInterceptor) => void>();
+
+/**
+ * Gives `server` (one `dualProtocolServerFactory` made) an HTTP/2 stream interceptor; false for any
+ * other server, which keeps answering every request through fastify.
+ */
+export function interceptHttp2Streams(server: object, interceptor: Http2StreamInterceptor): boolean {
+  const set = interceptors.get(server);
+  if (!set) return false;
+  set(interceptor);
+  return true;
+}
+
 export function dualProtocolServerFactory(options: DualProtocolOptions = {}): FastifyServerFactory {
   const connections = (options.metrics ?? noopMetrics).gauge({
     name: 'sluice_http_connections',
@@ -66,6 +89,7 @@ export function dualProtocolServerFactory(options: DualProtocolOptions = {}): Fa
     });
     server.close = gracefulClose(server, { h1, h2, sockets, shutdownGraceMs });
     Object.defineProperty(server, 'http1SocketsTracked', { get: () => h1.socketsTracked });
+    interceptors.set(server, (interceptor) => h2.intercept(interceptor));
     return server as unknown as http.Server;
   };
 }
@@ -188,11 +212,32 @@ class Http2Side {
   readonly #sockets = new WeakSet<net.Socket>();
   readonly #sessions = new Set<http2.ServerHttp2Session>();
 
+  #interceptor: Http2StreamInterceptor | undefined;
+
   constructor(handler: (request: http2.Http2ServerRequest, response: http2.Http2ServerResponse) => void) {
     this.#server = http2.createServer(
       { settings: { maxConcurrentStreams: 256, initialWindowSize: LIMITS.http2ServerStreamWindowBytes } },
       handler,
     );
+    // The compatibility layer is the server's own 'stream' listener (it makes the request and
+    // response objects fastify's handler takes): streams reach it through the interceptor.
+    const compat = this.#server.listeners('stream') as ((...args: unknown[]) => void)[];
+    if (compat.length === 1) {
+      const toCompat = compat[0]!;
+      this.#server.removeListener('stream', toCompat);
+      this.#server.on(
+        'stream',
+        (
+          stream: http2.ServerHttp2Stream,
+          headers: http2.IncomingHttpHeaders,
+          flags: number,
+          rawHeaders: string[],
+        ) => {
+          if (this.#interceptor?.(stream, headers, rawHeaders)) return;
+          toCompat.call(this.#server, stream, headers, flags, rawHeaders);
+        },
+      );
+    }
     this.#server.on('session', (session) => {
       this.#sessions.add(session);
       session.setLocalWindowSize(LIMITS.http2ServerSessionWindowBytes);
@@ -208,6 +253,10 @@ class Http2Side {
         if (open === 0) session.close();
       });
     });
+  }
+
+  intercept(interceptor: Http2StreamInterceptor): void {
+    this.#interceptor = interceptor;
   }
 
   accept(socket: net.Socket): void {

@@ -327,6 +327,40 @@ describe.each<Client>(['HTTP/1.1', 'HTTP/2'])('forwarding, the client speaking %
     });
   });
 
+  it("counts a forwarded produce in node 1's latency histogram, in-flight gauge and forwarded counter", async () => {
+    const count = async () => {
+      const scraped = parsePrometheusText(await a.registry.render());
+      return {
+        latency:
+          sampleValue(scraped, 'sluice_produce_request_duration_seconds_count', {
+            route: 'producePartition',
+            acks: '1',
+            status: '200',
+          }) ?? 0,
+        forwarded:
+          sampleValue(scraped, 'sluice_forwarded_requests_total', {
+            route: 'producePartition',
+            outcome: 'answered',
+          }) ?? 0,
+        inFlight: sampleValue(scraped, 'sluice_http_requests_in_flight') ?? 0,
+      };
+    };
+    const before = await count();
+    const produced = await send(client, 'POST', `/v1/topics/${TOPIC}/partitions/0/records?acks=1`, {
+      headers: JSON_BODY,
+      body: produceJson(['counted']),
+    });
+    expect(produced.status).toBe(200);
+    expect(produced.headers['sluice-node-id']).toBe('2');
+    // The stream's close (where the fast path observes) follows the answer's last byte.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const after = await count();
+    expect(after.latency).toBe(before.latency + 1);
+    expect(after.forwarded).toBe(before.forwarded + 1);
+    // The scrape itself is the one request in flight.
+    expect(after.inFlight).toBe(before.inFlight);
+  });
+
   it('catches up before answering for a partition it has not heard of, and forwards it then', async () => {
     b.partitions.set(8, new FakePartition());
     a.pending.set(8, { nodeId: 2, url: b.url });

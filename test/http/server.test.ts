@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LIMITS } from '../../src/common/limits.js';
 import { buildApp } from '../../src/http/app.js';
-import { dualProtocolServerFactory } from '../../src/http/server.js';
+import { dualProtocolServerFactory, interceptHttp2Streams } from '../../src/http/server.js';
 import { type Harness, makeHarness } from './harness.js';
 
 /**
@@ -157,5 +157,47 @@ describe('connection guards', () => {
     // With a grace period of a minute, close() only returns in time if the idle socket is cut.
     await app.close();
     await closed;
+  });
+});
+
+describe('the HTTP/2 stream interceptor', () => {
+  it('answers the streams it takes without the handler, and hands every other stream to it', async () => {
+    const seen: string[] = [];
+    const server = dualProtocolServerFactory({ shutdownGraceMs: 100 })((request, response) => {
+      seen.push(`handler ${request.url}`);
+      response.end('from the handler');
+    });
+    expect(
+      interceptHttp2Streams(server, (stream, headers) => {
+        if (headers[':path'] !== '/taken') return false;
+        seen.push('interceptor /taken');
+        stream.respond({ ':status': 201 });
+        stream.end('from the interceptor');
+        return true;
+      }),
+    ).toBe(true);
+    expect(interceptHttp2Streams({}, () => false)).toBe(false);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const session = http2.connect(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+    const get = (path: string) =>
+      new Promise<string>((resolve, reject) => {
+        const stream = session.request({ ':path': path });
+        let status = 0;
+        let text = '';
+        stream.on('response', (h) => {
+          status = Number(h[':status']);
+        });
+        stream.setEncoding('utf8');
+        stream.on('data', (chunk: string) => {
+          text += chunk;
+        });
+        stream.on('end', () => resolve(`${status} ${text}`));
+        stream.on('error', reject);
+      });
+    expect(await get('/taken')).toBe('201 from the interceptor');
+    expect(await get('/other')).toBe('200 from the handler');
+    session.close();
+    await new Promise((resolve) => server.close(resolve));
+    expect(seen).toEqual(['interceptor /taken', 'handler /other']);
   });
 });

@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { SluiceError } from '../../common/errors.js';
 import { type Endpoint, type EndpointRequest, MEDIA } from '../../protocol/api.js';
@@ -46,7 +47,13 @@ export function addRoute<E extends Endpoint>(
  * the refusal, or undefined. The common request (no or a plain Accept, one plain Content-Type)
  * allocates nothing.
  */
-export function requestCheck(endpoint: Endpoint): (request: FastifyRequest) => SluiceError | undefined {
+/** What the checks read of a request: a fastify request, or an HTTP/2 stream's headers. */
+export interface CheckedRequest {
+  readonly headers: IncomingHttpHeaders;
+  readonly raw: { readonly rawHeaders: readonly string[] };
+}
+
+export function requestCheck(endpoint: Endpoint): (request: CheckedRequest) => SluiceError | undefined {
   if (!endpoint.produces.includes(MEDIA.json) || !endpoint.produces.includes(MEDIA.msgpack))
     throw new Error(`${endpoint.id} must answer in JSON and msgpack`);
   const alsoProduces = endpoint.produces.filter((type) => type !== MEDIA.json && type !== MEDIA.msgpack);
@@ -97,7 +104,7 @@ export function requestCheck(endpoint: Endpoint): (request: FastifyRequest) => S
  * HTTP/2 request without Content-Length is taken as bodiless, as fastify does, and its data is
  * never parsed.
  */
-function hasBody(request: FastifyRequest): boolean {
+function hasBody(request: CheckedRequest): boolean {
   const { headers } = request;
   const length = headers['content-length'];
   return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
