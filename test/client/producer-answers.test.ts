@@ -8,6 +8,7 @@ import { Connection } from '../../src/client/connection.js';
 import { Producer } from '../../src/client/producer.js';
 import { isSluiceError } from '../../src/common/errors.js';
 import { type SluiceNode, startNode } from '../../src/node/node.js';
+import { relay } from './relay.js';
 
 /**
  * An answer that says nothing is not a success. A leader that dies mid-request can end the stream
@@ -31,36 +32,19 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   const proxyPort = (proxy.address() as AddressInfo).port;
   node = await startNode({ dataDir: dir, port: 0, logLevel: 'silent', advertise: `127.0.0.1:${proxyPort}` });
-  const upstream = http2.connect(`http://127.0.0.1:${node.address.port}`);
-  proxy.on('stream', (stream, headers) => {
-    stream.on('error', () => {});
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', () => {
+  relay(proxy, `http://127.0.0.1:${node.address.port}`, {
+    answer(headers, _answer, client, upstream) {
       const produce = headers[':method'] === 'POST' && String(headers[':path']).includes('/records');
-      const forwarded: http2.OutgoingHttpHeaders = {};
-      for (const [name, value] of Object.entries(headers))
-        if (!name.startsWith(':') || name === ':method' || name === ':path') forwarded[name] = value;
-      const request = upstream.request(forwarded);
-      if (chunks.length > 0) request.end(Buffer.concat(chunks));
-      else if (headers[':method'] !== 'GET') request.end();
-      request.on('response', (answer) => {
-        const fault = produce ? spoil : undefined;
-        if (fault) {
-          // The batch was appended; its answer never reaches the producer.
-          spoil = undefined;
-          spoiled++;
-          request.resume();
-          if (fault === 'empty-200') stream.respond({ ':status': 200 }, { endStream: true });
-          else stream.close(http2.constants.NGHTTP2_NO_ERROR);
-          return;
-        }
-        const back: http2.OutgoingHttpHeaders = { ':status': Number(answer[':status']) };
-        for (const [name, value] of Object.entries(answer)) if (!name.startsWith(':')) back[name] = value;
-        stream.respond(back);
-        request.pipe(stream);
-      });
-    });
+      const fault = produce ? spoil : undefined;
+      if (!fault) return false;
+      // The batch was appended; its answer never reaches the producer.
+      spoil = undefined;
+      spoiled++;
+      upstream.resume();
+      if (fault === 'empty-200') client.respond({ ':status': 200 }, { endStream: true });
+      else client.close(http2.constants.NGHTTP2_NO_ERROR);
+      return true;
+    },
   });
   await fetch(`http://127.0.0.1:${node.address.port}/v1/topics`, {
     method: 'POST',

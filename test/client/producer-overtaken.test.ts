@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Producer } from '../../src/client/producer.js';
 import { type SluiceNode, startNode } from '../../src/node/node.js';
+import { relay } from './relay.js';
 
 /**
  * An idempotent producer's batch that overtakes an earlier one of its partition (the earlier one
@@ -28,36 +29,22 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   const proxyPort = (proxy.address() as AddressInfo).port;
   node = await startNode({ dataDir: dir, port: 0, logLevel: 'silent', advertise: `127.0.0.1:${proxyPort}` });
-  const upstream = http2.connect(`http://127.0.0.1:${node.address.port}`);
   let firstProduce = true;
-  proxy.on('stream', (stream, headers) => {
-    stream.on('error', () => {});
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', async () => {
-      const produce = headers[':method'] === 'POST' && String(headers[':path']).endsWith('/records?acks=all');
+  const isProduce = (headers: http2.IncomingHttpHeaders) =>
+    headers[':method'] === 'POST' && String(headers[':path']).endsWith('/records?acks=all');
+  relay(proxy, `http://127.0.0.1:${node.address.port}`, {
+    async before(headers, body) {
       // The batch of the first record, whichever stream reaches the proxy first.
-      if (produce && firstProduce && Buffer.concat(chunks).includes('first')) {
+      if (isProduce(headers) && firstProduce && body.includes('first')) {
         firstProduce = false;
         held++;
         await new Promise((resolve) => setTimeout(resolve, 1000));
       }
-      const forwarded: http2.OutgoingHttpHeaders = {};
-      for (const [name, value] of Object.entries(headers))
-        if (!name.startsWith(':') || name === ':method' || name === ':path') forwarded[name] = value;
-      const request = upstream.request(forwarded);
-      // A GET's stream is ended when it is made: only a body is written.
-      if (chunks.length > 0) request.end(Buffer.concat(chunks));
-      else if (headers[':method'] !== 'GET') request.end();
-      request.on('response', (answer) => {
-        const status = Number(answer[':status']);
-        if (produce && status === 409) refusals++;
-        const back: http2.OutgoingHttpHeaders = { ':status': status };
-        for (const [name, value] of Object.entries(answer)) if (!name.startsWith(':')) back[name] = value;
-        stream.respond(back);
-        request.pipe(stream);
-      });
-    });
+    },
+    answer(headers, answer) {
+      if (isProduce(headers) && Number(answer[':status']) === 409) refusals++;
+      return false;
+    },
   });
   await fetch(`http://127.0.0.1:${node.address.port}/v1/topics`, {
     method: 'POST',

@@ -166,7 +166,7 @@ describe('the HTTP/2 stream interceptor', () => {
     const server = dualProtocolServerFactory({ shutdownGraceMs: 100 })((request, response) => {
       seen.push(`handler ${request.url}`);
       response.end('from the handler');
-    });
+    }, {});
     expect(
       interceptHttp2Streams(server, (stream, headers) => {
         if (headers[':path'] !== '/taken') return false;
