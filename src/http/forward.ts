@@ -155,22 +155,13 @@ function forwardHook(
     if (!PARTITION_PARAMETER.test(params.partition)) return done();
     const partition = Number(params.partition);
     const forward = (target: { nodeId: number; url: string }) => {
-      reply.hijack();
-      new Forward(fastifyEnd(request, reply), {
+      forwardFastify(request, reply, routing.clusterSecret, {
         target,
         upstreams,
-        upstreamHeaders: upstreamHeaders(
-          request.method,
-          request.url,
-          request.headers,
-          request.id,
-          nodeId,
-          routing.clusterSecret,
-        ),
         nodeId,
         where: { topic: params.topic, partition },
         count: (outcome) => metrics.forwarded(route, outcome),
-      }).start();
+      });
     };
     const target = routing.forwardTarget(params.topic, partition);
     if (target !== undefined) {
@@ -288,24 +279,34 @@ function groupForwardHook(
     if (!routing?.groupTarget || group === undefined || !GROUP_PARAMETER.test(group)) return done();
     const target = routing.groupTarget(group);
     if (target === undefined) return done();
-    reply.hijack();
-    new Forward(fastifyEnd(request, reply), {
+    forwardFastify(request, reply, routing.clusterSecret, {
       target,
       upstreams,
-      upstreamHeaders: upstreamHeaders(
-        request.method,
-        request.url,
-        request.headers,
-        request.id,
-        nodeId,
-        routing.clusterSecret,
-      ),
       nodeId,
       where: { topic: '__consumer_offsets', partition: -1 },
       count: (outcome) => metrics.forwarded('group', outcome),
-    }).start();
+    });
     done();
   };
+}
+
+/** Takes a fastify request over from fastify and forwards it. */
+function forwardFastify(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  clusterSecret: string,
+  parts: Omit<ForwardParts, 'upstreamHeaders'>,
+): void {
+  reply.hijack();
+  const headers = upstreamHeaders(
+    request.method,
+    request.url,
+    request.headers,
+    request.id,
+    parts.nodeId,
+    clusterSecret,
+  );
+  new Forward(fastifyEnd(request, reply), { ...parts, upstreamHeaders: headers }).start();
 }
 
 /** A request another node says it forwarded: refused unless it carries the cluster secret. */
