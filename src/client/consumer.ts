@@ -194,7 +194,7 @@ export interface ConsumerOptions extends TransportOptions {
   /** Longest wait of one poll for records (default `CONSUMER_FETCH_WAIT_MS`). */
   maxWaitMs?: number;
   maxBytes?: number;
-  /** Polls retried in a row after retriable errors before the iterator throws. */
+  /** Polls retried in a row after retriable errors before the iterator throws; commits retried likewise. */
   retries?: number;
   retryBackoffMs?: number;
 }
@@ -351,7 +351,10 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
   /**
    * Commits offsets as this member: those given (the next offset to read, per partition), or the
    * next offset after every record handed out so far. A commit refused for a stale member epoch
-   * (a rebalance moved on) is sent again once after a heartbeat.
+   * (a rebalance moved on) is sent again once after a heartbeat. One refused for a retriable
+   * reason (NOT_ENOUGH_REPLICAS while the offsets partition's in-sync set is short,
+   * NOT_COORDINATOR while the coordinator moves, a connection lost) is sent again after a backoff,
+   * up to `retries` times: a commit of the same offsets may land twice, with the same effect.
    */
   async commit(
     offsets?: { topic: string; partition: number; offset: number; metadata?: string }[],
@@ -366,12 +369,24 @@ export class Consumer implements AsyncIterable<ConsumedRecord> {
         memberEpoch: this.#memberEpoch,
         offsets: list,
       });
-    try {
-      await send();
-    } catch (error) {
-      if (!isSluiceError(error, 'STALE_MEMBER_EPOCH')) throw error;
-      await this.#refreshEpoch();
-      await send();
+    const retries = this.options.retries ?? 5;
+    const initialMs = this.options.retryBackoffMs ?? 100;
+    const backoff = new Backoff({ initialMs, maxMs: initialMs * 32 }, new SeededRandom(11));
+    let refreshed = false;
+    for (;;) {
+      try {
+        await send();
+        return;
+      } catch (error) {
+        if (isSluiceError(error, 'STALE_MEMBER_EPOCH') && !refreshed) {
+          refreshed = true;
+          await this.#refreshEpoch();
+          continue;
+        }
+        if (this.#closed || !isSluiceError(error) || !error.retriable || backoff.attempts >= retries)
+          throw error;
+        await new Promise((resolve) => setTimeout(resolve, backoff.next()));
+      }
     }
   }
 
