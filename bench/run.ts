@@ -39,7 +39,7 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { Packr } from 'msgpackr';
 import { ensureH2load, type Figure, type H2loadStep, h2load, h2loadAtRate, median } from './h2load.js';
-import { freePort, waitForPort } from './ports.js';
+import { freePort, waitForPort, waitForReady } from './ports.js';
 import { sdkThroughput } from './sdk-throughput.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -163,6 +163,7 @@ async function main(): Promise<void> {
   const bareH1 = `http://127.0.0.1:${ports.h1}`;
   const bareH2c = `http://127.0.0.1:${ports.h2c}`;
   const floor = `http://127.0.0.1:${ports.floor}`;
+  await waitForReady(sluice);
   for (const name of ['bench', 'bench-single', 'bench-warmup']) await topic(sluice, name);
   await topic(sluice, 'bench-sync', { 'flush.policy': 'sync' });
 

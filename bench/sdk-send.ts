@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Producer } from '../src/client/index.js';
-import { freePort, waitForPort } from './ports.js';
+import { freePort, waitForPort, waitForReady } from './ports.js';
 import { sdkThroughput } from './sdk-throughput.js';
 
 /**
@@ -44,6 +44,7 @@ async function main(): Promise<void> {
   const lines: string[] = [];
   try {
     await waitForPort(port);
+    await waitForReady(bootstrap);
     const sdk = await sdkThroughput(bootstrap);
     for (const row of sdk.rows) lines.push(`${row.name}: ${row.figure} = ${row.ratio}`);
     const awaited = async (lingerMs: number) => {

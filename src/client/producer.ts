@@ -75,17 +75,41 @@ export interface RecordMetadata {
   offset: number;
 }
 
-interface Pending {
-  record: RecordInput;
+/**
+ * Records queued for one batch, in parallel arrays rather than an object per record: the send path
+ * allocates what the API hands out (one promise per record) and the record itself, nothing more.
+ */
+interface Batch {
+  records: RecordInput[];
+  resolves: ((metadata: RecordMetadata) => void)[];
+  rejects: ((error: unknown) => void)[];
+  /** Bytes of the records, as counted against `batchBytes` and `bufferBytesMax`. */
   bytes: number;
-  resolve: (metadata: RecordMetadata) => void;
-  reject: (error: unknown) => void;
+}
+
+const emptyBatch = (): Batch => ({ records: [], resolves: [], rejects: [], bytes: 0 });
+
+/**
+ * The executor of every record's promise: one shared function (no closure per record) that hands
+ * its resolving functions over through these two variables, read right after `new Promise`.
+ */
+let capturedResolve: (metadata: RecordMetadata) => void = () => {};
+let capturedReject: (error: unknown) => void = () => {};
+function capture(resolve: (metadata: RecordMetadata) => void, reject: (error: unknown) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
 }
 
 interface PartitionQueue {
-  records: Pending[];
-  bytes: number;
+  batch: Batch;
+  /** The batch's linger timer. */
   timer: NodeJS.Timeout | undefined;
+  /**
+   * Instead of the linger timer, when the record that opened the batch found the partition idle
+   * (nothing queued, nothing in flight): a lone send is not held for `lingerMs`, while the sends
+   * made in the same turn of the event loop still share its batch.
+   */
+  immediate: NodeJS.Immediate | undefined;
   /**
    * The batches sent and not yet retired, oldest first: a batch retires once it and every batch
    * before it are answered, so that the batches in flight are always consecutive ones (the broker
@@ -244,15 +268,14 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
   }
 
   /** A record's key and value as bytes, through the serializers when there are any. */
-  #serialize(record: ProducerRecord<K, V>): { key: Uint8Array | null; value: Uint8Array | null } {
-    const key = record.key ?? null;
-    const value = record.value ?? null;
-    return {
-      key: toBytes(key === null || !this.#keySerializer ? (key as RecordBytes) : this.#keySerializer(key)),
-      value: toBytes(
-        value === null || !this.#valueSerializer ? (value as RecordBytes) : this.#valueSerializer(value),
-      ),
-    };
+  #serializeKey(key: K | null | undefined): Uint8Array | null {
+    if (key === null || key === undefined) return null;
+    return toBytes(this.#keySerializer ? this.#keySerializer(key) : (key as RecordBytes));
+  }
+
+  #serializeValue(value: V | null | undefined): Uint8Array | null {
+    if (value === null || value === undefined) return null;
+    return toBytes(this.#valueSerializer ? this.#valueSerializer(value) : (value as RecordBytes));
   }
 
   #sendOne(record: ProducerRecord<K, V>): Promise<RecordMetadata> {
@@ -260,7 +283,8 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
     let key: Uint8Array | null;
     let value: Uint8Array | null;
     try {
-      ({ key, value } = this.#serialize(record));
+      key = this.#serializeKey(record.key);
+      value = this.#serializeValue(record.value);
     } catch (error) {
       return Promise.reject(
         new SluiceError('INVALID_RECORD', `the serializer failed: ${(error as Error)?.message ?? error}`, {
@@ -348,26 +372,34 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
       partition = this.#sticky.get(record.topic) ?? this.#random.int(partitions);
       this.#sticky.set(record.topic, partition);
     }
-    return new Promise<RecordMetadata>((resolve, reject) => {
-      let queues = this.#queues.get(record.topic);
-      if (!queues) this.#queues.set(record.topic, (queues = []));
-      let queue = queues[partition];
-      if (!queue)
-        queues[partition] = queue = {
-          records: [],
-          bytes: 0,
-          timer: undefined,
-          window: [],
-          waiting: [],
-          unanswered: new Set(),
-          overtaken: [],
-        };
-      queue.records.push({ record: input, bytes, resolve, reject });
-      queue.bytes += bytes;
-      if (queue.bytes >= this.#options.batchBytes) this.#drain(record.topic, partition, queue);
-      else
-        queue.timer ??= setTimeout(() => this.#drain(record.topic, partition, queue), this.#options.lingerMs);
-    });
+    let queues = this.#queues.get(record.topic);
+    if (!queues) this.#queues.set(record.topic, (queues = []));
+    let queue = queues[partition];
+    if (!queue)
+      queues[partition] = queue = {
+        batch: emptyBatch(),
+        timer: undefined,
+        immediate: undefined,
+        window: [],
+        waiting: [],
+        unanswered: new Set(),
+        overtaken: [],
+      };
+    const promise = new Promise<RecordMetadata>(capture);
+    const batch = queue.batch;
+    batch.records.push(input);
+    batch.resolves.push(capturedResolve);
+    batch.rejects.push(capturedReject);
+    batch.bytes += bytes;
+    if (batch.bytes >= this.#options.batchBytes) this.#drain(record.topic, partition, queue);
+    else if (batch.records.length === 1) {
+      const topic = record.topic;
+      const opened = queue;
+      if (queue.window.length === 0)
+        queue.immediate = setImmediate(() => this.#drain(topic, partition, opened));
+      else queue.timer = setTimeout(() => this.#drain(topic, partition, opened), this.#options.lingerMs);
+    }
+    return promise;
   }
 
   /** Sends everything buffered and waits for every answer. */
@@ -438,18 +470,19 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
   #drainAll(): void {
     for (const [topic, queues] of this.#queues) {
       queues.forEach((queue, partition) => {
-        if (queue.records.length > 0) this.#drain(topic, partition, queue);
+        if (queue.batch.records.length > 0) this.#drain(topic, partition, queue);
       });
     }
   }
 
   #drain(topic: string, partition: number, queue: PartitionQueue): void {
-    if (queue.timer) clearTimeout(queue.timer);
+    if (queue.timer !== undefined) clearTimeout(queue.timer);
+    if (queue.immediate !== undefined) clearImmediate(queue.immediate);
     queue.timer = undefined;
-    if (queue.records.length === 0) return;
-    const batch = queue.records;
-    queue.records = [];
-    queue.bytes = 0;
+    queue.immediate = undefined;
+    if (queue.batch.records.length === 0) return;
+    const batch = queue.batch;
+    queue.batch = emptyBatch();
     // A new batch of keyless records may go to another partition (sticky partitioning).
     this.#sticky.delete(topic);
     const sending = this.#sendBatch(topic, partition, queue, batch).finally(() =>
@@ -458,12 +491,12 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
     this.#inFlight.add(sending);
   }
 
-  async #sendBatch(topic: string, partition: number, queue: PartitionQueue, batch: Pending[]): Promise<void> {
+  async #sendBatch(topic: string, partition: number, queue: PartitionQueue, batch: Batch): Promise<void> {
     while (queue.window.length >= this.#options.maxInFlight)
       await new Promise<void>((resolve) => queue.waiting.push(resolve));
     const slot = { answered: false };
     queue.window.push(slot);
-    const bytes = batch.reduce((sum, p) => sum + p.bytes, 0);
+    const { records, bytes } = batch;
     let numbered: { session: ProducerSession; baseSequence: number } | undefined;
     try {
       if (this.#options.idempotent) {
@@ -472,24 +505,21 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
         const session = await this.#producerSession();
         const key = `${topic}\u0000${partition}`;
         const baseSequence = session.sequences.get(key) ?? 0;
-        session.sequences.set(key, (baseSequence + batch.length) % SEQUENCE_LIMIT);
+        session.sequences.set(key, (baseSequence + records.length) % SEQUENCE_LIMIT);
         numbered = { session, baseSequence };
         queue.unanswered.add(baseSequence);
       }
       if (this.#compression.codec !== 'none') await codecs.load();
-      const body = encodeBatch(
-        batch.map((p) => p.record),
-        {
-          ...(numbered
-            ? {
-                producerId: numbered.session.producerId,
-                producerEpoch: numbered.session.producerEpoch,
-                baseSequence: numbered.baseSequence,
-              }
-            : {}),
-          compression: this.#compression,
-        },
-      );
+      const body = encodeBatch(records, {
+        ...(numbered
+          ? {
+              producerId: numbered.session.producerId,
+              producerEpoch: numbered.session.producerEpoch,
+              baseSequence: numbered.baseSequence,
+            }
+          : {}),
+        compression: this.#compression,
+      });
       const acks: Acks = this.#options.acks === 'all' ? -1 : this.#options.acks;
       const endpoint = ENDPOINTS.producePartition;
       const path = endpointUrl(endpoint, { topic, partition }, { acks: acks === -1 ? 'all' : acks });
@@ -515,9 +545,9 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
               retriable: true,
             });
           const baseOffset = result?.baseOffset ?? -1;
-          batch.forEach((p, i) => {
-            p.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i });
-          });
+          const { resolves } = batch;
+          for (let i = 0; i < resolves.length; i++)
+            resolves[i]!({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i });
           return;
         } catch (error) {
           // A batch that went ahead of an earlier one still unanswered (timed out and being
@@ -547,7 +577,7 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
       // A batch that fails leaves a gap in its partition's sequence numbers (and UNKNOWN_PRODUCER_ID
       // means the cluster forgot this producer): the next batches start over with a new producer id.
       if (numbered) this.#resetSession(numbered.session);
-      for (const p of batch) p.reject(error);
+      for (const reject of batch.rejects) reject(error);
     } finally {
       if (numbered) queue.unanswered.delete(numbered.baseSequence);
       for (const wake of queue.overtaken.splice(0)) wake();
