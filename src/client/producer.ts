@@ -81,13 +81,64 @@ export interface RecordMetadata {
  */
 interface Batch {
   records: RecordInput[];
-  resolves: ((metadata: RecordMetadata) => void)[];
-  rejects: ((error: unknown) => void)[];
+  /** Per record, where its answer goes: see `Answer`. */
+  answers: Answer[];
+  /** Per record, the other half of its `Answer`: its promise's reject, or its index in its group. */
+  slots: Slot[];
   /** Bytes of the records, as counted against `batchBytes` and `bufferBytesMax`. */
   bytes: number;
 }
 
-const emptyBatch = (): Batch => ({ records: [], resolves: [], rejects: [], bytes: 0 });
+const emptyBatch = (): Batch => ({ records: [], answers: [], slots: [], bytes: 0 });
+
+/**
+ * The records of one `send()` of an array: one promise for all of them, resolved with their
+ * results in order once every one is acknowledged, or rejected with the first failure (the others
+ * are still sent, as each record of the array is a send of its own).
+ */
+class Group {
+  readonly results: RecordMetadata[];
+  #left: number;
+  #failed = false;
+
+  constructor(
+    count: number,
+    readonly resolve: (results: RecordMetadata[]) => void,
+    readonly reject: (error: unknown) => void,
+  ) {
+    this.results = new Array(count);
+    this.#left = count;
+  }
+
+  answer(index: number, metadata: RecordMetadata): void {
+    this.results[index] = metadata;
+    if (--this.#left === 0 && !this.#failed) this.resolve(this.results);
+  }
+
+  fail(error: unknown): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.reject(error);
+  }
+}
+
+/**
+ * Where a record's answer goes: the resolve function of its own promise (a `send()` of one record,
+ * with its reject in the record's `Slot`), or the `Group` of a `send()` of an array (with the
+ * record's index in the `Slot`). No object is made per record for it.
+ */
+type Answer = ((metadata: RecordMetadata) => void) | Group;
+type Slot = ((error: unknown) => void) | number;
+
+function answerTo(answer: Answer, slot: Slot, metadata: RecordMetadata): void {
+  if (typeof answer === 'function') answer(metadata);
+  else answer.answer(slot as number, metadata);
+}
+
+function failTo(answer: Answer, slot: Slot, error: unknown): void {
+  if (typeof answer === 'function') (slot as (error: unknown) => void)(error);
+  else answer.fail(error);
+}
 
 /**
  * The executor of every record's promise: one shared function (no closure per record) that hands
@@ -263,8 +314,17 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
   send(
     input: ProducerRecord<K, V> | readonly ProducerRecord<K, V>[],
   ): Promise<RecordMetadata | RecordMetadata[]> {
-    if (Array.isArray(input)) return Promise.all(input.map((r: ProducerRecord<K, V>) => this.#sendOne(r)));
-    return this.#sendOne(input as ProducerRecord<K, V>);
+    if (Array.isArray(input)) {
+      const records = input as readonly ProducerRecord<K, V>[];
+      if (records.length === 0) return Promise.resolve([]);
+      return new Promise<RecordMetadata[]>((resolve, reject) => {
+        const group = new Group(records.length, resolve, reject);
+        for (let i = 0; i < records.length; i++) this.#enqueue(records[i]!, group, i);
+      });
+    }
+    const promise = new Promise<RecordMetadata>(capture);
+    this.#enqueue(input as ProducerRecord<K, V>, capturedResolve, capturedReject);
+    return promise;
   }
 
   /** A record's key and value as bytes, through the serializers when there are any. */
@@ -278,21 +338,29 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
     return toBytes(this.#valueSerializer ? this.#valueSerializer(value) : (value as RecordBytes));
   }
 
-  #sendOne(record: ProducerRecord<K, V>): Promise<RecordMetadata> {
-    if (this.#closed) return Promise.reject(new SluiceError('SHUTTING_DOWN', 'the producer is closed'));
+  /** Serializes a record, reserves its room in the buffer, and places it; its answer or failure goes to `answer`. */
+  #enqueue(record: ProducerRecord<K, V>, answer: Answer, slot: Slot): void {
+    if (this.#closed) {
+      failTo(answer, slot, new SluiceError('SHUTTING_DOWN', 'the producer is closed'));
+      return;
+    }
     let key: Uint8Array | null;
     let value: Uint8Array | null;
     try {
       key = this.#serializeKey(record.key);
       value = this.#serializeValue(record.value);
     } catch (error) {
-      return Promise.reject(
+      failTo(
+        answer,
+        slot,
         new SluiceError('INVALID_RECORD', `the serializer failed: ${(error as Error)?.message ?? error}`, {
           cause: error,
         }),
       );
+      return;
     }
-    const input: RecordInput = { key, value, timestamp: record.timestamp ?? Date.now() };
+    const nowMs = Date.now();
+    const input: RecordInput = { key, value, timestamp: record.timestamp ?? nowMs };
     if (record.headers) {
       const headers: Header[] = [];
       const entries = Array.isArray(record.headers) ? record.headers : Object.entries(record.headers);
@@ -301,10 +369,15 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
     }
     const bytes = (key?.length ?? 0) + (value?.length ?? 0) + 16;
     // Room is reserved before anything asynchronous, so concurrent sends cannot overfill the buffer.
-    if (this.#bufferedBytes + bytes > this.#options.bufferBytesMax)
-      return this.#tracked(this.#waitForRoom(bytes)).then(() => this.#place(record, input, bytes));
+    if (this.#bufferedBytes + bytes > this.#options.bufferBytesMax) {
+      this.#tracked(this.#waitForRoom(bytes)).then(
+        () => this.#place(record, input, bytes, answer, slot, Date.now()),
+        (error) => failTo(answer, slot, error),
+      );
+      return;
+    }
     this.#bufferedBytes += bytes;
-    return this.#place(record, input, bytes);
+    this.#place(record, input, bytes, answer, slot, nowMs);
   }
 
   /** `step`, counted among the sends not queued yet until it settles. */
@@ -316,21 +389,29 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
   }
 
   /** Finds the partition (from the topic's metadata, looked up when unknown or old) and queues the record. */
-  #place(record: ProducerRecord<K, V>, input: RecordInput, bytes: number): Promise<RecordMetadata> {
+  #place(
+    record: ProducerRecord<K, V>,
+    input: RecordInput,
+    bytes: number,
+    answer: Answer,
+    slot: Slot,
+    nowMs: number,
+  ): void {
     // Fresh metadata is read synchronously: an await per record costs more than the rest of send().
-    const nowMs = Date.now();
     const fresh = this.#metadata.fresh(record.topic, nowMs);
     let lookup: Promise<TopicRoute>;
     if (!fresh) lookup = this.#metadata.route(record.topic);
-    else if (!this.#partitionAddedSince(fresh, record.partition, nowMs))
-      return this.#queue(record, input, bytes, partitionsOf(fresh));
+    else if (!this.#partitionAddedSince(fresh, record.partition, nowMs)) {
+      this.#queue(record, input, bytes, partitionsOf(fresh), answer, slot);
+      return;
+    }
     // A partition beyond the known count may have been added since: look once more before refusing.
     else lookup = this.#metadata.refresh(record.topic).catch(() => fresh);
-    return this.#tracked(lookup).then(
-      (route) => this.#queue(record, input, bytes, partitionsOf(route)),
+    this.#tracked(lookup).then(
+      (route) => this.#queue(record, input, bytes, partitionsOf(route), answer, slot),
       (error) => {
         this.#release(bytes);
-        throw error;
+        failTo(answer, slot, error);
       },
     );
   }
@@ -353,17 +434,22 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
     input: RecordInput,
     bytes: number,
     partitions: number,
-  ): Promise<RecordMetadata> {
+    answer: Answer,
+    slot: Slot,
+  ): void {
     let partition: number;
     if (record.partition !== undefined) {
       if (!Number.isInteger(record.partition) || record.partition < 0 || record.partition >= partitions) {
         this.#release(bytes);
-        return Promise.reject(
+        failTo(
+          answer,
+          slot,
           new SluiceError(
             'UNKNOWN_TOPIC_OR_PARTITION',
             `topic ${record.topic} has no partition ${record.partition}`,
           ),
         );
+        return;
       }
       partition = record.partition;
     } else if (input.key) {
@@ -385,11 +471,10 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
         unanswered: new Set(),
         overtaken: [],
       };
-    const promise = new Promise<RecordMetadata>(capture);
     const batch = queue.batch;
     batch.records.push(input);
-    batch.resolves.push(capturedResolve);
-    batch.rejects.push(capturedReject);
+    batch.answers.push(answer);
+    batch.slots.push(slot);
     batch.bytes += bytes;
     if (batch.bytes >= this.#options.batchBytes) this.#drain(record.topic, partition, queue);
     else if (batch.records.length === 1) {
@@ -399,7 +484,6 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
         queue.immediate = setImmediate(() => this.#drain(topic, partition, opened));
       else queue.timer = setTimeout(() => this.#drain(topic, partition, opened), this.#options.lingerMs);
     }
-    return promise;
   }
 
   /** Sends everything buffered and waits for every answer. */
@@ -545,9 +629,13 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
               retriable: true,
             });
           const baseOffset = result?.baseOffset ?? -1;
-          const { resolves } = batch;
-          for (let i = 0; i < resolves.length; i++)
-            resolves[i]!({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i });
+          const { answers, slots } = batch;
+          for (let i = 0; i < answers.length; i++)
+            answerTo(answers[i]!, slots[i]!, {
+              topic,
+              partition,
+              offset: baseOffset < 0 ? -1 : baseOffset + i,
+            });
           return;
         } catch (error) {
           // A batch that went ahead of an earlier one still unanswered (timed out and being
@@ -577,7 +665,7 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
       // A batch that fails leaves a gap in its partition's sequence numbers (and UNKNOWN_PRODUCER_ID
       // means the cluster forgot this producer): the next batches start over with a new producer id.
       if (numbered) this.#resetSession(numbered.session);
-      for (const reject of batch.rejects) reject(error);
+      for (let i = 0; i < batch.answers.length; i++) failTo(batch.answers[i]!, batch.slots[i]!, error);
     } finally {
       if (numbered) queue.unanswered.delete(numbered.baseSequence);
       for (const wake of queue.overtaken.splice(0)) wake();

@@ -213,6 +213,18 @@ describe('Producer', () => {
     await producer.close();
   });
 
+  it('rejects a send of an array with the first failure of its records, and still sends the others', async () => {
+    const producer = new Producer({ bootstrap, acks: 1, lingerMs: 0 });
+    const sent = producer.send([
+      { topic: 't', value: 'kept', partition: 1 },
+      { topic: 't', value: 'refused', partition: PARTITIONS + 5 },
+      { topic: 't', value: 'kept too', partition: 1 },
+    ]);
+    await expect(sent).rejects.toMatchObject({ code: 'UNKNOWN_TOPIC_OR_PARTITION' });
+    await producer.close();
+    expect(received.flatMap((r) => r.values)).toEqual(['kept', 'kept too']);
+  });
+
   it('keeps keyless records on one sticky partition within a batch', async () => {
     const producer = new Producer({ bootstrap, lingerMs: 10 });
     const results = await producer.send(
