@@ -69,6 +69,11 @@ function record(i: number): Buffer {
 }
 
 const rows: { name: string; figure: string; ratio: string }[] = [];
+/** Records a row of the table, and prints it as it comes (a step takes ROUNDS x SECONDS or more). */
+function row(r: { name: string; figure: string; ratio: string }): void {
+  rows.push(r);
+  process.stdout.write(`${r.name}\n    ${r.figure}\n    ${r.ratio}\n`);
+}
 const f = (n: number) => Math.round(n).toLocaleString('en-US');
 const x = (n: number) => `${n.toFixed(2)}x`;
 const check = (ratio: number, target: number, atMost = false) =>
@@ -206,7 +211,7 @@ async function main(): Promise<void> {
     });
     figures[`produce_${proto}`] = got.sluice * BATCH_RECORDS;
     const ratio = got.sluice / got.baseline;
-    rows.push({
+    row({
       name: `produce 1000x100B (${proto}, acks=1; h2load -c ${h1 ? 16 : '4 -m 16'})`,
       figure: `${f(got.sluice * BATCH_RECORDS)} rec/s, ${((got.sluice * batchBody.length) / 1e6).toFixed(1)} MB/s, mean ${got.meanMs[0].toFixed(2)} ms${got.failed ? `, ${got.failed} failed` : ''}`,
       ratio: `${x(ratio)} bare fastify /produce ${proto} (${f(got.baseline * BATCH_RECORDS)} rec/s, mean ${got.meanMs[1].toFixed(2)} ms); ${check(ratio, 0.8)}`,
@@ -214,7 +219,7 @@ async function main(): Promise<void> {
   }
   // The same bytes into a route that does not decode them: how much of the ceiling is msgpack.
   const raw = pair({ sluice: [sluice, produce(true, produced)], baseline: [bareH1, produce(true, '/raw')] });
-  rows.push({
+  row({
     name: 'produce 1000x100B (h1) vs bare fastify /raw (no decode)',
     figure: `${f(raw.sluice * BATCH_RECORDS)} rec/s`,
     ratio: `${x(raw.sluice / raw.baseline)} bare /raw (${f(raw.baseline * BATCH_RECORDS)} req-equivalent rec/s)`,
@@ -233,7 +238,7 @@ async function main(): Promise<void> {
     ).requests.average;
   const cannonSluice = await cannon(`${sluice}${produced}`);
   const cannonBare = await cannon(`${bareH1}/produce`);
-  rows.push({
+  row({
     name: 'produce 1000x100B (h1) with autocannon -c 16 (second column)',
     figure: `${f(cannonSluice * BATCH_RECORDS)} rec/s`,
     ratio: `${x(cannonSluice / cannonBare)} bare fastify /produce h1 (${f(cannonBare * BATCH_RECORDS)} rec/s)`,
@@ -258,7 +263,7 @@ async function main(): Promise<void> {
     });
     figures[`fetch_${proto}`] = got.sluice * BATCH_RECORDS;
     const ratio = got.sluice / got.baseline;
-    rows.push({
+    row({
       name: `fetch 1000 records/request (${proto}; h2load -c ${h1 ? 16 : '4 -m 16'})`,
       figure: `${f(got.sluice * BATCH_RECORDS)} rec/s, mean ${got.meanMs[0].toFixed(2)} ms${got.failed ? `, ${got.failed} failed` : ''}`,
       ratio: `${x(ratio)} bare fastify serving the same ${sampleBytes} bytes (${f(got.baseline)} req/s); ${check(ratio, 0.8)}`,
@@ -301,13 +306,13 @@ async function main(): Promise<void> {
   const p = (side: keyof typeof latency, i: 0 | 1) => median(latency[side].map((v) => v[i]));
   const floorP50 = p('floor', 0);
   const floorP99 = p('floor', 1);
-  rows.push({
+  row({
     name: `single-record produce at ${LATENCY_RPS} req/s (h1, h2load --rps, ${LATENCY_CLIENTS} clients, open loop)`,
     figure: `p50 ${p('sluice', 0).toFixed(3)} ms, p99 ${p('sluice', 1).toFixed(3)} ms`,
     ratio: `bare node:http p50 ${floorP50.toFixed(3)} ms p99 ${floorP99.toFixed(3)} ms: p50 ${x(p('sluice', 0) / floorP50)} (${check(p('sluice', 0) / floorP50, 1.3, true)}), p99 ${x(p('sluice', 1) / floorP99)} (${check(p('sluice', 1) / floorP99, 1.5, true)})`,
   });
   const syncFloor = floorP99 + fsync.p50Ms;
-  rows.push({
+  row({
     name: `single-record produce at ${LATENCY_RPS} req/s, flush.policy=sync`,
     figure: `p50 ${p('sync', 0).toFixed(3)} ms, p99 ${p('sync', 1).toFixed(3)} ms`,
     ratio: `node:http p99 + one fsync (write+fsync p50 ${fsync.p50Ms.toFixed(3)} ms, p99 ${fsync.p99Ms.toFixed(3)} ms) = ${syncFloor.toFixed(3)} ms: p99 ${x(p('sync', 1) / syncFloor)} (${check(p('sync', 1) / syncFloor, 1.5, true)})`,
@@ -316,7 +321,7 @@ async function main(): Promise<void> {
   // 4. The SDK, against a bare node:http2 client posting the same batches (bench/sdk-send.ts).
   if (WITH_SDK) {
     const sdk = await sdkThroughput(sluice);
-    rows.push(...sdk.rows);
+    for (const r of sdk.rows) row(r);
   }
 
   if (WITH_PEERS) await peers(work, figures);
@@ -390,7 +395,7 @@ async function peers(work: string, figures: Record<string, number>): Promise<voi
   const h1 = figures.produce_h1!;
   const h2 = figures.produce_h2c!;
   for (const fsyncMode of ['everysec', 'always']) {
-    rows.push({
+    row({
       name: `Redis XADD 100 B, AOF appendfsync ${fsyncMode} (redis-benchmark -c 50 -P 64 / -P 1000)`,
       figure: `-P 64: ${f(xadd[`${fsyncMode}_64`]!)} rec/s, -P 1000: ${f(xadd[`${fsyncMode}_1000`]!)} rec/s`,
       ratio:
@@ -399,7 +404,7 @@ async function peers(work: string, figures: Record<string, number>): Promise<voi
           : `Sluice h1 (acks=1, async flush) = ${x(h1 / xadd.always_1000!)} -P 1000`,
     });
   }
-  rows.push({
+  row({
     name: 'Redis XRANGE COUNT 1000 (redis-benchmark -c 50)',
     figure: `${f(xrange * 1000)} rec/s`,
     ratio: `Sluice fetch h1 = ${x(figures.fetch_h1! / (xrange * 1000))}, h2c = ${x(figures.fetch_h2c! / (xrange * 1000))}`,
@@ -437,12 +442,12 @@ async function peers(work: string, figures: Record<string, number>): Promise<voi
   );
   const publish = Number(kv.publish_msgs_s);
   const consume = Number(kv.consume_msgs_s);
-  rows.push({
+  row({
     name: 'NATS JetStream publish, file store (core publish + reply inbox, 1000 un-acked; bench/nats-publish.ts)',
     figure: `${f(publish)} rec/s (ack p50 ${kv.ack_p50_ms} ms, p99 ${kv.ack_p99_ms} ms)`,
     ratio: `Sluice batched produce h1 = ${x(h1 / publish)}, h2c = ${x(h2 / publish)}`,
   });
-  rows.push({
+  row({
     name: 'NATS JetStream pull consume (1000/fetch)',
     figure: `${f(consume)} rec/s`,
     ratio: `Sluice fetch h1 = ${x(figures.fetch_h1! / consume)}`,

@@ -7,8 +7,12 @@
  *   node --import tsx bench/http/bare-server.ts <port> [h1|h2c]
  *
  * `h1` (the default) serves HTTP/1.1, `h2c` cleartext HTTP/2 with prior knowledge (fastify's
- * `http2: true`), so that each protocol of Sluice's port has its own bare ceiling.
+ * `http2: true`), so that each protocol of Sluice's port has its own bare ceiling. The h2c server
+ * has Sluice's HTTP/2 settings (src/http/server.ts: 256 streams, a 1 MiB stream window and an
+ * 8 MiB session window): with Node's defaults (64 KiB windows) a 108 KB body waits for window
+ * updates, and the ceiling would be flow control's rather than the framework's.
  */
+import * as http2 from 'node:http2';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Packr, Unpackr } from 'msgpackr';
 
