@@ -7,7 +7,9 @@
  *   npm run build && PROFILE_SECONDS=10 node --import tsx bench/profile-broker.ts [out-dir]
  *
  * Steps: produce 1000 x 100 B per request with acks=1 over HTTP/1.1 (h2load --h1 -c 16) and over
- * h2c (h2load -c 4 -m 16), then fetch of 1000 records per request over HTTP/1.1 (-c 16).
+ * h2c (h2load -c 4 -m 16), then fetch of 1000 records per request over HTTP/1.1 (-c 16). Only the
+ * samples of the measured load count (after h2load's one-second warm-up, until it ends): not the
+ * broker's start-up (schema compilation, recovery) or its shutdown.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
@@ -52,6 +54,7 @@ async function main(): Promise<void> {
       const dir = join(out, step.name);
       mkdirSync(dir, { recursive: true });
       const port = await freePort();
+      const spawned = performance.now();
       const broker: ChildProcess = spawn(
         process.execPath,
         [
@@ -80,7 +83,10 @@ async function main(): Promise<void> {
         if (response.status !== 201) throw new Error(`creating topic p: ${response.status}`);
         created = true;
       }
+      // h2load warms up for a second, then measures for SECONDS.
+      const loadFromMs = performance.now() - spawned + 1000;
       const figure = h2load(url, { ...step, seconds: SECONDS });
+      const loadToMs = performance.now() - spawned;
       process.stdout.write(
         `\n## ${step.name}: ${Math.round(figure.requestsPerSecond * 1000).toLocaleString('en-US')} rec/s (h2load ${step.h1 ? '--h1 ' : ''}-c ${step.clients}${step.streams ? ` -m ${step.streams}` : ''}, ${SECONDS} s${figure.failed ? `, ${figure.failed} failed` : ''})\n`,
       );
@@ -94,7 +100,15 @@ async function main(): Promise<void> {
       process.stdout.write(
         execFileSync(
           process.execPath,
-          ['--import', 'tsx', join(ROOT, 'bench', 'profile-summary.ts'), join(dir, file), String(TOP)],
+          [
+            '--import',
+            'tsx',
+            join(ROOT, 'bench', 'profile-summary.ts'),
+            join(dir, file),
+            String(TOP),
+            String(Math.round(loadFromMs)),
+            String(Math.round(loadToMs)),
+          ],
           { encoding: 'utf8' },
         ),
       );
