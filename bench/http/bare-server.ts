@@ -22,7 +22,22 @@ const packr = new Packr({ useRecords: false, variableMapSize: true });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
 // The routes are the same on both: typed as the HTTP/1.1 instance, which they do not depend on.
 const app = (h2c
-  ? Fastify({ logger: false, bodyLimit: 8 * 1024 * 1024, http2: true })
+  ? Fastify({
+      logger: false,
+      bodyLimit: 8 * 1024 * 1024,
+      http2: true,
+      serverFactory: (handler) => {
+        const server = http2.createServer(
+          { settings: { maxConcurrentStreams: 256, initialWindowSize: 1024 * 1024 } },
+          handler as unknown as (
+            request: http2.Http2ServerRequest,
+            response: http2.Http2ServerResponse,
+          ) => void,
+        );
+        server.on('session', (session) => session.setLocalWindowSize(8 * 1024 * 1024));
+        return server;
+      },
+    })
   : Fastify({ logger: false, bodyLimit: 8 * 1024 * 1024 })) as unknown as FastifyInstance;
 app.addContentTypeParser(
   ['application/vnd.msgpack', 'application/msgpack'],
