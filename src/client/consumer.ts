@@ -167,14 +167,25 @@ export class PartitionConsumer implements AsyncIterable<ConsumedRecord> {
       }
       return done();
     };
+    // A fetch under way: a next() called before it settles waits for it, as an async generator's
+    // calls queue, so that two fetches never race for the position.
+    let fetching: Promise<IteratorResult<ConsumedRecord>> | undefined;
+    const next = (): Promise<IteratorResult<ConsumedRecord>> => {
+      if (fetching) return fetching.then(next, next);
+      if (ended) return Promise.resolve(done());
+      if (at < records.length)
+        return Promise.resolve({ value: consumedRecord(topic, partition, records[at++]!), done: false });
+      if (atEnd()) return Promise.resolve(done());
+      const fetched = fetchPage();
+      fetching = fetched;
+      const settled = () => {
+        fetching = undefined;
+      };
+      fetched.then(settled, settled);
+      return fetched;
+    };
     return {
-      next: (): Promise<IteratorResult<ConsumedRecord>> => {
-        if (ended) return Promise.resolve(done());
-        if (at < records.length)
-          return Promise.resolve({ value: consumedRecord(topic, partition, records[at++]!), done: false });
-        if (atEnd()) return Promise.resolve(done());
-        return fetchPage();
-      },
+      next,
       return: (): Promise<IteratorResult<ConsumedRecord>> => Promise.resolve(done()),
     };
   }
