@@ -25,6 +25,8 @@ export interface H2loadStep {
   headers?: readonly string[];
   h1: boolean;
   clients: number;
+  /** Requests in flight per client (h2load -m): concurrent streams over h2c; 1 over HTTP/1.1. */
+  streams?: number;
   seconds: number;
 }
 
@@ -49,7 +51,7 @@ function h2loadArgs(url: string, step: H2loadStep, extra: string[]): string[] {
     '-c',
     String(step.clients),
     '-m',
-    '1',
+    String(step.h1 ? 1 : (step.streams ?? 1)),
     ...extra,
     '-H',
     `content-type: ${step.contentType ?? 'application/vnd.msgpack'}`,

@@ -28,3 +28,17 @@ export async function waitForPort(port: number, timeoutMs = 20_000): Promise<voi
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** Waits until a Sluice node at `url` answers /readyz with 200 (its controller is known and it can create topics). */
+export async function waitForReady(url: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = await fetch(`${url}/readyz`).then(
+      (r) => r.status,
+      () => 0,
+    );
+    if (status === 200) return;
+    if (Date.now() > deadline) throw new Error(`${url} is not ready (last /readyz status ${status})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -75,17 +75,92 @@ export interface RecordMetadata {
   offset: number;
 }
 
-interface Pending {
-  record: RecordInput;
+/**
+ * Records queued for one batch, in parallel arrays rather than an object per record: the send path
+ * allocates what the API hands out (one promise per record) and the record itself, nothing more.
+ */
+interface Batch {
+  records: RecordInput[];
+  /** Per record, where its answer goes: see `Answer`. */
+  answers: Answer[];
+  /** Per record, the other half of its `Answer`: its promise's reject, or its index in its group. */
+  slots: Slot[];
+  /** Bytes of the records, as counted against `batchBytes` and `bufferBytesMax`. */
   bytes: number;
-  resolve: (metadata: RecordMetadata) => void;
-  reject: (error: unknown) => void;
+}
+
+const emptyBatch = (): Batch => ({ records: [], answers: [], slots: [], bytes: 0 });
+
+/**
+ * The records of one `send()` of an array: one promise for all of them, resolved with their
+ * results in order once every one is acknowledged, or rejected with the first failure (the others
+ * are still sent, as each record of the array is a send of its own).
+ */
+class Group {
+  readonly results: RecordMetadata[];
+  #left: number;
+  #failed = false;
+
+  constructor(
+    count: number,
+    readonly resolve: (results: RecordMetadata[]) => void,
+    readonly reject: (error: unknown) => void,
+  ) {
+    this.results = new Array(count);
+    this.#left = count;
+  }
+
+  answer(index: number, metadata: RecordMetadata): void {
+    this.results[index] = metadata;
+    if (--this.#left === 0 && !this.#failed) this.resolve(this.results);
+  }
+
+  fail(error: unknown): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.reject(error);
+  }
+}
+
+/**
+ * Where a record's answer goes: the resolve function of its own promise (a `send()` of one record,
+ * with its reject in the record's `Slot`), or the `Group` of a `send()` of an array (with the
+ * record's index in the `Slot`). No object is made per record for it.
+ */
+type Answer = ((metadata: RecordMetadata) => void) | Group;
+type Slot = ((error: unknown) => void) | number;
+
+function answerTo(answer: Answer, slot: Slot, metadata: RecordMetadata): void {
+  if (typeof answer === 'function') answer(metadata);
+  else answer.answer(slot as number, metadata);
+}
+
+function failTo(answer: Answer, slot: Slot, error: unknown): void {
+  if (typeof answer === 'function') (slot as (error: unknown) => void)(error);
+  else answer.fail(error);
+}
+
+/**
+ * The executor of every record's promise: one shared function (no closure per record) that hands
+ * its resolving functions over through these two variables, read right after `new Promise`.
+ */
+let capturedResolve: (metadata: RecordMetadata) => void = () => {};
+let capturedReject: (error: unknown) => void = () => {};
+function capture(resolve: (metadata: RecordMetadata) => void, reject: (error: unknown) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
 }
 
 interface PartitionQueue {
-  records: Pending[];
-  bytes: number;
+  batch: Batch;
+  /** The batch's linger timer. */
   timer: NodeJS.Timeout | undefined;
+  /**
+   * Instead of the linger timer, when the record that opened the batch found the partition idle
+   * (nothing queued, nothing in flight): a lone send is not held for `lingerMs`, while the sends
+   * made in the same turn of the event loop still share its batch.
+   */
+  immediate: NodeJS.Immediate | undefined;
   /**
    * The batches sent and not yet retired, oldest first: a batch retires once it and every batch
    * before it are answered, so that the batches in flight are always consecutive ones (the broker
@@ -239,36 +314,53 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
   send(
     input: ProducerRecord<K, V> | readonly ProducerRecord<K, V>[],
   ): Promise<RecordMetadata | RecordMetadata[]> {
-    if (Array.isArray(input)) return Promise.all(input.map((r: ProducerRecord<K, V>) => this.#sendOne(r)));
-    return this.#sendOne(input as ProducerRecord<K, V>);
+    if (Array.isArray(input)) {
+      const records = input as readonly ProducerRecord<K, V>[];
+      if (records.length === 0) return Promise.resolve([]);
+      return new Promise<RecordMetadata[]>((resolve, reject) => {
+        const group = new Group(records.length, resolve, reject);
+        for (let i = 0; i < records.length; i++) this.#enqueue(records[i]!, group, i);
+      });
+    }
+    const promise = new Promise<RecordMetadata>(capture);
+    this.#enqueue(input as ProducerRecord<K, V>, capturedResolve, capturedReject);
+    return promise;
   }
 
   /** A record's key and value as bytes, through the serializers when there are any. */
-  #serialize(record: ProducerRecord<K, V>): { key: Uint8Array | null; value: Uint8Array | null } {
-    const key = record.key ?? null;
-    const value = record.value ?? null;
-    return {
-      key: toBytes(key === null || !this.#keySerializer ? (key as RecordBytes) : this.#keySerializer(key)),
-      value: toBytes(
-        value === null || !this.#valueSerializer ? (value as RecordBytes) : this.#valueSerializer(value),
-      ),
-    };
+  #serializeKey(key: K | null | undefined): Uint8Array | null {
+    if (key === null || key === undefined) return null;
+    return toBytes(this.#keySerializer ? this.#keySerializer(key) : (key as RecordBytes));
   }
 
-  #sendOne(record: ProducerRecord<K, V>): Promise<RecordMetadata> {
-    if (this.#closed) return Promise.reject(new SluiceError('SHUTTING_DOWN', 'the producer is closed'));
+  #serializeValue(value: V | null | undefined): Uint8Array | null {
+    if (value === null || value === undefined) return null;
+    return toBytes(this.#valueSerializer ? this.#valueSerializer(value) : (value as RecordBytes));
+  }
+
+  /** Serializes a record, reserves its room in the buffer, and places it; its answer or failure goes to `answer`. */
+  #enqueue(record: ProducerRecord<K, V>, answer: Answer, slot: Slot): void {
+    if (this.#closed) {
+      failTo(answer, slot, new SluiceError('SHUTTING_DOWN', 'the producer is closed'));
+      return;
+    }
     let key: Uint8Array | null;
     let value: Uint8Array | null;
     try {
-      ({ key, value } = this.#serialize(record));
+      key = this.#serializeKey(record.key);
+      value = this.#serializeValue(record.value);
     } catch (error) {
-      return Promise.reject(
+      failTo(
+        answer,
+        slot,
         new SluiceError('INVALID_RECORD', `the serializer failed: ${(error as Error)?.message ?? error}`, {
           cause: error,
         }),
       );
+      return;
     }
-    const input: RecordInput = { key, value, timestamp: record.timestamp ?? Date.now() };
+    const nowMs = Date.now();
+    const input: RecordInput = { key, value, timestamp: record.timestamp ?? nowMs };
     if (record.headers) {
       const headers: Header[] = [];
       const entries = Array.isArray(record.headers) ? record.headers : Object.entries(record.headers);
@@ -277,10 +369,15 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
     }
     const bytes = (key?.length ?? 0) + (value?.length ?? 0) + 16;
     // Room is reserved before anything asynchronous, so concurrent sends cannot overfill the buffer.
-    if (this.#bufferedBytes + bytes > this.#options.bufferBytesMax)
-      return this.#tracked(this.#waitForRoom(bytes)).then(() => this.#place(record, input, bytes));
+    if (this.#bufferedBytes + bytes > this.#options.bufferBytesMax) {
+      this.#tracked(this.#waitForRoom(bytes)).then(
+        () => this.#place(record, input, bytes, answer, slot, Date.now()),
+        (error) => failTo(answer, slot, error),
+      );
+      return;
+    }
     this.#bufferedBytes += bytes;
-    return this.#place(record, input, bytes);
+    this.#place(record, input, bytes, answer, slot, nowMs);
   }
 
   /** `step`, counted among the sends not queued yet until it settles. */
@@ -292,21 +389,29 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
   }
 
   /** Finds the partition (from the topic's metadata, looked up when unknown or old) and queues the record. */
-  #place(record: ProducerRecord<K, V>, input: RecordInput, bytes: number): Promise<RecordMetadata> {
+  #place(
+    record: ProducerRecord<K, V>,
+    input: RecordInput,
+    bytes: number,
+    answer: Answer,
+    slot: Slot,
+    nowMs: number,
+  ): void {
     // Fresh metadata is read synchronously: an await per record costs more than the rest of send().
-    const nowMs = Date.now();
     const fresh = this.#metadata.fresh(record.topic, nowMs);
     let lookup: Promise<TopicRoute>;
     if (!fresh) lookup = this.#metadata.route(record.topic);
-    else if (!this.#partitionAddedSince(fresh, record.partition, nowMs))
-      return this.#queue(record, input, bytes, partitionsOf(fresh));
+    else if (!this.#partitionAddedSince(fresh, record.partition, nowMs)) {
+      this.#queue(record, input, bytes, partitionsOf(fresh), answer, slot);
+      return;
+    }
     // A partition beyond the known count may have been added since: look once more before refusing.
     else lookup = this.#metadata.refresh(record.topic).catch(() => fresh);
-    return this.#tracked(lookup).then(
-      (route) => this.#queue(record, input, bytes, partitionsOf(route)),
+    this.#tracked(lookup).then(
+      (route) => this.#queue(record, input, bytes, partitionsOf(route), answer, slot),
       (error) => {
         this.#release(bytes);
-        throw error;
+        failTo(answer, slot, error);
       },
     );
   }
@@ -329,17 +434,22 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
     input: RecordInput,
     bytes: number,
     partitions: number,
-  ): Promise<RecordMetadata> {
+    answer: Answer,
+    slot: Slot,
+  ): void {
     let partition: number;
     if (record.partition !== undefined) {
       if (!Number.isInteger(record.partition) || record.partition < 0 || record.partition >= partitions) {
         this.#release(bytes);
-        return Promise.reject(
+        failTo(
+          answer,
+          slot,
           new SluiceError(
             'UNKNOWN_TOPIC_OR_PARTITION',
             `topic ${record.topic} has no partition ${record.partition}`,
           ),
         );
+        return;
       }
       partition = record.partition;
     } else if (input.key) {
@@ -348,26 +458,32 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
       partition = this.#sticky.get(record.topic) ?? this.#random.int(partitions);
       this.#sticky.set(record.topic, partition);
     }
-    return new Promise<RecordMetadata>((resolve, reject) => {
-      let queues = this.#queues.get(record.topic);
-      if (!queues) this.#queues.set(record.topic, (queues = []));
-      let queue = queues[partition];
-      if (!queue)
-        queues[partition] = queue = {
-          records: [],
-          bytes: 0,
-          timer: undefined,
-          window: [],
-          waiting: [],
-          unanswered: new Set(),
-          overtaken: [],
-        };
-      queue.records.push({ record: input, bytes, resolve, reject });
-      queue.bytes += bytes;
-      if (queue.bytes >= this.#options.batchBytes) this.#drain(record.topic, partition, queue);
-      else
-        queue.timer ??= setTimeout(() => this.#drain(record.topic, partition, queue), this.#options.lingerMs);
-    });
+    let queues = this.#queues.get(record.topic);
+    if (!queues) this.#queues.set(record.topic, (queues = []));
+    let queue = queues[partition];
+    if (!queue)
+      queues[partition] = queue = {
+        batch: emptyBatch(),
+        timer: undefined,
+        immediate: undefined,
+        window: [],
+        waiting: [],
+        unanswered: new Set(),
+        overtaken: [],
+      };
+    const batch = queue.batch;
+    batch.records.push(input);
+    batch.answers.push(answer);
+    batch.slots.push(slot);
+    batch.bytes += bytes;
+    if (batch.bytes >= this.#options.batchBytes) this.#drain(record.topic, partition, queue);
+    else if (batch.records.length === 1) {
+      const topic = record.topic;
+      const opened = queue;
+      if (queue.window.length === 0)
+        queue.immediate = setImmediate(() => this.#drain(topic, partition, opened));
+      else queue.timer = setTimeout(() => this.#drain(topic, partition, opened), this.#options.lingerMs);
+    }
   }
 
   /** Sends everything buffered and waits for every answer. */
@@ -438,18 +554,19 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
   #drainAll(): void {
     for (const [topic, queues] of this.#queues) {
       queues.forEach((queue, partition) => {
-        if (queue.records.length > 0) this.#drain(topic, partition, queue);
+        if (queue.batch.records.length > 0) this.#drain(topic, partition, queue);
       });
     }
   }
 
   #drain(topic: string, partition: number, queue: PartitionQueue): void {
-    if (queue.timer) clearTimeout(queue.timer);
+    if (queue.timer !== undefined) clearTimeout(queue.timer);
+    if (queue.immediate !== undefined) clearImmediate(queue.immediate);
     queue.timer = undefined;
-    if (queue.records.length === 0) return;
-    const batch = queue.records;
-    queue.records = [];
-    queue.bytes = 0;
+    queue.immediate = undefined;
+    if (queue.batch.records.length === 0) return;
+    const batch = queue.batch;
+    queue.batch = emptyBatch();
     // A new batch of keyless records may go to another partition (sticky partitioning).
     this.#sticky.delete(topic);
     const sending = this.#sendBatch(topic, partition, queue, batch).finally(() =>
@@ -458,12 +575,12 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
     this.#inFlight.add(sending);
   }
 
-  async #sendBatch(topic: string, partition: number, queue: PartitionQueue, batch: Pending[]): Promise<void> {
+  async #sendBatch(topic: string, partition: number, queue: PartitionQueue, batch: Batch): Promise<void> {
     while (queue.window.length >= this.#options.maxInFlight)
       await new Promise<void>((resolve) => queue.waiting.push(resolve));
     const slot = { answered: false };
     queue.window.push(slot);
-    const bytes = batch.reduce((sum, p) => sum + p.bytes, 0);
+    const { records, bytes } = batch;
     let numbered: { session: ProducerSession; baseSequence: number } | undefined;
     try {
       if (this.#options.idempotent) {
@@ -472,24 +589,21 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
         const session = await this.#producerSession();
         const key = `${topic}\u0000${partition}`;
         const baseSequence = session.sequences.get(key) ?? 0;
-        session.sequences.set(key, (baseSequence + batch.length) % SEQUENCE_LIMIT);
+        session.sequences.set(key, (baseSequence + records.length) % SEQUENCE_LIMIT);
         numbered = { session, baseSequence };
         queue.unanswered.add(baseSequence);
       }
       if (this.#compression.codec !== 'none') await codecs.load();
-      const body = encodeBatch(
-        batch.map((p) => p.record),
-        {
-          ...(numbered
-            ? {
-                producerId: numbered.session.producerId,
-                producerEpoch: numbered.session.producerEpoch,
-                baseSequence: numbered.baseSequence,
-              }
-            : {}),
-          compression: this.#compression,
-        },
-      );
+      const body = encodeBatch(records, {
+        ...(numbered
+          ? {
+              producerId: numbered.session.producerId,
+              producerEpoch: numbered.session.producerEpoch,
+              baseSequence: numbered.baseSequence,
+            }
+          : {}),
+        compression: this.#compression,
+      });
       const acks: Acks = this.#options.acks === 'all' ? -1 : this.#options.acks;
       const endpoint = ENDPOINTS.producePartition;
       const path = endpointUrl(endpoint, { topic, partition }, { acks: acks === -1 ? 'all' : acks });
@@ -515,9 +629,13 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
               retriable: true,
             });
           const baseOffset = result?.baseOffset ?? -1;
-          batch.forEach((p, i) => {
-            p.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i });
-          });
+          const { answers, slots } = batch;
+          for (let i = 0; i < answers.length; i++)
+            answerTo(answers[i]!, slots[i]!, {
+              topic,
+              partition,
+              offset: baseOffset < 0 ? -1 : baseOffset + i,
+            });
           return;
         } catch (error) {
           // A batch that went ahead of an earlier one still unanswered (timed out and being
@@ -547,7 +665,7 @@ export class Producer<K = RecordBytes, V = RecordBytes> {
       // A batch that fails leaves a gap in its partition's sequence numbers (and UNKNOWN_PRODUCER_ID
       // means the cluster forgot this producer): the next batches start over with a new producer id.
       if (numbered) this.#resetSession(numbered.session);
-      for (const p of batch) p.reject(error);
+      for (let i = 0; i < batch.answers.length; i++) failTo(batch.answers[i]!, batch.slots[i]!, error);
     } finally {
       if (numbered) queue.unanswered.delete(numbered.baseSequence);
       for (const wake of queue.overtaken.splice(0)) wake();

@@ -120,6 +120,25 @@ async function readAll(consumer: PartitionConsumer): Promise<number[]> {
 }
 
 describe('PartitionConsumer', () => {
+  it('hands out consecutive records to next() calls made before the first one settles, one fetch per page', async () => {
+    const consumer = new PartitionConsumer({
+      bootstrap,
+      topic: 't',
+      partition: 0,
+      offset: 0,
+      stopAtEnd: true,
+    });
+    const iterator = consumer[Symbol.asyncIterator]();
+    try {
+      const results = await Promise.all(Array.from({ length: 12 }, () => iterator.next()));
+      const handedOut = results.map((r) => (r.done ? 'done' : r.value.offset));
+      expect(handedOut).toEqual([...Array.from({ length: 10 }, (_, i) => i), 'done', 'done']);
+    } finally {
+      consumer.close();
+    }
+    expect(fetches).toEqual(['0', '5']);
+  });
+
   it("fetches with the endpoint table's method, path and maxBytes default, long-polling CONSUMER_FETCH_WAIT_MS", async () => {
     const consumer = new PartitionConsumer({ bootstrap, topic: 'a b', partition: 1, offset: 3 });
     try {

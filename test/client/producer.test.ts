@@ -198,6 +198,33 @@ describe('Producer', () => {
     await producer.close();
   });
 
+  it('sends a lone awaited record without waiting for lingerMs, and the sends of one turn in one batch', async () => {
+    const producer = new Producer({ bootstrap, lingerMs: 60_000 });
+    // Nothing else is queued or in flight: a send held for its linger would not resolve before
+    // the test's timeout, and the test fails.
+    const first = await producer.send({ topic: 't', value: 'alone', partition: 2 });
+    const second = await producer.send({ topic: 't', value: 'next', partition: 2 });
+    // Sends made in one turn of the event loop still share one batch.
+    const together = await Promise.all(
+      Array.from({ length: 5 }, (_, i) => producer.send({ topic: 't', value: `v${i}`, partition: 2 })),
+    );
+    expect([first.offset, second.offset, ...together.map((r) => r.offset)]).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(received.map((r) => r.values)).toEqual([['alone'], ['next'], ['v0', 'v1', 'v2', 'v3', 'v4']]);
+    await producer.close();
+  });
+
+  it('rejects a send of an array with the first failure of its records, and still sends the others', async () => {
+    const producer = new Producer({ bootstrap, acks: 1, lingerMs: 0 });
+    const sent = producer.send([
+      { topic: 't', value: 'kept', partition: 1 },
+      { topic: 't', value: 'refused', partition: PARTITIONS + 5 },
+      { topic: 't', value: 'kept too', partition: 1 },
+    ]);
+    await expect(sent).rejects.toMatchObject({ code: 'UNKNOWN_TOPIC_OR_PARTITION' });
+    await producer.close();
+    expect(received.flatMap((r) => r.values)).toEqual(['kept', 'kept too']);
+  });
+
   it('keeps keyless records on one sticky partition within a batch', async () => {
     const producer = new Producer({ bootstrap, lingerMs: 10 });
     const results = await producer.send(
