@@ -63,6 +63,8 @@ export interface ReadOptions {
   maxOffset?: number;
   /** Bytes to leave free before and after the data in its buffer (see `ReadResult.reserved`). */
   reserve?: { before: number; after: number };
+  /** Where the read's buffer comes from (`SegmentReadOptions.allocate`). */
+  allocate?: (bytes: number) => Buffer;
   /**
    * Check the CRC-32C of every returned batch (`verifiedPrefix`): batches up to the first bad one
    * are returned; a bad first batch throws CORRUPT_MESSAGE. The bytes are still not decoded.
@@ -669,7 +671,7 @@ export class PartitionLog {
   async #readSegments(
     offset: number,
     maxOffset: number,
-    options: { maxBytes: number; reserve?: { before: number; after: number } },
+    options: Pick<ReadOptions, 'maxBytes' | 'reserve' | 'allocate'>,
   ): Promise<ReadResult> {
     const requested = offset;
     let i = this.#segmentIndexFor(offset);
@@ -682,6 +684,7 @@ export class PartitionLog {
         // A synchronous read happens within this call, before the promise is returned.
         const reading = segment.read(offset, Math.max(1, options.maxBytes), maxOffset, {
           ...(options.reserve ? { reserve: options.reserve } : {}),
+          ...(options.allocate ? { allocate: options.allocate } : {}),
           sync,
         });
         if (sync) this.#syncReads.observe(this.#clock.monotonicMs() - started);

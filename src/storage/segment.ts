@@ -38,6 +38,11 @@ export interface SegmentReadOptions {
   reserve?: { before: number; after: number };
   /** Read on the calling thread (see `FileHandle.readSync`): for bytes the page cache holds. */
   sync?: boolean;
+  /**
+   * Where the read's buffer comes from (at least `bytes` long, its own backing store), instead of
+   * a fresh allocation: a pool whose caller returns the buffer once the data is no longer used.
+   */
+  allocate?: (bytes: number) => Buffer;
 }
 
 /** Read past the requested bytes, so that one read also covers the walk from the indexed position. */
@@ -485,7 +490,9 @@ export class Segment {
       const after = options.reserve?.after ?? 0;
       const window = Math.min(size - from, Math.max(maxBytes, 1) + READ_SLACK_BYTES);
       // A buffer of its own (not a slice of the shared pool), so the reserved bytes are the caller's.
-      const buf = Buffer.allocUnsafeSlow(before + window + after);
+      const bytes = before + window + after;
+      const buf = options.allocate ? options.allocate(bytes) : Buffer.allocUnsafeSlow(bytes);
+      assert(buf.length >= bytes && buf.byteOffset === 0, 'an allocated read buffer is not whole');
       const n = options.sync
         ? this.log.readSync(buf, before, window, from)
         : await this.log.read(buf, before, window, from);
