@@ -455,6 +455,7 @@ function logRecovery(logger: Logger, logs: LogManager): void {
         topic,
         partition,
         segmentsScanned: report.segmentsScanned,
+        scannedBytes: report.scannedBytes,
         truncatedBytes: report.truncatedBytes,
         ...(report.problem !== undefined ? { problem: report.problem } : {}),
         logEndOffset: log.logEndOffset,

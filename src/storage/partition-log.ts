@@ -264,7 +264,13 @@ export class PartitionLog {
   readonly producers = new ProducerState();
   /** What recovery found at open: undefined when the log was shut down cleanly. */
   readonly recoveryReport:
-    | { segmentsScanned: number; truncatedBytes: number; problem: string | undefined }
+    | {
+        segmentsScanned: number;
+        /** Bytes of log the recovery scan read and checked: from the recovery point's indexed batch on. */
+        scannedBytes: number;
+        truncatedBytes: number;
+        problem: string | undefined;
+      }
     | undefined;
 
   private constructor(
@@ -1635,7 +1641,7 @@ function missingOffsets(dir: string, from: number, to: number, evidence: readonl
 interface RecoveredSegments {
   segments: Segment[];
   report: PartitionLog['recoveryReport'];
-  /** The base offset of the first segment scanned batch by batch; undefined after a clean shutdown. */
+  /** The offset the batch-by-batch scan started from; undefined after a clean shutdown. */
   scannedFrom: number | undefined;
   /** Where each leader epoch starts in the scanned batches, in offset order. */
   epochStarts: EpochStart[];
@@ -1644,7 +1650,8 @@ interface RecoveredSegments {
 /**
  * Opens the segment files among `names`, oldest first. Without a clean shutdown, every segment from
  * the one that holds the recovery point on (those not known to be flushed) is checked batch by
- * batch; at the first bad batch, or a segment that overlaps its predecessor, the rest goes.
+ * batch, the first of them from its last indexed batch at or below the recovery point; at the
+ * first bad batch, or a segment that overlaps its predecessor, the rest goes.
  */
 async function recoverSegments(
   dir: string,
@@ -1660,7 +1667,9 @@ async function recoverSegments(
     .sort((a, b) => a - b);
   const out: RecoveredSegments = {
     segments: [],
-    report: clean ? undefined : { segmentsScanned: 0, truncatedBytes: 0, problem: undefined },
+    report: clean
+      ? undefined
+      : { segmentsScanned: 0, scannedBytes: 0, truncatedBytes: 0, problem: undefined },
     scannedFrom: undefined,
     epochStarts: [],
   };
@@ -1671,6 +1680,7 @@ async function recoverSegments(
     const recover = !clean && i >= firstToRecover;
     const opened = await Segment.open(dir, base, fs, {
       recover,
+      ...(recover ? { recoveryPoint } : {}),
       indexIntervalBytes: config.indexIntervalBytes,
       batchBytesMax: Math.max(config.batchBytesMax, DEFAULT_LOG_CONFIG.batchBytesMax),
       nowMs: clock.nowMs(),
@@ -1692,11 +1702,12 @@ async function recoverSegments(
     }
     out.segments.push(segment);
     if (recover) {
-      out.scannedFrom ??= base;
+      out.scannedFrom ??= opened.scanned?.fromOffset ?? base;
       out.epochStarts.push(...opened.epochStarts);
     }
     if (out.report && recover) {
       out.report.segmentsScanned++;
+      out.report.scannedBytes += opened.scanned?.bytes ?? fileSize;
       out.report.truncatedBytes += fileSize - segment.size;
     }
     if (corrupt !== undefined || (recover && fileSize !== segment.size)) {
