@@ -362,7 +362,9 @@ export class Segment {
     batchBytesMax: number,
     visit: (location: BatchLocation) => string | undefined,
   ): Promise<{ end: number; error: string | undefined }> {
-    const chunkBytes = verify ? Math.max(1 << 20, batchBytesMax) : 1 << 16;
+    // No larger than the bytes to walk: a small segment (most, with many partitions) takes a small
+    // buffer, not a chunk of 64 KiB or 1 MiB each that the GC reclaims only later.
+    const chunkBytes = Math.max(0, Math.min(verify ? Math.max(1 << 20, batchBytesMax) : 1 << 16, to - from));
     const buf = Buffer.allocUnsafe(chunkBytes);
     let pos = from;
     while (pos < to) {
