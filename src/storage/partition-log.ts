@@ -359,10 +359,16 @@ export class PartitionLog {
     if (storedHighWatermark > log.#highWatermark)
       await log.#writeCheckpoint(HIGH_WATERMARK_FILE, log.#highWatermark);
     leaderEpochs.truncateFromEnd(log.logEndOffset);
-    if (recovered.scannedFrom !== undefined) {
+    const scannedFrom = recovered.scannedFrom;
+    if (
+      scannedFrom !== undefined &&
+      !sameEpochStarts(leaderEpochs.entries(), scannedFrom, recovered.epochStarts)
+    ) {
       // Epochs below the scan are in the checkpoint (a flush lands it before the recovery point
-      // moves); those at and after it come from the batches themselves.
-      leaderEpochs.truncateFromEnd(recovered.scannedFrom);
+      // moves); those at and after it come from the batches themselves. When the checkpoint holds
+      // them already, nothing is rewritten: an open after a crash of 10,000 idle partitions
+      // would otherwise write 20,000 checkpoints that say what they said.
+      leaderEpochs.truncateFromEnd(scannedFrom);
       for (const start of recovered.epochStarts) leaderEpochs.assign(start.epoch, start.startOffset);
     }
     leaderEpochs.truncateFromStart(log.#logStartOffset);
@@ -372,8 +378,11 @@ export class PartitionLog {
     log.#cleanMarker = clean;
     // The rebuilt epochs land before the recovery point moves past the batches they came from.
     await leaderEpochs.flush();
-    // After a clean shutdown the checkpoint on disk already says the log end (close wrote it).
-    const storedRecoveryPoint = clean ? await readCheckpoint(fs, `${dir}/${RECOVERY_POINT_FILE}`) : -1;
+    // After a clean shutdown the checkpoint on disk already says the log end (close wrote it);
+    // after a crash it does when every append had been flushed.
+    const storedRecoveryPoint = clean
+      ? await readCheckpoint(fs, `${dir}/${RECOVERY_POINT_FILE}`)
+      : recoveryPoint;
     if (storedRecoveryPoint === log.#recoveryPoint) log.#recoveryPointWritten = storedRecoveryPoint;
     else await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
     log.#scheduleFlush();
@@ -1718,6 +1727,19 @@ async function recoverSegments(
     }
   }
   return out;
+}
+
+/** Whether the epochs starting at or after `from` in `entries` are exactly `starts`. */
+function sameEpochStarts(
+  entries: readonly { epoch: number; startOffset: number }[],
+  from: number,
+  starts: readonly EpochStart[],
+): boolean {
+  const kept = entries.filter((entry) => entry.startOffset >= from);
+  return (
+    kept.length === starts.length &&
+    kept.every((entry, i) => entry.epoch === starts[i]!.epoch && entry.startOffset === starts[i]!.startOffset)
+  );
 }
 
 /** Replaces the checkpoint at `path` atomically: `<value>\n<crc32c of "<value>\n" in hex>\n`. */

@@ -14,8 +14,9 @@ const dir = '/d/r-0';
 const config = { flushPolicy: 'async' as const, flushMs: 3_600_000, indexIntervalBytes: 512 };
 
 /** `fs` with a count of the bytes read from `.log` files. */
-function counting(inner: FileSystem): { fs: FileSystem; logBytesRead: { n: number } } {
+function counting(inner: FileSystem): { fs: FileSystem; logBytesRead: { n: number }; replaced: string[] } {
   const logBytesRead = { n: 0 };
+  const replaced: string[] = [];
   const wrap = (path: string, handle: FileHandle): FileHandle => {
     const isLog = path.endsWith('.log');
     return {
@@ -40,7 +41,10 @@ function counting(inner: FileSystem): { fs: FileSystem; logBytesRead: { n: numbe
   const fs: FileSystem = {
     open: async (path) => wrap(path, await inner.open(path)),
     readFile: (path) => inner.readFile(path),
-    writeFileAtomic: (path, data) => inner.writeFileAtomic(path, data),
+    writeFileAtomic: (path, data) => {
+      replaced.push(path.slice(path.lastIndexOf('/') + 1));
+      return inner.writeFileAtomic(path, data);
+    },
     exists: (path) => inner.exists(path),
     readdir: (path) => inner.readdir(path),
     mkdir: (path) => inner.mkdir(path),
@@ -49,7 +53,7 @@ function counting(inner: FileSystem): { fs: FileSystem; logBytesRead: { n: numbe
     removeDir: (path) => inner.removeDir(path),
     syncDir: (path) => inner.syncDir(path),
   };
-  return { fs, logBytesRead };
+  return { fs, logBytesRead, replaced };
 }
 
 const value = (i: number) => `v${i}-`.padEnd(200, 'x');
@@ -143,6 +147,56 @@ describe('recovery scans only what follows the recovery point', () => {
     ]);
     // The max timestamp and the time index survive the partial scan: a lookup by time still works.
     expect(await reopened.offsetForTimestamp(1_000)).toBe(0);
+    await reopened.close();
+  });
+
+  it('rewrites no checkpoint when an open after a crash finds everything flushed', async () => {
+    const sim = new SimulatedFileSystem();
+    const log = await PartitionLog.open({ dir, config }, { fs: sim, clock: new ManualClock() });
+    // Small enough to have no index entry: the scan starts at the segment's first batch, where the
+    // checkpoint's first epoch starts too.
+    await fill(log, 0, 1, 0);
+    await fill(log, 1, 2, 4);
+    await log.flush();
+    sim.crashLosingAllUnsynced();
+    const { fs, replaced } = counting(sim);
+    const reopened = await PartitionLog.open({ dir, config }, { fs, clock: new ManualClock() });
+    expect(reopened.recoveryReport).toBeDefined();
+    expect(reopened.logEndOffset).toBe(2);
+    expect(reopened.recoveryReport!.scannedBytes).toBe(
+      (await sim.readFile(`${dir}/00000000000000000000.log`))!.length,
+    );
+    // The recovery point and the leader epochs on disk already say what the scan found.
+    expect(replaced).toEqual([]);
+    expect(reopened.leaderEpochs.entries()).toEqual([
+      { epoch: 0, startOffset: 0 },
+      { epoch: 4, startOffset: 1 },
+    ]);
+    await reopened.close();
+  });
+
+  it('still rewrites them when the scan finds what they lack', async () => {
+    const sim = new SimulatedFileSystem();
+    const log = await PartitionLog.open({ dir, config }, { fs: sim, clock: new ManualClock() });
+    await fill(log, 0, 3, 0);
+    await log.flush();
+    // Synced by a flush whose checkpoints never landed.
+    await fill(log, 3, 6, 4);
+    sim.fault = (operation, path) =>
+      operation === 'writeFileAtomic' && /recovery-point|leader-epoch/.test(path) ? 'stall' : undefined;
+    void log.flush();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    sim.crashLosingAllUnsynced();
+    sim.fault = undefined;
+    const { fs, replaced } = counting(sim);
+    const reopened = await PartitionLog.open({ dir, config }, { fs, clock: new ManualClock() });
+    expect(reopened.logEndOffset).toBe(6);
+    expect(replaced).toContain('leader-epoch-checkpoint');
+    expect(replaced).toContain('recovery-point-checkpoint');
+    expect(reopened.leaderEpochs.entries()).toEqual([
+      { epoch: 0, startOffset: 0 },
+      { epoch: 4, startOffset: 3 },
+    ]);
     await reopened.close();
   });
 });
