@@ -227,4 +227,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+// Only as a script: bench/recovery.ts and bench/scale.ts import createTopic from here.
+if (process.argv[1]?.endsWith('fetch.ts')) await main();
