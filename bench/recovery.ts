@@ -167,7 +167,7 @@ async function sluiceAt(
   await createTopic(base, 'r', 1);
   const requests = Math.ceil((gib * GIB) / body.bytes);
   const started = performance.now();
-  produce(base, body.path, requests);
+  if (requests > 0) produce(base, body.path, requests);
   const writeSeconds = (performance.now() - started) / 1000;
   const restartsMs: number[] = [];
   const recoveredMs: number[] = [];
