@@ -87,6 +87,11 @@ export interface FetchOptions {
   signal?: AbortSignal;
   /** Bytes to leave free around the returned batches, for framing them without a copy. */
   reserve?: { before: number; after: number };
+  /**
+   * Where the read's buffer comes from (a `BufferLease` of the caller's, released once the answer
+   * is written); a fresh allocation when absent.
+   */
+  allocate?: (bytes: number) => Buffer;
   /** A check whose data is not sent to the consumer: not counted in the records and bytes out. */
   probe?: boolean;
   /** The leader epoch the client knows (KIP-320): a stale or unknown one is refused. */

@@ -47,7 +47,11 @@ export class FetchService implements FetchApi {
           : options.offset;
     const maxBytes = Math.min(options.maxBytes, LIMITS.fetchBytesMax);
     const minBytes = Math.max(1, options.minBytes);
-    const readOptions = { maxBytes, ...(options.reserve ? { reserve: options.reserve } : {}) };
+    const readOptions = {
+      maxBytes,
+      ...(options.reserve ? { reserve: options.reserve } : {}),
+      ...(options.allocate ? { allocate: options.allocate } : {}),
+    };
     let result = await this.#topics.unlessDeleted(topicName, replica.read(offset, readOptions));
     if (result.data.length < minBytes && options.maxWaitMs > 0 && !options.signal?.aborted) {
       await this.#waiters.wait(

@@ -15,6 +15,7 @@ import { dualProtocolServerFactory } from '../http/server.js';
 import { type CodecStatus, codecs } from '../protocol/compression.js';
 import type { ControllerCommand } from '../protocol/internal-api.js';
 import { type ConfigValue, parseTopicConfigDefaults } from '../protocol/topic-config.js';
+import { FileCache } from '../storage/file-cache.js';
 import { nodeFileSystem } from '../storage/fs.js';
 import { LogManager } from '../storage/log-manager.js';
 import {
@@ -58,6 +59,11 @@ export interface NodeOptions {
   slowRequestMs?: number;
   /** Partitions with metric series of their own; later ones are added up. 1000 when absent. */
   metricsPartitionSeriesMax?: number;
+  /**
+   * Segment files (log, index, time index) kept open at once (`FileCache`); others are opened
+   * again when used. 4096 when absent: 10,000 partitions hold 30,000 files, above the descriptor limit.
+   */
+  openSegmentFilesMax?: number;
   /**
    * The voters of the metadata quorum, `id@host:port,...` (`--controller-quorum`); absent: this
    * node alone, a one-voter quorum. A node whose id is among them votes; any other is broker only.
@@ -163,6 +169,9 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     info: (fields, message) => target.info(fields, message),
     debug: (fields, message) => target.debug(fields, message),
   };
+  const fileCache = new FileCache(
+    options.openSegmentFilesMax !== undefined ? { openFilesMax: options.openSegmentFilesMax } : {},
+  );
   const bootId = machineBootId();
   // Before anything of the directory is read: a second node on it would recover its logs.
   const lock = await lockDataDir(dataDir, processEnvironment(bootId));
@@ -170,7 +179,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
   try {
     logs = await LogManager.open(
       { dataDir, retentionCheckMs: defaults.retentionCheckMs },
-      { fs: nodeFileSystem, clock, logger, metrics },
+      { fs: fileCache.fileSystem(), clock, logger, metrics },
     );
   } catch (error) {
     await lock.release();
@@ -469,6 +478,7 @@ function logRecovery(logger: Logger, logs: LogManager): void {
         topic,
         partition,
         segmentsScanned: report.segmentsScanned,
+        scannedBytes: report.scannedBytes,
         truncatedBytes: report.truncatedBytes,
         ...(report.problem !== undefined ? { problem: report.problem } : {}),
         logEndOffset: log.logEndOffset,

@@ -473,7 +473,11 @@ export class PartitionReplica {
    */
   read(
     offset: number,
-    options: { maxBytes: number; reserve?: { before: number; after: number } },
+    options: {
+      maxBytes: number;
+      reserve?: { before: number; after: number };
+      allocate?: (bytes: number) => Buffer;
+    },
   ): Promise<ReadResult> {
     this.requireReadable();
     return this.log.read(offset, { ...options, maxOffset: this.highWatermark, verify: true });

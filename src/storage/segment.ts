@@ -24,6 +24,18 @@ export interface EpochStart {
   startOffset: number;
 }
 
+/** Where a recovery scan starts within a segment, and the index entries before it (`#resumePoint`). */
+interface ResumePoint {
+  offset: number;
+  position: number;
+  /** The largest record timestamp among the batches before `offset` (its time index entry). */
+  maxTimestampBefore: number;
+  indexOffsets: number[];
+  indexPositions: number[];
+  timeTimestamps: number[];
+  timeOffsets: number[];
+}
+
 export interface BatchLocation {
   position: number;
   size: number;
@@ -38,6 +50,11 @@ export interface SegmentReadOptions {
   reserve?: { before: number; after: number };
   /** Read on the calling thread (see `FileHandle.readSync`): for bytes the page cache holds. */
   sync?: boolean;
+  /**
+   * Where the read's buffer comes from (at least `bytes` long, its own backing store), instead of
+   * a fresh allocation: a pool whose caller returns the buffer once the data is no longer used.
+   */
+  allocate?: (bytes: number) => Buffer;
 }
 
 /** Read past the requested bytes, so that one read also covers the walk from the indexed position. */
@@ -119,20 +136,31 @@ export class Segment {
   /**
    * Opens an existing segment. With `recover`, every batch is checked (length, markers, CRC,
    * offsets increasing) and the file is cut at the first bad one; `corrupt` then says so, and the
-   * caller deletes every later segment. Without it, the indexes are loaded if they are consistent
-   * and rebuilt from batch headers if not.
+   * caller deletes every later segment. With `recoveryPoint` too, the check starts at the last
+   * indexed batch at or below it (`#resumePoint`): the bytes before are durable, and only the rest
+   * is read. Without `recover`, the indexes are loaded if they are consistent and rebuilt from
+   * batch headers if not.
    */
   static async open(
     dir: string,
     baseOffset: number,
     fs: FileSystem,
-    options: { recover: boolean; indexIntervalBytes: number; batchBytesMax: number; nowMs: number },
+    options: {
+      recover: boolean;
+      /** Offsets below this are known to be on disk (the log's recovery point). */
+      recoveryPoint?: number;
+      indexIntervalBytes: number;
+      batchBytesMax: number;
+      nowMs: number;
+    },
   ): Promise<{
     segment: Segment;
     corrupt: string | undefined;
     fileSize: number;
     /** With `recover`: where each leader epoch starts among the batches kept, in offset order. */
     epochStarts: EpochStart[];
+    /** With `recover`: the offset and file position the check started from, and the bytes it read. */
+    scanned?: { fromOffset: number; fromPosition: number; bytes: number };
   }> {
     const paths = Segment.paths(dir, baseOffset);
     const [log, index, timeIndex] = await Promise.all([
@@ -144,8 +172,18 @@ export class Segment {
     const fileSize = await log.size();
     const epochStarts: EpochStart[] = [];
     if (options.recover) {
-      const corrupt = await segment.#rebuild(fileSize, options, true, epochStarts);
-      return { segment, corrupt, fileSize, epochStarts };
+      const resume =
+        options.recoveryPoint !== undefined && options.recoveryPoint > baseOffset
+          ? await segment.#resumePoint(fileSize, options.recoveryPoint)
+          : undefined;
+      const corrupt = await segment.#rebuild(fileSize, options, true, epochStarts, resume);
+      const fromPosition = resume?.position ?? 0;
+      const scanned = {
+        fromOffset: resume?.offset ?? baseOffset,
+        fromPosition,
+        bytes: fileSize - fromPosition,
+      };
+      return { segment, corrupt, fileSize, epochStarts, scanned };
     }
     const loaded = await segment.#loadIndexes(fileSize);
     if (!loaded) await segment.#rebuild(fileSize, options, false, []);
@@ -200,25 +238,86 @@ export class Segment {
     return true;
   }
 
+  /**
+   * Where a recovery scan may start instead of the segment's first byte: the last index entry at
+   * or below `recoveryPoint`, provided the indexes load consistently, a batch header with that base
+   * offset lies at its position, and the time index has its entry at the same offset (the running
+   * maximum timestamp of the batches before). Everything before that position holds offsets below
+   * the recovery point, which were synced before the checkpoint named it. Undefined: scan it all.
+   */
+  async #resumePoint(fileSize: number, recoveryPoint: number): Promise<ResumePoint | undefined> {
+    const [indexSize, timeSize] = await Promise.all([this.indexFile.size(), this.timeIndexFile.size()]);
+    if (indexSize % INDEX_ENTRY_BYTES !== 0 || timeSize % TIME_INDEX_ENTRY_BYTES !== 0) return undefined;
+    const indexBuf = Buffer.alloc(indexSize);
+    const timeBuf = Buffer.alloc(timeSize);
+    await Promise.all([
+      this.indexFile.read(indexBuf, 0, indexSize, 0),
+      this.timeIndexFile.read(timeBuf, 0, timeSize, 0),
+    ]);
+    const offsets: number[] = [];
+    const positions: number[] = [];
+    for (let at = 0; at < indexSize; at += INDEX_ENTRY_BYTES) {
+      const offset = this.baseOffset + indexBuf.readUInt32BE(at);
+      const position = indexBuf.readUInt32BE(at + 4);
+      if (offset <= (offsets.at(-1) ?? -1) || position <= (positions.at(-1) ?? 0) || position >= fileSize)
+        return undefined;
+      if (offset > recoveryPoint) break;
+      offsets.push(offset);
+      positions.push(position);
+    }
+    const offset = offsets.at(-1);
+    const position = positions.at(-1);
+    if (offset === undefined || position === undefined) return undefined;
+    const timestamps: number[] = [];
+    const timeOffsets: number[] = [];
+    for (let at = 0; at < timeSize; at += TIME_INDEX_ENTRY_BYTES) {
+      const timestamp = timeBuf.readInt32BE(at) * 0x1_0000_0000 + timeBuf.readUInt32BE(at + 4);
+      const timeOffset = this.baseOffset + timeBuf.readUInt32BE(at + 8);
+      if (timestamp < (timestamps.at(-1) ?? Number.NEGATIVE_INFINITY)) return undefined;
+      if (timeOffset > offset) break;
+      timestamps.push(timestamp);
+      timeOffsets.push(timeOffset);
+    }
+    if (timeOffsets.at(-1) !== offset) return undefined;
+    const head = Buffer.alloc(BATCH_HEADER_BYTES);
+    if ((await this.log.read(head, 0, BATCH_HEADER_BYTES, position)) < BATCH_HEADER_BYTES) return undefined;
+    const peeked = peekHeader(head, 0);
+    if (typeof peeked === 'string' || peeked.header.baseOffset !== offset) return undefined;
+    // The entries at the resume point itself are made again by the scan (`#track`).
+    return {
+      offset,
+      position,
+      maxTimestampBefore: timestamps.pop()!,
+      indexOffsets: offsets.slice(0, -1),
+      indexPositions: positions.slice(0, -1),
+      timeTimestamps: timestamps,
+      timeOffsets: timeOffsets.slice(0, -1),
+    };
+  }
+
   async #rebuild(
     fileSize: number,
     options: { indexIntervalBytes: number; batchBytesMax: number },
     verify: boolean,
     epochStarts: EpochStart[],
+    resume?: ResumePoint,
   ): Promise<string | undefined> {
-    this.#indexOffsets = [];
-    this.#indexPositions = [];
-    this.#timeTimestamps = [];
-    this.#timeOffsets = [];
-    this.#bytesSinceIndex = 0;
-    this.size = 0;
-    this.nextOffset = this.baseOffset;
-    this.maxTimestamp = -1;
+    this.#indexOffsets = resume?.indexOffsets ?? [];
+    this.#indexPositions = resume?.indexPositions ?? [];
+    this.#timeTimestamps = resume?.timeTimestamps ?? [];
+    this.#timeOffsets = resume?.timeOffsets ?? [];
+    // At a resume point, as far past the last entry as makes `#track` index that batch again.
+    this.#bytesSinceIndex = resume ? options.indexIntervalBytes : 0;
+    this.size = resume?.position ?? 0;
+    this.nextOffset = resume?.offset ?? this.baseOffset;
+    this.maxTimestamp = resume?.maxTimestampBefore ?? -1;
     this.#indexesDirty = true;
-    await Promise.all([this.indexFile.truncate(0), this.timeIndexFile.truncate(0)]);
+    const indexKept = this.#indexOffsets.length * INDEX_ENTRY_BYTES;
+    const timeKept = this.#timeOffsets.length * TIME_INDEX_ENTRY_BYTES;
+    await Promise.all([this.indexFile.truncate(indexKept), this.timeIndexFile.truncate(timeKept)]);
     const entries: Buffer[] = [];
     const timeEntries: Buffer[] = [];
-    const result = await this.#scan(0, fileSize, verify, options.batchBytesMax, (location) => {
+    const result = await this.#scan(this.size, fileSize, verify, options.batchBytesMax, (location) => {
       if (location.header.baseOffset < this.nextOffset)
         return `batch at position ${location.position} goes back to offset ${location.header.baseOffset}`;
       const epoch = location.header.partitionLeaderEpoch;
@@ -242,8 +341,8 @@ export class Segment {
     }
     this.size = result.end;
     this.#indexesDirty = true;
-    await this.indexFile.write(Buffer.concat(entries), 0);
-    await this.timeIndexFile.write(Buffer.concat(timeEntries), 0);
+    await this.indexFile.write(Buffer.concat(entries), indexKept);
+    await this.timeIndexFile.write(Buffer.concat(timeEntries), timeKept);
     return (
       result.error ??
       (result.end < fileSize
@@ -263,7 +362,9 @@ export class Segment {
     batchBytesMax: number,
     visit: (location: BatchLocation) => string | undefined,
   ): Promise<{ end: number; error: string | undefined }> {
-    const chunkBytes = verify ? Math.max(1 << 20, batchBytesMax) : 1 << 16;
+    // No larger than the bytes to walk: a small segment (most, with many partitions) takes a small
+    // buffer, not a chunk of 64 KiB or 1 MiB each that the GC reclaims only later.
+    const chunkBytes = Math.max(0, Math.min(verify ? Math.max(1 << 20, batchBytesMax) : 1 << 16, to - from));
     const buf = Buffer.allocUnsafe(chunkBytes);
     let pos = from;
     while (pos < to) {
@@ -485,7 +586,9 @@ export class Segment {
       const after = options.reserve?.after ?? 0;
       const window = Math.min(size - from, Math.max(maxBytes, 1) + READ_SLACK_BYTES);
       // A buffer of its own (not a slice of the shared pool), so the reserved bytes are the caller's.
-      const buf = Buffer.allocUnsafeSlow(before + window + after);
+      const bytes = before + window + after;
+      const buf = options.allocate ? options.allocate(bytes) : Buffer.allocUnsafeSlow(bytes);
+      assert(buf.length >= bytes && buf.byteOffset === 0, 'an allocated read buffer is not whole');
       const n = options.sync
         ? this.log.readSync(buf, before, window, from)
         : await this.log.read(buf, before, window, from);

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { FetchApi, FetchOffset, FetchResult, NodeApi } from '../../broker/api.js';
+import { type BufferLease, BufferPool } from '../../common/buffer-pool.js';
 import { SluiceError } from '../../common/errors.js';
 import { ENDPOINTS, MEDIA } from '../../protocol/api.js';
 import { ACCEPT_COMPRESSION_HEADER, parseAcceptCompression } from '../../protocol/compression.js';
@@ -18,6 +19,9 @@ export async function fetchRoutes(
   options: { fetch: FetchApi; node: NodeApi },
 ): Promise<void> {
   const { fetch, node } = options;
+  // The msgpack answer is a view of the read's buffer (framed in place): a buffer from this pool,
+  // given back when the response closes, saves an allocation of fresh pages per fetch.
+  const pool = new BufferPool();
   addRoute(app, ENDPOINTS.fetch, async (request, reply) => {
     const { topic, partition } = request.params;
     const { query } = request;
@@ -50,7 +54,8 @@ export async function fetchRoutes(
         { topic, partition, offset, maxBytes, base64, format },
       );
     }
-    const result = await readOnce(request, fetch, offset, format);
+    const lease = format === 'msgpack' ? leaseUntilClosed(pool, reply) : undefined;
+    const result = await readOnce(request, fetch, offset, format, lease);
     return sendFetch(request, reply, result, format as Format | string, base64);
   });
 
@@ -76,6 +81,17 @@ function fetchOffset(request: FetchRequest): FetchOffset {
 }
 
 /**
+ * A lease of read buffers released when the response closes: after its last write completed (Node
+ * emits `close` after `finish`) or once the connection is gone, so never while a write still
+ * references the bytes. An error answer releases them the same way.
+ */
+function leaseUntilClosed(pool: BufferPool, reply: FastifyReply): BufferLease {
+  const lease = pool.lease();
+  reply.raw.once('close', () => lease.release());
+  return lease;
+}
+
+/**
  * One read, long-polling up to `maxWaitMs`. Only a long-poll needs to hear that its client went
  * away; a plain fetch skips the AbortController (and the abort it would raise on every close).
  */
@@ -84,6 +100,7 @@ async function readOnce(
   fetch: FetchApi,
   offset: FetchOffset,
   format: string,
+  lease: BufferLease | undefined,
 ): Promise<FetchResult> {
   const { topic, partition } = request.params;
   const { query } = request;
@@ -105,6 +122,7 @@ async function readOnce(
             acceptCodecs: parseAcceptCompression(request.headers[ACCEPT_COMPRESSION_HEADER]),
           }
         : {}),
+      ...(lease ? { allocate: lease.allocate } : {}),
     });
   } finally {
     if (controller) request.raw.off('close', onClose);

@@ -1,0 +1,278 @@
+/**
+ * Scale of one node: 10,000 partitions (100 topics of 100), one record in each; then a clean
+ * restart, timed from spawn until every partition answers a fetch of its record, with the RSS and
+ * the descriptors the node holds once up; then 10,000 idle keep-alive connections held by two
+ * other processes, with the RSS and h2load fetches served meanwhile (against the same fetches
+ * without them); then the RSS under batched produce (h2load, 1000 x 100 B per request).
+ *
+ *   npm run bench:scale
+ *   SCALE_TOPICS=100 SCALE_PARTITIONS=100 SCALE_CONNECTIONS=10000 npm run bench:scale
+ *
+ * Prints the figures and appends a dated row to bench/RESULTS.md.
+ */
+import { type ChildProcess, execFileSync, execSync, spawn } from 'node:child_process';
+import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import { createTopic } from './fetch.js';
+import { ensureH2load, h2load } from './h2load.js';
+import { freePort, waitForPort } from './ports.js';
+
+const TOPICS = Number(process.env.SCALE_TOPICS ?? 100);
+const PARTITIONS = Number(process.env.SCALE_PARTITIONS ?? 100);
+const CONNECTIONS = Number(process.env.SCALE_CONNECTIONS ?? 10_000);
+const ROOT = join(import.meta.dirname, '..');
+const children = new Set<ChildProcess>();
+const MIB = 1024 * 1024;
+const STOP_WAIT_MS = Number(process.env.SCALE_STOP_WAIT_MS ?? 60_000);
+
+function load(): string {
+  return execSync('uptime', { encoding: 'utf8' })
+    .replace(/.*load average: /, '')
+    .trim();
+}
+
+function spawnTracked(command: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore'): ChildProcess {
+  const child = spawn(command, args, { cwd: ROOT, stdio: ['ignore', stdout, 'inherit'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+async function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  await exited;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+function descriptors(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+function startSluice(port: number, dataDir: string): ChildProcess {
+  return spawnTracked(process.execPath, [
+    join(ROOT, 'bin', 'sluice.js'),
+    'start',
+    '--port',
+    String(port),
+    '--data-dir',
+    dataDir,
+    '--log-level',
+    'warn',
+  ]);
+}
+
+/** Runs `work` over `items`, `concurrency` at a time. */
+async function eachLimited<T>(
+  items: readonly T[],
+  concurrency: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < items.length) await work(items[next++]!);
+    }),
+  );
+}
+
+const partitions = Array.from({ length: TOPICS * PARTITIONS }, (_, i) => ({
+  topic: `s${Math.floor(i / PARTITIONS)}`,
+  partition: i % PARTITIONS,
+}));
+
+async function fetchOne(base: string, topic: string, partition: number): Promise<boolean> {
+  try {
+    const answer = await fetch(`${base}/v1/topics/${topic}/partitions/${partition}/records?offset=0`, {
+      headers: { accept: 'application/json' },
+    });
+    if (!answer.ok) {
+      await answer.body?.cancel();
+      return false;
+    }
+    return ((await answer.json()) as { records: unknown[] }).records.length === 1;
+  } catch {
+    return false;
+  }
+}
+
+async function main(): Promise<void> {
+  ensureH2load();
+  const dir = await mkdtemp(join(tmpdir(), 'sluice-bench-scale-'));
+  const dataDir = join(dir, 'data');
+  const loadBefore = load();
+  // The commit when the run starts, which dist was built from (a rebuild during the run would mix).
+  const commit = execSync('git rev-parse --short HEAD', { cwd: ROOT, encoding: 'utf8' }).trim();
+  const parts: string[] = [];
+  try {
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    let node = startSluice(port, dataDir);
+    await waitForPort(port);
+    let t0 = performance.now();
+    await eachLimited(
+      Array.from({ length: TOPICS }, (_, t) => `s${t}`),
+      4,
+      (name) => createTopic(base, name, PARTITIONS),
+    );
+    const createSeconds = (performance.now() - t0) / 1000;
+    t0 = performance.now();
+    await eachLimited(partitions, 32, async ({ topic, partition }) => {
+      for (;;) {
+        const answer = await fetch(`${base}/v1/topics/${topic}/partitions/${partition}/records?acks=1`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/json' },
+          body: JSON.stringify({ records: [{ value: `${topic}/${partition}` }] }),
+        });
+        await answer.text();
+        if (answer.ok) return;
+        // The partition's log may still be opening right after the topic was created.
+        await sleep(50);
+      }
+    });
+    const produceSeconds = (performance.now() - t0) / 1000;
+    console.log(
+      `${partitions.length} partitions created in ${createSeconds.toFixed(1)} s, one record each in ${produceSeconds.toFixed(1)} s; RSS ${(rssBytes(node.pid!) / MIB).toFixed(0)} MiB, ${descriptors(node.pid!)} descriptors`,
+    );
+    // A clean stop flushes and checkpoints every partition (a dozen fsyncs each): bounded here,
+    // and then a kill -9, so that the start-up below is measured either way.
+    const stopStarted = performance.now();
+    const stopped = await Promise.race([stop(node).then(() => true), sleep(STOP_WAIT_MS).then(() => false)]);
+    const cleanMarkers = Number(
+      execSync(`find ${dataDir} -maxdepth 2 -name .clean-shutdown | wc -l`, { encoding: 'utf8' }).trim(),
+    );
+    if (!stopped) await stop(node, 'SIGKILL');
+    const stopLine = stopped
+      ? `clean stop ${((performance.now() - stopStarted) / 1000).toFixed(1)} s`
+      : `clean stop unfinished after ${STOP_WAIT_MS / 1000} s (${cleanMarkers} of ${partitions.length} partitions closed), then kill -9`;
+    console.log(stopLine);
+
+    // 1. Start-up with 10,000 partitions.
+    t0 = performance.now();
+    node = startSluice(port, dataDir);
+    await waitForPort(port, 600_000);
+    const listeningSeconds = (performance.now() - t0) / 1000;
+    // Ready: every partition answers its record (checked 64 at a time, the last created first).
+    const pending = [...partitions].reverse();
+    while (pending.length > 0) {
+      const batch = pending.splice(0, 64);
+      const served = await Promise.all(batch.map((p) => fetchOne(base, p.topic, p.partition)));
+      const missing = batch.filter((_, i) => !served[i]);
+      if (missing.length > 0) {
+        pending.unshift(...missing);
+        await sleep(20);
+      }
+    }
+    const readySeconds = (performance.now() - t0) / 1000;
+    await sleep(2000);
+    const rssStarted = rssBytes(node.pid!);
+    const fdsStarted = descriptors(node.pid!);
+    const startLine = `${partitions.length} partitions (${TOPICS} topics x ${PARTITIONS}, one record each; ${stopLine}): start-up ${readySeconds.toFixed(2)} s until every partition served a fetch of its record (listening after ${listeningSeconds.toFixed(2)} s; target under 5 s), RSS ${(rssStarted / MIB).toFixed(0)} MiB (target at most 512), ${fdsStarted} descriptors open`;
+    console.log(startLine);
+    parts.push(startLine);
+
+    // 2. 10,000 idle keep-alive connections, from two other processes.
+    const fetchPath = '/v1/topics/s0/partitions/0/records?offset=0';
+    const before = h2load(base, { path: fetchPath, h1: true, clients: 8, seconds: 3 });
+    const holders: ChildProcess[] = [];
+    const opened: Promise<string>[] = [];
+    for (let i = 0; i < 2; i++) {
+      const holder = spawnTracked(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          join(ROOT, 'bench/scale/idle-connections.ts'),
+          String(port),
+          String(CONNECTIONS / 2),
+          '60000',
+        ],
+        'pipe',
+      );
+      holders.push(holder);
+      opened.push(
+        new Promise((resolve) => {
+          let out = '';
+          holder.stdout!.on('data', (chunk: Buffer) => {
+            out += chunk.toString();
+            if (out.includes('\n')) resolve(out.trim());
+          });
+        }),
+      );
+    }
+    const counts = await Promise.all(opened);
+    const idle = counts.reduce((sum, line) => sum + Number(/open (\d+)/.exec(line)![1]), 0);
+    await sleep(1000);
+    const rssIdle = rssBytes(node.pid!);
+    const fdsIdle = descriptors(node.pid!);
+    const during = h2load(base, { path: fetchPath, h1: true, clients: 8, seconds: 3 });
+    const last = partitions.at(-1)!;
+    const served = await fetchOne(base, last.topic, last.partition);
+    for (const holder of holders) await stop(holder);
+    await sleep(1000);
+    // Measured again once they are gone: right after start-up the node may still be busy, so the
+    // baseline is the better of the runs before and after.
+    const after = h2load(base, { path: fetchPath, h1: true, clients: 8, seconds: 3 });
+    const baselineRps = Math.max(before.requestsPerSecond, after.requestsPerSecond);
+    const idleLine = `${idle.toLocaleString('en-US')} idle keep-alive connections open (${counts.join(', ')}): RSS ${(rssIdle / MIB).toFixed(0)} MiB (+${((rssIdle - rssStarted) / MIB).toFixed(0)} MiB, ${((rssIdle - rssStarted) / Math.max(1, idle) / 1024).toFixed(1)} KiB each), ${fdsIdle} descriptors; fetches meanwhile ${Math.round(during.requestsPerSecond).toLocaleString('en-US')} req/s (${during.failed} failed) = ${(during.requestsPerSecond / baselineRps).toFixed(2)}x without them (${Math.round(before.requestsPerSecond).toLocaleString('en-US')} req/s before, ${Math.round(after.requestsPerSecond).toLocaleString('en-US')} after; h2load h1 8 clients 3 s); a fetch of the last partition ${served ? 'served' : 'NOT served'}`;
+    console.log(idleLine);
+    parts.push(idleLine);
+
+    // 3. RSS under batched produce load.
+    const packr = new Packr({ useRecords: false, variableMapSize: true });
+    const body = packr.pack({
+      records: Array.from({ length: 1000 }, (_, i) => ({ value: Buffer.alloc(100, 97 + (i % 26)) })),
+    });
+    const bodyFile = join(dir, 'batch.msgpack');
+    writeFileSync(bodyFile, body);
+    let rssMax = 0;
+    const sampler = setInterval(() => {
+      rssMax = Math.max(rssMax, rssBytes(node.pid!));
+    }, 100);
+    // h2load blocks this thread: sample from a timer in a child instead (ps every 100 ms).
+    const sampleFile = join(dir, 'rss.txt');
+    const sampling = spawnTracked('bash', [
+      '-c',
+      `while kill -0 ${node.pid} 2>/dev/null; do grep VmRSS /proc/${node.pid}/status >> ${sampleFile}; sleep 0.1; done`,
+    ]);
+    const produced = h2load(base, {
+      path: '/v1/topics/s1/partitions/0/records?acks=1',
+      body: bodyFile,
+      h1: true,
+      clients: 16,
+      seconds: 10,
+    });
+    await stop(sampling);
+    clearInterval(sampler);
+    for (const line of readFileSync(sampleFile, 'utf8').split('\n')) {
+      const kb = /VmRSS:\s+(\d+) kB/.exec(line);
+      if (kb) rssMax = Math.max(rssMax, Number(kb[1]) * 1024);
+    }
+    const produceLine = `batched produce (h2load h1, 16 clients, 10 s, 1000 x 100 B, acks=1, one partition among the 10,000): ${Math.round(produced.requestsPerSecond * 1000).toLocaleString('en-US')} rec/s (${produced.failed} failed), RSS at most ${(rssMax / MIB).toFixed(0)} MiB (sampled every 100 ms), ${(rssBytes(node.pid!) / MIB).toFixed(0)} MiB after`;
+    console.log(produceLine);
+    parts.push(produceLine);
+    // The clean stop of 10,000 partitions is slow (see above): bounded again.
+    if (!(await Promise.race([stop(node).then(() => true), sleep(STOP_WAIT_MS).then(() => false)])))
+      await stop(node, 'SIGKILL');
+
+    const date = new Date().toISOString().slice(0, 10);
+    const row = `| scale (1 node; fetches and produce by h2load, idle connections from two Node processes; fd limit ${execFileSync('bash', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim()}) | ${date} | ${commit} | ${parts.join('; ')}; load average ${loadBefore} before, ${load()} after on 2 cores |\n`;
+    console.log(row);
+    if (process.env.SCALE_NO_RESULTS !== '1') appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), row);
+  } finally {
+    for (const child of children) await stop(child, 'SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
