@@ -185,6 +185,20 @@ describe("a leader's producer checks within one append and one group", () => {
     await log.close();
   });
 
+  it("a retry of the second batch of an append in the same group gets that batch's offsets", async () => {
+    const { open } = setup({ flushPolicy: 'async' });
+    const log = await open();
+    for (let i = 0; i < 5; i++) await log.append(batchOf([`x${i}`]), asLeader);
+    const second = producerBatch(6, 1, ['b']);
+    const [both, retry] = await Promise.all([
+      log.append(Buffer.concat([producerBatch(6, 0, ['a']), second]), asLeader),
+      log.append(Buffer.from(second), asLeader),
+    ]);
+    expect(both).toEqual({ baseOffset: 5, lastOffset: 6, logEndOffset: 7, batchCount: 2 });
+    expect(retry).toEqual({ baseOffset: 6, lastOffset: 6, logEndOffset: 7, batchCount: 1, duplicate: true });
+    await log.close();
+  });
+
   it('a retry of several batches in one append answers from the first offset of the first to the last of the last', async () => {
     const { open } = setup({ flushPolicy: 'sync' });
     const log = await open();
