@@ -266,3 +266,98 @@ describe('the retention limit', () => {
     }
   });
 });
+
+describe("the producers' state of deleted segments", () => {
+  it('outlives the segments retention deleted, through a crash, from the snapshot at the new first segment', async () => {
+    const { fs, open } = setup({ flushPolicy: 'sync', segmentMs: 0 });
+    const log = await open();
+    // Each append rolls: segments [P@0], [Q@1], [R@2]; snapshots at 1 and 2.
+    await log.append(producerBatch(1, 0, ['p']), asLeader);
+    await log.append(producerBatch(2, 0, ['q']), asLeader);
+    await log.append(batchOf(['r']), asLeader);
+    expect(log.segmentBaseOffsets()).toEqual([0, 1, 2]);
+    await log.deleteRecordsBefore(2);
+    const snapshots = async () =>
+      (await fs.readdir(dir)).filter((n) => n.endsWith('.producer-snapshot')).sort();
+    // The snapshot below the log's first segment goes (durably); the one at it stays.
+    expect(await snapshots()).toEqual(['00000000000000000002.producer-snapshot']);
+    fs.crashLosingAllUnsynced();
+    expect(await snapshots()).toEqual(['00000000000000000002.producer-snapshot']);
+    const reopened = await open();
+    expect(reopened.recoveryReport).toBeDefined();
+    expect(reopened.producers.get(1)?.batches.at(-1)?.lastSequence).toBe(0);
+    expect(reopened.producers.get(2)?.batches.at(-1)?.lastSequence).toBe(0);
+    // Their next batches are taken, not refused as from producers the log does not know.
+    await reopened.append(producerBatch(1, 1, ['p1']), asLeader);
+    await reopened.append(producerBatch(2, 1, ['q1']), asLeader);
+    await reopened.close();
+  });
+});
+
+describe('the high watermark and the retention limit at the edges', () => {
+  it('a cut inside a batch below the high watermark lowers it to the batch start, on disk too', async () => {
+    const { fs, open } = setup({ flushPolicy: 'sync' });
+    const log = await open();
+    await log.append(batchOf(['a', 'b', 'c']), asLeader);
+    await log.checkpointHighWatermark(3);
+    await log.truncateTo(2);
+    expect(log.logEndOffset).toBe(0);
+    expect(log.highWatermarkCheckpoint).toBe(0);
+    expect(await readCheckpoint(fs, `${dir}/high-watermark-checkpoint`)).toBe(0);
+    await log.close();
+  });
+
+  it('checkpointHighWatermark takes 0, and names the value in its refusals', async () => {
+    const { fs, open } = setup({ flushPolicy: 'sync' });
+    const log = await open();
+    await log.append(batchOf(['a', 'b']), asLeader);
+    await log.checkpointHighWatermark(0);
+    expect(log.highWatermarkCheckpoint).toBe(0);
+    expect(await fs.readFile(`${dir}/high-watermark-checkpoint`)).toBeUndefined();
+    const negative = await refusal(log.checkpointHighWatermark(-1));
+    expect([negative.code, negative.message]).toEqual([
+      'INVALID_REQUEST',
+      'high watermark -1 is not an offset',
+    ]);
+    const past = await refusal(log.checkpointHighWatermark(3));
+    expect([past.code, past.message]).toEqual([
+      'OFFSET_OUT_OF_RANGE',
+      'high watermark 3 is beyond the log end 2',
+    ]);
+    expect(past.details).toEqual({ logStartOffset: 0, logEndOffset: 2 });
+    await log.close();
+  });
+
+  it('a record exactly at the retention limit, in a segment that starts below it, supersedes nothing', async () => {
+    const { open } = setup({
+      flushPolicy: 'sync',
+      cleanupPolicy: 'compact',
+      segmentMs: Number.MAX_SAFE_INTEGER,
+    });
+    const log = await open();
+    const put = (key: string, value: string) => log.append(batchOf([value], { keys: [key] }), asLeader);
+    // Segment 0: k=a @0, y=b @1. Segment 1: y=c @2, k=d @3. Segment 2 (active): w @4.
+    await put('k', 'a');
+    await put('y', 'b');
+    log.updateConfig({ segmentMs: 0 });
+    await put('y', 'c');
+    log.updateConfig({ segmentMs: Number.MAX_SAFE_INTEGER });
+    await put('k', 'd');
+    log.updateConfig({ segmentMs: 0 });
+    await put('w', 'e');
+    expect(log.segmentBaseOffsets()).toEqual([0, 2, 4]);
+    log.setRetentionLimit(() => 3);
+    // k=d @3 is at the limit: k=a @0 stays the latest of its key below it.
+    expect(await log.compact()).toEqual({ segmentsCleaned: 0, recordsRemoved: 0 });
+    expect((await log.readRecords(0, { maxBytes: 1 << 20 })).records.map((r) => r.offset)).toContain(0);
+    await log.close();
+  });
+
+  it('truncateFullyAndStartAt names the offset it refuses', async () => {
+    const { open } = setup();
+    const log = await open();
+    const error = await refusal(log.truncateFullyAndStartAt(-2));
+    expect([error.code, error.message]).toEqual(['INVALID_REQUEST', 'offset -2 is not a valid offset']);
+    await log.close();
+  });
+});
