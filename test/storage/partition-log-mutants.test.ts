@@ -361,3 +361,51 @@ describe('the high watermark and the retention limit at the edges', () => {
     await log.close();
   });
 });
+
+describe("compaction and producers' newest batches", () => {
+  async function overwritten(firstProducer: number, expire: boolean) {
+    const { open, clock } = setup({
+      flushPolicy: 'sync',
+      segmentBytes: 200,
+      cleanupPolicy: 'compact',
+      producerIdExpirationMs: 5_000,
+    });
+    const log = await open();
+    await log.append(
+      encodeBatch([{ key: Buffer.from('k'), value: Buffer.from('old'), timestamp: clock.nowMs() }], {
+        producerId: firstProducer,
+        producerEpoch: 0,
+        baseSequence: 0,
+      }),
+      asLeader,
+    );
+    if (expire) {
+      clock.advance(10_000);
+      await log.enforceRetention();
+      expect(log.producers.get(firstProducer)).toBeUndefined();
+    }
+    for (let seq = 0; seq < 8; seq++)
+      await log.append(
+        encodeBatch([{ key: Buffer.from('k'), value: Buffer.from(`new${seq}`), timestamp: clock.nowMs() }], {
+          producerId: 9,
+          producerEpoch: 0,
+          baseSequence: seq,
+        }),
+        asLeader,
+      );
+    expect((await log.compact()).segmentsCleaned).toBeGreaterThan(0);
+    const values = (await log.readRecords(0, { maxBytes: 1 << 20 })).records.map((r) =>
+      Buffer.from(r.value!).toString(),
+    );
+    await log.close();
+    return values;
+  }
+
+  it("keeps producer 0's only batch, its newest, although its key is superseded", async () => {
+    expect(await overwritten(0, false)).toContain('old');
+  });
+
+  it('cleans the batch of a producer that has expired like any other', async () => {
+    expect(await overwritten(1, true)).not.toContain('old');
+  });
+});
