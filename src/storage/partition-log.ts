@@ -557,7 +557,7 @@ export class PartitionLog {
     if (this.#appendQueue.length > 0) this.#scheduleDrain();
     for (const { pending, error } of plan.rejected) pending.reject(error);
     if (plan.accepted.length > 0) await this.#writeGroup(plan.accepted);
-    // A retry of batches this group wrote is answered only once they are written.
+    // A retry of batches already in the log is answered after the group, in queue order.
     for (const { pending, result } of plan.duplicates) {
       const unavailable = this.#unavailable();
       if (unavailable) pending.reject(unavailable);
@@ -1417,7 +1417,10 @@ export interface GroupPlan {
   /** In queue order, with offsets contiguous from the log end. */
   accepted: PlannedAppend[];
   rejected: { pending: PendingAppend; error: SluiceError }[];
-  /** Producers' retries of batches the log holds (or this group writes): answered, not written. */
+  /**
+   * Producers' retries of batches the log holds: answered, not written. A retry of a batch planned
+   * in the same group ends the group instead (`taken` stops before it).
+   */
   duplicates: { pending: PendingAppend; result: AppendResult }[];
 }
 
@@ -1444,7 +1447,8 @@ export function planGroup(
   // batches in one group); made only for a group with a leader's producer batches in it.
   let planned: Map<number, ProducerEntry> | undefined;
   let next = logEnd;
-  for (const pending of queue.slice(0, taken)) {
+  for (let at = 0; at < taken; at++) {
+    const pending = queue[at]!;
     const end = plannedEnd(pending, next);
     if (typeof end !== 'number') {
       plan.rejected.push({ pending, error: end });
@@ -1459,6 +1463,13 @@ export function planGroup(
         continue;
       }
       if (verdict) {
+        // A retry of a batch planned in this group ends the group: it is answered as a duplicate
+        // only once that batch is in the log (a group with a corrupt batch writes nothing, and the
+        // retry is then the producer's first try).
+        if (verdict.baseOffset >= logEnd) {
+          plan.taken = at;
+          break;
+        }
         plan.duplicates.push({ pending, result: verdict });
         continue;
       }
