@@ -127,18 +127,24 @@ async function settled(path: string): Promise<Record<string, string>> {
   for (;;) {
     await new Promise((resolve) => setTimeout(resolve, 100));
     const now = await snapshot(path);
-    if (JSON.stringify(now) === JSON.stringify(last) && !Object.keys(now).some((n) => n.endsWith('.tmp')))
-      return now;
+    const moving = Object.entries(now).some(([n, v]) => n.endsWith('.tmp') || v === 'gone');
+    if (JSON.stringify(now) === JSON.stringify(last) && !moving) return now;
     last = now;
   }
 }
 
-/** Each file of a directory with its size and modification time. */
+/** Each file of a directory: a segment file's size and modification time, any other's presence. */
 async function snapshot(path: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const name of (await readdir(path)).sort()) {
-    const s = await stat(join(path, name));
-    out[name] = `${s.size}@${s.mtimeMs}`;
+    // A checkpoint's temporary file may be renamed away between the listing and its stat.
+    const s = await stat(join(path, name)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+    // The running node may rewrite its checkpoints at any time; a recovery would touch the segments.
+    const segment = /\.(log|index|timeindex)$/.test(name);
+    out[name] = s ? (segment ? `${s.size}@${s.mtimeMs}` : 'present') : 'gone';
   }
   return out;
 }
