@@ -1,13 +1,7 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import * as http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Consumer } from '../../src/client/index.js';
 import { isSluiceError } from '../../src/common/errors.js';
-import { type SluiceNode, startNode } from '../../src/node/node.js';
-import { relay } from './relay.js';
+import { type RelayedNode, startRelayedNode } from './relay.js';
 
 /**
  * A group commit refused for a retriable reason is sent again: NOT_ENOUGH_REPLICAS comes while the
@@ -15,20 +9,13 @@ import { relay } from './relay.js';
  * commit() failed with it (seen in test/cluster/groups.test.ts on a loaded machine). A relay in
  * front of the node refuses the first `refusals` commits as the coordinator would.
  */
-let dir: string;
-let node: SluiceNode;
-let proxy: http2.Http2Server;
+let relayed: RelayedNode;
 let refuse = 0;
 let refused = 0;
 let commits = 0;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'sluice-commit-retry-'));
-  proxy = http2.createServer();
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  const proxyPort = (proxy.address() as AddressInfo).port;
-  node = await startNode({ dataDir: dir, port: 0, logLevel: 'silent', advertise: `127.0.0.1:${proxyPort}` });
-  relay(proxy, `http://127.0.0.1:${node.address.port}`, {
+  relayed = await startRelayedNode('commit-retry', {
     answer(headers, _answer, client, upstream) {
       const commit =
         headers[':method'] === 'POST' && /\/v1\/groups\/[^/]+\/offsets/.test(String(headers[':path']));
@@ -50,27 +37,20 @@ beforeAll(async () => {
       return true;
     },
   });
-  const url = `http://127.0.0.1:${node.address.port}`;
-  await fetch(`${url}/v1/topics`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 'c', partitions: 1 }),
-  });
-  await fetch(`${url}/v1/topics/c/records`, {
+  await relayed.createTopic('c');
+  await fetch(`${relayed.nodeUrl}/v1/topics/c/records`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ records: [{ value: 'a' }, { value: 'b' }] }),
   });
 });
 afterAll(async () => {
-  await node.close();
-  await new Promise((resolve) => proxy.close(resolve));
-  await rm(dir, { recursive: true, force: true });
+  await relayed.close();
 });
 
 async function consumed(group: string, retries: number): Promise<Consumer> {
   const consumer = new Consumer({
-    bootstrap: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    bootstrap: relayed.bootstrap,
     group,
     topics: ['c'],
     autoCommit: false,
@@ -92,7 +72,7 @@ describe('a group commit refused for a retriable reason', () => {
     await consumer.commit();
     expect(refused).toBe(2);
     expect(commits).toBe(before + 3);
-    const group = (await (await fetch(`http://127.0.0.1:${node.address.port}/v1/groups/retried`)).json()) as {
+    const group = (await (await fetch(`${relayed.nodeUrl}/v1/groups/retried`)).json()) as {
       partitions: { committed: number | null }[];
     };
     expect(group.partitions.map((p) => p.committed)).toEqual([2]);

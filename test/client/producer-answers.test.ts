@@ -1,14 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import * as http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connection } from '../../src/client/connection.js';
 import { Producer } from '../../src/client/producer.js';
 import { isSluiceError } from '../../src/common/errors.js';
-import { type SluiceNode, startNode } from '../../src/node/node.js';
-import { relay } from './relay.js';
+import { type RelayedNode, startRelayedNode } from './relay.js';
 
 /**
  * An answer that says nothing is not a success. A leader that dies mid-request can end the stream
@@ -19,20 +14,13 @@ import { relay } from './relay.js';
  * leader was killed). Now the stream without an answer is a retriable NETWORK_EXCEPTION, a produce
  * answer without offsets is too, and the batch is sent again.
  */
-let dir: string;
-let node: SluiceNode;
-let proxy: http2.Http2Server;
+let relayed: RelayedNode;
 /** What the proxy does to the next produce request after forwarding it: its answer is lost. */
 let spoil: 'empty-200' | 'reset' | undefined;
 let spoiled = 0;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'sluice-answers-'));
-  proxy = http2.createServer();
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  const proxyPort = (proxy.address() as AddressInfo).port;
-  node = await startNode({ dataDir: dir, port: 0, logLevel: 'silent', advertise: `127.0.0.1:${proxyPort}` });
-  relay(proxy, `http://127.0.0.1:${node.address.port}`, {
+  relayed = await startRelayedNode('answers', {
     answer(headers, _answer, client, upstream) {
       const produce = headers[':method'] === 'POST' && String(headers[':path']).includes('/records');
       const fault = produce ? spoil : undefined;
@@ -46,27 +34,21 @@ beforeAll(async () => {
       return true;
     },
   });
-  await fetch(`http://127.0.0.1:${node.address.port}/v1/topics`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 't', partitions: 1 }),
-  });
+  await relayed.createTopic('t');
 });
 afterAll(async () => {
-  await node.close();
-  await new Promise((resolve) => proxy.close(resolve));
-  await rm(dir, { recursive: true, force: true });
+  await relayed.close();
 });
 
 async function values(): Promise<string[]> {
-  const read = await fetch(`http://127.0.0.1:${node.address.port}/v1/topics/t/partitions/0/records?offset=0`);
+  const read = await fetch(`${relayed.nodeUrl}/v1/topics/t/partitions/0/records?offset=0`);
   const body = (await read.json()) as { records: { value: string }[] };
   return body.records.map((r) => r.value);
 }
 
 describe('an answer without content', () => {
   it('a stream that ends without headers fails the request as retriable NETWORK_EXCEPTION', async () => {
-    const connection = new Connection(`http://127.0.0.1:${(proxy.address() as AddressInfo).port}`);
+    const connection = new Connection(relayed.bootstrap);
     spoil = 'reset';
     const failure = await connection
       .request('POST', '/v1/topics/t/partitions/0/records', {
@@ -87,7 +69,7 @@ describe('an answer without content', () => {
     async (fault) => {
       const before = (await values()).length;
       const producer = new Producer({
-        bootstrap: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+        bootstrap: relayed.bootstrap,
         lingerMs: 0,
         retries: 3,
         retryBackoffMs: 10,

@@ -1,12 +1,7 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import * as http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import type * as http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Producer } from '../../src/client/producer.js';
-import { type SluiceNode, startNode } from '../../src/node/node.js';
-import { relay } from './relay.js';
+import { type RelayedNode, startRelayedNode } from './relay.js';
 
 /**
  * An idempotent producer's batch that overtakes an earlier one of its partition (the earlier one
@@ -17,22 +12,15 @@ import { relay } from './relay.js';
  * request of the first record for a second; the second batch is refused meanwhile, many more
  * times than retries: 1.
  */
-let dir: string;
-let node: SluiceNode;
-let proxy: http2.Http2Server;
+let relayed: RelayedNode;
 let held = 0;
 let refusals = 0;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'sluice-overtaken-'));
-  proxy = http2.createServer();
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  const proxyPort = (proxy.address() as AddressInfo).port;
-  node = await startNode({ dataDir: dir, port: 0, logLevel: 'silent', advertise: `127.0.0.1:${proxyPort}` });
   let firstProduce = true;
   const isProduce = (headers: http2.IncomingHttpHeaders) =>
     headers[':method'] === 'POST' && String(headers[':path']).endsWith('/records?acks=all');
-  relay(proxy, `http://127.0.0.1:${node.address.port}`, {
+  relayed = await startRelayedNode('overtaken', {
     async before(headers, body) {
       // The batch of the first record, whichever stream reaches the proxy first.
       if (isProduce(headers) && firstProduce && body.includes('first')) {
@@ -46,22 +34,16 @@ beforeAll(async () => {
       return false;
     },
   });
-  await fetch(`http://127.0.0.1:${node.address.port}/v1/topics`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 't', partitions: 1 }),
-  });
+  await relayed.createTopic('t');
 });
 afterAll(async () => {
-  await node.close();
-  await new Promise((resolve) => proxy.close(resolve));
-  await rm(dir, { recursive: true, force: true });
+  await relayed.close();
 });
 
 describe('an idempotent batch that overtook an earlier one', () => {
   it('waits for the earlier one to land instead of failing after its retries', async () => {
     const producer = new Producer({
-      bootstrap: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+      bootstrap: relayed.bootstrap,
       lingerMs: 0,
       retries: 1,
       retryBackoffMs: 10,

@@ -1,4 +1,9 @@
+import { mkdtemp, rm } from 'node:fs/promises';
 import * as http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type SluiceNode, startNode } from '../../src/node/node.js';
 
 /**
  * An HTTP/2 relay in front of a node for SDK tests: each request is read whole, may be held
@@ -47,4 +52,46 @@ export function relay(
     });
   });
   return upstream;
+}
+
+/** A node that advertises a relay in front of it, so that SDK clients reach it only through the relay. */
+export interface RelayedNode {
+  node: SluiceNode;
+  /** The relay's URL: the bootstrap for clients. */
+  bootstrap: string;
+  /** The node's own URL, for the test's reads and set-up. */
+  nodeUrl: string;
+  /** Creates a topic on the node directly. */
+  createTopic(name: string, partitions?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startRelayedNode(name: string, hooks: RelayHooks): Promise<RelayedNode> {
+  const dir = await mkdtemp(join(tmpdir(), `sluice-${name}-`));
+  const server = http2.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const node = await startNode({ dataDir: dir, port: 0, logLevel: 'silent', advertise: `127.0.0.1:${port}` });
+  const nodeUrl = `http://127.0.0.1:${node.address.port}`;
+  const upstream = relay(server, nodeUrl, hooks);
+  return {
+    node,
+    bootstrap: `http://127.0.0.1:${port}`,
+    nodeUrl,
+    async createTopic(topic, partitions = 1) {
+      const answer = await fetch(`${nodeUrl}/v1/topics`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: topic, partitions }),
+      });
+      if (answer.status !== 201)
+        throw new Error(`creating ${topic}: ${answer.status} ${await answer.text()}`);
+    },
+    async close() {
+      upstream.close();
+      await node.close();
+      await new Promise((resolve) => server.close(resolve));
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
