@@ -20,6 +20,7 @@ import { Packr } from 'msgpackr';
 import { cpuSeconds } from './cpu.js';
 import { ensureH2load, type Figure, h2load, median } from './h2load.js';
 import { freePort, waitForPort } from './ports.js';
+import { loadAverage, stopChild } from './processes.js';
 
 const SECONDS = Number(process.env.FETCH_SECONDS ?? 3);
 const ROUNDS = Number(process.env.FETCH_ROUNDS ?? 5);
@@ -47,19 +48,6 @@ function batchBody(): Buffer {
     return { value };
   });
   return packr.pack({ records });
-}
-
-function load(): string {
-  return execSync('uptime', { encoding: 'utf8' })
-    .replace(/.*load average: /, '')
-    .trim();
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
 }
 
 /** CPU profile summary: self time by function, the top entries. */
@@ -108,7 +96,7 @@ async function main(): Promise<void> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sluice-bench-fetch-'));
   const profileDir = await mkdtemp(join(tmpdir(), 'sluice-bench-fetch-prof-'));
   const bodyFile = join(dataDir, 'fetch-body.bin');
-  const loadBefore = load();
+  const loadBefore = loadAverage();
   try {
     const [sluicePort, fastifyPort, nodePort] = [await freePort(), await freePort(), await freePort()];
     const sluice = start(process.execPath, [
@@ -208,7 +196,7 @@ async function main(): Promise<void> {
       console.log(line);
       results.push(line);
     }
-    await stop(sluice);
+    await stopChild(sluice);
     if (PROFILE)
       console.log(
         `\nSluice CPU profile, self time as a share of its busy time (all steps):\n${summarizeProfile(profileDir)}`,
@@ -218,10 +206,10 @@ async function main(): Promise<void> {
       ? ' + uncommitted src'
       : '';
     const date = new Date().toISOString().slice(0, 10);
-    const row = `| fetch (1 node; h2load for all, baselines a fastify route and a bare handler on the same server serving the same bytes, in the same run) | ${date} | ${commit}${dirty} | ${results.join('; ')}; load average ${loadBefore} before, ${load()} after on 2 cores${PROFILE ? ' (with --cpu-prof)' : ''} |\n`;
+    const row = `| fetch (1 node; h2load for all, baselines a fastify route and a bare handler on the same server serving the same bytes, in the same run) | ${date} | ${commit}${dirty} | ${results.join('; ')}; load average ${loadBefore} before, ${loadAverage()} after on 2 cores${PROFILE ? ' (with --cpu-prof)' : ''} |\n`;
     if (process.env.FETCH_NO_RESULTS !== '1') appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), row);
   } finally {
-    for (const child of children) await stop(child);
+    for (const child of children) await stopChild(child);
     await rm(dataDir, { recursive: true, force: true });
     await rm(profileDir, { recursive: true, force: true });
   }

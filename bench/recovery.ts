@@ -12,7 +12,7 @@
  *
  * Prints the figures and appends a dated row to bench/RESULTS.md.
  */
-import { type ChildProcess, execFileSync, execSync, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, execSync, spawnSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,6 +21,7 @@ import { Packr } from 'msgpackr';
 import { createTopic } from './fetch.js';
 import { ensureH2load, median } from './h2load.js';
 import { freePort, waitForPort } from './ports.js';
+import { loadAverage, spawnTracked, stopChild } from './processes.js';
 
 /** 0 is the baseline: a log holding only the writes made right before each kill. */
 const SIZES_GIB = (process.env.RECOVERY_GIB ?? '0,1,10').split(',').map(Number);
@@ -32,26 +33,8 @@ const BATCH_RECORDS = 1000;
 const GIB = 1024 ** 3;
 const ROOT = join(import.meta.dirname, '..');
 const children = new Set<ChildProcess>();
-
-function load(): string {
-  return execSync('uptime', { encoding: 'utf8' })
-    .replace(/.*load average: /, '')
-    .trim();
-}
-
-function spawnTracked(command: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore'): ChildProcess {
-  const child = spawn(command, args, { cwd: ROOT, stdio: ['ignore', stdout, 'inherit'] });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-async function kill9(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGKILL');
-  await exited;
-}
+const spawnChild = (command: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore') =>
+  spawnTracked(children, ROOT, command, args, stdout);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -101,7 +84,7 @@ async function logEnd(base: string): Promise<number> {
 }
 
 function startSluice(port: number, dataDir: string): { child: ChildProcess; lines: string[] } {
-  const child = spawnTracked(
+  const child = spawnChild(
     process.execPath,
     [
       join(ROOT, 'bin', 'sluice.js'),
@@ -177,7 +160,7 @@ async function sluiceAt(
     produce(base, body.path, 500);
     const end = await logEnd(base);
     await sleep(1500);
-    await kill9(node.child);
+    await stopChild(node.child, 'SIGKILL');
     const t0 = performance.now();
     const spawnedAt = Date.now();
     node = startSluice(port, dataDir);
@@ -189,7 +172,7 @@ async function sluiceAt(
     recoveredMs.push(recovered ? recovered.time - spawnedAt : -1);
   }
   const segments = Number(execSync(`find ${dataDir} -name '*.log' | wc -l`, { encoding: 'utf8' }).trim());
-  await kill9(node.child);
+  await stopChild(node.child, 'SIGKILL');
   await rm(dataDir, { recursive: true, force: true });
   return { gib, writeSeconds, restartsMs, recoveredMs, scannedBytes, segments };
 }
@@ -231,7 +214,7 @@ async function redisRecovery(
     '--auto-aof-rewrite-percentage',
     '0',
   ];
-  let server = spawnTracked('redis-server', args);
+  let server = spawnChild('redis-server', args);
   await waitForPort(port);
   const value = 'v'.repeat(RECORD_BYTES);
   execFileSync(
@@ -261,9 +244,9 @@ async function redisRecovery(
   const aofBytes = Number(execSync(`du -sb ${data}`, { encoding: 'utf8' }).split('\t')[0]);
   const restartsMs: number[] = [];
   for (let run = 0; run < RUNS; run++) {
-    await kill9(server);
+    await stopChild(server, 'SIGKILL');
     const t0 = performance.now();
-    server = spawnTracked('redis-server', args);
+    server = spawnChild('redis-server', args);
     for (;;) {
       const answer = spawnSync('redis-cli', ['-p', String(port), 'xlen', 's'], { encoding: 'utf8' });
       if (answer.stdout?.trim() === count) break;
@@ -271,7 +254,7 @@ async function redisRecovery(
     }
     restartsMs.push(performance.now() - t0);
   }
-  await kill9(server);
+  await stopChild(server, 'SIGKILL');
   return { restartsMs, aofBytes };
 }
 
@@ -289,7 +272,7 @@ async function natsRecovery(
     conf,
     `listen: 127.0.0.1:${port}\njetstream {\n  store_dir: "${store}"\n  max_memory_store: 1G\n  max_file_store: 20G\n}\n`,
   );
-  let server = spawnTracked('nats-server', ['-c', conf]);
+  let server = spawnChild('nats-server', ['-c', conf]);
   await waitForPort(port);
   const nats = await import('nats');
   const nc = await nats.connect({ servers: `127.0.0.1:${port}` });
@@ -324,9 +307,9 @@ async function natsRecovery(
   const storeBytes = Number(execSync(`du -sb ${store}`, { encoding: 'utf8' }).split('\t')[0]);
   const restartsMs: number[] = [];
   for (let run = 0; run < RUNS; run++) {
-    await kill9(server);
+    await stopChild(server, 'SIGKILL');
     const t0 = performance.now();
-    server = spawnTracked('nats-server', ['-c', conf]);
+    server = spawnChild('nats-server', ['-c', conf]);
     for (;;) {
       try {
         const probe = await nats.connect({ servers: `127.0.0.1:${port}`, timeout: 500, reconnect: false });
@@ -343,7 +326,7 @@ async function natsRecovery(
     }
     restartsMs.push(performance.now() - t0);
   }
-  await kill9(server);
+  await stopChild(server, 'SIGKILL');
   return { restartsMs, storeBytes };
 }
 
@@ -352,7 +335,7 @@ const seconds = (ms: number) => (ms / 1000).toFixed(3);
 async function main(): Promise<void> {
   ensureH2load();
   const dir = await mkdtemp(join(tmpdir(), 'sluice-bench-recovery-'));
-  const loadBefore = load();
+  const loadBefore = loadAverage();
   // The commit when the run starts, which dist was built from (a rebuild during the run would mix).
   const commit = execSync('git rev-parse --short HEAD', { cwd: ROOT, encoding: 'utf8' }).trim();
   try {
@@ -399,11 +382,11 @@ async function main(): Promise<void> {
       parts.push(natsLine);
     }
     const date = new Date().toISOString().slice(0, 10);
-    const row = `| recovery (1 node, kill -9; time from spawn to the first fetch at the log end that returns records; h2load writes 1000 x 100 B batches, acks=1, default flush; peers in the same run) | ${date} | ${commit} | ${parts.join('; ')}; load average ${loadBefore} before, ${load()} after on 2 cores |\n`;
+    const row = `| recovery (1 node, kill -9; time from spawn to the first fetch at the log end that returns records; h2load writes 1000 x 100 B batches, acks=1, default flush; peers in the same run) | ${date} | ${commit} | ${parts.join('; ')}; load average ${loadBefore} before, ${loadAverage()} after on 2 cores |\n`;
     console.log(row);
     if (process.env.RECOVERY_NO_RESULTS !== '1') appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), row);
   } finally {
-    for (const child of children) await kill9(child);
+    for (const child of children) await stopChild(child, 'SIGKILL');
     await rm(dir, { recursive: true, force: true });
   }
 }

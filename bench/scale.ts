@@ -10,7 +10,7 @@
  *
  * Prints the figures and appends a dated row to bench/RESULTS.md.
  */
-import { type ChildProcess, execFileSync, execSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, execSync } from 'node:child_process';
 import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,34 +19,17 @@ import { Packr } from 'msgpackr';
 import { createTopic } from './fetch.js';
 import { ensureH2load, h2load } from './h2load.js';
 import { freePort, waitForPort } from './ports.js';
+import { loadAverage, spawnTracked, stopChild } from './processes.js';
 
 const TOPICS = Number(process.env.SCALE_TOPICS ?? 100);
 const PARTITIONS = Number(process.env.SCALE_PARTITIONS ?? 100);
 const CONNECTIONS = Number(process.env.SCALE_CONNECTIONS ?? 10_000);
 const ROOT = join(import.meta.dirname, '..');
 const children = new Set<ChildProcess>();
+const spawnChild = (command: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore') =>
+  spawnTracked(children, ROOT, command, args, stdout);
 const MIB = 1024 * 1024;
 const STOP_WAIT_MS = Number(process.env.SCALE_STOP_WAIT_MS ?? 60_000);
-
-function load(): string {
-  return execSync('uptime', { encoding: 'utf8' })
-    .replace(/.*load average: /, '')
-    .trim();
-}
-
-function spawnTracked(command: string, args: string[], stdout: 'ignore' | 'pipe' = 'ignore'): ChildProcess {
-  const child = spawn(command, args, { cwd: ROOT, stdio: ['ignore', stdout, 'inherit'] });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-async function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill(signal);
-  await exited;
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -60,7 +43,7 @@ function descriptors(pid: number): number {
 }
 
 function startSluice(port: number, dataDir: string): ChildProcess {
-  return spawnTracked(process.execPath, [
+  return spawnChild(process.execPath, [
     join(ROOT, 'bin', 'sluice.js'),
     'start',
     '--port',
@@ -110,7 +93,7 @@ async function main(): Promise<void> {
   ensureH2load();
   const dir = await mkdtemp(join(tmpdir(), 'sluice-bench-scale-'));
   const dataDir = join(dir, 'data');
-  const loadBefore = load();
+  const loadBefore = loadAverage();
   // The commit when the run starts, which dist was built from (a rebuild during the run would mix).
   const commit = execSync('git rev-parse --short HEAD', { cwd: ROOT, encoding: 'utf8' }).trim();
   const parts: string[] = [];
@@ -147,11 +130,14 @@ async function main(): Promise<void> {
     // A clean stop flushes and checkpoints every partition (a dozen fsyncs each): bounded here,
     // and then a kill -9, so that the start-up below is measured either way.
     const stopStarted = performance.now();
-    const stopped = await Promise.race([stop(node).then(() => true), sleep(STOP_WAIT_MS).then(() => false)]);
+    const stopped = await Promise.race([
+      stopChild(node).then(() => true),
+      sleep(STOP_WAIT_MS).then(() => false),
+    ]);
     const cleanMarkers = Number(
       execSync(`find ${dataDir} -maxdepth 2 -name .clean-shutdown | wc -l`, { encoding: 'utf8' }).trim(),
     );
-    if (!stopped) await stop(node, 'SIGKILL');
+    if (!stopped) await stopChild(node, 'SIGKILL');
     const stopLine = stopped
       ? `clean stop ${((performance.now() - stopStarted) / 1000).toFixed(1)} s`
       : `clean stop unfinished after ${STOP_WAIT_MS / 1000} s (${cleanMarkers} of ${partitions.length} partitions closed), then kill -9`;
@@ -187,7 +173,7 @@ async function main(): Promise<void> {
     const holders: ChildProcess[] = [];
     const opened: Promise<string>[] = [];
     for (let i = 0; i < 2; i++) {
-      const holder = spawnTracked(
+      const holder = spawnChild(
         process.execPath,
         [
           '--import',
@@ -218,7 +204,7 @@ async function main(): Promise<void> {
     const during = h2load(base, { path: fetchPath, h1: true, clients: 8, seconds: 3 });
     const last = partitions.at(-1)!;
     const served = await fetchOne(base, last.topic, last.partition);
-    for (const holder of holders) await stop(holder);
+    for (const holder of holders) await stopChild(holder);
     await sleep(1000);
     // Measured again once they are gone: right after start-up the node may still be busy, so the
     // baseline is the better of the runs before and after.
@@ -241,7 +227,7 @@ async function main(): Promise<void> {
     }, 100);
     // h2load blocks this thread: sample from a timer in a child instead (ps every 100 ms).
     const sampleFile = join(dir, 'rss.txt');
-    const sampling = spawnTracked('bash', [
+    const sampling = spawnChild('bash', [
       '-c',
       `while kill -0 ${node.pid} 2>/dev/null; do grep VmRSS /proc/${node.pid}/status >> ${sampleFile}; sleep 0.1; done`,
     ]);
@@ -252,7 +238,7 @@ async function main(): Promise<void> {
       clients: 16,
       seconds: 10,
     });
-    await stop(sampling);
+    await stopChild(sampling);
     clearInterval(sampler);
     for (const line of readFileSync(sampleFile, 'utf8').split('\n')) {
       const kb = /VmRSS:\s+(\d+) kB/.exec(line);
@@ -262,15 +248,15 @@ async function main(): Promise<void> {
     console.log(produceLine);
     parts.push(produceLine);
     // The clean stop of 10,000 partitions is slow (see above): bounded again.
-    if (!(await Promise.race([stop(node).then(() => true), sleep(STOP_WAIT_MS).then(() => false)])))
-      await stop(node, 'SIGKILL');
+    if (!(await Promise.race([stopChild(node).then(() => true), sleep(STOP_WAIT_MS).then(() => false)])))
+      await stopChild(node, 'SIGKILL');
 
     const date = new Date().toISOString().slice(0, 10);
-    const row = `| scale (1 node; fetches and produce by h2load, idle connections from two Node processes; fd limit ${execFileSync('bash', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim()}) | ${date} | ${commit} | ${parts.join('; ')}; load average ${loadBefore} before, ${load()} after on 2 cores |\n`;
+    const row = `| scale (1 node; fetches and produce by h2load, idle connections from two Node processes; fd limit ${execFileSync('bash', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim()}) | ${date} | ${commit} | ${parts.join('; ')}; load average ${loadBefore} before, ${loadAverage()} after on 2 cores |\n`;
     console.log(row);
     if (process.env.SCALE_NO_RESULTS !== '1') appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), row);
   } finally {
-    for (const child of children) await stop(child, 'SIGKILL');
+    for (const child of children) await stopChild(child, 'SIGKILL');
     await rm(dir, { recursive: true, force: true });
   }
 }
