@@ -145,6 +145,15 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
   }
   if (options.logFormat !== undefined && !LOG_FORMATS.has(options.logFormat))
     throw new SluiceError('INVALID_CONFIG', `log format ${options.logFormat} is not json or text`);
+  const openFilesMax = options.openSegmentFilesMax;
+  if (openFilesMax !== undefined && (!Number.isSafeInteger(openFilesMax) || openFilesMax < 1))
+    throw new SluiceError(
+      'INVALID_CONFIG',
+      `openSegmentFilesMax ${openFilesMax} is not a whole number from 1`,
+      {
+        details: { config: 'openSegmentFilesMax' },
+      },
+    );
   // Every http2 client request (forwarding, replica fetches, Raft) calls it: see the module.
   installLeanAsyncResourceBind();
   const dataDir = resolve(options.dataDir);
@@ -169,9 +178,7 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
     info: (fields, message) => target.info(fields, message),
     debug: (fields, message) => target.debug(fields, message),
   };
-  const fileCache = new FileCache(
-    options.openSegmentFilesMax !== undefined ? { openFilesMax: options.openSegmentFilesMax } : {},
-  );
+  const fileCache = new FileCache(openFilesMax !== undefined ? { openFilesMax } : {});
   const bootId = machineBootId();
   // Before anything of the directory is read: a second node on it would recover its logs.
   const lock = await lockDataDir(dataDir, processEnvironment(bootId));

@@ -78,6 +78,10 @@ describe('startNode', () => {
       'INVALID_CONFIG',
     );
     expect((await errorOf(startNode({ dataDir, port: 0, logLevel: 'loud' }))).code).toBe('INVALID_CONFIG');
+    for (const openSegmentFilesMax of [0, -1, 2.5, Number.NaN])
+      expect((await errorOf(startNode({ dataDir, port: 0, openSegmentFilesMax }))).code).toBe(
+        'INVALID_CONFIG',
+      );
     // The data directory is not left locked or half-open: a good start works right after.
     const node = await startNode({ dataDir, port: 0 });
     await node.close();
