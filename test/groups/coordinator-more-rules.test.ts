@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
-import { isSluiceError } from '../../src/common/errors.js';
-import { GroupCoordinator, type TopicView } from '../../src/groups/coordinator.js';
+import { GroupCoordinator } from '../../src/groups/coordinator.js';
+import { codeOf, Topics } from './fixtures.js';
 
 /**
  * Coordinator rules the third mutation run still found loose: a static member's new subscription
@@ -13,38 +13,15 @@ import { GroupCoordinator, type TopicView } from '../../src/groups/coordinator.j
  * keeps the group reconciling.
  */
 
-class Topics implements TopicView {
-  readonly counts = new Map<string, number>([
-    ['t', 4],
-    ['u', 2],
-  ]);
-  partitionCount(topic: string) {
-    return this.counts.get(topic);
-  }
-  topicNames() {
-    return [...this.counts.keys()];
-  }
-}
-
 function setup(ids?: string[]) {
   const clock = new ManualClock();
-  const topics = new Topics();
+  const topics = new Topics({ t: 4, u: 2 });
   let next = 0;
   const coordinator = new GroupCoordinator(
     {},
     { clock, topics, newMemberId: () => (ids ? ids[next++]! : `m${++next}`) },
   );
   return { clock, topics, coordinator };
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (error) {
-    if (isSluiceError(error)) return error.code;
-    throw error;
-  }
-  return undefined;
 }
 
 describe('static members and epochs', () => {

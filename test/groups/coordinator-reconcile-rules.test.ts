@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
-import { isSluiceError } from '../../src/common/errors.js';
 import type { AssignorName } from '../../src/groups/assignors.js';
-import { compilePattern, GroupCoordinator, type TopicView } from '../../src/groups/coordinator.js';
+import { compilePattern, GroupCoordinator } from '../../src/groups/coordinator.js';
+import { codeOf, Topics } from './fixtures.js';
 
 /**
  * The coordinator's reconciliation and bookkeeping rules one by one: static members (a new instance
@@ -14,20 +14,9 @@ import { compilePattern, GroupCoordinator, type TopicView } from '../../src/grou
  * member holds; a replayed member's revocations and pattern.
  */
 
-class Topics implements TopicView {
-  readonly counts = new Map<string, number>([['t', 4]]);
-  names: string[] | undefined;
-  partitionCount(topic: string) {
-    return this.counts.get(topic);
-  }
-  topicNames() {
-    return this.names ?? [...this.counts.keys()];
-  }
-}
-
 function setup(assignor?: AssignorName) {
   const clock = new ManualClock();
-  const topics = new Topics();
+  const topics = new Topics({ t: 4 });
   let next = 0;
   const coordinator = new GroupCoordinator(
     {
@@ -42,16 +31,6 @@ function setup(assignor?: AssignorName) {
 
 const names = (list: readonly { topic: string; partition: number }[]) =>
   list.map((tp) => `${tp.topic}-${tp.partition}`).join(' ');
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (error) {
-    if (isSluiceError(error)) return error.code;
-    throw error;
-  }
-  return undefined;
-}
 
 describe('static members', () => {
   it('a join with another instance id is another member; the same instance id takes over the slot and its partitions', () => {

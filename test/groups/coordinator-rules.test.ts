@@ -6,8 +6,8 @@ import {
   checkJoin,
   compilePattern,
   GroupCoordinator,
-  type TopicView,
 } from '../../src/groups/coordinator.js';
+import { Topics } from './fixtures.js';
 
 /**
  * The rules of the group coordinator at their edges, one by one: its defaults (heartbeat interval,
@@ -18,19 +18,9 @@ import {
  * `drainWrites` return, and what a replayed group starts from.
  */
 
-class Topics implements TopicView {
-  readonly counts = new Map<string, number>([['t', 4]]);
-  partitionCount(topic: string) {
-    return this.counts.get(topic);
-  }
-  topicNames() {
-    return [...this.counts.keys()];
-  }
-}
-
 function setup(options: CoordinatorOptions = {}) {
   const clock = new ManualClock();
-  const topics = new Topics();
+  const topics = new Topics({ t: 4 });
   let next = 0;
   const coordinator = new GroupCoordinator(options, { clock, topics, newMemberId: () => `m${++next}` });
   return { clock, topics, coordinator };

@@ -3,7 +3,8 @@ import { ManualClock } from '../../src/common/clock.js';
 import { isSluiceError } from '../../src/common/errors.js';
 import { SeededRandom } from '../../src/common/random.js';
 import type { AssignorName, TopicPartition } from '../../src/groups/assignors.js';
-import { GroupCoordinator, type GroupRecord, type TopicView } from '../../src/groups/coordinator.js';
+import { GroupCoordinator, type GroupRecord } from '../../src/groups/coordinator.js';
+import { codeOf, Topics } from './fixtures.js';
 
 /**
  * Proves the group coordinator's state machine with a manual clock: members get their partitions
@@ -15,16 +16,6 @@ import { GroupCoordinator, type GroupRecord, type TopicView } from '../../src/gr
  * coordinator's view and in what the live members were last told, and that no committed offset
  * goes back.
  */
-
-class Topics implements TopicView {
-  readonly counts = new Map<string, number>();
-  partitionCount(topic: string) {
-    return this.counts.get(topic);
-  }
-  topicNames() {
-    return [...this.counts.keys()];
-  }
-}
 
 function setup(options: { assignor?: AssignorName; partitions?: number } = {}) {
   const clock = new ManualClock();
@@ -43,16 +34,6 @@ function setup(options: { assignor?: AssignorName; partitions?: number } = {}) {
 }
 
 const names = (list: readonly TopicPartition[]) => list.map((tp) => `${tp.topic}-${tp.partition}`).join(' ');
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (error) {
-    if (isSluiceError(error)) return error.code;
-    throw error;
-  }
-  return undefined;
-}
 
 describe('group coordinator', () => {
   it('gives 3 members 6 partitions, each partition to exactly one member, after the revocations', () => {
