@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { packr } from '../src/protocol/msgpack.js';
 import { ensureH2load, type Figure, h2load, median } from './h2load.js';
 import { freePort, waitForPort } from './ports.js';
+import { sluiceStart } from './processes.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const BASE = process.env.BASE ?? 'HEAD~1';
@@ -52,20 +53,9 @@ async function startBroker(tree: string): Promise<string> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sluice-compare-'));
   cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
   const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    [
-      join(tree, 'bin', 'sluice.js'),
-      'start',
-      '--port',
-      String(port),
-      '--data-dir',
-      dataDir,
-      '--log-level',
-      'silent',
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
+  const child = spawn(process.execPath, sluiceStart(tree, port, dataDir, 'silent'), {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   children.push(child);
   await waitForPort(port);
   const url = `http://127.0.0.1:${port}`;

@@ -30,6 +30,7 @@ import { ACCEPT_COMPRESSION_HEADER, type CodecName, codecs } from '../src/protoc
 import { cpuSeconds } from './cpu.js';
 import { ensureH2load, type Figure, h2load, median } from './h2load.js';
 import { freePort } from './ports.js';
+import { sluiceStart } from './processes.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
@@ -82,20 +83,9 @@ async function main(): Promise<void> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sluice-bench-compression-'));
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'bin', 'sluice.js'),
-      'start',
-      '--port',
-      String(port),
-      '--data-dir',
-      dataDir,
-      '--log-level',
-      'warn',
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
+  const child: ChildProcess = spawn(process.execPath, sluiceStart(ROOT, port, dataDir), {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   try {
     for (let i = 0; ; i++) {
       const ready = await fetchRetried(`${base}/readyz`, {}).then(

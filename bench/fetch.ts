@@ -20,7 +20,7 @@ import { Packr } from 'msgpackr';
 import { cpuSeconds } from './cpu.js';
 import { ensureH2load, type Figure, h2load, median } from './h2load.js';
 import { freePort, waitForPort } from './ports.js';
-import { loadAverage, stopChild } from './processes.js';
+import { loadAverage, sluiceStart, stopChild } from './processes.js';
 
 const SECONDS = Number(process.env.FETCH_SECONDS ?? 3);
 const ROUNDS = Number(process.env.FETCH_ROUNDS ?? 5);
@@ -101,14 +101,7 @@ async function main(): Promise<void> {
     const [sluicePort, fastifyPort, nodePort] = [await freePort(), await freePort(), await freePort()];
     const sluice = start(process.execPath, [
       ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
-      join(ROOT, 'bin', 'sluice.js'),
-      'start',
-      '--port',
-      String(sluicePort),
-      '--data-dir',
-      join(dataDir, 'sluice'),
-      '--log-level',
-      'silent',
+      ...sluiceStart(ROOT, sluicePort, join(dataDir, 'sluice'), 'silent'),
     ]);
     await waitForPort(sluicePort);
     const base = `http://127.0.0.1:${sluicePort}`;

@@ -31,6 +31,7 @@ import { encodeBatch } from '../src/protocol/batch.js';
 import { decodeGroupPoll, splitFetchResponse } from '../src/protocol/group-poll.js';
 import { median } from './h2load.js';
 import { freePort } from './ports.js';
+import { sluiceStart } from './processes.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -59,18 +60,7 @@ async function startBroker(dataDir: string): Promise<ChildProcess> {
   base = `http://127.0.0.1:${port}`;
   const child = spawn(
     process.execPath,
-    [
-      join(ROOT, 'bin', 'sluice.js'),
-      'start',
-      '--port',
-      String(port),
-      '--data-dir',
-      dataDir,
-      '--log-level',
-      'warn',
-      '--topic-config',
-      'offsets.topic.num.partitions=10',
-    ],
+    [...sluiceStart(ROOT, port, dataDir), '--topic-config', 'offsets.topic.num.partitions=10'],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   for (let i = 0; ; i++) {

@@ -23,6 +23,7 @@ import autocannon from 'autocannon';
 import { packr } from '../src/protocol/msgpack.js';
 import { median } from './h2load.js';
 import { freePort } from './ports.js';
+import { sluiceStart } from './processes.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -34,20 +35,9 @@ async function main(): Promise<void> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sluice-bench-idem-'));
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'bin', 'sluice.js'),
-      'start',
-      '--port',
-      String(port),
-      '--data-dir',
-      dataDir,
-      '--log-level',
-      'warn',
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
+  const child: ChildProcess = spawn(process.execPath, sluiceStart(ROOT, port, dataDir), {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   try {
     for (let i = 0; ; i++) {
       const ready = await fetch(`${base}/readyz`).then(

@@ -1,4 +1,5 @@
 import { type ChildProcess, execSync, spawn } from 'node:child_process';
+import { join } from 'node:path';
 
 /** The benchmarks' child processes and the machine's load, each row of bench/RESULTS.md names it. */
 
@@ -29,4 +30,23 @@ export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'S
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill(signal);
   await exited;
+}
+
+/** The arguments after `node` that start a Sluice node of the tree at `root` (more may follow). */
+export function sluiceStart(
+  root: string,
+  port: number | string,
+  dataDir: string,
+  logLevel = 'warn',
+): string[] {
+  return [
+    join(root, 'bin', 'sluice.js'),
+    'start',
+    '--port',
+    String(port),
+    '--data-dir',
+    dataDir,
+    '--log-level',
+    logLevel,
+  ];
 }

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { ensureH2load, h2load } from './h2load.js';
 import { freePort, waitForPort, waitForReady } from './ports.js';
+import { sluiceStart } from './processes.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? 10);
@@ -57,18 +58,7 @@ async function main(): Promise<void> {
       const spawned = performance.now();
       const broker: ChildProcess = spawn(
         process.execPath,
-        [
-          '--cpu-prof',
-          `--cpu-prof-dir=${dir}`,
-          join(ROOT, 'bin', 'sluice.js'),
-          'start',
-          '--port',
-          String(port),
-          '--data-dir',
-          dataDir,
-          '--log-level',
-          'silent',
-        ],
+        ['--cpu-prof', `--cpu-prof-dir=${dir}`, ...sluiceStart(ROOT, port, dataDir, 'silent')],
         { stdio: ['ignore', 'ignore', 'inherit'] },
       );
       const url = `http://127.0.0.1:${port}`;

@@ -40,6 +40,7 @@ import autocannon from 'autocannon';
 import { Packr } from 'msgpackr';
 import { ensureH2load, type Figure, type H2loadStep, h2load, h2loadAtRate, median } from './h2load.js';
 import { freePort, waitForPort, waitForReady } from './ports.js';
+import { sluiceStart } from './processes.js';
 import { sdkThroughput } from './sdk-throughput.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -148,16 +149,7 @@ async function main(): Promise<void> {
     h2c: await freePort(),
     floor: await freePort(),
   };
-  start(process.execPath, [
-    join(ROOT, 'bin', 'sluice.js'),
-    'start',
-    '--port',
-    String(ports.sluice),
-    '--data-dir',
-    dataDir,
-    '--log-level',
-    'silent',
-  ]);
+  start(process.execPath, sluiceStart(ROOT, ports.sluice, dataDir, 'silent'));
   const tsx = (file: string, ...args: string[]) =>
     start(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'http', file), ...args]);
   tsx('bare-server.ts', String(ports.h1), 'h1');

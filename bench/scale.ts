@@ -19,7 +19,7 @@ import { Packr } from 'msgpackr';
 import { createTopic } from './fetch.js';
 import { ensureH2load, h2load } from './h2load.js';
 import { freePort, waitForPort } from './ports.js';
-import { loadAverage, spawnTracked, stopChild } from './processes.js';
+import { loadAverage, sluiceStart, spawnTracked, stopChild } from './processes.js';
 
 const TOPICS = Number(process.env.SCALE_TOPICS ?? 100);
 const PARTITIONS = Number(process.env.SCALE_PARTITIONS ?? 100);
@@ -43,16 +43,7 @@ function descriptors(pid: number): number {
 }
 
 function startSluice(port: number, dataDir: string): ChildProcess {
-  return spawnChild(process.execPath, [
-    join(ROOT, 'bin', 'sluice.js'),
-    'start',
-    '--port',
-    String(port),
-    '--data-dir',
-    dataDir,
-    '--log-level',
-    'warn',
-  ]);
+  return spawnChild(process.execPath, sluiceStart(ROOT, port, dataDir));
 }
 
 /** Runs `work` over `items`, `concurrency` at a time. */

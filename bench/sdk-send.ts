@@ -5,6 +5,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Producer } from '../src/client/index.js';
 import { freePort, waitForPort, waitForReady } from './ports.js';
+import { sluiceStart } from './processes.js';
 import { sdkThroughput } from './sdk-throughput.js';
 
 /**
@@ -25,20 +26,9 @@ const AWAITED_RECORDS = Number(process.env.SDK_AWAITED_RECORDS ?? 500);
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'sluice-bench-sdk-'));
   const port = await freePort();
-  const broker = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'bin', 'sluice.js'),
-      'start',
-      '--port',
-      String(port),
-      '--data-dir',
-      dir,
-      '--log-level',
-      'silent',
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
+  const broker = spawn(process.execPath, sluiceStart(ROOT, port, dir, 'silent'), {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   const bootstrap = `http://127.0.0.1:${port}`;
   const loadBefore = loadavg()[0]!;
   const lines: string[] = [];
