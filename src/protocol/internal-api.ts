@@ -1,3 +1,5 @@
+import { packr, unpackr } from './msgpack.js';
+
 /**
  * The cluster-internal HTTP API, defined once for the node that serves it and the peers that call
  * it. Every request carries the shared cluster secret; bodies are msgpack.
@@ -678,4 +680,130 @@ export function checkReplicaFetchRequest(value: unknown): ReplicaFetchRequest {
     pc.uint('leaderEpoch');
   });
   return value as unknown as ReplicaFetchRequest;
+}
+
+/**
+ * `POST /internal/forwarded/produce`: produce requests one node forwards to a partition's leader,
+ * several in one request. The body (`FORWARDED_PRODUCE_MEDIA`, msgpack) is an array of
+ * `[path, headers, body]`: each a public produce-to-partition request as the client sent it (its
+ * path with query, its own headers as `[name, value]` pairs, its body). The leader answers each
+ * as it would answer it directly, and streams each answer as soon as it has it, in the order they
+ * complete, as frames: a 4-byte big-endian length, then msgpack `[index, status, headers, body]`
+ * (`index` into the request's array). A request that is refused as a whole (the secret, the form)
+ * is answered as any internal request, with a problem.
+ */
+export const FORWARDED_PRODUCE_PATH = '/internal/forwarded/produce';
+export const FORWARDED_PRODUCE_MEDIA = 'application/vnd.sluice.forwarded-produce';
+export const FORWARDED_ANSWERS_MEDIA = 'application/vnd.sluice.forwarded-answers';
+/** Requests in one forwarded-produce request. */
+export const FORWARDED_PRODUCE_REQUESTS_MAX = 1024;
+/** The largest forwarded-produce body (a sender splits a larger backlog). */
+export const FORWARDED_PRODUCE_BYTES_MAX = 8 * 1024 * 1024;
+/** Headers of one forwarded request, and the length of each name and value. */
+export const FORWARDED_HEADERS_MAX = 64;
+export const FORWARDED_HEADER_LENGTH_MAX = 8192;
+
+export interface ForwardedRequest {
+  path: string;
+  headers: [string, string][];
+  body: Uint8Array;
+}
+
+export interface ForwardedAnswer {
+  index: number;
+  status: number;
+  headers: [string, string][];
+  body: Uint8Array;
+}
+
+function checkHeaderPairs(value: unknown, path: string): [string, string][] {
+  if (!Array.isArray(value) || value.length > FORWARDED_HEADERS_MAX)
+    throw new FieldError(path, `an array of at most ${FORWARDED_HEADERS_MAX} [name, value] pairs`);
+  value.forEach((pair, i) => {
+    if (
+      !Array.isArray(pair) ||
+      pair.length !== 2 ||
+      typeof pair[0] !== 'string' ||
+      typeof pair[1] !== 'string' ||
+      pair[0].length === 0 ||
+      pair[0].length > FORWARDED_HEADER_LENGTH_MAX ||
+      pair[1].length > FORWARDED_HEADER_LENGTH_MAX
+    )
+      throw new FieldError(`${path}/${i}`, 'a [name, value] pair of strings');
+  });
+  return value as [string, string][];
+}
+
+/** Checks a forwarded-produce body, decoded: every request's path must be a produce-to-partition path. */
+export function checkForwardedProduce(
+  value: unknown,
+  isProducePath: (path: string) => boolean,
+): ForwardedRequest[] {
+  if (!Array.isArray(value) || value.length === 0 || value.length > FORWARDED_PRODUCE_REQUESTS_MAX)
+    throw new FieldError('/', `an array of 1 to ${FORWARDED_PRODUCE_REQUESTS_MAX} requests`);
+  return value.map((item, i) => {
+    if (!Array.isArray(item) || item.length !== 3)
+      throw new FieldError(`${i}`, 'a [path, headers, body] triple');
+    const [path, headers, body] = item as unknown[];
+    if (typeof path !== 'string' || !isProducePath(path))
+      throw new FieldError(`${i}/path`, 'the path of a produce to one partition');
+    if (!isBytes(body)) throw new FieldError(`${i}/body`, 'bytes');
+    return { path, headers: checkHeaderPairs(headers, `${i}/headers`), body };
+  });
+}
+
+/** One answer frame: its length, then `[index, status, headers, body]` in msgpack. */
+export function encodeForwardedAnswer(answer: ForwardedAnswer): Buffer {
+  const packed = packr.pack([answer.index, answer.status, answer.headers, answer.body]);
+  const frame = Buffer.allocUnsafe(4 + packed.length);
+  frame.writeUInt32BE(packed.length, 0);
+  packed.copy(frame, 4);
+  return frame;
+}
+
+/**
+ * Splits a stream of answer frames as its chunks arrive; `push` returns the answers the chunk
+ * completed. A frame that does not decode, or that names no request, throws FieldError.
+ */
+export class ForwardedAnswerReader {
+  readonly #requests: number;
+  #pending: Buffer = Buffer.alloc(0);
+
+  constructor(requests: number) {
+    this.#requests = requests;
+  }
+
+  /** Bytes received that no complete frame holds yet. */
+  get pendingBytes(): number {
+    return this.#pending.length;
+  }
+
+  push(chunk: Buffer): ForwardedAnswer[] {
+    this.#pending = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
+    const answers: ForwardedAnswer[] = [];
+    let at = 0;
+    while (this.#pending.length - at >= 4) {
+      const length = this.#pending.readUInt32BE(at);
+      if (this.#pending.length - at - 4 < length) break;
+      const frame = this.#pending.subarray(at + 4, at + 4 + length);
+      at += 4 + length;
+      let value: unknown;
+      try {
+        value = unpackr.unpack(frame);
+      } catch {
+        throw new FieldError('frame', 'msgpack');
+      }
+      if (!Array.isArray(value) || value.length !== 4)
+        throw new FieldError('frame', 'an [index, status, headers, body] quadruple');
+      const [index, status, headers, body] = value as unknown[];
+      if (!uint(index) || index >= this.#requests)
+        throw new FieldError('frame/index', 'the index of a request');
+      if (!uint(status) || status < 100 || status > 599)
+        throw new FieldError('frame/status', 'an HTTP status');
+      if (!isBytes(body)) throw new FieldError('frame/body', 'bytes');
+      answers.push({ index, status, headers: checkHeaderPairs(headers, 'frame/headers'), body });
+    }
+    this.#pending = at === this.#pending.length ? Buffer.alloc(0) : this.#pending.subarray(at);
+    return answers;
+  }
 }
