@@ -41,8 +41,6 @@ export interface AppOptions {
   requestIdPrefix?: string;
   /** How long connecting to a partition's leader may take when forwarding to it (forward.ts). */
   forwardConnectTimeoutMs?: number;
-  /** Produce requests forwarded to one leader in the same turn go as one request (forward-produce.ts); true when absent. */
-  forwardCoalescing?: boolean;
   /**
    * The cluster-internal API has a listener of its own (`--internal-listen`, served through
    * `internalListenerHandler`): the public port then refuses `/internal/*`, and the internal
@@ -134,12 +132,9 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   if (options.internalListener) separateInternalListener(app);
   addForwarding(
     app,
-    {
-      ...(options.forwardConnectTimeoutMs !== undefined
-        ? { connectTimeoutMs: options.forwardConnectTimeoutMs }
-        : {}),
-      ...(options.forwardCoalescing !== undefined ? { coalesce: options.forwardCoalescing } : {}),
-    },
+    options.forwardConnectTimeoutMs !== undefined
+      ? { connectTimeoutMs: options.forwardConnectTimeoutMs }
+      : {},
     { node: broker.node, routing: broker.routing, metrics: httpMetrics, requestId },
   );
 

@@ -1,19 +1,12 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import * as http2 from 'node:http2';
-import { PassThrough, Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import type { NodeApi, RoutingApi } from '../broker/api.js';
 import { SluiceError } from '../common/errors.js';
 import { connectPeer } from '../common/http2-peer.js';
 import { ENDPOINTS, type Endpoint, GROUP_ID_PATTERN, MEDIA, NODE_ID_HEADER } from '../protocol/api.js';
 import { CLUSTER_SECRET_HEADER, FORWARDED_BY_HEADER } from '../protocol/internal-api.js';
-import {
-  COALESCED_BODY_BYTES_MAX,
-  carriedHeaders,
-  forwardedProduceRoutes,
-  ProduceCoalescer,
-} from './forward-produce.js';
 import type { ForwardOutcome, HttpMetrics } from './metrics.js';
 import { problemFor } from './problem.js';
 import { requestCheck } from './routes/route.js';
@@ -109,11 +102,6 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
 
 export interface ForwardingOptions {
   connectTimeoutMs?: number;
-  /**
-   * Produce requests to one leader that arrive in the same turn go to it as one request
-   * (`forward-produce.ts`); true when absent. Off, each goes on a stream of its own.
-   */
-  coalesce?: boolean;
 }
 
 export interface ForwardingDeps {
@@ -132,34 +120,14 @@ export interface ForwardingDeps {
  */
 export function addForwarding(app: FastifyInstance, options: ForwardingOptions, deps: ForwardingDeps): void {
   const upstreams = new Upstreams(options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT);
-  const { routing } = deps;
-  const coalescer =
-    routing && options.coalesce !== false
-      ? new ProduceCoalescer({
-          request: (url, headers) => upstreams.request(url, headers, false),
-          clusterSecret: routing.clusterSecret,
-          nodeId: String(deps.node.nodeId),
-          sent: (requests) => deps.metrics.forwardCoalesced(requests),
-        })
-      : undefined;
-  if (routing)
-    // The leader's side, whether or not this node coalesces what it forwards.
-    app.register(forwardedProduceRoutes, {
-      clusterSecret: routing.clusterSecret,
-      isProducePath: (path) => PRODUCE_PARTITION_PATH.test(path),
-      inject: (injected) => app.inject(injected),
-    });
   // HTTP/2 produce requests to a partition another node leads skip fastify altogether.
-  if (routing && deps.requestId)
-    interceptHttp2Streams(app.server, produceFastPath(app, deps, upstreams, coalescer));
+  if (deps.routing && deps.requestId)
+    interceptHttp2Streams(app.server, produceFastPath(app, deps, upstreams));
   app.addHook('onRoute', (route) => {
     const id = forwardedRoute(route.url ?? '', route.method);
     const group = id === undefined && isGroupRoute(route.url ?? '', route.method);
     if (id === undefined && !group) return;
-    const hook =
-      id === undefined
-        ? groupForwardHook(deps, upstreams)
-        : forwardHook(deps, upstreams, id, id === 'producePartition' ? coalescer : undefined);
+    const hook = id === undefined ? groupForwardHook(deps, upstreams) : forwardHook(deps, upstreams, id);
     const own = route.onRequest;
     route.onRequest = own === undefined ? [hook] : [...(Array.isArray(own) ? own : [own]), hook];
   });
@@ -175,7 +143,6 @@ function forwardHook(
   deps: ForwardingDeps,
   upstreams: Upstreams,
   route: ForwardedRoute,
-  coalescer: ProduceCoalescer | undefined,
 ): (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void {
   const { node, routing, metrics } = deps;
   const secret = routing ? Buffer.from(routing.clusterSecret) : undefined;
@@ -188,19 +155,13 @@ function forwardHook(
     if (!PARTITION_PARAMETER.test(params.partition)) return done();
     const partition = Number(params.partition);
     const forward = (target: { nodeId: number; url: string }) => {
-      forwardFastify(
-        request,
-        reply,
-        routing.clusterSecret,
-        {
-          target,
-          upstreams,
-          nodeId,
-          where: { topic: params.topic, partition },
-          count: (outcome) => metrics.forwarded(route, outcome),
-        },
-        request.method === 'POST' ? coalescer : undefined,
-      );
+      forwardFastify(request, reply, routing.clusterSecret, {
+        target,
+        upstreams,
+        nodeId,
+        where: { topic: params.topic, partition },
+        count: (outcome) => metrics.forwarded(route, outcome),
+      });
     };
     const target = routing.forwardTarget(params.topic, partition);
     if (target !== undefined) {
@@ -237,7 +198,6 @@ function produceFastPath(
   app: FastifyInstance,
   deps: ForwardingDeps,
   upstreams: Upstreams,
-  coalescer: ProduceCoalescer | undefined,
 ): Http2StreamInterceptor {
   const { node, routing, metrics } = deps;
   const requestId = deps.requestId!;
@@ -279,7 +239,6 @@ function produceFastPath(
     });
     const answer: AnswerSink = {
       once: (event, listener) => stream.once(event, listener),
-      off: (event, listener) => stream.off(event, listener),
       writeHead: (code, out) => {
         stream.respond({ ...out, ':status': code });
         status = code;
@@ -288,7 +247,7 @@ function produceFastPath(
       end: (data) => stream.end(data),
       destroy: () => stream.destroy(),
     };
-    forwardProduce(
+    new Forward(
       { url: path!, id, hasBody: true, log, body: stream, answer },
       {
         target,
@@ -298,9 +257,7 @@ function produceFastPath(
         where: { topic, partition },
         count: (outcome) => metrics.forwarded('producePartition', outcome),
       },
-      coalescer,
-      headers['content-length'],
-    );
+    ).start();
     return true;
   };
 }
@@ -333,13 +290,12 @@ function groupForwardHook(
   };
 }
 
-/** Takes a fastify request over from fastify and forwards it (a produce coalesced, given a coalescer). */
+/** Takes a fastify request over from fastify and forwards it. */
 function forwardFastify(
   request: FastifyRequest,
   reply: FastifyReply,
   clusterSecret: string,
   parts: Omit<ForwardParts, 'upstreamHeaders'>,
-  coalescer?: ProduceCoalescer,
 ): void {
   reply.hijack();
   const headers = upstreamHeaders(
@@ -350,97 +306,7 @@ function forwardFastify(
     parts.nodeId,
     clusterSecret,
   );
-  const client = fastifyEnd(request, reply);
-  if (coalescer)
-    forwardProduce(
-      client,
-      { ...parts, upstreamHeaders: headers },
-      coalescer,
-      request.headers['content-length'],
-    );
-  else new Forward(client, { ...parts, upstreamHeaders: headers }).start();
-}
-
-/**
- * A produce on its way to the leader: its body read whole and sent with the other produce requests
- * to that leader of the same turn (`ProduceCoalescer`), or, when it is larger than
- * `COALESCED_BODY_BYTES_MAX` (or nothing coalesces), streamed on a request of its own (`Forward`)
- * with the bytes read so far first. The outcomes are counted and failures answered as `Forward`
- * does them.
- */
-function forwardProduce(
-  client: ClientEnd,
-  parts: ForwardParts,
-  coalescer: ProduceCoalescer | undefined,
-  contentLength: string | string[] | undefined,
-): void {
-  const declared = typeof contentLength === 'string' ? Number(contentLength) : undefined;
-  if (!coalescer || (declared !== undefined && !(declared <= COALESCED_BODY_BYTES_MAX))) {
-    new Forward(client, parts).start();
-    return;
-  }
-  const { answer } = client;
-  const body = client.body as Readable;
-  let settled = false;
-  const onClose = () => {
-    if (settled) return;
-    // The client went away before its answer (a request already sent to the leader goes on there).
-    settled = true;
-    parts.count('abandoned');
-  };
-  answer.once('close', onClose);
-  /** Hands the request over to a stream of its own, whose body is `from`. */
-  const alone = (from: NodeJS.ReadableStream) => {
-    answer.off('close', onClose);
-    new Forward({ ...client, body: from }, parts).start();
-  };
-  const chunks: Buffer[] = [];
-  let size = 0;
-  const onData = (chunk: Buffer) => {
-    chunks.push(chunk);
-    size += chunk.length;
-    if (size <= COALESCED_BODY_BYTES_MAX) return;
-    body.off('data', onData);
-    body.off('end', onEnd);
-    body.pause();
-    const replay = new PassThrough();
-    for (const read of chunks) replay.write(read);
-    body.pipe(replay);
-    alone(replay);
-  };
-  const onEnd = () => {
-    if (settled) return;
-    const whole = Buffer.concat(chunks, size);
-    coalescer.submit(parts.target.url, {
-      path: client.url,
-      headers: carriedHeaders(parts.upstreamHeaders),
-      body: whole,
-      answered: (leader) => {
-        if (settled) return;
-        settled = true;
-        parts.count('answered');
-        try {
-          answer.writeHead(leader.status, leader.headers);
-        } catch (error) {
-          // A header the client's protocol cannot carry: nothing can be answered in good faith.
-          client.log.error({ err: error, leader: parts.target.nodeId }, 'request forwarding failed');
-          answer.destroy();
-          return;
-        }
-        answer.end(leader.body);
-      },
-      failed: (cause) => {
-        if (settled) return;
-        settled = true;
-        answerUnreachable(client, parts, cause);
-      },
-      alone: () => {
-        if (!settled) alone(Readable.from([whole]));
-      },
-    });
-  };
-  body.on('data', onData);
-  body.once('end', onEnd);
+  new Forward(fastifyEnd(request, reply), { ...parts, upstreamHeaders: headers }).start();
 }
 
 /** A request another node says it forwarded: refused unless it carries the cluster secret. */
@@ -517,10 +383,9 @@ interface ClientEnd {
 
 interface AnswerSink {
   once(event: 'close' | 'drain', listener: () => void): unknown;
-  off(event: 'close', listener: () => void): unknown;
   writeHead(status: number, headers: OutgoingHttpHeaders): unknown;
   write(chunk: Buffer): boolean;
-  end(data?: string | Buffer): unknown;
+  end(data?: string): unknown;
   destroy(): unknown;
 }
 
@@ -646,34 +511,29 @@ class Forward {
   #fail(cause: unknown): void {
     if (this.#clientGone) return;
     this.#finished = true;
-    answerUnreachable(this.#client, this.#parts, cause);
+    const { target, where, nodeId } = this.#parts;
+    const error =
+      cause instanceof SluiceError
+        ? cause
+        : new SluiceError(
+            'LEADER_NOT_AVAILABLE',
+            `node ${target.nodeId} leads ${where.topic} partition ${where.partition} and could not be reached`,
+            { details: { topic: where.topic, partition: where.partition, leader: target.nodeId }, cause },
+          );
+    const { status, body } = problemFor(error, this.#client.url);
+    this.#parts.count(error.code === 'LEADER_NOT_AVAILABLE' ? 'unreachable' : 'refused');
+    const fields = { err: cause, leader: target.nodeId, topic: where.topic, partition: where.partition };
+    if (status >= 500) this.#client.log.error(fields, 'request forwarding failed');
+    else this.#client.log.debug({ ...fields, code: body.code }, 'request forwarding refused');
+    const json = JSON.stringify(body);
+    this.#raw.writeHead(status, {
+      'content-type': `${MEDIA.problem}; charset=utf-8`,
+      'content-length': Buffer.byteLength(json),
+      'x-request-id': this.#client.id,
+      [NODE_ID_HEADER]: nodeId,
+    });
+    this.#raw.end(json);
   }
-}
-
-/** No answer from the leader: LEADER_NOT_AVAILABLE (or the limit that kept it from being asked). */
-function answerUnreachable(client: ClientEnd, parts: ForwardParts, cause: unknown): void {
-  const { target, where, nodeId } = parts;
-  const error =
-    cause instanceof SluiceError
-      ? cause
-      : new SluiceError(
-          'LEADER_NOT_AVAILABLE',
-          `node ${target.nodeId} leads ${where.topic} partition ${where.partition} and could not be reached`,
-          { details: { topic: where.topic, partition: where.partition, leader: target.nodeId }, cause },
-        );
-  const { status, body } = problemFor(error, client.url);
-  parts.count(error.code === 'LEADER_NOT_AVAILABLE' ? 'unreachable' : 'refused');
-  const fields = { err: cause, leader: target.nodeId, topic: where.topic, partition: where.partition };
-  if (status >= 500) client.log.error(fields, 'request forwarding failed');
-  else client.log.debug({ ...fields, code: body.code }, 'request forwarding refused');
-  const json = JSON.stringify(body);
-  client.answer.writeHead(status, {
-    'content-type': `${MEDIA.problem}; charset=utf-8`,
-    'content-length': Buffer.byteLength(json),
-    'x-request-id': client.id,
-    [NODE_ID_HEADER]: nodeId,
-  });
-  client.answer.end(json);
 }
 
 interface Upstream {

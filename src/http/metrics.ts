@@ -44,7 +44,6 @@ export class HttpMetrics {
   readonly #fetch: Family<Histogram>;
   readonly #admin: Family<Histogram>;
   readonly #forwarded: Record<string, Record<ForwardOutcome, Counter>>;
-  readonly #coalesced: Histogram;
   readonly #slowRequestMs: number;
   /** Follow streams, whose duration is the stream's, not a request's latency. */
   readonly #streams = new WeakSet<FastifyRequest>();
@@ -86,19 +85,6 @@ export class HttpMetrics {
         Object.fromEntries(FORWARD_OUTCOMES.map((outcome) => [outcome, forwarded.labels(route, outcome)])),
       ]),
     ) as Record<string, Record<ForwardOutcome, Counter>>;
-    this.#coalesced = metrics
-      .histogram({
-        name: 'sluice_forward_coalesced_requests',
-        help: 'Produce requests per coalesced request forwarded to a leader (those of one event-loop turn)',
-        labelNames: [],
-        buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
-      })
-      .labels();
-  }
-
-  /** Observes the produce requests one coalesced forward to a leader carried. */
-  forwardCoalesced(requests: number): void {
-    this.#coalesced.observe(requests);
   }
 
   /** Counts one forwarded request once its outcome is known. */
