@@ -188,12 +188,18 @@ export class TestCluster {
     this.#children.get(id)?.kill(signal);
   }
 
-  async kill(id: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  /** Sends the signal and waits for the process to exit; says how it ended (undefined: not running). */
+  async kill(
+    id: number,
+    signal: NodeJS.Signals = 'SIGKILL',
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
     const child = this.#children.get(id);
-    if (!child) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    if (!child) return undefined;
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('exit', (code, by) => resolve({ code, signal: by })),
+    );
     child.kill(signal);
-    await exited;
+    return exited;
   }
 
   async request(id: number, method: string, path: string, body?: unknown): Promise<Answer> {

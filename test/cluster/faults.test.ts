@@ -475,7 +475,12 @@ async function runSeed(seed: number): Promise<void> {
       ((await call(`${cluster.url(1)}/v1/topics/${TOPIC}`).catch(() => undefined))?.body?.partitions as
         | PartitionView[]
         | undefined);
-    await Promise.all(NODES.map((id) => cluster.kill(id, 'SIGTERM')));
+    const stops = await Promise.all(NODES.map((id) => cluster.kill(id, 'SIGTERM')));
+    // A clean stop that failed would leave the logs to crash recovery: worth knowing first.
+    stops.forEach((stopped, i) => {
+      if (stopped && stopped.code !== 0)
+        problem ??= `node ${NODES[i]}'s clean stop ended with ${stopped.code ?? stopped.signal}`;
+    });
     for (const id of NODES)
       for (let p = 0; p < PARTITIONS; p++) {
         const view = last?.find((v) => v.partition === p);
