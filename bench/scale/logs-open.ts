@@ -35,9 +35,7 @@ function counting(fs: FileSystem): FileSystem {
   for (const [name, fn] of Object.entries(fs) as [keyof FileSystem, (...a: unknown[]) => unknown][]) {
     (out as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => {
       counted(name);
-      return name === 'open'
-        ? (fn(...args) as Promise<FileHandle>).then(handle)
-        : fn.apply(fs, args);
+      return name === 'open' ? (fn(...args) as Promise<FileHandle>).then(handle) : fn.apply(fs, args);
     };
   }
   return out;
@@ -57,7 +55,9 @@ async function timed<T>(label: string, work: () => Promise<T>): Promise<T> {
     .sort((a, b) => b[1] - a[1])
     .map(([kind, n]) => `${kind} ${(n / count).toFixed(2)}`)
     .join(', ');
-  console.log(`${label}: ${(ms / 1000).toFixed(2)} s (${(ms / count).toFixed(3)} ms per partition); per partition: ${perPartition}`);
+  console.log(
+    `${label}: ${(ms / 1000).toFixed(2)} s (${(ms / count).toFixed(3)} ms per partition); per partition: ${perPartition}`,
+  );
   return result;
 }
 
@@ -81,6 +81,8 @@ const afterCrash = await timed('open after a crash', () => LogManager.open(optio
 await timed('close after it', () => afterCrash.close());
 const afterClean = await timed('open after the clean close', () => LogManager.open(options, deps));
 await timed('close after it (nothing changed)', () => afterClean.close());
-console.log(`RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB; file cache ${JSON.stringify(cache.stats)}`);
+console.log(
+  `RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB; file cache ${JSON.stringify(cache.stats)}`,
+);
 await rm(dataDir, { recursive: true, force: true });
 process.exit(0);
