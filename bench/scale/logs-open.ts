@@ -18,18 +18,22 @@ const count = Number(process.argv[2] ?? 1000);
 const dataDir = `/tmp/sluice-bench-logs-open-${process.pid}`;
 const ops = new Map<string, number>();
 const counted = (kind: string) => ops.set(kind, (ops.get(kind) ?? 0) + 1);
+function countOp<T>(kind: string, call: () => T): T {
+  counted(kind);
+  return call();
+}
 
 /** `fs` with every call counted in `ops`. */
 function counting(fs: FileSystem): FileSystem {
   const handle = (inner: FileHandle): FileHandle => ({
-    read: (...args) => (counted('read'), inner.read(...args)),
-    readSync: (...args) => (counted('readSync'), inner.readSync(...args)),
-    write: (...args) => (counted('write'), inner.write(...args)),
-    writeSync: (...args) => (counted('writeSync'), inner.writeSync(...args)),
-    sync: () => (counted('fsync'), inner.sync()),
-    truncate: (length) => (counted('truncate'), inner.truncate(length)),
-    size: () => (counted('size'), inner.size()),
-    close: () => (counted('close'), inner.close()),
+    read: (...args) => countOp('read', () => inner.read(...args)),
+    readSync: (...args) => countOp('readSync', () => inner.readSync(...args)),
+    write: (...args) => countOp('write', () => inner.write(...args)),
+    writeSync: (...args) => countOp('writeSync', () => inner.writeSync(...args)),
+    sync: () => countOp('fsync', () => inner.sync()),
+    truncate: (length) => countOp('truncate', () => inner.truncate(length)),
+    size: () => countOp('size', () => inner.size()),
+    close: () => countOp('close', () => inner.close()),
   });
   const out = {} as FileSystem;
   for (const [name, fn] of Object.entries(fs) as [keyof FileSystem, (...a: unknown[]) => unknown][]) {
