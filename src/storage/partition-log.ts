@@ -395,7 +395,14 @@ export class PartitionLog {
       ? await readCheckpoint(fs, `${dir}/${RECOVERY_POINT_FILE}`)
       : recoveryPoint;
     if (storedRecoveryPoint === log.#recoveryPoint) log.#recoveryPointWritten = storedRecoveryPoint;
-    else await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
+    else {
+      // What recovery kept past the stored point may be a crashed process's unsynced writes,
+      // still in the page cache (kill -9 loses none of them, a power loss may): they, and the
+      // index entries rebuilt over them, are made durable before the checkpoint says they are.
+      for (const segment of segments)
+        if (segment.nextOffset > storedRecoveryPoint) await segment.syncRecovered();
+      await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
+    }
     log.#scheduleFlush();
     return log;
   }

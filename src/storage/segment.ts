@@ -764,6 +764,15 @@ export class Segment {
     return this.#lastSync;
   }
 
+  /**
+   * Makes the log file durable whatever this process wrote to it, and the indexes: after a
+   * recovery, the bytes a crashed process left in the page cache, which the recovery scan kept.
+   */
+  async syncRecovered(): Promise<void> {
+    await this.log.sync();
+    await this.syncIndexes();
+  }
+
   /** Writes buffered index entries and makes the index files durable (before a clean shutdown or a roll). */
   async syncIndexes(): Promise<void> {
     await this.#writePendingIndexes();
