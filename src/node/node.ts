@@ -183,6 +183,8 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
   // Before anything of the directory is read: a second node on it would recover its logs.
   const lock = await lockDataDir(dataDir, processEnvironment(bootId));
   let logs: LogManager;
+  // Nothing else runs while the logs open: their reads go on this thread (`synchronousReads`).
+  fileCache.synchronousReads = true;
   try {
     logs = await LogManager.open(
       { dataDir, retentionCheckMs: defaults.retentionCheckMs },
@@ -191,6 +193,8 @@ async function startNodeHeld(options: NodeOptions): Promise<SluiceNode> {
   } catch (error) {
     await lock.release();
     throw error;
+  } finally {
+    fileCache.synchronousReads = false;
   }
   // How the last run ended (for the controller's unclean-restart rule), recorded as begun now.
   let logsClosed = false;

@@ -55,6 +55,14 @@ const REBUILDABLE_FILE = /\.(index|timeindex)$/;
 
 export class FileCache {
   readonly openFilesMax: number;
+  /**
+   * While set, opens, reads, stats, directory listings and whole-file reads run on the calling
+   * thread (writes and fsyncs still go through the thread pool). For a node's start-up, when the
+   * logs open and nothing else runs yet: each of those is a short syscall on a warm page cache,
+   * and the trip through libuv's thread pool and back costs several times the syscall itself,
+   * a dozen times per partition (10,000 partitions: seconds of it).
+   */
+  synchronousReads = false;
   /** Handles holding a descriptor, least recently used first (a Map keeps insertion order). */
   readonly #lru = new Map<CachedFileHandle, true>();
   #reopened = 0;
@@ -80,16 +88,26 @@ export class FileCache {
 
   /** A `FileSystem` on the real disk whose `open` returns handles of this cache. */
   fileSystem(): FileSystem {
-    return { ...nodeFileSystem, open: (path) => this.open(path) };
+    return {
+      ...nodeFileSystem,
+      open: (path) => this.open(path),
+      readFile: (path) => (this.synchronousReads ? readFileNow(path) : nodeFileSystem.readFile(path)),
+      readdir: (path) =>
+        this.synchronousReads ? Promise.resolve(fsCallbacks.readdirSync(path)) : nodeFileSystem.readdir(path),
+      exists: (path) =>
+        this.synchronousReads ? Promise.resolve(fsCallbacks.existsSync(path)) : nodeFileSystem.exists(path),
+    };
   }
 
   /** Opens `path` for reading and writing, creating it when missing (as `FileSystem.open`). */
   async open(path: string): Promise<FileHandle> {
-    const fd = await open(path, 'r+').catch(async (error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT') throw error;
-      return open(path, 'w+');
-    });
-    const { dev, ino } = await fstat(fd);
+    const fd = this.synchronousReads
+      ? openNow(path)
+      : await open(path, 'r+').catch(async (error: NodeJS.ErrnoException) => {
+          if (error.code !== 'ENOENT') throw error;
+          return open(path, 'w+');
+        });
+    const { dev, ino } = this.synchronousReads ? fsCallbacks.fstatSync(fd) : await fstat(fd);
     const handle = new CachedFileHandle(this, path, fd, { dev, ino }, REBUILDABLE_FILE.test(path));
     this.opened(handle);
     return handle;
@@ -127,6 +145,26 @@ export class FileCache {
       }
     }
     if (this.#lru.size > this.openFilesMax) this.#overBound++;
+  }
+}
+
+/** `FileSystem.open`'s descriptor, on the calling thread. */
+function openNow(path: string): number {
+  try {
+    return fsCallbacks.openSync(path, 'r+');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    return fsCallbacks.openSync(path, 'w+');
+  }
+}
+
+/** `FileSystem.readFile` on the calling thread: undefined for a missing file. */
+async function readFileNow(path: string): Promise<Buffer | undefined> {
+  try {
+    return fsCallbacks.readFileSync(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
   }
 }
 
@@ -198,6 +236,7 @@ export class CachedFileHandle implements FileHandle {
   }
 
   async read(buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
+    if (this.cache.synchronousReads) return this.readSync(buffer, offset, length, position);
     const fd = this.#use();
     try {
       let total = 0;
@@ -280,7 +319,7 @@ export class CachedFileHandle implements FileHandle {
   async size(): Promise<number> {
     const fd = this.#use();
     try {
-      return (await fstat(fd)).size;
+      return (this.cache.synchronousReads ? fsCallbacks.fstatSync(fd) : await fstat(fd)).size;
     } finally {
       this.#done();
     }

@@ -35,8 +35,14 @@ export interface FileSystem {
   /** Opens a file for reading and writing, creating it when missing. */
   open(path: string): Promise<FileHandle>;
   readFile(path: string): Promise<Buffer | undefined>;
-  /** Replaces a file's content atomically and durably: a temporary file, fsync, rename. */
-  writeFileAtomic(path: string, data: Uint8Array): Promise<void>;
+  /**
+   * Replaces a file's content atomically and durably: a temporary file, fsync, rename, and a sync
+   * of the directory. With `syncDir: false` the directory is not synced: the new content is
+   * durable, but which of the old and the new the path names after a power loss is settled only
+   * by the next `syncDir` of its directory (a caller that replaces several files of one directory
+   * syncs it once for all).
+   */
+  writeFileAtomic(path: string, data: Uint8Array, options?: { syncDir?: boolean }): Promise<void>;
   exists(path: string): Promise<boolean>;
   readdir(path: string): Promise<string[]>;
   mkdir(path: string): Promise<void>;
@@ -157,7 +163,7 @@ export const nodeFileSystem: FileSystem = {
       throw error;
     }
   },
-  async writeFileAtomic(path, data) {
+  async writeFileAtomic(path, data, options) {
     // A unique temporary name: two replacements of one file in flight must not share it.
     const temporary = `${path}.${process.pid}.${++temporaryCounter}.tmp`;
     const handle = await fsp.open(temporary, 'w');
@@ -168,7 +174,7 @@ export const nodeFileSystem: FileSystem = {
       await handle.close();
     }
     await fsp.rename(temporary, path);
-    await syncDirectory(dirname(path));
+    if (options?.syncDir !== false) await syncDirectory(dirname(path));
   },
   async exists(path) {
     try {
@@ -274,12 +280,14 @@ export class SimulatedFileSystem implements FileSystem {
     return file ? Buffer.from(file.current) : undefined;
   }
 
-  async writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
+  async writeFileAtomic(path: string, data: Uint8Array, options?: { syncDir?: boolean }): Promise<void> {
     this.#requireDir(dirname(path));
     await this.faultFor('writeFileAtomic', path);
     const copy = Buffer.from(data);
+    // A new file whose content is durable; without the directory sync, a power loss reverts the
+    // path to the file it named before (or to none).
     this.files.set(path, { durable: copy, current: Buffer.from(copy), pending: [] });
-    this.#syncEntries(dirname(path));
+    if (options?.syncDir !== false) this.#syncEntries(dirname(path));
     this.syncCount++;
   }
 

@@ -69,7 +69,7 @@ export class LogManager {
       while (next < names.length && !failing) {
         const name = names[next++]!;
         const log = await PartitionLog.open(
-          { dir: `${options.dataDir}/${name}`, config: options.defaultConfig },
+          { dir: `${options.dataDir}/${name}`, config: options.defaultConfig, exists: true },
           deps,
         ).catch((error: unknown) => {
           failing = true;

@@ -248,6 +248,12 @@ export class PartitionLog {
   #appendScheduled = false;
   #syncWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   #syncing = false;
+  /**
+   * The offset of the newest producer snapshot on disk within the log, the one an open would
+   * start from (undefined: none, an open replays from the first segment). Only a cost: the state
+   * rebuilt is the same from any snapshot or from none.
+   */
+  #snapshotAt: number | undefined;
   /** Counts truncations, so that an fsync that raced one does not move the recovery point. */
   #truncations = 0;
   #listeners = new Set<(logEndOffset: number) => void>();
@@ -303,13 +309,18 @@ export class PartitionLog {
    * scanned: its checkpoint is written after an append and may not have landed.
    */
   static async open(
-    options: { dir: string; config?: Partial<LogConfig> },
+    options: {
+      dir: string;
+      config?: Partial<LogConfig>;
+      /** The directory was just listed in its parent (a start-up): it is not made. */
+      exists?: boolean;
+    },
     deps: PartitionLogDeps,
   ): Promise<PartitionLog> {
     const { fs, clock } = deps;
     const config = { ...DEFAULT_LOG_CONFIG, ...options.config };
     const dir = options.dir;
-    await mkdirDurable(fs, dir);
+    if (options.exists !== true) await mkdirDurable(fs, dir);
     let names = await fs.readdir(dir);
     for (const name of names) {
       if (name.endsWith('.tmp') || name.endsWith('.cleaned')) await fs.unlink(`${dir}/${name}`);
@@ -384,7 +395,14 @@ export class PartitionLog {
       ? await readCheckpoint(fs, `${dir}/${RECOVERY_POINT_FILE}`)
       : recoveryPoint;
     if (storedRecoveryPoint === log.#recoveryPoint) log.#recoveryPointWritten = storedRecoveryPoint;
-    else await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
+    else {
+      // What recovery kept past the stored point may be a crashed process's unsynced writes,
+      // still in the page cache (kill -9 loses none of them, a power loss may): they, and the
+      // index entries rebuilt over them, are made durable before the checkpoint says they are.
+      for (const segment of segments)
+        if (segment.nextOffset > storedRecoveryPoint) await segment.syncRecovered();
+      await log.#writeCheckpoint(RECOVERY_POINT_FILE, log.#recoveryPoint);
+    }
     log.#scheduleFlush();
     return log;
   }
@@ -836,6 +854,7 @@ export class PartitionLog {
           this.#highWatermark = offset;
           // No batch of the old log is left, nor any producer state (its snapshots went with it).
           this.producers.clear();
+          this.#snapshotAt = undefined;
           // Waits for the reads already in them (`Segment.close`).
           for (const segment of old) await segment.close();
         },
@@ -1047,12 +1066,24 @@ export class PartitionLog {
     }
     await this.#requestSync();
     this.#closed = true;
+    // The segments and their indexes are durable before anything below names them: a clean open
+    // trusts the indexes it finds (`Segment.open` checks only that they fit the log).
     for (const segment of this.#segments) await segment.syncIndexes();
     await this.leaderEpochs.flush();
-    await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint);
-    await this.#snapshotProducers(this.logEndOffset);
+    // The checkpoint and the snapshot are written only when they would say something new, and
+    // their renames share one directory sync with the marker's creation. A power loss before it
+    // keeps any of the three: an older recovery point is below the log end (a longer scan after a
+    // later crash, and an open after this one rewrites it), an older snapshot means a longer
+    // replay, and the marker is the last thing the directory can need, every byte it vouches
+    // for having been synced above.
+    if (this.#recoveryPoint !== this.#recoveryPointWritten)
+      await this.#writeCheckpoint(RECOVERY_POINT_FILE, this.#recoveryPoint, { syncDir: false });
+    if (this.#replayBytesAtOpen() > SNAPSHOT_REPLAY_BYTES_MAX)
+      await this.#snapshotProducers(this.logEndOffset, { syncDir: false });
     for (const segment of this.#segments) await segment.close();
-    await this.#fs.writeFileAtomic(`${this.dir}/${CLEAN_SHUTDOWN_FILE}`, Buffer.alloc(0));
+    // Empty: nothing of it can be torn, and only its directory entry needs to be durable.
+    await (await this.#fs.open(`${this.dir}/${CLEAN_SHUTDOWN_FILE}`)).close();
+    await this.#fs.syncDir(this.dir);
     this.#listeners.clear();
   }
 
@@ -1243,6 +1274,8 @@ export class PartitionLog {
       await this.#segments.shift()!.delete();
     }
     await this.#deleteProducerSnapshots((at) => at < this.#segments[0]!.baseOffset);
+    if (this.#snapshotAt !== undefined && this.#snapshotAt < this.#segments[0]!.baseOffset)
+      this.#snapshotAt = undefined;
     this.leaderEpochs.truncateFromStart(offset);
     this.#checkInvariants();
   }
@@ -1257,17 +1290,38 @@ export class PartitionLog {
    * Writes the producers' state as of `offset` (every batch below it is in the log and durable) to
    * `<offset>.producer-snapshot`, so that recovery replays only the batches after it.
    */
-  async #snapshotProducers(offset: number): Promise<void> {
+  async #snapshotProducers(offset: number, options?: { syncDir?: boolean }): Promise<void> {
     // Written with no producer too: an open then knows that no batch before `offset` needs replaying.
     await this.#fs.writeFileAtomic(
       `${this.dir}/${segmentName(offset)}${PRODUCER_SNAPSHOT_SUFFIX}`,
       this.producers.encode(offset),
+      options,
     );
+    this.#snapshotAt = offset;
   }
 
-  async #deleteProducerSnapshots(drop: (offset: number) => boolean): Promise<void> {
+  /**
+   * The bytes an open would replay to rebuild the producers' state: from the indexed batch at or
+   * below the newest snapshot's offset (where `#rebuildProducers` starts reading) to the log end,
+   * or the whole log without a snapshot.
+   */
+  #replayBytesAtOpen(): number {
+    const from = this.#snapshotAt ?? this.#segments[0]!.baseOffset;
+    if (from >= this.logEndOffset) return 0;
+    let bytes = 0;
+    for (const segment of this.#segments) {
+      if (segment.nextOffset <= from) continue;
+      bytes += segment.size - (segment.baseOffset <= from ? segment.lookupPosition(from) : 0);
+    }
+    return bytes;
+  }
+
+  async #deleteProducerSnapshots(
+    drop: (offset: number) => boolean,
+    names?: readonly string[],
+  ): Promise<void> {
     let deleted = false;
-    for (const name of await this.#fs.readdir(this.dir)) {
+    for (const name of names ?? (await this.#fs.readdir(this.dir))) {
       if (!PRODUCER_SNAPSHOT_FILE.test(name) || !drop(Number(name.slice(0, 20)))) continue;
       await this.#fs.unlink(`${this.dir}/${name}`);
       deleted = true;
@@ -1287,8 +1341,10 @@ export class PartitionLog {
       .filter((n) => PRODUCER_SNAPSHOT_FILE.test(n))
       .map((n) => Number(n.slice(0, 20)))
       .sort((a, b) => b - a);
-    await this.#deleteProducerSnapshots((at) => at > end);
+    // `names` is the directory as listed just before: no snapshot was written since.
+    await this.#deleteProducerSnapshots((at) => at > end, names);
     this.producers.clear();
+    this.#snapshotAt = undefined;
     let from = first;
     for (const at of offsets) {
       if (at > end || at < first) continue;
@@ -1298,6 +1354,7 @@ export class PartitionLog {
         const { state } = ProducerState.decode(bytes);
         for (const entry of state.entries()) this.producers.restore(entry);
         from = at;
+        this.#snapshotAt = at;
         break;
       } catch (error) {
         this.#logger?.error(
@@ -1394,9 +1451,9 @@ export class PartitionLog {
   }
 
   /** Checkpoint writes are serialized: a timer's flush and a close must not interleave them. */
-  #writeCheckpoint(name: string, value: number): Promise<void> {
+  #writeCheckpoint(name: string, value: number, options?: { syncDir?: boolean }): Promise<void> {
     const write = this.#checkpoints.then(async () => {
-      await writeCheckpointFile(this.#fs, `${this.dir}/${name}`, value);
+      await writeCheckpointFile(this.#fs, `${this.dir}/${name}`, value, options);
       if (name === RECOVERY_POINT_FILE) this.#recoveryPointWritten = value;
     });
     this.#checkpoints = write.catch(() => {});
@@ -1754,10 +1811,15 @@ function sameEpochStarts(
 }
 
 /** Replaces the checkpoint at `path` atomically: `<value>\n<crc32c of "<value>\n" in hex>\n`. */
-function writeCheckpointFile(fs: FileSystem, path: string, value: number): Promise<void> {
+function writeCheckpointFile(
+  fs: FileSystem,
+  path: string,
+  value: number,
+  options?: { syncDir?: boolean },
+): Promise<void> {
   const body = Buffer.from(`${value}\n`);
   const crc = crc32c(body).toString(16);
-  return fs.writeFileAtomic(path, Buffer.from(`${value}\n${crc}\n`));
+  return fs.writeFileAtomic(path, Buffer.from(`${value}\n${crc}\n`), options);
 }
 
 /**
@@ -1811,6 +1873,13 @@ const SEGMENT_LOG_FILE = /^\d{20}\.log$/;
 /** `<offset>.producer-snapshot`: the producers' state as of that offset (every batch below it applied). */
 const PRODUCER_SNAPSHOT_FILE = /^\d{20}\.producer-snapshot$/;
 const PRODUCER_SNAPSHOT_SUFFIX = '.producer-snapshot';
+/**
+ * A clean close writes a producer snapshot at the log end only when an open would otherwise
+ * replay more than this from the newest snapshot (or the whole log): reading it back costs an open
+ * a millisecond or so, while the snapshot costs the close an fsync, a rename and its share of a
+ * directory sync, which 10,000 idle one-record partitions would pay every stop.
+ */
+const SNAPSHOT_REPLAY_BYTES_MAX = 1024 * 1024;
 
 /** A checkpoint file's offset; 0 when the file is missing or its CRC is wrong. */
 export async function readCheckpoint(fs: FileSystem, path: string): Promise<number> {

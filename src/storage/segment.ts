@@ -172,11 +172,13 @@ export class Segment {
     const fileSize = await log.size();
     const epochStarts: EpochStart[] = [];
     if (options.recover) {
+      const [indexSize, timeSize] = await Promise.all([index.size(), timeIndex.size()]);
+      const sizes = { indexSize, timeSize };
       const resume =
         options.recoveryPoint !== undefined && options.recoveryPoint > baseOffset
-          ? await segment.#resumePoint(fileSize, options.recoveryPoint)
+          ? await segment.#resumePoint(fileSize, options.recoveryPoint, sizes)
           : undefined;
-      const corrupt = await segment.#rebuild(fileSize, options, true, epochStarts, resume);
+      const corrupt = await segment.#rebuild(fileSize, options, true, epochStarts, resume, sizes);
       const fromPosition = resume?.position ?? 0;
       const scanned = {
         fromOffset: resume?.offset ?? baseOffset,
@@ -245,8 +247,11 @@ export class Segment {
    * maximum timestamp of the batches before). Everything before that position holds offsets below
    * the recovery point, which were synced before the checkpoint named it. Undefined: scan it all.
    */
-  async #resumePoint(fileSize: number, recoveryPoint: number): Promise<ResumePoint | undefined> {
-    const [indexSize, timeSize] = await Promise.all([this.indexFile.size(), this.timeIndexFile.size()]);
+  async #resumePoint(
+    fileSize: number,
+    recoveryPoint: number,
+    { indexSize, timeSize }: { indexSize: number; timeSize: number },
+  ): Promise<ResumePoint | undefined> {
     if (indexSize % INDEX_ENTRY_BYTES !== 0 || timeSize % TIME_INDEX_ENTRY_BYTES !== 0) return undefined;
     const indexBuf = Buffer.alloc(indexSize);
     const timeBuf = Buffer.alloc(timeSize);
@@ -301,6 +306,8 @@ export class Segment {
     verify: boolean,
     epochStarts: EpochStart[],
     resume?: ResumePoint,
+    /** The index files' sizes now, when known: a file already of the size kept is not cut. */
+    sizes?: { indexSize: number; timeSize: number },
   ): Promise<string | undefined> {
     this.#indexOffsets = resume?.indexOffsets ?? [];
     this.#indexPositions = resume?.indexPositions ?? [];
@@ -314,7 +321,10 @@ export class Segment {
     this.#indexesDirty = true;
     const indexKept = this.#indexOffsets.length * INDEX_ENTRY_BYTES;
     const timeKept = this.#timeOffsets.length * TIME_INDEX_ENTRY_BYTES;
-    await Promise.all([this.indexFile.truncate(indexKept), this.timeIndexFile.truncate(timeKept)]);
+    await Promise.all([
+      sizes?.indexSize === indexKept ? undefined : this.indexFile.truncate(indexKept),
+      sizes?.timeSize === timeKept ? undefined : this.timeIndexFile.truncate(timeKept),
+    ]);
     const entries: Buffer[] = [];
     const timeEntries: Buffer[] = [];
     const result = await this.#scan(this.size, fileSize, verify, options.batchBytesMax, (location) => {
@@ -341,8 +351,10 @@ export class Segment {
     }
     this.size = result.end;
     this.#indexesDirty = true;
-    await this.indexFile.write(Buffer.concat(entries), indexKept);
-    await this.timeIndexFile.write(Buffer.concat(timeEntries), timeKept);
+    if (entries.length > 0) {
+      await this.indexFile.write(Buffer.concat(entries), indexKept);
+      await this.timeIndexFile.write(Buffer.concat(timeEntries), timeKept);
+    }
     return (
       result.error ??
       (result.end < fileSize
@@ -750,6 +762,15 @@ export class Segment {
       throw error;
     });
     return this.#lastSync;
+  }
+
+  /**
+   * Makes the log file durable whatever this process wrote to it, and the indexes: after a
+   * recovery, the bytes a crashed process left in the page cache, which the recovery scan kept.
+   */
+  async syncRecovered(): Promise<void> {
+    await this.log.sync();
+    await this.syncIndexes();
   }
 
   /** Writes buffered index entries and makes the index files durable (before a clean shutdown or a roll). */

@@ -1145,7 +1145,9 @@ function fencedFileSystem(disk: SimulatedFileSystem, dead: () => boolean): FileS
   return {
     open: guard(async (path: string) => handle(await disk.open(path))),
     readFile: guard((path: string) => disk.readFile(path)),
-    writeFileAtomic: guard((path: string, data: Uint8Array) => disk.writeFileAtomic(path, data)),
+    writeFileAtomic: guard((path: string, data: Uint8Array, options?: { syncDir?: boolean }) =>
+      disk.writeFileAtomic(path, data, options),
+    ),
     exists: guard((path: string) => disk.exists(path)),
     readdir: guard((path: string) => disk.readdir(path)),
     mkdir: guard((path: string) => disk.mkdir(path)),

@@ -35,6 +35,47 @@ async function descriptorsUnder(path: string): Promise<number> {
 }
 
 describe('FileCache', () => {
+  it('with synchronousReads, opens, reads, stats and listings finish on the calling thread with the same results', async () => {
+    const cache = new FileCache({ openFilesMax: 2 });
+    const fs = cache.fileSystem();
+    await writeFile(join(dir, 'a'), 'alpha');
+    const before = {
+      file: await fs.readFile(join(dir, 'a')),
+      missing: await fs.readFile(join(dir, 'none')),
+      names: await fs.readdir(dir),
+      exists: [await fs.exists(join(dir, 'a')), await fs.exists(join(dir, 'none'))],
+    };
+    cache.synchronousReads = true;
+    try {
+      expect({
+        file: await fs.readFile(join(dir, 'a')),
+        missing: await fs.readFile(join(dir, 'none')),
+        names: await fs.readdir(dir),
+        exists: [await fs.exists(join(dir, 'a')), await fs.exists(join(dir, 'none'))],
+      }).toEqual(before);
+      const handle = await fs.open(join(dir, 'a'));
+      const buffer = Buffer.alloc(5);
+      // The bytes are there before the promise is awaited: the read ran within the call.
+      const reading = handle.read(buffer, 0, 5, 0);
+      expect(buffer.toString()).toBe('alpha');
+      expect(await reading).toBe(5);
+      expect(await handle.size()).toBe(5);
+      // A missing file is created, as without the flag.
+      const created = await fs.open(join(dir, 'b'));
+      expect(await created.size()).toBe(0);
+      await created.close();
+      await handle.close();
+    } finally {
+      cache.synchronousReads = false;
+    }
+    // Off again: through the thread pool (whose worker may fill the buffer at any moment).
+    const later = await fs.open(join(dir, 'a'));
+    const buffer = Buffer.alloc(5);
+    expect(await later.read(buffer, 0, 5, 0)).toBe(5);
+    expect(buffer.toString()).toBe('alpha');
+    await later.close();
+  });
+
   it('keeps at most openFilesMax descriptors for idle synced files, and reopens them with their bytes', async () => {
     const cache = new FileCache({ openFilesMax: 3 });
     const handles: CachedFileHandle[] = [];

@@ -41,9 +41,9 @@ function counting(inner: FileSystem): { fs: FileSystem; logBytesRead: { n: numbe
   const fs: FileSystem = {
     open: async (path) => wrap(path, await inner.open(path)),
     readFile: (path) => inner.readFile(path),
-    writeFileAtomic: (path, data) => {
+    writeFileAtomic: (path, data, options) => {
       replaced.push(path.slice(path.lastIndexOf('/') + 1));
-      return inner.writeFileAtomic(path, data);
+      return inner.writeFileAtomic(path, data, options);
     },
     exists: (path) => inner.exists(path),
     readdir: (path) => inner.readdir(path),
