@@ -24,6 +24,10 @@
  *
  * STEPS picks some of them (topics,fence,failover,forward,acks,replicated-failover; all when
  * absent), e.g. `STEPS=replicated-failover REPLICATED_PARTITIONS=1,100 npm run bench:cluster`.
+ * The failover probes (one acks=all produce per partition) go PROBES_IN_FLIGHT at a time (64 when
+ * absent; as many as there are partitions measures when the new leaders serve rather than how
+ * fast one client gets through 1,000 acks=all round trips 64 at a time). BENCH_TRACE=1 prints the
+ * in-sync wait and, per probe round, what is pending and why it was refused.
  * Prints the figures and appends a dated row to bench/RESULTS.md, with the load average.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -61,7 +65,11 @@ for (const step of STEPS)
   if (!(ALL_STEPS as readonly string[]).includes(step))
     throw new Error(`STEPS: ${step} is not one of ${ALL_STEPS.join(',')}`);
 /** Produce requests in flight at once while probing the new leaders. */
-const PROBES_IN_FLIGHT_MAX = 64;
+const PROBES_IN_FLIGHT_MAX = Number(process.env.PROBES_IN_FLIGHT ?? 64);
+/** BENCH_TRACE=1: the failover steps print, per probe round, what is pending and why. */
+const TRACE = process.env.BENCH_TRACE === '1';
+/** Refusals of the probes since the last trace line, by code. */
+const refusals = new Map<string, number>();
 /** The most partitions one topic of the replicated failover step has (several topics beyond). */
 const TOPIC_PARTITIONS_MAX = 300;
 const SECRET = 'bench-cluster-secret-0123456789';
@@ -529,9 +537,16 @@ async function produceAll(node: number, key: string): Promise<boolean> {
     lastRefusal = `${key} via node ${node}: ${String(error)}`;
     return undefined;
   });
-  if (!response) return false;
+  if (!response) {
+    refusals.set('no answer', (refusals.get('no answer') ?? 0) + 1);
+    return false;
+  }
   const text = await response.text();
-  if (response.status !== 200) lastRefusal = `${key} via node ${node}: ${response.status} ${text}`;
+  if (response.status !== 200) {
+    lastRefusal = `${key} via node ${node}: ${response.status} ${text}`;
+    const code = /"code":"([A-Z_]+)"/.exec(text)?.[1] ?? String(response.status);
+    refusals.set(code, (refusals.get(code) ?? 0) + 1);
+  }
   return response.status === 200;
 }
 
@@ -560,11 +575,14 @@ async function replicatedFailover(say: Say): Promise<void> {
     await until(
       'every replica in sync',
       async () => {
+        let inSync = 0;
         for (const topic of topics) {
           const d = await call(controller, 'GET', `/v1/topics/${topic}`);
-          if (!(d.partitions as { isr: number[] }[]).every((p) => p.isr.length === NODES)) return undefined;
+          inSync += (d.partitions as { isr: number[] }[]).filter((p) => p.isr.length === NODES).length;
         }
-        return true;
+        if (TRACE)
+          process.stderr.write(`${inSync} of ${count * NODES} partitions with every replica in sync\n`);
+        return inSync === count * NODES ? true : undefined;
       },
       600_000,
       500,
@@ -589,6 +607,14 @@ async function replicatedFailover(say: Say): Promise<void> {
       await inBatches([...pending].filter(led), async (key) => {
         if (await produceAll(now.get(key)!, key)) pending.delete(key);
       });
+      if (TRACE) {
+        const at = ((performance.now() - started) / 1000).toFixed(2);
+        const led = [...pending].filter((key) => now.get(key) !== victim && now.get(key) !== -1).length;
+        process.stderr.write(
+          `${at} s: ${pending.size} not served (${led} of them with a new leader); refused ${JSON.stringify(Object.fromEntries(refusals))}\n`,
+        );
+        refusals.clear();
+      }
       if (pending.size > 0) await new Promise((r) => setTimeout(r, 20));
     }
     const servedMs = performance.now() - started;
