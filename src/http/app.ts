@@ -123,7 +123,11 @@ export function buildApp(options: AppOptions, deps: AppDeps): FastifyInstance {
   addHttpEncoding(app, options.bodyLimitBytes ?? LIMITS.requestBodyBytesMax);
   app.setErrorHandler((error, request, reply) => {
     const problem = problemFor(error, request.url);
-    if (problem.status >= 500)
+    // 503s are the refusals a client retries (a node starting or stopping, a leadership moving,
+    // too few in-sync replicas): expected, counted by status in the latency histograms, and not
+    // worth a stack trace each (a starting node under load answered thousands of them a second,
+    // and formatting and logging their stacks took most of its CPU).
+    if (problem.status >= 500 && problem.status !== 503)
       request.log.error({ err: error, route: request.routeOptions.url }, 'request failed');
     else request.log.debug({ code: problem.body.code, route: request.routeOptions.url }, 'request refused');
     return sendProblem(reply, error, request.url);
@@ -229,16 +233,11 @@ function addRequestHooks(app: FastifyInstance, broker: BrokerApi, metrics: HttpM
       // Starting: the node has not caught up with the cluster metadata. Health checks and the
       // cluster-internal routes (which the start needs) answer; the public API waits.
       if (!url.startsWith('/v1/')) return done();
-      return done(
-        new SluiceError(
-          'LEADER_NOT_AVAILABLE',
-          'the node is starting: it has not caught up with the cluster metadata yet',
-        ),
-      );
+      return done(STARTING);
     }
     if (url === ENDPOINTS.livez.path || url.startsWith('/internal/')) return done();
     closeIfShuttingDown(request, reply);
-    done(new SluiceError('SHUTTING_DOWN', 'the node is shutting down; retry on another node or later'));
+    done(STOPPING);
   });
   app.addHook('onSend', (request, reply, payload, done) => {
     reply.header(REQUEST_ID_HEADER, request.id);
@@ -247,6 +246,19 @@ function addRequestHooks(app: FastifyInstance, broker: BrokerApi, metrics: HttpM
     done(null, payload);
   });
 }
+
+/**
+ * The refusals of a node that is starting or stopping, made once: every request meanwhile gets the
+ * same one (nothing in it is the request's), rather than an error with a stack trace of its own.
+ */
+const STARTING = new SluiceError(
+  'LEADER_NOT_AVAILABLE',
+  'the node is starting: it has not caught up with the cluster metadata yet',
+);
+const STOPPING = new SluiceError(
+  'SHUTTING_DOWN',
+  'the node is shutting down; retry on another node or later',
+);
 
 /** The longest path parameter the router takes: a topic name with every character as `%XX`. */
 const PATH_PARAM_LENGTH_MAX = LIMITS.topicNameLengthMax * 3;
