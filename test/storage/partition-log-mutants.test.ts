@@ -253,6 +253,25 @@ describe("a leader's producer checks within one append and one group", () => {
   });
 });
 
+describe('a read into a buffer the caller allocates', () => {
+  it('passes the allocator to the segment read: the data lies in the buffer it gave', async () => {
+    const { open } = setup({ flushPolicy: 'sync' });
+    const log = await open();
+    await log.append(batchOf(['a', 'b']), { assignOffsets: true });
+    const given: Buffer[] = [];
+    const allocate = (bytes: number) => {
+      const buf = Buffer.alloc(bytes);
+      given.push(buf);
+      return buf;
+    };
+    const result = await log.read(0, { maxBytes: 1 << 20, allocate });
+    expect(result.batchCount).toBe(1);
+    expect(given).toHaveLength(1);
+    expect(result.data.buffer).toBe(given[0]!.buffer);
+    await log.close();
+  });
+});
+
 describe('the retention limit', () => {
   it('counts a limit that is not a number (undefined, a string) as 0', async () => {
     for (const value of [undefined, '5']) {
