@@ -544,6 +544,32 @@ describe("the producers' state rebuilt at open", () => {
     }
   });
 
+  it('passes over a damaged snapshot for the log, and logs it', async () => {
+    const { fs, open } = setup({ flushPolicy: 'sync' });
+    const log = await open();
+    await log.append(producerBatch(7, 0, ['a']), asLeader);
+    await log.close();
+    const snapshot = `${dir}/00000000000000000001.producer-snapshot`;
+    expect(await fs.exists(snapshot)).toBe(true);
+    await fs.writeFileAtomic(snapshot, Buffer.from('not a snapshot'));
+    const logged: { fields: Record<string, unknown>; message: string }[] = [];
+    const logger = {
+      error: (fields: Record<string, unknown>, message: string) => logged.push({ fields, message }),
+    };
+    const reopened = await PartitionLog.open(
+      { dir, config: { flushPolicy: 'sync' } },
+      { fs, clock: new ManualClock(), logger },
+    );
+    expect(reopened.producers.get(7)?.batches.map((b) => b.lastSequence)).toEqual([0]);
+    expect(logged).toEqual([
+      {
+        fields: { dir, offset: 1, err: expect.any(Error) },
+        message: 'a producer state snapshot is damaged: an older one or the log is used',
+      },
+    ]);
+    await reopened.close();
+  });
+
   it('fails the open on a read error of an older segment (only damage is passed over)', async () => {
     const sim = new SimulatedFileSystem();
     const { config, second } = await damagedOlderSegment(sim);

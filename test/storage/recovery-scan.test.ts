@@ -235,4 +235,28 @@ describe('recovery scans only what follows the recovery point', () => {
       await reopened.close();
     }
   });
+
+  it('rewrites no checkpoint when the scan resumes at the batch that starts the last epoch, an older one before it', async () => {
+    const sim = new SimulatedFileSystem();
+    // Every batch indexed: the scan resumes at the last one, the first of epoch 5.
+    const everyBatch = { ...config, indexIntervalBytes: 1 };
+    const log = await PartitionLog.open({ dir, config: everyBatch }, { fs: sim, clock: new ManualClock() });
+    await fill(log, 0, 10, 1);
+    await fill(log, 10, 11, 5);
+    await log.flush();
+    sim.crashLosingAllUnsynced();
+    const { fs, replaced } = counting(sim);
+    const reopened = await PartitionLog.open({ dir, config: everyBatch }, { fs, clock: new ManualClock() });
+    expect(reopened.logEndOffset).toBe(11);
+    const segmentBytes = (await sim.readFile(`${dir}/00000000000000000000.log`))!.length;
+    expect(reopened.recoveryReport!.scannedBytes).toBeLessThan(segmentBytes / 5);
+    // Epoch 1, before the scan, is the checkpoint's; epoch 5, where the scan starts, is what it
+    // says already: nothing is rewritten.
+    expect(replaced).toEqual([]);
+    expect(reopened.leaderEpochs.entries()).toEqual([
+      { epoch: 1, startOffset: 0 },
+      { epoch: 5, startOffset: 10 },
+    ]);
+    await reopened.close();
+  });
 });
