@@ -466,20 +466,22 @@ describe("compaction and producers' newest batches", () => {
 
 describe("the producers' state rebuilt at open", () => {
   it('applies each batch once when the snapshot lies inside the segment replayed (a clean close, appends, a crash)', async () => {
-    const { fs, open } = setup({ flushPolicy: 'sync' });
+    // Batches of 400 kB and no index entry: the close snapshots the producers at the log end
+    // (more than 1 MiB would be replayed otherwise), and the replay walks the segment from its start.
+    const { fs, open } = setup({ flushPolicy: 'sync', indexIntervalBytes: 16 << 20 });
+    const big = (seq: number) => producerBatch(7, seq, [`a${seq}`.padEnd(400_000, '.')]);
     const log = await open();
-    for (let seq = 0; seq < 3; seq++) await log.append(producerBatch(7, seq, [`a${seq}`]), asLeader);
-    // The clean close snapshots the producers at the log end, 3, inside the only segment.
+    for (let seq = 0; seq < 3; seq++) await log.append(big(seq), asLeader);
     await log.close();
     const reopened = await open();
-    await reopened.append(producerBatch(7, 3, ['a3']), asLeader);
+    await reopened.append(big(3), asLeader);
     fs.crashLosingAllUnsynced();
     expect((await fs.readdir(dir)).filter((n) => n.endsWith('.producer-snapshot'))).toEqual([
       '00000000000000000003.producer-snapshot',
     ]);
     const recovered = await open();
     expect(recovered.recoveryReport).toBeDefined();
-    // The replay walks the segment from its start; the batches below the snapshot are in it already.
+    // The batches below the snapshot are in it already: the walk passes over them.
     expect(recovered.producers.get(7)?.batches.map((b) => [b.firstSequence, b.firstOffset])).toEqual([
       [0, 0],
       [1, 1],
@@ -545,21 +547,23 @@ describe("the producers' state rebuilt at open", () => {
   });
 
   it('passes over a damaged snapshot for the log, and logs it', async () => {
-    const { fs, open } = setup({ flushPolicy: 'sync' });
+    // Each append rolls: the roll before the second writes the snapshot at 1.
+    const config = { flushPolicy: 'sync' as const, segmentMs: 0 };
+    const { fs, open } = setup(config);
     const log = await open();
     await log.append(producerBatch(7, 0, ['a']), asLeader);
+    await log.append(batchOf(['b']), asLeader);
     await log.close();
     const snapshot = `${dir}/00000000000000000001.producer-snapshot`;
     expect(await fs.exists(snapshot)).toBe(true);
+    // Only that one: a snapshot the close may write at the log end goes.
+    await fs.unlink(`${dir}/00000000000000000002.producer-snapshot`).catch(() => undefined);
     await fs.writeFileAtomic(snapshot, Buffer.from('not a snapshot'));
     const logged: { fields: Record<string, unknown>; message: string }[] = [];
     const logger = {
       error: (fields: Record<string, unknown>, message: string) => logged.push({ fields, message }),
     };
-    const reopened = await PartitionLog.open(
-      { dir, config: { flushPolicy: 'sync' } },
-      { fs, clock: new ManualClock(), logger },
-    );
+    const reopened = await PartitionLog.open({ dir, config }, { fs, clock: new ManualClock(), logger });
     expect(reopened.producers.get(7)?.batches.map((b) => b.lastSequence)).toEqual([0]);
     expect(logged).toEqual([
       {
