@@ -1,12 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/common/clock.js';
+import { crc32c } from '../../src/common/crc32c.js';
 import { encodeBatch } from '../../src/protocol/batch.js';
-import { SimulatedFileSystem } from '../../src/storage/fs.js';
+import { type FileSystem, SimulatedFileSystem } from '../../src/storage/fs.js';
 import {
   CLEAN_SHUTDOWN_FILE,
   PartitionLog,
   RECOVERY_POINT_FILE,
   readCheckpoint,
+  TRUNCATE_FULLY_FILE,
 } from '../../src/storage/partition-log.js';
 import { batchOf, refusal } from './helpers.js';
 
@@ -251,6 +253,25 @@ describe("a leader's producer checks within one append and one group", () => {
   });
 });
 
+describe('a read into a buffer the caller allocates', () => {
+  it('passes the allocator to the segment read: the data lies in the buffer it gave', async () => {
+    const { open } = setup({ flushPolicy: 'sync' });
+    const log = await open();
+    await log.append(batchOf(['a', 'b']), { assignOffsets: true });
+    const given: Buffer[] = [];
+    const allocate = (bytes: number) => {
+      const buf = Buffer.alloc(bytes);
+      given.push(buf);
+      return buf;
+    };
+    const result = await log.read(0, { maxBytes: 1 << 20, allocate });
+    expect(result.batchCount).toBe(1);
+    expect(given).toHaveLength(1);
+    expect(result.data.buffer).toBe(given[0]!.buffer);
+    await log.close();
+  });
+});
+
 describe('the retention limit', () => {
   it('counts a limit that is not a number (undefined, a string) as 0', async () => {
     for (const value of [undefined, '5']) {
@@ -355,6 +376,37 @@ describe('the high watermark and the retention limit at the edges', () => {
     await log.close();
   });
 
+  it('deleteRecordsBefore past the retention limit names both offsets, with the limit and the log end as details', async () => {
+    const { open } = setup({ flushPolicy: 'sync' });
+    const log = await open();
+    for (let i = 0; i < 4; i++) await log.append(batchOf([`v${i}`]), { assignOffsets: true });
+    log.setRetentionLimit(() => 2);
+    const error = await refusal(log.deleteRecordsBefore(3));
+    expect([error.code, error.message, error.details]).toEqual([
+      'OFFSET_OUT_OF_RANGE',
+      'offset 3 is beyond the retention limit 2',
+      { retentionLimit: 2, logEndOffset: 4 },
+    ]);
+    await log.close();
+  });
+
+  it('an open refuses a truncation intent that is damaged, naming it, or whose value is not a whole number', async () => {
+    const intent = `${dir}/${TRUNCATE_FULLY_FILE}`;
+    // A bad CRC; then values whose CRC is right but that are no offset.
+    for (const value of ['300', '-3', '3x', 'x3']) {
+      const { fs, open } = setup();
+      await (await open()).close();
+      const crc = value === '300' ? 'bad' : crc32c(Buffer.from(`${value}\n`)).toString(16);
+      await fs.writeFileAtomic(intent, Buffer.from(`${value}\n${crc}\n`));
+      const error = await refusal(open());
+      expect([error.code, error.message, error.retriable]).toEqual([
+        'KAFKA_STORAGE_ERROR',
+        `the truncation intent ${intent} is damaged`,
+        false,
+      ]);
+    }
+  });
+
   it('truncateFullyAndStartAt names the offset it refuses', async () => {
     const { open } = setup();
     const log = await open();
@@ -409,5 +461,160 @@ describe("compaction and producers' newest batches", () => {
 
   it('cleans the batch of a producer that has expired like any other', async () => {
     expect(await overwritten(1, true)).not.toContain('old');
+  });
+});
+
+describe("the producers' state rebuilt at open", () => {
+  it('applies each batch once when the snapshot lies inside the segment replayed (a clean close, appends, a crash)', async () => {
+    // Batches of 400 kB and no index entry: the close snapshots the producers at the log end
+    // (more than 1 MiB would be replayed otherwise), and the replay walks the segment from its start.
+    const { fs, open } = setup({ flushPolicy: 'sync', indexIntervalBytes: 16 << 20 });
+    const big = (seq: number) => producerBatch(7, seq, [`a${seq}`.padEnd(400_000, '.')]);
+    const log = await open();
+    for (let seq = 0; seq < 3; seq++) await log.append(big(seq), asLeader);
+    await log.close();
+    const reopened = await open();
+    await reopened.append(big(3), asLeader);
+    fs.crashLosingAllUnsynced();
+    expect((await fs.readdir(dir)).filter((n) => n.endsWith('.producer-snapshot'))).toEqual([
+      '00000000000000000003.producer-snapshot',
+    ]);
+    const recovered = await open();
+    expect(recovered.recoveryReport).toBeDefined();
+    // The batches below the snapshot are in it already: the walk passes over them.
+    expect(recovered.producers.get(7)?.batches.map((b) => [b.firstSequence, b.firstOffset])).toEqual([
+      [0, 0],
+      [1, 1],
+      [2, 2],
+      [3, 3],
+    ]);
+    await recovered.close();
+  });
+
+  /**
+   * Segment 0 holds producer 1's batch, a batch of no producer and producer 2's batch; segment 1
+   * producer 3's. Indexed every batch after the first (indexIntervalBytes 1), so that an open
+   * that does not recover segment 0 loads its indexes and walks only its tail, past the damage.
+   */
+  async function damagedOlderSegment(fs: SimulatedFileSystem) {
+    const config = { flushPolicy: 'sync' as const, segmentBytes: 270, indexIntervalBytes: 1 };
+    const log = await PartitionLog.open({ dir, config }, { fs, clock: new ManualClock(1_000_000) });
+    await log.append(producerBatch(1, 0, ['p']), asLeader);
+    await log.append(batchOf(['x']), asLeader);
+    await log.append(producerBatch(2, 0, ['q']), asLeader);
+    await log.append(producerBatch(3, 0, ['r']), asLeader);
+    expect(log.segmentBaseOffsets()).toEqual([0, 3]);
+    // The recovery-point checkpoint says 4: an open after the crash recovers segment 1 only.
+    await log.flush();
+    fs.crashLosingAllUnsynced();
+    // No snapshot: the state comes from the log's first batch on.
+    for (const name of await fs.readdir(dir))
+      if (name.endsWith('.producer-snapshot')) await fs.unlink(`${dir}/${name}`);
+    // The second batch of segment 0 loses its first header marker.
+    const file = fs.fileFor(`${dir}/00000000000000000000.log`);
+    const second = producerBatch(1, 0, ['p']).length;
+    expect(file.current[second]).toBe(0x9e);
+    for (const content of [file.current, file.durable]) content[second] = 0;
+    return { config, second };
+  }
+
+  it('passes over damage in an older segment: the batches after it in that segment are not applied, later segments are', async () => {
+    for (const withLogger of [false, true]) {
+      const fs = new SimulatedFileSystem();
+      const { config } = await damagedOlderSegment(fs);
+      const logged: { fields: Record<string, unknown>; message: string }[] = [];
+      const logger = {
+        error: (fields: Record<string, unknown>, message: string) => logged.push({ fields, message }),
+      };
+      const log = await PartitionLog.open(
+        { dir, config },
+        { fs, clock: new ManualClock(1_000_000), ...(withLogger ? { logger } : {}) },
+      );
+      expect(log.recoveryReport?.segmentsScanned).toBe(1);
+      expect(log.producers.get(1)?.batches.at(-1)?.lastSequence).toBe(0);
+      expect(log.producers.get(2)).toBeUndefined();
+      expect(log.producers.get(3)?.batches.at(-1)?.lastSequence).toBe(0);
+      if (withLogger) {
+        expect(logged).toEqual([
+          {
+            fields: { dir, segment: 0, err: expect.objectContaining({ code: 'CORRUPT_MESSAGE' }) },
+            message: 'a damaged segment was passed over while rebuilding the producer state',
+          },
+        ]);
+      }
+      await log.close();
+    }
+  });
+
+  it('passes over a damaged snapshot for the log, and logs it', async () => {
+    // Each append rolls: the roll before the second writes the snapshot at 1.
+    const config = { flushPolicy: 'sync' as const, segmentMs: 0 };
+    const { fs, open } = setup(config);
+    const log = await open();
+    await log.append(producerBatch(7, 0, ['a']), asLeader);
+    await log.append(batchOf(['b']), asLeader);
+    await log.close();
+    const snapshot = `${dir}/00000000000000000001.producer-snapshot`;
+    expect(await fs.exists(snapshot)).toBe(true);
+    // Only that one: a snapshot the close may write at the log end goes.
+    await fs.unlink(`${dir}/00000000000000000002.producer-snapshot`).catch(() => undefined);
+    await fs.writeFileAtomic(snapshot, Buffer.from('not a snapshot'));
+    const logged: { fields: Record<string, unknown>; message: string }[] = [];
+    const logger = {
+      error: (fields: Record<string, unknown>, message: string) => logged.push({ fields, message }),
+    };
+    const reopened = await PartitionLog.open({ dir, config }, { fs, clock: new ManualClock(), logger });
+    expect(reopened.producers.get(7)?.batches.map((b) => b.lastSequence)).toEqual([0]);
+    expect(logged).toEqual([
+      {
+        fields: { dir, offset: 1, err: expect.any(Error) },
+        message: 'a producer state snapshot is damaged: an older one or the log is used',
+      },
+    ]);
+    await reopened.close();
+  });
+
+  it('fails the open on a read error of an older segment (only damage is passed over)', async () => {
+    const sim = new SimulatedFileSystem();
+    const { config, second } = await damagedOlderSegment(sim);
+    // Repair the damage: here the read itself fails, at the segment's first byte, which only the
+    // producers' replay reads (the index load walks the tail from the last indexed batch).
+    const file = sim.fileFor(`${dir}/00000000000000000000.log`);
+    for (const content of [file.current, file.durable]) content[second] = 0x9e;
+    const eio = () => Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+    const failing: FileSystem = {
+      open: async (path) => {
+        const handle = await sim.open(path);
+        if (!path.endsWith('00000000000000000000.log')) return handle;
+        return {
+          read: async (buffer, offset, length, position) => {
+            if (position === 0) throw eio();
+            return handle.read(buffer, offset, length, position);
+          },
+          readSync: (buffer, offset, length, position) => {
+            if (position === 0) throw eio();
+            return handle.readSync(buffer, offset, length, position);
+          },
+          write: (data, position) => handle.write(data, position),
+          writeSync: (data, position) => handle.writeSync(data, position),
+          sync: () => handle.sync(),
+          truncate: (length) => handle.truncate(length),
+          size: () => handle.size(),
+          close: () => handle.close(),
+        };
+      },
+      readFile: (path) => sim.readFile(path),
+      writeFileAtomic: (path, data) => sim.writeFileAtomic(path, data),
+      exists: (path) => sim.exists(path),
+      readdir: (path) => sim.readdir(path),
+      mkdir: (path) => sim.mkdir(path),
+      unlink: (path) => sim.unlink(path),
+      rename: (from, to) => sim.rename(from, to),
+      removeDir: (path) => sim.removeDir(path),
+      syncDir: (path) => sim.syncDir(path),
+    };
+    await expect(
+      PartitionLog.open({ dir, config }, { fs: failing, clock: new ManualClock() }),
+    ).rejects.toThrow('EIO: i/o error');
   });
 });

@@ -199,4 +199,64 @@ describe('recovery scans only what follows the recovery point', () => {
     ]);
     await reopened.close();
   });
+
+  it('takes the epochs at and after the scan from the batches even when the checkpoint names as many others', async () => {
+    // The checkpoint on disk names the right number of epochs after the scan's start, but not
+    // the ones the batches carry: another epoch, or another start offset.
+    const forged: [string, (cache: PartitionLog['leaderEpochs']) => void][] = [
+      ['another epoch', (cache) => (cache.truncateFromEnd(1), cache.assign(3, 1))],
+      ['another start', (cache) => (cache.truncateFromEnd(1), cache.assign(4, 2))],
+    ];
+    // No index entry: the scan starts at the segment's first batch, and every epoch is after it.
+    const unindexed = { ...config, indexIntervalBytes: 1 << 20 };
+    for (const [what, forge] of forged) {
+      const sim = new SimulatedFileSystem();
+      const log = await PartitionLog.open({ dir, config: unindexed }, { fs: sim, clock: new ManualClock() });
+      await fill(log, 0, 1, 0);
+      await fill(log, 1, 3, 4);
+      await log.flush();
+      forge(log.leaderEpochs);
+      await log.leaderEpochs.flush();
+      sim.crashLosingAllUnsynced();
+      const reopened = await PartitionLog.open(
+        { dir, config: unindexed },
+        { fs: sim, clock: new ManualClock() },
+      );
+      expect(reopened.recoveryReport!.scannedBytes).toBe(
+        (await sim.readFile(`${dir}/00000000000000000000.log`))!.length,
+      );
+      expect([what, reopened.leaderEpochs.entries()]).toEqual([
+        what,
+        [
+          { epoch: 0, startOffset: 0 },
+          { epoch: 4, startOffset: 1 },
+        ],
+      ]);
+      await reopened.close();
+    }
+  });
+
+  it('rewrites no checkpoint when the scan resumes at the batch that starts the last epoch, an older one before it', async () => {
+    const sim = new SimulatedFileSystem();
+    // Every batch indexed: the scan resumes at the last one, the first of epoch 5.
+    const everyBatch = { ...config, indexIntervalBytes: 1 };
+    const log = await PartitionLog.open({ dir, config: everyBatch }, { fs: sim, clock: new ManualClock() });
+    await fill(log, 0, 10, 1);
+    await fill(log, 10, 11, 5);
+    await log.flush();
+    sim.crashLosingAllUnsynced();
+    const { fs, replaced } = counting(sim);
+    const reopened = await PartitionLog.open({ dir, config: everyBatch }, { fs, clock: new ManualClock() });
+    expect(reopened.logEndOffset).toBe(11);
+    const segmentBytes = (await sim.readFile(`${dir}/00000000000000000000.log`))!.length;
+    expect(reopened.recoveryReport!.scannedBytes).toBeLessThan(segmentBytes / 5);
+    // Epoch 1, before the scan, is the checkpoint's; epoch 5, where the scan starts, is what it
+    // says already: nothing is rewritten.
+    expect(replaced).toEqual([]);
+    expect(reopened.leaderEpochs.entries()).toEqual([
+      { epoch: 1, startOffset: 0 },
+      { epoch: 5, startOffset: 10 },
+    ]);
+    await reopened.close();
+  });
 });
