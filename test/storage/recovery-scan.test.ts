@@ -204,8 +204,20 @@ describe('recovery scans only what follows the recovery point', () => {
     // The checkpoint on disk names the right number of epochs after the scan's start, but not
     // the ones the batches carry: another epoch, or another start offset.
     const forged: [string, (cache: PartitionLog['leaderEpochs']) => void][] = [
-      ['another epoch', (cache) => (cache.truncateFromEnd(1), cache.assign(3, 1))],
-      ['another start', (cache) => (cache.truncateFromEnd(1), cache.assign(4, 2))],
+      [
+        'another epoch',
+        (cache) => {
+          cache.truncateFromEnd(1);
+          cache.assign(3, 1);
+        },
+      ],
+      [
+        'another start',
+        (cache) => {
+          cache.truncateFromEnd(1);
+          cache.assign(4, 2);
+        },
+      ],
     ];
     // No index entry: the scan starts at the segment's first batch, and every epoch is after it.
     const unindexed = { ...config, indexIntervalBytes: 1 << 20 };
