@@ -618,3 +618,22 @@ describe("the producers' state rebuilt at open", () => {
     ).rejects.toThrow('EIO: i/o error');
   });
 });
+
+describe('producer snapshots past the log end at an open', () => {
+  it('are deleted, so that a log that grows past their offset again never starts from them', async () => {
+    const { fs, open } = setup({ segmentMs: 0 });
+    const log = await open();
+    await log.append(producerBatch(1, 0, ['p']), { assignOffsets: true });
+    await log.append(batchOf(['q']), { assignOffsets: true });
+    // A snapshot of another history at offset 9, past this log's end (2): what a truncation, or a
+    // crash that lost the batches it covers, leaves behind.
+    const stale = log.producers.encode(9);
+    await log.close();
+    const name = '00000000000000000009.producer-snapshot';
+    await fs.writeFileAtomic(`${dir}/${name}`, stale);
+    const reopened = await open();
+    expect(reopened.logEndOffset).toBe(2);
+    expect(await fs.readdir(dir)).not.toContain(name);
+    await reopened.close();
+  });
+});
