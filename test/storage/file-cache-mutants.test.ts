@@ -143,3 +143,28 @@ describe('close', () => {
     expect(cache.stats.open).toBe(0);
   });
 });
+
+describe('the reads of a start-up (synchronousReads), on the calling thread', () => {
+  it('answer as the thread-pool reads do: contents, listings, existence, undefined for a missing file, an existing file opened as it is', async () => {
+    await writeFile(join(dir, 'present'), 'the bytes');
+    for (const synchronousReads of [true, false]) {
+      const cache = new FileCache({ openFilesMax: 4 });
+      cache.synchronousReads = synchronousReads;
+      const fs = cache.fileSystem();
+      expect((await fs.readFile(join(dir, 'present')))?.toString()).toBe('the bytes');
+      expect(await fs.readFile(join(dir, 'missing'))).toBeUndefined();
+      expect(await fs.exists(join(dir, 'present'))).toBe(true);
+      expect(await fs.exists(join(dir, 'missing'))).toBe(false);
+      expect(await fs.readdir(dir)).toContain('present');
+      // Opening keeps what a file holds, and makes one that is missing.
+      const kept = await fs.open(join(dir, 'present'));
+      expect(await kept.size()).toBe(9);
+      await kept.close();
+      const made = await fs.open(join(dir, `made-${synchronousReads}`));
+      expect(await made.size()).toBe(0);
+      await made.close();
+      // Any error but a missing file is an error: a directory cannot be read as a file.
+      await expect(fs.readFile(dir)).rejects.toThrow();
+    }
+  });
+});
