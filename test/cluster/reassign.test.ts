@@ -88,13 +88,20 @@ describe('partition reassignment', () => {
     producing = false;
     await producer;
     expect(acked.length).toBeGreaterThan(50);
-    // The leader took node 3 into the in-sync set through the controller, and counted it.
-    let expansions = 0;
-    for (const id of [1, 2]) {
-      const text = await (await fetch(`${cluster.url(id)}/metrics`)).text();
-      expansions += Number(/^sluice_isr_changes_total\{change="expand"\} (\d+)$/m.exec(text)?.[1] ?? 0);
-    }
-    expect(expansions).toBeGreaterThanOrEqual(1);
+    // The leader took node 3 into the in-sync set through the controller, and counted it. It
+    // counts when the controller's answer arrives, which may come after the committed change has
+    // reached the node the test asked: the count is waited for, not read once.
+    const expansions = async () => {
+      let count = 0;
+      for (const id of [1, 2]) {
+        const text = await (await fetch(`${cluster.url(id)}/metrics`)).text();
+        count += Number(/^sluice_isr_changes_total\{change="expand"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+      }
+      return count >= 1 ? count : undefined;
+    };
+    expect(await eventually('the leader to count the expansion', expansions, 10_000)).toBeGreaterThanOrEqual(
+      1,
+    );
 
     // Node 1 no longer holds the partition: its log directory is gone.
     await eventually('node 1 to delete its log', async () =>
