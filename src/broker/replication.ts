@@ -483,6 +483,8 @@ export class ReplicationService {
       );
       if (!isr) continue;
       const topicId = this.#topics.topicId(replica.topic);
+      // The set before the change, for telling a shrink from an expansion once it is in force.
+      const was = replica.inSyncReplicas;
       replica.proposeIsr(isr);
       const command: ControllerCommand = {
         type: 'alterPartition',
@@ -497,7 +499,6 @@ export class ReplicationService {
       this.#cluster
         .submit(command)
         .then(() => {
-          const was = replica.inSyncReplicas;
           this.#countIsrChange?.(isr.length < was.length ? 'shrink' : 'expand');
           this.#logger.info(
             { topic: replica.topic, partition: replica.partition, isr, was },
@@ -514,7 +515,7 @@ export class ReplicationService {
             // A refusal may come after the controller decided (its answer lost, a retried request
             // then refused as stale): the proposal counts until this node's metadata holds all the
             // controller had decided, which shows the set in force.
-            return this.#dropProposalOnceCaughtUp(replica, isr);
+            return this.#dropProposalOnceCaughtUp(replica, isr, was);
           },
         );
     }
@@ -525,19 +526,32 @@ export class ReplicationService {
     if (replica.proposedIsr && sameMembers(replica.proposedIsr, isr)) replica.proposeIsr(undefined);
   }
 
-  async #dropProposalOnceCaughtUp(replica: PartitionReplica, isr: readonly number[]): Promise<void> {
+  async #dropProposalOnceCaughtUp(
+    replica: PartitionReplica,
+    isr: readonly number[],
+    was: readonly number[],
+  ): Promise<void> {
     const epoch = replica.leaderEpoch;
     let backoffMs = 100;
     while (!this.#closed && replica.isLeader && replica.leaderEpoch === epoch && replica.proposedIsr) {
       try {
         await this.#cluster.submit({ type: 'readIndex' });
         this.#dropProposal(replica, isr);
-        return;
+        break;
       } catch {
         await this.#sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, 1000);
       }
     }
+    // The set in force is the one proposed: the controller did commit it, only its answer was
+    // lost. It is counted as a change committed with its answer is.
+    if (
+      replica.isLeader &&
+      replica.leaderEpoch === epoch &&
+      sameMembers(replica.inSyncReplicas, isr) &&
+      !sameMembers(was, isr)
+    )
+      this.#countIsrChange?.(isr.length < was.length ? 'shrink' : 'expand');
   }
 
   #sleep(ms: number): Promise<void> {

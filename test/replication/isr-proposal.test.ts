@@ -64,21 +64,30 @@ async function leaderWithIsr12() {
     replicas: { all: () => [{ replica }][Symbol.iterator](), get: () => replica },
     topicId: () => 'topic-id',
   } as unknown as Topics;
+  /** The in-sync set changes the leader counted (sluice_isr_changes_total). */
+  const counted: string[] = [];
   const service = new ReplicationService(
     { nodeId: 1, replicaLagTimeMaxMs: LAG_MS, fetchMaxWaitMs: 100, fetchMaxBytes: 1 << 20 },
-    { topics, cluster, transport: {} as ReplicaFetchTransport, clock, logger: quiet },
+    {
+      topics,
+      cluster,
+      transport: {} as ReplicaFetchTransport,
+      clock,
+      logger: quiet,
+      countIsrChange: (change) => counted.push(change),
+    },
   );
   service.start();
   const append = () => replica.appendAsLeader(batchOf([`v${log.logEndOffset}`]));
   const settle = async () => {
     for (let i = 0; i < 20; i++) await Promise.resolve();
   };
-  return { clock, replica, service, append, submitted, settle, catchUp: () => catchUp };
+  return { clock, replica, service, append, submitted, settle, counted, catchUp: () => catchUp };
 }
 
 describe('an in-sync set proposal whose answer is lost', () => {
   it('keeps counting for the high watermark until the metadata has caught up', async () => {
-    const { clock, replica, service, append, submitted, settle, catchUp } = await leaderWithIsr12();
+    const { clock, replica, service, append, submitted, settle, counted, catchUp } = await leaderWithIsr12();
     try {
       await append();
       replica.followerFetched(2, 1, clock.monotonicMs(), 7);
@@ -100,6 +109,32 @@ describe('an in-sync set proposal whose answer is lost', () => {
       await settle();
       expect(replica.proposedIsr).toBeUndefined();
       expect(replica.highWatermark).toBe(2);
+      // Nothing changed, so nothing is counted.
+      expect(counted).toEqual([]);
+    } finally {
+      service.close();
+    }
+  });
+
+  it('is counted once its metadata shows the controller committed it, answer or not', async () => {
+    const { clock, replica, service, append, submitted, settle, counted, catchUp } = await leaderWithIsr12();
+    try {
+      await append();
+      replica.followerFetched(2, 1, clock.monotonicMs(), 7);
+      replica.followerFetched(3, 1, clock.monotonicMs(), 7);
+      clock.advance(LAG_MS);
+      await settle();
+      expect(replica.proposedIsr).toEqual([1, 2, 3]);
+      // The committed change reaches this node in the metadata; the answer never does.
+      replica.setRole(
+        { leader: 1, leaderEpoch: 0, replicas: [1, 2, 3], isr: [1, 2, 3], partitionEpoch: 1 },
+        clock.monotonicMs(),
+      );
+      expect(submitted).toContain('readIndex');
+      catchUp()?.resolve();
+      await settle();
+      expect(replica.inSyncReplicas).toEqual([1, 2, 3]);
+      expect(counted).toEqual(['expand']);
     } finally {
       service.close();
     }
