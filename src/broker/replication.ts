@@ -499,7 +499,7 @@ export class ReplicationService {
       this.#cluster
         .submit(command)
         .then(() => {
-          this.#countIsrChange?.(isr.length < was.length ? 'shrink' : 'expand');
+          this.#counted(isr, was);
           this.#logger.info(
             { topic: replica.topic, partition: replica.partition, isr, was },
             'in-sync set changed',
@@ -544,14 +544,19 @@ export class ReplicationService {
       }
     }
     // The set in force is the one proposed: the controller did commit it, only its answer was
-    // lost. It is counted as a change committed with its answer is.
+    // lost; counted as one whose answer came.
     if (
       replica.isLeader &&
       replica.leaderEpoch === epoch &&
       sameMembers(replica.inSyncReplicas, isr) &&
       !sameMembers(was, isr)
     )
-      this.#countIsrChange?.(isr.length < was.length ? 'shrink' : 'expand');
+      this.#counted(isr, was);
+  }
+
+  /** Counts a committed in-sync set change: `was` the set before it, `isr` the set after. */
+  #counted(isr: readonly number[], was: readonly number[]): void {
+    this.#countIsrChange?.(isr.length < was.length ? 'shrink' : 'expand');
   }
 
   #sleep(ms: number): Promise<void> {

@@ -23,6 +23,12 @@ export type ForwardOutcome = (typeof FORWARD_OUTCOMES)[number];
 /** A request slower than this (past the wait a long-poll asked for) is logged at info. */
 export const SLOW_REQUEST_MS_DEFAULT = 1000;
 
+/** What an observer reads of a request: a fastify request, or what the HTTP/2 fast path knows. */
+export interface ObservedRequest {
+  readonly query: unknown;
+  readonly log: { info(fields: object, message: string): void };
+}
+
 /**
  * The HTTP layer's metrics: request latency by route (and acks, for produce) and status, requests
  * in flight, follow streams, and stored batches that do not decode. (Connections by protocol are
@@ -30,12 +36,6 @@ export const SLOW_REQUEST_MS_DEFAULT = 1000;
  * Each route gets its observer once (`observer`); per request it finds its histogram child in a
  * small map keyed by a number, and otherwise only adds.
  */
-/** What an observer reads of a request: a fastify request, or what the HTTP/2 fast path knows. */
-export interface ObservedRequest {
-  readonly query: unknown;
-  readonly log: { info(fields: object, message: string): void };
-}
-
 export class HttpMetrics {
   readonly inFlight: Gauge;
   readonly followStreams: Gauge;

@@ -159,8 +159,9 @@ export class LogManager {
 
   /** Records the topic id in the partition's directory (atomically: a crash leaves the old or the new). */
   async writeTopicId(topic: string, partition: number, topicId: string): Promise<void> {
-    this.#topicIdsAtOpen.delete(LogManager.partitionDirName(topic, partition));
-    const path = `${this.options.dataDir}/${LogManager.partitionDirName(topic, partition)}/${TOPIC_ID_FILE}`;
+    const name = LogManager.partitionDirName(topic, partition);
+    this.#topicIdsAtOpen.delete(name);
+    const path = `${this.options.dataDir}/${name}/${TOPIC_ID_FILE}`;
     await this.fs.writeFileAtomic(path, Buffer.from(`${JSON.stringify({ version: 0, topicId })}\n`));
   }
 

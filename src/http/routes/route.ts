@@ -42,17 +42,17 @@ export function addRoute<E extends Endpoint>(
   });
 }
 
-/**
- * The checks of one endpoint, precomputed: what it answers in and which bodies it takes. Returns
- * the refusal, or undefined. The common request (no or a plain Accept, one plain Content-Type)
- * allocates nothing.
- */
 /** What the checks read of a request: a fastify request, or an HTTP/2 stream's headers. */
 export interface CheckedRequest {
   readonly headers: IncomingHttpHeaders;
   readonly raw: { readonly rawHeaders: readonly string[] };
 }
 
+/**
+ * The checks of one endpoint, precomputed: what it answers in and which bodies it takes. Returns
+ * the refusal, or undefined. The common request (no or a plain Accept, one plain Content-Type)
+ * allocates nothing.
+ */
 export function requestCheck(endpoint: Endpoint): (request: CheckedRequest) => SluiceError | undefined {
   if (!endpoint.produces.includes(MEDIA.json) || !endpoint.produces.includes(MEDIA.msgpack))
     throw new Error(`${endpoint.id} must answer in JSON and msgpack`);
