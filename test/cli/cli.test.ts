@@ -48,6 +48,12 @@ beforeAll(async () => {
     });
     broker.once('exit', (code) => reject(new Error(`sluice start exited with ${code}`)));
   });
+  // Listening is not ready: until it has caught up with its metadata the node refuses the public
+  // API with LEADER_NOT_AVAILABLE, which the CLI reports rather than retries.
+  for (let ready = false; !ready; ) {
+    ready = (await fetch(`${bootstrap}/readyz`).catch(() => undefined))?.status === 200;
+    if (!ready) await new Promise((r) => setTimeout(r, 50));
+  }
   // The build (tsc, then the console's assets copied) takes ~30 s on an idle 2-core machine and
   // passed 60 s in a full run beside other work (load average 17): time enough for that.
 }, 180_000);
